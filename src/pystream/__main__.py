@@ -1,0 +1,3 @@
+from pystream.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``pystream`` command line."""

@@ -1,0 +1,36 @@
+"""Entry point of the ``pystream`` command.
+
+Sub-commands live in their own modules and register on :data:`cli`; errors a
+user can cause are printed as one line with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import click
+
+from pystream import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pystream")
+def cli() -> None:
+    """pystream: a Kafka-compatible event-streaming broker with a Cython core."""
+
+
+@cli.command()
+def info() -> None:
+    """Show the version and which compiled core paths are active."""
+    from pystream._core import crc32c
+
+    hardware = getattr(crc32c, "has_hardware_crc", lambda: False)()
+    click.echo(f"pystream {__version__}")
+    click.echo(f"crc32c: {'hardware' if hardware else 'table'}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()
