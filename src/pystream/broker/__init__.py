@@ -1,0 +1,1 @@
+"""The asyncio broker: listeners, connections, request dispatch, purgatories."""
