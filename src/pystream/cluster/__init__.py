@@ -1,0 +1,1 @@
+"""Cluster metadata (local file for one node; ZooKeeper for many), controller, replicas."""

@@ -1,0 +1,95 @@
+"""What the cluster knows about topics: ids, partitions, replicas, leaders, configs.
+
+:class:`TopicMetadata` and :class:`PartitionState` are plain values shared by
+every metadata store.  A single node keeps them in a local file
+(:mod:`pystream.cluster.local_store`); a cluster keeps them in ZooKeeper.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+
+from pystream.errors import InvalidTopicException
+
+MAX_TOPIC_NAME_LENGTH = 249
+_LEGAL_TOPIC_CHARS = re.compile(r"^[a-zA-Z0-9._-]+$")
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+
+
+def validate_topic_name(name: str) -> None:
+    """Kafka's topic-name rules; raises InvalidTopicException saying which one failed."""
+    if not name:
+        raise InvalidTopicException("topic name is empty")
+    if name in (".", ".."):
+        raise InvalidTopicException(f"topic name cannot be {name!r}")
+    if len(name) > MAX_TOPIC_NAME_LENGTH:
+        raise InvalidTopicException(
+            f"topic name is {len(name)} characters; the maximum is {MAX_TOPIC_NAME_LENGTH}"
+        )
+    if not _LEGAL_TOPIC_CHARS.match(name):
+        raise InvalidTopicException(
+            f"topic name {name!r} may only contain ASCII letters, digits, '.', '_' and '-'"
+        )
+
+
+@dataclass
+class PartitionState:
+    """Replicas of one partition and who leads them."""
+
+    replicas: list[int]
+    leader: int
+    leader_epoch: int = 0
+    isr: list[int] = field(default_factory=list)
+    partition_epoch: int = 0
+
+    def to_json(self) -> dict:
+        return {
+            "replicas": self.replicas,
+            "leader": self.leader,
+            "leader_epoch": self.leader_epoch,
+            "isr": self.isr,
+            "partition_epoch": self.partition_epoch,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> PartitionState:
+        return cls(
+            replicas=list(data["replicas"]),
+            leader=int(data["leader"]),
+            leader_epoch=int(data.get("leader_epoch", 0)),
+            isr=list(data.get("isr", data["replicas"])),
+            partition_epoch=int(data.get("partition_epoch", 0)),
+        )
+
+
+@dataclass
+class TopicMetadata:
+    """A topic: its id, partitions (by index) and config overrides."""
+
+    name: str
+    topic_id: uuid.UUID
+    partitions: dict[int, PartitionState]
+    configs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_internal(self) -> bool:
+        return self.name in INTERNAL_TOPICS
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "topic_id": str(self.topic_id),
+            "partitions": {str(p): s.to_json() for p, s in sorted(self.partitions.items())},
+            "configs": dict(sorted(self.configs.items())),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> TopicMetadata:
+        return cls(
+            name=data["name"],
+            topic_id=uuid.UUID(data["topic_id"]),
+            partitions={int(p): PartitionState.from_json(s) for p, s in data["partitions"].items()},
+            configs=dict(data.get("configs", {})),
+        )
