@@ -33,14 +33,16 @@ def record_batch_like(size: int = 1 << 20) -> bytes:
     out = bytearray()
     offset = 0
     while len(out) < size:
-        value = json.dumps({
-            "user": rnd.choice(users),
-            "event": rnd.choice(["page_view", "click", "add_to_cart", "purchase"]),
-            "url": f"/products/{rnd.randrange(10_000)}",
-            "ts": 1_700_000_000_000 + offset * 17 + rnd.randrange(50),
-            "session": rnd.getrandbits(64),
-            "price": round(rnd.uniform(1, 500), 2),
-        }).encode()
+        value = json.dumps(
+            {
+                "user": rnd.choice(users),
+                "event": rnd.choice(["page_view", "click", "add_to_cart", "purchase"]),
+                "url": f"/products/{rnd.randrange(10_000)}",
+                "ts": 1_700_000_000_000 + offset * 17 + rnd.randrange(50),
+                "session": rnd.getrandbits(64),
+                "price": round(rnd.uniform(1, 500), 2),
+            }
+        ).encode()
         out += bytes([offset & 0x7F, len(value) & 0x7F]) + value
         offset += 1
     return bytes(out[:size])

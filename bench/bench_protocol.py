@@ -21,41 +21,70 @@ BATCH = bytes(200)
 
 def metadata_response() -> MetadataResponse:
     m = MetadataResponse
-    parts = [m.MetadataResponsePartition(partition_index=i, leader_id=i % 3, leader_epoch=5,
-                                         replica_nodes=[0, 1, 2], isr_nodes=[0, 1, 2])
-             for i in range(100)]
-    return m(brokers=[m.MetadataResponseBroker(node_id=i, host=f"broker{i}", port=9092)
-                      for i in range(3)],
-             cluster_id="cluster", controller_id=0,
-             topics=[m.MetadataResponseTopic(name="orders", topic_id=UUID(int=7),
-                                             partitions=parts)])
+    parts = [
+        m.MetadataResponsePartition(
+            partition_index=i,
+            leader_id=i % 3,
+            leader_epoch=5,
+            replica_nodes=[0, 1, 2],
+            isr_nodes=[0, 1, 2],
+        )
+        for i in range(100)
+    ]
+    return m(
+        brokers=[
+            m.MetadataResponseBroker(node_id=i, host=f"broker{i}", port=9092) for i in range(3)
+        ],
+        cluster_id="cluster",
+        controller_id=0,
+        topics=[m.MetadataResponseTopic(name="orders", topic_id=UUID(int=7), partitions=parts)],
+    )
 
 
 def produce_request() -> ProduceRequest:
     p = ProduceRequest
     parts = [p.PartitionProduceData(index=i, records=BATCH) for i in range(10)]
-    return p(acks=-1, timeout_ms=30000,
-             topic_data=[p.TopicProduceData(name="orders", partition_data=parts)])
+    return p(
+        acks=-1,
+        timeout_ms=30000,
+        topic_data=[p.TopicProduceData(name="orders", partition_data=parts)],
+    )
 
 
 def fetch_response() -> FetchResponse:
     f = FetchResponse
-    parts = [f.PartitionData(partition_index=i, high_watermark=100, last_stable_offset=100,
-                             log_start_offset=0, records=BATCH) for i in range(10)]
+    parts = [
+        f.PartitionData(
+            partition_index=i,
+            high_watermark=100,
+            last_stable_offset=100,
+            log_start_offset=0,
+            records=BATCH,
+        )
+        for i in range(10)
+    ]
     return f(responses=[f.FetchableTopicResponse(topic_id=UUID(int=7), partitions=parts)])
 
 
 def fetch_request() -> FetchRequest:
     f = FetchRequest
-    parts = [f.FetchPartition(partition=i, fetch_offset=1000 * i, partition_max_bytes=1 << 20)
-             for i in range(10)]
-    return f(max_wait_ms=500, min_bytes=1, max_bytes=50 << 20, isolation_level=1,
-             topics=[f.FetchTopic(topic_id=UUID(int=7), partitions=parts)])
+    parts = [
+        f.FetchPartition(partition=i, fetch_offset=1000 * i, partition_max_bytes=1 << 20)
+        for i in range(10)
+    ]
+    return f(
+        max_wait_ms=500,
+        min_bytes=1,
+        max_bytes=50 << 20,
+        isolation_level=1,
+        topics=[f.FetchTopic(topic_id=UUID(int=7), partitions=parts)],
+    )
 
 
 def metadata_request() -> MetadataRequest:
-    return MetadataRequest(topics=[MetadataRequest.MetadataRequestTopic(name=f"topic-{i}")
-                                   for i in range(3)])
+    return MetadataRequest(
+        topics=[MetadataRequest.MetadataRequestTopic(name=f"topic-{i}") for i in range(3)]
+    )
 
 
 CASES = {

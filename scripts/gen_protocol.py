@@ -364,8 +364,11 @@ class LayoutTable:
         tags = [it.field.tag for it in tagged]
         if len(set(tags)) != len(tags):
             raise SystemExit(f"{self.msg.source}: duplicate tag in {st.name} v{v}")
-        key = (tuple(i.key() for i in regular), tuple((i.field.tag, i.key()) for i in tagged),
-               flexible)
+        key = (
+            tuple(i.key() for i in regular),
+            tuple((i.field.tag, i.key()) for i in tagged),
+            flexible,
+        )
         layouts = self.layouts[st.name]
         for i, lay in enumerate(layouts):
             if lay.key == key:
@@ -555,8 +558,12 @@ class CodeGen:
                     out.append("        t = Writer()")
                     out += self.write_item(it, value, "t", "        ")
                     out.append(f"        tags.append(({it.field.tag}, t))")
-                out += ["    if tags:", "        w.tag_section(tags)", "    else:",
-                        "        w.append(0)"]
+                out += [
+                    "    if tags:",
+                    "        w.tag_section(tags)",
+                    "    else:",
+                    "        w.append(0)",
+                ]
             else:
                 out.append("    w.append(0)  # no tagged fields")
         if len(out) == 1:
@@ -684,8 +691,10 @@ class CodeGen:
                 spans.append([v, v, lid])
         out = []
         for kind, table in (("read", "_READERS"), ("write", "_WRITERS")):
-            parts = [f"dict.fromkeys(range({lo}, {hi + 1}), {self.fn(kind, st.name, lid)})"
-                     for lo, hi, lid in spans]
+            parts = [
+                f"dict.fromkeys(range({lo}, {hi + 1}), {self.fn(kind, st.name, lid)})"
+                for lo, hi, lid in spans
+            ]
             if len(parts) == 1:
                 out.append(f"    {table} = {parts[0]}")
             else:
@@ -756,11 +765,16 @@ def generate_module(msgs: list[MessageSpec], doc: str, codec: str = "..codec") -
                 funcs += ["", "", *gen.read_function(st, lid)]
                 funcs += ["", "", *gen.write_function(st, lid)]
             classes += ["", "", *gen.class_source(st, base)]
-            if any(f.tag is not None and f.is_struct and not f.is_array and f.base == st.name
-                   for s in msg.structs.values() for f in s.fields):
+            if any(
+                f.tag is not None and f.is_struct and not f.is_array and f.base == st.name
+                for s in msg.structs.values()
+                for f in s.fields
+            ):
                 defaults.append(f"_DEFAULT_{st.fname} = {st.pyname}()")
-    body = [f'{name} = _Packer("{fmt}")'
-            for fmt, name in sorted(mw.packers.items(), key=lambda kv: kv[1])]
+    body = [
+        f'{name} = _Packer("{fmt}")'
+        for fmt, name in sorted(mw.packers.items(), key=lambda kv: kv[1])
+    ]
     body += funcs + classes
     if defaults:
         body += ["", "", "# defaults of tagged struct fields: written only when different"]
@@ -933,8 +947,9 @@ def data_module_name(msg_name: str) -> str:
 def generate(message_dir: Path, internal_dir: Path | None) -> dict[str, str]:
     """All generated files: relative path -> content."""
     msgs = [parse_message(p) for p in sorted(message_dir.glob("*.json"))]
-    internal = [parse_message(p) for p in sorted(internal_dir.glob("*.json"))] \
-        if internal_dir else []
+    internal = (
+        [parse_message(p) for p in sorted(internal_dir.glob("*.json"))] if internal_dir else []
+    )
     for m in internal:
         m.source = f"{internal_dir.name}/{m.source}"  # type: ignore[union-attr]
 
@@ -995,8 +1010,11 @@ def generate(message_dir: Path, internal_dir: Path | None) -> dict[str, str]:
         files["internal/__init__.py"] = (
             HEADER.format(sources="internal-records/*.json")
             + '"""Keys and values of __consumer_offsets and __transaction_state records."""\n\n'
-            + "\n".join(init_imports) + "\n\n"
-            + "__all__ = [\n" + "".join(f"    {n!r},\n" for n in all_names) + "]\n"
+            + "\n".join(init_imports)
+            + "\n\n"
+            + "__all__ = [\n"
+            + "".join(f"    {n!r},\n" for n in all_names)
+            + "]\n"
         )
         imports.append(f"from .internal import {', '.join(all_names)}")
     files["__init__.py"] = REGISTRY_TEMPLATE.format(
@@ -1011,21 +1029,34 @@ def generate(message_dir: Path, internal_dir: Path | None) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("message_dir", nargs="?", type=Path, default=DEFAULT_MESSAGES)
-    ap.add_argument("--internal", type=Path, default=None,
-                    help="internal-record schemas (default: MESSAGE_DIR/../internal-records)")
+    ap.add_argument(
+        "--internal",
+        type=Path,
+        default=None,
+        help="internal-record schemas (default: MESSAGE_DIR/../internal-records)",
+    )
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--check", action="store_true",
-                    help="exit 1 if the files in --out differ from a fresh generation")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 if the files in --out differ from a fresh generation",
+    )
     args = ap.parse_args(argv)
     internal = args.internal or args.message_dir.parent / "internal-records"
     files = generate(args.message_dir, internal if internal.is_dir() else None)
 
-    existing = {str(p.relative_to(args.out)) for p in args.out.rglob("*.py")} if args.out.exists() \
+    existing = (
+        {str(p.relative_to(args.out)) for p in args.out.rglob("*.py")}
+        if args.out.exists()
         else set()
+    )
     if args.check:
         stale = sorted(
-            [p for p, text in files.items()
-             if not (args.out / p).exists() or (args.out / p).read_text() != text]
+            [
+                p
+                for p, text in files.items()
+                if not (args.out / p).exists() or (args.out / p).read_text() != text
+            ]
             + [p for p in existing - files.keys()]
         )
         for p in stale:

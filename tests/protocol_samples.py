@@ -76,8 +76,15 @@ def _scalar(kind: str, seed: int, default: Any) -> Any:
     raise AssertionError(kind)
 
 
-def sample(root: type[Struct], cls: type[Struct], version: int, *, nulls: bool = False,
-           seed: int = 0, depth: int = 0) -> Struct:
+def sample(
+    root: type[Struct],
+    cls: type[Struct],
+    version: int,
+    *,
+    nulls: bool = False,
+    seed: int = 0,
+    depth: int = 0,
+) -> Struct:
     """An instance of ``cls`` (a struct of message ``root``) with every present field set."""
     kwargs: dict[str, Any] = {}
     for i, f in enumerate(cls.FIELDS):
@@ -98,12 +105,19 @@ def sample(root: type[Struct], cls: type[Struct], version: int, *, nulls: bool =
                     sample(root, _struct_of(root, f), version, seed=s + k, depth=depth + 1)
                     for k in range(n)
                 ]
-        elif f.type in INT_RANGES or f.type in ("string", "uuid", "bool", "float64", "bytes",
-                                                "records"):
+        elif f.type in INT_RANGES or f.type in (
+            "string",
+            "uuid",
+            "bool",
+            "float64",
+            "bytes",
+            "records",
+        ):
             kwargs[f.name] = _scalar(f.type, s, f.default)
         else:
-            kwargs[f.name] = sample(root, _struct_of(root, f), version, nulls=nulls, seed=s,
-                                    depth=depth + 1)
+            kwargs[f.name] = sample(
+                root, _struct_of(root, f), version, nulls=nulls, seed=s, depth=depth + 1
+            )
     return cls(**kwargs)
 
 
@@ -128,8 +142,9 @@ def _scalar_strategy(kind: str) -> st.SearchStrategy[Any]:
     raise AssertionError(kind)
 
 
-def strategy(root: type[Struct], cls: type[Struct], version: int,
-             depth: int = 0) -> st.SearchStrategy[Struct]:
+def strategy(
+    root: type[Struct], cls: type[Struct], version: int, depth: int = 0
+) -> st.SearchStrategy[Struct]:
     """Any valid instance of ``cls`` at ``version``: absent fields keep their defaults."""
     kwargs: dict[str, st.SearchStrategy[Any]] = {}
     max_len = 3 if depth < 2 else 1
@@ -143,8 +158,14 @@ def strategy(root: type[Struct], cls: type[Struct], version: int,
             else:
                 inner = strategy(root, _struct_of(root, f), version, depth + 1)
             value = st.lists(inner, max_size=max_len)
-        elif f.type in INT_RANGES or f.type in ("string", "uuid", "bool", "float64", "bytes",
-                                                "records"):
+        elif f.type in INT_RANGES or f.type in (
+            "string",
+            "uuid",
+            "bool",
+            "float64",
+            "bytes",
+            "records",
+        ):
             value = _scalar_strategy(f.type)
         else:
             value = strategy(root, _struct_of(root, f), version, depth + 1)

@@ -38,8 +38,11 @@ def records_like(n: int, seed: int = 0) -> bytes:
     rnd = random.Random(seed)
     out = bytearray()
     while len(out) < n:
-        record = {"user": f"u{rnd.randrange(1000)}", "event": rnd.choice(["click", "view"]),
-                  "ts": 1700000000000 + rnd.randrange(10**6)}
+        record = {
+            "user": f"u{rnd.randrange(1000)}",
+            "event": rnd.choice(["click", "view"]),
+            "ts": 1700000000000 + rnd.randrange(10**6),
+        }
         out += json.dumps(record).encode()
     return bytes(out[:n])
 
@@ -100,9 +103,14 @@ def test_accepts_any_buffer(codec):
     assert decompress(codec, memoryview(packed)) == data[3:]
 
 
-@pytest.mark.parametrize(("codec", "levels"), [
-    (GZIP, [1, 9]), (LZ4, [1, 9, 17]), (ZSTD, [-5, 1, 19]),
-])
+@pytest.mark.parametrize(
+    ("codec", "levels"),
+    [
+        (GZIP, [1, 9]),
+        (LZ4, [1, 9, 17]),
+        (ZSTD, [-5, 1, 19]),
+    ],
+)
 def test_levels(codec, levels):
     data = SAMPLES["records-1MiB"][:200_000]
     for level in levels:
@@ -149,9 +157,9 @@ def test_snappy_writes_java_xerial_framing():
     packed = compress(SNAPPY, data)
     assert packed[:16] == b"\x82SNAPPY\x00" + struct.pack(">ii", 1, 1)
     pos, out = 16, b""
-    while pos < len(packed):   # [int32 length][raw block]*, 32 KiB per block
+    while pos < len(packed):  # [int32 length][raw block]*, 32 KiB per block
         (n,) = struct.unpack_from(">i", packed, pos)
-        block = bytes(cramjam.snappy.decompress_raw(packed[pos + 4:pos + 4 + n]))
+        block = bytes(cramjam.snappy.decompress_raw(packed[pos + 4 : pos + 4 + n]))
         assert len(block) == min(32768, len(data) - len(out))
         out += block
         pos += 4 + n
@@ -169,20 +177,24 @@ def test_lz4_writes_kafka_frame_flags():
     packed = compress(LZ4, b"abc" * 1000)
     assert packed[:4] == b"\x04\x22\x4d\x18"
     flg, bd = packed[4], packed[5]
-    assert flg >> 6 == 1              # version 01
-    assert flg & 0x20                 # independent blocks
-    assert not flg & 0x18             # no content size, no content checksum
-    assert not flg & 0x10             # no block checksum
-    assert (bd >> 4) & 7 == 4         # 64 KiB max block size
+    assert flg >> 6 == 1  # version 01
+    assert flg & 0x20  # independent blocks
+    assert not flg & 0x18  # no content size, no content checksum
+    assert not flg & 0x10  # no block checksum
+    assert (bd >> 4) & 7 == 4  # 64 KiB max block size
 
 
-@pytest.mark.parametrize("options", [
-    dict(store_size=True),                                    # content size in header
-    dict(block_linked=True, store_size=False),                # dependent blocks
-    dict(block_checksum=True, content_checksum=True),
-    dict(block_size=lz4.frame.BLOCKSIZE_MAX4MB, store_size=False),
-    dict(block_size=lz4.frame.BLOCKSIZE_MAX256KB, compression_level=12),
-], ids=["sized", "linked", "checksums", "4MiB-blocks", "hc"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(store_size=True),  # content size in header
+        dict(block_linked=True, store_size=False),  # dependent blocks
+        dict(block_checksum=True, content_checksum=True),
+        dict(block_size=lz4.frame.BLOCKSIZE_MAX4MB, store_size=False),
+        dict(block_size=lz4.frame.BLOCKSIZE_MAX256KB, compression_level=12),
+    ],
+    ids=["sized", "linked", "checksums", "4MiB-blocks", "hc"],
+)
 @pytest.mark.parametrize("name", ["empty", "small", "random-1MiB", "records-1MiB"])
 def test_lz4_frame_variants_from_other_writers(options, name):
     data = SAMPLES[name]
@@ -194,10 +206,14 @@ def test_lz4_frame_variants_from_other_writers(options, name):
 def test_multi_member_and_multi_frame_inputs():
     a, b = b"first " * 100, b"second " * 100
     assert decompress(GZIP, kc.gzip_encode(a) + kc.gzip_encode(b)) == a + b
-    assert decompress(GZIP, zlib.compress(a)) == a          # zlib header detected too
+    assert decompress(GZIP, zlib.compress(a)) == a  # zlib header detected too
     assert decompress(LZ4, lz4.frame.compress(a) + lz4.frame.compress(b)) == a + b
-    assert decompress(ZSTD, zstandard.ZstdCompressor().compress(a)
-                      + zstandard.ZstdCompressor().compress(b)) == a + b
+    assert (
+        decompress(
+            ZSTD, zstandard.ZstdCompressor().compress(a) + zstandard.ZstdCompressor().compress(b)
+        )
+        == a + b
+    )
 
 
 @pytest.mark.parametrize("name", ["small", "records-1MiB", "random-1MiB", "empty"])
@@ -211,7 +227,7 @@ def test_zstd_streamed_frames_without_content_size(name, checksum):
     assert decompress(ZSTD, packed) == data
     # and through a streaming writer, chunk by chunk, as a producer does
     chunks = cctx.compressobj()
-    streamed = b"".join(chunks.compress(data[i:i + 7000]) for i in range(0, len(data), 7000))
+    streamed = b"".join(chunks.compress(data[i : i + 7000]) for i in range(0, len(data), 7000))
     streamed += chunks.flush()
     assert decompress(ZSTD, streamed) == data
     assert decompress(ZSTD, streamed, max_size=max(len(data), 1)) == data
@@ -226,6 +242,7 @@ def test_zstd_skippable_frame_ignored():
 
 
 # ---------------------------------------------------------------- max_size
+
 
 @pytest.mark.parametrize("codec", CODECS, ids=codec_name)
 def test_max_size_enforced(codec):
@@ -246,8 +263,9 @@ def bombs():
     yield ZSTD, zstandard.ZstdCompressor(write_content_size=False).compress(zeros)
 
 
-@pytest.mark.parametrize(("codec", "packed"), list(bombs()),
-                         ids=["gzip", "snappy", "lz4", "zstd-sized", "zstd-unsized"])
+@pytest.mark.parametrize(
+    ("codec", "packed"), list(bombs()), ids=["gzip", "snappy", "lz4", "zstd-sized", "zstd-unsized"]
+)
 def test_decompression_bomb_rejected(codec, packed):
     assert len(packed) < 5 << 20
     tracemalloc.start()
@@ -288,13 +306,14 @@ def test_zstd_content_size_lie_rejected():
     packed = bytearray(zstandard.ZstdCompressor().compress(b"a" * 300))
     # frame header: magic, FHD, then the content size (FHD says its width)
     fhd = packed[4]
-    assert fhd >> 6 == 1 and fhd & 0x20         # 2-byte size, single segment
-    packed[5:7] = struct.pack("<H", 65535)      # now claims 65535 + 256 bytes
+    assert fhd >> 6 == 1 and fhd & 0x20  # 2-byte size, single segment
+    packed[5:7] = struct.pack("<H", 65535)  # now claims 65535 + 256 bytes
     with pytest.raises(CorruptMessageError):
         decompress(ZSTD, bytes(packed))
 
 
 # ---------------------------------------------------------------- corrupt input
+
 
 def corruptions(codec):
     data = SAMPLES["records-1MiB"][:50_000]
@@ -342,7 +361,7 @@ def test_flipped_bytes_never_crash(codec):
 
 @pytest.mark.parametrize("codec", COMPRESSED, ids=codec_name)
 def test_every_truncation_rejected(codec):
-    data = SAMPLES["records-1MiB"][:70_000]     # spans several blocks
+    data = SAMPLES["records-1MiB"][:70_000]  # spans several blocks
     packed = compress(codec, data)
     # xerial framing has no end mark: a cut between blocks is a shorter valid
     # stream (the batch CRC is what catches that), so those cuts are left out
@@ -367,7 +386,7 @@ def test_threads_share_codec_contexts_safely(codec):
         try:
             for level in (None, 1, None):
                 assert decompress(codec, compress(codec, data, level)) == data
-        except Exception as e:   # surfaced below, in the main thread
+        except Exception as e:  # surfaced below, in the main thread
             errors.append(e)
 
     threads = [threading.Thread(target=work, args=(d,)) for d in inputs]
@@ -378,14 +397,17 @@ def test_threads_share_codec_contexts_safely(codec):
     assert errors == []
 
 
-@pytest.mark.parametrize("packed", [
-    b"\x82SNAPPY\x00\x00\x00",                                    # header cut short
-    b"\x82SNAPPY\x00" + struct.pack(">ii", 1, 1) + b"\x00\x00",   # block length cut
-    b"\x82SNAPPY\x00" + struct.pack(">iii", 1, 1, 100) + b"\x05", # block past the end
-    b"\x82SNAPPY\x00" + struct.pack(">iii", 1, 1, -4) + b"\x05",  # negative length
-    b"\x82SNAPPY\x00" + struct.pack(">iii", 1, 1, 0),             # empty block
-    b"\xff\xff\xff\xff\xff\xff",                                  # bad raw preamble
-])
+@pytest.mark.parametrize(
+    "packed",
+    [
+        b"\x82SNAPPY\x00\x00\x00",  # header cut short
+        b"\x82SNAPPY\x00" + struct.pack(">ii", 1, 1) + b"\x00\x00",  # block length cut
+        b"\x82SNAPPY\x00" + struct.pack(">iii", 1, 1, 100) + b"\x05",  # block past the end
+        b"\x82SNAPPY\x00" + struct.pack(">iii", 1, 1, -4) + b"\x05",  # negative length
+        b"\x82SNAPPY\x00" + struct.pack(">iii", 1, 1, 0),  # empty block
+        b"\xff\xff\xff\xff\xff\xff",  # bad raw preamble
+    ],
+)
 def test_snappy_bad_framing(packed):
     with pytest.raises(CorruptMessageError, match="snappy"):
         decompress(SNAPPY, packed)

@@ -31,7 +31,7 @@ def test_hardware_used_when_cpu_has_it():
 def test_known_vectors(fn):
     assert fn(b"123456789") == 0xE3069283
     assert fn(b"") == 0
-    assert fn(b"\x00" * 32) == 0x8A9136AA          # RFC 3720 B.4
+    assert fn(b"\x00" * 32) == 0x8A9136AA  # RFC 3720 B.4
     assert fn(b"\xff" * 32) == 0x62A8AB43
     assert fn(bytes(range(32))) == 0x46DD794E
 
@@ -42,7 +42,7 @@ def test_every_length_up_to_4096(fn):
     for n in range(4097):
         # vary the start too, so each length sees different bytes and alignments
         start = n % 61
-        chunk = data[start:start + n]
+        chunk = data[start : start + n]
         assert fn(chunk) == reference.crc32c(chunk), n
 
 
@@ -59,7 +59,7 @@ def test_unaligned_starts(fn):
     view = memoryview(data)
     for offset in range(1, 8):
         for length in (0, 1, 7, 8, 9, 255, 769, 4096, 30_000, 100_000 - 8):
-            part = view[offset:offset + length]
+            part = view[offset : offset + length]
             assert fn(part) == reference.crc32c(bytes(part)), (offset, length)
 
 
@@ -81,8 +81,8 @@ def test_chaining_matches_reference(a, b):
 def test_paths_agree_on_big_chained_pieces():
     data = rand_bytes(200_000, seed=4)
     crc = 0
-    for i in range(0, len(data), 70_001):   # pieces big enough to release the GIL
-        crc = crc32c(data[i:i + 70_001], crc)
+    for i in range(0, len(data), 70_001):  # pieces big enough to release the GIL
+        crc = crc32c(data[i : i + 70_001], crc)
     assert crc == crc32c_table(data) == reference.crc32c(data)
 
 
@@ -90,8 +90,8 @@ def test_buffer_kinds():
     data = rand_bytes(5000, seed=5)
     expected = reference.crc32c(data)
     assert crc32c(bytearray(data)) == expected
-    assert crc32c(memoryview(data)) == expected              # read-only
-    assert crc32c(memoryview(bytearray(data))) == expected   # writable
+    assert crc32c(memoryview(data)) == expected  # read-only
+    assert crc32c(memoryview(bytearray(data))) == expected  # writable
     assert crc32c(memoryview(data).toreadonly()) == expected
     assert crc32c(memoryview(data).cast("I", (1250,))) == expected  # itemsize 4
     assert crc32c(bytearray()) == 0
@@ -102,7 +102,7 @@ def test_bad_arguments():
     with pytest.raises(TypeError):
         crc32c("text is not bytes")
     with pytest.raises(BufferError):
-        crc32c(memoryview(b"abcdef")[::2])   # not contiguous
+        crc32c(memoryview(b"abcdef")[::2])  # not contiguous
     with pytest.raises(OverflowError):
         crc32c(b"x", 1 << 32)
     with pytest.raises(OverflowError):

@@ -41,9 +41,19 @@ def test_decode_error_is_an_invalid_request():
 # -- fixed width --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("fmt", "value"), [
-    (">b", -128), (">h", 32767), (">H", 65535), (">i", -(2**31)), (">I", 2**32 - 1),
-    (">q", 2**63 - 1), (">d", -2.5), (">?", True)])
+@pytest.mark.parametrize(
+    ("fmt", "value"),
+    [
+        (">b", -128),
+        (">h", 32767),
+        (">H", 65535),
+        (">i", -(2**31)),
+        (">I", 2**32 - 1),
+        (">q", 2**63 - 1),
+        (">d", -2.5),
+        (">?", True),
+    ],
+)
 def test_fixed_width_values(fmt, value):
     packer = struct.Struct(fmt)
     w = Writer()
@@ -86,9 +96,19 @@ def test_zigzag_varint_and_varlong_roundtrip(small, big):
     assert (r.varint("a"), r.varlong("b")) == (small, big)
 
 
-@pytest.mark.parametrize(("value", "encoded"), [
-    (0, "00"), (1, "02"), (-1, "01"), (63, "7e"), (-64, "7f"), (64, "8001"),
-    (2**31 - 1, "feffffff0f"), (-(2**31), "ffffffff0f")])
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        (0, "00"),
+        (1, "02"),
+        (-1, "01"),
+        (63, "7e"),
+        (-64, "7f"),
+        (64, "8001"),
+        (2**31 - 1, "feffffff0f"),
+        (-(2**31), "ffffffff0f"),
+    ],
+)
 def test_zigzag_known_encodings(value, encoded):
     w = Writer()
     w.varint(value)
@@ -119,7 +139,7 @@ def test_string_encodings():
     w.compact_string("hé")
     w.compact_string(None, True)
     w.compact_string("", True)
-    assert w.hex() == "0003" "68c3a9" "ffff" "04" "68c3a9" "00" "01"
+    assert w.hex() == "000368c3a9ffff0468c3a90001"
     r = Reader(bytes(w))
     assert r.string("a") == "hé"
     assert r.string("b", True) is None
@@ -135,7 +155,7 @@ def test_bytes_encodings():
     w.bytes(None, True)
     w.compact_bytes(memoryview(b"xyz"))
     w.compact_bytes(None, True)
-    assert w.hex() == "00000002" "6162" "ffffffff" "04" "78797a" "00"
+    assert w.hex() == "000000026162ffffffff0478797a00"
     r = Reader(bytes(w))
     assert r.bytes("a") == b"ab"
     assert r.bytes("b", True) is None
@@ -153,8 +173,14 @@ def test_records_are_views_of_the_input():
 
 
 def test_writer_rejects_null_and_oversized_for_non_nullable():
-    for method in ("string", "compact_string", "bytes", "compact_bytes", "length",
-                   "compact_length"):
+    for method in (
+        "string",
+        "compact_string",
+        "bytes",
+        "compact_bytes",
+        "length",
+        "compact_length",
+    ):
         with pytest.raises(ValueError, match="non-nullable"):
             getattr(Writer(), method)(None)
     with pytest.raises(ValueError, match="non-nullable"):
@@ -245,7 +271,7 @@ def test_frame_decoder_handles_any_split():
         assert got == frames
         assert dec.buffered == 0
     dec = FrameDecoder()
-    got = [f for i in range(len(stream)) for f in dec.feed(stream[i:i + 1])]
+    got = [f for i in range(len(stream)) for f in dec.feed(stream[i : i + 1])]
     assert got == frames
 
 
@@ -277,29 +303,43 @@ def test_begin_end_frame():
 # -- header version rules -----------------------------------------------------------
 
 
-@pytest.mark.parametrize(("api_key", "version", "request_v", "response_v"), [
-    (18, 0, 1, 0), (18, 2, 1, 0), (18, 3, 2, 0), (18, 4, 2, 0),  # ApiVersions: response v0
-    (18, 5, 2, 0),  # a future ApiVersions version is still read with header v2
-    (0, 8, 1, 0), (0, 9, 2, 1), (0, 11, 2, 1),  # Produce flexible from 9
-    (1, 11, 1, 0), (1, 12, 2, 1),  # Fetch flexible from 12
-    (3, 8, 1, 0), (3, 9, 2, 1),  # Metadata flexible from 9
-    (17, 1, 1, 0),  # SaslHandshake: never flexible
-    (7, 0, 0, 0), (7, 3, 2, 1),  # ControlledShutdown v0: header v0
-    (9999, 0, 1, 0),  # unknown api key
-])
+@pytest.mark.parametrize(
+    ("api_key", "version", "request_v", "response_v"),
+    [
+        (18, 0, 1, 0),
+        (18, 2, 1, 0),
+        (18, 3, 2, 0),
+        (18, 4, 2, 0),  # ApiVersions: response v0
+        (18, 5, 2, 0),  # a future ApiVersions version is still read with header v2
+        (0, 8, 1, 0),
+        (0, 9, 2, 1),
+        (0, 11, 2, 1),  # Produce flexible from 9
+        (1, 11, 1, 0),
+        (1, 12, 2, 1),  # Fetch flexible from 12
+        (3, 8, 1, 0),
+        (3, 9, 2, 1),  # Metadata flexible from 9
+        (17, 1, 1, 0),  # SaslHandshake: never flexible
+        (7, 0, 0, 0),
+        (7, 3, 2, 1),  # ControlledShutdown v0: header v0
+        (9999, 0, 1, 0),  # unknown api key
+    ],
+)
 def test_header_versions(api_key, version, request_v, response_v):
     assert request_header_version(api_key, version) == request_v
     assert response_header_version(api_key, version) == response_v
 
 
 def test_apiversions_v3_request_header_v2_and_response_header_v0():
-    h = RequestHeader(request_api_key=18, request_api_version=3, correlation_id=1,
-                      client_id="rdkafka")
-    frame = encode_request_frame(h, ApiVersionsRequest(client_software_name="librdkafka",
-                                                       client_software_version="2.0.2"))
+    h = RequestHeader(
+        request_api_key=18, request_api_version=3, correlation_id=1, client_id="rdkafka"
+    )
+    frame = encode_request_frame(
+        h, ApiVersionsRequest(client_software_name="librdkafka", client_software_version="2.0.2")
+    )
     # the captured kcat request (CLIENTS.md section 5)
-    assert frame.hex() == ("000000240012000300000001000772646b61666b6100"
-                           "0b6c696272646b61666b6106322e302e3200")
+    assert frame.hex() == (
+        "000000240012000300000001000772646b61666b61000b6c696272646b61666b6106322e302e3200"
+    )
     resp = encode_response_frame(18, 3, 1, ApiVersionsResponse())
     assert resp[4:8] == b"\x00\x00\x00\x01" and resp[8:10] == b"\x00\x00"  # no header tag byte
 
@@ -311,8 +351,9 @@ def test_flexible_response_header_has_tag_byte():
 
 def test_unknown_api_key_and_version_are_answerable():
     for key, version in ((9999, 0), (18, 5), (0, 12)):
-        h = RequestHeader(request_api_key=key, request_api_version=version, correlation_id=33,
-                          client_id="c")
+        h = RequestHeader(
+            request_api_key=key, request_api_version=version, correlation_id=33, client_id="c"
+        )
         w = Writer()
         h.write(w, request_header_version(key, version))
         w += b"\x00body?"

@@ -72,8 +72,13 @@ def test_roundtrip_every_field_set(case):
 def test_roundtrip_hypothesis(cls):
     versions = cls.versions()
 
-    @settings(max_examples=max(10, 2 * len(versions)), deadline=None, derandomize=True,
-              database=None, suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=max(10, 2 * len(versions)),
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(st.data())
     def check(data):
         version = data.draw(st.sampled_from(versions), label="version")
@@ -110,18 +115,25 @@ def test_absent_fields_decode_to_defaults():
 
 def test_tagged_fields_written_only_when_not_default():
     plain = ApiVersionsResponse(api_keys=[])
-    assert plain.encode(3) == bytes.fromhex("0000" "01" "00000000" "00")
+    assert plain.encode(3) == bytes.fromhex("0000010000000000")
     tagged = ApiVersionsResponse(api_keys=[], finalized_features_epoch=7, zk_migration_ready=True)
     data = tagged.encode(3)
     # count 2; tag 1 size 8 int64 7; tag 3 size 1 bool
-    assert data.endswith(bytes.fromhex("02" "01" "08" "0000000000000007" "03" "01" "01"))
+    assert data.endswith(bytes.fromhex("0201080000000000000007030101"))
     assert ApiVersionsResponse.decode(data, 3) == tagged
 
 
 def test_records_decode_as_zero_copy_slices():
     batch = b"\x00" * 61
-    req = ProduceRequest(acks=1, topic_data=[ProduceRequest.TopicProduceData(
-        name="t", partition_data=[ProduceRequest.PartitionProduceData(index=0, records=batch)])])
+    req = ProduceRequest(
+        acks=1,
+        topic_data=[
+            ProduceRequest.TopicProduceData(
+                name="t",
+                partition_data=[ProduceRequest.PartitionProduceData(index=0, records=batch)],
+            )
+        ],
+    )
     for version in (3, 9):
         frame = req.encode(version)
         records = ProduceRequest.decode(frame, version).topic_data[0].partition_data[0].records
@@ -163,8 +175,11 @@ def test_register_fast_codec_overrides_decode_and_encode():
 
 def test_registry_facts_from_the_spec():
     produce, fetch, meta, av = API_SPECS[0], API_SPECS[1], API_SPECS[3], API_SPECS[18]
-    assert (produce.name, produce.request, produce.response) == ("Produce", ProduceRequest,
-                                                                 ProduceResponse)
+    assert (produce.name, produce.request, produce.response) == (
+        "Produce",
+        ProduceRequest,
+        ProduceResponse,
+    )
     assert (produce.valid_versions.lo, produce.valid_versions.hi) == (0, 11)
     assert produce.flexible_versions.lo == 9
     assert (fetch.valid_versions.hi, fetch.flexible_versions.lo) == (17, 12)
@@ -180,9 +195,21 @@ def test_registry_covers_every_version_clients_use():
     minimum = json.loads((SHARED / "min-apiversions.json").read_text()) if SHARED.exists() else {}
     minimum = {int(k): v for k, v in minimum.items() if not k.startswith("_")}
     # CLIENTS.md table maxima (3.9 spec): Produce 10, Fetch 16, Metadata 12, ApiVersions 4 ...
-    used = {0: [3, 7, 9, 10], 1: [4, 11, 12, 16], 2: [1, 2, 3, 7, 9], 3: [0, 4, 5, 6, 12],
-            8: [2, 3, 5, 7, 8, 9], 9: [1, 3, 4, 8, 9], 10: [0, 1, 2, 6], 11: [0, 5, 7],
-            14: [0, 3, 5], 18: [0, 1, 2, 3, 4], 19: [3, 4, 7], 22: [0, 1, 4], 36: [0, 1, 2]}
+    used = {
+        0: [3, 7, 9, 10],
+        1: [4, 11, 12, 16],
+        2: [1, 2, 3, 7, 9],
+        3: [0, 4, 5, 6, 12],
+        8: [2, 3, 5, 7, 8, 9],
+        9: [1, 3, 4, 8, 9],
+        10: [0, 1, 2, 6],
+        11: [0, 5, 7],
+        14: [0, 3, 5],
+        18: [0, 1, 2, 3, 4],
+        19: [3, 4, 7],
+        22: [0, 1, 4],
+        36: [0, 1, 2],
+    }
     for key, (lo, hi) in minimum.items():
         used.setdefault(key, []).extend([lo, hi])
     for key, versions in used.items():
@@ -191,8 +218,9 @@ def test_registry_covers_every_version_clients_use():
 
 
 def test_data_schemas_and_internal_records_versioned():
-    sub = ConsumerProtocolSubscription(topics=["a", "b"], user_data=None, generation_id=4,
-                                       rack_id="r1")
+    sub = ConsumerProtocolSubscription(
+        topics=["a", "b"], user_data=None, generation_id=4, rack_id="r1"
+    )
     data = sub.encode_versioned(3)
     assert data[:2] == b"\x00\x03"
     assert ConsumerProtocolSubscription.decode_versioned(data) == (3, sub)
@@ -202,19 +230,28 @@ def test_data_schemas_and_internal_records_versioned():
     with pytest.raises(UnsupportedVersionError):
         ConsumerProtocolSubscription.decode_versioned(newer)
     assign = ConsumerProtocolAssignment(
-        assigned_partitions=[ConsumerProtocolAssignment.TopicPartition(topic="a", partitions=[0])])
+        assigned_partitions=[ConsumerProtocolAssignment.TopicPartition(topic="a", partitions=[0])]
+    )
     assert ConsumerProtocolAssignment.decode_versioned(assign.encode_versioned(0)) == (0, assign)
     key = OffsetCommitKey(group="g", topic="t", partition=3)
     assert OffsetCommitKey.decode_versioned(key.encode_versioned(1)) == (1, key)
     value = OffsetCommitValue(offset=10, leader_epoch=2, metadata="", commit_timestamp=5)
     assert OffsetCommitValue.decode_versioned(value.encode_versioned(4)) == (4, value)
-    assert set(DATA_SCHEMAS) >= {"GroupMetadataKey", "GroupMetadataValue", "TransactionLogKey",
-                                 "TransactionLogValue", "ConsumerProtocolSubscription"}
+    assert set(DATA_SCHEMAS) >= {
+        "GroupMetadataKey",
+        "GroupMetadataValue",
+        "TransactionLogKey",
+        "TransactionLogValue",
+        "ConsumerProtocolSubscription",
+    }
 
 
 def _generator(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protocol.py"), *args],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_protocol.py"), *args],
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared/kafka-protocol")
@@ -260,21 +297,31 @@ def test_apiversions_request_vectors_from_real_clients():
 
 
 def test_apiversions_response_vectors_clients_accepted():
-    versions = {"unsupported_version_reply": 0, "v0_small": 0, "v1_small": 1, "v3_small": 3,
-                "v3_full_kafka_3_9": 3}
+    versions = {
+        "unsupported_version_reply": 0,
+        "v0_small": 0,
+        "v1_small": 1,
+        "v3_small": 3,
+        "v3_full_kafka_3_9": 3,
+    }
     for vec in _vectors()["responses"]:
         raw = bytes.fromhex(vec["hex"])
         version = versions[vec["name"]]
         header, body = decode_response(raw[4:], 18, version)
         assert header.correlation_id == vec["correlation_id"]
         if "api_keys" in vec:
-            assert [[k.api_key, k.min_version, k.max_version] for k in body.api_keys] == \
-                vec["api_keys"]
+            assert [[k.api_key, k.min_version, k.max_version] for k in body.api_keys] == vec[
+                "api_keys"
+            ]
         assert encode_response_frame(18, version, header.correlation_id, body) == raw
-    unsupported = ApiVersionsResponse(error_code=35, api_keys=[
-        ApiVersionsResponse.ApiVersion(api_key=18, min_version=0, max_version=4)])
-    assert encode_response_frame(18, 0, 1, unsupported).hex() == \
-        "0000001000000001002300000001001200000004"
+    unsupported = ApiVersionsResponse(
+        error_code=35,
+        api_keys=[ApiVersionsResponse.ApiVersion(api_key=18, min_version=0, max_version=4)],
+    )
+    assert (
+        encode_response_frame(18, 0, 1, unsupported).hex()
+        == "0000001000000001002300000001001200000004"
+    )
 
 
 def _golden(name: str):
@@ -315,8 +362,7 @@ def test_golden_librdkafka_flexible_requests():
     assert offsets.topics[0].partitions[0].timestamp == -2  # earliest
     _, create = _golden("librdkafka-2.16-create_topics-19-v4.hex")
     assert (create.topics[0].name, create.topics[0].num_partitions) == ("golden-new", 3)
-    assert [(c.name, c.value) for c in create.topics[0].configs] == [("cleanup.policy",
-                                                                      "compact")]
+    assert [(c.name, c.value) for c in create.topics[0].configs] == [("cleanup.policy", "compact")]
     _, init = _golden("librdkafka-2.16-init_producer_id-22-v4.hex")
     assert (init.transactional_id, init.producer_id) == (None, -1)
     _, coordinator = _golden("librdkafka-2.16-find_coordinator-10-v2.hex")
@@ -354,10 +400,15 @@ def test_kafka_python_produce_request(version):
     from kafka.protocol.producer import ProduceRequest as K
 
     records = _kp_records()
-    topic = K.TopicProduceData(name="orders", partition_data=[
-        K.TopicProduceData.PartitionProduceData(index=i, records=records) for i in range(3)])
-    raw = _kp_frame(K[version](transactional_id="tx-1", acks=-1, timeout_ms=30000,
-                               topic_data=[topic]), version)
+    topic = K.TopicProduceData(
+        name="orders",
+        partition_data=[
+            K.TopicProduceData.PartitionProduceData(index=i, records=records) for i in range(3)
+        ],
+    )
+    raw = _kp_frame(
+        K[version](transactional_id="tx-1", acks=-1, timeout_ms=30000, topic_data=[topic]), version
+    )
     header, body = _decode_frame(raw)
     assert (header.request_api_key, header.request_api_version) == (0, version)
     assert (body.transactional_id, body.acks, body.timeout_ms) == ("tx-1", -1, 30000)
@@ -370,14 +421,29 @@ def test_kafka_python_fetch_request(version):
     from kafka.protocol.consumer import FetchRequest as K
 
     tid = UUID("0123456789abcdef0123456789abcdef")
-    part = K.FetchTopic.FetchPartition(partition=2, current_leader_epoch=5, fetch_offset=1234,
-                                       last_fetched_epoch=-1, log_start_offset=-1,
-                                       partition_max_bytes=1 << 20)
-    raw = _kp_frame(K[version](
-        replica_id=-1, max_wait_ms=500, min_bytes=1, max_bytes=50 << 20, isolation_level=1,
-        session_id=0, session_epoch=-1, rack_id="",
-        topics=[K.FetchTopic(topic="orders", topic_id=tid, partitions=[part])],
-        forgotten_topics_data=[]), version)
+    part = K.FetchTopic.FetchPartition(
+        partition=2,
+        current_leader_epoch=5,
+        fetch_offset=1234,
+        last_fetched_epoch=-1,
+        log_start_offset=-1,
+        partition_max_bytes=1 << 20,
+    )
+    raw = _kp_frame(
+        K[version](
+            replica_id=-1,
+            max_wait_ms=500,
+            min_bytes=1,
+            max_bytes=50 << 20,
+            isolation_level=1,
+            session_id=0,
+            session_epoch=-1,
+            rack_id="",
+            topics=[K.FetchTopic(topic="orders", topic_id=tid, partitions=[part])],
+            forgotten_topics_data=[],
+        ),
+        version,
+    )
     header, body = _decode_frame(raw)
     assert (body.max_wait_ms, body.min_bytes) == (500, 1)
     topic = body.topics[0]
@@ -395,16 +461,28 @@ def test_kafka_python_metadata_request(version):
     from kafka.protocol.metadata import MetadataRequest as K
 
     topics = [K.MetadataRequestTopic(topic_id=None, name=n) for n in ("a", "b")]
-    raw = _kp_frame(K[version](topics=topics, allow_auto_topic_creation=False,
-                               include_topic_authorized_operations=False), version)
+    raw = _kp_frame(
+        K[version](
+            topics=topics,
+            allow_auto_topic_creation=False,
+            include_topic_authorized_operations=False,
+        ),
+        version,
+    )
     header, body = _decode_frame(raw)
     assert [t.name for t in body.topics] == ["a", "b"]
     assert all(t.topic_id == ZERO_UUID for t in body.topics)
     if version >= 4:
         assert body.allow_auto_topic_creation is False
     if version >= 1:  # null = all topics
-        all_topics = _kp_frame(K[version](topics=None, allow_auto_topic_creation=True,
-                                          include_topic_authorized_operations=False), version)
+        all_topics = _kp_frame(
+            K[version](
+                topics=None,
+                allow_auto_topic_creation=True,
+                include_topic_authorized_operations=False,
+            ),
+            version,
+        )
         assert _decode_frame(all_topics)[1].topics is None
 
 
@@ -412,8 +490,9 @@ def test_kafka_python_metadata_request(version):
 def test_kafka_python_apiversions_request(version):
     from kafka.protocol.metadata import ApiVersionsRequest as K
 
-    raw = _kp_frame(K[version](client_software_name="kafka-python",
-                               client_software_version="3.0.12"), version)
+    raw = _kp_frame(
+        K[version](client_software_name="kafka-python", client_software_version="3.0.12"), version
+    )
     header, body = _decode_frame(raw)
     after_client_id = 4 + 8 + 2 + len("kp-golden")
     if version >= 3:  # request header v2 (empty tag section), compact strings
@@ -430,13 +509,21 @@ def test_kafka_python_join_group_request(version):
     from kafka.protocol.consumer import JoinGroupRequest as K
 
     sub = ConsumerProtocolSubscription(topics=["orders"]).encode_versioned(0)
-    raw = _kp_frame(K[version](
-        group_id="g1", session_timeout_ms=10000, rebalance_timeout_ms=30000, member_id="",
-        group_instance_id=None, protocol_type="consumer", reason="join",
-        protocols=[K.JoinGroupRequestProtocol(name="range", metadata=sub)]), version)
+    raw = _kp_frame(
+        K[version](
+            group_id="g1",
+            session_timeout_ms=10000,
+            rebalance_timeout_ms=30000,
+            member_id="",
+            group_instance_id=None,
+            protocol_type="consumer",
+            reason="join",
+            protocols=[K.JoinGroupRequestProtocol(name="range", metadata=sub)],
+        ),
+        version,
+    )
     header, body = _decode_frame(raw)
-    assert (body.group_id, body.session_timeout_ms, body.protocol_type) == ("g1", 10000,
-                                                                           "consumer")
+    assert (body.group_id, body.session_timeout_ms, body.protocol_type) == ("g1", 10000, "consumer")
     proto = body.protocols[0]
     assert proto.name == "range"
     assert ConsumerProtocolSubscription.decode_versioned(proto.metadata)[1].topics == ["orders"]
@@ -446,9 +533,13 @@ def test_kafka_python_join_group_request(version):
 def test_kafka_python_create_topics_request(version):
     from kafka.protocol.admin import CreateTopicsRequest as K
 
-    topic = K.CreatableTopic(name="new", num_partitions=3, replication_factor=1, assignments=[],
-                             configs=[K.CreatableTopic.CreatableTopicConfig(
-                                 name="cleanup.policy", value="compact")])
+    topic = K.CreatableTopic(
+        name="new",
+        num_partitions=3,
+        replication_factor=1,
+        assignments=[],
+        configs=[K.CreatableTopic.CreatableTopicConfig(name="cleanup.policy", value="compact")],
+    )
     raw = _kp_frame(K[version](topics=[topic], timeout_ms=5000, validate_only=True), version)
     header, body = _decode_frame(raw)
     assert isinstance(body, CreateTopicsRequest)
@@ -462,27 +553,38 @@ def test_kafka_python_create_topics_request(version):
 def test_our_apiversions_response_decodes_in_kafka_python(version):
     from kafka.protocol.metadata import ApiVersionsResponse as K
 
-    ours = ApiVersionsResponse(api_keys=[
-        ApiVersionsResponse.ApiVersion(api_key=k, min_version=s.valid_versions.lo,
-                                       max_version=s.valid_versions.hi)
-        for k, s in sorted(API_SPECS.items())], throttle_time_ms=3)
+    ours = ApiVersionsResponse(
+        api_keys=[
+            ApiVersionsResponse.ApiVersion(
+                api_key=k, min_version=s.valid_versions.lo, max_version=s.valid_versions.hi
+            )
+            for k, s in sorted(API_SPECS.items())
+        ],
+        throttle_time_ms=3,
+    )
     data = ours.encode(version)
     theirs = K.decode(data, version=version)
-    assert [(k.api_key, k.min_version, k.max_version) for k in theirs.api_keys] == \
-        [(k.api_key, k.min_version, k.max_version) for k in ours.api_keys]
+    assert [(k.api_key, k.min_version, k.max_version) for k in theirs.api_keys] == [
+        (k.api_key, k.min_version, k.max_version) for k in ours.api_keys
+    ]
 
 
 @pytest.mark.parametrize("version", [5, 9, 12])
 def test_our_metadata_response_decodes_in_kafka_python(version):
     from kafka.protocol.metadata import MetadataResponse as K
 
-    parts = [MetadataResponse.MetadataResponsePartition(
-        partition_index=i, leader_id=1, leader_epoch=4, replica_nodes=[1, 2], isr_nodes=[1])
-        for i in range(3)]
+    parts = [
+        MetadataResponse.MetadataResponsePartition(
+            partition_index=i, leader_id=1, leader_epoch=4, replica_nodes=[1, 2], isr_nodes=[1]
+        )
+        for i in range(3)
+    ]
     ours = MetadataResponse(
         brokers=[MetadataResponse.MetadataResponseBroker(node_id=1, host="h", port=9092)],
-        cluster_id="c", controller_id=1,
-        topics=[MetadataResponse.MetadataResponseTopic(name="t", partitions=parts)])
+        cluster_id="c",
+        controller_id=1,
+        topics=[MetadataResponse.MetadataResponseTopic(name="t", partitions=parts)],
+    )
     theirs = K.decode(ours.encode(version), version=version)
     assert [(b.node_id, b.host, b.port) for b in theirs.brokers] == [(1, "h", 9092)]
     assert [p.partition_index for p in theirs.topics[0].partitions] == [0, 1, 2]
@@ -494,10 +596,13 @@ def test_our_metadata_response_decodes_in_kafka_python(version):
 def test_our_produce_response_decodes_in_kafka_python(version):
     from kafka.protocol.producer import ProduceResponse as K
 
-    part = ProduceResponse.PartitionProduceResponse(index=0, error_code=0, base_offset=42,
-                                                    log_start_offset=0)
-    ours = ProduceResponse(responses=[ProduceResponse.TopicProduceResponse(
-        name="t", partition_responses=[part])], throttle_time_ms=0)
+    part = ProduceResponse.PartitionProduceResponse(
+        index=0, error_code=0, base_offset=42, log_start_offset=0
+    )
+    ours = ProduceResponse(
+        responses=[ProduceResponse.TopicProduceResponse(name="t", partition_responses=[part])],
+        throttle_time_ms=0,
+    )
     theirs = K.decode(ours.encode(version), version=version)
     assert theirs.responses[0].partition_responses[0].base_offset == 42
     assert bytes(theirs.encode()) == ours.encode(version)
@@ -508,10 +613,12 @@ def test_our_fetch_response_decodes_in_kafka_python(version):
     from kafka.protocol.consumer import FetchResponse as K
 
     records = _kp_records()
-    part = FetchResponse.PartitionData(partition_index=0, high_watermark=10,
-                                       last_stable_offset=10, records=records)
-    ours = FetchResponse(responses=[FetchResponse.FetchableTopicResponse(
-        topic="t", partitions=[part])])
+    part = FetchResponse.PartitionData(
+        partition_index=0, high_watermark=10, last_stable_offset=10, records=records
+    )
+    ours = FetchResponse(
+        responses=[FetchResponse.FetchableTopicResponse(topic="t", partitions=[part])]
+    )
     theirs = K.decode(ours.encode(version), version=version)
     assert theirs.responses[0].partitions[0].high_watermark == 10
     assert bytes(theirs.responses[0].partitions[0].records) == records
@@ -520,9 +627,13 @@ def test_our_fetch_response_decodes_in_kafka_python(version):
 def test_our_join_group_response_decodes_in_kafka_python():
     from kafka.protocol.consumer import JoinGroupResponse as K
 
-    ours = JoinGroupResponse(generation_id=3, protocol_name="range", leader="m1", member_id="m1",
-                             members=[JoinGroupResponse.JoinGroupResponseMember(
-                                 member_id="m1", metadata=b"\x00\x01")])
+    ours = JoinGroupResponse(
+        generation_id=3,
+        protocol_name="range",
+        leader="m1",
+        member_id="m1",
+        members=[JoinGroupResponse.JoinGroupResponseMember(member_id="m1", metadata=b"\x00\x01")],
+    )
     for version in (5, 7):
         theirs = K.decode(ours.encode(version), version=version)
         assert (theirs.generation_id, theirs.leader) == (3, "m1")
@@ -541,8 +652,12 @@ def _kp_classes():
             continue
         mod = importlib.import_module(mod_info.name)
         for obj in vars(mod).values():
-            if (inspect.isclass(obj) and issubclass(obj, ApiMessage) and obj is not ApiMessage
-                    and getattr(obj, "_json", None)):
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, ApiMessage)
+                and obj is not ApiMessage
+                and getattr(obj, "_json", None)
+            ):
                 found[obj.name] = obj
     return found
 
@@ -580,8 +695,7 @@ def _shared_cases():
     out = []
     for cls, version in cases():
         theirs = kp.get(cls.__name__)
-        if theirs is not None and theirs._valid_versions[0] <= version <= \
-                theirs._valid_versions[1]:
+        if theirs is not None and theirs._valid_versions[0] <= version <= theirs._valid_versions[1]:
             out.append((cls, version, theirs))
     return out
 
@@ -593,8 +707,9 @@ def test_every_shared_message_matches_kafka_python_bytes():
         for nulls in (False, True):
             ours = sample(cls, cls, version, nulls=nulls)
             data = ours.encode(version)
-            assert bytes(_to_kafka_python(ours, theirs, version).encode()) == data, \
+            assert bytes(_to_kafka_python(ours, theirs, version).encode()) == data, (
                 f"{cls.__name__} v{version}"
+            )
             if cls is ApiVersionsResponse and ours.error_code:
                 continue  # kafka-python reads any failed ApiVersions reply as v0 (by design)
             back = theirs.decode(data, version=version)
@@ -615,8 +730,9 @@ def test_reader_can_continue_after_a_message():
 
 
 def test_request_header_roundtrip_through_frames():
-    h = RequestHeader(request_api_key=1, request_api_version=16, correlation_id=9,
-                      client_id="rdkafka")
+    h = RequestHeader(
+        request_api_key=1, request_api_version=16, correlation_id=9, client_id="rdkafka"
+    )
     frame = encode_request_frame(h, FetchRequest(max_wait_ms=1))
     header, body = decode_request(frame[4:])
     assert header == h and body.max_wait_ms == 1

@@ -12,8 +12,23 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 UINT64_MAX = 2**64 - 1
 
-SIGNED_EDGES = [0, 1, -1, 63, -64, 64, -65, 127, 128, 300, -300,
-                INT32_MIN, INT32_MAX, INT64_MIN, INT64_MAX]
+SIGNED_EDGES = [
+    0,
+    1,
+    -1,
+    63,
+    -64,
+    64,
+    -65,
+    127,
+    128,
+    300,
+    -300,
+    INT32_MIN,
+    INT32_MAX,
+    INT64_MIN,
+    INT64_MAX,
+]
 UNSIGNED_EDGES = [0, 1, 127, 128, 16383, 16384, 2**32 - 1, 2**32, 2**63, UINT64_MAX]
 
 
@@ -89,8 +104,9 @@ def test_sequence_decoding():
     assert got == values
 
 
-@pytest.mark.parametrize("decode", [v.decode_varint, v.decode_uvarint,
-                                    v.decode_varint32, v.decode_uvarint32])
+@pytest.mark.parametrize(
+    "decode", [v.decode_varint, v.decode_uvarint, v.decode_varint32, v.decode_uvarint32]
+)
 @pytest.mark.parametrize("data", [b"", b"\x80", b"\xff\xff", b"\x96"])
 def test_truncated_rejected(decode, data):
     with pytest.raises(CorruptMessageError):
@@ -105,23 +121,29 @@ def test_truncated_mid_buffer_rejected(decode):
             decode(data[:cut])
 
 
-@pytest.mark.parametrize("data", [
-    b"\xff" * 10 + b"\x01",      # 11 bytes
-    b"\x80" * 10 + b"\x00",      # 11 bytes, even though the value is zero
-    b"\xff" * 9 + b"\x02",       # 10th byte sets bit 64: overflow
-    b"\xff" * 9 + b"\x81\x00",   # 10th byte has a continuation bit
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xff" * 10 + b"\x01",  # 11 bytes
+        b"\x80" * 10 + b"\x00",  # 11 bytes, even though the value is zero
+        b"\xff" * 9 + b"\x02",  # 10th byte sets bit 64: overflow
+        b"\xff" * 9 + b"\x81\x00",  # 10th byte has a continuation bit
+    ],
+)
 @pytest.mark.parametrize("decode", [v.decode_varint, v.decode_uvarint])
 def test_over_long_64_rejected(decode, data):
     with pytest.raises(CorruptMessageError):
         decode(data)
 
 
-@pytest.mark.parametrize("data", [
-    b"\xff\xff\xff\xff\x1f",     # 33 bits
-    b"\x80\x80\x80\x80\x80\x00", # 6 bytes
-    b"\xff\xff\xff\xff\x8f\x00", # 5th byte continues
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xff\xff\xff\xff\x1f",  # 33 bits
+        b"\x80\x80\x80\x80\x80\x00",  # 6 bytes
+        b"\xff\xff\xff\xff\x8f\x00",  # 5th byte continues
+    ],
+)
 @pytest.mark.parametrize("decode", [v.decode_varint32, v.decode_uvarint32])
 def test_over_long_32_rejected(decode, data):
     with pytest.raises(CorruptMessageError):
@@ -139,7 +161,7 @@ def test_bad_position_and_range():
     with pytest.raises(ValueError):
         v.decode_varint(b"\x00", 2)
     with pytest.raises(CorruptMessageError):
-        v.decode_varint(b"\x00", 1)   # at the end: nothing to read
+        v.decode_varint(b"\x00", 1)  # at the end: nothing to read
     with pytest.raises(OverflowError):
         v.encode_varint(INT64_MAX + 1)
     with pytest.raises(OverflowError):

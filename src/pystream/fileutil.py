@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Suffix of a file being written by atomic_write; leftovers after a crash are garbage.
+TMP_SUFFIX = ".tmp"
+
 
 def fsync_directory(directory: str | os.PathLike[str]) -> None:
     """Make a rename or create inside ``directory`` durable."""
@@ -22,7 +25,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, durable: bool = T
     directory (skipped with ``durable=False``).
     """
     target = Path(path)
-    tmp = target.with_name(target.name + ".tmp")
+    tmp = target.with_name(target.name + TMP_SUFFIX)
     with open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()

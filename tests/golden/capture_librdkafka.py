@@ -34,8 +34,16 @@ from pystream.protocol.messages.metadata import MetadataResponse
 from pystream.protocol.messages.produce import ProduceResponse
 
 TOPIC_ID = uuid.UUID(int=0x1234)
-NAMES = {0: "produce", 1: "fetch", 2: "list_offsets", 3: "metadata", 10: "find_coordinator",
-         18: "api_versions", 19: "create_topics", 22: "init_producer_id"}
+NAMES = {
+    0: "produce",
+    1: "fetch",
+    2: "list_offsets",
+    3: "metadata",
+    10: "find_coordinator",
+    18: "api_versions",
+    19: "create_topics",
+    22: "init_producer_id",
+}
 
 
 class TinyBroker:
@@ -51,52 +59,97 @@ class TinyBroker:
     def respond(self, key: int, version: int, req):  # one branch per API
         if key == 18:
             a = ApiVersionsResponse
-            return a(api_keys=[a.ApiVersion(api_key=k, min_version=API_SPECS[k].valid_versions.lo,
-                                            max_version=API_SPECS[k].valid_versions.hi)
-                               for k in sorted(NAMES)])
+            return a(
+                api_keys=[
+                    a.ApiVersion(
+                        api_key=k,
+                        min_version=API_SPECS[k].valid_versions.lo,
+                        max_version=API_SPECS[k].valid_versions.hi,
+                    )
+                    for k in sorted(NAMES)
+                ]
+            )
         if key == 3:
             m = MetadataResponse
-            topic = m.MetadataResponseTopic(name="golden", topic_id=TOPIC_ID, partitions=[
-                m.MetadataResponsePartition(partition_index=0, leader_id=0, replica_nodes=[0],
-                                            isr_nodes=[0])])
+            topic = m.MetadataResponseTopic(
+                name="golden",
+                topic_id=TOPIC_ID,
+                partitions=[
+                    m.MetadataResponsePartition(
+                        partition_index=0, leader_id=0, replica_nodes=[0], isr_nodes=[0]
+                    )
+                ],
+            )
             wanted = req.topics is None or any(t.name == "golden" for t in req.topics)
-            return m(brokers=[m.MetadataResponseBroker(node_id=0, host="127.0.0.1",
-                                                       port=self.port)],
-                     cluster_id="golden-cluster", controller_id=0,
-                     topics=[topic] if wanted else [])
+            return m(
+                brokers=[m.MetadataResponseBroker(node_id=0, host="127.0.0.1", port=self.port)],
+                cluster_id="golden-cluster",
+                controller_id=0,
+                topics=[topic] if wanted else [],
+            )
         if key == 0:
             p = ProduceResponse
             topics = []
             for td in req.topic_data:
                 parts = []
                 for pd in td.partition_data:
-                    parts.append(p.PartitionProduceResponse(index=pd.index,
-                                                            base_offset=len(self.batches)))
+                    parts.append(
+                        p.PartitionProduceResponse(index=pd.index, base_offset=len(self.batches))
+                    )
                     self.batches.append(bytes(pd.records))
                 topics.append(p.TopicProduceResponse(name=td.name, partition_responses=parts))
             return p(responses=topics)
         if key == 2:
             lo = ListOffsetsResponse
-            return lo(topics=[lo.ListOffsetsTopicResponse(name=t.name, partitions=[
-                lo.ListOffsetsPartitionResponse(
-                    partition_index=p.partition_index,
-                    offset=0 if p.timestamp == -2 else len(self.batches))
-                for p in t.partitions]) for t in req.topics])
+            return lo(
+                topics=[
+                    lo.ListOffsetsTopicResponse(
+                        name=t.name,
+                        partitions=[
+                            lo.ListOffsetsPartitionResponse(
+                                partition_index=p.partition_index,
+                                offset=0 if p.timestamp == -2 else len(self.batches),
+                            )
+                            for p in t.partitions
+                        ],
+                    )
+                    for t in req.topics
+                ]
+            )
         if key == 1:
             f = FetchResponse
             end = len(self.batches)
-            return f(responses=[f.FetchableTopicResponse(
-                topic=t.topic, topic_id=t.topic_id, partitions=[
-                    f.PartitionData(partition_index=p.partition, high_watermark=end,
-                                    last_stable_offset=end, log_start_offset=0,
-                                    records=b"".join(self.batches[p.fetch_offset:]))
-                    for p in t.partitions]) for t in req.topics])
+            return f(
+                responses=[
+                    f.FetchableTopicResponse(
+                        topic=t.topic,
+                        topic_id=t.topic_id,
+                        partitions=[
+                            f.PartitionData(
+                                partition_index=p.partition,
+                                high_watermark=end,
+                                last_stable_offset=end,
+                                log_start_offset=0,
+                                records=b"".join(self.batches[p.fetch_offset :]),
+                            )
+                            for p in t.partitions
+                        ],
+                    )
+                    for t in req.topics
+                ]
+            )
         if key == 10:
             return FindCoordinatorResponse(node_id=0, host="127.0.0.1", port=self.port)
         if key == 19:
             c = CreateTopicsResponse
-            return c(topics=[c.CreatableTopicResult(name=t.name, num_partitions=t.num_partitions,
-                                                    replication_factor=1) for t in req.topics])
+            return c(
+                topics=[
+                    c.CreatableTopicResult(
+                        name=t.name, num_partitions=t.num_partitions, replication_factor=1
+                    )
+                    for t in req.topics
+                ]
+            )
         if key == 22:
             return InitProducerIdResponse(producer_id=1000, producer_epoch=0)
         raise RuntimeError(f"unhandled api key {key}")
@@ -126,13 +179,13 @@ class TinyBroker:
 
 
 def run_clients(bootstrap: str) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
-                         "enable.idempotence": True})
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
     producer.produce("golden", key=b"k1", value=b"value-1", headers=[("h", b"v")])
     producer.produce("golden", key=b"k2", value=b"value-2")
     assert producer.flush(10) == 0
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "golden-group",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "golden-group", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition("golden", 0, OFFSET_BEGINNING)])
     values: list[bytes] = []
     deadline = time.monotonic() + 10
@@ -143,8 +196,9 @@ def run_clients(bootstrap: str) -> None:
     consumer.close()
     assert values == [b"value-1", b"value-2"], values
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic("golden-new", 3, 1,
-                                                config={"cleanup.policy": "compact"})]).values():
+    for future in admin.create_topics(
+        [NewTopic("golden-new", 3, 1, config={"cleanup.policy": "compact"})]
+    ).values():
         future.result(10)
 
 
@@ -156,7 +210,7 @@ def main(out: Path) -> None:
     for (key, version), raw in sorted(broker.captured.items()):
         text = raw.hex()
         path = out / f"librdkafka-2.16-{NAMES[key]}-{key}-v{version}.hex"
-        path.write_text("\n".join(text[i:i + 64] for i in range(0, len(text), 64)) + "\n")
+        path.write_text("\n".join(text[i : i + 64] for i in range(0, len(text), 64)) + "\n")
         print(path, len(raw))
 
 

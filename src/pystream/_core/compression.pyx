@@ -34,6 +34,7 @@ import zstandard
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint32_t, uint64_t
+from pystream._core.endian cimport load_be32, load_le32
 from libc.string cimport memcmp, memcpy
 
 from pystream._core.varint cimport read_uvarint32
@@ -124,12 +125,6 @@ cdef object _too_large(int codec, Py_ssize_t max_size):
     )
 
 
-cdef inline uint32_t _be32(const unsigned char* p) noexcept nogil:
-    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
-
-cdef inline uint32_t _le32(const unsigned char* p) noexcept nogil:
-    return (<uint32_t>p[3] << 24) | (<uint32_t>p[2] << 16) | (<uint32_t>p[1] << 8) | p[0]
-
 
 cdef object _join(list parts):
     return parts[0] if len(parts) == 1 else b"".join(parts)
@@ -205,7 +200,7 @@ cdef bytes _snappy_decompress(object mv, Py_ssize_t max_size):
         while pos < n:
             if n - pos < 4:
                 raise _corrupt(SNAPPY, f"a xerial block length is truncated at byte {pos}")
-            blen = _be32(p + pos)
+            blen = load_be32(p + pos)
             pos += 4
             if blen <= 0 or blen > n - pos:
                 raise _corrupt(SNAPPY, f"a xerial block of {blen} bytes does not fit "
@@ -258,9 +253,9 @@ cdef FrameKind _skippable_frame(const unsigned char* p, Py_ssize_t n,
     """Magic 0x184D2A5?, then a 4-byte LE size and that many bytes to skip."""
     if n < 8:
         return FRAME_TRUNCATED
-    if _le32(p + 4) > <uint64_t>(n - 8):
+    if load_le32(p + 4) > <uint64_t>(n - 8):
         return FRAME_TRUNCATED
-    frame_len[0] = 8 + _le32(p + 4)
+    frame_len[0] = 8 + load_le32(p + 4)
     return FRAME_SKIPPABLE
 
 
@@ -298,7 +293,7 @@ cdef FrameKind _zstd_frame(const unsigned char* p, Py_ssize_t n, Py_ssize_t* fra
     cdef int i, last = 0, kind, bsize
     if n < 4:
         return FRAME_TRUNCATED
-    magic = _le32(p)
+    magic = load_le32(p)
     if (magic & 0xFFFFFFF0U) == 0x184D2A50U:
         return _skippable_frame(p, n, frame_len)
     if magic != 0xFD2FB528U:
@@ -397,7 +392,7 @@ cdef FrameKind _lz4_frame(const unsigned char* p, Py_ssize_t n, Py_ssize_t* fram
     cdef int i
     if n < 4:
         return FRAME_TRUNCATED
-    word = _le32(p)
+    word = load_le32(p)
     if (word & 0xFFFFFFF0U) == 0x184D2A50U:
         return _skippable_frame(p, n, frame_len)
     if word != _LZ4_MAGIC:
@@ -424,7 +419,7 @@ cdef FrameKind _lz4_frame(const unsigned char* p, Py_ssize_t n, Py_ssize_t* fram
     while True:
         if n - pos < 4:
             return FRAME_TRUNCATED
-        word = _le32(p + pos)
+        word = load_le32(p + pos)
         pos += 4
         if word == 0:                           # EndMark
             break

@@ -26,7 +26,7 @@ cdef enum BatchError:
     BATCH_BAD_MAGIC = 3        # magic != 2
     BATCH_BAD_CRC = 4
     BATCH_BAD_COUNT = 5        # record count negative or inconsistent with last_offset_delta
-    BATCH_BAD_ATTRIBUTES = 6   # unknown codec, or a control batch that is not transactional-shaped
+    BATCH_BAD_ATTRIBUTES = 6   # compression codec id 5..7
     BATCH_TOO_LARGE = 7        # size over the caller's limit
 
 cdef struct BatchInfo:
@@ -52,3 +52,46 @@ cdef BatchError parse_batch_header(const unsigned char* buf, Py_ssize_t length, 
 # present, magic 2, CRC over attributes..end, record count against
 # last_offset_delta, attributes.  max_size <= 0 means no limit.
 cdef BatchError check_batch(const unsigned char* buf, Py_ssize_t length, Py_ssize_t max_size, BatchInfo* out) noexcept nogil
+
+# check_batch with the CRC check optional: readers that trust their source
+# (or check the CRC elsewhere) use verify_crc=0.  check_batch(...) is
+# check_batch_ex(..., 1, out).
+cdef BatchError check_batch_ex(const unsigned char* buf, Py_ssize_t length, Py_ssize_t max_size, bint verify_crc, BatchInfo* out) noexcept nogil
+
+
+# ---------------------------------------------------------------- records
+# One record inside a (decompressed) batch:
+#   length varint | attributes i8 | timestamp_delta varlong | offset_delta varint
+#   | key_length varint | key | value_length varint | value
+#   | header_count varint | (key_length varint | key | value_length varint | value)*
+# Lengths of -1 mean null (keys, values, header values; never header keys).
+
+cdef enum:
+    MIN_RECORD_SIZE = 7        # 1-byte length + attributes + 5 one-byte varints
+
+cdef enum RecordError:
+    RECORD_OK = 0
+    RECORD_MISSING = 1         # no bytes left where a record should start
+    RECORD_BAD_LENGTH = 2      # length varint malformed, negative or past the end
+    RECORD_BAD_FIELD = 3       # attributes/timestamp/offset varint malformed or past the record
+    RECORD_BAD_KEY = 4         # key length < -1 or past the record
+    RECORD_BAD_VALUE = 5       # value length < -1 or past the record
+    RECORD_BAD_HEADER_COUNT = 6  # negative, or more headers than bytes left
+    RECORD_BAD_HEADER = 7      # header key length < 0, or key/value past the record
+    RECORD_SIZE_MISMATCH = 8   # the fields end before the record's length does
+
+cdef struct RecordInfo:
+    Py_ssize_t size            # bytes the record occupies, length varint included
+    int8_t attributes
+    int64_t timestamp_delta
+    int32_t offset_delta
+    Py_ssize_t key_offset      # absolute positions in the buffer given to read_record
+    int32_t key_length         # -1 = null
+    Py_ssize_t value_offset
+    int32_t value_length       # -1 = null
+    Py_ssize_t headers_offset  # where the first header starts
+    int32_t header_count
+
+# Read and frame-check the record at buf[pos[0]:end]; on success advance pos[0]
+# past it.  Never reads at or past `end`.  On error pos[0] is unchanged.
+cdef RecordError read_record(const unsigned char* buf, Py_ssize_t end, Py_ssize_t* pos, RecordInfo* out) noexcept nogil

@@ -6,7 +6,8 @@ store them relative to ``base_offset`` as Kafka does.  Nothing here knows
 about topics, configs or time: the storage layer decides when to roll.
 """
 
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 class FileRange(NamedTuple):
     """Bytes [position, position+length) of an open .log file, for os.sendfile."""
@@ -62,6 +63,8 @@ class TimeIndex:
     @property
     def entries(self) -> int: ...
     @property
+    def max_entries(self) -> int: ...
+    @property
     def is_full(self) -> bool: ...
     @property
     def last_entry(self) -> tuple[int, int]: ...  # (timestamp, offset); (-1, base_offset) if empty
@@ -108,9 +111,19 @@ class LogSegment:
     @property
     def time_index(self) -> TimeIndex: ...
     def should_roll_for_index(self) -> bool: ...  # either index full
-    def append(self, largest_offset: int, max_timestamp: int, offset_of_max_timestamp: int, records: bytes | bytearray | memoryview) -> int: ...
+    def append(
+        self,
+        largest_offset: int,
+        max_timestamp: int,
+        offset_of_max_timestamp: int,
+        records: bytes | bytearray | memoryview,
+    ) -> int: ...
     # appends the bytes (one or more whole batches), adds index entries every
-    # index_interval_bytes; returns the position the bytes start at
+    # index_interval_bytes; returns the position the bytes start at.
+    # Index entries and max_timestamp come from the batch headers (as recover() sees
+    # them); largest_offset must equal the last batch's last offset (else ValueError).
+    # Raises CorruptMessageError if records are not whole batches, ValueError if
+    # offsets do not increase / do not fit 32-bit relative offsets / the .log would pass 2 GiB.
     def load(self) -> None: ...
     # trusts the files (clean shutdown): reads next_offset / max_timestamp from the
     # last index entries plus a header scan of the tail; rebuilds an index that fails sanity_check
@@ -119,13 +132,26 @@ class LogSegment:
     # count); truncates the .log at the first invalid batch; returns bytes truncated
     def translate_offset(self, offset: int, starting_position: int = 0) -> BatchPosition | None: ...
     # the first batch whose last_offset >= offset
-    def read(self, start_offset: int, max_size: int, max_position: int = -1, min_one_batch: bool = True) -> FileRange | None: ...
+    def read(
+        self, start_offset: int, max_size: int, max_position: int = -1, min_one_batch: bool = True
+    ) -> FileRange | None: ...
     # whole batches from the one containing start_offset, at most max_size bytes
-    # (but the first batch whole if min_one_batch); never past max_position (-1 = end)
+    # (but the first batch whole if min_one_batch); never past max_position (-1 = end).
+    # None: no batch with last_offset >= start_offset.  length 0: the first batch does
+    # not fit (beyond max_position, or larger than max_size without min_one_batch).
+    # fd is valid until close()/delete().
     def view(self, position: int, length: int) -> memoryview: ...  # read-only, over an mmap of .log
-    def batches(self, start_position: int = 0) -> Iterator[BatchPosition]: ...  # header scan, no CRC
-    def find_offset_by_timestamp(self, timestamp: int, starting_offset: int = 0) -> tuple[int, int] | None: ...
-    # (offset, max_timestamp) of the first batch with max_timestamp >= timestamp and last_offset >= starting_offset
+    # views survive appends, close() and delete(); truncate_to()/recover() raise BufferError
+    # while a live view covers bytes they would cut
+    def batches(
+        self, start_position: int = 0
+    ) -> Iterator[BatchPosition]: ...  # header scan, no CRC
+    def find_offset_by_timestamp(
+        self, timestamp: int, starting_offset: int = 0
+    ) -> tuple[int, int] | None: ...
+    # (offset, max_timestamp) of the first batch with max_timestamp >= timestamp and
+    # last_offset >= starting_offset;
+    # offset is that batch's base offset (iterate its records for the exact one)
     def truncate_to(self, offset: int) -> int: ...
     # drop the batch containing offset (first with last_offset >= offset) and all after,
     # as Kafka's LogSegment.truncateTo; indexes follow; returns bytes removed
@@ -135,4 +161,6 @@ class LogSegment:
     def change_file_suffix(self, old_suffix: str, new_suffix: str) -> None: ...
     # renames all three files, e.g. "" -> ".deleted", ".cleaned" -> ".swap"
     @property
-    def last_modified_ms(self) -> int: ...  # mtime of .log, for retention by time on empty/old segments
+    def last_modified_ms(
+        self,
+    ) -> int: ...  # mtime of .log, for retention by time on empty/old segments

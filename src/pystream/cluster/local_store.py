@@ -7,7 +7,6 @@ acknowledged, so a crash leaves either the old or the new metadata.
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from pathlib import Path
@@ -21,14 +20,10 @@ from pystream.errors import (
     UnknownTopicOrPartitionError,
 )
 from pystream.fileutil import atomic_write
+from pystream.storage.meta_properties import generate_cluster_id
 
 METADATA_FILE = "pystream-metadata.json"
 FORMAT_VERSION = 1
-
-
-def new_cluster_id() -> str:
-    """A Kafka-style cluster id: URL-safe base64 of a random UUID, 22 characters."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 class LocalMetadataStore:
@@ -38,7 +33,7 @@ class LocalMetadataStore:
         self.path = Path(directory) / METADATA_FILE
         self.broker_id = broker_id
         self._topics: dict[str, TopicMetadata] = {}
-        self.cluster_id = new_cluster_id()
+        self.cluster_id = generate_cluster_id()
         if self.path.exists():
             self._load()
         else:

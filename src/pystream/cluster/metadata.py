@@ -7,31 +7,14 @@ every metadata store.  A single node keeps them in a local file
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass, field
 
-from pystream.errors import InvalidTopicException
+from pystream.storage.log_manager import validate_topic_name
 
-MAX_TOPIC_NAME_LENGTH = 249
-_LEGAL_TOPIC_CHARS = re.compile(r"^[a-zA-Z0-9._-]+$")
+__all__ = ["INTERNAL_TOPICS", "PartitionState", "TopicMetadata", "validate_topic_name"]
+
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
-
-
-def validate_topic_name(name: str) -> None:
-    """Kafka's topic-name rules; raises InvalidTopicException saying which one failed."""
-    if not name:
-        raise InvalidTopicException("topic name is empty")
-    if name in (".", ".."):
-        raise InvalidTopicException(f"topic name cannot be {name!r}")
-    if len(name) > MAX_TOPIC_NAME_LENGTH:
-        raise InvalidTopicException(
-            f"topic name is {len(name)} characters; the maximum is {MAX_TOPIC_NAME_LENGTH}"
-        )
-    if not _LEGAL_TOPIC_CHARS.match(name):
-        raise InvalidTopicException(
-            f"topic name {name!r} may only contain ASCII letters, digits, '.', '_' and '-'"
-        )
 
 
 @dataclass

@@ -373,8 +373,9 @@ class Reader:
 
     # -- arrays of primitives -------------------------------------------------
 
-    def fixed_array(self, fmt: str, size: int, what: str, nullable: bool,
-                    compact: bool) -> list[Any] | None:
+    def fixed_array(
+        self, fmt: str, size: int, what: str, nullable: bool, compact: bool
+    ) -> list[Any] | None:
         """Length and values of an array of fixed-width values (struct format ``fmt``)."""
         buf = self.buf
         pos = self.pos
@@ -434,8 +435,9 @@ class Reader:
             self.end = outer_end
             if self.pos != stop:
                 raise self.error(
-                    what, f"tagged field {tag} declared {size} bytes but its value used "
-                    f"{size - (stop - self.pos)}"
+                    what,
+                    f"tagged field {tag} declared {size} bytes but its value used "
+                    f"{size - (stop - self.pos)}",
                 )
 
     def skip_tags(self, what: str) -> None:
@@ -566,8 +568,9 @@ class Writer(bytearray):
 
     # -- arrays of primitives -------------------------------------------------
 
-    def fixed_array(self, fmt: str, values: list[Any] | None, nullable: bool,
-                    compact: bool) -> None:
+    def fixed_array(
+        self, fmt: str, values: list[Any] | None, nullable: bool, compact: bool
+    ) -> None:
         """Length and values of an array of fixed-width values (struct format ``fmt``)."""
         if values is None:
             (self.compact_length if compact else self.length)(None, nullable)
@@ -631,8 +634,11 @@ class Struct:
         # all field values as one tuple, for a fast __eq__
         names = cls.__slots__
         cls._values = staticmethod(
-            attrgetter(*names) if len(names) > 1
-            else (lambda o: (getattr(o, names[0]),)) if names else (lambda o: ())
+            attrgetter(*names)
+            if len(names) > 1
+            else (lambda o: (getattr(o, names[0]),))
+            if names
+            else (lambda o: ())
         )
 
     def __eq__(self, other: object) -> bool:

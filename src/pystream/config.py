@@ -1,0 +1,659 @@
+"""Typed configuration with Kafka's key names.
+
+One definition mechanism for every config in pystream: a :class:`ConfigDef`
+(name, type, default, validator, doc) in a table keyed by Kafka's name.
+Values arrive as strings (``server.properties``, CreateTopics, AlterConfigs)
+or already typed; :func:`parse_value` turns them into Python values and the
+validator checks them, raising :class:`~pystream.errors.InvalidConfigError`
+that names the key and what is allowed.
+
+Topic-level configs live in :data:`TOPIC_CONFIGS` and are read into a frozen
+:class:`LogConfig`.  Each topic config also names the broker-level keys that
+supply its default (``segment.bytes`` <- ``log.segment.bytes``, ``retention.ms``
+<- ``log.retention.ms`` / ``log.retention.minutes`` / ``log.retention.hours``),
+as Kafka's ``ServerTopicConfigSynonyms`` does.  Broker-level configs
+(``listeners``, ``log.dirs``, ``broker.id`` ...) are to be added here as a
+second table with the same :class:`ConfigDef`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pystream.errors import InvalidConfigError
+
+INT32_MAX = 2**31 - 1
+INT32_MIN = -(2**31)
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+
+
+class ConfigType(enum.Enum):
+    """Kafka's ``ConfigDef.Type`` subset we use (PASSWORD etc. come with broker configs)."""
+
+    BOOLEAN = "boolean"
+    STRING = "string"
+    INT = "int"
+    LONG = "long"
+    DOUBLE = "double"
+    LIST = "list"
+
+
+class ConfigSource(enum.IntEnum):
+    """Where a value came from; numbers are DescribeConfigs' ``config_source`` field."""
+
+    UNKNOWN = 0
+    TOPIC_CONFIG = 1  # a per-topic override
+    DYNAMIC_BROKER_CONFIG = 2
+    DYNAMIC_DEFAULT_BROKER_CONFIG = 3
+    STATIC_BROKER_CONFIG = 4  # server.properties
+    DEFAULT_CONFIG = 5  # Kafka's built-in default
+
+
+# --- validators -------------------------------------------------------------------------------
+# A validator is called with (name, parsed value) and raises InvalidConfigError; its str() says
+# what is allowed, for messages and docs.
+
+
+class Validator:
+    """Base of value validators: ``__call__`` raises, ``__str__`` describes what is allowed."""
+
+    def __call__(self, name: str, value: Any) -> None:
+        raise NotImplementedError
+
+    def _fail(self, name: str, value: Any) -> InvalidConfigError:
+        return InvalidConfigError(
+            f"Invalid value {format_value(value)!r} for configuration {name}: value must be {self}"
+        )
+
+
+@dataclass(frozen=True)
+class AtLeast(Validator):
+    """Numbers >= ``minimum``."""
+
+    minimum: int | float
+
+    def __call__(self, name: str, value: Any) -> None:
+        if value < self.minimum:
+            raise self._fail(name, value)
+
+    def __str__(self) -> str:
+        return f"at least {self.minimum}"
+
+
+@dataclass(frozen=True)
+class Between(Validator):
+    """Numbers in ``[lower, upper]``."""
+
+    lower: int | float
+    upper: int | float
+
+    def __call__(self, name: str, value: Any) -> None:
+        if not self.lower <= value <= self.upper:  # also rejects NaN
+            raise self._fail(name, value)
+
+    def __str__(self) -> str:
+        return f"between {self.lower} and {self.upper} inclusive"
+
+
+@dataclass(frozen=True)
+class OneOf(Validator):
+    """A string from a fixed set (case-sensitive, like Kafka's ``ValidString``)."""
+
+    allowed: tuple[str, ...]
+
+    def __call__(self, name: str, value: Any) -> None:
+        if value not in self.allowed:
+            raise self._fail(name, value)
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(self.allowed)
+
+
+@dataclass(frozen=True)
+class ListOf(Validator):
+    """A non-empty list of distinct strings from a fixed set (Kafka's ``ValidList``)."""
+
+    allowed: tuple[str, ...]
+
+    def __call__(self, name: str, value: Any) -> None:
+        if not value or any(v not in self.allowed for v in value) or len(set(value)) != len(value):
+            raise self._fail(name, value)
+
+    def __str__(self) -> str:
+        return "a comma-separated non-empty list of distinct values from " + ", ".join(self.allowed)
+
+
+# --- definitions ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Synonym:
+    """A broker-level key that supplies a topic config's default, scaled to the topic's unit."""
+
+    name: str
+    scale: int = 1  # e.g. 3_600_000 for log.retention.hours -> retention.ms
+
+
+@dataclass(frozen=True)
+class ConfigDef:
+    """One configuration key: Kafka's name, type, default, validator and documentation."""
+
+    name: str
+    type: ConfigType
+    default: Any
+    validator: Validator | None = None
+    doc: str = ""
+    synonyms: tuple[Synonym, ...] = ()  # broker-level keys, highest priority first
+
+    @property
+    def attribute(self) -> str:
+        """The pythonic attribute name: ``segment.bytes`` -> ``segment_bytes``."""
+        return self.name.replace(".", "_")
+
+    def parse(self, value: Any) -> Any:
+        """Parse and validate one value (a string or an already-typed value)."""
+        parsed = parse_value(self.name, self.type, value)
+        if self.validator is not None:
+            self.validator(self.name, parsed)
+        return parsed
+
+
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_value(name: str, type_: ConfigType, value: Any) -> Any:
+    """Turn a string (or a typed value) into the Python value for ``type_``.
+
+    Follows Kafka's ``ConfigDef.parseType``: strings are trimmed, booleans are
+    ``true``/``false`` in any case, lists are comma-separated.  Raises
+    InvalidConfigError naming the key and the expected type.
+    """
+
+    def bad(expected: str) -> InvalidConfigError:
+        return InvalidConfigError(
+            f"Invalid value {value!r} for configuration {name}: expected {expected}"
+        )
+
+    if value is None:
+        raise bad(f"a {type_.value}, not null")
+    if type_ is ConfigType.BOOLEAN:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise bad("true or false")
+    if type_ in (ConfigType.INT, ConfigType.LONG):
+        lo, hi = (INT32_MIN, INT32_MAX) if type_ is ConfigType.INT else (INT64_MIN, INT64_MAX)
+        what = "a 32-bit integer" if type_ is ConfigType.INT else "a 64-bit integer"
+        if isinstance(value, bool):
+            raise bad(what)
+        if isinstance(value, str):
+            text = value.strip()
+            if not _INT_RE.fullmatch(text):  # int() would also accept "1_000" and " 1 "
+                raise bad(what)
+            value = int(text)
+        if not isinstance(value, int) or not lo <= value <= hi:
+            raise bad(what)
+        return value
+    if type_ is ConfigType.DOUBLE:
+        if isinstance(value, bool):
+            raise bad("a number")
+        try:
+            number = float(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            raise bad("a number") from None
+        if math.isnan(number):
+            raise bad("a number")
+        return number
+    if type_ is ConfigType.STRING:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value.strip()
+    if type_ is ConfigType.LIST:
+        if isinstance(value, str):
+            text = value.strip()
+            return tuple(item.strip() for item in text.split(",")) if text else ()
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(v.strip() for v in value)
+        raise bad("a comma-separated list")
+    raise AssertionError(type_)
+
+
+def format_value(value: Any) -> str:
+    """Render a parsed value the way Kafka shows it (DescribeConfigs, properties files)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return ",".join(value)
+    return str(value)
+
+
+def _table(*defs: ConfigDef) -> dict[str, ConfigDef]:
+    return {d.name: d for d in defs}
+
+
+DAY_MS = 24 * 60 * 60 * 1000
+HOUR_MS = 60 * 60 * 1000
+MINUTE_MS = 60 * 1000
+
+CLEANUP_POLICIES = ("delete", "compact")
+COMPRESSION_TYPES = ("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer")
+TIMESTAMP_TYPES = ("CreateTime", "LogAppendTime")
+
+#: Topic-level configs: Kafka's ``LogConfig`` names, types, defaults and validators.
+TOPIC_CONFIGS: dict[str, ConfigDef] = _table(
+    ConfigDef(
+        "cleanup.policy",
+        ConfigType.LIST,
+        ("delete",),
+        ListOf(CLEANUP_POLICIES),
+        "delete: drop old segments by retention; compact: keep the latest record per key.",
+        (Synonym("log.cleanup.policy"),),
+    ),
+    ConfigDef(
+        "compression.type",
+        ConfigType.STRING,
+        "producer",
+        OneOf(COMPRESSION_TYPES),
+        "Codec of stored batches; producer keeps what the producer sent.",
+        (Synonym("compression.type"),),
+    ),
+    ConfigDef(
+        "delete.retention.ms",
+        ConfigType.LONG,
+        DAY_MS,
+        AtLeast(0),
+        "How long tombstones are kept in a compacted log.",
+        (Synonym("log.cleaner.delete.retention.ms"),),
+    ),
+    ConfigDef(
+        "file.delete.delay.ms",
+        ConfigType.LONG,
+        MINUTE_MS,
+        AtLeast(0),
+        "Delay before a deleted segment's files are removed from disk.",
+        (Synonym("log.segment.delete.delay.ms"),),
+    ),
+    ConfigDef(
+        "flush.messages",
+        ConfigType.LONG,
+        INT64_MAX,
+        AtLeast(1),
+        "fsync after this many messages; the default leaves flushing to the OS.",
+        (Synonym("log.flush.interval.messages"),),
+    ),
+    ConfigDef(
+        "flush.ms",
+        ConfigType.LONG,
+        INT64_MAX,
+        AtLeast(0),
+        "fsync when the last flush is this old; the default leaves flushing to the OS.",
+        (Synonym("log.flush.interval.ms"), Synonym("log.flush.scheduler.interval.ms")),
+    ),
+    ConfigDef(
+        "index.interval.bytes",
+        ConfigType.INT,
+        4096,
+        AtLeast(0),
+        "Bytes of log between two offset-index entries.",
+        (Synonym("log.index.interval.bytes"),),
+    ),
+    ConfigDef(
+        "max.compaction.lag.ms",
+        ConfigType.LONG,
+        INT64_MAX,
+        AtLeast(1),
+        "Longest time a record stays ineligible for compaction.",
+        (Synonym("log.cleaner.max.compaction.lag.ms"),),
+    ),
+    ConfigDef(
+        "max.message.bytes",
+        ConfigType.INT,
+        1024 * 1024 + 12,
+        AtLeast(0),
+        "Largest record batch the log accepts.",
+        (Synonym("message.max.bytes"),),
+    ),
+    ConfigDef(
+        "message.timestamp.type",
+        ConfigType.STRING,
+        "CreateTime",
+        OneOf(TIMESTAMP_TYPES),
+        "CreateTime keeps the producer's timestamps; LogAppendTime stamps the broker's clock.",
+        (Synonym("log.message.timestamp.type"),),
+    ),
+    ConfigDef(
+        "message.timestamp.before.max.ms",
+        ConfigType.LONG,
+        INT64_MAX,
+        AtLeast(0),
+        "How far a CreateTime timestamp may lie in the past of the broker's clock.",
+        (Synonym("log.message.timestamp.before.max.ms"),),
+    ),
+    ConfigDef(
+        "message.timestamp.after.max.ms",
+        ConfigType.LONG,
+        INT64_MAX,
+        AtLeast(0),
+        "How far a CreateTime timestamp may lie in the future of the broker's clock.",
+        (Synonym("log.message.timestamp.after.max.ms"),),
+    ),
+    ConfigDef(
+        "min.cleanable.dirty.ratio",
+        ConfigType.DOUBLE,
+        0.5,
+        Between(0, 1),
+        "Share of the log that must be uncompacted before the cleaner runs.",
+        (Synonym("log.cleaner.min.cleanable.ratio"),),
+    ),
+    ConfigDef(
+        "min.compaction.lag.ms",
+        ConfigType.LONG,
+        0,
+        AtLeast(0),
+        "Shortest time a record stays uncompacted.",
+        (Synonym("log.cleaner.min.compaction.lag.ms"),),
+    ),
+    ConfigDef(
+        "min.insync.replicas",
+        ConfigType.INT,
+        1,
+        AtLeast(1),
+        "Replicas that must have a batch before acks=all succeeds.",
+        (Synonym("min.insync.replicas"),),
+    ),
+    ConfigDef(
+        "preallocate",
+        ConfigType.BOOLEAN,
+        False,
+        None,
+        "Preallocate the file of a new segment.",
+        (Synonym("log.preallocate"),),
+    ),
+    ConfigDef(
+        "retention.bytes",
+        ConfigType.LONG,
+        -1,
+        None,
+        "Largest size of a partition's log before old segments are deleted; -1: no limit.",
+        (Synonym("log.retention.bytes"),),
+    ),
+    ConfigDef(
+        "retention.ms",
+        ConfigType.LONG,
+        7 * DAY_MS,
+        AtLeast(-1),
+        "How long a segment is kept after its newest record; -1: no limit.",
+        (
+            Synonym("log.retention.ms"),
+            Synonym("log.retention.minutes", MINUTE_MS),
+            Synonym("log.retention.hours", HOUR_MS),
+        ),
+    ),
+    ConfigDef(
+        "segment.bytes",
+        ConfigType.INT,
+        1024 * 1024 * 1024,
+        AtLeast(14),
+        "Size at which the active segment is rolled.",
+        (Synonym("log.segment.bytes"),),
+    ),
+    ConfigDef(
+        "segment.index.bytes",
+        ConfigType.INT,
+        10 * 1024 * 1024,
+        AtLeast(4),
+        "Largest size of a segment's offset index (and time index).",
+        (Synonym("log.index.size.max.bytes"),),
+    ),
+    ConfigDef(
+        "segment.jitter.ms",
+        ConfigType.LONG,
+        0,
+        AtLeast(0),
+        "Largest random amount subtracted from segment.ms, to spread rolls.",
+        (Synonym("log.roll.jitter.ms"), Synonym("log.roll.jitter.hours", HOUR_MS)),
+    ),
+    ConfigDef(
+        "segment.ms",
+        ConfigType.LONG,
+        7 * DAY_MS,
+        AtLeast(1),
+        "Age (by record timestamps) at which the active segment is rolled.",
+        (Synonym("log.roll.ms"), Synonym("log.roll.hours", HOUR_MS)),
+    ),
+    ConfigDef(
+        "unclean.leader.election.enable",
+        ConfigType.BOOLEAN,
+        False,
+        None,
+        "Allow a replica outside the ISR to become leader, at the cost of data loss.",
+        (Synonym("unclean.leader.election.enable"),),
+    ),
+)
+
+
+def parse_properties(
+    defs: Mapping[str, ConfigDef], props: Mapping[str, Any], kind: str
+) -> dict[str, Any]:
+    """Parse ``props`` against a table; unknown keys raise InvalidConfigError.
+
+    ``kind`` names the table in messages ("topic", "broker").
+    """
+    values: dict[str, Any] = {}
+    for key, raw in props.items():
+        definition = defs.get(key)
+        if definition is None:
+            raise InvalidConfigError(
+                f"Unknown {kind} config name: {key!r}; known names are " + ", ".join(sorted(defs))
+            )
+        values[key] = definition.parse(raw)
+    return values
+
+
+# --- LogConfig --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigEntry:
+    """One row of DescribeConfigs: Kafka name, value as text, where it came from."""
+
+    name: str
+    value: str
+    source: ConfigSource
+
+    @property
+    def is_default(self) -> bool:
+        return self.source is ConfigSource.DEFAULT_CONFIG
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """A partition log's configuration: Kafka's topic configs with pythonic names.
+
+    Build one with :meth:`from_properties` (topic overrides on top of defaults)
+    or :meth:`from_broker_properties` (the broker's defaults).  Instances are
+    immutable; a config change makes a new one.
+    """
+
+    cleanup_policy: tuple[str, ...] = ("delete",)
+    compression_type: str = "producer"
+    delete_retention_ms: int = DAY_MS
+    file_delete_delay_ms: int = MINUTE_MS
+    flush_messages: int = INT64_MAX
+    flush_ms: int = INT64_MAX
+    index_interval_bytes: int = 4096
+    max_compaction_lag_ms: int = INT64_MAX
+    max_message_bytes: int = 1024 * 1024 + 12
+    message_timestamp_type: str = "CreateTime"
+    message_timestamp_before_max_ms: int = INT64_MAX
+    message_timestamp_after_max_ms: int = INT64_MAX
+    min_cleanable_dirty_ratio: float = 0.5
+    min_compaction_lag_ms: int = 0
+    min_insync_replicas: int = 1
+    preallocate: bool = False
+    retention_bytes: int = -1
+    retention_ms: int = 7 * DAY_MS
+    segment_bytes: int = 1024 * 1024 * 1024
+    segment_index_bytes: int = 10 * 1024 * 1024
+    segment_jitter_ms: int = 0
+    segment_ms: int = 7 * DAY_MS
+    unclean_leader_election_enable: bool = False
+    # Keys whose value did not come from Kafka's default, with their source (DescribeConfigs).
+    sources: tuple[tuple[str, ConfigSource], ...] = field(default=(), compare=False, repr=False)
+
+    @classmethod
+    def from_properties(
+        cls, props: Mapping[str, Any], defaults: LogConfig | None = None
+    ) -> LogConfig:
+        """Topic overrides (Kafka key -> string or typed value) on top of ``defaults``.
+
+        Raises InvalidConfigError naming the key and what is allowed, for an
+        unknown key, an unparsable value, a value out of range, or
+        inconsistent values (min.compaction.lag.ms > max.compaction.lag.ms).
+        """
+        base = defaults if defaults is not None else cls()
+        values = parse_properties(TOPIC_CONFIGS, props, "topic")
+        return base._with(values, ConfigSource.TOPIC_CONFIG)
+
+    @classmethod
+    def from_broker_properties(cls, broker_props: Mapping[str, Any]) -> LogConfig:
+        """The broker's topic defaults from its properties (``log.segment.bytes`` ...).
+
+        Keys that are not a synonym of a topic config are ignored (they belong
+        to the broker's own table).  Among synonyms the most precise unit wins:
+        ``log.retention.ms`` over ``log.retention.minutes`` over ``log.retention.hours``.
+        """
+        values: dict[str, Any] = {}
+        for definition in TOPIC_CONFIGS.values():
+            for synonym in definition.synonyms:
+                if synonym.name not in broker_props:
+                    continue
+                raw = parse_value(synonym.name, definition.type, broker_props[synonym.name])
+                if synonym.scale != 1 and raw >= 0:  # -1 ("no limit") is not scaled
+                    raw *= synonym.scale
+                    if raw > INT64_MAX:
+                        raise InvalidConfigError(
+                            f"Invalid value for configuration {synonym.name}: "
+                            f"{broker_props[synonym.name]} overflows {definition.name}"
+                        )
+                if definition.validator is not None:
+                    definition.validator(synonym.name, raw)
+                values[definition.name] = raw
+                break
+        return cls()._with(values, ConfigSource.STATIC_BROKER_CONFIG)
+
+    def _with(self, values: Mapping[str, Any], source: ConfigSource) -> LogConfig:
+        sources = dict(self.sources)
+        sources.update((key, source) for key in values)
+        config = dataclasses.replace(
+            self,
+            **{TOPIC_CONFIGS[key].attribute: value for key, value in values.items()},
+            sources=tuple(sorted(sources.items())),
+        )
+        config._check_consistency()
+        return config
+
+    def _check_consistency(self) -> None:
+        if self.min_compaction_lag_ms > self.max_compaction_lag_ms:
+            raise InvalidConfigError(
+                f"Conflicting topic configs: min.compaction.lag.ms ({self.min_compaction_lag_ms})"
+                f" must not exceed max.compaction.lag.ms ({self.max_compaction_lag_ms})"
+            )
+
+    def get(self, name: str) -> Any:
+        """The value of a config by its Kafka name."""
+        definition = TOPIC_CONFIGS.get(name)
+        if definition is None:
+            raise InvalidConfigError(f"Unknown topic config name: {name!r}")
+        return getattr(self, definition.attribute)
+
+    def source(self, name: str) -> ConfigSource:
+        """Where the value of ``name`` came from."""
+        self.get(name)  # validates the name
+        return dict(self.sources).get(name, ConfigSource.DEFAULT_CONFIG)
+
+    def entries(self) -> list[ConfigEntry]:
+        """Every topic config with its value as text and its source, sorted by name."""
+        sources = dict(self.sources)
+        return [
+            ConfigEntry(
+                name,
+                format_value(getattr(self, d.attribute)),
+                sources.get(name, ConfigSource.DEFAULT_CONFIG),
+            )
+            for name, d in sorted(TOPIC_CONFIGS.items())
+        ]
+
+    def non_default_entries(self) -> list[ConfigEntry]:
+        """Entries whose value did not come from Kafka's built-in default."""
+        return [e for e in self.entries() if not e.is_default]
+
+    def overrides(self) -> dict[str, str]:
+        """The per-topic overrides as Kafka properties (what the metadata store persists)."""
+        return {e.name: e.value for e in self.entries() if e.source is ConfigSource.TOPIC_CONFIG}
+
+    def to_properties(self) -> dict[str, str]:
+        """Every topic config as Kafka key -> text."""
+        return {e.name: e.value for e in self.entries()}
+
+    # Derived views used by storage.
+    @property
+    def delete_enabled(self) -> bool:
+        """Retention deletes old segments (cleanup.policy contains delete)."""
+        return "delete" in self.cleanup_policy
+
+    @property
+    def compact_enabled(self) -> bool:
+        """The cleaner compacts this log (cleanup.policy contains compact)."""
+        return "compact" in self.cleanup_policy
+
+    @property
+    def log_append_time(self) -> bool:
+        """message.timestamp.type is LogAppendTime: the broker stamps batches."""
+        return self.message_timestamp_type == "LogAppendTime"
+
+
+def broker_synonyms(name: str) -> tuple[str, ...]:
+    """The broker-level keys that supply the default of topic config ``name``."""
+    return tuple(s.name for s in TOPIC_CONFIGS[name].synonyms)
+
+
+def _check_tables(defs: Iterable[ConfigDef], cls: type, extra: set[str]) -> None:
+    # The dataclass and the table must agree: one definition per idea, checked at import.
+    names = {f.name for f in dataclasses.fields(cls)} - extra
+    attributes = {d.attribute for d in defs}
+    if names != attributes:
+        raise AssertionError(f"{cls.__name__} fields and table differ: {names ^ attributes}")
+    for d in defs:
+        if d.parse(d.default) != getattr(cls(), d.attribute):
+            raise AssertionError(f"default of {d.name} differs from {cls.__name__}")
+
+
+_check_tables(TOPIC_CONFIGS.values(), LogConfig, {"sources"})
+
+__all__ = [
+    "AtLeast",
+    "Between",
+    "ConfigDef",
+    "ConfigEntry",
+    "ConfigSource",
+    "ConfigType",
+    "ListOf",
+    "LogConfig",
+    "OneOf",
+    "Synonym",
+    "TOPIC_CONFIGS",
+    "Validator",
+    "broker_synonyms",
+    "format_value",
+    "parse_properties",
+    "parse_value",
+]

@@ -1,0 +1,138 @@
+"""The leader epoch cache of one partition and its ``leader-epoch-checkpoint`` file.
+
+An entry ``(epoch, start_offset)`` says that leader epoch ``epoch`` wrote its
+first batch at ``start_offset``.  Followers use it (OffsetForLeaderEpoch) to
+find where their log diverges from the leader's.  The file uses Kafka's
+checkpoint format: ``0``, the count, then ``epoch start_offset`` lines; it is
+rewritten atomically on every change, which is rare (once per leader change).
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+
+from pystream.storage.checkpoints import CheckpointFile, CorruptCheckpointError
+
+LEADER_EPOCH_CHECKPOINT = "leader-epoch-checkpoint"
+UNDEFINED_EPOCH = -1
+UNDEFINED_EPOCH_OFFSET = -1
+
+
+def _parse_entry(fields: list[str]) -> tuple[int, int]:
+    if len(fields) != 2:
+        raise ValueError("expected 'epoch start_offset'")
+    epoch, start_offset = int(fields[0]), int(fields[1])
+    if epoch < 0 or start_offset < 0:
+        raise ValueError("negative epoch or offset")
+    return epoch, start_offset
+
+
+class LeaderEpochCache:
+    """Ordered ``(epoch, start_offset)`` entries, both strictly increasing, persisted on change."""
+
+    def __init__(self, directory: str, entries: list[tuple[int, int]] | None = None) -> None:
+        """Open the cache of a partition directory, reading the file unless ``entries`` given.
+
+        Raises CorruptCheckpointError if the file is malformed or its entries
+        are not increasing.
+        """
+        self._file: CheckpointFile[tuple[int, int]] = CheckpointFile(
+            os.path.join(directory, LEADER_EPOCH_CHECKPOINT),
+            lambda e: f"{e[0]} {e[1]}",
+            _parse_entry,
+        )
+        if entries is None:
+            entries = self._file.read()
+            for (e1, o1), (e2, o2) in zip(entries, entries[1:], strict=False):
+                if not (e2 > e1 and o2 >= o1):
+                    raise CorruptCheckpointError(
+                        f"Malformed {self._file.path}: entries ({e1} {o1}) and ({e2} {o2}) "
+                        "are not increasing"
+                    )
+        self._entries: list[tuple[int, int]] = list(entries)
+
+    @property
+    def path(self) -> str:
+        return self._file.path
+
+    def entries(self) -> list[tuple[int, int]]:
+        """A copy of the ``(epoch, start_offset)`` entries, oldest first."""
+        return list(self._entries)
+
+    @property
+    def latest_epoch(self) -> int:
+        """The newest epoch, or UNDEFINED_EPOCH (-1) when empty."""
+        return self._entries[-1][0] if self._entries else UNDEFINED_EPOCH
+
+    def assign(self, epoch: int, start_offset: int) -> bool:
+        """Record that ``epoch`` starts at ``start_offset``; True if the cache changed.
+
+        The latest epoch again at the same or a later offset is ignored (the
+        common case: every append of the same leader).  Otherwise entries that
+        the new one contradicts (same or higher epoch, or start offset at or
+        past the new one) are dropped, as Kafka's LeaderEpochFileCache does.
+        """
+        if epoch < 0 or start_offset < 0:
+            return False
+        if self._entries:
+            latest_epoch, latest_offset = self._entries[-1]
+            if epoch == latest_epoch and start_offset >= latest_offset:
+                return False
+        self._entries = [(e, o) for e, o in self._entries if e < epoch and o < start_offset]
+        self._entries.append((epoch, start_offset))
+        self.flush()
+        return True
+
+    def epoch_for_offset(self, offset: int) -> int:
+        """The epoch that wrote ``offset`` (the last entry starting at or before it), or -1."""
+        i = bisect.bisect_right(self._entries, offset, key=lambda e: e[1]) - 1
+        return self._entries[i][0] if i >= 0 else UNDEFINED_EPOCH
+
+    def end_offset_for_epoch(self, requested_epoch: int, log_end_offset: int) -> tuple[int, int]:
+        """``(epoch, end_offset)`` for OffsetForLeaderEpoch, with Kafka's semantics.
+
+        The end offset of an epoch is the start offset of the next higher
+        epoch, or ``log_end_offset`` for the latest epoch.  The returned epoch
+        is the largest known epoch <= ``requested_epoch`` (the requested one if
+        it is older than every entry).  Unknown (requested -1, or newer than
+        every entry) gives ``(-1, -1)``.
+        """
+        if requested_epoch == UNDEFINED_EPOCH or not self._entries:
+            return UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET
+        if requested_epoch == self.latest_epoch:
+            return requested_epoch, log_end_offset
+        higher = bisect.bisect_right(self._entries, requested_epoch, key=lambda e: e[0])
+        if higher == len(self._entries):
+            return UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET
+        end_offset = self._entries[higher][1]
+        if higher == 0:
+            return requested_epoch, end_offset
+        return self._entries[higher - 1][0], end_offset
+
+    def truncate_from_end(self, end_offset: int) -> None:
+        """Drop entries starting at or after ``end_offset`` (the log was truncated there)."""
+        kept = [(e, o) for e, o in self._entries if o < end_offset]
+        if kept != self._entries:
+            self._entries = kept
+            self.flush()
+
+    def truncate_from_start(self, start_offset: int) -> None:
+        """Forget epochs wholly below ``start_offset`` (log start moved); the one covering it
+        now starts there."""
+        i = bisect.bisect_right(self._entries, start_offset, key=lambda e: e[1]) - 1
+        if i < 0:
+            return
+        kept = [(self._entries[i][0], start_offset), *self._entries[i + 1 :]]
+        if kept != self._entries:
+            self._entries = kept
+            self.flush()
+
+    def clear(self) -> None:
+        """Drop every entry (the log was emptied)."""
+        self._entries = []
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the entries to ``leader-epoch-checkpoint`` atomically."""
+        self._file.write(self._entries)

@@ -1,0 +1,803 @@
+"""One partition's log: a directory of segments with Kafka's offsets and rules.
+
+A :class:`Log` owns ``<topic>-<partition>/``: segments named after their base
+offsets, the leader-epoch checkpoint, and the offsets that matter to clients:
+
+- ``log_start_offset``: the first offset a client may read (moved by
+  retention and DeleteRecords);
+- ``log_end_offset`` (LEO): the offset the next appended record gets;
+- ``high_watermark``: the first offset not yet replicated to all in-sync
+  replicas; set by the caller (on one node: the LEO), readers stop there;
+- ``recovery_point``: everything below it is fsynced; recovery after a crash
+  starts there.
+
+The object is asyncio-free and thread-compatible: no locks inside, the caller
+serializes appends (the broker calls it from its event loop).  Batch bytes are
+never parsed here: validation, offset assignment and header reads are
+``pystream._core.records``; files and indexes are ``pystream._core.segment``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import logging
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from pystream._core import records as core_records
+from pystream._core.segment import FileRange, LogSegment
+from pystream.config import LogConfig
+from pystream.errors import (
+    InvalidRecordError,
+    InvalidTimestampError,
+    KafkaStorageError,
+    OffsetOutOfRangeError,
+    RecordListTooLargeError,
+    UnknownServerError,
+)
+from pystream.fileutil import fsync_directory
+from pystream.storage import retention
+from pystream.storage.leader_epoch import LeaderEpochCache
+from pystream.storage.log_loader import DELETED_SUFFIX, load_log, open_segment
+
+logger = logging.getLogger(__name__)
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+# ListOffsets special timestamps.
+EARLIEST_TIMESTAMP = -2
+LATEST_TIMESTAMP = -1
+MAX_TIMESTAMP = -3
+EARLIEST_LOCAL_TIMESTAMP = -4
+
+
+class AppendOrigin(enum.Enum):
+    """Who appends as leader: a producer (Kafka's client rules) or a coordinator."""
+
+    CLIENT = "client"
+    COORDINATOR = "coordinator"
+
+
+class UnexpectedAppendOffsetError(UnknownServerError):
+    """A follower append starts below the log end offset (the caller must truncate first)."""
+
+
+class OffsetsOutOfOrderError(UnknownServerError):
+    """A follower append's batches do not have strictly increasing offsets."""
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the epoch: the default clock of a Log."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class LogAppendInfo:
+    """What an append did: Kafka's ``LogAppendInfo`` for the produce response."""
+
+    first_offset: int
+    last_offset: int
+    max_timestamp: int
+    offset_of_max_timestamp: int
+    log_append_time_ms: int  # -1 unless message.timestamp.type=LogAppendTime
+    record_count: int
+    size: int  # bytes appended
+    log_start_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class FetchDataInfo:
+    """The result of :meth:`Log.read`: whole batches from one segment, or nothing.
+
+    ``records`` is a file region for ``os.sendfile``; :meth:`view` gives the
+    same bytes as a read-only memoryview over the segment's mmap (for TLS).
+    """
+
+    fetch_offset: int
+    records: FileRange | None
+    segment_base_offset: int  # -1 when empty
+    segment: LogSegment | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes in the region (0 when empty)."""
+        return self.records.length if self.records is not None else 0
+
+    def view(self) -> memoryview:
+        """The bytes as a read-only memoryview (empty when there is nothing)."""
+        if self.records is None or self.segment is None:
+            return memoryview(b"")
+        return self.segment.view(self.records.position, self.records.length)
+
+
+@dataclass(frozen=True, slots=True)
+class TimestampAndOffset:
+    """A ListOffsets answer: the timestamp found, its offset, the epoch that wrote it."""
+
+    timestamp: int
+    offset: int
+    leader_epoch: int
+
+
+def parse_topic_partition(dir_name: str) -> tuple[str, int] | None:
+    """``"orders-3"`` -> ``("orders", 3)``; None if the name is not ``<topic>-<partition>``."""
+    topic, dash, partition = dir_name.rpartition("-")
+    if not dash or not topic or not partition.isdigit():
+        return None
+    return topic, int(partition)
+
+
+class Log:
+    """One partition's segments and offsets.  Open with :meth:`Log.open`."""
+
+    def __init__(
+        self,
+        directory: str,
+        config: LogConfig,
+        segments: list[LogSegment],
+        *,
+        log_start_offset: int,
+        log_end_offset: int,
+        recovery_point: int,
+        leader_epoch_cache: LeaderEpochCache,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        """Use :meth:`open`; this wires up state that the loader established."""
+        self.directory = directory
+        self.topic_partition = parse_topic_partition(os.path.basename(directory))
+        self._config = config
+        self._segments = segments
+        self._base_offsets = [s.base_offset for s in segments]
+        self._log_start_offset = log_start_offset
+        self._log_end_offset = log_end_offset
+        self._recovery_point = recovery_point
+        self._high_watermark = log_start_offset
+        self._leader_epoch_cache = leader_epoch_cache
+        self._clock = clock
+        self._last_flush_ms = clock()
+        # When the active segment was created and its segment.ms jitter (for time-based rolls).
+        self._active_created_ms = self._last_flush_ms
+        self._roll_jitter_ms = self._random_jitter()
+        self._dir_flush_needed = False
+        self._pending_deletes: list[tuple[int, LogSegment]] = []  # (due ms, segment)
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        directory: str,
+        config: LogConfig | None = None,
+        *,
+        log_start_offset: int = 0,
+        recovery_point: int = 0,
+        had_clean_shutdown: bool = False,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> Log:
+        """Open (creating if needed) the partition in ``directory``.
+
+        ``log_start_offset`` and ``recovery_point`` come from the log dir's
+        checkpoints; ``had_clean_shutdown`` from its clean-shutdown marker.
+        Without a clean shutdown, segments from the recovery point on are
+        CRC-checked and truncated at the first damaged batch (see
+        :mod:`pystream.storage.log_loader`).
+        """
+        config = config if config is not None else LogConfig()
+        loaded = load_log(
+            directory,
+            config,
+            log_start_offset_checkpoint=log_start_offset,
+            recovery_point_checkpoint=recovery_point,
+            had_clean_shutdown=had_clean_shutdown,
+        )
+        if loaded.truncated_bytes or loaded.deleted_segments:
+            logger.warning(
+                "Recovered %s: truncated %d bytes, deleted %d segments; log end offset %d",
+                directory,
+                loaded.truncated_bytes,
+                loaded.deleted_segments,
+                loaded.log_end_offset,
+            )
+        return cls(
+            directory,
+            config,
+            loaded.segments,
+            log_start_offset=loaded.log_start_offset,
+            log_end_offset=loaded.log_end_offset,
+            recovery_point=loaded.recovery_point,
+            leader_epoch_cache=loaded.leader_epoch_cache,
+            clock=clock,
+        )
+
+    # --- state -----------------------------------------------------------------------------
+
+    @property
+    def config(self) -> LogConfig:
+        return self._config
+
+    def update_config(self, config: LogConfig) -> None:
+        """Use a new config; index settings apply from the next segment on, as in Kafka."""
+        self._config = config
+        self._roll_jitter_ms = self._random_jitter()
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._log_end_offset
+
+    @property
+    def recovery_point(self) -> int:
+        return self._recovery_point
+
+    @property
+    def high_watermark(self) -> int:
+        return self._high_watermark
+
+    @high_watermark.setter
+    def high_watermark(self, offset: int) -> None:
+        # Clamped: it can never pass what the log has, nor fall below what it keeps.
+        self._high_watermark = min(max(offset, self._log_start_offset), self._log_end_offset)
+
+    @property
+    def segments(self) -> list[LogSegment]:
+        """The live segments, oldest first (a copy)."""
+        return list(self._segments)
+
+    @property
+    def active_segment(self) -> LogSegment:
+        return self._segments[-1]
+
+    @property
+    def size_in_bytes(self) -> int:
+        """Bytes in all live segments' ``.log`` files."""
+        return sum(s.size for s in self._segments)
+
+    @property
+    def leader_epoch_cache(self) -> LeaderEpochCache:
+        return self._leader_epoch_cache
+
+    @property
+    def latest_epoch(self) -> int:
+        """The newest leader epoch that appended, or -1."""
+        return self._leader_epoch_cache.latest_epoch
+
+    def end_offset_for_epoch(self, leader_epoch: int) -> tuple[int, int]:
+        """OffsetForLeaderEpoch: ``(epoch, end_offset)``, ``(-1, -1)`` if unknown."""
+        return self._leader_epoch_cache.end_offset_for_epoch(leader_epoch, self._log_end_offset)
+
+    @property
+    def last_flush_ms(self) -> int:
+        return self._last_flush_ms
+
+    @property
+    def unflushed_messages(self) -> int:
+        """Offsets appended since the recovery point."""
+        return self._log_end_offset - self._recovery_point
+
+    def __repr__(self) -> str:
+        return (
+            f"Log({self.directory!r}, log_start_offset={self._log_start_offset}, "
+            f"log_end_offset={self._log_end_offset}, high_watermark={self._high_watermark}, "
+            f"segments={len(self._segments)})"
+        )
+
+    # --- append ----------------------------------------------------------------------------
+
+    def append(
+        self,
+        records: bytes | bytearray | memoryview,
+        leader_epoch: int,
+        *,
+        origin: AppendOrigin = AppendOrigin.CLIENT,
+    ) -> LogAppendInfo:
+        """Validate, assign offsets from the LEO, and append batches as the leader.
+
+        ``records`` is a Produce request's batch (``origin=CLIENT``: exactly
+        one batch, Kafka's client rules) or a coordinator's batches
+        (``origin=COORDINATOR``: several, control batches allowed).  A
+        writable buffer is patched in place (base offset, leader epoch,
+        LogAppendTime); ``bytes`` is copied first.  Nothing is appended if
+        anything is wrong: CorruptMessageError (length, CRC),
+        InvalidRecordError (magic, record count, attributes, client rules),
+        MessageTooLargeError (a batch over max.message.bytes),
+        RecordListTooLargeError (over segment.bytes), InvalidTimestampError
+        (CreateTime outside the message.timestamp.*.max.ms window).
+        """
+        self._check_open()
+        config = self._config
+        info = core_records.validate_produce_records(
+            records, config.max_message_bytes, client=origin is AppendOrigin.CLIENT
+        )
+        size = info.size_in_bytes
+        self._check_fits_segment(size)
+        now = self._clock()
+        if config.log_append_time:
+            append_time = now
+        else:
+            append_time = -1
+            self._check_timestamps(records, now)
+        buffer = records if _writable(records) else bytearray(records)
+        first_offset = self._log_end_offset
+        next_offset = core_records.assign_offsets(buffer, first_offset, leader_epoch, append_time)
+        last_offset = next_offset - 1
+        if append_time >= 0:
+            max_timestamp, offset_of_max_timestamp = append_time, first_offset
+        else:
+            max_timestamp = info.max_timestamp
+            offset_of_max_timestamp = first_offset + info.offset_delta_of_max_timestamp
+        segment = self._maybe_roll(size, max_timestamp, first_offset, last_offset, now)
+        segment.append(last_offset, max_timestamp, offset_of_max_timestamp, buffer)
+        self._log_end_offset = next_offset
+        self._leader_epoch_cache.assign(leader_epoch, first_offset)
+        self._maybe_flush_for_messages()
+        return LogAppendInfo(
+            first_offset,
+            last_offset,
+            max_timestamp,
+            offset_of_max_timestamp,
+            append_time,
+            info.record_count,
+            size,
+            self._log_start_offset,
+        )
+
+    def append_as_follower(self, records: bytes | bytearray | memoryview) -> LogAppendInfo:
+        """Append batches that already carry offsets (replication from the leader).
+
+        The batches are validated (CRC, length, magic, count) but not
+        size-limited: the leader accepted them.  Their offsets must increase
+        (OffsetsOutOfOrderError) and start at or after the LEO
+        (UnexpectedAppendOffsetError: truncate first).  The leader-epoch cache
+        learns each batch's epoch.  An empty ``records`` is a no-op.
+        """
+        self._check_open()
+        if memoryview(records).nbytes == 0:
+            return LogAppendInfo(-1, -1, -1, -1, -1, 0, 0, self._log_start_offset)
+        info = core_records.validate_produce_records(records, 0, client=False)
+        size = info.size_in_bytes
+        first_offset, last_offset = info.first_offset, info.last_offset
+        if not info.offsets_monotonic:
+            raise OffsetsOutOfOrderError(
+                f"Out of order offsets in follower append to {self.directory}: batches "
+                f"{first_offset}..{last_offset} do not have increasing offsets"
+            )
+        if first_offset < self._log_end_offset:
+            raise UnexpectedAppendOffsetError(
+                f"Follower append to {self.directory} starts at offset {first_offset}, below the "
+                f"log end offset {self._log_end_offset}; truncate the log first"
+            )
+        if last_offset - first_offset > INT32_MAX:
+            raise InvalidRecordError(
+                f"Follower append spans offsets {first_offset}..{last_offset}, more than a "
+                "segment can index; send fewer batches per append"
+            )
+        self._check_fits_segment(size)
+        max_timestamp = info.max_timestamp
+        offset_of_max_timestamp = info.shallow_offset_of_max_timestamp
+        segment = self._maybe_roll(size, max_timestamp, first_offset, last_offset, self._clock())
+        segment.append(last_offset, max_timestamp, offset_of_max_timestamp, records)
+        self._log_end_offset = last_offset + 1
+        if info.batch_count == 1:
+            self._leader_epoch_cache.assign(
+                core_records.read_batch_header(records).partition_leader_epoch, first_offset
+            )
+        else:
+            for header in _batch_headers(records):
+                self._leader_epoch_cache.assign(header.partition_leader_epoch, header.base_offset)
+        self._maybe_flush_for_messages()
+        return LogAppendInfo(
+            first_offset,
+            last_offset,
+            max_timestamp,
+            offset_of_max_timestamp,
+            -1,
+            info.record_count,
+            size,
+            self._log_start_offset,
+        )
+
+    def _check_fits_segment(self, size: int) -> None:
+        if size > self._config.segment_bytes:
+            raise RecordListTooLargeError(
+                f"Batches of {size} bytes in one append to {self.directory} exceed "
+                f"segment.bytes={self._config.segment_bytes}; send smaller requests or raise "
+                "segment.bytes"
+            )
+
+    def _check_timestamps(self, records: bytes | bytearray | memoryview, now: int) -> None:
+        # CreateTime: Kafka refuses timestamps outside [now - before.max, now + after.max].
+        # Checked per batch (first and max timestamp), not per record: no record parsing.
+        config = self._config
+        before = config.message_timestamp_before_max_ms
+        after = config.message_timestamp_after_max_ms
+        if before == INT64_MAX and after == INT64_MAX:
+            return
+        for header in _batch_headers(records):
+            low, high = header.base_timestamp, header.max_timestamp
+            if (before != INT64_MAX and low < now - before) or (
+                after != INT64_MAX and high > now + after
+            ):
+                raise InvalidTimestampError(
+                    f"Timestamps {low}..{high} are out of range for {self.directory}: they must "
+                    f"lie within [now - message.timestamp.before.max.ms ({before}), now + "
+                    f"message.timestamp.after.max.ms ({after})] with now={now}; check the "
+                    "producer's clock"
+                )
+
+    def _maybe_flush_for_messages(self) -> None:
+        if self._log_end_offset - self._recovery_point >= self._config.flush_messages:
+            self.flush()
+
+    # --- rolling ---------------------------------------------------------------------------
+
+    def _random_jitter(self) -> int:
+        jitter = self._config.segment_jitter_ms
+        return random.randrange(min(jitter, self._config.segment_ms)) if jitter > 0 else 0
+
+    def _maybe_roll(
+        self, size: int, max_timestamp: int, first_offset: int, last_offset: int, now: int
+    ) -> LogSegment:
+        """The segment to append to, after rolling if Kafka's ``shouldRoll`` says so."""
+        segment = self._segments[-1]
+        if last_offset - segment.base_offset > INT32_MAX or last_offset < segment.base_offset:
+            return self.roll(first_offset)  # offsets must fit the index's 32-bit relative offsets
+        if segment.size == 0:
+            return segment
+        config = self._config
+        first_batch_timestamp = segment.first_batch_timestamp
+        if first_batch_timestamp >= 0:
+            waited = max_timestamp - first_batch_timestamp
+        else:
+            waited = now - self._active_created_ms
+        if (
+            segment.size > config.segment_bytes - size
+            or waited > config.segment_ms - self._roll_jitter_ms
+            or segment.should_roll_for_index()
+        ):
+            return self.roll(first_offset)
+        return segment
+
+    def _replace_empty_active(self, base_offset: int, now: int) -> LogSegment:
+        empty = self._segments.pop()
+        self._base_offsets.pop()
+        empty.delete()
+        return self._add_segment(base_offset, now)
+
+    def _add_segment(self, base_offset: int, now: int) -> LogSegment:
+        segment = open_segment(self.directory, base_offset, self._config)
+        self._segments.append(segment)
+        self._base_offsets.append(base_offset)
+        self._active_created_ms = now
+        self._roll_jitter_ms = self._random_jitter()
+        self._dir_flush_needed = True
+        return segment
+
+    def roll(self, expected_next_offset: int | None = None) -> LogSegment:
+        """Start a new active segment at the LEO (or ``expected_next_offset`` if higher).
+
+        An empty active segment is reused (or replaced) rather than rolled.  The closed
+        segment's indexes are trimmed; it is fsynced by the next flush (the
+        recovery point is then below the active segment:
+        LogManager.flush_dirty_logs does that, as Kafka's async roll flush).
+        """
+        self._check_open()
+        new_base = max(self._log_end_offset, expected_next_offset or 0)
+        active = self._segments[-1]
+        if active.size == 0:
+            # Never leave an empty segment behind: reuse it, or replace it at the new base.
+            if active.base_offset == new_base:
+                return active
+            return self._replace_empty_active(new_base, self._clock())
+        active.offset_index.trim_to_valid_size()
+        active.time_index.trim_to_valid_size()
+        logger.debug("Rolling %s at offset %d", self.directory, new_base)
+        return self._add_segment(new_base, self._clock())
+
+    # --- read ------------------------------------------------------------------------------
+
+    def read(
+        self,
+        start_offset: int,
+        max_bytes: int,
+        max_offset: int | None = None,
+        min_one_batch: bool = True,
+    ) -> FetchDataInfo:
+        """Whole batches from ``start_offset``: at most ``max_bytes`` (but one whole batch if
+        ``min_one_batch``), never reaching ``max_offset`` (exclusive, e.g. the high watermark).
+
+        Raises OffsetOutOfRangeError outside [log_start_offset, log_end_offset];
+        reading at the LEO, or at/after ``max_offset``, returns an empty result.
+        The first batch may start before ``start_offset`` (clients skip records).
+        """
+        log_end_offset = self._log_end_offset
+        if start_offset > log_end_offset or start_offset < self._log_start_offset:
+            raise OffsetOutOfRangeError(
+                f"Offset {start_offset} is out of range for {self.directory}: the log has "
+                f"[{self._log_start_offset}, {log_end_offset}); reset the consumer's position"
+            )
+        if max_offset is not None and max_offset >= log_end_offset:
+            max_offset = None  # the common case (high watermark = LEO): no bound to locate
+        if start_offset == log_end_offset or (
+            max_offset is not None and start_offset >= max_offset
+        ):
+            return FetchDataInfo(start_offset, None, -1)
+        segments = self._segments
+        # The log start offset may lie below the first segment (e.g. after a follower's
+        # far-ahead roll replaced an empty segment): start at the first one then.
+        i = max(bisect.bisect_right(self._base_offsets, start_offset) - 1, 0)
+        while i < len(segments):
+            segment = segments[i]
+            max_position = -1
+            if max_offset is not None:
+                if max_offset <= segment.base_offset:
+                    break
+                bound = segment.translate_offset(max_offset)
+                if bound is not None:
+                    max_position = bound.position
+            found = segment.read(start_offset, max_bytes, max_position, min_one_batch)
+            if found is not None:
+                if found.length == 0:  # the first batch does not fit: nothing to send
+                    return FetchDataInfo(start_offset, None, segment.base_offset)
+                return FetchDataInfo(start_offset, found, segment.base_offset, segment)
+            i += 1  # nothing at or after start_offset here (e.g. a compacted gap): next one
+        return FetchDataInfo(start_offset, None, -1)
+
+    def fetch_offset_by_timestamp(self, timestamp: int) -> TimestampAndOffset | None:
+        """ListOffsets: -2 earliest, -1 latest, -3 the max timestamp, else the first offset
+        whose timestamp is >= ``timestamp`` (None if there is none)."""
+        cache = self._leader_epoch_cache
+        if timestamp in (EARLIEST_TIMESTAMP, EARLIEST_LOCAL_TIMESTAMP):
+            offset = self._log_start_offset
+            return TimestampAndOffset(-1, offset, cache.epoch_for_offset(offset))
+        if timestamp == LATEST_TIMESTAMP:
+            offset = self._log_end_offset
+            return TimestampAndOffset(-1, offset, cache.latest_epoch)
+        if timestamp == MAX_TIMESTAMP:
+            newest = max(self._segments, key=lambda s: s.max_timestamp)
+            if newest.max_timestamp < 0:
+                return None
+            candidates, timestamp = [newest], newest.max_timestamp
+        else:
+            candidates = [s for s in self._segments if s.max_timestamp >= timestamp]
+        for segment in candidates:
+            found = segment.find_offset_by_timestamp(timestamp, self._log_start_offset)
+            if found is not None:
+                offset, found_timestamp = self._first_record_at(segment, found[0], timestamp)
+                return TimestampAndOffset(found_timestamp, offset, cache.epoch_for_offset(offset))
+        return None
+
+    def _first_record_at(
+        self, segment: LogSegment, batch_base_offset: int, timestamp: int
+    ) -> tuple[int, int]:
+        # The batch's max timestamp reaches `timestamp`; the answer is its first record that
+        # does (Kafka iterates the batch, decompressing if needed).
+        batch = segment.translate_offset(batch_base_offset)
+        assert batch is not None
+        view = segment.view(batch.position, batch.size)
+        for record in core_records.iter_records(view, check_crc=False):
+            if record.timestamp >= timestamp and record.offset >= self._log_start_offset:
+                return record.offset, record.timestamp
+        return max(batch.base_offset, self._log_start_offset), batch.max_timestamp
+
+    # --- truncation and deletion -----------------------------------------------------------
+
+    def truncate_to(self, offset: int) -> bool:
+        """Drop everything at and after ``offset`` (a follower diverged); True if anything was.
+
+        A batch containing ``offset`` is dropped whole, so the LEO becomes
+        ``offset`` at a batch boundary and the start of that batch otherwise.
+        An offset below the first segment empties the log and restarts it there.
+        """
+        self._check_open()
+        if offset < 0:
+            raise ValueError(f"cannot truncate {self.directory} to negative offset {offset}")
+        if offset >= self._log_end_offset:
+            return False
+        if self._segments[0].base_offset > offset:
+            self.truncate_fully_and_start_at(offset)
+            return True
+        keep = bisect.bisect_right(self._base_offsets, offset)
+        doomed = self._segments[keep:]
+        del self._segments[keep:]
+        del self._base_offsets[keep:]
+        self._schedule_delete(doomed)
+        active = self._segments[-1]
+        active.truncate_to(offset)
+        # The segment drops a batch containing `offset` whole, so the LEO is what it kept
+        # (Kafka says `offset`; a restart would find this value, so use it now).
+        end = active.next_offset
+        self._log_end_offset = end
+        self._log_start_offset = min(self._log_start_offset, end)
+        self._recovery_point = min(self._recovery_point, end)
+        self._high_watermark = min(self._high_watermark, end)
+        self._leader_epoch_cache.truncate_from_end(end)
+        return True
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Delete every segment and restart the log empty at ``offset``."""
+        self._check_open()
+        if offset < 0:
+            raise ValueError(f"cannot restart {self.directory} at negative offset {offset}")
+        doomed = self._segments
+        self._segments, self._base_offsets = [], []
+        self._schedule_delete(doomed)
+        self._add_segment(offset, self._clock())
+        self._log_start_offset = self._log_end_offset = offset
+        self._recovery_point = self._high_watermark = offset
+        self._leader_epoch_cache.clear()
+
+    def delete_records_before(self, offset: int) -> int:
+        """DeleteRecords: move the log start offset to ``offset`` and delete segments wholly
+        below it; returns the new log start offset.
+
+        Raises OffsetOutOfRangeError if ``offset`` is past the high watermark.
+        """
+        self._check_open()
+        if offset > self._high_watermark or offset < 0:
+            raise OffsetOutOfRangeError(
+                f"Cannot delete records of {self.directory} before offset {offset}: it must lie "
+                f"in [0, high watermark {self._high_watermark}]"
+            )
+        if offset > self._log_start_offset:
+            self._advance_log_start_offset(offset)
+            self._delete_segments(retention.log_start_offset_breached(offset), "log start offset")
+        return self._log_start_offset
+
+    def delete_old_segments(self, now_ms: int | None = None) -> int:
+        """Retention: delete closed segments that breach the log start offset, and with
+        cleanup.policy=delete, ``retention.bytes`` and ``retention.ms``; returns how many.
+
+        Only segments wholly below the high watermark go; when all would, a new
+        active segment is rolled first.  The log start offset moves to the first
+        kept segment.  Files are renamed ``.deleted`` now and removed after
+        ``file.delete.delay.ms`` (see :meth:`delete_pending_segments`).
+        """
+        self._check_open()
+        now = self._clock() if now_ms is None else now_ms
+        deleted = self._delete_segments(
+            retention.log_start_offset_breached(self._log_start_offset), "log start offset"
+        )
+        if self._config.delete_enabled:
+            deleted += self._delete_segments(
+                retention.retention_size_breached(self.size_in_bytes, self._config.retention_bytes),
+                "retention.bytes",
+            )
+            deleted += self._delete_segments(
+                retention.retention_ms_breached(now, self._config.retention_ms), "retention.ms"
+            )
+        return deleted
+
+    def _delete_segments(self, predicate: retention.SegmentPredicate, reason: str) -> int:
+        doomed = retention.deletable_segments(
+            self._segments, self._high_watermark, self._log_end_offset, predicate
+        )
+        if not doomed:
+            return 0
+        if len(doomed) == len(self._segments):
+            self.roll()  # a log always has an active segment
+        n = len(doomed)
+        del self._segments[:n]
+        del self._base_offsets[:n]
+        logger.info(
+            "Deleting %d segments of %s (%s); log start offset %d -> %d",
+            n,
+            self.directory,
+            reason,
+            self._log_start_offset,
+            max(self._log_start_offset, self._segments[0].base_offset),
+        )
+        if self._segments[0].base_offset > self._log_start_offset:
+            self._advance_log_start_offset(self._segments[0].base_offset)
+        self._schedule_delete(doomed)
+        return n
+
+    def _advance_log_start_offset(self, offset: int) -> None:
+        # Nothing below the log start offset is kept, so it is "flushed" and "replicated".
+        self._log_start_offset = offset
+        self._high_watermark = max(self._high_watermark, offset)
+        self._recovery_point = max(self._recovery_point, offset)
+        self._leader_epoch_cache.truncate_from_start(offset)
+
+    def _schedule_delete(self, segments: list[LogSegment]) -> None:
+        # Rename now so a restart never loads them; remove the files later, because a fetch
+        # may still be sending from their file descriptors (Kafka's file.delete.delay.ms).
+        delay = self._config.file_delete_delay_ms
+        due = self._clock() + delay
+        for segment in segments:
+            if delay <= 0:
+                segment.delete()
+            else:
+                segment.change_file_suffix("", DELETED_SUFFIX)
+                self._pending_deletes.append((due, segment))
+
+    def delete_pending_segments(self, now_ms: int | None = None) -> int:
+        """Remove the files of deleted segments whose delay has passed; returns how many."""
+        now = self._clock() if now_ms is None else now_ms
+        due = [s for t, s in self._pending_deletes if t <= now]
+        self._pending_deletes = [(t, s) for t, s in self._pending_deletes if t > now]
+        for segment in due:
+            _delete_quietly(segment)
+        return len(due)
+
+    # --- flush, close ----------------------------------------------------------------------
+
+    def flush(self, up_to_offset: int | None = None) -> None:
+        """fsync segments holding offsets in [recovery_point, up_to_offset) (default: the LEO)
+        and advance the recovery point there."""
+        self._check_open()
+        target = self._log_end_offset
+        if up_to_offset is not None:
+            target = min(up_to_offset, target)
+        if target > self._recovery_point:
+            first = max(bisect.bisect_right(self._base_offsets, self._recovery_point) - 1, 0)
+            last = bisect.bisect_left(self._base_offsets, target)
+            try:
+                for segment in self._segments[first:last]:
+                    segment.flush()
+                if self._dir_flush_needed:
+                    fsync_directory(self.directory)  # new segment files must survive a crash
+                    self._dir_flush_needed = False
+            except OSError as exc:
+                raise KafkaStorageError(f"Cannot flush {self.directory}: {exc}") from exc
+            self._recovery_point = target
+        self._last_flush_ms = self._clock()
+
+    def close(self) -> None:
+        """Close every segment (trimming the active one's indexes); pending deletes finish now."""
+        if self._closed:
+            return
+        self._closed = True
+        for _, segment in self._pending_deletes:
+            _delete_quietly(segment)
+        self._pending_deletes = []
+        for segment in self._segments:
+            segment.close()
+
+    def delete(self) -> None:
+        """Close the log, delete its files and remove its directory.
+
+        Works after the directory was renamed (LogManager's ``-delete``
+        rename): files no longer at their paths are just closed.
+        """
+        self._closed = True
+        for _, segment in self._pending_deletes:
+            _delete_quietly(segment)
+        self._pending_deletes = []
+        for segment in self._segments:
+            _delete_quietly(segment)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise KafkaStorageError(f"Log {self.directory} is closed")
+
+
+def _batch_headers(records: bytes | bytearray | memoryview) -> Iterator[core_records.BatchHeader]:
+    """Headers of validated, concatenated batches (no CRC work)."""
+    size = memoryview(records).nbytes
+    position = 0
+    while position < size:
+        header = core_records.read_batch_header(records, position)
+        yield header
+        position += header.size
+
+
+def _writable(buffer: bytes | bytearray | memoryview) -> bool:
+    if isinstance(buffer, bytearray):
+        return True
+    return isinstance(buffer, memoryview) and not buffer.readonly
+
+
+def _delete_quietly(segment: LogSegment) -> None:
+    try:
+        segment.delete()
+    except OSError as exc:  # already gone (e.g. the directory was deleted): nothing to keep
+        logger.warning("Could not delete segment %s: %s", segment.log_path, exc)

@@ -1,0 +1,192 @@
+"""Topic-level configuration: Kafka's names, types, defaults, validation and broker synonyms."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pystream.config import (
+    TOPIC_CONFIGS,
+    ConfigSource,
+    ConfigType,
+    LogConfig,
+    broker_synonyms,
+    parse_value,
+)
+from pystream.errors import InvalidConfigError
+
+# Kafka 3.x LogConfig defaults, as documented (https://kafka.apache.org/documentation/#topicconfigs).
+KAFKA_DEFAULTS = {
+    "cleanup.policy": "delete",
+    "compression.type": "producer",
+    "delete.retention.ms": "86400000",
+    "file.delete.delay.ms": "60000",
+    "flush.messages": "9223372036854775807",
+    "flush.ms": "9223372036854775807",
+    "index.interval.bytes": "4096",
+    "max.compaction.lag.ms": "9223372036854775807",
+    "max.message.bytes": "1048588",
+    "message.timestamp.type": "CreateTime",
+    "message.timestamp.before.max.ms": "9223372036854775807",
+    "message.timestamp.after.max.ms": "9223372036854775807",
+    "min.cleanable.dirty.ratio": "0.5",
+    "min.compaction.lag.ms": "0",
+    "min.insync.replicas": "1",
+    "preallocate": "false",
+    "retention.bytes": "-1",
+    "retention.ms": "604800000",
+    "segment.bytes": "1073741824",
+    "segment.index.bytes": "10485760",
+    "segment.jitter.ms": "0",
+    "segment.ms": "604800000",
+    "unclean.leader.election.enable": "false",
+}
+
+
+def test_defaults_match_kafka() -> None:
+    config = LogConfig()
+    assert config.to_properties() == KAFKA_DEFAULTS
+    assert all(e.source is ConfigSource.DEFAULT_CONFIG for e in config.entries())
+    assert config.non_default_entries() == []
+    assert config.overrides() == {}
+
+
+def test_every_definition_has_a_pythonic_attribute() -> None:
+    fields = {f.name for f in dataclasses.fields(LogConfig)} - {"sources"}
+    assert fields == {d.attribute for d in TOPIC_CONFIGS.values()}
+    assert TOPIC_CONFIGS["segment.bytes"].attribute == "segment_bytes"
+
+
+def test_from_properties_parses_strings() -> None:
+    config = LogConfig.from_properties(
+        {
+            "segment.bytes": " 1048576 ",
+            "cleanup.policy": "compact, delete",
+            "preallocate": "TRUE",
+            "min.cleanable.dirty.ratio": "0.25",
+            "message.timestamp.type": "LogAppendTime",
+            "retention.ms": "-1",
+        }
+    )
+    assert config.segment_bytes == 1048576
+    assert config.cleanup_policy == ("compact", "delete")
+    assert config.compact_enabled and config.delete_enabled
+    assert config.preallocate is True
+    assert config.min_cleanable_dirty_ratio == 0.25
+    assert config.log_append_time
+    assert config.retention_ms == -1
+    assert config.get("segment.bytes") == 1048576
+
+
+def test_typed_values_are_accepted() -> None:
+    config = LogConfig.from_properties({"segment.bytes": 4096, "preallocate": True})
+    assert config.segment_bytes == 4096 and config.preallocate is True
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected_in_message"),
+    [
+        ("segment.bytes", "13", "at least 14"),
+        ("segment.bytes", "1_000", "32-bit integer"),
+        ("segment.bytes", "2147483648", "32-bit integer"),
+        ("segment.bytes", "abc", "32-bit integer"),
+        ("retention.ms", "-2", "at least -1"),
+        ("flush.messages", "0", "at least 1"),
+        ("cleanup.policy", "remove", "delete, compact"),
+        ("cleanup.policy", "", "non-empty"),
+        ("cleanup.policy", "delete,delete", "distinct"),
+        ("compression.type", "brotli", "producer"),
+        ("compression.type", "GZIP", "gzip"),  # case-sensitive, as Kafka
+        ("message.timestamp.type", "createtime", "CreateTime"),
+        ("min.cleanable.dirty.ratio", "1.5", "between 0 and 1"),
+        ("min.cleanable.dirty.ratio", "nan", "a number"),
+        ("preallocate", "yes", "true or false"),
+        ("min.insync.replicas", "0", "at least 1"),
+        ("segment.ms", "0", "at least 1"),
+        ("max.message.bytes", True, "32-bit integer"),
+    ],
+)
+def test_invalid_values_name_the_key_and_what_is_allowed(
+    key: str, value: object, expected_in_message: str
+) -> None:
+    with pytest.raises(InvalidConfigError) as info:
+        LogConfig.from_properties({key: value})
+    assert key in str(info.value)
+    assert expected_in_message in str(info.value)
+    assert info.value.error_code == 40
+
+
+def test_unknown_key_is_rejected() -> None:
+    with pytest.raises(InvalidConfigError, match="Unknown topic config name: 'segment.size'"):
+        LogConfig.from_properties({"segment.size": "1"})
+
+
+def test_conflicting_compaction_lags_are_rejected() -> None:
+    with pytest.raises(InvalidConfigError, match="min.compaction.lag.ms"):
+        LogConfig.from_properties({"min.compaction.lag.ms": "10", "max.compaction.lag.ms": "5"})
+
+
+def test_overrides_on_top_of_defaults_track_sources() -> None:
+    broker = LogConfig.from_broker_properties(
+        {"log.segment.bytes": "2048", "log.retention.hours": "1"}
+    )
+    topic = LogConfig.from_properties({"retention.ms": "5000"}, defaults=broker)
+    assert topic.segment_bytes == 2048
+    assert topic.retention_ms == 5000
+    assert topic.source("segment.bytes") is ConfigSource.STATIC_BROKER_CONFIG
+    assert topic.source("retention.ms") is ConfigSource.TOPIC_CONFIG
+    assert topic.source("flush.ms") is ConfigSource.DEFAULT_CONFIG
+    assert topic.overrides() == {"retention.ms": "5000"}
+    assert {e.name: e.value for e in topic.non_default_entries()} == {
+        "segment.bytes": "2048",
+        "retention.ms": "5000",
+    }
+    # Sources are bookkeeping, not part of equality.
+    assert LogConfig.from_properties({"segment.bytes": "2048"}) == dataclasses.replace(
+        LogConfig(), segment_bytes=2048
+    )
+
+
+def test_broker_synonyms_and_units() -> None:
+    assert broker_synonyms("segment.bytes") == ("log.segment.bytes",)
+    assert broker_synonyms("retention.ms") == (
+        "log.retention.ms",
+        "log.retention.minutes",
+        "log.retention.hours",
+    )
+    assert broker_synonyms("max.message.bytes") == ("message.max.bytes",)
+    assert broker_synonyms("cleanup.policy") == ("log.cleanup.policy",)
+    assert broker_synonyms("flush.messages") == ("log.flush.interval.messages",)
+    hours = LogConfig.from_broker_properties({"log.retention.hours": "2"})
+    assert hours.retention_ms == 2 * 3_600_000
+    minutes = LogConfig.from_broker_properties(
+        {"log.retention.hours": "2", "log.retention.minutes": "3"}
+    )
+    assert minutes.retention_ms == 3 * 60_000  # the finer unit wins
+    millis = LogConfig.from_broker_properties(
+        {"log.retention.ms": "7", "log.retention.minutes": "3"}
+    )
+    assert millis.retention_ms == 7
+    unlimited = LogConfig.from_broker_properties({"log.retention.hours": "-1"})
+    assert unlimited.retention_ms == -1
+    rolls = LogConfig.from_broker_properties({"log.roll.hours": "1", "message.max.bytes": "100"})
+    assert rolls.segment_ms == 3_600_000 and rolls.max_message_bytes == 100
+    ignored = LogConfig.from_broker_properties({"listeners": "PLAINTEXT://:9092"})
+    assert ignored == LogConfig()
+
+
+def test_invalid_broker_value_names_the_broker_key() -> None:
+    with pytest.raises(InvalidConfigError, match="log.segment.bytes"):
+        LogConfig.from_broker_properties({"log.segment.bytes": "1"})
+
+
+def test_parse_value_rejects_null() -> None:
+    with pytest.raises(InvalidConfigError, match="x"):
+        parse_value("x", ConfigType.LONG, None)
+
+
+def test_config_is_immutable() -> None:
+    config = LogConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.segment_bytes = 1  # type: ignore[misc]
