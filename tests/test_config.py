@@ -190,3 +190,65 @@ def test_config_is_immutable() -> None:
     config = LogConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.segment_bytes = 1  # type: ignore[misc]
+
+
+# --- broker configs ---------------------------------------------------------------------------
+
+
+def test_broker_defaults_serve_a_laptop() -> None:
+    from pystream.config import BrokerConfig
+
+    config = BrokerConfig.from_properties({})
+    assert config.listeners == "PLAINTEXT://127.0.0.1:9092"
+    assert config.log_dirs == ("./pystream-data",)
+    assert config.auto_create_topics_enable is True
+    assert config.num_partitions == 1
+    assert config.socket_request_max_bytes == 104_857_600
+
+
+def test_broker_properties_feed_topic_defaults_and_collect_unknown_keys() -> None:
+    from pystream.config import BrokerConfig
+
+    config = BrokerConfig.from_properties(
+        {
+            "log.dir": "/data/a",
+            "log.segment.bytes": "1048576",
+            "log.retention.hours": "1",
+            "message.max.bytes": "2000000",
+            "no.such.key": "x",
+        }
+    )
+    assert config.log_dirs == ("/data/a",)
+    assert config.log_config.segment_bytes == 1048576
+    assert config.log_config.retention_ms == 3_600_000
+    assert config.log_config.max_message_bytes == 2_000_000
+    assert config.unknown_keys == ("no.such.key",)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("num.partitions", "0"), ("broker.id", "x"), ("log.dirs", ""), ("log.segment.bytes", "1")],
+)
+def test_bad_broker_values_name_the_key(key: str, value: str) -> None:
+    from pystream.config import BrokerConfig
+
+    with pytest.raises(InvalidConfigError, match=key.replace(".", r"\.")):
+        BrokerConfig.from_properties({key: value})
+
+
+def test_properties_file_and_overrides(tmp_path) -> None:
+    from pystream.config import parse_overrides, read_properties_file
+
+    path = tmp_path / "server.properties"
+    path.write_text(
+        "# comment\n! also a comment\n\nbroker.id = 2\nlisteners=PLAINTEXT://127.0.0.1:\\\n  9093\n"
+        "log.dirs: /a,/b\n"
+    )
+    assert read_properties_file(str(path)) == {
+        "broker.id": "2",
+        "listeners": "PLAINTEXT://127.0.0.1:9093",
+        "log.dirs": "/a,/b",
+    }
+    assert parse_overrides(["a=1", "b = x=y"]) == {"a": "1", "b": "x=y"}
+    with pytest.raises(InvalidConfigError, match="key=value"):
+        parse_overrides(["novalue"])

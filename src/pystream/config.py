@@ -621,6 +621,127 @@ class LogConfig:
         return self.message_timestamp_type == "LogAppendTime"
 
 
+# --- broker configs ---------------------------------------------------------------------------
+
+BROKER_CONFIGS: dict[str, ConfigDef] = _table(
+    ConfigDef("broker.id", ConfigType.INT, 0, AtLeast(0)),
+    ConfigDef("listeners", ConfigType.STRING, "PLAINTEXT://127.0.0.1:9092"),
+    # Empty: advertise the listeners themselves.
+    ConfigDef("advertised.listeners", ConfigType.STRING, ""),
+    ConfigDef("log.dirs", ConfigType.LIST, ("./pystream-data",)),
+    ConfigDef("num.partitions", ConfigType.INT, 1, AtLeast(1)),
+    ConfigDef("default.replication.factor", ConfigType.INT, 1, AtLeast(1)),
+    ConfigDef("auto.create.topics.enable", ConfigType.BOOLEAN, True),
+    ConfigDef("delete.topic.enable", ConfigType.BOOLEAN, True),
+    ConfigDef("socket.request.max.bytes", ConfigType.INT, 104_857_600, AtLeast(1)),
+    # Upper bound of one Fetch response, whatever the client asks for.
+    ConfigDef("fetch.max.bytes", ConfigType.INT, 57_671_680, AtLeast(1024)),
+    ConfigDef("log.retention.check.interval.ms", ConfigType.LONG, 300_000, AtLeast(1)),
+    ConfigDef("log.flush.scheduler.interval.ms", ConfigType.LONG, INT64_MAX, AtLeast(1)),
+    ConfigDef("log.flush.offset.checkpoint.interval.ms", ConfigType.INT, 60_000, AtLeast(0)),
+    ConfigDef("log.flush.start.offset.checkpoint.interval.ms", ConfigType.INT, 60_000, AtLeast(0)),
+    ConfigDef("replica.high.watermark.checkpoint.interval.ms", ConfigType.LONG, 5_000, AtLeast(1)),
+    ConfigDef("zookeeper.connect", ConfigType.STRING, ""),
+)
+
+# Keys Kafka accepts that name a fallback for another key.
+_BROKER_ALIASES = {"log.dir": "log.dirs"}
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """The broker's configuration (``server.properties`` + ``--override``), typed.
+
+    ``log_config`` holds the topic defaults given at broker level
+    (``log.segment.bytes``, ``log.retention.hours``, ``message.max.bytes`` ...).
+    """
+
+    broker_id: int = 0
+    listeners: str = "PLAINTEXT://127.0.0.1:9092"
+    advertised_listeners: str = ""
+    log_dirs: tuple[str, ...] = ("./pystream-data",)
+    num_partitions: int = 1
+    default_replication_factor: int = 1
+    auto_create_topics_enable: bool = True
+    delete_topic_enable: bool = True
+    socket_request_max_bytes: int = 104_857_600
+    fetch_max_bytes: int = 57_671_680
+    log_retention_check_interval_ms: int = 300_000
+    log_flush_scheduler_interval_ms: int = INT64_MAX
+    log_flush_offset_checkpoint_interval_ms: int = 60_000
+    log_flush_start_offset_checkpoint_interval_ms: int = 60_000
+    replica_high_watermark_checkpoint_interval_ms: int = 5_000
+    zookeeper_connect: str = ""
+    log_config: LogConfig = field(default_factory=LogConfig)
+    # Keys that were given but that pystream does not know (the caller warns about them).
+    unknown_keys: tuple[str, ...] = field(default=(), compare=False)
+
+    @classmethod
+    def from_properties(cls, props: Mapping[str, Any]) -> BrokerConfig:
+        """Parse broker properties; unknown keys are collected in ``unknown_keys``.
+
+        Raises InvalidConfigError naming the key for a value that does not parse
+        or is out of range.
+        """
+        props = dict(props)
+        for alias, key in _BROKER_ALIASES.items():
+            if alias in props:
+                value = props.pop(alias)
+                props.setdefault(key, value)
+        topic_synonyms = {s.name for d in TOPIC_CONFIGS.values() for s in d.synonyms}
+        known = {k: v for k, v in props.items() if k in BROKER_CONFIGS}
+        unknown = sorted(k for k in props if k not in BROKER_CONFIGS and k not in topic_synonyms)
+        values = parse_properties(BROKER_CONFIGS, known, "broker")
+        if "log.dirs" in values and not values["log.dirs"]:
+            raise InvalidConfigError("log.dirs is empty; give at least one directory")
+        return cls(
+            **{BROKER_CONFIGS[k].attribute: v for k, v in values.items()},
+            log_config=LogConfig.from_broker_properties(props),
+            unknown_keys=tuple(unknown),
+        )
+
+
+def read_properties_file(path: str) -> dict[str, str]:
+    """Read a Java ``.properties`` file (``key=value`` or ``key: value``, ``#``/``!`` comments,
+    backslash line continuations), as Kafka's ``server.properties``."""
+    result: dict[str, str] = {}
+    with open(path, encoding="utf-8") as handle:
+        pending = ""
+        for raw in handle:
+            line = raw.rstrip("\n").rstrip("\r")
+            stripped = (pending + line.lstrip()) if pending else line.strip()
+            if not pending and (not stripped or stripped[0] in "#!"):
+                continue
+            if stripped.endswith("\\") and not stripped.endswith("\\\\"):
+                pending = stripped[:-1]
+                continue
+            pending = ""
+            key, value = _split_property(stripped)
+            result[key] = value
+    return result
+
+
+def _split_property(line: str) -> tuple[str, str]:
+    for index, char in enumerate(line):
+        if char in "=:":
+            return line[:index].strip(), line[index + 1 :].strip()
+        if char.isspace():
+            rest = line[index:].strip()
+            return line[:index], rest[1:].strip() if rest[:1] in ("=", ":") else rest
+    return line, ""
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
+    """``["key=value", ...]`` (``--override``) as a dict; InvalidConfigError if no ``=``."""
+    result = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidConfigError(f"--override {item!r} is not key=value")
+        result[key.strip()] = value.strip()
+    return result
+
+
 def broker_synonyms(name: str) -> tuple[str, ...]:
     """The broker-level keys that supply the default of topic config ``name``."""
     return tuple(s.name for s in TOPIC_CONFIGS[name].synonyms)
@@ -638,9 +759,12 @@ def _check_tables(defs: Iterable[ConfigDef], cls: type, extra: set[str]) -> None
 
 
 _check_tables(TOPIC_CONFIGS.values(), LogConfig, {"sources"})
+_check_tables(BROKER_CONFIGS.values(), BrokerConfig, {"log_config", "unknown_keys"})
 
 __all__ = [
     "AtLeast",
+    "BROKER_CONFIGS",
+    "BrokerConfig",
     "Between",
     "ConfigDef",
     "ConfigEntry",
@@ -654,6 +778,8 @@ __all__ = [
     "Validator",
     "broker_synonyms",
     "format_value",
+    "parse_overrides",
     "parse_properties",
     "parse_value",
+    "read_properties_file",
 ]

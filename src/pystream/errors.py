@@ -184,3 +184,8 @@ def error_for_code(code: int) -> type[KafkaError]:
 
 def __getattr__(name: str) -> type[KafkaError]:  # for type checkers: names are generated
     raise AttributeError(f"pystream.errors has no error class {name!r}")
+
+
+def error_code_of(exc: BaseException) -> int:
+    """The Kafka error code for an exception (UNKNOWN_SERVER_ERROR if it is not a KafkaError)."""
+    return exc.error_code if isinstance(exc, KafkaError) else -1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from pystream import __version__
+from pystream.cli.serve import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,6 +26,9 @@ def info() -> None:
     hardware = getattr(crc32c, "has_hardware_crc", lambda: False)()
     click.echo(f"pystream {__version__}")
     click.echo(f"crc32c: {'hardware' if hardware else 'table'}")
+
+
+cli.add_command(serve)
 
 
 def main() -> None:

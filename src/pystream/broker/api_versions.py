@@ -1,0 +1,30 @@
+"""ApiVersions (18): exactly the APIs and versions this broker has handlers for."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pystream.protocol.handlers import api_handler
+from pystream.protocol.messages.api_versions import ApiVersionsRequest, ApiVersionsResponse
+
+if TYPE_CHECKING:
+    from pystream.broker.context import RequestContext
+    from pystream.broker.server import Broker
+
+
+def response_for(broker: Broker, error_code: int = 0) -> ApiVersionsResponse:
+    """The advertisement, derived from the broker's handler registry."""
+    keys = [
+        ApiVersionsResponse.ApiVersion(
+            api_key=spec.api_key, min_version=spec.min_version, max_version=spec.max_version
+        )
+        for spec in sorted(broker.handlers.values(), key=lambda s: s.api_key)
+    ]
+    return ApiVersionsResponse(error_code=error_code, api_keys=keys)
+
+
+@api_handler(18, 0, 4)
+async def handle_api_versions(
+    request: ApiVersionsRequest, context: RequestContext
+) -> ApiVersionsResponse:
+    return response_for(context.broker)

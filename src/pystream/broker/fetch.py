@@ -1,0 +1,211 @@
+"""Fetch (1): read each partition from its fetch offset, long-polling until data arrives.
+
+A fetch is planned (which bytes of which segment each partition returns),
+then encoded.  If the plan has fewer than ``min_bytes`` and no error, the
+request waits in the fetch purgatory until an append to one of its partitions
+wakes it or ``max_wait_ms`` passes — no polling loop.
+
+Fetch sessions (KIP-227) are not kept: every response says session id 0,
+which clients read as "no session; keep sending full fetch requests".
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pystream.broker.purgatory import DelayedOperation
+from pystream.errors import (
+    FencedLeaderEpochError,
+    FetchSessionIdNotFoundError,
+    KafkaError,
+    UnknownLeaderEpochError,
+    UnknownTopicIdError,
+    UnknownTopicOrPartitionError,
+)
+from pystream.protocol.handlers import api_handler
+from pystream.protocol.headers import encode_response_frame
+from pystream.protocol.messages.fetch import FetchRequest, FetchResponse
+from pystream.storage.log import FetchDataInfo
+
+if TYPE_CHECKING:
+    from pystream.broker.context import RequestContext
+    from pystream.broker.network import Chunk
+    from pystream.broker.server import Broker
+
+ZERO_UUID = uuid.UUID(int=0)
+
+
+@dataclass(slots=True)
+class PartitionFetch:
+    """What one partition contributes to a fetch response."""
+
+    partition: int
+    fetch_offset: int
+    max_bytes: int
+    current_leader_epoch: int = -1
+    error_code: int = 0
+    high_watermark: int = -1
+    last_stable_offset: int = -1
+    log_start_offset: int = -1
+    data: FetchDataInfo | None = None
+
+    @property
+    def size(self) -> int:
+        return self.data.size if self.data is not None else 0
+
+
+@dataclass(slots=True)
+class TopicFetch:
+    name: str
+    topic_id: uuid.UUID
+    partitions: list[PartitionFetch] = field(default_factory=list)
+    # Set when the topic itself is unknown: every partition answers with it.
+    error_code: int = 0
+
+
+@dataclass(slots=True)
+class FetchPlan:
+    """The fetch request reduced to what the broker must read; re-read on every wake-up."""
+
+    topics: list[TopicFetch]
+    max_bytes: int
+    error_code: int = 0
+    total_bytes: int = 0
+    has_error: bool = False
+
+
+def _resolve_topics(broker: Broker, request: FetchRequest, version: int) -> list[TopicFetch]:
+    store = broker.metadata
+    topics = []
+    for fetch_topic in request.topics:
+        if version >= 13:
+            meta = store.topic_by_id(fetch_topic.topic_id)
+            name = meta.name if meta is not None else ""
+        else:
+            name = fetch_topic.topic
+            meta = store.get_topic(name)
+        topic = TopicFetch(name, meta.topic_id if meta else fetch_topic.topic_id)
+        if meta is None:
+            error = UnknownTopicIdError if version >= 13 else UnknownTopicOrPartitionError
+            topic.error_code = error.error_code
+        topic.partitions = [
+            PartitionFetch(
+                p.partition,
+                p.fetch_offset,
+                p.partition_max_bytes,
+                p.current_leader_epoch,
+                error_code=topic.error_code,
+            )
+            for p in fetch_topic.partitions
+        ]
+        topics.append(topic)
+    return topics
+
+
+def read_plan(broker: Broker, plan: FetchPlan) -> None:
+    """(Re)read every partition of the plan, within the response's byte budget."""
+    replicas = broker.replica_manager
+    assert replicas is not None
+    remaining = plan.max_bytes
+    total = 0
+    has_error = False
+    for topic in plan.topics:
+        if topic.error_code:
+            has_error = True
+            continue
+        for p in topic.partitions:
+            p.data = None
+            p.error_code = 0
+            try:
+                partition = replicas.leader_partition(topic.name, p.partition)
+                epoch = partition.leader_epoch
+                if p.current_leader_epoch >= 0 and p.current_leader_epoch != epoch:
+                    error = (
+                        FencedLeaderEpochError
+                        if p.current_leader_epoch < epoch
+                        else UnknownLeaderEpochError
+                    )
+                    raise error(
+                        f"{topic.name}-{p.partition}: leader epoch {p.current_leader_epoch} "
+                        f"given, the leader is at {epoch}"
+                    )
+                log = partition.log
+                p.high_watermark = log.high_watermark
+                p.last_stable_offset = partition.last_stable_offset
+                p.log_start_offset = log.log_start_offset
+                limit = min(p.max_bytes, remaining)
+                # Kafka: the first partition with data may exceed the limits by one batch,
+                # so a batch larger than max_bytes can never block a consumer.
+                p.data = replicas.read(partition, p.fetch_offset, limit, min_one_batch=total == 0)
+            except KafkaError as exc:
+                p.error_code = exc.error_code
+                has_error = True
+                continue
+            total += p.size
+            remaining = max(remaining - p.size, 0)
+    plan.total_bytes = total
+    plan.has_error = has_error
+
+
+def _partition_keys(plan: FetchPlan) -> list[tuple[str, int]]:
+    return [(t.name, p.partition) for t in plan.topics for p in t.partitions]
+
+
+def encode_reference(plan: FetchPlan, version: int, correlation_id: int) -> list[Chunk]:
+    """Encode with the generated codec, copying record bytes (the reference path)."""
+    topics = []
+    for topic in plan.topics:
+        partitions = []
+        for p in topic.partitions:
+            records = b""
+            if p.data is not None and p.data.records is not None:
+                with p.data.view() as view:
+                    records = bytes(view)
+            partitions.append(
+                FetchResponse.PartitionData(
+                    partition_index=p.partition,
+                    error_code=p.error_code,
+                    high_watermark=p.high_watermark,
+                    last_stable_offset=p.last_stable_offset,
+                    log_start_offset=p.log_start_offset,
+                    aborted_transactions=None,
+                    records=records,
+                )
+            )
+        topics.append(
+            FetchResponse.FetchableTopicResponse(
+                topic=topic.name, topic_id=topic.topic_id, partitions=partitions
+            )
+        )
+    response = FetchResponse(error_code=plan.error_code, session_id=0, responses=topics)
+    return [encode_response_frame(1, version, correlation_id, response)]
+
+
+@api_handler(1, 4, 16)
+async def handle_fetch(request: FetchRequest, context: RequestContext) -> list[Chunk]:
+    broker = context.broker
+    version = context.api_version
+    max_bytes = min(request.max_bytes, broker.config.fetch_max_bytes)
+    plan = FetchPlan(_resolve_topics(broker, request, version), max_bytes)
+    if version >= 7 and request.session_id != 0:
+        # We never hand out sessions, so any session id is one we do not know.
+        plan.error_code = FetchSessionIdNotFoundError.error_code
+        plan.topics = []
+    else:
+        read_plan(broker, plan)
+        if plan.total_bytes < request.min_bytes and not plan.has_error and request.max_wait_ms > 0:
+            await _wait_for_data(broker, plan, request.min_bytes, request.max_wait_ms)
+    return encode_reference(plan, version, context.header.correlation_id)
+
+
+async def _wait_for_data(broker: Broker, plan: FetchPlan, min_bytes: int, max_wait_ms: int) -> None:
+    def try_complete() -> bool | None:
+        read_plan(broker, plan)
+        return True if plan.total_bytes >= min_bytes or plan.has_error else None
+
+    operation = DelayedOperation(try_complete, lambda: False, _partition_keys(plan))
+    expired_without_data = not await broker.fetch_purgatory.wait(operation, max_wait_ms)
+    if expired_without_data:
+        read_plan(broker, plan)  # whatever arrived, even below min_bytes

@@ -1,0 +1,96 @@
+"""Metadata (3): brokers, topics, partition leaders — and topic auto-creation."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from pystream.cluster.metadata import TopicMetadata
+from pystream.errors import (
+    KafkaError,
+    UnknownTopicIdError,
+    UnknownTopicOrPartitionError,
+    error_code_of,
+)
+from pystream.protocol.handlers import api_handler
+from pystream.protocol.messages.metadata import MetadataRequest, MetadataResponse
+
+if TYPE_CHECKING:
+    from pystream.broker.context import RequestContext
+
+ZERO_UUID = uuid.UUID(int=0)
+Topic = MetadataResponse.MetadataResponseTopic
+PartitionInfo = MetadataResponse.MetadataResponsePartition
+Broker = MetadataResponse.MetadataResponseBroker
+
+
+def _topic_response(topic: TopicMetadata) -> Topic:
+    return Topic(
+        error_code=0,
+        name=topic.name,
+        topic_id=topic.topic_id,
+        is_internal=topic.is_internal,
+        partitions=[
+            PartitionInfo(
+                error_code=0,
+                partition_index=index,
+                leader_id=state.leader,
+                leader_epoch=state.leader_epoch,
+                replica_nodes=list(state.replicas),
+                isr_nodes=list(state.isr),
+                offline_replicas=[],
+            )
+            for index, state in sorted(topic.partitions.items())
+        ],
+    )
+
+
+def _error_topic(name: str | None, topic_id: uuid.UUID, exc: KafkaError) -> Topic:
+    return Topic(error_code=error_code_of(exc), name=name, topic_id=topic_id, partitions=[])
+
+
+@api_handler(3, 0, 12)
+async def handle_metadata(request: MetadataRequest, context: RequestContext) -> MetadataResponse:
+    broker = context.broker
+    store = broker.metadata
+    topics_manager = broker.topic_manager
+    assert topics_manager is not None
+    version = context.api_version
+    requested = request.topics
+    # v0: an empty list means every topic; v1+: null means every topic, [] none.
+    all_topics = requested is None or (version == 0 and not requested)
+    auto_create = request.allow_auto_topic_creation if version >= 4 else True
+    results: list[Topic] = []
+    if all_topics:
+        results = [_topic_response(t) for _, t in sorted(store.topics().items())]
+    else:
+        for wanted in requested:
+            name, topic_id = wanted.name, wanted.topic_id
+            if name is None:
+                topic = store.topic_by_id(topic_id)
+                if topic is None:
+                    err = UnknownTopicIdError(f"no topic has id {topic_id}")
+                    results.append(_error_topic(None, topic_id, err))
+                else:
+                    results.append(_topic_response(topic))
+                continue
+            topic = store.get_topic(name)
+            if topic is None:
+                try:
+                    if auto_create:
+                        topic = topics_manager.maybe_auto_create(name)
+                    if topic is None:
+                        raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
+                except KafkaError as exc:
+                    results.append(_error_topic(name, ZERO_UUID, exc))
+                    continue
+            results.append(_topic_response(topic))
+    listener = broker.listener_for(context.connection.listener_name)
+    return MetadataResponse(
+        brokers=[
+            Broker(node_id=broker.broker_id, host=listener.host, port=listener.port, rack=None)
+        ],
+        cluster_id=store.cluster_id,
+        controller_id=broker.broker_id,
+        topics=results,
+    )

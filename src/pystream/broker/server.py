@@ -1,0 +1,246 @@
+"""The broker process: listeners, request dispatch, background maintenance.
+
+:class:`Broker` wires the layers together — storage (LogManager), cluster
+(metadata store, replica and topic managers) and the protocol handlers — and
+serves every listener on asyncio.  Each request is decoded, dispatched to the
+one handler registered for its api key, and answered in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+import time
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+from pystream.broker import api_versions, fetch, list_offsets, metadata_api, produce
+from pystream.broker.context import RequestContext
+from pystream.broker.listeners import Listener, parse_listeners
+from pystream.broker.network import Chunk, KafkaConnection
+from pystream.broker.purgatory import Purgatory
+from pystream.cluster import admin
+from pystream.cluster.local_store import LocalMetadataStore
+from pystream.cluster.replica_manager import ReplicaManager
+from pystream.cluster.topics import TopicManager
+from pystream.config import BrokerConfig, LogConfig
+from pystream.errors import UnsupportedVersionError
+from pystream.protocol import (
+    API_SPECS,
+    ProtocolDecodeError,
+    decode_request_body,
+    decode_request_header,
+    encode_response_frame,
+)
+from pystream.protocol.handlers import HandlerSpec, collect_handlers
+from pystream.protocol.messages import RequestHeader
+from pystream.storage.log_manager import LogManager
+
+log = logging.getLogger(__name__)
+
+# The modules whose handlers this broker serves; ApiVersions advertises exactly these.
+HANDLER_MODULES: tuple[ModuleType, ...] = (
+    api_versions,
+    metadata_api,
+    produce,
+    fetch,
+    list_offsets,
+    admin,
+)
+
+_SIZE = struct.Struct(">i")
+
+
+class Broker:
+    """One pystream broker.  ``await start()``, then ``await stop()``."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.broker_id = config.broker_id
+        self.listeners: list[Listener] = parse_listeners(config.listeners)
+        self.advertised_listeners: list[Listener] = (
+            parse_listeners(config.advertised_listeners, "advertised.listeners")
+            if config.advertised_listeners
+            else list(self.listeners)
+        )
+        self.handlers: dict[int, HandlerSpec] = collect_handlers(HANDLER_MODULES)
+        self.fetch_purgatory = Purgatory("fetch")
+        self.metadata = LocalMetadataStore(config.log_dirs[0], config.broker_id)
+        self.topic_manager: TopicManager | None = None
+        self.log_manager: LogManager | None = None
+        self.replica_manager: ReplicaManager | None = None
+        self._servers: list[asyncio.AbstractServer] = []
+        self._connections: set[KafkaConnection] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.bound_ports: dict[str, int] = {}
+        self.started_ms = 0
+
+    # --- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load (and recover) the logs, then open every listener."""
+        topic_configs = {
+            name: LogConfig.from_properties(t.configs, defaults=self.config.log_config)
+            for name, t in self.metadata.topics().items()
+        }
+        self.log_manager = LogManager(
+            self.config.log_dirs,
+            self.config.log_config,
+            broker_id=self.broker_id,
+            cluster_id=self.metadata.cluster_id,
+            topic_configs=topic_configs,
+        )
+        self.replica_manager = ReplicaManager(
+            self.broker_id,
+            self.log_manager,
+            on_data_changed=self.fetch_purgatory.check_and_complete,
+        )
+        self.topic_manager = TopicManager(self.config, self.metadata, self.replica_manager)
+        self.topic_manager.host_all()
+        loop = asyncio.get_running_loop()
+        for listener in self.listeners:
+            server = await loop.create_server(
+                lambda name=listener.name: self._new_connection(name),
+                host=listener.host or None,
+                port=listener.port,
+                reuse_address=True,
+                backlog=1024,
+            )
+            self._servers.append(server)
+            self.bound_ports[listener.name] = server.sockets[0].getsockname()[1]
+        if any(a.port == 0 for a in self.advertised_listeners):
+            # Listening on port 0 (tests): advertise the port the OS chose.
+            self.advertised_listeners = [
+                Listener(a.name, a.host or "127.0.0.1", a.port or self.bound_ports.get(a.name, 0))
+                for a in self.advertised_listeners
+            ]
+        self.started_ms = int(time.time() * 1000)
+        self._start_maintenance()
+
+    def _new_connection(self, listener_name: str) -> KafkaConnection:
+        connection = KafkaConnection(
+            self.handle_frame,
+            self.config.socket_request_max_bytes,
+            listener_name,
+            on_close=self._connections.discard,
+        )
+        self._connections.add(connection)
+        return connection
+
+    async def stop(self) -> None:
+        """Clean shutdown: stop listening, close connections, flush and checkpoint the logs."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for server in self._servers:
+            server.close()
+        for connection in list(self._connections):
+            connection.close()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 5)
+        if self.log_manager is not None:
+            self.log_manager.shutdown()
+        log.info("broker %d shut down cleanly", self.broker_id)
+
+    # --- maintenance ------------------------------------------------------------------------
+    def _start_maintenance(self) -> None:
+        lm = self.log_manager
+        assert lm is not None
+        config = self.config
+        jobs: list[tuple[str, int, Any]] = [
+            ("retention", config.log_retention_check_interval_ms, lm.cleanup_logs),
+            ("flush", config.log_flush_scheduler_interval_ms, lm.flush_dirty_logs),
+            (
+                "recovery-point",
+                config.log_flush_offset_checkpoint_interval_ms,
+                lm.checkpoint_recovery_points,
+            ),
+            (
+                "log-start-offset",
+                config.log_flush_start_offset_checkpoint_interval_ms,
+                lm.checkpoint_log_start_offsets,
+            ),
+            (
+                "high-watermark",
+                config.replica_high_watermark_checkpoint_interval_ms,
+                lm.checkpoint_high_watermarks,
+            ),
+        ]
+        for name, interval_ms, job in jobs:
+            if 0 < interval_ms < 10**12:
+                self._tasks.append(asyncio.create_task(self._every(name, interval_ms, job)))
+
+    async def _every(self, name: str, interval_ms: int, job: Any) -> None:
+        while True:
+            await asyncio.sleep(interval_ms / 1000)
+            try:
+                job()
+            except Exception:
+                log.exception("background job %s failed", name)
+
+    # --- dispatch ---------------------------------------------------------------------------
+    async def handle_frame(
+        self, frame: bytearray, connection: KafkaConnection
+    ) -> Sequence[Chunk] | None:
+        """Decode one request, run its handler, return the encoded response (None: no reply)."""
+        try:
+            header, reader = decode_request_header(frame)
+        except ProtocolDecodeError as exc:
+            connection.close(f"malformed request header: {exc}")
+            return None
+        api_key, version = header.request_api_key, header.request_api_version
+        handler = self.handlers.get(api_key)
+        if handler is None or not handler.min_version <= version <= handler.max_version:
+            return self._unsupported(header, connection)
+        try:
+            request = decode_request_body(header, reader)
+        except UnsupportedVersionError:
+            return self._unsupported(header, connection)
+        except ProtocolDecodeError as exc:
+            connection.close(f"malformed {API_SPECS[api_key].name} v{version} request: {exc}")
+            return None
+        context = RequestContext(header, connection, self)
+        response = await handler.func(request, context)
+        if response is None:
+            return None
+        if isinstance(response, list):  # a handler that encodes itself (Fetch: file regions)
+            return response
+        return [encode_response_frame(api_key, version, header.correlation_id, response)]
+
+    def _unsupported(
+        self, header: RequestHeader, connection: KafkaConnection
+    ) -> Sequence[Chunk] | None:
+        api_key, version = header.request_api_key, header.request_api_version
+        spec = API_SPECS.get(api_key)
+        if api_key == 18:
+            # KIP-511: answer a too-new ApiVersions with v0 so the client can retry lower.
+            body = api_versions.response_for(self, error_code=UnsupportedVersionError.error_code)
+            return [encode_response_frame(18, 0, header.correlation_id, body)]
+        if spec is None or version not in spec.valid_versions:
+            connection.close(
+                f"unsupported request: api key {api_key} version {version} "
+                f"({spec.name if spec else 'unknown API'}); check ApiVersions"
+            )
+            return None
+        response = error_response(spec.response, UnsupportedVersionError.error_code)
+        if response is None:
+            connection.close(f"{spec.name} v{version} is not supported and has no error field")
+            return None
+        return [encode_response_frame(api_key, version, header.correlation_id, response)]
+
+    # --- helpers for handlers ---------------------------------------------------------------
+    def listener_for(self, listener_name: str) -> Listener:
+        for listener in self.advertised_listeners:
+            if listener.name == listener_name:
+                return listener
+        return self.advertised_listeners[0]
+
+
+def error_response(response_cls: Any, error_code: int) -> Any | None:
+    """A response with only its top-level ``error_code`` set, if it has one."""
+    if not any(f.name == "error_code" for f in response_cls.FIELDS):
+        return None
+    return response_cls(error_code=error_code)

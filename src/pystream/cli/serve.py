@@ -1,0 +1,80 @@
+"""``pystream serve``: run a broker until SIGTERM / Ctrl-C, then shut down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import click
+
+from pystream.config import BrokerConfig, parse_overrides, read_properties_file
+from pystream.errors import KafkaError
+
+log = logging.getLogger("pystream")
+
+
+def load_config(config_file: str | None, overrides: tuple[str, ...]) -> BrokerConfig:
+    """server.properties (if given) with ``--override key=value`` on top."""
+    props: dict[str, str] = {}
+    if config_file:
+        try:
+            props.update(read_properties_file(config_file))
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {config_file}: {exc.strerror}") from exc
+    props.update(parse_overrides(overrides))
+    return BrokerConfig.from_properties(props)
+
+
+async def run_broker(config: BrokerConfig) -> None:
+    """Start a broker, print where clients connect, wait for a signal, stop cleanly."""
+    from pystream.broker.server import Broker
+
+    broker = Broker(config)
+    await broker.start()
+    addresses = ", ".join(str(listener) for listener in broker.advertised_listeners)
+    bootstrap = ",".join(f"{a.host}:{a.port}" for a in broker.advertised_listeners)
+    click.echo(f"pystream broker {config.broker_id} listening on {addresses}")
+    click.echo(f"clients: bootstrap.servers={bootstrap}")
+    sys.stdout.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        click.echo("shutting down")
+        await broker.stop()
+
+
+@click.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="server.properties")
+@click.option(
+    "--override",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="a broker config on top of the file, e.g. --override log.dirs=/data",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+def serve(config_file: str | None, overrides: tuple[str, ...], log_level: str) -> None:
+    """Run a broker (single node, no ZooKeeper needed) until SIGTERM or Ctrl-C."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(config_file, overrides)
+        for key in config.unknown_keys:
+            log.warning("unknown config %r is ignored (check its spelling)", key)
+        asyncio.run(run_broker(config))
+    except KafkaError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except OSError as exc:  # e.g. address already in use
+        raise click.ClickException(f"{exc.strerror or exc}; is another broker running?") from exc

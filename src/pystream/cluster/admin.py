@@ -1,0 +1,1 @@
+"""Admin API handlers (CreateTopics, DeleteTopics, configs, ...): the cluster's own APIs."""

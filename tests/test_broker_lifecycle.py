@@ -1,0 +1,73 @@
+"""The broker process: starts, serves a real client, shuts down cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+from broker_process import BrokerProcess
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+
+def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    errors: list[object] = []
+    for value in values:
+        producer.produce(topic, value, on_delivery=lambda err, msg: err and errors.append(err))
+    assert producer.flush(30) == 0
+    assert errors == []
+
+
+def _consume_all(bootstrap: str, topic: str, count: int) -> list[bytes]:
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "t", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    values: list[bytes] = []
+    deadline = time.monotonic() + 30
+    try:
+        while len(values) < count and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                assert message.error() is None, message.error()
+                values.append(message.value())
+    finally:
+        consumer.close()
+    return values
+
+
+def test_prints_address_and_serves_librdkafka(broker: BrokerProcess) -> None:
+    assert broker.bootstrap.startswith("127.0.0.1:")
+    values = [b"value-%d" % i for i in range(500)]
+    _produce(broker.bootstrap, "lifecycle", values)
+    assert _consume_all(broker.bootstrap, "lifecycle", 500) == values
+
+
+def test_sigterm_is_a_clean_shutdown_and_data_survives(broker: BrokerProcess) -> None:
+    _produce(broker.bootstrap, "survive", [b"a", b"b", b"c"])
+    assert broker.stop() == 0
+    assert "shut down cleanly" in broker.output()
+    assert (broker.log_dir / ".kafka_cleanshutdown").exists()
+    broker.start()
+    assert "recovering" not in broker.output().split("shutting down")[-1]
+    assert _consume_all(broker.bootstrap, "survive", 3) == [b"a", b"b", b"c"]
+
+
+def test_unknown_api_key_is_refused_without_crashing(broker: BrokerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as sock:
+        # api key 999, version 0, correlation 7, null client id
+        body = struct.pack(">hhih", 999, 0, 7, -1)
+        sock.sendall(struct.pack(">i", len(body)) + body)
+        assert sock.recv(100) == b""  # closed, with a logged reason
+    assert "api key 999" in _wait_for_log(broker, "api key 999")
+    _produce(broker.bootstrap, "still-up", [b"x"])
+
+
+def _wait_for_log(broker: BrokerProcess, text: str, timeout: float = 10) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        output = broker.output()
+        if text in output:
+            return output
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not in broker output:\n{broker.output()}")
