@@ -21,7 +21,7 @@ def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
 
 @pytest.fixture
 def broker_factory(tmp_path: Path) -> Iterator[object]:
-    """Start brokers with overrides: ``broker_factory(**{"auto.create.topics.enable": "false"})``."""
+    """Start brokers with overrides, e.g. ``broker_factory(**{"num.partitions": "3"})``."""
     started: list[BrokerProcess] = []
 
     def start(name: str = "broker", **overrides: str) -> BrokerProcess:

@@ -28,6 +28,7 @@ from pystream.cluster.replica_manager import ReplicaManager
 from pystream.cluster.topics import TopicManager
 from pystream.config import BrokerConfig, LogConfig
 from pystream.errors import UnsupportedVersionError
+from pystream.groups import handlers as group_handlers
 from pystream.protocol import (
     API_SPECS,
     ProtocolDecodeError,
@@ -38,6 +39,7 @@ from pystream.protocol import (
 from pystream.protocol.handlers import HandlerSpec, collect_handlers
 from pystream.protocol.messages import RequestHeader
 from pystream.storage.log_manager import LogManager
+from pystream.txn import handlers as txn_handlers
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ HANDLER_MODULES: tuple[ModuleType, ...] = (
     fetch,
     list_offsets,
     admin,
+    group_handlers,
+    txn_handlers,
 )
 
 _SIZE = struct.Struct(">i")

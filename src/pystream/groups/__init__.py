@@ -1,0 +1,1 @@
+"""Consumer groups: the group coordinator and committed offsets in ``__consumer_offsets``."""

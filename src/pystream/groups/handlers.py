@@ -1,0 +1,1 @@
+"""Group API handlers (FindCoordinator, JoinGroup ... OffsetFetch)."""

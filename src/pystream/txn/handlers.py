@@ -1,0 +1,1 @@
+"""Producer-id and transaction API handlers (InitProducerId ... EndTxn)."""
