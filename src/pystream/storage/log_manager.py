@@ -146,9 +146,10 @@ class LogManager:
         recovery_points = self._read_checkpoint(log_dir, RECOVERY_POINT_CHECKPOINT)
         start_offsets = self._read_checkpoint(log_dir, LOG_START_OFFSET_CHECKPOINT)
         high_watermarks = self._read_checkpoint(log_dir, REPLICATION_OFFSET_CHECKPOINT)
-        if not clean:
+        names = sorted(os.listdir(log_dir))
+        if not clean and any(parse_topic_partition(name) for name in names):
             logger.info("No clean shutdown marker in %s: recovering its logs", log_dir)
-        for name in sorted(os.listdir(log_dir)):
+        for name in names:
             path = os.path.join(log_dir, name)
             if not os.path.isdir(path):
                 continue
