@@ -75,7 +75,10 @@ def decode_request_header(payload: Any) -> tuple[RequestHeader, Reader]:
 
 
 def decode_request_body(header: RequestHeader, reader: Reader) -> Struct:
-    """Decode the request body that follows ``header``; it must fill the frame.
+    """Decode the request body that follows ``header``.
+
+    Bytes left after the body are ignored, as Kafka's parser does: librdkafka
+    2.16's AdminClient sends a Metadata v12 request with three extra bytes.
 
     Raises :class:`UnsupportedVersionError` for an unknown api key or version
     (answerable: the header is known) and :class:`ProtocolDecodeError` for
@@ -89,9 +92,7 @@ def decode_request_body(header: RequestHeader, reader: Reader) -> Struct:
         raise UnsupportedVersionError(
             f"{spec.name} v{version} is not supported (valid: {spec.valid_versions})"
         )
-    body = spec.request.decode(reader, version)
-    reader.expect_end(f"{spec.name}Request v{version}")
-    return body
+    return spec.request.decode(reader, version)
 
 
 def decode_request(payload: Any) -> tuple[RequestHeader, Struct]:
