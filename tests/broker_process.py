@@ -5,13 +5,18 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pystream
+from pystream.protocol import decode_response, encode_request_frame
+from pystream.protocol.messages import API_SPECS, RequestHeader
 
 _BOOTSTRAP = re.compile(r"clients: bootstrap\.servers=(\S+)")
 
@@ -81,6 +86,25 @@ class BrokerProcess:
     def output(self) -> str:
         return "".join(self._output)
 
+    def wait_for_output(self, text: str, timeout: float = 15.0, since: int = 0) -> str:
+        """Poll the broker's output (from line ``since`` on) until ``text`` appears in it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            output = "".join(self._output[since:])
+            if text in output:
+                return output
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in the broker output:\n{self.output()}")
+            time.sleep(0.02)
+
+    def output_lines(self) -> int:
+        """How many lines the broker printed so far (a mark for ``wait_for_output``)."""
+        return len(self._output)
+
+    def wire(self, timeout: float = 15.0) -> KafkaWire:
+        """A raw protocol connection to this broker (pystream's own codec over a socket)."""
+        return KafkaWire(("127.0.0.1", self.port), timeout)
+
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait: the clean shutdown path.  Returns the exit code."""
         return self._signal(signal.SIGTERM, timeout)
@@ -99,6 +123,20 @@ class BrokerProcess:
         finally:
             self.process = None
 
+    def precreate_topic(
+        self, name: str, partitions: int = 1, configs: dict[str, str] | None = None
+    ) -> BrokerProcess:
+        """Create a topic (with per-topic configs) in the metadata store before ``start()``.
+
+        For tests that need partitions or topic configs without CreateTopics.
+        """
+        from pystream.cluster.local_store import LocalMetadataStore
+
+        assert self.process is None, "precreate topics while the broker is stopped"
+        broker_id = int(self.overrides.get("broker.id", "0"))
+        LocalMetadataStore(self.log_dir, broker_id).create_topic(name, partitions, 1, configs)
+        return self
+
     def restart(self) -> BrokerProcess:
         if self.process is not None:
             self.stop()
@@ -107,3 +145,77 @@ class BrokerProcess:
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.kill()
+
+
+class KafkaWire:
+    """A plain socket speaking the Kafka protocol with pystream's codec, for raw tests."""
+
+    def __init__(self, address: tuple[str, int], timeout: float = 15.0) -> None:
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.correlation_id = 0
+
+    def __enter__(self) -> KafkaWire:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def frame(self, api_key: int, version: int, body: Any, client_id: str | None = "wire") -> bytes:
+        """A complete request frame (size prefix included) with the next correlation id."""
+        self.correlation_id += 1
+        header = RequestHeader(
+            request_api_key=api_key,
+            request_api_version=version,
+            correlation_id=self.correlation_id,
+            client_id=client_id,
+        )
+        return encode_request_frame(header, body)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv_exactly(self, size: int) -> bytes:
+        """``size`` bytes, or fewer if the broker closed the connection."""
+        chunks = bytearray()
+        while len(chunks) < size:
+            chunk = self.sock.recv(size - len(chunks))
+            if not chunk:
+                break
+            chunks += chunk
+        return bytes(chunks)
+
+    def recv_frame(self) -> bytes | None:
+        """One response frame body, or None if the broker closed the connection."""
+        prefix = self.recv_exactly(4)
+        if len(prefix) < 4:
+            return None
+        (size,) = struct.unpack(">i", prefix)
+        body = self.recv_exactly(size)
+        return body if len(body) == size else None
+
+    def request(self, api_key: int, version: int, body: Any, client_id: str | None = "wire") -> Any:
+        """Send one request, read and decode its response body (checks the correlation id)."""
+        self.send(self.frame(api_key, version, body, client_id))
+        payload = self.recv_frame()
+        if payload is None:
+            name = API_SPECS[api_key].name if api_key in API_SPECS else api_key
+            raise ConnectionError(f"the broker closed the connection after {name} v{version}")
+        header, response = decode_response(payload, api_key, version)
+        assert header.correlation_id == self.correlation_id
+        return response
+
+    def is_closed_by_peer(self, timeout: float = 15.0) -> bool:
+        """True once the broker closes the connection (EOF or reset) within ``timeout``."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except TimeoutError:
+            return False

@@ -32,6 +32,7 @@ INT32_MAX = 2**31 - 1
 INT32_MIN = -(2**31)
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
+DOUBLE_MAX = 1.7976931348623157e308  # Java's Double.MAX_VALUE: "no limit" for rates
 
 
 class ConfigType(enum.Enum):
@@ -616,6 +617,14 @@ class LogConfig:
         return "compact" in self.cleanup_policy
 
     @property
+    def max_segment_ms(self) -> int:
+        """Age at which the active segment rolls: segment.ms, or max.compaction.lag.ms if
+        shorter on a compacted log (the active segment is never cleaned), as Kafka."""
+        if self.compact_enabled and self.max_compaction_lag_ms > 0:
+            return min(self.max_compaction_lag_ms, self.segment_ms)
+        return self.segment_ms
+
+    @property
     def log_append_time(self) -> bool:
         """message.timestamp.type is LogAppendTime: the broker stamps batches."""
         return self.message_timestamp_type == "LogAppendTime"
@@ -641,7 +650,49 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
     ConfigDef("log.flush.offset.checkpoint.interval.ms", ConfigType.INT, 60_000, AtLeast(0)),
     ConfigDef("log.flush.start.offset.checkpoint.interval.ms", ConfigType.INT, 60_000, AtLeast(0)),
     ConfigDef("replica.high.watermark.checkpoint.interval.ms", ConfigType.LONG, 5_000, AtLeast(1)),
+    # The log cleaner (compacted topics): threads, their pause when idle, memory and I/O.
+    ConfigDef("log.cleaner.enable", ConfigType.BOOLEAN, True),
+    ConfigDef("log.cleaner.threads", ConfigType.INT, 1, AtLeast(0)),
+    ConfigDef("log.cleaner.backoff.ms", ConfigType.LONG, 15_000, AtLeast(0)),
+    ConfigDef("log.cleaner.dedupe.buffer.size", ConfigType.LONG, 134_217_728, AtLeast(1024)),
+    ConfigDef("log.cleaner.io.buffer.size", ConfigType.INT, 524_288, AtLeast(0)),
+    ConfigDef("log.cleaner.io.buffer.load.factor", ConfigType.DOUBLE, 0.9, Between(0.01, 1)),
+    ConfigDef("log.cleaner.io.max.bytes.per.second", ConfigType.DOUBLE, DOUBLE_MAX, AtLeast(1)),
     ConfigDef("zookeeper.connect", ConfigType.STRING, ""),
+    # Consumer groups: the __consumer_offsets topic and the group coordinator.
+    ConfigDef("offsets.topic.num.partitions", ConfigType.INT, 50, AtLeast(1)),
+    # Kafka's default is 3; one node can only host one replica.
+    ConfigDef("offsets.topic.replication.factor", ConfigType.INT, 1, AtLeast(1)),
+    ConfigDef("offsets.topic.segment.bytes", ConfigType.INT, 104_857_600, AtLeast(1)),
+    ConfigDef("offsets.retention.minutes", ConfigType.INT, 10_080, AtLeast(1)),
+    ConfigDef("offsets.retention.check.interval.ms", ConfigType.LONG, 600_000, AtLeast(1)),
+    ConfigDef("offset.metadata.max.bytes", ConfigType.INT, 4096),
+    ConfigDef("group.initial.rebalance.delay.ms", ConfigType.INT, 3000, AtLeast(0)),
+    ConfigDef("group.min.session.timeout.ms", ConfigType.INT, 6000),
+    ConfigDef("group.max.session.timeout.ms", ConfigType.INT, 1_800_000),
+    ConfigDef("group.max.size", ConfigType.INT, INT32_MAX, AtLeast(1)),
+    # Idempotent producers and transactions: the __transaction_state topic and its coordinator.
+    ConfigDef("transaction.state.log.num.partitions", ConfigType.INT, 50, AtLeast(1)),
+    # Kafka's defaults are 3 and 2; one node can only host one replica.
+    ConfigDef("transaction.state.log.replication.factor", ConfigType.INT, 1, AtLeast(1)),
+    ConfigDef("transaction.state.log.min.isr", ConfigType.INT, 1, AtLeast(1)),
+    ConfigDef("transaction.state.log.segment.bytes", ConfigType.INT, 104_857_600, AtLeast(1)),
+    ConfigDef("transaction.max.timeout.ms", ConfigType.INT, 900_000, AtLeast(1)),
+    ConfigDef("transactional.id.expiration.ms", ConfigType.INT, 604_800_000, AtLeast(1)),
+    ConfigDef(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        ConfigType.INT,
+        10_000,
+        AtLeast(1),
+    ),
+    ConfigDef(
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        ConfigType.INT,
+        3_600_000,
+        AtLeast(1),
+    ),
+    ConfigDef("producer.id.expiration.ms", ConfigType.INT, 86_400_000, AtLeast(1)),
+    ConfigDef("producer.id.expiration.check.interval.ms", ConfigType.INT, 600_000, AtLeast(1)),
 )
 
 # Keys Kafka accepts that name a fallback for another key.
@@ -671,10 +722,40 @@ class BrokerConfig:
     log_flush_offset_checkpoint_interval_ms: int = 60_000
     log_flush_start_offset_checkpoint_interval_ms: int = 60_000
     replica_high_watermark_checkpoint_interval_ms: int = 5_000
+    log_cleaner_enable: bool = True
+    log_cleaner_threads: int = 1
+    log_cleaner_backoff_ms: int = 15_000
+    log_cleaner_dedupe_buffer_size: int = 134_217_728
+    log_cleaner_io_buffer_size: int = 524_288
+    log_cleaner_io_buffer_load_factor: float = 0.9
+    log_cleaner_io_max_bytes_per_second: float = DOUBLE_MAX
     zookeeper_connect: str = ""
+    offsets_topic_num_partitions: int = 50
+    offsets_topic_replication_factor: int = 1
+    offsets_topic_segment_bytes: int = 104_857_600
+    offsets_retention_minutes: int = 10_080
+    offsets_retention_check_interval_ms: int = 600_000
+    offset_metadata_max_bytes: int = 4096
+    group_initial_rebalance_delay_ms: int = 3000
+    group_min_session_timeout_ms: int = 6000
+    group_max_session_timeout_ms: int = 1_800_000
+    group_max_size: int = INT32_MAX
+    transaction_state_log_num_partitions: int = 50
+    transaction_state_log_replication_factor: int = 1
+    transaction_state_log_min_isr: int = 1
+    transaction_state_log_segment_bytes: int = 104_857_600
+    transaction_max_timeout_ms: int = 900_000
+    transactional_id_expiration_ms: int = 604_800_000
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: int = 10_000
+    transaction_remove_expired_transaction_cleanup_interval_ms: int = 3_600_000
+    producer_id_expiration_ms: int = 86_400_000
+    producer_id_expiration_check_interval_ms: int = 600_000
     log_config: LogConfig = field(default_factory=LogConfig)
     # Keys that were given but that pystream does not know (the caller warns about them).
     unknown_keys: tuple[str, ...] = field(default=(), compare=False)
+    # The known keys as given (file + overrides, aliases resolved): DescribeConfigs reports
+    # them as STATIC_BROKER_CONFIG, with their synonyms.  Do not mutate.
+    static_properties: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_properties(cls, props: Mapping[str, Any]) -> BrokerConfig:
@@ -698,6 +779,9 @@ class BrokerConfig:
             **{BROKER_CONFIGS[k].attribute: v for k, v in values.items()},
             log_config=LogConfig.from_broker_properties(props),
             unknown_keys=tuple(unknown),
+            static_properties={
+                k: str(v) for k, v in props.items() if k in BROKER_CONFIGS or k in topic_synonyms
+            },
         )
 
 
@@ -759,7 +843,9 @@ def _check_tables(defs: Iterable[ConfigDef], cls: type, extra: set[str]) -> None
 
 
 _check_tables(TOPIC_CONFIGS.values(), LogConfig, {"sources"})
-_check_tables(BROKER_CONFIGS.values(), BrokerConfig, {"log_config", "unknown_keys"})
+_check_tables(
+    BROKER_CONFIGS.values(), BrokerConfig, {"log_config", "unknown_keys", "static_properties"}
+)
 
 __all__ = [
     "AtLeast",

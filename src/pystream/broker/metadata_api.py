@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from pystream.cluster.metadata import TopicMetadata
 from pystream.errors import (
+    InvalidRequestError,
     KafkaError,
     UnknownTopicIdError,
     UnknownTopicOrPartitionError,
@@ -66,6 +67,12 @@ async def handle_metadata(request: MetadataRequest, context: RequestContext) -> 
     else:
         for wanted in requested:
             name, topic_id = wanted.name, wanted.topic_id
+            if name is None and version < 12:
+                # v10-11 requests may carry a null name, but their responses cannot say
+                # it: Kafka refuses topic ids before v12 (INVALID_REQUEST).
+                err = InvalidRequestError(f"Metadata v{version} needs topic names; ids need v12+")
+                results.append(_error_topic("", topic_id, err))
+                continue
             if name is None:
                 topic = store.topic_by_id(topic_id)
                 if topic is None:

@@ -11,10 +11,17 @@ import json
 import uuid
 from pathlib import Path
 
-from pystream.cluster.metadata import PartitionState, TopicMetadata, validate_topic_name
+from pystream.cluster.metadata import (
+    PartitionState,
+    TopicMetadata,
+    collision_name,
+    validate_topic_name,
+)
 from pystream.errors import (
     InvalidPartitionsError,
+    InvalidReplicaAssignmentError,
     InvalidReplicationFactorError,
+    InvalidTopicException,
     KafkaStorageError,
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
@@ -24,6 +31,7 @@ from pystream.storage.meta_properties import generate_cluster_id
 
 METADATA_FILE = "pystream-metadata.json"
 FORMAT_VERSION = 1
+ZERO_UUID = uuid.UUID(int=0)
 
 
 class LocalMetadataStore:
@@ -80,11 +88,36 @@ class LocalMetadataStore:
         return [self.broker_id]
 
     # -- changes -------------------------------------------------------------
-    def check_create_topic(self, name: str, num_partitions: int, replication_factor: int) -> None:
-        """Everything create_topic checks, without creating (CreateTopics validate_only)."""
+    def check_create_topic(
+        self,
+        name: str,
+        num_partitions: int,
+        replication_factor: int,
+        assignments: dict[int, list[int]] | None = None,
+    ) -> None:
+        """Everything create_topic checks, without creating (CreateTopics validate_only).
+
+        ``assignments`` (partition -> replica broker ids) replaces the counts when given.
+        """
         validate_topic_name(name)
         if name in self._topics:
-            raise TopicAlreadyExistsError(f"topic {name!r} already exists")
+            raise TopicAlreadyExistsError(f"Topic '{name}' already exists.")
+        collides = collision_name(name)
+        for existing in self._topics:
+            if collision_name(existing) == collides:
+                raise InvalidTopicException(
+                    f"Topic '{name}' collides with existing topic: {existing} ('.' and '_' "
+                    "are the same in metric names)"
+                )
+        if assignments:
+            self._check_assignments(list(assignments.values()), None)
+            missing = sorted(set(range(len(assignments))) - set(assignments))
+            if missing:
+                raise InvalidReplicaAssignmentError(
+                    f"partitions should be a consecutive 0-based integer sequence; "
+                    f"partition {missing[0]} has no assignment"
+                )
+            return
         if num_partitions < 1:
             raise InvalidPartitionsError(
                 f"number of partitions must be at least 1, got {num_partitions}"
@@ -96,29 +129,71 @@ class LocalMetadataStore:
                 f"available broker(s); use 1..{brokers}"
             )
 
+    def _check_assignments(
+        self, assignments: list[list[int]], replication_factor: int | None
+    ) -> None:
+        """Manual replica assignments: live brokers, each once, the same count everywhere."""
+        live = set(self.live_brokers())
+        for replicas in assignments:
+            if not replicas:
+                raise InvalidReplicaAssignmentError(
+                    "The manual partition assignment includes an empty replica list."
+                )
+            for broker in replicas:
+                if broker not in live:
+                    raise InvalidReplicaAssignmentError(
+                        f"The manual partition assignment includes broker {broker}, but no such "
+                        f"broker is registered (live brokers: {sorted(live)})."
+                    )
+            if len(set(replicas)) != len(replicas):
+                raise InvalidReplicaAssignmentError(
+                    f"The manual partition assignment {replicas} includes a broker more than once."
+                )
+            if replication_factor is not None and len(replicas) != replication_factor:
+                raise InvalidReplicaAssignmentError(
+                    f"The manual partition assignment includes a partition with {len(replicas)} "
+                    "replica(s), but this is not consistent with previous partitions, which have "
+                    f"{replication_factor} replica(s)."
+                )
+            replication_factor = len(replicas)
+
+    def plan_topic(
+        self,
+        name: str,
+        num_partitions: int,
+        replication_factor: int = 1,
+        configs: dict[str, str] | None = None,
+        assignments: dict[int, list[int]] | None = None,
+    ) -> TopicMetadata:
+        """The topic create_topic would make, checked but not stored (its id is all zeros)."""
+        self.check_create_topic(name, num_partitions, replication_factor, assignments)
+        if assignments:
+            partitions = {p: self._new_partition(r) for p, r in sorted(assignments.items())}
+        else:
+            partitions = {p: self._new_partition() for p in range(num_partitions)}
+        return TopicMetadata(
+            name=name, topic_id=ZERO_UUID, partitions=partitions, configs=dict(configs or {})
+        )
+
     def create_topic(
         self,
         name: str,
         num_partitions: int,
         replication_factor: int = 1,
         configs: dict[str, str] | None = None,
+        assignments: dict[int, list[int]] | None = None,
     ) -> TopicMetadata:
-        """Create a topic led by this broker; raises a Kafka error on bad input."""
-        self.check_create_topic(name, num_partitions, replication_factor)
-        topic = TopicMetadata(
-            name=name,
-            topic_id=uuid.uuid4(),
-            partitions={p: self._new_partition() for p in range(num_partitions)},
-            configs=dict(configs or {}),
-        )
+        """Create a topic (led by this broker unless ``assignments`` says otherwise); raises a
+        Kafka error on bad input."""
+        topic = self.plan_topic(name, num_partitions, replication_factor, configs, assignments)
+        topic.topic_id = uuid.uuid4()
         self._topics[name] = topic
         self._save()
         return topic
 
-    def _new_partition(self) -> PartitionState:
-        return PartitionState(
-            replicas=[self.broker_id], leader=self.broker_id, isr=[self.broker_id]
-        )
+    def _new_partition(self, replicas: list[int] | None = None) -> PartitionState:
+        replicas = list(replicas) if replicas else [self.broker_id]
+        return PartitionState(replicas=replicas, leader=replicas[0], isr=list(replicas))
 
     def delete_topic(self, name: str) -> TopicMetadata:
         topic = self._require(name)
@@ -126,19 +201,42 @@ class LocalMetadataStore:
         self._save()
         return topic
 
-    def create_partitions(self, name: str, total: int, *, validate_only: bool = False) -> list[int]:
-        """Grow a topic to ``total`` partitions; returns the new partition indexes."""
+    def create_partitions(
+        self,
+        name: str,
+        total: int,
+        assignments: list[list[int]] | None = None,
+        *,
+        validate_only: bool = False,
+    ) -> list[int]:
+        """Grow a topic to ``total`` partitions; returns the new partition indexes.
+
+        ``assignments`` gives the replicas of each new partition, in order.
+        """
         topic = self._require(name)
         current = len(topic.partitions)
-        if total <= current:
+        if total == current:
             raise InvalidPartitionsError(
-                f"topic {name!r} has {current} partitions; the new count must be larger, "
-                f"got {total} (Kafka cannot remove partitions)"
+                f"Topic already has {current} partition(s); the new count must be larger."
+            )
+        if total < current:
+            raise InvalidPartitionsError(
+                f"The topic {name} currently has {current} partition(s); {total} would not be an "
+                "increase: the new count must be larger (Kafka cannot remove partitions)."
             )
         new = list(range(current, total))
+        if assignments is not None:
+            if len(assignments) != len(new):
+                raise InvalidReplicaAssignmentError(
+                    f"Attempted to add {len(new)} additional partition(s), but "
+                    f"{len(assignments)} assignment(s) were specified."
+                )
+            replication_factor = len(topic.partitions[min(topic.partitions)].replicas)
+            self._check_assignments(assignments, replication_factor)
         if not validate_only:
-            for partition in new:
-                topic.partitions[partition] = self._new_partition()
+            for i, partition in enumerate(new):
+                replicas = assignments[i] if assignments is not None else None
+                topic.partitions[partition] = self._new_partition(replicas)
             self._save()
         return new
 
@@ -151,5 +249,5 @@ class LocalMetadataStore:
     def _require(self, name: str) -> TopicMetadata:
         topic = self._topics.get(name)
         if topic is None:
-            raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
+            raise UnknownTopicOrPartitionError(f"Topic '{name}' does not exist")
         return topic

@@ -10,11 +10,24 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from pystream.errors import FencedLeaderEpochError, UnknownLeaderEpochError
 from pystream.storage.log_manager import validate_topic_name
 
-__all__ = ["INTERNAL_TOPICS", "PartitionState", "TopicMetadata", "validate_topic_name"]
+__all__ = [
+    "INTERNAL_TOPICS",
+    "PartitionState",
+    "TopicMetadata",
+    "collision_name",
+    "validate_topic_name",
+]
 
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+
+
+def collision_name(name: str) -> str:
+    """The name ``name`` collides with: Kafka's metric names turn '.' into '_', so topics
+    that differ only there (``a.b`` / ``a_b``) cannot both exist."""
+    return name.replace(".", "_")
 
 
 @dataclass
@@ -26,6 +39,18 @@ class PartitionState:
     leader_epoch: int = 0
     isr: list[int] = field(default_factory=list)
     partition_epoch: int = 0
+
+    def check_leader_epoch(self, current_leader_epoch: int, partition: str) -> None:
+        """KIP-320 fencing: a client's ``current_leader_epoch`` (-1: unknown, not checked) must
+        be the leader's; older is FENCED_LEADER_EPOCH, newer UNKNOWN_LEADER_EPOCH."""
+        epoch = self.leader_epoch
+        if current_leader_epoch < 0 or current_leader_epoch == epoch:
+            return
+        error = FencedLeaderEpochError if current_leader_epoch < epoch else UnknownLeaderEpochError
+        raise error(
+            f"{partition}: leader epoch {current_leader_epoch} given, the leader is at {epoch}; "
+            "refresh metadata"
+        )
 
     def to_json(self) -> dict:
         return {

@@ -2,6 +2,8 @@
 
 The single place that keeps the metadata store, the partition logs and the
 topic configs in step; the admin API handlers and auto-creation call it.
+Every change is validated completely before anything is written, so a
+request that fails (or is ``validate_only``) leaves no trace.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ from pystream.cluster.metadata import TopicMetadata
 from pystream.cluster.replica_manager import ReplicaManager
 from pystream.config import BrokerConfig, LogConfig
 from pystream.errors import (
+    InvalidConfigError,
     InvalidRequestError,
     TopicDeletionDisabledError,
     UnknownTopicOrPartitionError,
 )
 
 log = logging.getLogger(__name__)
+
+# CreateTopics' "use the broker default" for the partition count and replication factor.
+BROKER_DEFAULT = -1
 
 
 class TopicManager:
@@ -63,29 +69,48 @@ class TopicManager:
     def create_topic(
         self,
         name: str,
-        num_partitions: int = -1,
-        replication_factor: int = -1,
+        num_partitions: int = BROKER_DEFAULT,
+        replication_factor: int = BROKER_DEFAULT,
         configs: dict[str, str] | None = None,
+        assignments: dict[int, list[int]] | None = None,
         *,
         validate_only: bool = False,
-    ) -> TopicMetadata | None:
-        """CreateTopics for one topic; -1 means the broker default.  Returns None if validate_only.
+    ) -> TopicMetadata:
+        """CreateTopics for one topic; -1 means the broker default (KIP-464).
 
+        ``assignments`` (partition -> replica broker ids) is the manual alternative to
+        the counts, which must then both be -1.  Returns the created topic, or with
+        ``validate_only`` the topic that would be created (its id all zeros).
         Raises TopicAlreadyExists / InvalidTopic / InvalidPartitions /
-        InvalidReplicationFactor / InvalidConfig errors; nothing is created then.
+        InvalidReplicationFactor / InvalidReplicaAssignment / InvalidConfig /
+        InvalidRequest errors; nothing is created then.
         """
-        if num_partitions == -1:
+        if assignments and (
+            num_partitions != BROKER_DEFAULT or replication_factor != BROKER_DEFAULT
+        ):
+            raise InvalidRequestError(
+                "A manual partition assignment was given together with numPartitions or "
+                "replicationFactor; give one or the other (set both counts to -1)"
+            )
+        if num_partitions == BROKER_DEFAULT:
             num_partitions = self.config.num_partitions
-        if replication_factor == -1:
+        if replication_factor == BROKER_DEFAULT:
             replication_factor = self.config.default_replication_factor
         configs = dict(configs or {})
-        self.metadata.check_create_topic(name, num_partitions, replication_factor)
+        null = sorted(key for key, value in configs.items() if value is None)
+        if null:
+            raise InvalidConfigError(f"Null value not supported for topic configs: {null}")
+        topic = self.metadata.plan_topic(
+            name, num_partitions, replication_factor, configs, assignments
+        )
         self.log_config_for(configs)  # validate before anything is written
         if validate_only:
-            return None
-        topic = self.metadata.create_topic(name, num_partitions, replication_factor, configs)
+            return topic
+        topic = self.metadata.create_topic(
+            name, num_partitions, replication_factor, configs, assignments
+        )
         self._host(topic)
-        log.info("created topic %s with %d partition(s)", name, num_partitions)
+        log.info("created topic %s with %d partition(s)", name, len(topic.partitions))
         return topic
 
     def maybe_auto_create(self, name: str) -> TopicMetadata | None:
@@ -94,35 +119,66 @@ class TopicManager:
             return None
         return self.create_topic(name)
 
-    def delete_topic(self, name: str) -> None:
+    def check_deletion_enabled(self) -> None:
+        """TOPIC_DELETION_DISABLED unless ``delete.topic.enable`` is true."""
         if not self.config.delete_topic_enable:
             raise TopicDeletionDisabledError(
-                "topic deletion is disabled on this broker (delete.topic.enable=false)"
+                "Topic deletion is disabled on this broker (delete.topic.enable=false)"
             )
+
+    def delete_topic(self, name: str) -> TopicMetadata:
+        """Remove the topic from the metadata, stop its partitions and delete their files.
+
+        The partition directories are renamed ``*-delete`` at once and removed after
+        ``file.delete.delay.ms`` (in-flight fetches may still read them).
+        """
+        self.check_deletion_enabled()
         topic = self.metadata.delete_topic(name)
         for index in topic.partitions:
             self.replica_manager.stop_replica(name, index, delete=True)
         log.info("deleted topic %s", name)
+        return topic
 
-    def create_partitions(self, name: str, total: int, *, validate_only: bool = False) -> None:
-        new = self.metadata.create_partitions(name, total, validate_only=validate_only)
+    def create_partitions(
+        self,
+        name: str,
+        total: int,
+        assignments: list[list[int]] | None = None,
+        *,
+        validate_only: bool = False,
+    ) -> list[int]:
+        """Grow ``name`` to ``total`` partitions; returns the new partition indexes.
+
+        ``assignments`` gives the replica broker ids of each new partition, in order.
+        """
+        new = self.metadata.create_partitions(name, total, assignments, validate_only=validate_only)
         if validate_only:
-            return
+            return new
         topic = self.metadata.get_topic(name)
         assert topic is not None
         for index in new:
-            self.replica_manager.become_leader(name, index, topic.partitions[index])
+            state = topic.partitions[index]
+            if state.leader == self.metadata.broker_id:
+                self.replica_manager.become_leader(name, index, state)
+        log.info("topic %s now has %d partition(s)", name, total)
+        return new
 
     def set_topic_configs(
-        self, name: str, overrides: dict[str, str], *, validate_only: bool = False
-    ) -> None:
-        """Replace a topic's config overrides (AlterConfigs semantics)."""
+        self, name: str, overrides: dict[str, str | None], *, validate_only: bool = False
+    ) -> LogConfig:
+        """Replace a topic's config overrides (AlterConfigs semantics); returns the new config.
+
+        A null value means "no override", as in Kafka's AlterConfigs.  The new
+        config is persisted, then applied to the live logs (retention, segment
+        rolling ... follow it from now on).
+        """
         if self.metadata.get_topic(name) is None:
-            raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
-        if any(value is None for value in overrides.values()):
-            raise InvalidRequestError("config values must not be null; omit the key to reset it")
-        config = self.log_config_for(overrides)
+            raise UnknownTopicOrPartitionError(f"Topic '{name}' does not exist")
+        kept = {key: value for key, value in overrides.items() if value is not None}
+        config = self.log_config_for(kept)
         if validate_only:
-            return
-        self.metadata.set_topic_configs(name, overrides)
+            return config
+        self.metadata.set_topic_configs(name, kept)
         self.log_manager.update_config(name, config)
+        log.info("topic %s config overrides are now %s", name, kept)
+        return config

@@ -1,0 +1,131 @@
+"""DescribeCluster (60) and DescribeLogDirs (35): the cluster's brokers and their disks."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from pystream.errors import (
+    InvalidRequestError,
+    KafkaStorageError,
+    MismatchedEndpointTypeError,
+    UnsupportedEndpointTypeError,
+)
+from pystream.protocol.handlers import api_handler
+from pystream.protocol.messages.describe_cluster import (
+    DescribeClusterRequest,
+    DescribeClusterResponse,
+)
+from pystream.protocol.messages.describe_log_dirs import (
+    DescribeLogDirsRequest,
+    DescribeLogDirsResponse,
+)
+
+if TYPE_CHECKING:
+    from pystream.broker.context import RequestContext
+    from pystream.storage.log_manager import LogManager
+
+LogDirResult = DescribeLogDirsResponse.DescribeLogDirsResult
+LogDirTopic = DescribeLogDirsResponse.DescribeLogDirsTopic
+LogDirPartition = DescribeLogDirsResponse.DescribeLogDirsPartition
+ClusterBroker = DescribeClusterResponse.DescribeClusterBroker
+
+# KIP-919 endpoint types: this is a broker endpoint (pystream has no separate controllers).
+ENDPOINT_BROKER = 1
+ENDPOINT_CONTROLLER = 2
+# Kafka's AclOperation codes a client may perform on the cluster resource: CREATE, ALTER,
+# DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.  Without an
+# authorizer every one of them is allowed, as Kafka answers then.
+CLUSTER_OPERATIONS = (5, 7, 8, 9, 10, 11, 12)
+CLUSTER_AUTHORIZED_OPERATIONS = sum(1 << op for op in CLUSTER_OPERATIONS)
+NOT_REQUESTED = -(2**31)
+
+
+@api_handler(60, 0, 1)
+async def handle_describe_cluster(
+    request: DescribeClusterRequest, context: RequestContext
+) -> DescribeClusterResponse:
+    """The brokers (on the listener the client used), the cluster id and the controller."""
+    broker = context.broker
+    version = context.api_version
+    endpoint_type = request.endpoint_type if version >= 1 else ENDPOINT_BROKER
+    if endpoint_type != ENDPOINT_BROKER:
+        # v0 clients know neither endpoint-type error.
+        if endpoint_type == ENDPOINT_CONTROLLER:
+            cls = MismatchedEndpointTypeError if version >= 1 else InvalidRequestError
+            error = cls(
+                "The request was sent to an endpoint of type BROKER, but we wanted an endpoint "
+                "of type CONTROLLER; pystream brokers are their own controllers"
+            )
+        else:
+            cls = UnsupportedEndpointTypeError if version >= 1 else InvalidRequestError
+            error = cls(f"Unsupported endpoint type {endpoint_type}")
+        return DescribeClusterResponse(error_code=error.error_code, error_message=str(error))
+    listener = broker.listener_for(context.connection.listener_name)
+    return DescribeClusterResponse(
+        error_message=None,
+        endpoint_type=ENDPOINT_BROKER,
+        cluster_id=broker.metadata.cluster_id,
+        controller_id=broker.broker_id,
+        brokers=[
+            ClusterBroker(
+                broker_id=broker.broker_id, host=listener.host, port=listener.port, rack=None
+            )
+        ],
+        cluster_authorized_operations=(
+            CLUSTER_AUTHORIZED_OPERATIONS
+            if request.include_cluster_authorized_operations
+            else NOT_REQUESTED
+        ),
+    )
+
+
+def _log_dir_result(
+    log_manager: LogManager, log_dir: str, wanted: set[tuple[str, int]] | None
+) -> LogDirResult:
+    """One log dir: its partitions' sizes (those in ``wanted``; None: all) and its disk."""
+    topics: dict[str, list[LogDirPartition]] = {}
+    for (topic, index), log in sorted(log_manager.logs().items()):
+        if log_manager.log_dir_of(topic, index) != log_dir:
+            continue
+        if wanted is not None and (topic, index) not in wanted:
+            continue
+        # No replica is being moved between dirs (no "future" logs), so nothing lags.
+        topics.setdefault(topic, []).append(
+            LogDirPartition(
+                partition_index=index,
+                partition_size=log.size_in_bytes,
+                offset_lag=0,
+                is_future_key=False,
+            )
+        )
+    result = LogDirResult(
+        log_dir=log_dir,
+        topics=[LogDirTopic(name=name, partitions=parts) for name, parts in topics.items()],
+    )
+    try:
+        disk = os.statvfs(log_dir)
+    except OSError as exc:
+        error = KafkaStorageError(f"Cannot read log dir {log_dir}: {exc.strerror}")
+        result.error_code, result.topics = error.error_code, []
+    else:
+        result.total_bytes = disk.f_blocks * disk.f_frsize
+        result.usable_bytes = disk.f_bavail * disk.f_frsize
+    return result
+
+
+@api_handler(35, 0, 4)
+async def handle_describe_log_dirs(
+    request: DescribeLogDirsRequest, context: RequestContext
+) -> DescribeLogDirsResponse:
+    """Every log dir of this broker with the size of each partition in it."""
+    log_manager = context.broker.log_manager
+    assert log_manager is not None
+    wanted = (
+        None
+        if request.topics is None
+        else {(t.topic, p) for t in request.topics for p in t.partitions}
+    )
+    return DescribeLogDirsResponse(
+        results=[_log_dir_result(log_manager, d, wanted) for d in log_manager.log_dirs]
+    )

@@ -1,0 +1,300 @@
+"""DescribeConfigs (32), AlterConfigs (33), IncrementalAlterConfigs (44).
+
+Resources are topics (type 2) and brokers (type 4, named by the broker id, or
+"" for the cluster-wide dynamic defaults).  Every requested resource gets
+exactly one result with its own error code: librdkafka aborts on a response
+that misses one.
+
+Topic configs are validated with :class:`~pystream.config.LogConfig` (an
+unknown key or a bad value is INVALID_CONFIG naming the key), persisted in
+the metadata store and applied to the live logs at once.  pystream has no
+dynamic broker configs: broker configs are set in ``server.properties``, and
+an alteration that would set one is INVALID_REQUEST saying so (deleting a
+dynamic value that cannot exist is a no-op, as in Kafka).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pystream.cluster.admin_common import distinct
+from pystream.cluster.admin_config_entries import (
+    CONFIG_TYPE_IDS,
+    DescribedConfig,
+    broker_config_entries,
+    topic_config_entries,
+)
+from pystream.cluster.metadata import validate_topic_name
+from pystream.config import TOPIC_CONFIGS, ConfigSource, ConfigType, LogConfig, format_value
+from pystream.errors import (
+    InvalidConfigError,
+    InvalidRequestError,
+    KafkaError,
+    UnknownTopicOrPartitionError,
+)
+from pystream.protocol.handlers import api_handler
+from pystream.protocol.messages.alter_configs import AlterConfigsRequest, AlterConfigsResponse
+from pystream.protocol.messages.describe_configs import (
+    DescribeConfigsRequest,
+    DescribeConfigsResponse,
+)
+from pystream.protocol.messages.incremental_alter_configs import (
+    IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+)
+
+if TYPE_CHECKING:
+    from pystream.broker.context import RequestContext
+    from pystream.broker.server import Broker
+
+DescribeResult = DescribeConfigsResponse.DescribeConfigsResult
+DescribeEntry = DescribeConfigsResponse.DescribeConfigsResourceResult
+DescribeSynonym = DescribeConfigsResponse.DescribeConfigsSynonym
+AlterResult = AlterConfigsResponse.AlterConfigsResourceResponse
+IncrementalAlterResult = IncrementalAlterConfigsResponse.AlterConfigsResourceResponse
+IncrementalOp = IncrementalAlterConfigsRequest.AlterableConfig
+
+
+class ResourceType(enum.IntEnum):
+    """Kafka's ``ConfigResource.Type`` ids."""
+
+    UNKNOWN = 0
+    TOPIC = 2
+    BROKER = 4
+    BROKER_LOGGER = 8
+    CLIENT_METRICS = 16
+    GROUP = 32
+
+
+class OpType(enum.IntEnum):
+    """IncrementalAlterConfigs operations (``AlterConfigOp.OpType``)."""
+
+    SET = 0
+    DELETE = 1
+    APPEND = 2
+    SUBTRACT = 3
+
+
+def _resource_type(code: int) -> ResourceType:
+    """TOPIC or BROKER; any other resource type is INVALID_REQUEST (for that resource)."""
+    if code in (ResourceType.TOPIC, ResourceType.BROKER):
+        return ResourceType(code)
+    try:
+        name = ResourceType(code).name
+    except ValueError:
+        name = "unknown"
+    raise InvalidRequestError(
+        f"Unsupported resource type {code} ({name}); pystream has configs for topics (2) "
+        "and brokers (4)"
+    )
+
+
+def _is_this_broker(broker: Broker, name: str) -> bool:
+    """A broker resource's name: this broker's id (True) or "" for the cluster defaults."""
+    if not name:
+        return False
+    try:
+        broker_id = int(name)
+    except ValueError:
+        raise InvalidRequestError(f"Broker id must be an integer, but it is: {name!r}") from None
+    if broker_id != broker.broker_id:
+        raise InvalidRequestError(
+            f"Unexpected broker id, expected {broker.broker_id} or empty string, but received "
+            f"{name}; send broker resources to the broker they name"
+        )
+    return True
+
+
+def _topic_overrides(broker: Broker, name: str) -> dict[str, str]:
+    validate_topic_name(name)
+    topic = broker.metadata.get_topic(name)
+    if topic is None:
+        raise UnknownTopicOrPartitionError(f"Topic '{name}' does not exist")
+    return topic.configs
+
+
+# --- DescribeConfigs --------------------------------------------------------------------------
+
+
+def _described(broker: Broker, resource_type: int, name: str) -> list[DescribedConfig]:
+    if _resource_type(resource_type) is ResourceType.TOPIC:
+        overrides = _topic_overrides(broker, name)
+        manager = broker.topic_manager
+        assert manager is not None
+        return topic_config_entries(broker.config, overrides, manager.log_config_for(overrides))
+    if _is_this_broker(broker, name):
+        return broker_config_entries(broker.config)
+    return []  # "": the cluster-wide dynamic defaults, and pystream has none
+
+
+def _describe_entry(
+    entry: DescribedConfig, include_synonyms: bool, include_documentation: bool
+) -> DescribeEntry:
+    synonyms = [
+        DescribeSynonym(name=s.name, value=s.value, source=int(s.source)) for s in entry.synonyms
+    ]
+    return DescribeEntry(
+        name=entry.name,
+        value=entry.value,
+        read_only=entry.read_only,
+        is_default=entry.source is ConfigSource.DEFAULT_CONFIG,  # v0's view of the source
+        config_source=int(entry.source),
+        is_sensitive=False,  # pystream has no password-type configs yet
+        synonyms=synonyms if include_synonyms else [],
+        config_type=CONFIG_TYPE_IDS[entry.type],
+        documentation=entry.documentation if include_documentation else None,
+    )
+
+
+@api_handler(32, 0, 4)
+async def handle_describe_configs(
+    request: DescribeConfigsRequest, context: RequestContext
+) -> DescribeConfigsResponse:
+    """Every config of each resource (or those in ``configuration_keys``)."""
+    results = []
+    for resource in request.resources:
+        result = DescribeResult(
+            resource_type=resource.resource_type,
+            resource_name=resource.resource_name,
+            error_message=None,
+            configs=[],
+        )
+        try:
+            entries = _described(context.broker, resource.resource_type, resource.resource_name)
+        except KafkaError as exc:
+            result.error_code, result.error_message = exc.error_code, str(exc)
+        else:
+            wanted = set(resource.configuration_keys or ())  # null or empty: all of them
+            result.configs = [
+                _describe_entry(e, request.include_synonyms, request.include_documentation)
+                for e in entries
+                if not wanted or e.name in wanted
+            ]
+        results.append(result)
+    return DescribeConfigsResponse(results=results)
+
+
+# --- AlterConfigs / IncrementalAlterConfigs ---------------------------------------------------
+
+
+def _alter_resources(
+    broker: Broker,
+    request: Any,
+    result_cls: Any,
+    new_overrides: Callable[[Any, dict[str, str], LogConfig], dict[str, str | None]],
+    broker_keys: Callable[[Any], list[str]],
+) -> list[Any]:
+    """AlterConfigs and IncrementalAlterConfigs: one ``result_cls`` per distinct resource.
+
+    ``new_overrides(resource, overrides, config)`` gives a topic's new overrides from its
+    current ones; ``broker_keys(resource)`` the broker configs the resource would set.
+    """
+    manager = broker.topic_manager
+    assert manager is not None
+    results = []
+    resources = {(r.resource_type, r.resource_name): r for r in request.resources}
+    for key, duplicate in distinct((r.resource_type, r.resource_name) for r in request.resources):
+        resource = resources[key]
+        name = resource.resource_name
+        result = result_cls(
+            resource_type=resource.resource_type, resource_name=name, error_message=None
+        )
+        try:
+            if duplicate:
+                raise InvalidRequestError("Duplicate resource.")
+            if _resource_type(resource.resource_type) is ResourceType.TOPIC:
+                current = _topic_overrides(broker, name)
+                overrides = new_overrides(resource, current, manager.log_config_for(current))
+                manager.set_topic_configs(name, overrides, validate_only=request.validate_only)
+            else:
+                _is_this_broker(broker, name)
+                keys = broker_keys(resource)
+                if keys:
+                    raise InvalidRequestError(
+                        f"Cannot update these configs dynamically: {sorted(keys)}; pystream "
+                        "reads broker configs from server.properties (or --override) at "
+                        "startup: change them there and restart the broker"
+                    )
+        except KafkaError as exc:
+            result.error_code, result.error_message = exc.error_code, str(exc)
+        results.append(result)
+    return results
+
+
+@api_handler(33, 0, 2)
+async def handle_alter_configs(
+    request: AlterConfigsRequest, context: RequestContext
+) -> AlterConfigsResponse:
+    """Replace each resource's whole set of overrides (keys not given return to the default;
+    a null value means "no override", as in Kafka)."""
+    responses = _alter_resources(
+        context.broker,
+        request,
+        AlterResult,
+        lambda resource, overrides, config: {c.name: c.value for c in resource.configs},
+        lambda resource: [c.name for c in resource.configs if c.value is not None],
+    )
+    return AlterConfigsResponse(responses=responses)
+
+
+def apply_incremental(
+    overrides: dict[str, str], config: LogConfig, ops: list[IncrementalOp]
+) -> dict[str, str]:
+    """A topic's overrides after IncrementalAlterConfigs' SET / DELETE / APPEND / SUBTRACT.
+
+    APPEND and SUBTRACT work on LIST configs, starting from the current effective
+    value; APPEND adds only values not already there (as Kafka's controller does).
+    """
+    duplicates = sorted(name for name, n in Counter(op.name for op in ops).items() if n > 1)
+    if duplicates:
+        raise InvalidRequestError(f"Error due to duplicate config keys: {duplicates}")
+    result = dict(overrides)
+    for op in ops:
+        name, value, code = op.name, op.value, op.config_operation
+        definition = TOPIC_CONFIGS.get(name)
+        if definition is None:
+            raise InvalidConfigError(f"Unknown topic config name: {name!r}")
+        try:
+            operation = OpType(code)
+        except ValueError:
+            raise InvalidRequestError(
+                f"Unknown config operation {code} for {name}; use 0..3"
+            ) from None
+        if operation is OpType.DELETE:
+            result.pop(name, None)
+            continue
+        if value is None:
+            raise InvalidRequestError(f"Null value not supported for {operation.name} of {name}")
+        if operation is OpType.SET:
+            result[name] = value
+            continue
+        if definition.type is not ConfigType.LIST:
+            raise InvalidConfigError(
+                f"Can't {operation.name} to key {name} because its type is not LIST."
+            )
+        current = list(config.get(name))
+        given = [item.strip() for item in value.split(",") if item.strip()]
+        if operation is OpType.APPEND:
+            new = current + [item for item in given if item not in current]
+        else:
+            new = [item for item in current if item not in given]
+        result[name] = format_value(new)
+    return result
+
+
+@api_handler(44, 0, 1)
+async def handle_incremental_alter_configs(
+    request: IncrementalAlterConfigsRequest, context: RequestContext
+) -> IncrementalAlterConfigsResponse:
+    """Change only the configs named, each by its operation."""
+    responses = _alter_resources(
+        context.broker,
+        request,
+        IncrementalAlterResult,
+        lambda resource, overrides, config: apply_incremental(overrides, config, resource.configs),
+        lambda resource: [c.name for c in resource.configs if c.config_operation != OpType.DELETE],
+    )
+    return IncrementalAlterConfigsResponse(responses=responses)

@@ -1,0 +1,218 @@
+"""CreateTopics (19), DeleteTopics (20), CreatePartitions (37).
+
+Each topic named in a request gets exactly one result (librdkafka aborts on a
+response that misses one); a name given twice gets one INVALID_REQUEST
+result and nothing happens to it, as in Kafka.  The work itself is
+:class:`~pystream.cluster.topics.TopicManager`'s.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from pystream.cluster.admin_common import distinct
+from pystream.cluster.admin_config_entries import topic_config_entries
+from pystream.cluster.metadata import INTERNAL_TOPICS, TopicMetadata
+from pystream.errors import (
+    InvalidReplicaAssignmentError,
+    InvalidRequestError,
+    KafkaError,
+    TopicDeletionDisabledError,
+    UnknownTopicIdError,
+    UnknownTopicOrPartitionError,
+)
+from pystream.protocol.handlers import api_handler
+from pystream.protocol.messages.create_partitions import (
+    CreatePartitionsRequest,
+    CreatePartitionsResponse,
+)
+from pystream.protocol.messages.create_topics import CreateTopicsRequest, CreateTopicsResponse
+from pystream.protocol.messages.delete_topics import DeleteTopicsRequest, DeleteTopicsResponse
+
+if TYPE_CHECKING:
+    from pystream.broker.context import RequestContext
+    from pystream.broker.server import Broker
+    from pystream.cluster.topics import TopicManager
+
+ZERO_UUID = uuid.UUID(int=0)
+CreatableTopicResult = CreateTopicsResponse.CreatableTopicResult
+CreatableTopicConfig = CreateTopicsResponse.CreatableTopicConfigs
+DeletableTopicResult = DeleteTopicsResponse.DeletableTopicResult
+CreatePartitionsResult = CreatePartitionsResponse.CreatePartitionsTopicResult
+
+
+def _topic_manager(context: RequestContext) -> TopicManager:
+    manager = context.broker.topic_manager
+    assert manager is not None
+    return manager
+
+
+# --- CreateTopics -----------------------------------------------------------------------------
+
+
+def _create_topic(
+    broker: Broker, topic: CreateTopicsRequest.CreatableTopic, validate_only: bool
+) -> TopicMetadata:
+    assignments: dict[int, list[int]] = {}
+    for assignment in topic.assignments:
+        if assignment.partition_index in assignments:
+            raise InvalidReplicaAssignmentError(
+                "Found multiple manual partition assignments for partition "
+                f"{assignment.partition_index}"
+            )
+        assignments[assignment.partition_index] = list(assignment.broker_ids)
+    manager = broker.topic_manager
+    assert manager is not None
+    return manager.create_topic(
+        topic.name,
+        topic.num_partitions,
+        topic.replication_factor,
+        {config.name: config.value for config in topic.configs},
+        assignments or None,
+        validate_only=validate_only,
+    )
+
+
+def _created(broker: Broker, result: CreatableTopicResult, topic: TopicMetadata) -> None:
+    """Fill a successful result: v5+ report the counts and every config with its source,
+    v7 the topic id (all zeros for validate_only: nothing was created)."""
+    manager = broker.topic_manager
+    assert manager is not None
+    config = manager.log_config_for(topic.configs)
+    result.topic_id = topic.topic_id
+    result.num_partitions = len(topic.partitions)
+    result.replication_factor = len(topic.partitions[0].replicas)
+    result.configs = [
+        CreatableTopicConfig(
+            name=entry.name,
+            value=entry.value,
+            read_only=entry.read_only,
+            config_source=int(entry.source),
+            is_sensitive=False,
+        )
+        for entry in topic_config_entries(broker.config, topic.configs, config)
+    ]
+
+
+@api_handler(19, 0, 7)
+async def handle_create_topics(
+    request: CreateTopicsRequest, context: RequestContext
+) -> CreateTopicsResponse:
+    """Create (or with validate_only, check) each topic; -1 counts mean the broker default."""
+    broker = context.broker
+    by_name = {topic.name: topic for topic in request.topics}
+    results = []
+    for name, duplicate in distinct(topic.name for topic in request.topics):
+        result = CreatableTopicResult(name=name, error_message=None)
+        try:
+            if duplicate:
+                raise InvalidRequestError(
+                    f"Duplicate topic name {name!r}: the request names it more than once"
+                )
+            topic = _create_topic(broker, by_name[name], request.validate_only)
+        except KafkaError as exc:
+            result.error_code, result.error_message = exc.error_code, str(exc)
+        else:
+            _created(broker, result, topic)
+        results.append(result)
+    return CreateTopicsResponse(topics=results)
+
+
+# --- DeleteTopics -----------------------------------------------------------------------------
+
+
+def _topic_to_delete(broker: Broker, name: str | None, topic_id: uuid.UUID) -> TopicMetadata:
+    """The topic a DeleteTopics entry names (by name, or by id in v6), if clients may delete
+    it: the internal topics hold every group's offsets and every transaction's state."""
+    if name is not None and topic_id != ZERO_UUID:
+        raise InvalidRequestError("You may not specify both topic name and topic id.")
+    if name is None:
+        if topic_id == ZERO_UUID:
+            raise InvalidRequestError("Neither topic name nor id were specified.")
+        topic = broker.metadata.topic_by_id(topic_id)
+        if topic is None:
+            raise UnknownTopicIdError(f"No topic has id {topic_id}")
+        _refuse_internal(topic.name)
+        return topic
+    _refuse_internal(name)
+    topic = broker.metadata.get_topic(name)
+    if topic is None:
+        raise UnknownTopicOrPartitionError(f"Topic '{name}' does not exist")
+    return topic
+
+
+def _refuse_internal(name: str) -> None:
+    if name in INTERNAL_TOPICS:
+        raise InvalidRequestError(
+            f"Topic '{name}' is an internal topic (it holds group offsets or transaction "
+            "state) and cannot be deleted by clients"
+        )
+
+
+@api_handler(20, 0, 6)
+async def handle_delete_topics(
+    request: DeleteTopicsRequest, context: RequestContext
+) -> DeleteTopicsResponse:
+    """Delete each topic: metadata first, then its partitions' directories.
+
+    Clients cannot delete the internal topics (``__consumer_offsets``,
+    ``__transaction_state``): INVALID_REQUEST.  (Kafka itself leaves that to ACLs.)
+    """
+    broker = context.broker
+    manager = _topic_manager(context)
+    version = context.api_version
+    if version >= 6:
+        entries = [(t.name, t.topic_id) for t in request.topics]
+    else:
+        entries = [(name, ZERO_UUID) for name in request.topic_names]
+    results = []
+    for (name, topic_id), duplicate in distinct(entries):
+        result = DeletableTopicResult(name=name, topic_id=topic_id, error_message=None)
+        try:
+            manager.check_deletion_enabled()
+            if duplicate:
+                what = "name" if name is not None else "id"
+                raise InvalidRequestError(f"Duplicate topic {what}.")
+            topic = _topic_to_delete(broker, name, topic_id)
+            result.name = topic.name
+            result.topic_id = manager.delete_topic(topic.name).topic_id
+        except TopicDeletionDisabledError as exc:
+            # Before v3 clients did not know TOPIC_DELETION_DISABLED.
+            error = exc if version >= 3 else InvalidRequestError(str(exc))
+            result.error_code, result.error_message = error.error_code, str(error)
+        except KafkaError as exc:
+            result.error_code, result.error_message = exc.error_code, str(exc)
+        results.append(result)
+    return DeleteTopicsResponse(responses=results)
+
+
+# --- CreatePartitions -------------------------------------------------------------------------
+
+
+@api_handler(37, 0, 3)
+async def handle_create_partitions(
+    request: CreatePartitionsRequest, context: RequestContext
+) -> CreatePartitionsResponse:
+    """Grow each topic to its new partition count (never shrink)."""
+    manager = _topic_manager(context)
+    by_name = {topic.name: topic for topic in request.topics}
+    results = []
+    for name, duplicate in distinct(topic.name for topic in request.topics):
+        result = CreatePartitionsResult(name=name, error_message=None)
+        topic = by_name[name]
+        try:
+            if duplicate:
+                raise InvalidRequestError("Duplicate topic name.")
+            assignments = (
+                None
+                if topic.assignments is None
+                else [list(a.broker_ids) for a in topic.assignments]
+            )
+            manager.create_partitions(
+                name, topic.count, assignments, validate_only=request.validate_only
+            )
+        except KafkaError as exc:
+            result.error_code, result.error_message = exc.error_code, str(exc)
+        results.append(result)
+    return CreatePartitionsResponse(results=results)
