@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple, Protocol
 
+from pystream.protocol.framing import _hint as _traffic_hint
+
 log = logging.getLogger(__name__)
 
 _SIZE = struct.Struct(">i")
@@ -97,7 +99,7 @@ class KafkaConnection(asyncio.Protocol):
             if size < 0 or size > self._max_request_size:
                 self.close(
                     f"frame of {size} bytes is outside 0..socket.request.max.bytes "
-                    f"({self._max_request_size})"
+                    f"({self._max_request_size}){_traffic_hint(bytes(buffer[:4]))}"
                 )
                 return
             if len(buffer) < 4 + size:
@@ -185,15 +187,16 @@ class KafkaConnection(asyncio.Protocol):
 
     async def _sendfile(self, chunk: FileChunk) -> None:
         await self._drain_completely()
-        loop = asyncio.get_running_loop()
         sock_fd = self.transport.get_extra_info("socket").fileno()  # type: ignore[union-attr]
         position, remaining = chunk.position, chunk.length
         while remaining > 0:
             try:
+                # Straight away while the socket has room (no loop round trip) ...
                 sent = os.sendfile(sock_fd, chunk.fd, position, remaining)
             except BlockingIOError:
-                await _wait_writable(loop, sock_fd)
-                continue
+                # ... then through the loop, which waits for writability on the
+                # transport's behalf (loop.add_writer refuses a transport's fd).
+                sent = await self._sendfile_when_writable(chunk.fd, position, remaining)
             except OSError as exc:
                 self.close(f"sendfile failed: {exc}")
                 raise ConnectionClosed from exc
@@ -204,6 +207,21 @@ class KafkaConnection(asyncio.Protocol):
             position += sent
             remaining -= sent
 
+    async def _sendfile_when_writable(self, fd: int, position: int, count: int) -> int:
+        """``loop.sendfile`` of a file region; returns the bytes sent (fewer at EOF)."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.sendfile(
+                self.transport,  # type: ignore[arg-type]
+                _FileDescriptor(fd),  # type: ignore[arg-type]
+                position,
+                count,
+                fallback=False,
+            )
+        except (OSError, RuntimeError) as exc:  # peer gone, transport closing
+            self.close(f"sendfile failed: {exc}")
+            raise ConnectionClosed from exc
+
     def close(self, reason: str | None = None) -> None:
         """Close this connection (only this one), logging why."""
         if reason:
@@ -213,11 +231,14 @@ class KafkaConnection(asyncio.Protocol):
             self.transport.close()
 
 
-async def _wait_writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    # Safe: the transport's own writer is not registered while its buffer is empty.
-    future: asyncio.Future[None] = loop.create_future()
-    loop.add_writer(fd, lambda: future.done() or future.set_result(None))
-    try:
-        await future
-    finally:
-        loop.remove_writer(fd)
+class _FileDescriptor:
+    """The file object ``loop.sendfile`` wants, for an fd it must not close."""
+
+    __slots__ = ("_fd",)
+    mode = "rb"
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
