@@ -1,0 +1,349 @@
+"""The ZooKeeper layout of a pystream cluster: Kafka's znodes, with Kafka's JSON in them.
+
+Kafka operators know these paths (and ``zkCli.sh``/``zookeeper-shell`` show them
+the same way), so pystream keeps them exactly:
+
+==========================================================  ==================================
+``/cluster/id``                                             ``{"version":"1","id":...}``
+``/controller``  (ephemeral)                                ``{"version":1,"brokerid":..}``
+``/controller_epoch``                                       ``"7"`` (fences old controllers)
+``/brokers/ids/<id>``  (ephemeral)                          endpoints, rack (v5 JSON)
+``/brokers/topics/<topic>``                                 topic id, partition -> replicas
+``/brokers/topics/<topic>/partitions/<p>/state``            leader, leader_epoch, isr, ...
+``/config/topics/<topic>``, ``/config/brokers/<id>``        ``{"version":1,"config":{..}}``
+``/admin/delete_topics/<topic>``                            deletion requested (empty)
+``/isr_change_notification/isr_change_<seq>``               partitions whose ISR changed
+``/latest_producer_id_block``                               the last reserved id block
+==========================================================  ==================================
+
+Everything lives under the ``zookeeper.connect`` chroot when one is given.
+This module is pure: paths, values and their (de)serialisation; no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from pystream.errors import InvalidConfigError
+
+__all__ = [
+    "BROKER_IDS",
+    "BROKER_TOPICS",
+    "CLUSTER_ID",
+    "CONTROLLER",
+    "CONTROLLER_EPOCH",
+    "DEFAULT_BROKER_ENTITY",
+    "DELETE_TOPICS",
+    "ISR_CHANGE_NOTIFICATION",
+    "NO_LEADER",
+    "PERSISTENT_PATHS",
+    "PRODUCER_ID_BLOCK",
+    "BrokerInfo",
+    "EndPoint",
+    "LeaderAndIsr",
+    "TopicAssignment",
+    "parse_connect",
+]
+
+CLUSTER_ID = "/cluster/id"
+CONTROLLER = "/controller"
+CONTROLLER_EPOCH = "/controller_epoch"
+BROKER_IDS = "/brokers/ids"
+BROKER_TOPICS = "/brokers/topics"
+CONFIG_TOPICS = "/config/topics"
+CONFIG_BROKERS = "/config/brokers"
+CONFIG_CHANGES = "/config/changes"
+DELETE_TOPICS = "/admin/delete_topics"
+ISR_CHANGE_NOTIFICATION = "/isr_change_notification"
+ISR_CHANGE_PREFIX = ISR_CHANGE_NOTIFICATION + "/isr_change_"
+PRODUCER_ID_BLOCK = "/latest_producer_id_block"
+
+# Created by every broker at startup (Kafka's ZkData.PersistentZkPaths), so watches on
+# their children can be set before anything exists.
+PERSISTENT_PATHS = (
+    "/admin",
+    DELETE_TOPICS,
+    "/brokers",
+    BROKER_IDS,
+    BROKER_TOPICS,
+    "/brokers/seqid",
+    "/cluster",
+    "/config",
+    CONFIG_CHANGES,
+    CONFIG_TOPICS,
+    CONFIG_BROKERS,
+    "/config/clients",
+    "/config/users",
+    ISR_CHANGE_NOTIFICATION,
+    PRODUCER_ID_BLOCK,
+)
+
+DEFAULT_BROKER_ENTITY = "<default>"  # /config/brokers/<default>: cluster-wide broker configs
+NO_LEADER = -1
+
+
+# --- paths -----------------------------------------------------------------------------------
+def broker_path(broker_id: int) -> str:
+    return f"{BROKER_IDS}/{broker_id}"
+
+
+def topic_path(topic: str) -> str:
+    return f"{BROKER_TOPICS}/{topic}"
+
+
+def partitions_path(topic: str) -> str:
+    return f"{BROKER_TOPICS}/{topic}/partitions"
+
+
+def partition_path(topic: str, partition: int) -> str:
+    return f"{BROKER_TOPICS}/{topic}/partitions/{partition}"
+
+
+def partition_state_path(topic: str, partition: int) -> str:
+    return f"{BROKER_TOPICS}/{topic}/partitions/{partition}/state"
+
+
+def topic_config_path(topic: str) -> str:
+    return f"{CONFIG_TOPICS}/{topic}"
+
+
+def broker_config_path(entity: int | str) -> str:
+    """``entity``: a broker id, or :data:`DEFAULT_BROKER_ENTITY` for the cluster default."""
+    return f"{CONFIG_BROKERS}/{entity}"
+
+
+def delete_topic_path(topic: str) -> str:
+    return f"{DELETE_TOPICS}/{topic}"
+
+
+def parse_connect(connect: str) -> tuple[str, str]:
+    """Split ``zookeeper.connect`` into the host list and the chroot ('' for none).
+
+    ``"zk1:2181,zk2:2181/pystream"`` -> ``("zk1:2181,zk2:2181", "/pystream")``; as in
+    Kafka the chroot comes once, after the last host.
+    """
+    text = connect.strip()
+    hosts, slash, chroot = text.partition("/")
+    chroot = (slash + chroot).rstrip("/") if slash else ""
+    if not hosts or any(not h.strip() for h in hosts.split(",")):
+        raise InvalidConfigError(
+            f"zookeeper.connect: {connect!r} is not host:port[,host:port...][/chroot] "
+            "(e.g. 127.0.0.1:2181/pystream)"
+        )
+    if "//" in chroot or any(part in (".", "..") for part in chroot.split("/")[1:]):
+        raise InvalidConfigError(f"zookeeper.connect: chroot {chroot!r} is not a valid path")
+    return hosts, chroot
+
+
+# --- values ----------------------------------------------------------------------------------
+def _now_ms() -> str:
+    return str(int(time.time() * 1000))
+
+
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _loads(data: bytes, path: str) -> dict:
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not JSON ({exc}): {data[:200]!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {data[:200]!r}")
+    return value
+
+
+def encode_topic_id(topic_id: uuid.UUID) -> str:
+    """Kafka's text form of a Uuid: URL-safe base64 of its 16 bytes, no padding."""
+    return base64.urlsafe_b64encode(topic_id.bytes).decode("ascii").rstrip("=")
+
+
+def decode_topic_id(text: str) -> uuid.UUID:
+    return uuid.UUID(bytes=base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+
+
+def new_topic_id() -> uuid.UUID:
+    """A random topic id whose text form does not start with '-' (as Kafka's: CLI-safe)."""
+    while True:
+        topic_id = uuid.uuid4()
+        if not encode_topic_id(topic_id).startswith("-"):
+            return topic_id
+
+
+@dataclass(frozen=True)
+class EndPoint:
+    """One advertised listener of a broker (Kafka's EndPoint)."""
+
+    listener_name: str
+    host: str
+    port: int
+    security_protocol: str = "PLAINTEXT"
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.listener_name}://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    """A live broker as registered in ``/brokers/ids/<id>``.
+
+    ``epoch`` is the registration znode's creation zxid (Kafka's broker epoch, KIP-380):
+    it grows with every registration, so a restarted or re-registered broker is told
+    apart from its earlier self.  -1 when not read from ZooKeeper.
+    """
+
+    broker_id: int
+    endpoints: tuple[EndPoint, ...]
+    rack: str | None = None
+    epoch: int = -1
+
+    def to_bytes(self) -> bytes:
+        plaintext = next((e for e in self.endpoints if e.security_protocol == "PLAINTEXT"), None)
+        value: dict[str, object] = {
+            "features": {},
+            "listener_security_protocol_map": {
+                e.listener_name: e.security_protocol for e in self.endpoints
+            },
+            "endpoints": [str(e) for e in self.endpoints],
+            "jmx_port": -1,
+            "port": plaintext.port if plaintext else -1,
+            "host": plaintext.host if plaintext else None,
+            "version": 5,
+            "timestamp": _now_ms(),
+        }
+        if self.rack is not None:
+            value["rack"] = self.rack
+        return _dumps(value)
+
+    @classmethod
+    def from_bytes(cls, broker_id: int, data: bytes, epoch: int = -1) -> BrokerInfo:
+        value = _loads(data, broker_path(broker_id))
+        protocols = value.get("listener_security_protocol_map") or {}
+        endpoints = []
+        for text in value.get("endpoints", []):
+            name, _, address = text.partition("://")
+            if address.startswith("["):
+                host, _, port = address[1:].partition("]:")
+            else:
+                host, _, port = address.rpartition(":")
+            endpoints.append(EndPoint(name, host, int(port), protocols.get(name, name)))
+        if not endpoints and value.get("host") is not None:  # version 1 registrations
+            endpoints.append(EndPoint("PLAINTEXT", value["host"], int(value["port"])))
+        return cls(broker_id, tuple(endpoints), value.get("rack"), epoch)
+
+
+@dataclass(frozen=True)
+class TopicAssignment:
+    """``/brokers/topics/<topic>``: the topic id and each partition's replicas, in order.
+
+    The first replica of a partition is its preferred leader.
+    """
+
+    topic_id: uuid.UUID
+    partitions: dict[int, list[int]]
+
+    def to_bytes(self) -> bytes:
+        return _dumps(
+            {
+                "partitions": {str(p): r for p, r in sorted(self.partitions.items())},
+                "topic_id": encode_topic_id(self.topic_id),
+                "adding_replicas": {},
+                "removing_replicas": {},
+                "version": 3,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, topic: str, data: bytes) -> TopicAssignment:
+        value = _loads(data, topic_path(topic))
+        text = value.get("topic_id")
+        # Topics written by tools older than topic ids get one derived from nothing: zero.
+        topic_id = decode_topic_id(text) if text else uuid.UUID(int=0)
+        partitions = {int(p): [int(b) for b in r] for p, r in value["partitions"].items()}
+        return cls(topic_id, partitions)
+
+
+@dataclass(frozen=True)
+class LeaderAndIsr:
+    """``.../partitions/<p>/state``: who leads, since which leader epoch, the ISR.
+
+    ``controller_epoch`` records which controller (epoch) wrote it.  The znode's
+    version is the partition epoch: every writer compares-and-sets on it.
+    """
+
+    leader: int
+    leader_epoch: int
+    isr: list[int] = field(default_factory=list)
+    controller_epoch: int = 0
+
+    def to_bytes(self) -> bytes:
+        return _dumps(
+            {
+                "controller_epoch": self.controller_epoch,
+                "leader": self.leader,
+                "version": 1,
+                "leader_epoch": self.leader_epoch,
+                "isr": self.isr,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, path: str = "partition state") -> LeaderAndIsr:
+        value = _loads(data, path)
+        return cls(
+            leader=int(value["leader"]),
+            leader_epoch=int(value["leader_epoch"]),
+            isr=[int(b) for b in value["isr"]],
+            controller_epoch=int(value.get("controller_epoch", 0)),
+        )
+
+
+def encode_config(configs: dict[str, str]) -> bytes:
+    return _dumps({"version": 1, "config": dict(sorted(configs.items()))})
+
+
+def decode_config(data: bytes, path: str = "config") -> dict[str, str]:
+    if not data:
+        return {}
+    return {str(k): str(v) for k, v in (_loads(data, path).get("config") or {}).items()}
+
+
+def encode_controller(broker_id: int) -> bytes:
+    return _dumps({"version": 1, "brokerid": broker_id, "timestamp": _now_ms()})
+
+
+def decode_controller(data: bytes) -> int:
+    return int(_loads(data, CONTROLLER)["brokerid"])
+
+
+def encode_controller_epoch(epoch: int) -> bytes:
+    return str(epoch).encode()
+
+
+def decode_controller_epoch(data: bytes) -> int:
+    return int(data.decode().strip())
+
+
+def encode_cluster_id(cluster_id: str) -> bytes:
+    return _dumps({"version": "1", "id": cluster_id})
+
+
+def decode_cluster_id(data: bytes) -> str:
+    return str(_loads(data, CLUSTER_ID)["id"])
+
+
+def encode_isr_change(partitions: list[tuple[str, int]]) -> bytes:
+    return _dumps(
+        {"version": 1, "partitions": [{"topic": t, "partition": p} for t, p in partitions]}
+    )
+
+
+def decode_isr_change(data: bytes) -> list[tuple[str, int]]:
+    value = _loads(data, ISR_CHANGE_NOTIFICATION)
+    return [(str(e["topic"]), int(e["partition"])) for e in value.get("partitions", [])]

@@ -1,0 +1,453 @@
+"""A throwaway Apache ZooKeeper server for the cluster tests, and helpers to use it.
+
+One standalone server per test session (started on first use, stopped at
+session end) on a free loopback port, with its data in a temporary directory.
+Each test gets its own chroot (``127.0.0.1:port/t-<random>``), so tests never
+see each other's znodes and the chroot handling is exercised on every run.
+
+The server is Debian's ``zookeeper`` package (``/usr/share/java/zookeeper.jar``,
+whose manifest carries its classpath) or ``$ZOOKEEPER_JAR``; started with
+``java`` directly so its stdout/stderr land in a log file we can show when it
+fails.  Tests are skipped, with the reason, when java, the jar or kazoo is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+DEFAULT_JARS = ("/usr/share/java/zookeeper.jar", "/usr/share/zookeeper/zookeeper.jar")
+MAIN_CLASS = "org.apache.zookeeper.server.ZooKeeperServerMain"
+# A logger binding so that ZooKeeper's own messages reach the log file (else SLF4J is silent).
+LOG_BINDINGS = ("/usr/share/java/slf4j-simple.jar",)
+TICK_MS = 200  # session timeouts are bounded by 2..20 ticks: 0.4 s .. 4 s, fast tests
+
+T = TypeVar("T")
+
+
+def find_zookeeper_jar() -> str | None:
+    """The ZooKeeper server jar to run, or None if ZooKeeper is not installed."""
+    candidates = [os.environ.get("ZOOKEEPER_JAR", ""), *DEFAULT_JARS]
+    return next((jar for jar in candidates if jar and os.path.isfile(jar)), None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def four_letter_word(port: int, word: str, timeout: float = 2.0) -> str:
+    """Send a ZooKeeper four-letter command (``srvr``, ``ruok``...) and return the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(word.encode())
+        chunks = []
+        while chunk := sock.recv(4096):
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+class ZooKeeperServer:
+    """A standalone ZooKeeper in a subprocess; ``start()``, ``hosts``, ``stop()``."""
+
+    def __init__(self, jar: str, directory: Path) -> None:
+        self.jar = jar
+        self.directory = directory
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = directory / "zookeeper.log"
+
+    @property
+    def hosts(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> ZooKeeperServer:
+        # A port picked here can be taken before java binds it; try a few.
+        last_error = ""
+        for _ in range(3):
+            self.port = free_port()
+            self._launch()
+            try:
+                self._wait_serving(timeout)
+                return self
+            except RuntimeError as exc:
+                last_error = str(exc)
+                self.stop()
+        raise RuntimeError(f"ZooKeeper did not start: {last_error}")
+
+    def _launch(self) -> None:
+        data_dir = self.directory / f"data-{self.port}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.directory / f"zoo-{self.port}.cfg"
+        config.write_text(
+            "\n".join(
+                [
+                    f"tickTime={TICK_MS}",
+                    f"dataDir={data_dir}",
+                    f"clientPort={self.port}",
+                    "clientPortAddress=127.0.0.1",
+                    "admin.enableServer=false",
+                    "4lw.commands.whitelist=*",
+                    "maxClientCnxns=0",
+                    # No fsync per write: a throwaway server, and tests stay fast.
+                    "forceSync=no",
+                    "",
+                ]
+            )
+        )
+        classpath = os.pathsep.join([self.jar, *(j for j in LOG_BINDINGS if os.path.isfile(j))])
+        command = [
+            shutil.which("java") or "java",
+            "-Xmx256m",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-Dzookeeper.jmx.log4j.disable=true",
+            "-cp",
+            classpath,
+            MAIN_CLASS,
+            str(config),
+        ]
+        log = open(self.log_path, "ab")  # the child process writes to it
+        try:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=self.directory
+            )
+        finally:
+            log.close()
+
+    def _wait_serving(self, timeout: float) -> None:
+        """Until ``srvr`` over a real connection says the server serves requests."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if "Mode:" in four_letter_word(self.port, "srvr"):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)  # polling the server's port, not synchronising threads
+        raise RuntimeError(f"not serving after {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+
+# --- one server per test session -------------------------------------------------------------
+_shared: ZooKeeperServer | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_server(request: pytest.FixtureRequest) -> ZooKeeperServer:
+    """The session's server, started on first use and stopped when the session ends.
+
+    Kept in this module rather than in a fixture's cache so that every test module
+    that imports the fixtures shares one server.
+    """
+    global _shared
+    pytest.importorskip("kazoo", reason="kazoo is not installed (pip install kazoo)")
+    jar = find_zookeeper_jar()
+    if jar is None:
+        pytest.skip("Apache ZooKeeper is not installed (apt-get install zookeeper)")
+    if shutil.which("java") is None:
+        pytest.skip("java is not installed; ZooKeeper needs it (apt-get install zookeeper)")
+    with _shared_lock:
+        if _shared is None:
+            directory = Path(tempfile.mkdtemp(prefix="pystream-zk-"))
+            server = ZooKeeperServer(jar, directory).start()
+            _shared = server
+
+            def stop() -> None:
+                global _shared
+                server.stop()
+                shutil.rmtree(directory, ignore_errors=True)
+                _shared = None
+
+            request.addfinalizer(stop)  # a session-scoped fixture's request: at session end
+        return _shared
+
+
+@pytest.fixture(scope="session")
+def zookeeper(request: pytest.FixtureRequest) -> ZooKeeperServer:
+    """The session's ZooKeeper server."""
+    return shared_server(request)
+
+
+@pytest.fixture
+def zk_connect(zookeeper: ZooKeeperServer) -> str:
+    """A ``zookeeper.connect`` string with a chroot of its own for this test."""
+    return f"{zookeeper.hosts}/pystream-test/{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def kazoo_clients(zookeeper: ZooKeeperServer) -> Iterator[Callable[..., object]]:
+    """Make started KazooClients (optionally chrooted); all are stopped after the test."""
+    from kazoo.client import KazooClient
+
+    clients: list[KazooClient] = []
+
+    def make(hosts: str | None = None, session_timeout: float = 2.0) -> KazooClient:
+        client = KazooClient(hosts=hosts or zookeeper.hosts, timeout=session_timeout)
+        client.start(timeout=15)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.stop()
+        client.close()
+
+
+# --- helpers ---------------------------------------------------------------------------------
+def expire_session(client: object, hosts: str, timeout: float = 20.0) -> None:
+    """Expire ``client``'s ZooKeeper session for real, and wait until it has a new one.
+
+    A second connection that presents the same session id and password and then
+    closes ends the session on the server (its ephemeral znodes are deleted, its
+    watches dropped); the first client then learns on reconnect that its session
+    expired (state LOST) and kazoo establishes a fresh session.
+    """
+    from kazoo.client import KazooClient
+    from kazoo.protocol.states import KazooState
+
+    old_session = client.client_id[0]  # type: ignore[attr-defined]
+    lost = threading.Event()
+    reconnected = threading.Event()
+
+    def listener(state: str) -> None:
+        if state == KazooState.LOST:
+            lost.set()
+        elif state == KazooState.CONNECTED and lost.is_set():
+            reconnected.set()
+
+    client.add_listener(listener)  # type: ignore[attr-defined]
+    try:
+        twin = KazooClient(hosts=hosts.split("/", 1)[0], client_id=client.client_id)  # type: ignore[attr-defined]
+        twin.start(timeout=15)
+        twin.stop()
+        twin.close()
+        if not lost.wait(timeout):
+            raise AssertionError(f"session {old_session:#x} did not expire within {timeout}s")
+        if not reconnected.wait(timeout):
+            raise AssertionError(f"no new session within {timeout}s after expiry")
+        new_session = client.client_id[0]  # type: ignore[attr-defined]
+        assert new_session != old_session, "kazoo reconnected to the expired session?"
+    finally:
+        client.remove_listener(listener)  # type: ignore[attr-defined]
+
+
+def wait_until(
+    probe: Callable[[], T],
+    timeout: float = 20.0,
+    message: str = "condition",
+    interval: float = 0.02,
+) -> T:
+    """Poll ``probe`` until it returns a truthy value (returned) or fail after ``timeout``.
+
+    For state that changes in another process (ZooKeeper); bounded, never a bare sleep.
+    """
+    deadline = time.monotonic() + timeout
+    last: T = probe()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {message}; last: {last!r}"
+            )
+        time.sleep(interval)
+        last = probe()
+    return last
+
+
+# --- a TCP proxy, to cut a client off from ZooKeeper (a network partition) -------------------
+class ZkProxy:
+    """Forwards a loopback port to the server; ``block()`` cuts every client using it off
+    (their connections are closed and new ones refused) until ``unblock()``."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._sockets: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self.unblock()
+
+    @property
+    def hosts(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def unblock(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def block(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            sockets, self._sockets = self._sockets, set()
+        if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread (Linux)
+            except OSError:
+                pass
+            listener.close()
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    close = block
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # blocked: the listener was closed
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:
+                    client.close()
+                    server.close()
+                    return
+                self._sockets.update((client, server))
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+# --- the ZooKeeper side of a broker ----------------------------------------------------------
+SESSION_TIMEOUT_MS = 4000  # the most this server allows (20 ticks)
+
+
+class ZkNode:
+    """One broker's coordination pieces, without its Kafka side: a ZooKeeper client, its
+    registration in ``/brokers/ids`` and (optionally) its controller."""
+
+    def __init__(
+        self,
+        connect: str,
+        broker_id: int,
+        *,
+        rack: str | None = None,
+        controller: bool = True,
+        unclean: bool = False,
+    ) -> None:
+        self.connect = connect
+        self.broker_id = broker_id
+        self.rack = rack
+        self.with_controller = controller
+        self.unclean = unclean
+        self.client = None
+        self.registration = None
+        self.controller = None
+        self.controller_states: list[object] = []
+
+    def start(self) -> ZkNode:
+        from pystream.cluster import zk_client
+        from pystream.cluster.zk_controller import ZkController
+        from pystream.cluster.zk_paths import BrokerInfo, EndPoint
+        from pystream.cluster.zk_registration import BrokerRegistration
+
+        self.client = zk_client.connect(self.connect, session_timeout_ms=SESSION_TIMEOUT_MS)
+        endpoint = EndPoint("PLAINTEXT", "127.0.0.1", 9000 + self.broker_id)
+        info = BrokerInfo(self.broker_id, (endpoint,), self.rack)
+        self.registration = BrokerRegistration(self.client, info, stale_wait_s=1.0)
+        self.registration.register()
+        if self.with_controller:
+            self.controller = ZkController(
+                self.client,
+                self.broker_id,
+                unclean_leader_election_enable=self.unclean,
+                on_change=self.controller_states.append,
+            )
+            self.controller.start()
+        return self
+
+    @property
+    def is_controller(self) -> bool:
+        return self.controller is not None and self.controller.active
+
+    def stop(self) -> None:
+        """A clean shutdown: resign, deregister, close the session."""
+        from pystream.cluster import zk_client
+
+        if self.client is None:
+            return
+        if self.controller is not None:
+            self.controller.stop()
+        if self.registration is not None:
+            self.registration.deregister()
+        zk_client.close(self.client)
+        self.client = None
+
+    def crash(self) -> None:
+        """Die without a word: the session ends, its ephemeral znodes go with it."""
+        from pystream.cluster import zk_client
+
+        if self.client is None:
+            return
+        zk_client.close(self.client)
+        self.client = None
+        if self.controller is not None:
+            self.controller.stop()  # only ends its thread: the client is closed
+
+
+@pytest.fixture
+def zk_nodes(zk_connect: str) -> Iterator[Callable[..., ZkNode]]:
+    """Start ZkNodes in this test's chroot; all are stopped after the test."""
+    nodes: list[ZkNode] = []
+
+    def start(broker_id: int, **kwargs: object) -> ZkNode:
+        node = ZkNode(zk_connect, broker_id, **kwargs).start()  # type: ignore[arg-type]
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.crash()
