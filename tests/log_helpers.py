@@ -69,5 +69,10 @@ def read_via_fd(log: Log, offset: int, max_bytes: int) -> bytes:
 
 
 def segment_files(directory: str) -> list[str]:
-    """Segment-related file names in a partition directory, sorted."""
-    return sorted(n for n in os.listdir(directory) if n[:20].isdigit())
+    """Segment-related file names in a partition directory, sorted (producer-state
+    ``.snapshot`` and ``.txnindex`` files are not counted)."""
+    return sorted(
+        n
+        for n in os.listdir(directory)
+        if n[:20].isdigit() and not n.endswith((".snapshot", ".txnindex"))
+    )

@@ -134,3 +134,56 @@ def test_parse_listeners() -> None:
     ]:
         with pytest.raises(InvalidConfigError):
             parse_listeners(bad)
+
+
+def test_large_and_boundary_frames_in_random_pieces() -> None:
+    """Frames around and beyond the 256 KiB receive buffer, split at random points."""
+    import random
+
+    rng = random.Random(7)
+
+    async def main() -> None:
+        server, port = await _serve(_echo, max_request=2 * 1024 * 1024)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        sizes = [0, 1, 262_140, 262_144, 300_000, 5, 1_048_576, 3, 262_139]
+        payloads = [bytes([i + 1]) * size for i, size in enumerate(sizes)]
+        stream = b"".join(_frame(p) for p in payloads)
+
+        async def send() -> None:
+            position = 0
+            while position < len(stream):
+                step = rng.choice([1, 3, 4, 7, 1000, 65_536, 300_000])
+                writer.write(stream[position : position + step])
+                position += step
+                await writer.drain()
+
+        sender = asyncio.create_task(send())
+        for payload in payloads:
+            assert await asyncio.wait_for(_read_frame(reader), 10) == payload
+        await sender
+        writer.close()
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_held_back_responses_are_sent_when_a_burst_ends_without_a_response() -> None:
+    """Pipelined requests: answers are coalesced, and one that needs no answer (acks=0)
+    at the end of the burst must not strand the answers held back before it."""
+
+    async def handler(frame: bytearray, connection: KafkaConnection) -> Sequence[Chunk] | None:
+        if frame.startswith(b"silent"):
+            return None
+        return await _echo(frame, connection)
+
+    async def main() -> None:
+        server, port = await _serve(handler)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        answered = [b"a%d" % i for i in range(20)]
+        writer.write(b"".join(_frame(p) for p in answered) + _frame(b"silent"))
+        for payload in answered:
+            assert await asyncio.wait_for(_read_frame(reader), 5) == payload
+        writer.close()
+        server.close()
+
+    asyncio.run(main())

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pystream.broker.fetch_response import encode_fetch_response
 from pystream.broker.purgatory import DelayedOperation
 from pystream.errors import (
     FencedLeaderEpochError,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from pystream.broker.server import Broker
 
 ZERO_UUID = uuid.UUID(int=0)
+READ_COMMITTED = 1  # FetchRequest.isolation_level
 
 
 @dataclass(slots=True)
@@ -50,6 +52,8 @@ class PartitionFetch:
     last_stable_offset: int = -1
     log_start_offset: int = -1
     data: FetchDataInfo | None = None
+    # read_committed: the aborted transactions in `data` (the client drops their records).
+    aborted_transactions: list[FetchResponse.AbortedTransaction] | None = None
 
     @property
     def size(self) -> int:
@@ -74,6 +78,7 @@ class FetchPlan:
     error_code: int = 0
     total_bytes: int = 0
     has_error: bool = False
+    isolation_level: int = 0  # 1 = read_committed: below the last stable offset only
 
 
 def _resolve_topics(broker: Broker, request: FetchRequest, version: int) -> list[TopicFetch]:
@@ -118,6 +123,7 @@ def read_plan(broker: Broker, plan: FetchPlan) -> None:
         for p in topic.partitions:
             p.data = None
             p.error_code = 0
+            p.aborted_transactions = None
             try:
                 partition = replicas.leader_partition(topic.name, p.partition)
                 epoch = partition.leader_epoch
@@ -138,7 +144,21 @@ def read_plan(broker: Broker, plan: FetchPlan) -> None:
                 limit = min(p.max_bytes, remaining)
                 # Kafka: the first partition with data may exceed the limits by one batch,
                 # so a batch larger than max_bytes can never block a consumer.
-                p.data = replicas.read(partition, p.fetch_offset, limit, min_one_batch=total == 0)
+                read_committed = plan.isolation_level == READ_COMMITTED
+                p.data = replicas.read(
+                    partition,
+                    p.fetch_offset,
+                    limit,
+                    min_one_batch=total == 0,
+                    read_committed=read_committed,
+                )
+                if read_committed:
+                    p.aborted_transactions = [
+                        FetchResponse.AbortedTransaction(
+                            producer_id=txn.producer_id, first_offset=txn.first_offset
+                        )
+                        for txn in log.collect_aborted_transactions(p.fetch_offset, p.data)
+                    ]
             except KafkaError as exc:
                 p.error_code = exc.error_code
                 has_error = True
@@ -170,7 +190,7 @@ def encode_reference(plan: FetchPlan, version: int, correlation_id: int) -> list
                     high_watermark=p.high_watermark,
                     last_stable_offset=p.last_stable_offset,
                     log_start_offset=p.log_start_offset,
-                    aborted_transactions=None,
+                    aborted_transactions=p.aborted_transactions,
                     records=records,
                 )
             )
@@ -188,7 +208,11 @@ async def handle_fetch(request: FetchRequest, context: RequestContext) -> list[C
     broker = context.broker
     version = context.api_version
     max_bytes = min(request.max_bytes, broker.config.fetch_max_bytes)
-    plan = FetchPlan(_resolve_topics(broker, request, version), max_bytes)
+    plan = FetchPlan(
+        _resolve_topics(broker, request, version),
+        max_bytes,
+        isolation_level=request.isolation_level,
+    )
     if version >= 7 and request.session_id != 0:
         # We never hand out sessions, so any session id is one we do not know.
         plan.error_code = FetchSessionIdNotFoundError.error_code
@@ -197,7 +221,10 @@ async def handle_fetch(request: FetchRequest, context: RequestContext) -> list[C
         read_plan(broker, plan)
         if plan.total_bytes < request.min_bytes and not plan.has_error and request.max_wait_ms > 0:
             await _wait_for_data(broker, plan, request.min_bytes, request.max_wait_ms)
-    return encode_reference(plan, version, context.header.correlation_id)
+    # Record sets go out as file regions (sendfile) on plaintext; encode_reference is the oracle.
+    return encode_fetch_response(
+        plan, version, context.header.correlation_id, context.connection.supports_sendfile
+    )
 
 
 async def _wait_for_data(broker: Broker, plan: FetchPlan, min_bytes: int, max_wait_ms: int) -> None:

@@ -1,7 +1,8 @@
 """Kafka connections on asyncio: framing, in-order processing, zero-copy writes.
 
-One :class:`KafkaConnection` (an ``asyncio.Protocol``) per client socket.  It
-cuts the byte stream into size-prefixed frames, refuses a frame larger than
+One :class:`KafkaConnection` (an ``asyncio.BufferedProtocol``: the transport
+receives straight into our buffers) per client socket.  It cuts the byte
+stream into size-prefixed frames, refuses a frame larger than
 ``socket.request.max.bytes`` before reading it into memory, and hands frames
 one at a time to the request handler — Kafka answers a connection's requests
 in order, so one in flight per connection keeps that trivially true.
@@ -29,6 +30,14 @@ log = logging.getLogger(__name__)
 _SIZE = struct.Struct(">i")
 # Frames waiting for the handler before we stop reading from the socket.
 _MAX_QUEUED_FRAMES = 64
+# Receive buffer; larger frames get their own buffer and are received in place.
+_SCRATCH_SIZE = 256 * 1024
+# Scratch buffers are borrowed while a connection has unparsed bytes and returned when
+# it has none, so idle connections hold no buffer and busy ones allocate none.
+_SCRATCH_POOL: list[tuple[bytearray, memoryview]] = []
+_SCRATCH_POOL_MAX = 32
+# Held-back responses are written once they reach this size, queue or not.
+_COALESCE_MAX_BYTES = 256 * 1024
 
 
 class FileChunk(NamedTuple):
@@ -52,7 +61,7 @@ class RequestHandler(Protocol):
     ) -> Awaitable[Sequence[Chunk] | None]: ...
 
 
-class KafkaConnection(asyncio.Protocol):
+class KafkaConnection(asyncio.BufferedProtocol):
     """One client connection: framing, ordered dispatch, backpressure."""
 
     def __init__(
@@ -66,7 +75,14 @@ class KafkaConnection(asyncio.Protocol):
         self._max_request_size = max_request_size
         self.listener_name = listener_name
         self._on_close = on_close
-        self._buffer = bytearray()
+        # Received bytes: a reusable scratch buffer, or one large frame being filled.
+        self._scratch: bytearray | None = None
+        self._scratch_view: memoryview | None = None
+        self._start = 0
+        self._end = 0
+        self._large: bytearray | None = None
+        self._large_view: memoryview | None = None
+        self._large_filled = 0
         self._frames: deque[bytearray] = deque()
         self._frame_ready = asyncio.Event()
         self._writable = asyncio.Event()
@@ -77,6 +93,9 @@ class KafkaConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: str = "?"
         self.supports_sendfile = False
+        # Responses held back while more requests are queued (see write()).
+        self._pending: list[bytes | bytearray | memoryview] = []
+        self._pending_bytes = 0
         # Per-connection state handlers may keep (SASL, client id, ...).
         self.state: dict[str, object] = {}
 
@@ -91,28 +110,78 @@ class KafkaConnection(asyncio.Protocol):
         self.supports_sendfile = sock is not None and transport.get_extra_info("sslcontext") is None
         self._worker = asyncio.get_running_loop().create_task(self._process_frames())
 
-    def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        while len(buffer) >= 4:
-            (size,) = _SIZE.unpack_from(buffer)
-            if size < 0 or size > self._max_request_size:
-                self.close(
-                    f"frame of {size} bytes is outside 0..socket.request.max.bytes "
-                    f"({self._max_request_size}){_traffic_hint(bytes(buffer[:4]))}"
-                )
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # The transport recv_into()s here: the scratch buffer, or the unfilled tail of a
+        # large frame that is being received in place.
+        if self._large_view is not None:
+            return self._large_view[self._large_filled :]
+        if self._scratch_view is None:
+            if _SCRATCH_POOL:
+                self._scratch, self._scratch_view = _SCRATCH_POOL.pop()
+            else:
+                self._scratch = bytearray(_SCRATCH_SIZE)
+                self._scratch_view = memoryview(self._scratch)
+        return self._scratch_view[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._large is not None:
+            self._large_filled += nbytes
+            if self._large_filled < len(self._large):
                 return
-            if len(buffer) < 4 + size:
-                break
-            # A private, writable copy: the produce path patches offsets in place.
-            with memoryview(buffer) as view:
-                self._frames.append(bytearray(view[4 : 4 + size]))
-            del buffer[: 4 + size]
+            self._frames.append(self._large)
+            self._large_view.release()  # type: ignore[union-attr]
+            self._large = self._large_view = None
+        else:
+            self._end += nbytes
+            if not self._cut_frames():
+                return
         if self._frames:
             self._frame_ready.set()
             if len(self._frames) >= _MAX_QUEUED_FRAMES and not self._reading_paused:
                 self._reading_paused = True
                 self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def _cut_frames(self) -> bool:
+        """Move complete frames out of the scratch buffer; False if the connection closed.
+
+        Each frame becomes a private, writable bytearray (the produce path patches
+        offsets in place).  A frame that does not fit the rest of the scratch buffer
+        gets a bytearray of its exact size and the rest of it is received in place.
+        The size is checked on the 4-byte prefix, before anything is allocated.
+        """
+        scratch, view = self._scratch, self._scratch_view
+        assert scratch is not None and view is not None
+        start, end = self._start, self._end
+        while end - start >= 4:
+            (size,) = _SIZE.unpack_from(scratch, start)
+            if size < 0 or size > self._max_request_size:
+                self.close(
+                    f"frame of {size} bytes is outside 0..socket.request.max.bytes "
+                    f"({self._max_request_size}){_traffic_hint(bytes(view[start : start + 4]))}"
+                )
+                return False
+            body = start + 4
+            if end - body >= size:
+                self._frames.append(bytearray(view[body : body + size]))
+                start = body + size
+                continue
+            if body + size > _SCRATCH_SIZE:
+                large = bytearray(size)
+                have = end - body
+                large[:have] = view[body:end]
+                self._large, self._large_view, self._large_filled = large, memoryview(large), have
+                start = end = 0
+            break
+        if start == end:
+            start = end = 0
+            self._return_scratch()
+        elif end == _SCRATCH_SIZE:
+            # Only part of a 4-byte size prefix can be left at the very end: move it.
+            tail = bytes(view[start:end])
+            scratch[: len(tail)] = tail
+            start, end = 0, len(tail)
+        self._start, self._end = start, end
+        return True
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -120,7 +189,17 @@ class KafkaConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writable.set()
 
+    def _return_scratch(self) -> None:
+        if self._scratch is not None and len(_SCRATCH_POOL) < _SCRATCH_POOL_MAX:
+            _SCRATCH_POOL.append((self._scratch, self._scratch_view))  # type: ignore[arg-type]
+        self._scratch = self._scratch_view = None
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._start == self._end:
+            self._return_scratch()
+        if self._large_view is not None:
+            self._large_view.release()
+            self._large = self._large_view = None
         self._closed = True
         self._writable.set()
         self._frame_ready.set()
@@ -143,7 +222,9 @@ class KafkaConnection(asyncio.Protocol):
                     self.transport.resume_reading()  # type: ignore[union-attr]
                 chunks = await self._handler(frame, self)
                 if chunks:
-                    await self.write(chunks)
+                    await self.write(chunks, more_coming=bool(self._frames))
+                elif not self._frames:
+                    self._flush_pending()  # e.g. an acks=0 produce ended a burst
         except asyncio.CancelledError:
             pass
         except ConnectionClosed:
@@ -152,23 +233,40 @@ class KafkaConnection(asyncio.Protocol):
             log.exception("closing connection from %s after an internal error", self.peer)
             self.close(f"internal error: {exc!r}")
 
-    async def write(self, chunks: Sequence[Chunk]) -> None:
-        """Write one response: the size prefix is the caller's (part of chunks)."""
+    async def write(self, chunks: Sequence[Chunk], more_coming: bool = False) -> None:
+        """Write one response: the size prefix is the caller's (part of chunks).
+
+        With ``more_coming`` (further requests are already queued) in-memory chunks
+        are held back and go out with the next responses in one ``writelines``:
+        pipelining clients (librdkafka) then cost one send per burst, not per request.
+        """
         transport = self.transport
         if transport is None or self._closed:
             raise ConnectionClosed
+        pending = self._pending
         for chunk in chunks:
             if isinstance(chunk, FileChunk):
                 if self.supports_sendfile:
+                    self._flush_pending()
                     await self._sendfile(chunk)
                 else:
-                    transport.write(os.pread(chunk.fd, chunk.length, chunk.position))
+                    pending.append(os.pread(chunk.fd, chunk.length, chunk.position))
+                    self._pending_bytes += chunk.length
             else:
-                transport.write(chunk)
+                pending.append(chunk)
+                self._pending_bytes += len(chunk)
+        if not more_coming or self._pending_bytes >= _COALESCE_MAX_BYTES:
+            self._flush_pending()
         if not self._writable.is_set():
             await self._writable.wait()
             if self._closed:
                 raise ConnectionClosed
+
+    def _flush_pending(self) -> None:
+        if self._pending:
+            self.transport.writelines(self._pending)  # type: ignore[union-attr]
+            self._pending.clear()
+            self._pending_bytes = 0
 
     async def _drain_completely(self) -> None:
         """Wait until the transport has handed every buffered byte to the kernel."""
@@ -224,6 +322,8 @@ class KafkaConnection(asyncio.Protocol):
 
     def close(self, reason: str | None = None) -> None:
         """Close this connection (only this one), logging why."""
+        if self.transport is not None and not self._closed:
+            self._flush_pending()  # answers already computed still go out first
         if reason:
             log.warning("closing connection from %s: %s", self.peer, reason)
         self._closed = True

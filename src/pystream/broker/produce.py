@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pystream.errors import InvalidRecordError, InvalidRequiredAcksError, KafkaError
+from pystream.protocol import fast_produce  # noqa: F401  (registers the Cython decoder)
 from pystream.protocol.handlers import api_handler
 from pystream.protocol.messages.produce import ProduceRequest, ProduceResponse
 
@@ -33,6 +34,9 @@ async def handle_produce(
         if acks in (-1, 0, 1)
         else InvalidRequiredAcksError(f"acks must be -1 (all), 0 or 1, got {acks}")
     )
+    # A transactional producer's batches must belong to a transaction the coordinator knows.
+    transactional_id = request.transactional_id
+    txn_coordinator = broker.transaction_coordinator if transactional_id is not None else None
     responses = []
     for topic_data in request.topic_data:
         partitions = []
@@ -43,6 +47,13 @@ async def handle_produce(
                     raise acks_error
                 if partition_data.records is None:
                     raise InvalidRecordError("the request carries no records for this partition")
+                if txn_coordinator is not None:
+                    txn_coordinator.check_transactional_write(
+                        transactional_id,
+                        topic_data.name,
+                        partition_data.index,
+                        partition_data.records,
+                    )
                 info = replicas.append(
                     topic_data.name, partition_data.index, partition_data.records
                 )

@@ -29,6 +29,7 @@ from pystream.cluster.topics import TopicManager
 from pystream.config import BrokerConfig, LogConfig
 from pystream.errors import UnsupportedVersionError
 from pystream.groups import handlers as group_handlers
+from pystream.groups.coordinator import GroupCoordinator
 from pystream.protocol import (
     API_SPECS,
     ProtocolDecodeError,
@@ -40,6 +41,7 @@ from pystream.protocol.handlers import HandlerSpec, collect_handlers
 from pystream.protocol.messages import RequestHeader
 from pystream.storage.log_manager import LogManager
 from pystream.txn import handlers as txn_handlers
+from pystream.txn.coordinator import TransactionCoordinator
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,8 @@ class Broker:
         self.topic_manager: TopicManager | None = None
         self.log_manager: LogManager | None = None
         self.replica_manager: ReplicaManager | None = None
+        self.group_coordinator: GroupCoordinator | None = None
+        self.transaction_coordinator: TransactionCoordinator | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._connections: set[KafkaConnection] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -103,6 +107,13 @@ class Broker:
         )
         self.topic_manager = TopicManager(self.config, self.metadata, self.replica_manager)
         self.topic_manager.host_all()
+        # Loads the __consumer_offsets partitions led here (groups answer
+        # COORDINATOR_LOAD_IN_PROGRESS until theirs is loaded).
+        self.group_coordinator = GroupCoordinator(self)
+        await self.group_coordinator.start()
+        # Producer ids; loads __transaction_state and finishes transactions it had decided.
+        self.transaction_coordinator = TransactionCoordinator(self)
+        await self.transaction_coordinator.start()
         loop = asyncio.get_running_loop()
         for listener in self.listeners:
             server = await loop.create_server(
@@ -145,6 +156,10 @@ class Broker:
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5)
+        if self.transaction_coordinator is not None:
+            await self.transaction_coordinator.stop()
+        if self.group_coordinator is not None:
+            await self.group_coordinator.stop()
         if self.log_manager is not None:
             self.log_manager.shutdown()
         log.info("broker %d shut down cleanly", self.broker_id)

@@ -41,8 +41,8 @@ class Partition:
 
     @property
     def last_stable_offset(self) -> int:
-        # Transactions (a later issue) hold this below the high watermark.
-        return self.log.high_watermark
+        # Open transactions hold it below the high watermark (read_committed reads below it).
+        return self.log.last_stable_offset
 
 
 class ReplicaManager:
@@ -126,9 +126,12 @@ class ReplicaManager:
         *,
         up_to_high_watermark: bool = True,
         min_one_batch: bool = True,
+        read_committed: bool = False,
     ) -> FetchDataInfo:
         """Whole batches from ``fetch_offset``; consumers see only what is below the HW."""
         max_offset = partition.log.high_watermark if up_to_high_watermark else None
+        if read_committed:
+            max_offset = partition.log.last_stable_offset
         return partition.log.read(fetch_offset, max_bytes, max_offset, min_one_batch)
 
     def delete_records(self, topic: str, index: int, offset: int) -> int:

@@ -44,6 +44,15 @@ from pystream.fileutil import fsync_directory
 from pystream.storage import retention
 from pystream.storage.leader_epoch import LeaderEpochCache
 from pystream.storage.log_loader import DELETED_SUFFIX, load_log, open_segment
+from pystream.storage.producer_state import (
+    BatchInfo,
+    BatchMetadata,
+    ProducerStateManager,
+    batch_infos,
+    delete_snapshots,
+    load_producer_state,
+)
+from pystream.storage.txn_index import AbortedTxn, TransactionIndex
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +156,8 @@ class Log:
         recovery_point: int,
         leader_epoch_cache: LeaderEpochCache,
         clock: Callable[[], int] = wall_clock_ms,
+        producer_state: ProducerStateManager | None = None,
+        txn_index: TransactionIndex | None = None,
     ) -> None:
         """Use :meth:`open`; this wires up state that the loader established."""
         self.directory = directory
@@ -159,6 +170,9 @@ class Log:
         self._recovery_point = recovery_point
         self._high_watermark = log_start_offset
         self._leader_epoch_cache = leader_epoch_cache
+        # Idempotent/transactional producers of this partition and its aborted transactions.
+        self._producer_state = producer_state or ProducerStateManager(directory)
+        self._txn_index = txn_index or TransactionIndex(directory)
         self._clock = clock
         self._last_flush_ms = clock()
         # When the active segment was created and its segment.ms jitter (for time-based rolls).
@@ -212,6 +226,8 @@ class Log:
             recovery_point=loaded.recovery_point,
             leader_epoch_cache=loaded.leader_epoch_cache,
             clock=clock,
+            producer_state=loaded.producer_state,
+            txn_index=loaded.txn_index,
         )
 
     # --- state -----------------------------------------------------------------------------
@@ -318,6 +334,15 @@ class Log:
         )
         size = info.size_in_bytes
         self._check_fits_segment(size)
+        client = origin is AppendOrigin.CLIENT
+        producer_id = info.producer_id
+        if client and producer_id >= 0:
+            # Idempotent producer: one O(1) check per batch (non-idempotent ones skip it).
+            duplicate = self._producer_state.check_client_batch(
+                producer_id, info.producer_epoch, info.base_sequence, info.last_sequence
+            )
+            if duplicate is not None:
+                return self._duplicate_append_info(duplicate, info.record_count)
         now = self._clock()
         if config.log_append_time:
             append_time = now
@@ -328,6 +353,12 @@ class Log:
         first_offset = self._log_end_offset
         next_offset = core_records.assign_offsets(buffer, first_offset, leader_epoch, append_time)
         last_offset = next_offset - 1
+        coordinator_batches = None
+        if not client:  # markers, transactional offset commits: epochs are checked
+            coordinator_batches = batch_infos(buffer)
+            for _, batch in coordinator_batches:
+                if batch.producer_id >= 0:
+                    self._producer_state.check_coordinator_batch(batch)
         if append_time >= 0:
             max_timestamp, offset_of_max_timestamp = append_time, first_offset
         else:
@@ -337,6 +368,18 @@ class Log:
         segment.append(last_offset, max_timestamp, offset_of_max_timestamp, buffer)
         self._log_end_offset = next_offset
         self._leader_epoch_cache.assign(leader_epoch, first_offset)
+        if coordinator_batches is not None:
+            self._update_producers(coordinator_batches, segment)
+        elif producer_id >= 0:
+            self._producer_state.update_client_batch(
+                producer_id,
+                info.producer_epoch,
+                info.last_sequence,
+                first_offset,
+                last_offset,
+                max_timestamp,
+                info.is_transactional,
+            )
         self._maybe_flush_for_messages()
         return LogAppendInfo(
             first_offset,
@@ -392,6 +435,8 @@ class Log:
         else:
             for header in _batch_headers(records):
                 self._leader_epoch_cache.assign(header.partition_leader_epoch, header.base_offset)
+        if info.producer_id >= 0 or info.batch_count > 1:
+            self._update_producers(batch_infos(records), segment)
         self._maybe_flush_for_messages()
         return LogAppendInfo(
             first_offset,
@@ -403,6 +448,40 @@ class Log:
             size,
             self._log_start_offset,
         )
+
+    def _duplicate_append_info(self, batch: BatchMetadata, record_count: int) -> LogAppendInfo:
+        # A retry of a batch already written: its original offsets, nothing stored twice.
+        return LogAppendInfo(
+            batch.first_offset,
+            batch.last_offset,
+            batch.timestamp,
+            batch.last_offset,
+            -1,
+            record_count,
+            0,
+            self._log_start_offset,
+        )
+
+    def _update_producers(
+        self, batches: list[tuple[int, BatchInfo]], segment: LogSegment
+    ) -> None:
+        """Producer state after appending ``batches`` (with their offsets) to ``segment``."""
+        state = self._producer_state
+        state.prune_replicated(self._high_watermark)  # bounded even if nobody fetches the LSO
+        for base_offset, batch in batches:
+            if batch.producer_id < 0:
+                continue
+            completed = state.update(base_offset, batch)
+            if completed is not None and completed.is_aborted:
+                self._txn_index.append(
+                    segment.base_offset,
+                    AbortedTxn(
+                        completed.producer_id,
+                        completed.first_offset,
+                        completed.last_offset,
+                        state.stable_offset_after(completed),
+                    ),
+                )
 
     def _check_fits_segment(self, size: int) -> None:
         if size > self._config.segment_bytes:
@@ -440,7 +519,7 @@ class Log:
 
     def _random_jitter(self) -> int:
         jitter = self._config.segment_jitter_ms
-        return random.randrange(min(jitter, self._config.segment_ms)) if jitter > 0 else 0
+        return random.randrange(min(jitter, self._config.max_segment_ms)) if jitter > 0 else 0
 
     def _maybe_roll(
         self, size: int, max_timestamp: int, first_offset: int, last_offset: int, now: int
@@ -459,7 +538,7 @@ class Log:
             waited = now - self._active_created_ms
         if (
             segment.size > config.segment_bytes - size
-            or waited > config.segment_ms - self._roll_jitter_ms
+            or waited > config.max_segment_ms - self._roll_jitter_ms
             or segment.should_roll_for_index()
         ):
             return self.roll(first_offset)
@@ -499,7 +578,45 @@ class Log:
         active.offset_index.trim_to_valid_size()
         active.time_index.trim_to_valid_size()
         logger.debug("Rolling %s at offset %d", self.directory, new_base)
-        return self._add_segment(new_base, self._clock())
+        segment = self._add_segment(new_base, self._clock())
+        # As Kafka: a producer snapshot per roll, so recovery replays at most the active segment.
+        try:
+            self._producer_state.take_snapshot(new_base)
+        except OSError as exc:  # only costs a longer replay at the next recovery
+            logger.warning("Could not write the producer snapshot of %s: %s", self.directory, exc)
+        return segment
+
+    # --- producers and transactions --------------------------------------------------------
+
+    @property
+    def producer_state(self) -> ProducerStateManager:
+        """Idempotent/transactional producers of this partition (DescribeProducers)."""
+        return self._producer_state
+
+    @property
+    def last_stable_offset(self) -> int:
+        """The LSO: read_committed consumers see only offsets below it (<= high watermark)."""
+        return self._producer_state.last_stable_offset(self._high_watermark)
+
+    def remove_expired_producers(self, now_ms: int, expiration_ms: int) -> int:
+        """Forget producers idle for ``producer.id.expiration.ms``; returns how many."""
+        return self._producer_state.remove_expired_producers(now_ms, expiration_ms)
+
+    def collect_aborted_transactions(
+        self, fetch_offset: int, data: FetchDataInfo
+    ) -> list[AbortedTxn]:
+        """The aborted transactions a read_committed consumer needs to skip in ``data``."""
+        if not len(self._txn_index) or data.records is None or data.segment is None:
+            return []
+        segment = data.segment
+        end = data.records.position + data.records.length
+        # The offset just past the data: the next batch's base offset, or the segment's end.
+        if end + core_records.BATCH_OVERHEAD <= segment.size:
+            with segment.view(end, core_records.BATCH_OVERHEAD) as view:
+                upper_bound = core_records.read_batch_header(view).base_offset
+        else:
+            upper_bound = segment.next_offset
+        return self._txn_index.collect(fetch_offset, upper_bound)
 
     # --- read ------------------------------------------------------------------------------
 
@@ -619,6 +736,7 @@ class Log:
         self._recovery_point = min(self._recovery_point, end)
         self._high_watermark = min(self._high_watermark, end)
         self._leader_epoch_cache.truncate_from_end(end)
+        self._reload_producer_state()
         return True
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
@@ -633,6 +751,14 @@ class Log:
         self._log_start_offset = self._log_end_offset = offset
         self._recovery_point = self._high_watermark = offset
         self._leader_epoch_cache.clear()
+        delete_snapshots(self.directory, below=INT64_MAX)  # they describe data that is gone
+        self._reload_producer_state()
+
+    def _reload_producer_state(self) -> None:
+        # Truncation removed batches (maybe markers): rebuild from a snapshot below the end.
+        self._producer_state, self._txn_index = load_producer_state(
+            self.directory, self._segments, self._log_start_offset, self._log_end_offset
+        )
 
     def delete_records_before(self, offset: int) -> int:
         """DeleteRecords: move the log start offset to ``offset`` and delete segments wholly
@@ -701,6 +827,7 @@ class Log:
 
     def _advance_log_start_offset(self, offset: int) -> None:
         # Nothing below the log start offset is kept, so it is "flushed" and "replicated".
+        delete_snapshots(self.directory, below=offset)
         self._log_start_offset = offset
         self._high_watermark = max(self._high_watermark, offset)
         self._recovery_point = max(self._recovery_point, offset)
@@ -711,6 +838,7 @@ class Log:
         # may still be sending from their file descriptors (Kafka's file.delete.delay.ms).
         delay = self._config.file_delete_delay_ms
         due = self._clock() + delay
+        self._txn_index.delete_segments((s.base_offset for s in segments), self._base_offsets)
         for segment in segments:
             if delay <= 0:
                 segment.delete()
@@ -727,6 +855,35 @@ class Log:
             _delete_quietly(segment)
         return len(due)
 
+    # --- log cleaner hooks (see storage.cleaner_job) ------------------------------------------
+
+    def replace_segments(self, old: list[LogSegment], new: LogSegment) -> None:
+        """The log cleaner's swap: ``new`` (a cleaned merge of ``old``, same base offset)
+        takes the place of the contiguous closed segments ``old``, which are deleted as by
+        retention.  Offsets do not change, so readers see the same records minus those
+        compaction removed.  The caller renamed ``new`` to ``.swap`` first and gives it its
+        final name after, so that recovery can finish an interrupted swap.  Raises
+        ValueError if ``old`` are not contiguous closed segments of this log.
+        """
+        self._check_open()
+        segments = self._segments
+        start = next((i for i, s in enumerate(segments) if s is old[0]), -1)
+        end = start + len(old)
+        if (
+            start < 0
+            or end >= len(segments)
+            or any(a is not b for a, b in zip(segments[start:end], old, strict=True))
+            or new.base_offset != old[0].base_offset
+        ):
+            raise ValueError(f"cannot replace segments of {self.directory}: not closed segments")
+        segments[start:end] = [new]
+        self._base_offsets[start:end] = [new.base_offset]
+        self._schedule_delete(list(old))
+
+    def aborted_transactions(self, start_offset: int, end_offset: int) -> list[AbortedTxn]:
+        """Aborted transactions overlapping [start_offset, end_offset) (``.txnindex``)."""
+        return self._txn_index.collect(start_offset, end_offset)
+
     # --- flush, close ----------------------------------------------------------------------
 
     def flush(self, up_to_offset: int | None = None) -> None:
@@ -742,6 +899,7 @@ class Log:
             try:
                 for segment in self._segments[first:last]:
                     segment.flush()
+                self._txn_index.flush()
                 if self._dir_flush_needed:
                     fsync_directory(self.directory)  # new segment files must survive a crash
                     self._dir_flush_needed = False
@@ -755,6 +913,11 @@ class Log:
         if self._closed:
             return
         self._closed = True
+        try:
+            # Clean shutdown: the next open needs no replay to rebuild the producer state.
+            self._producer_state.take_snapshot(self._log_end_offset)
+        except OSError as exc:
+            logger.warning("Could not write the producer snapshot of %s: %s", self.directory, exc)
         for _, segment in self._pending_deletes:
             _delete_quietly(segment)
         self._pending_deletes = []

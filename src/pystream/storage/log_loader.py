@@ -42,6 +42,11 @@ The procedure (Kafka's ``LogLoader``, written down):
    (rebuilt from the batch headers if the file is corrupt, or missing while
    the log has data), then entries at or past the log end offset are dropped
    and the entry covering the log start offset is moved up to it.
+9. **Rebuild the producer state.** The newest valid ``<offset>.snapshot`` is
+   loaded and the batch headers after it are replayed, with the
+   ``.txnindex`` entries of the replayed range re-created (see
+   :mod:`pystream.storage.producer_state`), so idempotent dedup and open
+   transactions survive a crash.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ from pystream.config import LogConfig
 from pystream.fileutil import TMP_SUFFIX
 from pystream.storage.checkpoints import CorruptCheckpointError
 from pystream.storage.leader_epoch import LEADER_EPOCH_CHECKPOINT, LeaderEpochCache
+from pystream.storage.producer_state import ProducerStateManager, load_producer_state
+from pystream.storage.txn_index import TransactionIndex
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +103,8 @@ class LoadedLog:
     leader_epoch_cache: LeaderEpochCache
     truncated_bytes: int  # bytes cut off damaged segments (0 after a clean stop)
     deleted_segments: int  # segments dropped after the first damaged one
+    producer_state: ProducerStateManager | None = None
+    txn_index: TransactionIndex | None = None
 
 
 def open_segment(
@@ -149,6 +158,9 @@ def load_log(
     else:
         recovery_point = min(recovery_point_checkpoint, log_end_offset)
     cache = _load_leader_epochs(directory, segments, log_start_offset, log_end_offset)  # step 8
+    producer_state, txn_index = load_producer_state(  # step 9
+        directory, segments, log_start_offset, log_end_offset
+    )
     return LoadedLog(
         segments=segments,
         log_start_offset=log_start_offset,
@@ -157,6 +169,8 @@ def load_log(
         leader_epoch_cache=cache,
         truncated_bytes=truncated,
         deleted_segments=deleted,
+        producer_state=producer_state,
+        txn_index=txn_index,
     )
 
 

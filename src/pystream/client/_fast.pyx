@@ -1,0 +1,509 @@
+# cython: language_level=3
+"""Client hot paths in C: murmur2 partitioning, batches from fixed-size numpy
+records, and fetched batches decoded straight into ConsumerRecord objects.
+
+Everything here is per-record work that would cost a Python bytecode loop:
+
+* :func:`murmur2` / :func:`partition_for_key` / :func:`partitions_for_keys` --
+  the Java client's ``Utils.murmur2`` and ``toPositive(hash) % n`` (so keys land
+  on the same partitions as with the Java client and librdkafka's
+  ``murmur2_random``);
+* :func:`chunk_bounds` -- where to cut a list of values into batches of at most
+  ``max_bytes``;
+* :func:`build_fixed_batch` -- a RecordBatch v2 from rows of a contiguous
+  buffer (a numpy array of fixed-size records), no Python object per record;
+* :func:`decode_records` -- one partition's fetched bytes to ConsumerRecords,
+  skipping control batches and (read_committed) aborted transactions.
+"""
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport INT32_MAX, int8_t, int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+from pystream._core.crc32c cimport crc32c_update
+from pystream._core.endian cimport load_be16, load_be32, load_be64, store_be16, store_be32, store_be64
+from pystream._core.records cimport (
+    ATTRIBUTES_OFFSET, BATCH_OK, BATCH_OVERHEAD, BatchError, BatchInfo, CRC_OFFSET, LOG_OVERHEAD,
+    RECORD_OK, RecordError, RecordInfo, check_batch_ex, read_record,
+)
+from pystream._core.varint cimport read_varint32, varint_size, write_varint
+
+import time
+
+import numpy as np
+
+from pystream._core import compression as _compression
+from pystream.errors import CorruptMessageError
+
+# ---------------------------------------------------------------- murmur2
+
+cdef inline int32_t _murmur2(const unsigned char* data, Py_ssize_t length) noexcept nogil:
+    # org.apache.kafka.common.utils.Utils.murmur2: seed 0x9747b28c, 4-byte
+    # little-endian words, Java's signed int arithmetic (done here in uint32).
+    cdef uint32_t m = 0x5bd1e995
+    cdef uint32_t h = (<uint32_t>0x9747b28cUL) ^ <uint32_t>length
+    cdef uint32_t k
+    cdef Py_ssize_t i, n4 = length // 4
+    for i in range(n4):
+        k = (<uint32_t>data[4 * i] | (<uint32_t>data[4 * i + 1] << 8)
+             | (<uint32_t>data[4 * i + 2] << 16) | (<uint32_t>data[4 * i + 3] << 24))
+        k *= m
+        k ^= k >> 24
+        k *= m
+        h *= m
+        h ^= k
+    i = n4 * 4
+    cdef Py_ssize_t rest = length - i
+    if rest == 3:
+        h ^= <uint32_t>data[i + 2] << 16
+    if rest >= 2:
+        h ^= <uint32_t>data[i + 1] << 8
+    if rest >= 1:
+        h ^= <uint32_t>data[i]
+        h *= m
+    h ^= h >> 13
+    h *= m
+    h ^= h >> 15
+    return <int32_t>h
+
+
+def murmur2(const unsigned char[::1] data) -> int:
+    """Kafka's murmur2 of ``data`` as a signed 32-bit int (``Utils.murmur2``)."""
+    return _murmur2(&data[0] if data.shape[0] else <const unsigned char*>b"", data.shape[0])
+
+
+cdef inline int32_t _partition(object key, int32_t num_partitions) except -1:
+    cdef const unsigned char[::1] view
+    cdef int32_t h
+    if PyBytes_CheckExact(key):
+        h = _murmur2(<const unsigned char*>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
+    else:
+        view = memoryview(key).cast("B")
+        h = _murmur2(&view[0] if view.shape[0] else <const unsigned char*>b"", view.shape[0])
+    # Utils.toPositive: clear the sign bit (not abs: abs(MIN_VALUE) is negative).
+    return (h & 0x7fffffff) % num_partitions
+
+
+def partition_for_key(key, int32_t num_partitions) -> int:
+    """The Java default partitioner's choice for a non-null key."""
+    if num_partitions <= 0:
+        raise ValueError(f"num_partitions must be positive, got {num_partitions}")
+    return _partition(key, num_partitions)
+
+
+def partitions_for_keys(list keys, int32_t num_partitions):
+    """Partition of every key (bytes) as an int32 numpy array; -1 for a None key."""
+    if num_partitions <= 0:
+        raise ValueError(f"num_partitions must be positive, got {num_partitions}")
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(keys)
+    out = np.empty(n, dtype=np.int32)
+    cdef int32_t[::1] res = out
+    cdef object key
+    for i in range(n):
+        key = <object>PyList_GET_ITEM(keys, i)
+        res[i] = -1 if key is None else _partition(key, num_partitions)
+    return out
+
+
+def partitions_for_fixed_keys(const unsigned char[::1] key_data, Py_ssize_t key_size,
+                              Py_ssize_t count, int32_t num_partitions):
+    """Partition of each of ``count`` ``key_size``-byte keys packed in ``key_data``."""
+    if num_partitions <= 0:
+        raise ValueError(f"num_partitions must be positive, got {num_partitions}")
+    if key_size < 0 or count < 0 or key_size * count > key_data.shape[0]:
+        raise ValueError(f"{count} keys of {key_size} bytes do not fit in {key_data.shape[0]} bytes")
+    out = np.empty(count, dtype=np.int32)
+    cdef int32_t[::1] res = out
+    cdef const unsigned char* base = &key_data[0] if key_data.shape[0] else <const unsigned char*>b""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(count):
+            res[i] = (_murmur2(base + i * key_size, key_size) & 0x7fffffff) % num_partitions
+    return out
+
+
+# ---------------------------------------------------------------- batch building
+
+cdef inline Py_ssize_t _field_size(Py_ssize_t n) noexcept nogil:
+    return 1 if n < 0 else varint_size(n) + n
+
+
+cdef inline Py_ssize_t _body_size(int32_t offset_delta, Py_ssize_t klen, Py_ssize_t vlen) noexcept nogil:
+    # attributes + timestamp delta 0 + offset delta + key + value + header count 0
+    return 1 + 1 + varint_size(offset_delta) + _field_size(klen) + _field_size(vlen) + 1
+
+
+def record_overhead(Py_ssize_t key_length, Py_ssize_t value_length) -> int:
+    """Encoded size of a record without headers (for batch-size accounting)."""
+    cdef Py_ssize_t body = _body_size(0x7fff, key_length, value_length)
+    return varint_size(body) + body
+
+
+def chunk_bounds(list values, list keys, Py_ssize_t max_bytes):
+    """End indexes that cut ``values`` into batches of at most ``max_bytes`` bytes.
+
+    A record larger than ``max_bytes`` gets a batch of its own (the broker
+    decides whether it is too large).  ``keys`` may be None.
+    """
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(values), size = BATCH_OVERHEAD, rec, klen, vlen
+    cdef int32_t delta = 0
+    cdef list bounds = []
+    cdef object item
+    for i in range(n):
+        item = <object>PyList_GET_ITEM(values, i)
+        vlen = -1 if item is None else (PyBytes_GET_SIZE(item) if PyBytes_CheckExact(item) else len(item))
+        klen = -1
+        if keys is not None:
+            item = <object>PyList_GET_ITEM(keys, i)
+            klen = -1 if item is None else (PyBytes_GET_SIZE(item) if PyBytes_CheckExact(item) else len(item))
+        rec = _body_size(delta, klen, vlen)
+        rec += varint_size(rec)
+        if delta > 0 and size + rec > max_bytes:
+            bounds.append(i)
+            size = BATCH_OVERHEAD
+            delta = 0
+            rec = _body_size(delta, klen, vlen)
+            rec += varint_size(rec)
+        size += rec
+        delta += 1
+    if n:
+        bounds.append(n)
+    return bounds
+
+
+def build_fixed_batch(const unsigned char[::1] data, Py_ssize_t record_size, Py_ssize_t start,
+                      Py_ssize_t count, const int64_t[::1] rows=None, timestamp=None, *,
+                      const unsigned char[::1] key_data=None, Py_ssize_t key_size=-1,
+                      int compression=0, int64_t producer_id=-1, int16_t producer_epoch=-1,
+                      int32_t base_sequence=-1, bint is_transactional=False) -> bytes:
+    """One batch whose values are ``record_size``-byte rows of ``data``.
+
+    Rows ``start .. start+count-1`` are used, or, with ``rows``, the row numbers
+    ``rows[start .. start+count-1]`` (the records of one partition picked out of
+    a larger array).  Keys are null, or with ``key_data`` the same rows of a
+    second buffer of ``key_size``-byte keys.  Every record gets ``timestamp``
+    (None = now).
+    """
+    if record_size < 0:
+        raise ValueError("record_size must be >= 0")
+    if count <= 0:
+        raise ValueError("a record batch needs at least one record")
+    if count > INT32_MAX:
+        raise ValueError("too many records for one batch")
+    cdef Py_ssize_t nrows = data.shape[0] // record_size if record_size else INT32_MAX
+    cdef Py_ssize_t i, row
+    cdef bint keyed = key_data is not None
+    if keyed:
+        if key_size < 0:
+            raise ValueError("key_size must be >= 0 with key_data")
+        if key_size and key_data.shape[0] // key_size < nrows:
+            nrows = key_data.shape[0] // key_size
+    if rows is None:
+        if start < 0 or start + count > nrows:
+            raise ValueError(f"rows {start}..{start + count - 1} are outside the {nrows} given")
+    else:
+        if start < 0 or start + count > rows.shape[0]:
+            raise ValueError("start/count are outside the rows array")
+        for i in range(start, start + count):
+            if rows[i] < 0 or rows[i] >= nrows:
+                raise ValueError(f"row {rows[i]} is outside the {nrows} given")
+    if compression < 0 or compression > 4:
+        raise ValueError(f"unknown compression codec id {compression}")
+    cdef int64_t ts = <int64_t>(time.time() * 1000) if timestamp is None else <int64_t>timestamp
+    cdef Py_ssize_t klen = key_size if keyed else -1
+    cdef Py_ssize_t total = 0, body
+    for i in range(count):
+        body = _body_size(<int32_t>i, klen, record_size)
+        total += varint_size(body) + body
+    cdef bytes raw = PyBytes_FromStringAndSize(NULL, total + (BATCH_OVERHEAD if compression == 0 else 0))
+    cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(raw)
+    if compression == 0:
+        p += BATCH_OVERHEAD
+    cdef const unsigned char* base = &data[0] if data.shape[0] else <const unsigned char*>b""
+    cdef const unsigned char* kbase = <const unsigned char*>b""
+    if keyed and key_data.shape[0]:
+        kbase = &key_data[0]
+    with nogil:
+        for i in range(count):
+            row = (start + i) if rows is None else rows[start + i]
+            body = _body_size(<int32_t>i, klen, record_size)
+            p += write_varint(p, body)
+            p[0] = 0          # record attributes
+            p[1] = 0          # timestamp delta 0
+            p += 2
+            p += write_varint(p, i)
+            if keyed:
+                p += write_varint(p, klen)
+                memcpy(p, kbase + row * klen, klen)
+                p += klen
+            else:
+                p[0] = 1      # null key: zig-zag(-1)
+                p += 1
+            p += write_varint(p, record_size)
+            memcpy(p, base + row * record_size, record_size)
+            p += record_size
+            p[0] = 0          # no headers
+            p += 1
+    cdef int16_t attributes = (0x10 if is_transactional else 0)
+    return _finish(raw, compression, attributes, <int32_t>(count - 1), ts, producer_id,
+                   producer_epoch, base_sequence, <int32_t>count)
+
+
+cdef bytes _finish(bytes raw, int codec, int16_t attributes, int32_t last_offset_delta, int64_t ts,
+                   int64_t producer_id, int16_t producer_epoch, int32_t base_sequence,
+                   int32_t count):
+    """Header and CRC around ``raw`` (records in place, or to be compressed)."""
+    cdef bytes out
+    cdef unsigned char* p
+    cdef Py_ssize_t size
+    if codec == 0:
+        out = raw
+    else:
+        payload = _compression.compress(codec, raw)
+        if not PyBytes_CheckExact(payload):
+            payload = bytes(payload)
+        out = PyBytes_FromStringAndSize(NULL, BATCH_OVERHEAD + PyBytes_GET_SIZE(payload))
+        memcpy(PyBytes_AS_STRING(out) + BATCH_OVERHEAD, PyBytes_AS_STRING(payload),
+               PyBytes_GET_SIZE(payload))
+    size = PyBytes_GET_SIZE(out)
+    if size - LOG_OVERHEAD > INT32_MAX:
+        raise ValueError("the batch would exceed the 2 GiB a v2 batch can hold")
+    p = <unsigned char*>PyBytes_AS_STRING(out)
+    store_be64(p, 0)                                   # base offset (the broker assigns)
+    store_be32(p + 8, <uint32_t>(size - LOG_OVERHEAD))
+    store_be32(p + 12, <uint32_t>-1)                   # partition leader epoch
+    p[16] = 2                                          # magic
+    store_be16(p + ATTRIBUTES_OFFSET, <uint16_t>(attributes | codec))
+    store_be32(p + 23, <uint32_t>last_offset_delta)
+    store_be64(p + 27, <uint64_t>ts)                   # base timestamp
+    store_be64(p + 35, <uint64_t>ts)                   # max timestamp
+    store_be64(p + 43, <uint64_t>producer_id)
+    store_be16(p + 51, <uint16_t>producer_epoch)
+    store_be32(p + 53, <uint32_t>base_sequence)
+    store_be32(p + 57, <uint32_t>count)
+    with nogil:
+        store_be32(p + CRC_OFFSET, crc32c_update(0, p + ATTRIBUTES_OFFSET, size - ATTRIBUTES_OFFSET))
+    return out
+
+
+# ---------------------------------------------------------------- consuming
+
+@cython.final
+@cython.freelist(256)
+@cython.no_gc
+cdef class ConsumerRecord:
+    """One record as :meth:`Consumer.poll` returns it.
+
+    ``timestamp_type`` is 0 (CreateTime) or 1 (LogAppendTime); ``headers`` is a
+    sequence of ``(str, bytes | None)`` pairs (an empty tuple when the record
+    has none); ``leader_epoch`` is the batch's partition leader epoch (-1 if
+    unknown).
+
+    Not tracked by the cyclic garbage collector: a poll creates thousands of
+    these, and GC passes over them cost more than decoding.  They hold
+    bytes, str and header tuples, which cannot form cycles.
+    """
+
+    cdef readonly str topic
+    cdef readonly int32_t partition
+    cdef readonly int64_t offset
+    cdef readonly int64_t timestamp
+    cdef readonly int timestamp_type
+    cdef readonly object key
+    cdef readonly object value
+    cdef readonly object headers
+    cdef readonly int32_t leader_epoch
+
+    def __init__(self, str topic, int32_t partition, int64_t offset, int64_t timestamp, key, value,
+                 headers=(), int timestamp_type=0, int32_t leader_epoch=-1):
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.timestamp = timestamp
+        self.timestamp_type = timestamp_type
+        self.key = key
+        self.value = value
+        self.headers = list(headers) if headers else ()
+        self.leader_epoch = leader_epoch
+
+    def __repr__(self) -> str:
+        return (f"ConsumerRecord(topic={self.topic!r}, partition={self.partition}, "
+                f"offset={self.offset}, timestamp={self.timestamp}, key={self.key!r}, "
+                f"value={self.value!r}, headers={self.headers!r})")
+
+    def __eq__(self, other):
+        if not isinstance(other, ConsumerRecord):
+            return NotImplemented
+        cdef ConsumerRecord o = <ConsumerRecord>other
+        return (self.topic == o.topic and self.partition == o.partition
+                and self.offset == o.offset and self.timestamp == o.timestamp
+                and self.key == o.key and self.value == o.value
+                and list(self.headers) == list(o.headers))
+
+    __hash__ = None
+
+    def __reduce__(self):
+        return (ConsumerRecord, (self.topic, self.partition, self.offset, self.timestamp,
+                                 self.key, self.value, self.headers, self.timestamp_type,
+                                 self.leader_epoch))
+
+
+cdef list _decode_headers(const unsigned char* buf, Py_ssize_t end, Py_ssize_t pos, int32_t count):
+    # read_record has framed these already; keys decode like Java's Utils.utf8.
+    cdef list out = []
+    cdef int32_t i, klen, vlen
+    for i in range(count):
+        read_varint32(buf, end, &pos, &klen)
+        key = PyUnicode_DecodeUTF8(<const char*>buf + pos, klen, "replace")
+        pos += klen
+        read_varint32(buf, end, &pos, &vlen)
+        if vlen < 0:
+            value = None
+        else:
+            value = PyBytes_FromStringAndSize(<const char*>buf + pos, vlen)
+            pos += vlen
+        out.append((key, value))
+    return out
+
+
+cdef int _records_of(list out, str topic, int32_t partition, const unsigned char* data,
+                     Py_ssize_t length, const BatchInfo* info, int64_t min_offset,
+                     int64_t batch_base) except -1:
+    cdef Py_ssize_t pos = 0
+    cdef RecordInfo r
+    cdef RecordError err
+    cdef int32_t i
+    cdef int64_t offset
+    cdef int ts_type = 1 if info.attributes & 0x08 else 0
+    cdef ConsumerRecord rec
+    for i in range(info.record_count):
+        err = read_record(data, length, &pos, &r)
+        if err != RECORD_OK:
+            raise CorruptMessageError(
+                f"{topic}-{partition}: record #{i} of the batch at offset {batch_base} is "
+                f"malformed (code {err})")
+        offset = batch_base + r.offset_delta
+        if offset < min_offset:
+            continue
+        rec = ConsumerRecord.__new__(ConsumerRecord)
+        rec.topic = topic
+        rec.partition = partition
+        rec.offset = offset
+        rec.timestamp = info.max_timestamp if ts_type else info.base_timestamp + r.timestamp_delta
+        rec.timestamp_type = ts_type
+        rec.leader_epoch = info.partition_leader_epoch
+        rec.key = (None if r.key_length < 0
+                   else PyBytes_FromStringAndSize(<const char*>data + r.key_offset, r.key_length))
+        rec.value = (None if r.value_length < 0
+                     else PyBytes_FromStringAndSize(<const char*>data + r.value_offset, r.value_length))
+        rec.headers = (() if r.header_count == 0
+                       else _decode_headers(data, length, r.headers_offset, r.header_count))
+        out.append(rec)
+    return 0
+
+
+def decode_records(buf, str topic, int32_t partition, int64_t fetch_offset, *,
+                   bint check_crc=True, aborted=None, Py_ssize_t max_decompressed_size=0):
+    """ConsumerRecords of one partition's fetched record set, from ``fetch_offset`` on.
+
+    Returns ``(records, next_offset, complete_batches)``: ``next_offset`` is
+    one past the last whole batch (control and skipped batches included), so
+    the next fetch never re-reads them; ``complete_batches`` is 0 when the
+    bytes held only the start of a batch (the fetch size was too small).
+
+    ``aborted`` (read_committed only): the response's aborted transactions as
+    a list of ``(producer_id, first_offset)``; their transactional batches are
+    skipped until the producer's ABORT marker, like the Java consumer.
+    """
+    cdef const unsigned char[::1] view = buf
+    cdef Py_ssize_t n = view.shape[0], pos = 0, size
+    cdef const unsigned char* p = &view[0] if n else <const unsigned char*>b""
+    cdef BatchInfo info
+    cdef BatchError err
+    cdef list out = []
+    cdef int64_t next_offset = fetch_offset
+    cdef int batches = 0
+    cdef int codec
+    cdef set aborted_pids = None
+    cdef list pending = None
+    cdef Py_ssize_t pending_pos = 0
+    cdef const unsigned char[::1] plain
+    if aborted:
+        pending = sorted(aborted, key=lambda a: a[1])
+        aborted_pids = set()
+    while n - pos >= LOG_OVERHEAD:
+        size = <Py_ssize_t><int32_t>load_be32(p + pos + 8) + LOG_OVERHEAD
+        if size > n - pos:
+            break  # partial batch at the end of the response
+        err = check_batch_ex(p + pos, n - pos, 0, check_crc, &info)
+        if err != BATCH_OK:
+            raise CorruptMessageError(
+                f"{topic}-{partition}: the batch at byte {pos} of the fetched data is invalid "
+                f"(code {err}); the log or the connection is corrupt")
+        batches += 1
+        next_offset = info.base_offset + info.last_offset_delta + 1
+        if pending is not None and info.producer_id >= 0:
+            # Transactions that started at or before this batch are now open.
+            while pending_pos < len(pending) and pending[pending_pos][1] <= next_offset - 1:
+                aborted_pids.add(pending[pending_pos][0])
+                pending_pos += 1
+        if info.attributes & 0x20:  # control batch: commit/abort marker, never returned
+            if aborted_pids is not None and info.record_count > 0:
+                # The control record's key: version int16, type int16 (0 abort).
+                if _control_type(p + pos + BATCH_OVERHEAD, size - BATCH_OVERHEAD) == 0:
+                    aborted_pids.discard(info.producer_id)
+            pos += size
+            continue
+        if (aborted_pids is not None and info.attributes & 0x10
+                and info.producer_id in aborted_pids):
+            pos += size
+            continue
+        if next_offset <= fetch_offset:
+            pos += size
+            continue
+        codec = info.attributes & 0x07
+        if codec == 0:
+            _records_of(out, topic, partition, p + pos + BATCH_OVERHEAD, size - BATCH_OVERHEAD,
+                        &info, fetch_offset, info.base_offset)
+        else:
+            try:
+                payload = _compression.decompress(
+                    codec, memoryview(buf)[pos + BATCH_OVERHEAD: pos + size],
+                    max_decompressed_size or 128 * 1024 * 1024)
+            except Exception as exc:
+                raise CorruptMessageError(
+                    f"{topic}-{partition}: the compressed batch at offset {info.base_offset} "
+                    f"could not be decompressed ({exc})") from exc
+            plain = payload
+            _records_of(out, topic, partition,
+                        &plain[0] if plain.shape[0] else <const unsigned char*>b"",
+                        plain.shape[0], &info, fetch_offset, info.base_offset)
+        pos += size
+    return out, next_offset, batches
+
+
+cdef int _control_type(const unsigned char* data, Py_ssize_t length) noexcept:
+    """Type of the first control record in an (uncompressed) control batch; -1 if unreadable."""
+    cdef Py_ssize_t pos = 0
+    cdef RecordInfo r
+    if read_record(data, length, &pos, &r) != RECORD_OK or r.key_length < 4:
+        return -1
+    return <int16_t>load_be16(data + r.key_offset + 2)
+
+
+def take(list items, const int64_t[::1] index, Py_ssize_t start, Py_ssize_t stop) -> list:
+    """``[items[index[i]] for i in range(start, stop)]`` without a bytecode loop."""
+    cdef Py_ssize_t i, j, n = PyList_GET_SIZE(items)
+    if start < 0 or stop > index.shape[0] or start > stop:
+        raise IndexError("start/stop outside the index array")
+    cdef list out = [None] * (stop - start)
+    cdef object item
+    for i in range(start, stop):
+        j = index[i]
+        if j < 0 or j >= n:
+            raise IndexError(f"index {j} is outside the list of {n}")
+        item = <object>PyList_GET_ITEM(items, j)
+        out[i - start] = item
+    return out

@@ -1,0 +1,77 @@
+"""Settings shared by every client (Kafka's names, snake_case) and bootstrap parsing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
+
+__all__ = ["ClientConfig", "parse_bootstrap_servers", "split_config"]
+
+
+def parse_bootstrap_servers(servers: str | Iterable[str]) -> list[tuple[str, int]]:
+    """``"h1:9092,h2:9093"`` or ``["h1:9092", ...]`` -> ``[(host, port), ...]``.
+
+    IPv6 literals go in brackets (``[::1]:9092``); a missing port means 9092.
+    """
+    items = servers.split(",") if isinstance(servers, str) else list(servers)
+    out: list[tuple[str, int]] = []
+    for raw in items:
+        item = raw.strip()
+        if not item:
+            continue
+        if "://" in item:  # tolerate "PLAINTEXT://host:port"
+            item = item.split("://", 1)[1]
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port_text = rest[1:] if rest.startswith(":") else ""
+        elif item.count(":") == 1:
+            host, port_text = item.split(":")
+        else:
+            host, port_text = item, ""
+        try:
+            port = int(port_text) if port_text else 9092
+        except ValueError:
+            raise ValueError(
+                f"bootstrap server {raw!r}: port {port_text!r} is not a number"
+            ) from None
+        if not host or not 0 < port < 65536:
+            raise ValueError(f"bootstrap server {raw!r} is not host:port")
+        out.append((host, port))
+    if not out:
+        raise ValueError("bootstrap_servers is empty: give at least one host:port")
+    return out
+
+
+@dataclass(slots=True)
+class ClientConfig:
+    """Connection, retry and metadata settings common to producer, consumer and admin."""
+
+    bootstrap_servers: list[tuple[str, int]] = field(default_factory=list)
+    client_id: str = "pystream"
+    request_timeout_ms: int = 30_000
+    """How long to wait for any response before failing the request and the connection."""
+    retry_backoff_ms: int = 100
+    reconnect_backoff_ms: int = 50
+    reconnect_backoff_max_ms: int = 1_000
+    socket_connection_setup_timeout_ms: int = 10_000
+    metadata_max_age_ms: int = 300_000
+    """Refresh metadata at least this often even without errors."""
+    max_response_size: int = 256 * 1024 * 1024
+    """Refuse response frames larger than this (bounded memory against a bad peer)."""
+
+    @classmethod
+    def from_kwargs(cls, bootstrap_servers: str | Iterable[str], **kwargs: object) -> ClientConfig:
+        config = cls(bootstrap_servers=parse_bootstrap_servers(bootstrap_servers))
+        for name, value in kwargs.items():
+            setattr(config, name, value)
+        return config
+
+
+_COMMON = frozenset(f.name for f in fields(ClientConfig)) - {"bootstrap_servers"}
+
+
+def split_config(kwargs: dict[str, object]) -> tuple[dict[str, object], dict[str, object]]:
+    """(common client settings, the rest) from keyword arguments."""
+    common = {k: v for k, v in kwargs.items() if k in _COMMON}
+    rest = {k: v for k, v in kwargs.items() if k not in _COMMON}
+    return common, rest

@@ -1,0 +1,87 @@
+"""An event loop running in a background thread, for the synchronous client facades.
+
+Each sync client owns one: its asyncio core lives there, and the caller's
+thread hands it coroutines with :meth:`LoopThread.run`.  Hot paths avoid
+the hop entirely (``Producer.send`` appends under a lock on the caller's
+thread and only *wakes* the loop when a batch needs sending).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["LoopThread"]
+
+T = TypeVar("T")
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    # uvloop when installed (faster I/O callbacks); PYSTREAM_NO_UVLOOP=1 opts out.
+    if not os.environ.get("PYSTREAM_NO_UVLOOP"):
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+class LoopThread:
+    """A daemon thread running an event loop until :meth:`stop`."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = _new_loop()
+        self._started = threading.Event()
+        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self.thread.start()
+        self._started.wait()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._started.set)
+        try:
+            self.loop.run_forever()
+        finally:
+            try:
+                pending = asyncio.all_tasks(self.loop)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            finally:
+                self.loop.close()
+
+    @property
+    def in_loop_thread(self) -> bool:
+        return threading.current_thread() is self.thread
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop and wait for its result (``TimeoutError`` after ``timeout``)."""
+        if self.in_loop_thread:
+            coro.close()
+            raise RuntimeError(
+                "a blocking pystream client method was called on the client's own event loop "
+                "thread (e.g. from a callback); use the pystream.aio client there instead"
+            )
+        if not self.thread.is_alive():
+            coro.close()
+            raise RuntimeError("the client's event loop has stopped (the client was closed)")
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        """Stop the loop (cancelling what still runs) and join the thread."""
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            if not self.in_loop_thread:
+                self.thread.join()

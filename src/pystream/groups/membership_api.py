@@ -1,0 +1,212 @@
+"""FindCoordinator (10), JoinGroup (11), Heartbeat (12), LeaveGroup (13), SyncGroup (14).
+
+Each handler turns a request of any supported version into one call on the
+:class:`~pystream.groups.coordinator.GroupCoordinator` and the result into the
+response of that version; the protocol rules live in the coordinator.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pystream.errors import ErrorCode
+from pystream.groups.offsets_log import OFFSETS_TOPIC
+from pystream.protocol.handlers import api_handler
+from pystream.protocol.messages.find_coordinator import (
+    FindCoordinatorRequest,
+    FindCoordinatorResponse,
+)
+from pystream.protocol.messages.heartbeat import HeartbeatRequest, HeartbeatResponse
+from pystream.protocol.messages.join_group import JoinGroupRequest, JoinGroupResponse
+from pystream.protocol.messages.leave_group import LeaveGroupRequest, LeaveGroupResponse
+from pystream.protocol.messages.sync_group import SyncGroupRequest, SyncGroupResponse
+
+if TYPE_CHECKING:
+    from pystream.broker.context import RequestContext
+    from pystream.groups.coordinator import GroupCoordinator
+
+E = ErrorCode
+KEY_TYPE_GROUP = 0
+KEY_TYPE_TRANSACTION = 1
+
+
+def coordinator_of(context: RequestContext) -> GroupCoordinator:
+    coordinator = context.broker.group_coordinator
+    assert coordinator is not None, "the broker has no group coordinator (not started?)"
+    return coordinator
+
+
+def client_host(context: RequestContext) -> str:
+    """Kafka shows a member's address as ``/<ip>``."""
+    return "/" + context.connection.peer.rsplit(":", 1)[0]
+
+
+# --- FindCoordinator --------------------------------------------------------------------------
+
+
+def _find_coordinator(
+    context: RequestContext, key: str, key_type: int
+) -> tuple[int, str | None, int, str, int]:
+    """(error, message, node id, host, port) of the coordinator of a group / transactional id."""
+    broker = context.broker
+    if key_type == KEY_TYPE_GROUP:
+        coordinator = coordinator_of(context)
+        error = coordinator.ensure_offsets_topic()
+        if error:
+            return error, f"{OFFSETS_TOPIC} is not available", -1, "", -1
+        topic = broker.metadata.get_topic(OFFSETS_TOPIC)
+        assert topic is not None
+        leader = topic.partitions[coordinator.partition_for(key)].leader
+    elif key_type == KEY_TYPE_TRANSACTION:
+        # The transaction coordinator lives in pystream.txn; it may need its topic first.
+        txn = getattr(broker, "transaction_coordinator", None)
+        ensure = getattr(txn, "ensure_transaction_state_topic", None)
+        error = ensure() if ensure is not None else 0
+        if error:
+            return error, "the transaction state topic is not available", -1, "", -1
+        leader = broker.broker_id
+    else:
+        return E.INVALID_REQUEST, f"unknown coordinator key type {key_type}", -1, "", -1
+    if leader != broker.broker_id:
+        # Other brokers' addresses come with the cluster issue; until then, make the client retry.
+        return E.COORDINATOR_NOT_AVAILABLE, "the coordinator is on another broker", -1, "", -1
+    listener = broker.listener_for(context.connection.listener_name)
+    return 0, None, broker.broker_id, listener.host, listener.port
+
+
+@api_handler(10, 0, 6)
+async def handle_find_coordinator(
+    request: FindCoordinatorRequest, context: RequestContext
+) -> FindCoordinatorResponse:
+    version = context.api_version
+    key_type = request.key_type if version >= 1 else KEY_TYPE_GROUP
+    if version >= 4:  # KIP-699: batched keys
+        coordinators = []
+        for key in request.coordinator_keys:
+            error, message, node_id, host, port = _find_coordinator(context, key, key_type)
+            coordinators.append(
+                FindCoordinatorResponse.Coordinator(
+                    key=key,
+                    node_id=node_id,
+                    host=host,
+                    port=port,
+                    error_code=error,
+                    error_message=message,
+                )
+            )
+        return FindCoordinatorResponse(coordinators=coordinators)
+    error, message, node_id, host, port = _find_coordinator(context, request.key, key_type)
+    return FindCoordinatorResponse(
+        error_code=error, error_message=message, node_id=node_id, host=host, port=port
+    )
+
+
+# --- JoinGroup / SyncGroup --------------------------------------------------------------------
+
+
+@api_handler(11, 0, 9)
+async def handle_join_group(
+    request: JoinGroupRequest, context: RequestContext
+) -> JoinGroupResponse:
+    version = context.api_version
+    result = await coordinator_of(context).join_group(
+        request.group_id,
+        request.member_id,
+        request.group_instance_id if version >= 5 else None,
+        context.client_id or "",
+        client_host(context),
+        # v0 has no rebalance timeout: the session timeout bounded the join.
+        request.rebalance_timeout_ms if version >= 1 else request.session_timeout_ms,
+        request.session_timeout_ms,
+        request.protocol_type,
+        [(p.name, bytes(p.metadata)) for p in request.protocols],
+        # KIP-394: from v4 a new member first gets MEMBER_ID_REQUIRED and its id.
+        require_known_member_id=version >= 4,
+        supports_skip_assignment=version >= 9,
+        reason=request.reason if version >= 8 else None,
+    )
+    protocol_name = result.protocol_name
+    if protocol_name is None and version < 7:
+        protocol_name = ""  # nullable only from v7
+    return JoinGroupResponse(
+        error_code=result.error,
+        generation_id=result.generation_id,
+        protocol_type=result.protocol_type,
+        protocol_name=protocol_name,
+        leader=result.leader_id,
+        skip_assignment=result.skip_assignment,
+        member_id=result.member_id,
+        members=[
+            JoinGroupResponse.JoinGroupResponseMember(
+                member_id=member_id, group_instance_id=instance_id, metadata=metadata
+            )
+            for member_id, instance_id, metadata in result.members
+        ],
+    )
+
+
+@api_handler(14, 0, 5)
+async def handle_sync_group(
+    request: SyncGroupRequest, context: RequestContext
+) -> SyncGroupResponse:
+    version = context.api_version
+    if version >= 5 and (request.protocol_type is None or request.protocol_name is None):
+        # From v5 the member must say which protocol it thinks the group uses.
+        return SyncGroupResponse(error_code=E.INCONSISTENT_GROUP_PROTOCOL)
+    result = await coordinator_of(context).sync_group(
+        request.group_id,
+        request.generation_id,
+        request.member_id,
+        request.group_instance_id if version >= 3 else None,
+        request.protocol_type if version >= 5 else None,
+        request.protocol_name if version >= 5 else None,
+        {a.member_id: bytes(a.assignment) for a in request.assignments},
+    )
+    return SyncGroupResponse(
+        error_code=result.error,
+        protocol_type=result.protocol_type,
+        protocol_name=result.protocol_name,
+        assignment=result.assignment,
+    )
+
+
+# --- Heartbeat / LeaveGroup -------------------------------------------------------------------
+
+
+@api_handler(12, 0, 4)
+async def handle_heartbeat(request: HeartbeatRequest, context: RequestContext) -> HeartbeatResponse:
+    error = coordinator_of(context).heartbeat(
+        request.group_id,
+        request.member_id,
+        request.group_instance_id if context.api_version >= 3 else None,
+        request.generation_id,
+    )
+    return HeartbeatResponse(error_code=error)
+
+
+@api_handler(13, 0, 5)
+async def handle_leave_group(
+    request: LeaveGroupRequest, context: RequestContext
+) -> LeaveGroupResponse:
+    version = context.api_version
+    if version >= 3:  # KIP-345: a batch of members, by member id or group instance id
+        members = [
+            (m.member_id, m.group_instance_id, m.reason if version >= 5 else None)
+            for m in request.members
+        ]
+    else:
+        members = [(request.member_id, None, None)]
+    error, member_errors = coordinator_of(context).leave_group(request.group_id, members)
+    if version < 3:
+        return LeaveGroupResponse(error_code=error or (member_errors[0] if member_errors else 0))
+    return LeaveGroupResponse(
+        error_code=error,
+        members=[
+            LeaveGroupResponse.MemberResponse(
+                member_id=member_id, group_instance_id=instance_id, error_code=member_error
+            )
+            for (member_id, instance_id, _), member_error in zip(
+                members, member_errors, strict=False
+            )
+        ],
+    )

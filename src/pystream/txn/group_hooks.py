@@ -1,0 +1,72 @@
+"""What transactions need from the group coordinator (``pystream.groups``), and nothing more.
+
+A consume-transform-produce application commits its consumer offsets inside
+its transaction (``send_offsets_to_transaction``):
+
+1. AddOffsetsToTxn: the transaction coordinator adds the group's
+   ``__consumer_offsets`` partition to the transaction — it asks the group
+   coordinator which one (:meth:`TxnOffsetStore.partition_for`);
+2. TxnOffsetCommit (sent to the *group* coordinator; its handler lives in
+   :mod:`pystream.txn.handlers`): the offsets are written to that partition as
+   a transactional batch (the producer's id and epoch, no sequence) and kept
+   *pending* by the group coordinator (:meth:`TxnOffsetStore.commit_transactional_offsets`);
+3. EndTxn: the commit/abort marker is appended to the partition like to every
+   other partition of the transaction, then the group coordinator is told
+   (:meth:`TxnOffsetStore.complete_transaction`): on commit the pending
+   offsets become the group's committed offsets, on abort they are dropped.
+   When the group coordinator replays the partition (at startup) it applies
+   transactional offsets only at their COMMIT marker.
+
+The broker finds the group coordinator as ``broker.group_coordinator``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from pystream.groups.offsets_log import OffsetAndMetadata
+
+TopicPartition = tuple[str, int]
+
+
+class TxnOffsetStore(Protocol):
+    """Implemented by :class:`pystream.groups.coordinator.GroupCoordinator`."""
+
+    def partition_for(self, group_id: str) -> int:
+        """The ``__consumer_offsets`` partition of the group."""
+        ...
+
+    def commit_transactional_offsets(
+        self,
+        group_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        member_id: str,
+        group_instance_id: str | None,
+        generation_id: int,
+        offsets: dict[TopicPartition, OffsetAndMetadata],
+    ) -> dict[TopicPartition, int]:
+        """Validate, write the offsets as one transactional batch of the producer
+        (``AppendOrigin.COORDINATOR``: the partition checks the producer epoch) and keep them
+        pending for the producer id.  An error code per partition (0 = stored)."""
+        ...
+
+    def complete_transaction(
+        self, producer_id: int, partitions: Iterable[int], committed: bool
+    ) -> None:
+        """A marker of ``producer_id`` was appended to these ``__consumer_offsets``
+        partitions: its pending offsets become committed (``committed``) or are dropped."""
+        ...
+
+
+def group_offset_store(broker: object) -> TxnOffsetStore | None:
+    """The broker's group coordinator if it implements the hooks above, else None."""
+    store = getattr(broker, "group_coordinator", None)
+    if store is None or not all(
+        hasattr(store, name)
+        for name in ("partition_for", "commit_transactional_offsets", "complete_transaction")
+    ):
+        return None
+    return store  # type: ignore[return-value]
