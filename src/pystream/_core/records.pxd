@@ -95,3 +95,7 @@ cdef struct RecordInfo:
 # Read and frame-check the record at buf[pos[0]:end]; on success advance pos[0]
 # past it.  Never reads at or past `end`.  On error pos[0] is unchanged.
 cdef RecordError read_record(const unsigned char* buf, Py_ssize_t end, Py_ssize_t* pos, RecordInfo* out) noexcept nogil
+
+# Header (key, value) pairs of a record whose framing was already checked
+# (keys decode as Java's Utils.utf8: invalid UTF-8 becomes U+FFFD).
+cdef list decode_headers(const unsigned char* buf, Py_ssize_t end, Py_ssize_t pos, int32_t count)

@@ -910,7 +910,7 @@ cdef object _record_error(int code, const _Walk* w, const RecordInfo* r, int64_t
     return InvalidRecordError(f"{what} {reasons.get(code, f'is invalid (code {code})')}; {fix}")
 
 
-cdef list _decode_headers(const unsigned char* buf, Py_ssize_t end, Py_ssize_t pos, int32_t count):
+cdef list decode_headers(const unsigned char* buf, Py_ssize_t end, Py_ssize_t pos, int32_t count):
     # Only called on headers read_record has already framed.  Keys decode as
     # Java's Utils.utf8 does: invalid UTF-8 becomes U+FFFD, never an error.
     cdef list out = []
@@ -984,7 +984,7 @@ cdef inline Record _make_record(const unsigned char* data, Py_ssize_t end, const
     if r.header_count == 0:
         rec.headers = []
     else:
-        rec.headers = _decode_headers(data, end, r.headers_offset, r.header_count)
+        rec.headers = decode_headers(data, end, r.headers_offset, r.header_count)
     return rec
 
 
@@ -1386,7 +1386,7 @@ cdef class RecordIndex:
         cdef Py_ssize_t start, end
         i = self._check_index(i)
         self._batch._records_section(&data, &start, &end)
-        return _decode_headers(data, end, self.header_positions[i], self.header_counts[i])
+        return decode_headers(data, end, self.header_positions[i], self.header_counts[i])
 
     def record(self, Py_ssize_t i) -> Record:
         """Record ``i`` as a :class:`Record`."""

@@ -39,6 +39,7 @@ from pystream.protocol import (
 )
 from pystream.protocol.handlers import HandlerSpec, collect_handlers
 from pystream.protocol.messages import RequestHeader
+from pystream.storage.cleaner import LogCleaner
 from pystream.storage.log_manager import LogManager
 from pystream.txn import handlers as txn_handlers
 from pystream.txn.coordinator import TransactionCoordinator
@@ -80,6 +81,7 @@ class Broker:
         self.replica_manager: ReplicaManager | None = None
         self.group_coordinator: GroupCoordinator | None = None
         self.transaction_coordinator: TransactionCoordinator | None = None
+        self.log_cleaner: LogCleaner | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._connections: set[KafkaConnection] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -133,6 +135,8 @@ class Broker:
             ]
         self.started_ms = int(time.time() * 1000)
         self._start_maintenance()
+        self.log_cleaner = LogCleaner.for_broker(self.log_manager, self.config)
+        self.log_cleaner.start()
 
     def _new_connection(self, listener_name: str) -> KafkaConnection:
         connection = KafkaConnection(
@@ -160,6 +164,8 @@ class Broker:
             await self.transaction_coordinator.stop()
         if self.group_coordinator is not None:
             await self.group_coordinator.stop()
+        if self.log_cleaner is not None:  # before the logs close under it
+            await self.log_cleaner.shutdown()
         if self.log_manager is not None:
             self.log_manager.shutdown()
         log.info("broker %d shut down cleanly", self.broker_id)

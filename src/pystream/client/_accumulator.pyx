@@ -35,6 +35,7 @@ from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
 from pystream._core.crc32c cimport crc32c_update
 from pystream._core.endian cimport store_be16, store_be32, store_be64
 from pystream._core.varint cimport varint_size, write_varint
+from pystream.client.murmur2 cimport murmur2 as _murmur2
 
 import asyncio
 import concurrent.futures
@@ -72,33 +73,6 @@ def monotonic() -> float:
     return _monotonic()
 
 
-cdef inline int32_t _murmur2(const unsigned char* data, Py_ssize_t length) noexcept nogil:
-    # Same as pystream.client._fast.murmur2 (Java's Utils.murmur2).
-    cdef uint32_t m = 0x5bd1e995
-    cdef uint32_t h = (<uint32_t>0x9747b28cUL) ^ <uint32_t>length
-    cdef uint32_t k
-    cdef Py_ssize_t i, n4 = length // 4
-    for i in range(n4):
-        k = (<uint32_t>data[4 * i] | (<uint32_t>data[4 * i + 1] << 8)
-             | (<uint32_t>data[4 * i + 2] << 16) | (<uint32_t>data[4 * i + 3] << 24))
-        k *= m
-        k ^= k >> 24
-        k *= m
-        h *= m
-        h ^= k
-    i = n4 * 4
-    cdef Py_ssize_t rest = length - i
-    if rest == 3:
-        h ^= <uint32_t>data[i + 2] << 16
-    if rest >= 2:
-        h ^= <uint32_t>data[i + 1] << 8
-    if rest >= 1:
-        h ^= <uint32_t>data[i]
-        h *= m
-    h ^= h >> 13
-    h *= m
-    h ^= h >> 15
-    return <int32_t>h
 
 
 cdef inline Py_ssize_t _field_size(Py_ssize_t n) noexcept nogil:

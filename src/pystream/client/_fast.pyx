@@ -26,9 +26,10 @@ from pystream._core.crc32c cimport crc32c_update
 from pystream._core.endian cimport load_be16, load_be32, load_be64, store_be16, store_be32, store_be64
 from pystream._core.records cimport (
     ATTRIBUTES_OFFSET, BATCH_OK, BATCH_OVERHEAD, BatchError, BatchInfo, CRC_OFFSET, LOG_OVERHEAD,
-    RECORD_OK, RecordError, RecordInfo, check_batch_ex, read_record,
+    RECORD_OK, RecordError, RecordInfo, check_batch_ex, decode_headers, read_record,
 )
 from pystream._core.varint cimport read_varint32, varint_size, write_varint
+from pystream.client.murmur2 cimport murmur2 as _murmur2
 
 import time
 
@@ -38,36 +39,6 @@ from pystream._core import compression as _compression
 from pystream.errors import CorruptMessageError
 
 # ---------------------------------------------------------------- murmur2
-
-cdef inline int32_t _murmur2(const unsigned char* data, Py_ssize_t length) noexcept nogil:
-    # org.apache.kafka.common.utils.Utils.murmur2: seed 0x9747b28c, 4-byte
-    # little-endian words, Java's signed int arithmetic (done here in uint32).
-    cdef uint32_t m = 0x5bd1e995
-    cdef uint32_t h = (<uint32_t>0x9747b28cUL) ^ <uint32_t>length
-    cdef uint32_t k
-    cdef Py_ssize_t i, n4 = length // 4
-    for i in range(n4):
-        k = (<uint32_t>data[4 * i] | (<uint32_t>data[4 * i + 1] << 8)
-             | (<uint32_t>data[4 * i + 2] << 16) | (<uint32_t>data[4 * i + 3] << 24))
-        k *= m
-        k ^= k >> 24
-        k *= m
-        h *= m
-        h ^= k
-    i = n4 * 4
-    cdef Py_ssize_t rest = length - i
-    if rest == 3:
-        h ^= <uint32_t>data[i + 2] << 16
-    if rest >= 2:
-        h ^= <uint32_t>data[i + 1] << 8
-    if rest >= 1:
-        h ^= <uint32_t>data[i]
-        h *= m
-    h ^= h >> 13
-    h *= m
-    h ^= h >> 15
-    return <int32_t>h
-
 
 def murmur2(const unsigned char[::1] data) -> int:
     """Kafka's murmur2 of ``data`` as a signed 32-bit int (``Utils.murmur2``)."""
@@ -350,22 +321,6 @@ cdef class ConsumerRecord:
                                  self.leader_epoch))
 
 
-cdef list _decode_headers(const unsigned char* buf, Py_ssize_t end, Py_ssize_t pos, int32_t count):
-    # read_record has framed these already; keys decode like Java's Utils.utf8.
-    cdef list out = []
-    cdef int32_t i, klen, vlen
-    for i in range(count):
-        read_varint32(buf, end, &pos, &klen)
-        key = PyUnicode_DecodeUTF8(<const char*>buf + pos, klen, "replace")
-        pos += klen
-        read_varint32(buf, end, &pos, &vlen)
-        if vlen < 0:
-            value = None
-        else:
-            value = PyBytes_FromStringAndSize(<const char*>buf + pos, vlen)
-            pos += vlen
-        out.append((key, value))
-    return out
 
 
 cdef int _records_of(list out, str topic, int32_t partition, const unsigned char* data,
@@ -399,7 +354,7 @@ cdef int _records_of(list out, str topic, int32_t partition, const unsigned char
         rec.value = (None if r.value_length < 0
                      else PyBytes_FromStringAndSize(<const char*>data + r.value_offset, r.value_length))
         rec.headers = (() if r.header_count == 0
-                       else _decode_headers(data, length, r.headers_offset, r.header_count))
+                       else decode_headers(data, length, r.headers_offset, r.header_count))
         out.append(rec)
     return 0
 

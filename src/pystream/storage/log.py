@@ -462,9 +462,7 @@ class Log:
             self._log_start_offset,
         )
 
-    def _update_producers(
-        self, batches: list[tuple[int, BatchInfo]], segment: LogSegment
-    ) -> None:
+    def _update_producers(self, batches: list[tuple[int, BatchInfo]], segment: LogSegment) -> None:
         """Producer state after appending ``batches`` (with their offsets) to ``segment``."""
         state = self._producer_state
         state.prune_replicated(self._high_watermark)  # bounded even if nobody fetches the LSO
