@@ -109,6 +109,10 @@ class BrokerProcess:
         """SIGTERM and wait: the clean shutdown path.  Returns the exit code."""
         return self._signal(signal.SIGTERM, timeout)
 
+    def interrupt(self) -> int:
+        """SIGINT (Ctrl-C): the same clean shutdown as SIGTERM."""
+        return self._signal(signal.SIGINT, 30.0)
+
     def kill(self) -> int:
         """SIGKILL: no shutdown code runs."""
         return self._signal(signal.SIGKILL, 30.0)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from broker_process import BrokerProcess
 from confluent_kafka import Consumer, Producer, TopicPartition
+
+import pystream
 
 
 def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
@@ -71,3 +77,45 @@ def _wait_for_log(broker: BrokerProcess, text: str, timeout: float = 10) -> str:
             return output
         time.sleep(0.05)
     raise AssertionError(f"{text!r} not in broker output:\n{broker.output()}")
+
+
+def test_unknown_config_key_is_a_warning_naming_it(broker_factory) -> None:
+    broker = broker_factory(**{"log.retention.hourz": "5"})
+    assert "unknown config 'log.retention.hourz'" in broker.output()
+
+
+def test_ctrl_c_is_a_clean_shutdown(broker: BrokerProcess) -> None:
+    _produce(broker.bootstrap, "interrupted", [b"x"])
+    assert broker.interrupt() == 0
+    assert "shut down cleanly" in broker.output()
+    assert (broker.log_dir / ".kafka_cleanshutdown").exists()
+
+
+def test_bad_config_is_one_line_and_nonzero_exit(tmp_path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pystream",
+            "serve",
+            "--override",
+            "num.partitions=zero",
+            "--override",
+            f"log.dirs={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
+    )
+    assert result.returncode != 0
+    assert "num.partitions" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _env() -> dict[str, str]:
+    root = str(Path(pystream.__file__).resolve().parent.parent)
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    }

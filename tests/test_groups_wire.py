@@ -1007,3 +1007,26 @@ def test_records_use_kafkas_key_and_value_schemas(broker: BrokerProcess) -> None
     (members,) = struct.unpack_from(">i", group_value, pos + 8)
     assert (version, protocol_type, generation, protocol, members) == (3, "consumer", 1, "range", 1)
     assert leader.startswith("wire-test-")
+
+
+def test_metadata_auto_creation_of_the_offsets_topic_uses_its_own_settings(broker_factory) -> None:
+    """A Metadata request naming __consumer_offsets creates it as the coordinator would
+    (compacted, offsets.topic.num.partitions), not with the broker's topic defaults."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    broker = broker_factory(
+        **{
+            "offsets.topic.num.partitions": "3",
+            "num.partitions": "7",
+            "group.initial.rebalance.delay.ms": "0",
+        }
+    )
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    from confluent_kafka import Producer
+
+    Producer({"bootstrap.servers": broker.bootstrap}).list_topics("__consumer_offsets", timeout=30)
+    metadata = admin.list_topics(timeout=30)
+    assert len(metadata.topics["__consumer_offsets"].partitions) == 3
+    resource = ConfigResource(ConfigResource.Type.TOPIC, "__consumer_offsets")
+    configs = admin.describe_configs([resource])[resource].result(30)
+    assert configs["cleanup.policy"].value == "compact"

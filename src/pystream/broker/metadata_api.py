@@ -13,16 +13,20 @@ from pystream.errors import (
     UnknownTopicOrPartitionError,
     error_code_of,
 )
+from pystream.groups.offsets_log import OFFSETS_TOPIC
 from pystream.protocol.handlers import api_handler
 from pystream.protocol.messages.metadata import MetadataRequest, MetadataResponse
+from pystream.txn.state_log import TRANSACTION_STATE_TOPIC
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
+    from pystream.broker.server import Broker
 
 ZERO_UUID = uuid.UUID(int=0)
+LEADER_NOT_AVAILABLE = 5
 Topic = MetadataResponse.MetadataResponseTopic
 PartitionInfo = MetadataResponse.MetadataResponsePartition
-Broker = MetadataResponse.MetadataResponseBroker
+BrokerInfo = MetadataResponse.MetadataResponseBroker
 
 
 def _topic_response(topic: TopicMetadata) -> Topic:
@@ -33,7 +37,8 @@ def _topic_response(topic: TopicMetadata) -> Topic:
         is_internal=topic.is_internal,
         partitions=[
             PartitionInfo(
-                error_code=0,
+                # No leader (its replicas are down): LEADER_NOT_AVAILABLE, clients retry.
+                error_code=0 if state.leader >= 0 else LEADER_NOT_AVAILABLE,
                 partition_index=index,
                 leader_id=state.leader,
                 leader_epoch=state.leader_epoch,
@@ -48,6 +53,19 @@ def _topic_response(topic: TopicMetadata) -> Topic:
 
 def _error_topic(name: str | None, topic_id: uuid.UUID, exc: KafkaError) -> Topic:
     return Topic(error_code=error_code_of(exc), name=name, topic_id=topic_id, partitions=[])
+
+
+def _auto_create(broker: Broker, name: str) -> TopicMetadata | None:
+    """Create a missing topic for a Metadata request; internal topics get their own
+    settings (compaction, partition counts) from their coordinator, as Kafka does."""
+    if name == OFFSETS_TOPIC and broker.group_coordinator is not None:
+        broker.group_coordinator.ensure_offsets_topic()
+        return broker.metadata.get_topic(name)
+    if name == TRANSACTION_STATE_TOPIC and broker.transaction_coordinator is not None:
+        broker.transaction_coordinator.ensure_transaction_state_topic()
+        return broker.metadata.get_topic(name)
+    assert broker.topic_manager is not None
+    return broker.topic_manager.maybe_auto_create(name)
 
 
 @api_handler(3, 0, 12)
@@ -85,19 +103,20 @@ async def handle_metadata(request: MetadataRequest, context: RequestContext) -> 
             if topic is None:
                 try:
                     if auto_create:
-                        topic = topics_manager.maybe_auto_create(name)
+                        topic = _auto_create(broker, name)
                     if topic is None:
                         raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
                 except KafkaError as exc:
                     results.append(_error_topic(name, ZERO_UUID, exc))
                     continue
             results.append(_topic_response(topic))
-    listener = broker.listener_for(context.connection.listener_name)
+    live = broker.live_brokers(context.connection.listener_name)
     return MetadataResponse(
         brokers=[
-            Broker(node_id=broker.broker_id, host=listener.host, port=listener.port, rack=None)
+            BrokerInfo(node_id=node_id, host=host, port=port, rack=rack)
+            for node_id, host, port, rack in live
         ],
         cluster_id=store.cluster_id,
-        controller_id=broker.broker_id,
+        controller_id=broker.controller_id,
         topics=results,
     )
