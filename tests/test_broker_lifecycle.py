@@ -119,3 +119,22 @@ def _env() -> dict[str, str]:
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
     }
+
+
+def test_checkpoints_are_written_while_running(broker_factory) -> None:
+    """The periodic checkpoints (written from a thread, off the event loop) appear and
+    track the log while the broker runs, not only at shutdown."""
+    broker = broker_factory(
+        **{
+            "replica.high.watermark.checkpoint.interval.ms": "100",
+            "log.flush.offset.checkpoint.interval.ms": "100",
+        }
+    )
+    _produce(broker.bootstrap, "checkpointed", [b"a", b"b", b"c"])
+    path = broker.log_dir / "replication-offset-checkpoint"
+    deadline = time.monotonic() + 30
+    while "checkpointed 0 3" not in (path.read_text() if path.exists() else ""):
+        assert time.monotonic() < deadline, f"no high watermark checkpoint: {path}"
+        time.sleep(0.05)
+    assert (broker.log_dir / "recovery-point-offset-checkpoint").exists()
+    assert broker.stop() == 0

@@ -659,6 +659,11 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
     ConfigDef("log.cleaner.io.buffer.load.factor", ConfigType.DOUBLE, 0.9, Between(0.01, 1)),
     ConfigDef("log.cleaner.io.max.bytes.per.second", ConfigType.DOUBLE, DOUBLE_MAX, AtLeast(1)),
     ConfigDef("zookeeper.connect", ConfigType.STRING, ""),
+    # Cluster mode only (zookeeper.connect set): the ZooKeeper session and first connection.
+    ConfigDef("zookeeper.session.timeout.ms", ConfigType.INT, 18_000, AtLeast(1)),
+    ConfigDef("zookeeper.connection.timeout.ms", ConfigType.INT, 18_000, AtLeast(1)),
+    # Empty: no rack (replica assignment is rack-aware only when every broker has one).
+    ConfigDef("broker.rack", ConfigType.STRING, ""),
     # Consumer groups: the __consumer_offsets topic and the group coordinator.
     ConfigDef("offsets.topic.num.partitions", ConfigType.INT, 50, AtLeast(1)),
     # Kafka's default is 3; one node can only host one replica.
@@ -730,6 +735,9 @@ class BrokerConfig:
     log_cleaner_io_buffer_load_factor: float = 0.9
     log_cleaner_io_max_bytes_per_second: float = DOUBLE_MAX
     zookeeper_connect: str = ""
+    zookeeper_session_timeout_ms: int = 18_000
+    zookeeper_connection_timeout_ms: int = 18_000
+    broker_rack: str = ""
     offsets_topic_num_partitions: int = 50
     offsets_topic_replication_factor: int = 1
     offsets_topic_segment_bytes: int = 104_857_600

@@ -13,9 +13,9 @@ import contextlib
 import logging
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pystream.broker import api_versions, fetch, list_offsets, metadata_api, produce
 from pystream.broker.context import RequestContext
@@ -39,10 +39,19 @@ from pystream.protocol import (
 )
 from pystream.protocol.handlers import HandlerSpec, collect_handlers
 from pystream.protocol.messages import RequestHeader
+from pystream.storage.checkpoints import (
+    LOG_START_OFFSET_CHECKPOINT,
+    RECOVERY_POINT_CHECKPOINT,
+    REPLICATION_OFFSET_CHECKPOINT,
+)
 from pystream.storage.cleaner import LogCleaner
-from pystream.storage.log_manager import LogManager
+from pystream.storage.log import Log
+from pystream.storage.log_manager import LogManager, write_checkpoints
 from pystream.txn import handlers as txn_handlers
 from pystream.txn.coordinator import TransactionCoordinator
+
+if TYPE_CHECKING:
+    from pystream.cluster.cluster_mode import ClusterMode
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +84,14 @@ class Broker:
         )
         self.handlers: dict[int, HandlerSpec] = collect_handlers(HANDLER_MODULES)
         self.fetch_purgatory = Purgatory("fetch")
-        self.metadata = LocalMetadataStore(config.log_dirs[0], config.broker_id)
+        # A LocalMetadataStore; in cluster mode (zookeeper.connect) a ZkMetadataStore (same
+        # interface), made in start() once ZooKeeper answers.
+        self.cluster: ClusterMode | None = None
+        self.metadata: Any = (
+            None
+            if config.zookeeper_connect
+            else LocalMetadataStore(config.log_dirs[0], config.broker_id)
+        )
         self.topic_manager: TopicManager | None = None
         self.log_manager: LogManager | None = None
         self.replica_manager: ReplicaManager | None = None
@@ -85,12 +101,19 @@ class Broker:
         self._servers: list[asyncio.AbstractServer] = []
         self._connections: set[KafkaConnection] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self._checkpoint_writes: set[asyncio.Future[None]] = set()
         self.bound_ports: dict[str, int] = {}
         self.started_ms = 0
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         """Load (and recover) the logs, then open every listener."""
+        if self.config.zookeeper_connect:
+            # Imported only here: a single node never imports kazoo.
+            from pystream.cluster.cluster_mode import ClusterMode
+
+            self.cluster = ClusterMode(self)
+            self.metadata = await self.cluster.connect()
         topic_configs = {
             name: LogConfig.from_properties(t.configs, defaults=self.config.log_config)
             for name, t in self.metadata.topics().items()
@@ -106,9 +129,12 @@ class Broker:
             self.broker_id,
             self.log_manager,
             on_data_changed=self.fetch_purgatory.check_and_complete,
+            partition_exists=self._partition_exists if self.cluster is not None else None,
         )
         self.topic_manager = TopicManager(self.config, self.metadata, self.replica_manager)
         self.topic_manager.host_all()
+        if self.cluster is not None:
+            self.cluster.watch_roles()
         # Loads the __consumer_offsets partitions led here (groups answer
         # COORDINATOR_LOAD_IN_PROGRESS until theirs is loaded).
         self.group_coordinator = GroupCoordinator(self)
@@ -133,6 +159,8 @@ class Broker:
                 Listener(a.name, a.host or "127.0.0.1", a.port or self.bound_ports.get(a.name, 0))
                 for a in self.advertised_listeners
             ]
+        if self.cluster is not None:
+            await self.cluster.register()
         self.started_ms = int(time.time() * 1000)
         self._start_maintenance()
         self.log_cleaner = LogCleaner.for_broker(self.log_manager, self.config)
@@ -150,9 +178,13 @@ class Broker:
 
     async def stop(self) -> None:
         """Clean shutdown: stop listening, close connections, flush and checkpoint the logs."""
+        if self.cluster is not None:
+            await self.cluster.stop()  # others take over the controller at once
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # A checkpoint being written from a thread finishes before shutdown writes its own.
+        await asyncio.gather(*self._checkpoint_writes, return_exceptions=True)
         for server in self._servers:
             server.close()
         for connection in list(self._connections):
@@ -175,34 +207,53 @@ class Broker:
         lm = self.log_manager
         assert lm is not None
         config = self.config
-        jobs: list[tuple[str, int, Any]] = [
+        jobs: list[tuple[str, int, Callable[[], Any]]] = [
             ("retention", config.log_retention_check_interval_ms, lm.cleanup_logs),
             ("flush", config.log_flush_scheduler_interval_ms, lm.flush_dirty_logs),
             (
                 "recovery-point",
                 config.log_flush_offset_checkpoint_interval_ms,
-                lm.checkpoint_recovery_points,
+                self._checkpoint_job(RECOVERY_POINT_CHECKPOINT, lambda log: log.recovery_point),
             ),
             (
                 "log-start-offset",
                 config.log_flush_start_offset_checkpoint_interval_ms,
-                lm.checkpoint_log_start_offsets,
+                self._checkpoint_job(LOG_START_OFFSET_CHECKPOINT, lambda log: log.log_start_offset),
             ),
             (
                 "high-watermark",
                 config.replica_high_watermark_checkpoint_interval_ms,
-                lm.checkpoint_high_watermarks,
+                self._checkpoint_job(REPLICATION_OFFSET_CHECKPOINT, lambda log: log.high_watermark),
             ),
         ]
         for name, interval_ms, job in jobs:
             if 0 < interval_ms < 10**12:
                 self._tasks.append(asyncio.create_task(self._every(name, interval_ms, job)))
 
-    async def _every(self, name: str, interval_ms: int, job: Any) -> None:
+    def _checkpoint_job(self, name: str, offset_of: Callable[[Log], int]) -> Callable[[], Any]:
+        """Read the offsets on the loop, write (and fsync) the file from a thread: an fsync
+        on the event loop would stall every connection for its duration."""
+        lm = self.log_manager
+        assert lm is not None
+
+        def job() -> asyncio.Future[None]:
+            snapshot = lm.checkpoint_snapshot(name, offset_of)
+            write = asyncio.ensure_future(asyncio.to_thread(write_checkpoints, snapshot))
+            self._checkpoint_writes.add(write)
+            write.add_done_callback(self._checkpoint_writes.discard)
+            return write
+
+        return job
+
+    async def _every(self, name: str, interval_ms: int, job: Callable[[], Any]) -> None:
         while True:
             await asyncio.sleep(interval_ms / 1000)
             try:
-                job()
+                result = job()
+                if asyncio.isfuture(result):
+                    await asyncio.shield(result)  # stop() waits for it, never abandons it
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 log.exception("background job %s failed", name)
 
@@ -257,6 +308,23 @@ class Broker:
         return [encode_response_frame(api_key, version, header.correlation_id, response)]
 
     # --- helpers for handlers ---------------------------------------------------------------
+    def _partition_exists(self, topic: str, index: int) -> bool:
+        known = self.metadata.get_topic(topic)
+        return known is not None and index in known.partitions
+
+    def live_brokers(self, listener_name: str) -> list[tuple[int, str, int, str | None]]:
+        """(id, host, port, rack) of every live broker, as clients on ``listener_name`` reach
+        them: this broker alone on a single node."""
+        if self.cluster is not None:
+            return self.cluster.live_brokers(listener_name)
+        listener = self.listener_for(listener_name)
+        return [(self.broker_id, listener.host, listener.port, None)]
+
+    @property
+    def controller_id(self) -> int:
+        """The active controller (-1 while none is elected); a single node is its own."""
+        return self.cluster.controller_id if self.cluster is not None else self.broker_id
+
     def listener_for(self, listener_name: str) -> Listener:
         for listener in self.advertised_listeners:
             if listener.name == listener_name:

@@ -61,16 +61,15 @@ async def handle_describe_cluster(
             cls = UnsupportedEndpointTypeError if version >= 1 else InvalidRequestError
             error = cls(f"Unsupported endpoint type {endpoint_type}")
         return DescribeClusterResponse(error_code=error.error_code, error_message=str(error))
-    listener = broker.listener_for(context.connection.listener_name)
+    live = broker.live_brokers(context.connection.listener_name)
     return DescribeClusterResponse(
         error_message=None,
         endpoint_type=ENDPOINT_BROKER,
         cluster_id=broker.metadata.cluster_id,
-        controller_id=broker.broker_id,
+        controller_id=broker.controller_id,
         brokers=[
-            ClusterBroker(
-                broker_id=broker.broker_id, host=listener.host, port=listener.port, rack=None
-            )
+            ClusterBroker(broker_id=node_id, host=host, port=port, rack=rack)
+            for node_id, host, port, rack in live
         ],
         cluster_authorized_operations=(
             CLUSTER_AUTHORIZED_OPERATIONS

@@ -18,6 +18,7 @@ from pystream.errors import (
     InvalidReplicaAssignmentError,
     InvalidRequestError,
     KafkaError,
+    RequestTimedOutError,
     TopicDeletionDisabledError,
     UnknownTopicIdError,
     UnknownTopicOrPartitionError,
@@ -184,7 +185,25 @@ async def handle_delete_topics(
         except KafkaError as exc:
             result.error_code, result.error_message = exc.error_code, str(exc)
         results.append(result)
+    if broker.cluster is not None:
+        await _wait_deleted(broker, results, request.timeout_ms)
     return DeleteTopicsResponse(responses=results)
+
+
+async def _wait_deleted(
+    broker: Broker, results: list[DeletableTopicResult], timeout_ms: int
+) -> None:
+    """Cluster mode: answer once the controller has deleted the topics (as Kafka does), or
+    REQUEST_TIMED_OUT for those still there after ``timeout_ms``."""
+    names = {r.name for r in results if r.error_code == 0}
+    store = broker.metadata
+    try:
+        await store.wait_for(lambda s: not names & set(s.topics()), max(timeout_ms, 0) / 1000)
+    except TimeoutError:
+        for result in results:
+            if result.error_code == 0 and result.name in store.topics():
+                error = RequestTimedOutError(f"Topic {result.name} is still being deleted")
+                result.error_code, result.error_message = error.error_code, str(error)
 
 
 # --- CreatePartitions -------------------------------------------------------------------------

@@ -53,9 +53,13 @@ class ReplicaManager:
         broker_id: int,
         log_manager: LogManager,
         on_data_changed: Callable[[TopicPartition], None] | None = None,
+        partition_exists: Callable[[str, int], bool] | None = None,
     ) -> None:
         self.broker_id = broker_id
         self.log_manager = log_manager
+        # Cluster mode: whether the cluster has a partition (hosted here or not), so that a
+        # request for another broker's partition gets NOT_LEADER_OR_FOLLOWER, as in Kafka.
+        self._partition_exists = partition_exists or (lambda topic, index: False)
         self._partitions: dict[TopicPartition, Partition] = {}
         self._on_data_changed = on_data_changed or (lambda tp: None)
 
@@ -70,6 +74,22 @@ class ReplicaManager:
         else:
             partition.state = state
         self._maybe_advance_high_watermark(partition)
+        return partition
+
+    def become_follower(self, topic: str, index: int, state: PartitionState) -> Partition:
+        """Host ``topic-index`` as a follower of ``state.leader`` (creating the log if needed).
+
+        Produce and fetch as leader answer NOT_LEADER_OR_FOLLOWER here; fetching from
+        the leader to stay in sync is the replication step's.
+        """
+        log = self.log_manager.get_or_create_log(topic, index)
+        partition = self._partitions.get((topic, index))
+        if partition is None:
+            partition = Partition(topic, index, log, state)
+            self._partitions[(topic, index)] = partition
+        else:
+            partition.state = state
+        self._on_data_changed((topic, index))  # waiting fetches answer (NOT_LEADER...) now
         return partition
 
     def stop_replica(self, topic: str, index: int, delete: bool) -> None:
@@ -89,6 +109,10 @@ class ReplicaManager:
         """The partition if this broker leads it; else the Kafka error a client expects."""
         partition = self._partitions.get((topic, index))
         if partition is None:
+            if self._partition_exists(topic, index):
+                raise NotLeaderOrFollowerError(
+                    f"broker {self.broker_id} does not host {topic}-{index}; refresh metadata"
+                )
             raise UnknownTopicOrPartitionError(
                 f"this broker does not host {topic}-{index}; refresh metadata"
             )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from pystream.cluster.local_store import LocalMetadataStore
-from pystream.cluster.metadata import TopicMetadata
+from pystream.cluster.metadata import PartitionState, TopicMetadata
 from pystream.cluster.replica_manager import ReplicaManager
 from pystream.config import BrokerConfig, LogConfig
 from pystream.errors import (
@@ -62,8 +62,15 @@ class TopicManager:
     def _host(self, topic: TopicMetadata) -> None:
         self.log_manager.update_config(topic.name, self.log_config_for(topic.configs))
         for index, state in sorted(topic.partitions.items()):
-            if state.leader == self.metadata.broker_id:
-                self.replica_manager.become_leader(topic.name, index, state)
+            self._host_partition(topic.name, index, state)
+
+    def _host_partition(self, name: str, index: int, state: PartitionState) -> None:
+        """Lead the partition if the metadata says so, else follow it if a replica is here."""
+        broker_id = self.metadata.broker_id
+        if state.leader == broker_id:
+            self.replica_manager.become_leader(name, index, state)
+        elif broker_id in state.replicas:
+            self.replica_manager.become_follower(name, index, state)
 
     # --- changes ----------------------------------------------------------------------------
     def create_topic(
@@ -134,6 +141,10 @@ class TopicManager:
         """
         self.check_deletion_enabled()
         topic = self.metadata.delete_topic(name)
+        if self.config.zookeeper_connect:
+            # Cluster mode: the controller deletes the topic; every broker (this one too)
+            # removes its replicas when it sees the topic vanish (ClusterMode).
+            return topic
         for index in topic.partitions:
             self.replica_manager.stop_replica(name, index, delete=True)
         log.info("deleted topic %s", name)
@@ -157,9 +168,7 @@ class TopicManager:
         topic = self.metadata.get_topic(name)
         assert topic is not None
         for index in new:
-            state = topic.partitions[index]
-            if state.leader == self.metadata.broker_id:
-                self.replica_manager.become_leader(name, index, state)
+            self._host_partition(name, index, topic.partitions[index])
         log.info("topic %s now has %d partition(s)", name, total)
         return new
 

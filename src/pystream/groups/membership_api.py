@@ -64,12 +64,21 @@ def _find_coordinator(
         error = ensure() if ensure is not None else 0
         if error:
             return error, "the transaction state topic is not available", -1, "", -1
+        # The leader of the id's __transaction_state partition (this broker on a single node).
+        state_topic = broker.metadata.get_topic("__transaction_state")
+        partition_for = getattr(txn, "partition_for", None)
         leader = broker.broker_id
+        if state_topic is not None and partition_for is not None:
+            state = state_topic.partitions.get(partition_for(key))
+            leader = state.leader if state is not None else leader
     else:
         return E.INVALID_REQUEST, f"unknown coordinator key type {key_type}", -1, "", -1
     if leader != broker.broker_id:
-        # Other brokers' addresses come with the cluster issue; until then, make the client retry.
-        return E.COORDINATOR_NOT_AVAILABLE, "the coordinator is on another broker", -1, "", -1
+        # Another broker leads the partition (cluster mode): point the client there.
+        for node_id, host, port, _ in broker.live_brokers(context.connection.listener_name):
+            if node_id == leader:
+                return 0, None, node_id, host, port
+        return E.COORDINATOR_NOT_AVAILABLE, "the coordinator is not available", -1, "", -1
     listener = broker.listener_for(context.connection.listener_name)
     return 0, None, broker.broker_id, listener.host, listener.port
 

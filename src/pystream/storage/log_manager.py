@@ -299,12 +299,28 @@ class LogManager:
         self._delete_due_logs(now)
         return deleted
 
+    def checkpoint_snapshot(
+        self, name: str, offset_of: Callable[[Log], int]
+    ) -> list[tuple[str, dict[TopicPartition, int]]]:
+        """Each dir's checkpoint file path and its entries, read now.
+
+        Writing them (:func:`write_checkpoints`) fsyncs, so a caller on an event
+        loop can take the snapshot there and write from a thread.
+        """
+        return [
+            (
+                os.path.join(log_dir, name),
+                {
+                    tp: offset_of(log)
+                    for tp, log in self._logs.items()
+                    if self._dir_of[tp] == log_dir
+                },
+            )
+            for log_dir in self.log_dirs
+        ]
+
     def _write_checkpoint(self, name: str, offset_of: Callable[[Log], int]) -> None:
-        for log_dir in self.log_dirs:
-            offsets = {
-                tp: offset_of(log) for tp, log in self._logs.items() if self._dir_of[tp] == log_dir
-            }
-            OffsetCheckpointFile(os.path.join(log_dir, name)).write(offsets)
+        write_checkpoints(self.checkpoint_snapshot(name, offset_of))
 
     def checkpoint_recovery_points(self) -> None:
         """Write every dir's ``recovery-point-offset-checkpoint``."""
@@ -340,3 +356,9 @@ class LogManager:
     def _check_open(self) -> None:
         if self._closed:
             raise KafkaStorageError("The log manager is shut down")
+
+
+def write_checkpoints(snapshot: list[tuple[str, dict[TopicPartition, int]]]) -> None:
+    """Write checkpoint files taken by :meth:`LogManager.checkpoint_snapshot` (fsyncs)."""
+    for path, offsets in snapshot:
+        OffsetCheckpointFile(path).write(offsets)

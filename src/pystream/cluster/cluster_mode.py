@@ -1,0 +1,214 @@
+"""Cluster mode: a broker joined to others through ZooKeeper (``zookeeper.connect`` set).
+
+Imported only in cluster mode, so a single node never imports kazoo.  The broker
+asks :class:`ClusterMode` for its metadata store (:class:`ZkMetadataStore`, whose
+cluster id comes from ZooKeeper), then, once its listeners are bound, registers
+itself and stands for controller.
+
+Roles.  Partition-state changes reach this broker as :class:`TopicChange` events
+from the metadata cache's watches (the controller sends no LeaderAndIsr
+requests, see :mod:`pystream.cluster.zk_controller`).  Each one is turned into
+local roles: the leader hosts the log and serves produce/fetch; a follower
+hosts the log but answers NOT_LEADER_OR_FOLLOWER as leader (replicating from
+the leader is the next step); a replica that is no longer assigned here, or
+whose topic was deleted, is stopped and its files removed.  The group and
+transaction coordinators follow the leadership of their internal topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pystream.cluster import zk_client
+from pystream.cluster.metadata import TopicMetadata
+from pystream.cluster.zk_controller import ZkController
+from pystream.cluster.zk_paths import BrokerInfo, EndPoint
+from pystream.cluster.zk_registration import BrokerRegistration
+from pystream.cluster.zk_store import MetadataEvent, TopicChange, ZkMetadataStore
+from pystream.errors import KafkaError
+
+if TYPE_CHECKING:
+    from kazoo.client import KazooClient
+
+    from pystream.broker.server import Broker
+
+log = logging.getLogger(__name__)
+
+OFFSETS_TOPIC = "__consumer_offsets"
+TRANSACTION_STATE_TOPIC = "__transaction_state"
+
+
+class ClusterMode:
+    """ZooKeeper session, registration, controller and role changes of one broker."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.config = broker.config
+        self.client: KazooClient | None = None
+        self.store: ZkMetadataStore | None = None
+        self.registration: BrokerRegistration | None = None
+        self.controller: ZkController | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+    async def connect(self) -> ZkMetadataStore:
+        """Connect to ZooKeeper and load the cluster metadata (the store's cache is complete)."""
+        config = self.config
+        self.client = await asyncio.to_thread(
+            zk_client.connect,
+            config.zookeeper_connect,
+            config.zookeeper_session_timeout_ms,
+            config.zookeeper_connection_timeout_ms,
+        )
+        self.store = ZkMetadataStore(self.client, self.broker.broker_id)
+        await self.store.start()
+        log.info(
+            "broker %d: cluster %s (ZooKeeper %s)",
+            self.broker.broker_id,
+            self.store.cluster_id,
+            config.zookeeper_connect,
+        )
+        return self.store
+
+    def watch_roles(self) -> None:
+        """Remove stray logs (deleted or moved away while this broker was down), then
+        follow partition-state changes."""
+        store, replicas = self.store, self.broker.replica_manager
+        assert store is not None and replicas is not None
+        topics, me = store.topics(), self.broker.broker_id
+        for topic, index in sorted(replicas.log_manager.logs()):
+            known = topics.get(topic)
+            state = known.partitions.get(index) if known is not None else None
+            if state is None or me not in state.replicas:
+                log.info(
+                    "removing stray log %s-%d (no replica of it is assigned here)", topic, index
+                )
+                replicas.stop_replica(topic, index, delete=True)
+        store.add_listener(self._on_event)
+
+    async def register(self) -> None:
+        """Register this broker (advertised listeners, rack) and stand for controller."""
+        assert self.client is not None
+        loop = asyncio.get_running_loop()
+        handoff = zk_client.LoopHandoff(loop)
+        info = BrokerInfo(
+            self.broker.broker_id,
+            tuple(
+                EndPoint(a.name, a.host or "127.0.0.1", a.port)
+                for a in self.broker.advertised_listeners
+            ),
+            self.config.broker_rack or None,
+        )
+        self.registration = BrokerRegistration(
+            self.client,
+            info,
+            on_step_down=self._on_step_down,
+            post=handoff.post,
+            stale_wait_s=self.config.zookeeper_session_timeout_ms / 1000,
+        )
+        await asyncio.to_thread(self.registration.register)
+        self.controller = ZkController(
+            self.client,
+            self.broker.broker_id,
+            unclean_leader_election_enable=False,
+            delete_topic_enable=self.config.delete_topic_enable,
+            post=handoff.post,
+        )
+        self.controller.start()
+
+    async def stop(self) -> None:
+        """Resign as controller, deregister, close the session (others take over at once)."""
+        if self.store is not None:
+            self.store.remove_listener(self._on_event)
+        if self.controller is not None:
+            await asyncio.to_thread(self.controller.stop)
+        if self.registration is not None:
+            await asyncio.to_thread(self.registration.deregister)
+        if self.store is not None:
+            self.store.close()
+        if self.client is not None:
+            await asyncio.to_thread(zk_client.close, self.client)
+            self.client = None
+
+    def _on_step_down(self, reason: str) -> None:
+        log.error("broker %d is no longer a cluster member: %s", self.broker.broker_id, reason)
+
+    # --- roles ------------------------------------------------------------------------------
+    def _on_event(self, event: MetadataEvent) -> None:
+        if isinstance(event, TopicChange):
+            self.apply_topic(event.name, event.before, event.after)
+
+    def apply_topic(
+        self, name: str, before: TopicMetadata | None, after: TopicMetadata | None
+    ) -> None:
+        """Bring this broker's replicas of ``name`` in line with its new metadata."""
+        broker = self.broker
+        replicas, topics = broker.replica_manager, broker.topic_manager
+        if replicas is None or topics is None:
+            return
+        me = broker.broker_id
+        if after is not None:
+            try:
+                replicas.log_manager.update_config(name, topics.log_config_for(after.configs))
+            except KafkaError as exc:
+                log.error("topic %s has an invalid config (%s); keeping the old one", name, exc)
+        wanted = after.partitions if after is not None else {}
+        gone = set(before.partitions if before is not None else ()) - set(wanted)
+        for index in sorted(gone):
+            hosted = replicas.partition(name, index)
+            if hosted is not None and hosted.state.leader == me:
+                self._resigned(name, index)
+            replicas.stop_replica(name, index, delete=True)
+        for index, state in sorted(wanted.items()):
+            hosted = replicas.partition(name, index)
+            was_leader = hosted is not None and hosted.state.leader == me
+            if state.leader == me:
+                replicas.become_leader(name, index, state)
+                if not was_leader:
+                    self._elected(name, index)
+                continue
+            if was_leader:
+                self._resigned(name, index)
+            if me in state.replicas:
+                replicas.become_follower(name, index, state)
+            elif hosted is not None:
+                replicas.stop_replica(name, index, delete=True)
+        if after is None:
+            log.info("topic %s was deleted: its replicas here are removed", name)
+
+    def _elected(self, topic: str, index: int) -> None:
+        coordinator = self._coordinator_of(topic)
+        if coordinator is not None:
+            coordinator.on_elected(index)
+
+    def _resigned(self, topic: str, index: int) -> None:
+        coordinator = self._coordinator_of(topic)
+        if coordinator is not None:
+            coordinator.on_resigned(index)
+
+    def _coordinator_of(self, topic: str) -> Any:
+        if topic == OFFSETS_TOPIC:
+            return self.broker.group_coordinator
+        if topic == TRANSACTION_STATE_TOPIC:
+            return self.broker.transaction_coordinator
+        return None
+
+    # --- queries for the Metadata / DescribeCluster / FindCoordinator answers ------------------
+    def live_brokers(self, listener_name: str) -> list[tuple[int, str, int, str | None]]:
+        """(id, host, port, rack) of every registered broker on ``listener_name``."""
+        assert self.store is not None
+        result = []
+        for broker_id, info in sorted(self.store.brokers().items()):
+            endpoint = next(
+                (e for e in info.endpoints if e.listener_name == listener_name),
+                info.endpoints[0] if info.endpoints else None,
+            )
+            if endpoint is not None:
+                result.append((broker_id, endpoint.host, endpoint.port, info.rack))
+        return result
+
+    @property
+    def controller_id(self) -> int:
+        assert self.store is not None
+        return self.store.controller_id
