@@ -9,10 +9,17 @@ from __future__ import annotations
 import click
 
 from pystream import __version__
+from pystream.cli.bench import bench
+from pystream.cli.common import OneLineErrors
+from pystream.cli.configs import configs
+from pystream.cli.consume import consume
+from pystream.cli.groups import groups
+from pystream.cli.produce import produce
 from pystream.cli.serve import serve
+from pystream.cli.topics import topics
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pystream")
 def cli() -> None:
     """pystream: a Kafka-compatible event-streaming broker with a Cython core."""
@@ -28,7 +35,8 @@ def info() -> None:
     click.echo(f"crc32c: {'hardware' if hardware else 'table'}")
 
 
-cli.add_command(serve)
+for _command in (serve, topics, produce, consume, groups, configs, bench):
+    cli.add_command(_command)
 
 
 def main() -> None:

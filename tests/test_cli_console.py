@@ -1,0 +1,170 @@
+"""``pystream produce`` and ``pystream consume`` as subprocesses against a real broker."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import pytest
+from broker_process import BrokerProcess
+from cli_helpers import ENV, PYSTREAM, run
+
+
+def test_produce_keys_headers_and_consume_with_properties(broker: BrokerProcess) -> None:
+    b = ("--bootstrap-server", broker.bootstrap)
+    run("topics", "create", "events", "--partitions", "1", *b)
+    lines = "user-1:hello\nuser-2:world\nuser-3:\n"
+    run(
+        "produce",
+        "events",
+        "--property",
+        "parse.key=true",
+        "--property",
+        "key.separator=:",
+        "--header",
+        "source=cli",
+        *b,
+        stdin=lines,
+    )
+    out = run(
+        "consume",
+        "events",
+        "--from-beginning",
+        "--max-messages",
+        "3",
+        "--property",
+        "print.key=true",
+        "--property",
+        "print.offset=true",
+        "--property",
+        "print.headers=true",
+        "--property",
+        "print.partition=true",
+        *b,
+    )
+    assert out.stdout.splitlines() == [
+        "Partition:0\tOffset:0\tsource:cli\tuser-1\thello",
+        "Partition:0\tOffset:1\tsource:cli\tuser-2\tworld",
+        "Partition:0\tOffset:2\tsource:cli\tuser-3\t",
+    ]
+    assert "Processed a total of 3 messages" in out.stderr
+
+    parsed = "h1:a,h2:b\tk\tv\n"
+    run(
+        "produce",
+        "events",
+        "--property",
+        "parse.headers=true",
+        "--property",
+        "parse.key=true",
+        "--property",
+        "null.marker=NULL",
+        *b,
+        stdin=parsed + "\tNULL\tx\n",
+    )
+    out = run(
+        "consume",
+        "events",
+        "--partition",
+        "0",
+        "--offset",
+        "3",
+        "--max-messages",
+        "2",
+        "--property",
+        "print.key=true",
+        "--property",
+        "print.headers=true",
+        "--property",
+        "print.timestamp=true",
+        "--property",
+        "key.separator= | ",
+        *b,
+    )
+    first, second = out.stdout.splitlines()
+    assert first.startswith("CreateTime:") and first.endswith(" | h1:a,h2:b | k | v")
+    assert second.endswith(" | NO_HEADERS | null | x")
+
+
+def test_consume_partition_offset_and_timeout(broker: BrokerProcess) -> None:
+    b = ("--bootstrap-server", broker.bootstrap)
+    run("topics", "create", "nums", "--partitions", "2", *b)
+    run("produce", "nums", "--partition", "1", *b, stdin="".join(f"{i}\n" for i in range(10)))
+    out = run("consume", "nums", "--partition", "1", "--offset", "7", "--timeout-ms", "1500", *b)
+    assert out.stdout.split() == ["7", "8", "9"]
+    out = run("consume", "nums", "--partition", "1", "--offset", "-2", "--max-messages", "2", *b)
+    assert out.stdout.split() == ["8", "9"]
+    out = run("consume", "nums", "--partition", "0", "--from-beginning", "--timeout-ms", "500", *b)
+    assert out.stdout == "" and "Processed a total of 0 messages" in out.stderr
+    out = run(
+        "consume",
+        "nums",
+        "--from-beginning",
+        "--max-messages",
+        "10",
+        "--isolation-level",
+        "read_committed",
+        *b,
+    )
+    assert sorted(out.stdout.split(), key=int) == [str(i) for i in range(10)]
+
+
+def test_consume_with_group_commits(broker: BrokerProcess) -> None:
+    b = ("--bootstrap-server", broker.bootstrap)
+    run("topics", "create", "jobs", *b)
+    run("produce", "jobs", "--sync", *b, stdin="a\nb\nc\nd\n")
+    first = run(
+        "consume", "jobs", "--group", "workers", "--from-beginning", "--max-messages", "2", *b
+    )
+    assert first.stdout.split() == ["a", "b"]
+    second = run("consume", "jobs", "--group", "workers", "--max-messages", "2", *b)
+    assert second.stdout.split() == ["c", "d"]
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "needle"),
+    [
+        (("produce", "events", "--property", "parse.key=true"), "no-separator\n", "line 1"),
+        (("produce", "events", "--property", "nonsense=1"), "", "nonsense"),
+        (("produce", "events", "--producer-property", "no.such.setting=1"), "", "setting"),
+        (("consume", "missing", "--timeout-ms", "100"), "", "missing"),
+        (("consume", "events", "--partition", "9", "--timeout-ms", "100"), "", "partition 9"),
+        (("consume", "events", "--offset", "3"), "", "--offset needs --partition"),
+        (("consume", "events", "--partition", "0", "--offset", "soon"), "", "--offset"),
+        (("consume", "events", "--isolation-level", "dirty"), "", "isolation-level"),
+    ],
+)
+def test_console_errors_are_one_line(
+    broker: BrokerProcess, args: tuple[str, ...], stdin: str, needle: str
+) -> None:
+    run("topics", "create", "events", "--bootstrap-server", broker.bootstrap)
+    result = run(*args, "--bootstrap-server", broker.bootstrap, stdin=stdin, check=False)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and needle in errors[0], result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_consume_stops_cleanly_on_ctrl_c(broker: BrokerProcess) -> None:
+    b = ("--bootstrap-server", broker.bootstrap)
+    run("topics", "create", "live", *b)
+    run("produce", "live", *b, stdin="first\n")
+    process = subprocess.Popen(
+        [*PYSTREAM, "consume", "live", "--from-beginning", *b],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "first\n"  # it is consuming now
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    assert stderr.strip() == "Processed a total of 1 messages"
