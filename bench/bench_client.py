@@ -1,4 +1,5 @@
-"""Client throughput: pystream's Producer/Consumer next to confluent-kafka (librdkafka).
+"""Client throughput: pystream's Producer/Consumer next to confluent-kafka (librdkafka),
+kafka-python and aiokafka, same broker, same workload, one run.
 
 Run against a broker you started, or let the script start a ``pystream serve``::
 
@@ -182,6 +183,51 @@ def ck_produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes
     return time.perf_counter() - start
 
 
+def kp_produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes] | None) -> float:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks=1,
+        linger_ms=5,
+        batch_size=1_000_000,
+        enable_idempotence=False,
+    )
+    producer.send(topic, b"warm-up").get(30)
+    send = producer.send
+    start = time.perf_counter()
+    for i, v in enumerate(values):
+        send(topic, v, key=None if keys is None else keys[i])
+    producer.flush(120)
+    seconds = time.perf_counter() - start
+    producer.close()
+    return seconds
+
+
+def aio_produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes] | None) -> float:
+    from aiokafka import AIOKafkaProducer
+
+    async def go() -> float:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks=1, linger_ms=5, max_batch_size=1_000_000
+        )
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, b"warm-up")
+            send = producer.send
+            start = time.perf_counter()
+            futures = [
+                await send(topic, v, key=None if keys is None else keys[i])
+                for i, v in enumerate(values)
+            ]
+            await asyncio.gather(*futures)
+            return time.perf_counter() - start
+        finally:
+            await producer.stop()
+
+    return asyncio.run(go())
+
+
 # ---------------------------------------------------------------- consumers
 
 
@@ -233,6 +279,60 @@ def ck_consume(
         return time.perf_counter() - start
     finally:
         consumer.close()
+
+
+def kp_consume(bootstrap: str, topic: str, count: int, partitions: int) -> float:
+    from kafka import KafkaConsumer, TopicPartition
+
+    start = time.perf_counter()
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_poll_records=10_000,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+        consumer.seek_to_beginning()
+        got = 0
+        deadline = time.monotonic() + 300
+        while got < count:
+            got += sum(len(r) for r in consumer.poll(timeout_ms=50).values())
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"kafka-python consume stalled after {got} records")
+        return time.perf_counter() - start
+    finally:
+        consumer.close()
+
+
+def aio_consume(bootstrap: str, topic: str, count: int, partitions: int) -> float:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def go() -> float:
+        start = time.perf_counter()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+            await consumer.seek_to_beginning()
+            got = 0
+            deadline = time.monotonic() + 300
+            while got < count:
+                batch = await consumer.getmany(timeout_ms=50, max_records=10_000)
+                got += sum(len(r) for r in batch.values())
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"aiokafka consume stalled after {got} records")
+            return time.perf_counter() - start
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(go())
 
 
 # ---------------------------------------------------------------- driver
@@ -290,12 +390,16 @@ def run(args: argparse.Namespace, bootstrap: str) -> int:
         ("pystream send_batch np", producer_case("np", py_send_batch, array, None)),
         ("confluent produce", producer_case("ck", ck_produce, values, None)),
         ("confluent produce keyed", producer_case("ckk", ck_produce, values, keys)),
+        ("kafka-python send", producer_case("kp", kp_produce, values, None)),
+        ("aiokafka send", producer_case("aiokafka", aio_produce, values, None)),
         ("pystream poll", lambda: py_poll(bootstrap, read_topic, n + 1, partitions)),
         ("confluent consume", lambda: ck_consume(bootstrap, read_topic, n + 1, partitions)),
         (
             "confluent consume tuned",
             lambda: ck_consume(bootstrap, read_topic, n + 1, partitions, tuned=True),
         ),
+        ("kafka-python consume", lambda: kp_consume(bootstrap, read_topic, n + 1, partitions)),
+        ("aiokafka consume", lambda: aio_consume(bootstrap, read_topic, n + 1, partitions)),
     ]
     if args.only:
         wanted = [w.strip() for w in args.only.split(",")]
