@@ -51,6 +51,8 @@ directives = {
 }
 
 setup(
+    # Compile the extensions on every core (a fresh `pip install .` builds ~20 of them).
+    options={"build_ext": {"parallel": os.cpu_count() or 1}},
     ext_modules=cythonize(
         _extensions(),
         compiler_directives=directives,
