@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -66,8 +65,6 @@ HANDLER_MODULES: tuple[ModuleType, ...] = (
     group_handlers,
     txn_handlers,
 )
-
-_SIZE = struct.Struct(">i")
 
 
 class Broker:
