@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,18 +44,6 @@ def produce(
         )
     assert producer.flush(30) == 0
     assert failures == []
-
-
-def wait_for(check: Callable[[], T | None], timeout: float = 20, what: str = "") -> T:
-    """Poll ``check`` until it returns something truthy, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or check}")
-        time.sleep(0.05)
 
 
 def topic_partitions(broker: BrokerProcess) -> dict[str, int]:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from admin_helpers import ck_admin, ck_error, produce, wait_for
+from admin_helpers import ck_admin, ck_error, produce
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource as AioConfigResource
 from aiokafka.admin.config_resource import ConfigResourceType as AioConfigResourceType
@@ -23,6 +23,7 @@ from confluent_kafka.admin import (
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource as KpConfigResource
 from kafka.admin import ConfigResourceType as KpConfigResourceType
+from waiting import wait_until
 
 from pystream.config import TOPIC_CONFIGS, ConfigSource
 from pystream.errors import ErrorCode
@@ -267,7 +268,7 @@ def test_config_changes_apply_to_the_live_log_and_persist(config_broker: BrokerP
     )
     assert ck_error(admin.incremental_alter_configs([resource])[resource]) == (0, "")
     # The next retention check (every 100 ms here) deletes every segment: all are too old.
-    start = wait_for(earliest, what="retention.ms=1 to delete the old segments")
+    start = wait_until(earliest, what="retention.ms=1 to delete the old segments")
     assert start == 200
     config_broker.restart()
     admin = ck_admin(config_broker)

@@ -11,7 +11,6 @@ import re
 import struct
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import confluent_kafka as ck
@@ -19,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition as AioTP
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTP
+from waiting import wait_until
 
 from pystream._core import records as R
 
@@ -40,13 +40,6 @@ def start(broker_factory, **overrides: str):
         "pystream.storage.cleaner.LogCleaner (and Broker.stop shut it down)"
     )
     return broker
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 # ---------------------------------------------------------------- clients

@@ -91,7 +91,7 @@ def create_topic(brokers: list[BrokerProcess], name: str, partitions: int, rf: i
     for broker in brokers:
         wait_until(
             lambda b=broker: _all_led(metadata(b, [name]).topics[0], partitions),
-            message=f"{name} known with leaders on broker {broker.overrides['broker.id']}",
+            what=f"{name} known with leaders on broker {broker.overrides['broker.id']}",
         )
 
 
@@ -218,7 +218,7 @@ def test_clients_produce_and_consume_every_partition(cluster: list[BrokerProcess
                 received.add((message.partition(), message.value()))
             return received == sent
 
-        wait_until(poll, timeout=60, message="every record consumed", interval=0)
+        wait_until(poll, timeout=60, what="every record consumed", interval=0)
         consumer.commit(asynchronous=False)
     finally:
         consumer.close()
@@ -236,7 +236,7 @@ def test_sigkill_of_the_controller_elects_another(cluster: list[BrokerProcess]) 
         (only,) = ids if len(ids) == 1 else (None,)
         return only if only is not None and only not in (-1, first) else None
 
-    elected = wait_until(new_controller, message="a new controller")
+    elected = wait_until(new_controller, what="a new controller")
     assert elected in brokers and elected != first
     assert {b.node_id for b in metadata(survivors[0]).brokers} == set(brokers) - {first}
     # The new controller serves: a topic created now gets leaders on the survivors.
@@ -272,7 +272,7 @@ def test_deleting_a_topic_removes_its_partitions_on_every_broker(
     for broker in cluster:
         wait_until(
             lambda b=broker: not dirs(b, "doomed") and not dirs(b, "doomed-replicated"),
-            message=f"the deleted partitions gone from {broker.log_dir}",
+            what=f"the deleted partitions gone from {broker.log_dir}",
         )
         names = {t.name for t in metadata(broker).topics}
         assert "doomed" not in names and "doomed-replicated" not in names
@@ -285,12 +285,12 @@ def test_sigterm_leaves_the_cluster_cleanly(cluster: list[BrokerProcess]) -> Non
     # Deregistered at once (no session timeout to wait out).
     wait_until(
         lambda: {b.node_id for b in metadata(cluster[0]).brokers} == {0, 1},
-        message="broker 2 gone from the cluster",
+        what="broker 2 gone from the cluster",
     )
     cluster[2].start()  # and it comes back under its id
     wait_until(
         lambda: {b.node_id for b in metadata(cluster[0]).brokers} == {0, 1, 2},
-        message="broker 2 back in the cluster",
+        what="broker 2 back in the cluster",
     )
 
 
@@ -322,7 +322,7 @@ def test_a_broker_down_during_a_deletion_removes_the_partitions_when_back(
     futures = admin.delete_topics(["gone-meanwhile"], operation_timeout=15)
     futures["gone-meanwhile"].result(timeout=30)
     for broker in cluster[:2]:
-        wait_until(lambda b=broker: not dirs(b, "gone-meanwhile"), message="deleted on survivors")
+        wait_until(lambda b=broker: not dirs(b, "gone-meanwhile"), what="deleted on survivors")
     assert dirs(cluster[2], "gone-meanwhile")  # still there: it was down
     cluster[2].start()  # startup drops the logs of partitions no longer assigned to it
     assert not dirs(cluster[2], "gone-meanwhile")

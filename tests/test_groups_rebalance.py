@@ -14,13 +14,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from broker_process import BrokerProcess
 from test_groups_wire import Wire
+from waiting import wait_until
 
 PARTITIONS = 6
 SESSION_TIMEOUT_MS = 6000
@@ -63,14 +63,6 @@ def new_topic(broker: BrokerProcess) -> str:
 
     asyncio.run(create())
     return name
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.05)
 
 
 # --- members ----------------------------------------------------------------------------------

@@ -8,11 +8,11 @@ The raw-protocol helpers here are shared with ``test_transactions.py``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from broker_process import BrokerProcess, KafkaWire
+from waiting import wait_until
 
 from pystream._core import records as core_records
 from pystream.errors import ErrorCode
@@ -181,18 +181,6 @@ def describe_producers(wire: KafkaWire, topic: str, partition: int = 0) -> list:
     result = response.topics[0].partitions[0]
     assert result.error_code == 0, result.error_message
     return result.active_producers
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 20.0, what: str = "") -> object:
-    """Poll ``condition`` until it returns something truthy (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        time.sleep(0.05)
 
 
 def partition_dir(broker: BrokerProcess, topic: str, partition: int = 0) -> Path:

@@ -57,7 +57,7 @@ def the_controller(nodes: list[ZkNode]) -> ZkNode:
             return active[0]
         return None
 
-    return wait_until(single, message="exactly one active controller")
+    return wait_until(single, what="exactly one active controller")
 
 
 def write_topic(node: ZkNode, name: str, partitions: dict[int, list[int]]) -> None:
@@ -86,7 +86,7 @@ def wait_state(
         state = state_of(node, topic, partition)
         return state if state is not None and check(state) else None
 
-    return wait_until(probe, message=f"{topic}-{partition}: {what}")
+    return wait_until(probe, what=f"{topic}-{partition}: {what}")
 
 
 def set_state(node: ZkNode, topic: str, partition: int, state: LeaderAndIsr) -> None:
@@ -117,7 +117,7 @@ def test_forced_re_election_when_controller_znode_is_deleted(zk_nodes: NodeFacto
     nodes = [zk_nodes(b) for b in (1, 2)]
     first = the_controller(nodes)
     first.client.delete("/controller")  # what an operator does to move the controller
-    wait_until(lambda: controller_epoch(first) == 2, message="a new election")
+    wait_until(lambda: controller_epoch(first) == 2, what="a new election")
     winner = the_controller(nodes)
     assert winner.controller.epoch == 2
     loser = next(n for n in nodes if n is not winner)
@@ -135,7 +135,7 @@ def test_an_expired_controller_resigns_and_its_old_epoch_is_fenced(
     wait_state(old, "fenced", 0, lambda s: s.leader == 1, "online")
 
     expire_session(old.client, zookeeper.hosts)
-    wait_until(lambda: ControllerState(False, 1) in old.controller_states, message="resignation")
+    wait_until(lambda: ControllerState(False, 1) in old.controller_states, what="resignation")
     new = the_controller(nodes)  # possibly the same broker, on its new session
     assert new.controller.epoch == controller_epoch(new) == 2
 
@@ -250,7 +250,7 @@ def test_isr_change_notifications_are_consumed_and_dead_members_removed(
     )
     wait_until(
         lambda: observer.client.get_children("/isr_change_notification") == [],
-        message="notifications consumed",
+        what="notifications consumed",
     )
     wait_state(observer, "n", 0, lambda s: s.isr == [3, 2], "dead member removed again")
 

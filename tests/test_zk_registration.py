@@ -136,7 +136,7 @@ def test_a_restarted_broker_waits_out_its_old_registration(
         # It waits on a watch of the old znode (the server lists watches by path).
         path = "/" + zk_connect.split("/", 1)[1] + "/brokers/ids/1"
         wait_until(
-            lambda: path in four_letter_word(zookeeper.port, "wchp"), message="a watch on " + path
+            lambda: path in four_letter_word(zookeeper.port, "wchp"), what="a watch on " + path
         )
         zk_client.close(old)
         waiting.join(30)

@@ -360,7 +360,7 @@ def test_delete_topic_is_carried_out_by_the_controller(
         await b.wait_for(lambda s: s.get_topic("doomed") is None, 10)
         assert gone[-1].after is None and gone[-1].before.topic_id == first.topic_id
         client = node.client
-        wait_until(lambda: not a.deletion_pending("doomed"), message="the marker deleted")
+        wait_until(lambda: not a.deletion_pending("doomed"), what="the marker deleted")
         assert client.exists("/brokers/topics/doomed") is None
         assert client.exists("/config/topics/doomed") is None
         with pytest.raises(UnknownTopicOrPartitionError):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from waiting import wait_until  # noqa: F401  (re-exported to the zk tests)
 
 DEFAULT_JARS = ("/usr/share/java/zookeeper.jar", "/usr/share/zookeeper/zookeeper.jar")
 MAIN_CLASS = "org.apache.zookeeper.server.ZooKeeperServerMain"
@@ -259,28 +260,6 @@ def expire_session(client: object, hosts: str, timeout: float = 20.0) -> None:
         assert new_session != old_session, "kazoo reconnected to the expired session?"
     finally:
         client.remove_listener(listener)  # type: ignore[attr-defined]
-
-
-def wait_until(
-    probe: Callable[[], T],
-    timeout: float = 20.0,
-    message: str = "condition",
-    interval: float = 0.02,
-) -> T:
-    """Poll ``probe`` until it returns a truthy value (returned) or fail after ``timeout``.
-
-    For state that changes in another process (ZooKeeper); bounded, never a bare sleep.
-    """
-    deadline = time.monotonic() + timeout
-    last: T = probe()
-    while not last:
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {message}; last: {last!r}"
-            )
-        time.sleep(interval)
-        last = probe()
-    return last
 
 
 # --- a TCP proxy, to cut a client off from ZooKeeper (a network partition) -------------------

@@ -18,10 +18,8 @@ from typing import TYPE_CHECKING
 from pystream.broker.fetch_response import encode_fetch_response
 from pystream.broker.purgatory import DelayedOperation
 from pystream.errors import (
-    FencedLeaderEpochError,
     FetchSessionIdNotFoundError,
     KafkaError,
-    UnknownLeaderEpochError,
     UnknownTopicIdError,
     UnknownTopicOrPartitionError,
 )
@@ -126,17 +124,9 @@ def read_plan(broker: Broker, plan: FetchPlan) -> None:
             p.aborted_transactions = None
             try:
                 partition = replicas.leader_partition(topic.name, p.partition)
-                epoch = partition.leader_epoch
-                if p.current_leader_epoch >= 0 and p.current_leader_epoch != epoch:
-                    error = (
-                        FencedLeaderEpochError
-                        if p.current_leader_epoch < epoch
-                        else UnknownLeaderEpochError
-                    )
-                    raise error(
-                        f"{topic.name}-{p.partition}: leader epoch {p.current_leader_epoch} "
-                        f"given, the leader is at {epoch}"
-                    )
+                partition.state.check_leader_epoch(
+                    p.current_leader_epoch, f"{topic.name}-{p.partition}"
+                )
                 log = partition.log
                 p.high_watermark = log.high_watermark
                 p.last_stable_offset = partition.last_stable_offset

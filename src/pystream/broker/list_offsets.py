@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pystream.errors import (
-    FencedLeaderEpochError,
     InvalidRequestError,
     KafkaError,
-    UnknownLeaderEpochError,
 )
 from pystream.protocol.handlers import api_handler
 from pystream.protocol.messages.list_offsets import ListOffsetsRequest, ListOffsetsResponse
@@ -22,13 +20,6 @@ TopicResponse = ListOffsetsResponse.ListOffsetsTopicResponse
 PartitionResponse = ListOffsetsResponse.ListOffsetsPartitionResponse
 LATEST_TIERED_TIMESTAMP = -5
 READ_COMMITTED = 1
-
-
-def _check_leader_epoch(partition: Partition, current_leader_epoch: int) -> None:
-    epoch = partition.leader_epoch
-    if current_leader_epoch >= 0 and current_leader_epoch != epoch:
-        error = FencedLeaderEpochError if current_leader_epoch < epoch else UnknownLeaderEpochError
-        raise error(f"leader epoch {current_leader_epoch} given, the leader is at {epoch}")
 
 
 def _lookup(
@@ -68,7 +59,9 @@ async def handle_list_offsets(
             response = PartitionResponse(partition_index=p.partition_index)
             try:
                 partition = replicas.leader_partition(topic.name, p.partition_index)
-                _check_leader_epoch(partition, p.current_leader_epoch)
+                partition.state.check_leader_epoch(
+                    p.current_leader_epoch, f"{topic.name}-{p.partition_index}"
+                )
                 timestamp, offset, epoch = _lookup(
                     partition, p.timestamp, request.isolation_level, version
                 )

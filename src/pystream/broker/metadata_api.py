@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from pystream.cluster.metadata import TopicMetadata
+from pystream.cluster.metadata import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, TopicMetadata
 from pystream.errors import (
     InvalidRequestError,
     KafkaError,
@@ -13,10 +13,8 @@ from pystream.errors import (
     UnknownTopicOrPartitionError,
     error_code_of,
 )
-from pystream.groups.offsets_log import OFFSETS_TOPIC
 from pystream.protocol.handlers import api_handler
 from pystream.protocol.messages.metadata import MetadataRequest, MetadataResponse
-from pystream.txn.state_log import TRANSACTION_STATE_TOPIC
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext

@@ -22,7 +22,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from pystream.cluster import zk_client
-from pystream.cluster.metadata import TopicMetadata
+from pystream.cluster.metadata import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, TopicMetadata
 from pystream.cluster.zk_controller import ZkController
 from pystream.cluster.zk_paths import BrokerInfo, EndPoint
 from pystream.cluster.zk_registration import BrokerRegistration
@@ -35,9 +35,6 @@ if TYPE_CHECKING:
     from pystream.broker.server import Broker
 
 log = logging.getLogger(__name__)
-
-OFFSETS_TOPIC = "__consumer_offsets"
-TRANSACTION_STATE_TOPIC = "__transaction_state"
 
 
 class ClusterMode:

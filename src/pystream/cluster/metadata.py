@@ -15,13 +15,18 @@ from pystream.storage.log_manager import validate_topic_name
 
 __all__ = [
     "INTERNAL_TOPICS",
+    "OFFSETS_TOPIC",
+    "TRANSACTION_STATE_TOPIC",
     "PartitionState",
     "TopicMetadata",
     "collision_name",
     "validate_topic_name",
 ]
 
-INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+# The internal topics, named once here for every package that needs them.
+OFFSETS_TOPIC = "__consumer_offsets"
+TRANSACTION_STATE_TOPIC = "__transaction_state"
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC})
 
 
 def collision_name(name: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pystream.cluster.metadata import TRANSACTION_STATE_TOPIC
 from pystream.errors import ErrorCode
 from pystream.groups.offsets_log import OFFSETS_TOPIC
 from pystream.protocol.handlers import api_handler
@@ -65,7 +66,7 @@ def _find_coordinator(
         if error:
             return error, "the transaction state topic is not available", -1, "", -1
         # The leader of the id's __transaction_state partition (this broker on a single node).
-        state_topic = broker.metadata.get_topic("__transaction_state")
+        state_topic = broker.metadata.get_topic(TRANSACTION_STATE_TOPIC)
         partition_for = getattr(txn, "partition_for", None)
         leader = broker.broker_id
         if state_topic is not None and partition_for is not None:

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pystream._core import records as core_records
+from pystream.cluster.metadata import OFFSETS_TOPIC
 from pystream.protocol.codec import ProtocolDecodeError
 from pystream.protocol.messages.internal import (
     GroupMetadataKey,
@@ -38,7 +39,6 @@ from pystream.protocol.messages.internal import (
 
 log = logging.getLogger(__name__)
 
-OFFSETS_TOPIC = "__consumer_offsets"
 
 # Key versions: 0 and 1 are offset commits (same layout), 2 is group metadata.
 OFFSET_KEY_VERSION = 1

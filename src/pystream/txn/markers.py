@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from pystream._core import records as core_records
+from pystream.cluster.metadata import OFFSETS_TOPIC
 from pystream.errors import ErrorCode, KafkaError
 from pystream.storage.log import AppendOrigin
 from pystream.txn.group_hooks import group_offset_store
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 E = ErrorCode
 
-OFFSETS_TOPIC = "__consumer_offsets"
 TopicPartition = tuple[str, int]
 
 # Outcomes after which a marker is not retried: written, or the partition/producer is gone.

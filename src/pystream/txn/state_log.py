@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from pystream._core import records as core_records
+from pystream.cluster.metadata import TRANSACTION_STATE_TOPIC
 from pystream.errors import ErrorCode, KafkaError
 from pystream.protocol.codec import ProtocolDecodeError
 from pystream.storage.log import AppendOrigin
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TRANSACTION_STATE_TOPIC = "__transaction_state"
 LOAD_BUFFER_BYTES = 5 * 1024 * 1024  # Kafka's transaction.state.log.load.buffer.size
 
 
