@@ -698,6 +698,24 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
     ),
     ConfigDef("producer.id.expiration.ms", ConfigType.INT, 86_400_000, AtLeast(1)),
     ConfigDef("producer.id.expiration.check.interval.ms", ConfigType.INT, 600_000, AtLeast(1)),
+    # Replication (cluster mode): follower fetchers, ISR membership, acks=all waits.
+    ConfigDef("replica.lag.time.max.ms", ConfigType.LONG, 30_000, AtLeast(1)),
+    ConfigDef("replica.fetch.max.bytes", ConfigType.INT, 1_048_576, AtLeast(0)),
+    ConfigDef("replica.fetch.response.max.bytes", ConfigType.INT, 10_485_760, AtLeast(0)),
+    ConfigDef("replica.fetch.wait.max.ms", ConfigType.INT, 500, AtLeast(0)),
+    ConfigDef("replica.fetch.min.bytes", ConfigType.INT, 1, AtLeast(1)),
+    ConfigDef("replica.fetch.backoff.ms", ConfigType.INT, 1_000, AtLeast(0)),
+    ConfigDef("replica.socket.timeout.ms", ConfigType.INT, 30_000, AtLeast(1)),
+    ConfigDef("num.replica.fetchers", ConfigType.INT, 1, AtLeast(1)),
+    # The broker-wide default of the topic config of the same name (elections).
+    ConfigDef("unclean.leader.election.enable", ConfigType.BOOLEAN, False),
+    # The controller: preferred-leader rebalancing and controlled shutdown.
+    ConfigDef("auto.leader.rebalance.enable", ConfigType.BOOLEAN, True),
+    ConfigDef("leader.imbalance.check.interval.seconds", ConfigType.LONG, 300, AtLeast(1)),
+    ConfigDef("leader.imbalance.per.broker.percentage", ConfigType.INT, 10, AtLeast(0)),
+    ConfigDef("controlled.shutdown.enable", ConfigType.BOOLEAN, True),
+    ConfigDef("controlled.shutdown.max.retries", ConfigType.INT, 3, AtLeast(0)),
+    ConfigDef("controlled.shutdown.retry.backoff.ms", ConfigType.LONG, 5_000, AtLeast(0)),
 )
 
 # Keys Kafka accepts that name a fallback for another key.
@@ -758,6 +776,21 @@ class BrokerConfig:
     transaction_remove_expired_transaction_cleanup_interval_ms: int = 3_600_000
     producer_id_expiration_ms: int = 86_400_000
     producer_id_expiration_check_interval_ms: int = 600_000
+    replica_lag_time_max_ms: int = 30_000
+    replica_fetch_max_bytes: int = 1_048_576
+    replica_fetch_response_max_bytes: int = 10_485_760
+    replica_fetch_wait_max_ms: int = 500
+    replica_fetch_min_bytes: int = 1
+    replica_fetch_backoff_ms: int = 1_000
+    replica_socket_timeout_ms: int = 30_000
+    num_replica_fetchers: int = 1
+    unclean_leader_election_enable: bool = False
+    auto_leader_rebalance_enable: bool = True
+    leader_imbalance_check_interval_seconds: int = 300
+    leader_imbalance_per_broker_percentage: int = 10
+    controlled_shutdown_enable: bool = True
+    controlled_shutdown_max_retries: int = 3
+    controlled_shutdown_retry_backoff_ms: int = 5_000
     log_config: LogConfig = field(default_factory=LogConfig)
     # Keys that were given but that pystream does not know (the caller warns about them).
     unknown_keys: tuple[str, ...] = field(default=(), compare=False)

@@ -77,6 +77,8 @@ class FetchPlan:
     total_bytes: int = 0
     has_error: bool = False
     isolation_level: int = 0  # 1 = read_committed: below the last stable offset only
+    # A follower's fetch (its broker id; -1 for consumers): reads up to the log end offset.
+    replica_id: int = -1
 
 
 def _resolve_topics(broker: Broker, request: FetchRequest, version: int) -> list[TopicFetch]:
@@ -139,6 +141,7 @@ def read_plan(broker: Broker, plan: FetchPlan) -> None:
                     partition,
                     p.fetch_offset,
                     limit,
+                    up_to_high_watermark=plan.replica_id < 0,
                     min_one_batch=total == 0,
                     read_committed=read_committed,
                 )
@@ -198,16 +201,20 @@ async def handle_fetch(request: FetchRequest, context: RequestContext) -> list[C
     broker = context.broker
     version = context.api_version
     max_bytes = min(request.max_bytes, broker.config.fetch_max_bytes)
+    replica_id = request.replica_state.replica_id if version >= 15 else request.replica_id
     plan = FetchPlan(
         _resolve_topics(broker, request, version),
         max_bytes,
         isolation_level=request.isolation_level,
+        replica_id=replica_id,
     )
     if version >= 7 and request.session_id != 0:
         # We never hand out sessions, so any session id is one we do not know.
         plan.error_code = FetchSessionIdNotFoundError.error_code
         plan.topics = []
     else:
+        if replica_id >= 0:
+            _record_follower_fetches(broker, plan)
         read_plan(broker, plan)
         if plan.total_bytes < request.min_bytes and not plan.has_error and request.max_wait_ms > 0:
             await _wait_for_data(broker, plan, request.min_bytes, request.max_wait_ms)
@@ -215,6 +222,25 @@ async def handle_fetch(request: FetchRequest, context: RequestContext) -> list[C
     return encode_fetch_response(
         plan, version, context.header.correlation_id, context.connection.supports_sendfile
     )
+
+
+def _record_follower_fetches(broker: Broker, plan: FetchPlan) -> None:
+    """A follower's fetch offsets are its log end offsets: the leader's view of the ISR and
+    the high watermark move with them (once per request, before any long poll)."""
+    replicas = broker.replica_manager
+    assert replicas is not None
+    for topic in plan.topics:
+        if topic.error_code:
+            continue
+        for p in topic.partitions:
+            try:
+                partition = replicas.leader_partition(topic.name, p.partition)
+                partition.state.check_leader_epoch(
+                    p.current_leader_epoch, f"{topic.name}-{p.partition}"
+                )
+                replicas.update_follower_fetch(partition, plan.replica_id, p.fetch_offset)
+            except KafkaError:
+                continue  # read_plan answers the partition with the same error
 
 
 async def _wait_for_data(broker: Broker, plan: FetchPlan, min_bytes: int, max_wait_ms: int) -> None:

@@ -3,6 +3,12 @@
 The records of a request are memoryview slices of the request frame (a
 private bytearray), so offsets are assigned by patching those bytes in place
 and the same bytes are written to the segment: no copy, no per-record work.
+
+``acks=all`` (-1) refuses a partition whose ISR is smaller than
+``min.insync.replicas`` (NOT_ENOUGH_REPLICAS, nothing appended), and answers only
+once every ISR member has the appended batches: the request waits in the
+replica manager's produce purgatory until the high watermark passes them or
+``timeout_ms`` expires (REQUEST_TIMED_OUT).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ async def handle_produce(
     transactional_id = request.transactional_id
     txn_coordinator = broker.transaction_coordinator if transactional_id is not None else None
     responses = []
+    # acks=all: (response, (topic, index, offset the high watermark must reach)).
+    waiting: list[tuple[PartitionResponse, tuple[str, int, int]]] = []
     for topic_data in request.topic_data:
         partitions = []
         for partition_data in topic_data.partition_data:
@@ -55,7 +63,10 @@ async def handle_produce(
                         partition_data.records,
                     )
                 info = replicas.append(
-                    topic_data.name, partition_data.index, partition_data.records
+                    topic_data.name,
+                    partition_data.index,
+                    partition_data.records,
+                    required_acks=acks,
                 )
             except KafkaError as exc:
                 response.error_code = exc.error_code
@@ -65,8 +76,20 @@ async def handle_produce(
                 response.base_offset = info.first_offset
                 response.log_append_time_ms = info.log_append_time_ms
                 response.log_start_offset = info.log_start_offset
+                if acks == -1:
+                    waiting.append(
+                        (response, (topic_data.name, partition_data.index, info.last_offset + 1))
+                    )
             partitions.append(response)
         responses.append(TopicResponse(name=topic_data.name, partition_responses=partitions))
+    if waiting:
+        results = await replicas.wait_for_replication(
+            [target for _, target in waiting], request.timeout_ms
+        )
+        for (response, _), error in zip(waiting, results, strict=True):
+            if error is not None:
+                response.error_code = error.error_code
+                response.error_message = str(error)
     if acks == 0:
         return None  # acks=0: the client reads no response
     return ProduceResponse(responses=responses)

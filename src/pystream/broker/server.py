@@ -127,7 +127,10 @@ class Broker:
             self.log_manager,
             on_data_changed=self.fetch_purgatory.check_and_complete,
             partition_exists=self._partition_exists if self.cluster is not None else None,
+            replica_lag_time_max_ms=self.config.replica_lag_time_max_ms,
         )
+        if self.cluster is not None:
+            self.cluster.attach_replication(self.replica_manager)  # before hosting: followers fetch
         self.topic_manager = TopicManager(self.config, self.metadata, self.replica_manager)
         self.topic_manager.host_all()
         if self.cluster is not None:
@@ -177,6 +180,9 @@ class Broker:
         """Clean shutdown: stop listening, close connections, flush and checkpoint the logs."""
         if self.cluster is not None:
             await self.cluster.stop()  # others take over the controller at once
+            await self.cluster.stop_replication()
+        if self.replica_manager is not None:
+            await self.replica_manager.shutdown()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -223,6 +229,15 @@ class Broker:
                 self._checkpoint_job(REPLICATION_OFFSET_CHECKPOINT, lambda log: log.high_watermark),
             ),
         ]
+        if self.cluster is not None and self.replica_manager is not None:
+            # Followers that stopped catching up leave the ISR (checked twice per lag window).
+            jobs.append(
+                (
+                    "isr-expiration",
+                    max(config.replica_lag_time_max_ms // 2, 1),
+                    self.replica_manager.maybe_shrink_isr,
+                )
+            )
         for name, interval_ms, job in jobs:
             if 0 < interval_ms < 10**12:
                 self._tasks.append(asyncio.create_task(self._every(name, interval_ms, job)))

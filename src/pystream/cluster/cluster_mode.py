@@ -9,9 +9,9 @@ Roles.  Partition-state changes reach this broker as :class:`TopicChange` events
 from the metadata cache's watches (the controller sends no LeaderAndIsr
 requests, see :mod:`pystream.cluster.zk_controller`).  Each one is turned into
 local roles: the leader hosts the log and serves produce/fetch; a follower
-hosts the log but answers NOT_LEADER_OR_FOLLOWER as leader (replicating from
-the leader is the next step); a replica that is no longer assigned here, or
-whose topic was deleted, is stopped and its files removed.  The group and
+hosts the log, answers NOT_LEADER_OR_FOLLOWER as leader and replicates from
+the leader (:mod:`pystream.cluster.replica_fetcher`); a replica that is no
+longer assigned here, or whose topic was deleted, is stopped and its files removed.  The group and
 transaction coordinators follow the leadership of their internal topics.
 """
 
@@ -22,7 +22,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from pystream.cluster import zk_client
-from pystream.cluster.metadata import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, TopicMetadata
+from pystream.cluster.metadata import (
+    OFFSETS_TOPIC,
+    TRANSACTION_STATE_TOPIC,
+    PartitionState,
+    TopicMetadata,
+)
+from pystream.cluster.replica_fetcher import ReplicaFetcherManager
 from pystream.cluster.zk_controller import ZkController
 from pystream.cluster.zk_paths import BrokerInfo, EndPoint
 from pystream.cluster.zk_registration import BrokerRegistration
@@ -33,6 +39,7 @@ if TYPE_CHECKING:
     from kazoo.client import KazooClient
 
     from pystream.broker.server import Broker
+    from pystream.cluster.replica_manager import ReplicaManager
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,7 @@ class ClusterMode:
         self.store: ZkMetadataStore | None = None
         self.registration: BrokerRegistration | None = None
         self.controller: ZkController | None = None
+        self.fetchers: ReplicaFetcherManager | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
     async def connect(self) -> ZkMetadataStore:
@@ -130,6 +138,27 @@ class ClusterMode:
 
     def _on_step_down(self, reason: str) -> None:
         log.error("broker %d is no longer a cluster member: %s", self.broker.broker_id, reason)
+
+    # --- replication ------------------------------------------------------------------------
+    def attach_replication(self, replicas: ReplicaManager) -> None:
+        """Give the replica manager its fetchers (followers) and its ISR writer (leaders)."""
+        self.fetchers = ReplicaFetcherManager(self.broker)
+        replicas.fetcher = self.fetchers
+        replicas.isr_updater = self._update_isr
+
+    async def _update_isr(
+        self, topic: str, index: int, isr: list[int], leader_epoch: int, partition_epoch: int
+    ) -> PartitionState:
+        store = self.store
+        assert store is not None
+        return await asyncio.to_thread(
+            store.update_isr, topic, index, isr, leader_epoch, partition_epoch
+        )
+
+    async def stop_replication(self) -> None:
+        """Stop every fetcher (after the controlled shutdown moved leadership away)."""
+        if self.fetchers is not None:
+            await self.fetchers.shutdown()
 
     # --- roles ------------------------------------------------------------------------------
     def _on_event(self, event: MetadataEvent) -> None:

@@ -1,0 +1,391 @@
+"""Followers replicate from leaders: one fetcher per source broker, Fetch with replica_id.
+
+A partition followed here is added to the fetcher of its leader (Kafka's
+ReplicaFetcherManager / ReplicaFetcherThread, on asyncio).  Each fetcher keeps
+one connection to its leader and loops:
+
+1. **Truncate** the partitions that just got a (new) leader: ask
+   OffsetForLeaderEpoch for the end offset of this log's latest leader epoch
+   and cut the log there (KIP-101/KIP-279), so a follower never keeps records
+   the new leader does not have — not even after a double failover.  Without
+   epoch information the follower falls back to its high watermark.
+2. **Fetch** every other partition from its log end offset, with the current
+   leader epoch (a stale one is fenced by the leader), append the batches as
+   they are (offsets and epochs already assigned), and take the leader's high
+   watermark (capped by the local log end).
+
+The fetch offset doubles as the follower's acknowledgement: the leader learns
+the follower's log end offset from it, which moves the ISR and the high
+watermark.  Errors back a partition off for ``replica.fetch.backoff.ms``; the
+metadata watch (new leader, new epoch) re-adds it with fresh state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pystream.client.connection import BrokerConnection
+from pystream.errors import ErrorCode, KafkaError, error_for_code
+from pystream.protocol.messages.fetch import FetchRequest
+from pystream.protocol.messages.offset_for_leader_epoch import OffsetForLeaderEpochRequest
+from pystream.storage.log import Log
+
+if TYPE_CHECKING:
+    from pystream.broker.server import Broker
+
+log = logging.getLogger(__name__)
+
+FETCH_VERSION = 12  # replica_id in the body, current_leader_epoch, topic names
+OFFSET_FOR_LEADER_EPOCH_VERSION = 4  # replica_id in the body
+# Errors that mean "the leadership moved": wait for the metadata watch to tell us where.
+_LEADERSHIP_ERRORS = frozenset(
+    {
+        ErrorCode.NOT_LEADER_OR_FOLLOWER,
+        ErrorCode.FENCED_LEADER_EPOCH,
+        ErrorCode.UNKNOWN_LEADER_EPOCH,
+        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorCode.UNKNOWN_TOPIC_ID,
+    }
+)
+
+
+@dataclass(slots=True, eq=False)
+class FetchState:
+    """One followed partition: where to fetch from, and whether to truncate first."""
+
+    topic: str
+    index: int
+    log: Log
+    leader_epoch: int
+    fetch_offset: int
+    truncating: bool = True
+    delayed_until: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.topic}-{self.index}"
+
+
+class ReplicaFetcherManager:
+    """The fetchers of one broker, by source (leader) broker id."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.config = broker.config
+        self._fetchers: dict[int, ReplicaFetcher] = {}
+        self._leader_of: dict[tuple[str, int], int] = {}
+
+    def add_partition(self, topic: str, index: int, leader: int, leader_epoch: int) -> None:
+        """Follow ``topic-index`` from ``leader`` in ``leader_epoch`` (truncating first)."""
+        self.remove_partition(topic, index)
+        replicas = self.broker.replica_manager
+        assert replicas is not None
+        partition = replicas.partition(topic, index)
+        if partition is None:
+            return
+        fetcher = self._fetchers.get(leader)
+        if fetcher is None:
+            fetcher = self._fetchers[leader] = ReplicaFetcher(self, leader)
+            fetcher.start()
+        fetcher.add(
+            FetchState(topic, index, partition.log, leader_epoch, partition.log.log_end_offset)
+        )
+        self._leader_of[(topic, index)] = leader
+
+    def remove_partition(self, topic: str, index: int) -> None:
+        leader = self._leader_of.pop((topic, index), None)
+        if leader is not None and leader in self._fetchers:
+            self._fetchers[leader].remove(topic, index)
+
+    def fetcher_states(self) -> dict[tuple[str, int], FetchState]:
+        """Every followed partition's fetch state (for tests and DescribeLogDirs lag)."""
+        return {tp: s for f in self._fetchers.values() for tp, s in f.partitions.items()}
+
+    async def shutdown(self) -> None:
+        fetchers, self._fetchers = list(self._fetchers.values()), {}
+        self._leader_of.clear()
+        await asyncio.gather(*(f.stop() for f in fetchers), return_exceptions=True)
+
+
+class ReplicaFetcher:
+    """Replicates every partition led by one source broker, over one connection."""
+
+    def __init__(self, manager: ReplicaFetcherManager, source_broker_id: int) -> None:
+        self.manager = manager
+        self.broker = manager.broker
+        self.config = manager.config
+        self.source_broker_id = source_broker_id
+        self.partitions: dict[tuple[str, int], FetchState] = {}
+        self._connection: BrokerConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"replica-fetcher-{self.source_broker_id}"
+        )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self._close()
+
+    def add(self, state: FetchState) -> None:
+        self.partitions[(state.topic, state.index)] = state
+        self._wake.set()
+
+    def remove(self, topic: str, index: int) -> None:
+        self.partitions.pop((topic, index), None)
+
+    # --- the loop ---------------------------------------------------------------------------
+    async def _run(self) -> None:
+        backoff = self.config.replica_fetch_backoff_ms / 1000
+        while True:
+            if not self.partitions:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                connection = await self._connect()
+                await self._truncate(connection)
+                if not await self._fetch(connection):
+                    # Every partition is backing off or truncating: wait for the first one.
+                    await self._idle()
+            except asyncio.CancelledError:
+                raise
+            except (KafkaError, OSError, TimeoutError, ConnectionError) as exc:
+                log.info(
+                    "fetcher from broker %d: %s; retrying in %.1f s",
+                    self.source_broker_id,
+                    exc,
+                    backoff,
+                )
+                self._close()
+                await asyncio.sleep(backoff)
+            except Exception:
+                log.exception("fetcher from broker %d failed", self.source_broker_id)
+                self._close()
+                await asyncio.sleep(backoff)
+
+    async def _idle(self) -> None:
+        now = time.monotonic()
+        waits = [s.delayed_until - now for s in self.partitions.values()]
+        delay = min((w for w in waits if w > 0), default=0.05)
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), min(delay, 1.0))
+
+    async def _connect(self) -> BrokerConnection:
+        connection = self._connection
+        if connection is not None and not connection.closed:
+            return connection
+        host, port = self._leader_endpoint()
+        config = self.config
+        self._connection = await BrokerConnection.open(
+            host,
+            port,
+            client_id=f"broker-{self.broker.broker_id}-fetcher-{self.source_broker_id}",
+            request_timeout_ms=config.replica_socket_timeout_ms,
+            connect_timeout_ms=config.replica_socket_timeout_ms,
+            max_response_size=config.replica_fetch_response_max_bytes + (1 << 20),
+        )
+        return self._connection
+
+    def _leader_endpoint(self) -> tuple[str, int]:
+        cluster = self.broker.cluster
+        assert cluster is not None
+        listener = self.broker.listeners[0].name
+        for broker_id, host, port, _rack in cluster.live_brokers(listener):
+            if broker_id == self.source_broker_id:
+                return host, port
+        raise ConnectionError(f"broker {self.source_broker_id} is not registered (down?)")
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _ready(self, truncating: bool) -> list[FetchState]:
+        now = time.monotonic()
+        return [
+            s
+            for s in self.partitions.values()
+            if s.truncating == truncating and s.delayed_until <= now
+        ]
+
+    def _current(self, topic: str, index: int, sent: FetchState) -> FetchState | None:
+        """The state a response is about, unless it was replaced or removed meanwhile."""
+        state = self.partitions.get((topic, index))
+        return state if state is sent else None
+
+    def _back_off(self, state: FetchState, reason: str) -> None:
+        log.info("%s: fetch from broker %d: %s", state.name, self.source_broker_id, reason)
+        state.delayed_until = time.monotonic() + self.config.replica_fetch_backoff_ms / 1000
+
+    # --- truncation (OffsetForLeaderEpoch) ---------------------------------------------------
+    async def _truncate(self, connection: BrokerConnection) -> None:
+        pending = self._ready(truncating=True)
+        if not pending:
+            return
+        by_topic: dict[str, list[Any]] = {}
+        sent: dict[tuple[str, int], tuple[FetchState, int]] = {}
+        for state in pending:
+            epoch = state.log.latest_epoch
+            by_topic.setdefault(state.topic, []).append(
+                OffsetForLeaderEpochRequest.OffsetForLeaderPartition(
+                    partition=state.index,
+                    current_leader_epoch=state.leader_epoch,
+                    leader_epoch=epoch,
+                )
+            )
+            sent[(state.topic, state.index)] = (state, epoch)
+        request = OffsetForLeaderEpochRequest(
+            replica_id=self.broker.broker_id,
+            topics=[
+                OffsetForLeaderEpochRequest.OffsetForLeaderTopic(topic=t, partitions=ps)
+                for t, ps in by_topic.items()
+            ],
+        )
+        response = await connection.request(23, request, OFFSET_FOR_LEADER_EPOCH_VERSION)
+        for topic in response.topics:
+            for result in topic.partitions:
+                entry = sent.get((topic.topic, result.partition))
+                if entry is None:
+                    continue
+                state = self._current(topic.topic, result.partition, entry[0])
+                if state is None:
+                    continue
+                if result.error_code:
+                    self._back_off(state, f"OffsetForLeaderEpoch error {result.error_code}")
+                    continue
+                self._truncate_to_leader(state, entry[1], result.leader_epoch, result.end_offset)
+
+    def _truncate_to_leader(
+        self, state: FetchState, asked_epoch: int, leader_epoch: int, leader_end_offset: int
+    ) -> None:
+        """Cut the log where it stops agreeing with the leader (KIP-279's rule)."""
+        log_ = state.log
+        if asked_epoch < 0 or leader_end_offset < 0:
+            # No epoch to compare (an empty cache, or one the leader does not know):
+            # what was committed is safe, anything above the high watermark may diverge.
+            offset = log_.high_watermark
+        else:
+            local_epoch, local_end = log_.end_offset_for_epoch(leader_epoch)
+            if local_epoch == leader_epoch:
+                offset = min(leader_end_offset, local_end)
+            else:
+                offset = min(leader_end_offset, log_.log_end_offset)
+        offset = min(offset, log_.log_end_offset)
+        before = log_.log_end_offset
+        if log_.truncate_to(offset):
+            log.info(
+                "%s: truncated from %d to %d to follow broker %d (leader epoch %d)",
+                state.name,
+                before,
+                log_.log_end_offset,
+                self.source_broker_id,
+                state.leader_epoch,
+            )
+        state.fetch_offset = log_.log_end_offset
+        state.truncating = False
+
+    # --- fetch ------------------------------------------------------------------------------
+    async def _fetch(self, connection: BrokerConnection) -> bool:
+        """One fetch round; False if no partition was ready to fetch."""
+        ready = self._ready(truncating=False)
+        if not ready:
+            return False
+        config = self.config
+        by_topic: dict[str, list[Any]] = {}
+        sent: dict[tuple[str, int], FetchState] = {}
+        for state in ready:
+            by_topic.setdefault(state.topic, []).append(
+                FetchRequest.FetchPartition(
+                    partition=state.index,
+                    current_leader_epoch=state.leader_epoch,
+                    fetch_offset=state.fetch_offset,
+                    last_fetched_epoch=-1,
+                    log_start_offset=state.log.log_start_offset,
+                    partition_max_bytes=config.replica_fetch_max_bytes,
+                )
+            )
+            sent[(state.topic, state.index)] = state
+        # A partition added meanwhile waits at most one long poll.
+        wait_ms = config.replica_fetch_wait_max_ms if len(ready) == len(self.partitions) else 0
+        request = FetchRequest(
+            replica_id=self.broker.broker_id,
+            max_wait_ms=wait_ms,
+            min_bytes=config.replica_fetch_min_bytes,
+            max_bytes=config.replica_fetch_response_max_bytes,
+            isolation_level=0,
+            session_id=0,
+            session_epoch=-1,
+            topics=[FetchRequest.FetchTopic(topic=t, partitions=ps) for t, ps in by_topic.items()],
+            forgotten_topics_data=[],
+            rack_id="",
+        )
+        response = await connection.request(
+            1,
+            request,
+            FETCH_VERSION,
+            timeout=config.replica_socket_timeout_ms / 1000 + wait_ms / 1000,
+        )
+        if response.error_code:
+            raise error_for_code(response.error_code)(
+                f"broker {self.source_broker_id} refused the replica fetch"
+            )
+        for topic in response.responses:
+            for data in topic.partitions:
+                entry = sent.get((topic.topic, data.partition_index))
+                if entry is None:
+                    continue
+                state = self._current(topic.topic, data.partition_index, entry)
+                if state is not None:
+                    self._process_partition(state, data)
+        return True
+
+    def _process_partition(self, state: FetchState, data: Any) -> None:
+        error = data.error_code
+        log_ = state.log
+        if error == ErrorCode.OFFSET_OUT_OF_RANGE:
+            if data.log_start_offset > state.fetch_offset:
+                # The leader deleted what we would fetch next: start over at its log start.
+                log.info(
+                    "%s: offset %d is below the leader's log start %d; restarting there",
+                    state.name,
+                    state.fetch_offset,
+                    data.log_start_offset,
+                )
+                log_.truncate_fully_and_start_at(data.log_start_offset)
+                state.fetch_offset = log_.log_end_offset
+            else:
+                state.truncating = True  # we are ahead of the leader: find where we diverge
+            return
+        if error in _LEADERSHIP_ERRORS:
+            self._back_off(state, f"error {error}; waiting for the new leadership")
+            return
+        if error:
+            self._back_off(state, f"error {error}")
+            return
+        records = data.records
+        if records:
+            try:
+                log_.append_as_follower(records)
+            except KafkaError as exc:
+                self._back_off(state, f"append failed: {exc}")
+                state.truncating = True  # re-check where we agree with the leader
+                return
+            state.fetch_offset = log_.log_end_offset
+        # The follower's HW: the leader's, as far as this log reaches (the setter caps it).
+        if data.high_watermark > log_.high_watermark:
+            log_.high_watermark = data.high_watermark
+        if data.log_start_offset > log_.log_start_offset:
+            with contextlib.suppress(KafkaError):
+                log_.delete_records_before(min(data.log_start_offset, log_.high_watermark))
