@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 FETCH_VERSION = 12  # replica_id in the body, current_leader_epoch, topic names
 OFFSET_FOR_LEADER_EPOCH_VERSION = 4  # replica_id in the body
+LEADERSHIP_RETRY_S = 0.05
 # Errors that mean "the leadership moved": wait for the metadata watch to tell us where.
 _LEADERSHIP_ERRORS = frozenset(
     {
@@ -79,6 +80,7 @@ class ReplicaFetcherManager:
         self.config = broker.config
         self._fetchers: dict[int, ReplicaFetcher] = {}
         self._leader_of: dict[tuple[str, int], int] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
 
     def add_partition(self, topic: str, index: int, leader: int, leader_epoch: int) -> None:
         """Follow ``topic-index`` from ``leader`` in ``leader_epoch`` (truncating first)."""
@@ -99,8 +101,15 @@ class ReplicaFetcherManager:
 
     def remove_partition(self, topic: str, index: int) -> None:
         leader = self._leader_of.pop((topic, index), None)
-        if leader is not None and leader in self._fetchers:
-            self._fetchers[leader].remove(topic, index)
+        fetcher = self._fetchers.get(leader) if leader is not None else None
+        if fetcher is None:
+            return
+        fetcher.remove(topic, index)
+        if not fetcher.partitions:  # e.g. its broker died: nothing left to fetch from it
+            del self._fetchers[leader]
+            task = asyncio.get_running_loop().create_task(fetcher.stop())
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
 
     def fetcher_states(self) -> dict[tuple[str, int], FetchState]:
         """Every followed partition's fetch state (for tests and DescribeLogDirs lag)."""
@@ -109,7 +118,7 @@ class ReplicaFetcherManager:
     async def shutdown(self) -> None:
         fetchers, self._fetchers = list(self._fetchers.values()), {}
         self._leader_of.clear()
-        await asyncio.gather(*(f.stop() for f in fetchers), return_exceptions=True)
+        await asyncio.gather(*(f.stop() for f in fetchers), *self._stopping, return_exceptions=True)
 
 
 class ReplicaFetcher:
@@ -225,9 +234,14 @@ class ReplicaFetcher:
         state = self.partitions.get((topic, index))
         return state if state is sent else None
 
-    def _back_off(self, state: FetchState, reason: str) -> None:
+    def _back_off(self, state: FetchState, reason: str, error: int = -1) -> None:
         log.info("%s: fetch from broker %d: %s", state.name, self.source_broker_id, reason)
-        state.delayed_until = time.monotonic() + self.config.replica_fetch_backoff_ms / 1000
+        backoff = self.config.replica_fetch_backoff_ms / 1000
+        if error in _LEADERSHIP_ERRORS:
+            # Usually the leader has not yet seen the election we have (or the other way
+            # round): the metadata watch settles it within milliseconds, so retry soon.
+            backoff = min(backoff, LEADERSHIP_RETRY_S)
+        state.delayed_until = time.monotonic() + backoff
 
     # --- truncation (OffsetForLeaderEpoch) ---------------------------------------------------
     async def _truncate(self, connection: BrokerConnection) -> None:
@@ -263,7 +277,11 @@ class ReplicaFetcher:
                 if state is None:
                     continue
                 if result.error_code:
-                    self._back_off(state, f"OffsetForLeaderEpoch error {result.error_code}")
+                    self._back_off(
+                        state,
+                        f"OffsetForLeaderEpoch error {result.error_code}",
+                        result.error_code,
+                    )
                     continue
                 self._truncate_to_leader(state, entry[1], result.leader_epoch, result.end_offset)
 
@@ -369,7 +387,7 @@ class ReplicaFetcher:
                 state.truncating = True  # we are ahead of the leader: find where we diverge
             return
         if error in _LEADERSHIP_ERRORS:
-            self._back_off(state, f"error {error}; waiting for the new leadership")
+            self._back_off(state, f"error {error}; waiting for the new leadership", error)
             return
         if error:
             self._back_off(state, f"error {error}")
