@@ -5,158 +5,38 @@ session end) on a free loopback port, with its data in a temporary directory.
 Each test gets its own chroot (``127.0.0.1:port/t-<random>``), so tests never
 see each other's znodes and the chroot handling is exercised on every run.
 
-The server is Debian's ``zookeeper`` package (``/usr/share/java/zookeeper.jar``,
-whose manifest carries its classpath) or ``$ZOOKEEPER_JAR``; started with
-``java`` directly so its stdout/stderr land in a log file we can show when it
-fails.  Tests are skipped, with the reason, when java, the jar or kazoo is missing.
+The server is :class:`pystream.cluster.local_zookeeper.LocalZooKeeper`, the same
+code ``pystream cluster up`` runs (Debian's ``zookeeper`` package or
+``$ZOOKEEPER_JAR``, started with ``java``).  Tests are skipped, with the reason,
+when java, the jar or kazoo is missing.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from waiting import wait_until  # noqa: F401  (re-exported to the zk tests)
 
-DEFAULT_JARS = ("/usr/share/java/zookeeper.jar", "/usr/share/zookeeper/zookeeper.jar")
-MAIN_CLASS = "org.apache.zookeeper.server.ZooKeeperServerMain"
-# A logger binding so that ZooKeeper's own messages reach the log file (else SLF4J is silent).
-LOG_BINDINGS = ("/usr/share/java/slf4j-simple.jar",)
+from pystream.cluster.local_zookeeper import (  # noqa: F401  (re-exported to the zk tests)
+    INSTALL_HINT,
+    LocalZooKeeper,
+    ZooKeeperNotInstalledError,
+    find_zookeeper_jar,
+    four_letter_word,
+    free_port,
+    require_zookeeper,
+)
+
+# The tests' name for the server class.
+ZooKeeperServer = LocalZooKeeper
 TICK_MS = 200  # session timeouts are bounded by 2..20 ticks: 0.4 s .. 4 s, fast tests
-
-T = TypeVar("T")
-
-
-def find_zookeeper_jar() -> str | None:
-    """The ZooKeeper server jar to run, or None if ZooKeeper is not installed."""
-    candidates = [os.environ.get("ZOOKEEPER_JAR", ""), *DEFAULT_JARS]
-    return next((jar for jar in candidates if jar and os.path.isfile(jar)), None)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def four_letter_word(port: int, word: str, timeout: float = 2.0) -> str:
-    """Send a ZooKeeper four-letter command (``srvr``, ``ruok``...) and return the answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(word.encode())
-        chunks = []
-        while chunk := sock.recv(4096):
-            chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
-
-
-class ZooKeeperServer:
-    """A standalone ZooKeeper in a subprocess; ``start()``, ``hosts``, ``stop()``."""
-
-    def __init__(self, jar: str, directory: Path) -> None:
-        self.jar = jar
-        self.directory = directory
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = directory / "zookeeper.log"
-
-    @property
-    def hosts(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 60.0) -> ZooKeeperServer:
-        # A port picked here can be taken before java binds it; try a few.
-        last_error = ""
-        for _ in range(3):
-            self.port = free_port()
-            self._launch()
-            try:
-                self._wait_serving(timeout)
-                return self
-            except RuntimeError as exc:
-                last_error = str(exc)
-                self.stop()
-        raise RuntimeError(f"ZooKeeper did not start: {last_error}")
-
-    def _launch(self) -> None:
-        data_dir = self.directory / f"data-{self.port}"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        config = self.directory / f"zoo-{self.port}.cfg"
-        config.write_text(
-            "\n".join(
-                [
-                    f"tickTime={TICK_MS}",
-                    f"dataDir={data_dir}",
-                    f"clientPort={self.port}",
-                    "clientPortAddress=127.0.0.1",
-                    "admin.enableServer=false",
-                    "4lw.commands.whitelist=*",
-                    "maxClientCnxns=0",
-                    # No fsync per write: a throwaway server, and tests stay fast.
-                    "forceSync=no",
-                    "",
-                ]
-            )
-        )
-        classpath = os.pathsep.join([self.jar, *(j for j in LOG_BINDINGS if os.path.isfile(j))])
-        command = [
-            shutil.which("java") or "java",
-            "-Xmx256m",
-            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-            "-Dzookeeper.jmx.log4j.disable=true",
-            "-cp",
-            classpath,
-            MAIN_CLASS,
-            str(config),
-        ]
-        log = open(self.log_path, "ab")  # the child process writes to it
-        try:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, cwd=self.directory
-            )
-        finally:
-            log.close()
-
-    def _wait_serving(self, timeout: float) -> None:
-        """Until ``srvr`` over a real connection says the server serves requests."""
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if "Mode:" in four_letter_word(self.port, "srvr"):
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)  # polling the server's port, not synchronising threads
-        raise RuntimeError(f"not serving after {timeout}s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        self.process = None
 
 
 # --- one server per test session -------------------------------------------------------------
@@ -172,15 +52,17 @@ def shared_server(request: pytest.FixtureRequest) -> ZooKeeperServer:
     """
     global _shared
     pytest.importorskip("kazoo", reason="kazoo is not installed (pip install kazoo)")
-    jar = find_zookeeper_jar()
-    if jar is None:
-        pytest.skip("Apache ZooKeeper is not installed (apt-get install zookeeper)")
-    if shutil.which("java") is None:
-        pytest.skip("java is not installed; ZooKeeper needs it (apt-get install zookeeper)")
+    try:
+        java, jar = require_zookeeper()
+    except ZooKeeperNotInstalledError as exc:
+        pytest.skip(f"{exc} ({INSTALL_HINT})")
     with _shared_lock:
         if _shared is None:
             directory = Path(tempfile.mkdtemp(prefix="pystream-zk-"))
-            server = ZooKeeperServer(jar, directory).start()
+            # No fsync per write: a throwaway server, and tests stay fast.
+            server = LocalZooKeeper(
+                directory, jar=jar, java=java, tick_ms=TICK_MS, force_sync=False
+            ).start()
             _shared = server
 
             def stop() -> None:

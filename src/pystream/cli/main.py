@@ -10,6 +10,7 @@ import click
 
 from pystream import __version__
 from pystream.cli.bench import bench
+from pystream.cli.cluster import cluster
 from pystream.cli.common import OneLineErrors
 from pystream.cli.configs import configs
 from pystream.cli.consume import consume
@@ -35,7 +36,7 @@ def info() -> None:
     click.echo(f"crc32c: {'hardware' if hardware else 'table'}")
 
 
-for _command in (serve, topics, produce, consume, groups, configs, bench):
+for _command in (serve, cluster, topics, produce, consume, groups, configs, bench):
     cli.add_command(_command)
 
 
