@@ -19,129 +19,39 @@ import pytest
 
 pytest.importorskip("kazoo", reason="kazoo is not installed (pip install kazoo)")
 
-from broker_process import BrokerProcess, KafkaWire  # noqa: E402
+from broker_process import BrokerProcess  # noqa: E402
+from cluster_fixtures import (  # noqa: E402 - shared with the other cluster tests
+    NONE,
+    NOT_LEADER_OR_FOLLOWER,
+    bootstrap,
+    by_id,
+    cluster_broker,
+    create_topic,
+    fetch,
+    metadata,
+    produce,
+    start_cluster,
+)
 from confluent_kafka import Consumer, Producer  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from confluent_kafka.admin import AdminClient  # noqa: E402
 from zookeeper import (  # noqa: E402
-    SESSION_TIMEOUT_MS,
     wait_until,
     zk_connect,  # noqa: F401 - fixture
     zookeeper,  # noqa: F401 - fixture
 )
 
-from pystream._core import records as core_records  # noqa: E402
 from pystream.protocol.messages.describe_cluster import DescribeClusterRequest  # noqa: E402
-from pystream.protocol.messages.fetch import FetchRequest  # noqa: E402
-from pystream.protocol.messages.metadata import MetadataRequest  # noqa: E402
-from pystream.protocol.messages.produce import ProduceRequest  # noqa: E402
-
-NONE = 0
-NOT_LEADER_OR_FOLLOWER = 6
-BROKERS = 3
 
 
 @pytest.fixture
 def cluster(tmp_path: Path, zk_connect: str) -> Iterator[list[BrokerProcess]]:  # noqa: F811
     """Three brokers (ids 0-2, racks a/b/c) of one cluster, each with its own log dir and port."""
-    brokers = [cluster_broker(tmp_path, zk_connect, i) for i in range(BROKERS)]
+    brokers = start_cluster(tmp_path, zk_connect)
     try:
-        for broker in brokers:
-            broker.start()
         yield brokers
     finally:
         for broker in brokers:
             broker.close()
-
-
-def cluster_broker(tmp_path: Path, connect: str, broker_id: int) -> BrokerProcess:
-    return BrokerProcess(
-        tmp_path / f"broker-{broker_id}",
-        {
-            "broker.id": str(broker_id),
-            "broker.rack": "abc"[broker_id % 3],
-            "zookeeper.connect": connect,
-            "zookeeper.session.timeout.ms": str(SESSION_TIMEOUT_MS),
-            "offsets.topic.num.partitions": "6",
-            "group.initial.rebalance.delay.ms": "0",
-            "file.delete.delay.ms": "0",
-        },
-    )
-
-
-def bootstrap(brokers: list[BrokerProcess]) -> str:
-    return ",".join(b.bootstrap for b in brokers if b.process is not None)
-
-
-def metadata(broker: BrokerProcess, topics: list[str] | None = None) -> Any:
-    request = MetadataRequest(
-        topics=None
-        if topics is None
-        else [MetadataRequest.MetadataRequestTopic(name=t) for t in topics],
-        allow_auto_topic_creation=False,
-    )
-    with broker.wire() as wire:
-        return wire.request(3, 12, request)
-
-
-def create_topic(brokers: list[BrokerProcess], name: str, partitions: int, rf: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap(brokers)})
-    futures = admin.create_topics([NewTopic(name, partitions, rf)], operation_timeout=15)
-    futures[name].result(timeout=30)
-    # Every broker learns of the topic (and its leaders) through its ZooKeeper watches.
-    for broker in brokers:
-        wait_until(
-            lambda b=broker: _all_led(metadata(b, [name]).topics[0], partitions),
-            what=f"{name} known with leaders on broker {broker.overrides['broker.id']}",
-        )
-
-
-def _all_led(topic: Any, partitions: int) -> bool:
-    return (
-        topic.error_code == NONE
-        and len(topic.partitions) == partitions
-        and all(p.leader_id >= 0 for p in topic.partitions)
-    )
-
-
-def produce(wire: KafkaWire, topic: str, partition: int, value: bytes) -> Any:
-    records = core_records.build_batch([(None, None, value)])
-    request = ProduceRequest(
-        acks=1,
-        timeout_ms=5000,
-        topic_data=[
-            ProduceRequest.TopicProduceData(
-                name=topic,
-                partition_data=[
-                    ProduceRequest.PartitionProduceData(index=partition, records=records)
-                ],
-            )
-        ],
-    )
-    return wire.request(0, 9, request).responses[0].partition_responses[0]
-
-
-def fetch(wire: KafkaWire, topic: str, partition: int) -> Any:
-    request = FetchRequest(
-        max_wait_ms=0,
-        min_bytes=0,
-        max_bytes=1 << 20,
-        topics=[
-            FetchRequest.FetchTopic(
-                topic=topic,
-                topic_id=uuid.UUID(int=0),
-                partitions=[
-                    FetchRequest.FetchPartition(
-                        partition=partition, fetch_offset=0, partition_max_bytes=1 << 20
-                    )
-                ],
-            )
-        ],
-    )
-    return wire.request(1, 11, request).responses[0].partitions[0]
-
-
-def by_id(brokers: list[BrokerProcess]) -> dict[int, BrokerProcess]:
-    return {int(b.overrides["broker.id"]): b for b in brokers}
 
 
 def test_metadata_lists_every_broker_and_spreads_leaders(cluster: list[BrokerProcess]) -> None:

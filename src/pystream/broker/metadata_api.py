@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from pystream.cluster.metadata import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, TopicMetadata
+from pystream.cluster.metadata import TopicMetadata
 from pystream.errors import (
     InvalidRequestError,
     KafkaError,
@@ -53,15 +53,14 @@ def _error_topic(name: str | None, topic_id: uuid.UUID, exc: KafkaError) -> Topi
     return Topic(error_code=error_code_of(exc), name=name, topic_id=topic_id, partitions=[])
 
 
-def _auto_create(broker: Broker, name: str) -> TopicMetadata | None:
+async def _auto_create(broker: Broker, name: str) -> TopicMetadata | None:
     """Create a missing topic for a Metadata request; internal topics get their own
-    settings (compaction, partition counts) from their coordinator, as Kafka does."""
-    if name == OFFSETS_TOPIC and broker.group_coordinator is not None:
-        broker.group_coordinator.ensure_offsets_topic()
-        return broker.metadata.get_topic(name)
-    if name == TRANSACTION_STATE_TOPIC and broker.transaction_coordinator is not None:
-        broker.transaction_coordinator.ensure_transaction_state_topic()
-        return broker.metadata.get_topic(name)
+    settings (compaction, partition counts, replication factor) from their coordinator,
+    as Kafka does, and are created off the event loop in cluster mode."""
+    for coordinator in (broker.group_coordinator, broker.transaction_coordinator):
+        if coordinator is not None and name == coordinator.topic:
+            await coordinator.ensure_topic()
+            return broker.metadata.get_topic(name)
     assert broker.topic_manager is not None
     return broker.topic_manager.maybe_auto_create(name)
 
@@ -101,7 +100,7 @@ async def handle_metadata(request: MetadataRequest, context: RequestContext) -> 
             if topic is None:
                 try:
                     if auto_create:
-                        topic = _auto_create(broker, name)
+                        topic = await _auto_create(broker, name)
                     if topic is None:
                         raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
                 except KafkaError as exc:

@@ -1,10 +1,22 @@
-"""``pystream topics create|list|describe|alter|delete`` (like ``kafka-topics.sh``)."""
+"""``pystream topics create|list|describe|alter|delete`` (like ``kafka-topics.sh``), and
+``reassign`` / ``elect-leaders`` (like ``kafka-reassign-partitions.sh`` and
+``kafka-leader-election.sh``)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+from typing import Any
+
 import click
 
-from pystream.cli.common import admin_client, connection_options, parse_properties
+from pystream.cli.common import (
+    admin_client,
+    client_settings,
+    connection_options,
+    parse_properties,
+)
 
 
 def _names(positional: tuple[str, ...], option: tuple[str, ...]) -> list[str]:
@@ -174,3 +186,176 @@ def delete(
         admin.delete_topics(names)
     for name in names:
         click.echo(f"Deleted topic {name}.")
+
+
+def _run_admin(bootstrap_server: str, command_config: str | None, work: Any) -> Any:
+    """Run ``await work(admin)`` with an asyncio admin client (for the controller's APIs)."""
+    from pystream.aio import AdminClient
+
+    async def run() -> Any:
+        async with AdminClient(bootstrap_server, **client_settings(command_config)) as admin:
+            return await work(admin)
+
+    return asyncio.run(run())
+
+
+def _replica_list(text: str) -> list[int]:
+    try:
+        replicas = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.UsageError(
+            f"--replicas {text!r} is not a comma-separated list of ids"
+        ) from None
+    if not replicas:
+        raise click.UsageError("--replicas names no broker")
+    return replicas
+
+
+def _reassignment_file(path: str) -> dict[tuple[str, int], list[int] | None]:
+    """Kafka's ``kafka-reassign-partitions`` JSON: ``{"version":1,"partitions":[{"topic":
+    "t","partition":0,"replicas":[1,2]}, ...]}``."""
+    try:
+        with open(path) as file:
+            document = json.load(file)
+        return {
+            (str(entry["topic"]), int(entry["partition"])): [int(b) for b in entry["replicas"]]
+            for entry in document["partitions"]
+        }
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise click.ClickException(
+            f"{path}: not a reassignment JSON file ({exc!r}); expected "
+            '{"version":1,"partitions":[{"topic":"t","partition":0,"replicas":[1,2]}]}'
+        ) from None
+
+
+@topics.command()
+@click.option("--topic", default=None, help="The topic of the partition to move.")
+@click.option("--partition", type=click.IntRange(min=0), default=None, help="Its index.")
+@click.option("--replicas", default=None, metavar="ID,ID,...", help="The new replicas, in order.")
+@click.option(
+    "--reassignment-json-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Many partitions at once, in kafka-reassign-partitions' JSON format.",
+)
+@click.option("--cancel", is_flag=True, help="Cancel the partition's ongoing reassignment.")
+@click.option("--list", "list_only", is_flag=True, help="Show the ongoing reassignments.")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Wait up to this long for the reassignments to finish.",
+)
+@connection_options
+def reassign(
+    topic: str | None,
+    partition: int | None,
+    replicas: str | None,
+    reassignment_json_file: str | None,
+    cancel: bool,
+    list_only: bool,
+    wait_s: float | None,
+    bootstrap_server: str,
+    command_config: str | None,
+) -> None:
+    """Move partitions to other brokers (or cancel, or list, reassignments).
+
+    The new replicas join, catch up and enter the ISR; then the old ones leave
+    (their logs are deleted) and, if needed, a new leader is elected among the new.
+    """
+    if list_only:
+        ongoing = _run_admin(
+            bootstrap_server, command_config, lambda a: a.list_partition_reassignments()
+        )
+        for tp, state in sorted(ongoing.items()):
+            click.echo(
+                f"Topic: {tp.topic}\tPartition: {tp.partition}\t"
+                f"Replicas: {','.join(map(str, state['replicas']))}\t"
+                f"Adding: {','.join(map(str, state['adding_replicas']))}\t"
+                f"Removing: {','.join(map(str, state['removing_replicas']))}"
+            )
+        return
+    if reassignment_json_file is not None:
+        if topic is not None or partition is not None or replicas is not None:
+            raise click.UsageError("give --reassignment-json-file or --topic/--partition")
+        wanted = _reassignment_file(reassignment_json_file)
+        if cancel:
+            wanted = dict.fromkeys(wanted)
+    else:
+        if topic is None or partition is None or (replicas is not None) == cancel:
+            raise click.UsageError("give --topic, --partition and --replicas (or --cancel)")
+        wanted = {(topic, partition): None if cancel else _replica_list(replicas or "")}
+    if not wanted:
+        raise click.UsageError("the reassignment names no partition")
+
+    async def work(admin: Any) -> Any:
+        await admin.alter_partition_reassignments(wanted)
+        if wait_s is None:
+            return {}
+        deadline = time.monotonic() + wait_s
+        while True:
+            ongoing = await admin.list_partition_reassignments(list(wanted))
+            if not ongoing or time.monotonic() >= deadline:
+                return ongoing
+            await asyncio.sleep(0.2)
+
+    pending = _run_admin(bootstrap_server, command_config, work)
+    verb = "Cancelled" if cancel else "Started"
+    for (name, index), target in sorted(wanted.items()):
+        moved = "" if target is None else f" to {','.join(map(str, target))}"
+        click.echo(f"{verb} reassignment of {name}-{index}{moved}.")
+    if wait_s is not None:
+        if pending:
+            left = ", ".join(f"{tp.topic}-{tp.partition}" for tp in sorted(pending))
+            raise click.ClickException(f"still reassigning after {wait_s:g}s: {left}")
+        click.echo("Reassignment complete.")
+
+
+@topics.command("elect-leaders")
+@click.option("--topic", default=None, help="The topic (all partitions of all topics if none).")
+@click.option("--partition", type=click.IntRange(min=0), default=None, help="One partition.")
+@click.option(
+    "--election-type",
+    type=click.Choice(["preferred", "unclean"]),
+    default="preferred",
+    show_default=True,
+)
+@connection_options
+def elect_leaders(
+    topic: str | None,
+    partition: int | None,
+    election_type: str,
+    bootstrap_server: str,
+    command_config: str | None,
+) -> None:
+    """Give partitions their preferred leader back (or elect any live replica, unclean)."""
+    from pystream.errors import ElectionNotNeededError
+
+    if partition is not None and topic is None:
+        raise click.UsageError("--partition needs --topic")
+
+    async def work(admin: Any) -> Any:
+        if topic is None:
+            return await admin.elect_leaders(election_type)
+        indexes = (
+            [partition]
+            if partition is not None
+            else [p.partition for p in (await admin.describe_topics([topic]))[topic].partitions]
+        )
+        return await admin.elect_leaders(election_type, [(topic, i) for i in indexes])
+
+    failed = False
+    for tp, error in sorted(_run_admin(bootstrap_server, command_config, work).items()):
+        if error is None:
+            click.echo(f"Elected a new leader for {tp.topic}-{tp.partition}.")
+        elif isinstance(error, ElectionNotNeededError):
+            click.echo(f"No election needed for {tp.topic}-{tp.partition}.")
+        else:
+            failed = True
+            click.echo(f"Election failed for {tp.topic}-{tp.partition}: {error}", err=True)
+    if failed:
+        raise click.exceptions.Exit(1)

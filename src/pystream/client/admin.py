@@ -1,7 +1,9 @@
 """The asyncio admin client (``pystream.aio.AdminClient``); ``pystream.AdminClient`` wraps it.
 
-Topics, partitions, configs, consumer groups and their offsets, records.
-Requests go where Kafka routes them: topic changes to the controller, group
+Topics, partitions, configs, consumer groups and their offsets, records, leader
+elections and partition reassignments.
+Requests go where Kafka routes them: topic changes, elections and reassignments
+to the controller, group
 operations to the group's coordinator, DeleteRecords/ListOffsets to partition
 leaders, ListGroups to every broker.  An operation over several resources
 raises the first failure's Kafka error (the exception's ``errors`` attribute
@@ -19,6 +21,9 @@ from typing import Any
 
 from pystream.errors import KafkaError, error_for_code
 from pystream.protocol.messages.alter_configs import AlterConfigsRequest
+from pystream.protocol.messages.alter_partition_reassignments import (
+    AlterPartitionReassignmentsRequest,
+)
 from pystream.protocol.messages.create_partitions import CreatePartitionsRequest
 from pystream.protocol.messages.create_topics import CreateTopicsRequest
 from pystream.protocol.messages.delete_groups import DeleteGroupsRequest
@@ -26,10 +31,14 @@ from pystream.protocol.messages.delete_records import DeleteRecordsRequest
 from pystream.protocol.messages.delete_topics import DeleteTopicsRequest
 from pystream.protocol.messages.describe_configs import DescribeConfigsRequest
 from pystream.protocol.messages.describe_groups import DescribeGroupsRequest
+from pystream.protocol.messages.elect_leaders import ElectLeadersRequest
 from pystream.protocol.messages.find_coordinator import FindCoordinatorRequest
 from pystream.protocol.messages.incremental_alter_configs import IncrementalAlterConfigsRequest
 from pystream.protocol.messages.list_groups import ListGroupsRequest
 from pystream.protocol.messages.list_offsets import ListOffsetsRequest
+from pystream.protocol.messages.list_partition_reassignments import (
+    ListPartitionReassignmentsRequest,
+)
 from pystream.protocol.messages.metadata import MetadataRequest
 from pystream.protocol.messages.offset_commit import OffsetCommitRequest
 from pystream.protocol.messages.offset_delete import OffsetDeleteRequest
@@ -58,6 +67,7 @@ __all__ = ["AdminClient", "ConfigResourceType"]
 log = logging.getLogger("pystream.client.admin")
 
 NOT_CONTROLLER = 41
+ELECTION_TYPES = {"preferred": 0, "unclean": 1}
 _COORDINATOR_RETRY = frozenset({14, 15, 16})
 
 
@@ -341,6 +351,127 @@ class AdminClient:
         if not validate_only:
             await self._core.refresh_metadata([p.topic for p in items])
         _raise_errors("create_partitions", errors)
+
+    # ------------------------------------------------------------------ leaders and replicas
+
+    async def elect_leaders(
+        self,
+        election_type: str | int = "preferred",
+        partitions: Iterable[TopicPartition | tuple[str, int]] | None = None,
+        *,
+        timeout_ms: int = 30_000,
+    ) -> dict[TopicPartition, KafkaError | None]:
+        """Elect the preferred (or, ``"unclean"``, any live) replica as leader of each
+        partition (None: every partition).  Returns each partition's outcome: None when
+        elected, else its error (e.g. ElectionNotNeededError when it already leads)."""
+        kind = ELECTION_TYPES[election_type] if isinstance(election_type, str) else election_type
+        by_topic: dict[str, list[int]] = defaultdict(list)
+        for tp in map(_tp, partitions or ()):
+            by_topic[tp.topic].append(tp.partition)
+
+        def build(version: int) -> ElectLeadersRequest:
+            return ElectLeadersRequest(
+                election_type=kind,
+                topic_partitions=None
+                if partitions is None
+                else [
+                    ElectLeadersRequest.TopicPartitions(topic=t, partitions=ps)
+                    for t, ps in by_topic.items()
+                ],
+                timeout_ms=timeout_ms,
+            )
+
+        response = await self._to_controller(43, build)
+        if response.error_code:
+            raise _error(response.error_code, None, "elect leaders")
+        out: dict[TopicPartition, KafkaError | None] = {}
+        for t in response.replica_election_results:
+            for p in t.partition_result:
+                tp = TopicPartition(t.topic, p.partition_id)
+                out[tp] = (
+                    _error(p.error_code, p.error_message, f"elect leader of {tp}")
+                    if p.error_code
+                    else None
+                )
+        return out
+
+    async def alter_partition_reassignments(
+        self,
+        reassignments: Mapping[Any, Sequence[int] | None],
+        *,
+        timeout_ms: int = 30_000,
+    ) -> None:
+        """Move partitions to new replicas: ``{("topic", 0): [1, 2, 3]}``; None as the
+        replicas cancels an ongoing reassignment.  Returns once the controller has
+        started them (:meth:`list_partition_reassignments` shows those in progress)."""
+        wanted = {_tp(tp): None if r is None else list(r) for tp, r in reassignments.items()}
+        by_topic: dict[str, list[Any]] = defaultdict(list)
+        for tp, replicas in wanted.items():
+            by_topic[tp.topic].append(
+                AlterPartitionReassignmentsRequest.ReassignablePartition(
+                    partition_index=tp.partition, replicas=replicas
+                )
+            )
+
+        def build(version: int) -> AlterPartitionReassignmentsRequest:
+            return AlterPartitionReassignmentsRequest(
+                timeout_ms=timeout_ms,
+                topics=[
+                    AlterPartitionReassignmentsRequest.ReassignableTopic(name=t, partitions=ps)
+                    for t, ps in by_topic.items()
+                ],
+            )
+
+        response = await self._to_controller(45, build)
+        if response.error_code:
+            raise _error(response.error_code, response.error_message, "reassign partitions")
+        errors: dict[Any, KafkaError] = {
+            TopicPartition(t.name, p.partition_index): _error(
+                p.error_code, p.error_message, f"reassign {t.name}-{p.partition_index}"
+            )
+            for t in response.responses
+            for p in t.partitions
+            if p.error_code
+        }
+        _raise_errors("alter_partition_reassignments", errors)
+
+    async def list_partition_reassignments(
+        self,
+        partitions: Iterable[TopicPartition | tuple[str, int]] | None = None,
+        *,
+        timeout_ms: int = 30_000,
+    ) -> dict[TopicPartition, dict[str, list[int]]]:
+        """Ongoing reassignments (of ``partitions``, or all): per partition its
+        ``replicas``, ``adding_replicas`` and ``removing_replicas``."""
+        by_topic: dict[str, list[int]] = defaultdict(list)
+        for tp in map(_tp, partitions or ()):
+            by_topic[tp.topic].append(tp.partition)
+
+        def build(version: int) -> ListPartitionReassignmentsRequest:
+            return ListPartitionReassignmentsRequest(
+                timeout_ms=timeout_ms,
+                topics=None
+                if partitions is None
+                else [
+                    ListPartitionReassignmentsRequest.ListPartitionReassignmentsTopics(
+                        name=t, partition_indexes=ps
+                    )
+                    for t, ps in by_topic.items()
+                ],
+            )
+
+        response = await self._to_controller(46, build)
+        if response.error_code:
+            raise _error(response.error_code, response.error_message, "list reassignments")
+        return {
+            TopicPartition(t.name, p.partition_index): {
+                "replicas": list(p.replicas),
+                "adding_replicas": list(p.adding_replicas),
+                "removing_replicas": list(p.removing_replicas),
+            }
+            for t in response.topics
+            for p in t.partitions
+        }
 
     # ------------------------------------------------------------------ configs
 

@@ -386,5 +386,8 @@ for _name in (
     "delete_consumer_group_offsets",
     "delete_records",
     "list_offsets",
+    "elect_leaders",
+    "alter_partition_reassignments",
+    "list_partition_reassignments",
 ):
     setattr(AdminClient, _name, _blocking(_name))

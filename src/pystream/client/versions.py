@@ -35,7 +35,10 @@ CLIENT_VERSIONS: dict[int, tuple[str, int, int]] = {
     33: ("AlterConfigs", 0, 2),
     37: ("CreatePartitions", 0, 3),
     42: ("DeleteGroups", 0, 2),
+    43: ("ElectLeaders", 0, 2),
     44: ("IncrementalAlterConfigs", 0, 1),
+    45: ("AlterPartitionReassignments", 0, 0),
+    46: ("ListPartitionReassignments", 0, 0),
     47: ("OffsetDelete", 0, 0),
 }
 
@@ -60,7 +63,10 @@ FEATURE_OF: dict[int, str] = {
     33: "altering configs",
     37: "creating partitions",
     42: "deleting groups",
+    43: "electing leaders",
     44: "altering configs incrementally",
+    45: "reassigning partitions",
+    46: "listing partition reassignments",
     47: "deleting committed offsets",
 }
 

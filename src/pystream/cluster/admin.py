@@ -7,6 +7,8 @@ broker's ``HANDLER_MODULES`` (and with it ApiVersions) sees them all:
 - :mod:`.admin_configs`: DescribeConfigs (32), AlterConfigs (33), IncrementalAlterConfigs (44)
 - :mod:`.admin_partitions`: DeleteRecords (21), OffsetForLeaderEpoch (23)
 - :mod:`.admin_cluster`: DescribeLogDirs (35), DescribeCluster (60)
+- :mod:`.admin_controller`: ControlledShutdown (7), ElectLeaders (43),
+  AlterPartitionReassignments (45), ListPartitionReassignments (46)
 """
 
 from __future__ import annotations
@@ -16,6 +18,12 @@ from pystream.cluster.admin_configs import (
     handle_alter_configs,
     handle_describe_configs,
     handle_incremental_alter_configs,
+)
+from pystream.cluster.admin_controller import (
+    handle_alter_partition_reassignments,
+    handle_controlled_shutdown,
+    handle_elect_leaders,
+    handle_list_partition_reassignments,
 )
 from pystream.cluster.admin_partitions import (
     handle_delete_records,
@@ -29,6 +37,10 @@ from pystream.cluster.admin_topics import (
 
 __all__ = [
     "handle_alter_configs",
+    "handle_alter_partition_reassignments",
+    "handle_controlled_shutdown",
+    "handle_elect_leaders",
+    "handle_list_partition_reassignments",
     "handle_create_partitions",
     "handle_create_topics",
     "handle_delete_records",

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CONTROLLED_SHUTDOWN_MAX_S = 30
+
 
 class ClusterMode:
     """ZooKeeper session, registration, controller and role changes of one broker."""
@@ -116,14 +118,35 @@ class ClusterMode:
         self.controller = ZkController(
             self.client,
             self.broker.broker_id,
-            unclean_leader_election_enable=False,
+            unclean_leader_election_enable=self.config.unclean_leader_election_enable,
             delete_topic_enable=self.config.delete_topic_enable,
+            auto_leader_rebalance_enable=self.config.auto_leader_rebalance_enable,
+            leader_imbalance_check_interval_seconds=(
+                self.config.leader_imbalance_check_interval_seconds
+            ),
+            leader_imbalance_per_broker_percentage=(
+                self.config.leader_imbalance_per_broker_percentage
+            ),
             post=handoff.post,
         )
         self.controller.start()
 
     async def stop(self) -> None:
-        """Resign as controller, deregister, close the session (others take over at once)."""
+        """Hand leadership over (controlled shutdown), resign as controller, deregister,
+        close the session (others take over at once)."""
+        if self.config.controlled_shutdown_enable and self._zookeeper_connected():
+            from pystream.cluster.controlled_shutdown import controlled_shutdown
+
+            # First, while this broker still follows role changes and serves requests.
+            # Bounded: a controller that does not answer must not hold the shutdown hostage.
+            try:
+                await asyncio.wait_for(controlled_shutdown(self), CONTROLLED_SHUTDOWN_MAX_S)
+            except TimeoutError:
+                log.warning(
+                    "broker %d: controlled shutdown took over %d s; shutting down anyway",
+                    self.broker.broker_id,
+                    CONTROLLED_SHUTDOWN_MAX_S,
+                )
         if self.store is not None:
             self.store.remove_listener(self._on_event)
         if self.controller is not None:
@@ -135,6 +158,10 @@ class ClusterMode:
         if self.client is not None:
             await asyncio.to_thread(zk_client.close, self.client)
             self.client = None
+
+    def _zookeeper_connected(self) -> bool:
+        # Without ZooKeeper no controller can move leadership: skip straight to stopping.
+        return self.client is not None and self.client.connected
 
     def _on_step_down(self, reason: str) -> None:
         log.error("broker %d is no longer a cluster member: %s", self.broker.broker_id, reason)

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pystream.client.connection import BrokerConnection
+from pystream.cluster.broker_channel import BrokerChannel, BrokerChannels
 from pystream.errors import ErrorCode, KafkaError, error_for_code
 from pystream.protocol.messages.fetch import FetchRequest
 from pystream.protocol.messages.offset_for_leader_epoch import OffsetForLeaderEpochRequest
@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FETCH_VERSION = 12  # replica_id in the body, current_leader_epoch, topic names
-OFFSET_FOR_LEADER_EPOCH_VERSION = 4  # replica_id in the body
+FETCH_VERSIONS = (12, 12)  # replica_id in the body, current_leader_epoch, topic names
+OFFSET_FOR_LEADER_EPOCH_VERSIONS = (4, 4)  # replica_id in the body
 LEADERSHIP_RETRY_S = 0.05
 # Errors that mean "the leadership moved": wait for the metadata watch to tell us where.
 _LEADERSHIP_ERRORS = frozenset(
@@ -81,6 +81,13 @@ class ReplicaFetcherManager:
         self._fetchers: dict[int, ReplicaFetcher] = {}
         self._leader_of: dict[tuple[str, int], int] = {}
         self._stopping: set[asyncio.Task[None]] = set()
+        # Resolves leaders' endpoints; each fetcher keeps its own connection (a fetch long
+        # poll must not delay other inter-broker requests such as transaction markers).
+        self.endpoints = BrokerChannels(
+            broker.broker_id,
+            broker.metadata,
+            listener_name=broker.advertised_listeners[0].name,
+        )
 
     def add_partition(self, topic: str, index: int, leader: int, leader_epoch: int) -> None:
         """Follow ``topic-index`` from ``leader`` in ``leader_epoch`` (truncating first)."""
@@ -130,7 +137,13 @@ class ReplicaFetcher:
         self.config = manager.config
         self.source_broker_id = source_broker_id
         self.partitions: dict[tuple[str, int], FetchState] = {}
-        self._connection: BrokerConnection | None = None
+        self._channel = BrokerChannel(
+            source_broker_id,
+            manager.endpoints.endpoint,
+            client_id=f"broker-{self.broker.broker_id}-fetcher-{source_broker_id}",
+            request_timeout_ms=self.config.replica_socket_timeout_ms,
+            connect_timeout_ms=self.config.replica_socket_timeout_ms,
+        )
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -144,7 +157,7 @@ class ReplicaFetcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        self._close()
+        self._channel.close()
 
     def add(self, state: FetchState) -> None:
         self.partitions[(state.topic, state.index)] = state
@@ -162,25 +175,23 @@ class ReplicaFetcher:
                 await self._wake.wait()
                 continue
             try:
-                connection = await self._connect()
-                await self._truncate(connection)
-                if not await self._fetch(connection):
+                await self._truncate()
+                if not await self._fetch():
                     # Every partition is backing off or truncating: wait for the first one.
                     await self._idle()
             except asyncio.CancelledError:
                 raise
-            except (KafkaError, OSError, TimeoutError, ConnectionError) as exc:
+            except KafkaError as exc:
+                # Network trouble included (ChannelError): the channel reconnects next time.
                 log.info(
                     "fetcher from broker %d: %s; retrying in %.1f s",
                     self.source_broker_id,
                     exc,
                     backoff,
                 )
-                self._close()
                 await asyncio.sleep(backoff)
             except Exception:
                 log.exception("fetcher from broker %d failed", self.source_broker_id)
-                self._close()
                 await asyncio.sleep(backoff)
 
     async def _idle(self) -> None:
@@ -190,36 +201,6 @@ class ReplicaFetcher:
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), min(delay, 1.0))
-
-    async def _connect(self) -> BrokerConnection:
-        connection = self._connection
-        if connection is not None and not connection.closed:
-            return connection
-        host, port = self._leader_endpoint()
-        config = self.config
-        self._connection = await BrokerConnection.open(
-            host,
-            port,
-            client_id=f"broker-{self.broker.broker_id}-fetcher-{self.source_broker_id}",
-            request_timeout_ms=config.replica_socket_timeout_ms,
-            connect_timeout_ms=config.replica_socket_timeout_ms,
-            max_response_size=config.replica_fetch_response_max_bytes + (1 << 20),
-        )
-        return self._connection
-
-    def _leader_endpoint(self) -> tuple[str, int]:
-        cluster = self.broker.cluster
-        assert cluster is not None
-        listener = self.broker.listeners[0].name
-        for broker_id, host, port, _rack in cluster.live_brokers(listener):
-            if broker_id == self.source_broker_id:
-                return host, port
-        raise ConnectionError(f"broker {self.source_broker_id} is not registered (down?)")
-
-    def _close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
 
     def _ready(self, truncating: bool) -> list[FetchState]:
         now = time.monotonic()
@@ -244,7 +225,7 @@ class ReplicaFetcher:
         state.delayed_until = time.monotonic() + backoff
 
     # --- truncation (OffsetForLeaderEpoch) ---------------------------------------------------
-    async def _truncate(self, connection: BrokerConnection) -> None:
+    async def _truncate(self) -> None:
         pending = self._ready(truncating=True)
         if not pending:
             return
@@ -267,7 +248,7 @@ class ReplicaFetcher:
                 for t, ps in by_topic.items()
             ],
         )
-        response = await connection.request(23, request, OFFSET_FOR_LEADER_EPOCH_VERSION)
+        response = await self._channel.request(23, request, OFFSET_FOR_LEADER_EPOCH_VERSIONS)
         for topic in response.topics:
             for result in topic.partitions:
                 entry = sent.get((topic.topic, result.partition))
@@ -315,7 +296,7 @@ class ReplicaFetcher:
         state.truncating = False
 
     # --- fetch ------------------------------------------------------------------------------
-    async def _fetch(self, connection: BrokerConnection) -> bool:
+    async def _fetch(self) -> bool:
         """One fetch round; False if no partition was ready to fetch."""
         ready = self._ready(truncating=False)
         if not ready:
@@ -349,12 +330,7 @@ class ReplicaFetcher:
             forgotten_topics_data=[],
             rack_id="",
         )
-        response = await connection.request(
-            1,
-            request,
-            FETCH_VERSION,
-            timeout=config.replica_socket_timeout_ms / 1000 + wait_ms / 1000,
-        )
+        response = await self._channel.request(1, request, FETCH_VERSIONS)
         if response.error_code:
             raise error_for_code(response.error_code)(
                 f"broker {self.source_broker_id} refused the replica fetch"

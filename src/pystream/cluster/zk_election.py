@@ -16,16 +16,27 @@ durability, the operator's choice per topic.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Hashable, Mapping
+from typing import TypeVar
 
 from pystream.cluster.zk_paths import NO_LEADER, LeaderAndIsr
 
 __all__ = [
+    "PREFERRED_ELECTION",
+    "UNCLEAN_ELECTION",
     "controlled_shutdown_election",
+    "imbalanced_partitions",
     "initial_leader_and_isr",
     "offline_partition_election",
     "preferred_replica_election",
+    "reassignment_completion",
 ]
+
+K = TypeVar("K", bound=Hashable)
+
+# ElectLeaders election types (Kafka's ElectionType).
+PREFERRED_ELECTION = 0
+UNCLEAN_ELECTION = 1
 
 
 def initial_leader_and_isr(
@@ -46,9 +57,13 @@ def offline_partition_election(
     *,
     unclean: bool,
     controller_epoch: int,
+    shutting_down: Collection[int] = (),
 ) -> LeaderAndIsr | None:
     """After brokers come or go: keep a live leader (dropping dead brokers from its ISR),
     or elect a new one, bumping the leader epoch.
+
+    Brokers in ``shutting_down`` (a controlled shutdown is under way) are live but never
+    *become* leader: leadership would only have to move again moments later.
 
     * leader alive (and still a replica): the ISR loses members that are not live;
     * else the first replica (in assignment order) that is live and in the ISR leads;
@@ -67,12 +82,12 @@ def offline_partition_election(
         # The leader is unchanged: its epoch is too; the znode version marks the change.
         return LeaderAndIsr(current.leader, current.leader_epoch, live_isr, controller_epoch)
     next_epoch = current.leader_epoch + 1
-    clean = [r for r in replicas if r in live and r in isr]
+    clean = [r for r in replicas if r in live and r in isr and r not in shutting_down]
     if clean:
         live_isr = [b for b in isr if b in live]
         return LeaderAndIsr(clean[0], next_epoch, live_isr, controller_epoch)
     if unclean:
-        live_replicas = [r for r in replicas if r in live]
+        live_replicas = [r for r in replicas if r in live and r not in shutting_down]
         if live_replicas:
             return LeaderAndIsr(live_replicas[0], next_epoch, [live_replicas[0]], controller_epoch)
     if current.leader == NO_LEADER:
@@ -81,11 +96,21 @@ def offline_partition_election(
 
 
 def preferred_replica_election(
-    replicas: list[int], current: LeaderAndIsr, live: Collection[int], controller_epoch: int
+    replicas: list[int],
+    current: LeaderAndIsr,
+    live: Collection[int],
+    controller_epoch: int,
+    shutting_down: Collection[int] = (),
 ) -> LeaderAndIsr | None:
-    """Give leadership back to the preferred (first) replica if it is live and in sync."""
+    """Give leadership back to the preferred (first) replica if it is live and in sync
+    (and not shutting down)."""
     preferred = replicas[0] if replicas else NO_LEADER
-    if current.leader == preferred or preferred not in live or preferred not in current.isr:
+    if (
+        current.leader == preferred
+        or preferred not in live
+        or preferred not in current.isr
+        or preferred in shutting_down
+    ):
         return None
     return LeaderAndIsr(preferred, current.leader_epoch + 1, current.isr, controller_epoch)
 
@@ -110,3 +135,51 @@ def controlled_shutdown_election(
         return None
     isr = [b for b in current.isr if b not in shutting_down]
     return LeaderAndIsr(candidates[0], current.leader_epoch + 1, isr, controller_epoch)
+
+
+def reassignment_completion(
+    target: list[int],
+    current: LeaderAndIsr,
+    live: Collection[int],
+    controller_epoch: int,
+    shutting_down: Collection[int] = (),
+) -> LeaderAndIsr | None:
+    """The state of a partition whose replicas become ``target`` (the end of a KIP-455
+    reassignment, once every target replica is in the ISR).
+
+    Replicas that are not in ``target`` leave the ISR.  A live leader that stays a
+    replica keeps leading (same leader epoch: only the ISR changes); else the first
+    target replica that is live, in the ISR and not shutting down leads, with the leader
+    epoch bumped.  None if no target replica can lead: the reassignment waits.
+    """
+    isr = [b for b in current.isr if b in target]
+    if current.leader in target and current.leader in live and current.leader in isr:
+        return LeaderAndIsr(current.leader, current.leader_epoch, isr, controller_epoch)
+    candidates = [r for r in target if r in live and r in isr and r not in shutting_down]
+    if not candidates:
+        return None
+    return LeaderAndIsr(candidates[0], current.leader_epoch + 1, isr, controller_epoch)
+
+
+def imbalanced_partitions(
+    partitions: Mapping[K, tuple[list[int], int]], threshold_percent: int
+) -> list[K]:
+    """The partitions to give back to their preferred leader (Kafka's auto leader
+    rebalance), from each partition's ``(replicas, leader)``.
+
+    A broker's imbalance ratio is the share of the partitions it is preferred leader
+    of (first replica) that another broker leads.  For every broker whose ratio is
+    above ``threshold_percent`` (``leader.imbalance.per.broker.percentage``), its
+    not-led partitions are returned; whether each can move (preferred replica live,
+    in the ISR) is :func:`preferred_replica_election`'s call.
+    """
+    preferred_here: dict[int, list[K]] = {}
+    for key, (replicas, _leader) in partitions.items():
+        if replicas:
+            preferred_here.setdefault(replicas[0], []).append(key)
+    chosen: list[K] = []
+    for broker, keys in sorted(preferred_here.items()):
+        not_led = [k for k in keys if partitions[k][1] != broker]
+        if not_led and len(not_led) * 100 > threshold_percent * len(keys):
+            chosen.extend(not_led)
+    return chosen

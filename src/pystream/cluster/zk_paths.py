@@ -8,13 +8,22 @@ the same way), so pystream keeps them exactly:
 ``/controller``  (ephemeral)                                ``{"version":1,"brokerid":..}``
 ``/controller_epoch``                                       ``"7"`` (fences old controllers)
 ``/brokers/ids/<id>``  (ephemeral)                          endpoints, rack (v5 JSON)
-``/brokers/topics/<topic>``                                 topic id, partition -> replicas
+``/brokers/topics/<topic>``                                 topic id, partition -> replicas,
+                                                            ongoing reassignments
 ``/brokers/topics/<topic>/partitions/<p>/state``            leader, leader_epoch, isr, ...
 ``/config/topics/<topic>``, ``/config/brokers/<id>``        ``{"version":1,"config":{..}}``
 ``/admin/delete_topics/<topic>``                            deletion requested (empty)
 ``/isr_change_notification/isr_change_<seq>``               partitions whose ISR changed
 ``/latest_producer_id_block``                               the last reserved id block
 ==========================================================  ==================================
+
+Partition reassignments (KIP-455) are kept where Kafka 2.4+ keeps them: in the
+topic znode's ``adding_replicas`` / ``removing_replicas`` maps (partition ->
+brokers), next to ``partitions`` whose replicas are then the union, target
+replicas first.  The target is ``replicas - removing``, the original
+``replicas - adding``; no ``/admin/reassign_partitions`` znode is used (that is
+the pre-KIP-455 tool's channel).  A partition with neither map entry has no
+reassignment in progress.
 
 Everything lives under the ``zookeeper.connect`` chroot when one is given.
 This module is pure: paths, values and their (de)serialisation; no I/O.
@@ -242,19 +251,23 @@ class BrokerInfo:
 class TopicAssignment:
     """``/brokers/topics/<topic>``: the topic id and each partition's replicas, in order.
 
-    The first replica of a partition is its preferred leader.
+    The first replica of a partition is its preferred leader.  ``adding`` and
+    ``removing`` hold the ongoing reassignments (partition -> brokers being added /
+    removed), as Kafka's ``adding_replicas`` / ``removing_replicas``.
     """
 
     topic_id: uuid.UUID
     partitions: dict[int, list[int]]
+    adding: dict[int, list[int]] = field(default_factory=dict)
+    removing: dict[int, list[int]] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         return _dumps(
             {
                 "partitions": {str(p): r for p, r in sorted(self.partitions.items())},
                 "topic_id": encode_topic_id(self.topic_id),
-                "adding_replicas": {},
-                "removing_replicas": {},
+                "adding_replicas": {str(p): r for p, r in sorted(self.adding.items()) if r},
+                "removing_replicas": {str(p): r for p, r in sorted(self.removing.items()) if r},
                 "version": 3,
             }
         )
@@ -266,7 +279,31 @@ class TopicAssignment:
         # Topics written by tools older than topic ids get one derived from nothing: zero.
         topic_id = decode_topic_id(text) if text else uuid.UUID(int=0)
         partitions = {int(p): [int(b) for b in r] for p, r in value["partitions"].items()}
-        return cls(topic_id, partitions)
+
+        def brokers_by_partition(key: str) -> dict[int, list[int]]:
+            entries = value.get(key) or {}
+            return {int(p): [int(b) for b in r] for p, r in entries.items() if r}
+
+        return cls(
+            topic_id,
+            partitions,
+            brokers_by_partition("adding_replicas"),
+            brokers_by_partition("removing_replicas"),
+        )
+
+    def reassigning(self, partition: int) -> bool:
+        """Whether ``partition`` has a reassignment in progress."""
+        return bool(self.adding.get(partition) or self.removing.get(partition))
+
+    def target_replicas(self, partition: int) -> list[int]:
+        """Where ``partition`` is going: its replicas less those being removed."""
+        removing = self.removing.get(partition, [])
+        return [b for b in self.partitions[partition] if b not in removing]
+
+    def original_replicas(self, partition: int) -> list[int]:
+        """Where ``partition`` was before its reassignment: replicas less those being added."""
+        adding = self.adding.get(partition, [])
+        return [b for b in self.partitions[partition] if b not in adding]
 
 
 @dataclass(frozen=True)

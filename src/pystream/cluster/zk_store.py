@@ -396,7 +396,10 @@ class ZkMetadataStore:
             if validate_only:
                 return new
             grown = TopicAssignment(
-                current_assignment.topic_id, {**current_assignment.partitions, **added}
+                current_assignment.topic_id,
+                {**current_assignment.partitions, **added},
+                current_assignment.adding,  # ongoing reassignments go on
+                current_assignment.removing,
             )
             controller_epoch = self._controller_epoch()
             states = {p: LeaderAndIsr(r[0], 0, list(r), controller_epoch) for p, r in added.items()}

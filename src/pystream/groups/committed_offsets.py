@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pystream.groups.base import NONE, CoordinatorBase, E, store_offsets_error
+from pystream.groups.base import NONE, E, GroupCoordinatorBase, store_offsets_error
 from pystream.groups.group import ClassicGroup, GroupState
 from pystream.groups.offsets_log import (
     OffsetAndMetadata,
@@ -21,7 +21,7 @@ from pystream.groups.offsets_log import (
 )
 
 
-class CommittedOffsets(CoordinatorBase):
+class CommittedOffsets(GroupCoordinatorBase):
     """Offsets of the coordinator's groups (mixed into the GroupCoordinator)."""
 
     # --- offsets ----------------------------------------------------------------------------

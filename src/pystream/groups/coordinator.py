@@ -4,11 +4,12 @@ One :class:`GroupCoordinator` per broker owns the groups whose
 ``__consumer_offsets`` partition (``abs(hashCode(group)) % partitions``) this
 broker leads — on one node, all of them.  This module is its shell:
 
-* **ownership**: the partitions it leads are replayed from the log
-  (:class:`~pystream.groups.offsets_log.PartitionLoader`) before their groups
-  are served — COORDINATOR_LOAD_IN_PROGRESS until then, NOT_COORDINATOR for
-  groups of partitions led elsewhere.  :meth:`~GroupCoordinator.on_elected` /
-  :meth:`~GroupCoordinator.on_resigned` are what a leadership change calls;
+* **ownership** (:class:`~pystream.groups.base.CoordinatorBase`, shared with
+  the transaction coordinator): the partitions it leads are replayed from the
+  log (:class:`~pystream.groups.offsets_log.PartitionLoader`) before their
+  groups are served — COORDINATOR_LOAD_IN_PROGRESS until then, NOT_COORDINATOR
+  for groups of partitions led elsewhere.  ``on_elected`` / ``on_resigned``
+  are what a leadership change calls;
 * **admin**: DescribeGroups, ListGroups, DeleteGroups;
 * **expiration**: every ``offsets.retention.check.interval.ms``, offsets past
   ``offsets.retention.minutes`` get tombstones, and empty groups without
@@ -24,7 +25,6 @@ import asyncio
 import time
 
 from pystream._core import records as core_records
-from pystream.errors import KafkaError
 from pystream.groups.base import NONE, E, log, store_group_error
 from pystream.groups.committed_offsets import CommittedOffsets
 from pystream.groups.group import ClassicGroup, GroupState, JoinResult, SyncResult, now_ms, resolve
@@ -47,104 +47,34 @@ class GroupCoordinator(Membership, CommittedOffsets):
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         """Load the ``__consumer_offsets`` partitions this broker leads; start expiring offsets."""
-        self._loop = asyncio.get_running_loop()
-        self._active = True
-        topic = self.broker.metadata.get_topic(OFFSETS_TOPIC)
-        if topic is not None:
-            for index, state in sorted(topic.partitions.items()):
-                if state.leader == self.broker.broker_id:
-                    self.on_elected(index)
+        self._start_ownership()
         self._schedule_cleanup()
 
     async def stop(self) -> None:
         """Forget every group (their state is in the log) and stop all timers."""
-        self._active = False
         if self._cleanup_timer is not None:
             self._cleanup_timer.cancel()
-        tasks = [*self._loading.values(), *self._tasks]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._stop_ownership()
         for group in list(self.groups.values()):
             self._unload_group(group)
-        self._owned.clear()
-        self._loading.clear()
 
     # --- partitions -------------------------------------------------------------------------
     def ensure_offsets_topic(self) -> int:
-        """Create ``__consumer_offsets`` if missing (on the first FindCoordinator); an error code.
+        """Create ``__consumer_offsets`` if missing, synchronously; an error code."""
+        return self.ensure_topic_now()
 
-        The topic is compacted: the newest record per key is the state.
-        """
-        existing = self.broker.metadata.get_topic(OFFSETS_TOPIC)
-        if existing is not None:
-            # Created some other way while running (e.g. a Metadata request auto-created
-            # it): serve the partitions led here once they are loaded.
-            for index, state in existing.partitions.items():
-                if state.leader == self.broker.broker_id:
-                    self.on_elected(index)
-            return NONE
-        topics = self.broker.topic_manager
-        assert topics is not None
-        config = self.config
-        try:
-            topic = topics.create_topic(
-                OFFSETS_TOPIC,
-                config.offsets_topic_num_partitions,
-                config.offsets_topic_replication_factor,
-                {
-                    "cleanup.policy": "compact",
-                    "segment.bytes": str(config.offsets_topic_segment_bytes),
-                    "compression.type": "producer",
-                },
-            )
-        except KafkaError as exc:
-            log.error("cannot create %s: %s", OFFSETS_TOPIC, exc)
-            return E.COORDINATOR_NOT_AVAILABLE
-        assert topic is not None
-        for index, state in sorted(topic.partitions.items()):
-            if state.leader == self.broker.broker_id:
-                # A new partition is empty: nothing to replay, own it right away.
-                self._owned.add(index)
-        return NONE
-
-    def on_elected(self, partition: int) -> None:
-        """This broker now leads ``__consumer_offsets-<partition>``: replay it, then serve it."""
-        if partition in self._owned or partition in self._loading:
-            return
-        self._loading[partition] = asyncio.ensure_future(self._load(partition))
-
-    def on_resigned(self, partition: int) -> None:
-        """Another broker leads the partition now: forget its groups (they live in its log)."""
-        task = self._loading.pop(partition, None)
-        if task is not None:
-            task.cancel()
-        self._owned.discard(partition)
+    def _unload_partition(self, partition: int) -> None:
+        """Forget the partition's groups; their waiting requests get NOT_COORDINATOR."""
         for group in list(self.groups.values()):
             if self.partition_for(group.group_id) == partition:
                 self._unload_group(group)
 
-    async def wait_loaded(self) -> None:
-        """Until every partition being loaded is loaded (tests and benchmarks)."""
-        while self._loading:
-            await asyncio.gather(*self._loading.values(), return_exceptions=True)
-
-    async def _load(self, partition: int) -> None:
+    async def _load_partition(self, partition: int) -> None:
         started = time.perf_counter()
-        try:
-            loaded = await self._replay(partition)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # Stay not-the-coordinator for these groups rather than serve half the state.
-            log.exception("loading %s-%d failed", OFFSETS_TOPIC, partition)
-            self._loading.pop(partition, None)
-            return
+        loaded = await self._replay(partition)
         groups = self._install(partition, loaded)
         elapsed = time.perf_counter() - started
         self.load_stats[partition] = (loaded.records, groups, elapsed)
-        self._loading.pop(partition, None)
-        self._owned.add(partition)
         if loaded.records:
             log.info(
                 "loaded %d group(s) from %d record(s) of %s-%d in %.0f ms",

@@ -28,7 +28,7 @@ import asyncio
 from dataclasses import dataclass
 
 from pystream.broker.purgatory import DelayedOperation
-from pystream.groups.base import NONE, CoordinatorBase, E, log
+from pystream.groups.base import NONE, E, GroupCoordinatorBase, log
 from pystream.groups.group import (
     ClassicGroup,
     GroupState,
@@ -70,7 +70,7 @@ class _Token:
         self.done = False
 
 
-class Membership(CoordinatorBase):
+class Membership(GroupCoordinatorBase):
     """Group membership and rebalances (mixed into the GroupCoordinator)."""
 
     # --- JoinGroup --------------------------------------------------------------------------

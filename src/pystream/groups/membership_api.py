@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pystream.cluster.metadata import TRANSACTION_STATE_TOPIC
 from pystream.errors import ErrorCode
-from pystream.groups.offsets_log import OFFSETS_TOPIC
 from pystream.protocol.handlers import api_handler
 from pystream.protocol.messages.find_coordinator import (
     FindCoordinatorRequest,
@@ -24,6 +22,7 @@ from pystream.protocol.messages.sync_group import SyncGroupRequest, SyncGroupRes
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
+    from pystream.groups.base import CoordinatorBase
     from pystream.groups.coordinator import GroupCoordinator
 
 E = ErrorCode
@@ -45,43 +44,39 @@ def client_host(context: RequestContext) -> str:
 # --- FindCoordinator --------------------------------------------------------------------------
 
 
-def _find_coordinator(
+async def _find_coordinator(
     context: RequestContext, key: str, key_type: int
 ) -> tuple[int, str | None, int, str, int]:
-    """(error, message, node id, host, port) of the coordinator of a group / transactional id."""
+    """(error, message, node id, host, port) of the coordinator of a group / transactional id:
+    the leader of the key's partition of the coordinator's internal topic, which may be
+    another broker.  The topic is created on first use (COORDINATOR_NOT_AVAILABLE while
+    fewer brokers are alive than its replication factor, as in Kafka)."""
     broker = context.broker
+    coordinator: CoordinatorBase | None
     if key_type == KEY_TYPE_GROUP:
         coordinator = coordinator_of(context)
-        error = coordinator.ensure_offsets_topic()
-        if error:
-            return error, f"{OFFSETS_TOPIC} is not available", -1, "", -1
-        topic = broker.metadata.get_topic(OFFSETS_TOPIC)
-        assert topic is not None
-        leader = topic.partitions[coordinator.partition_for(key)].leader
+        partition_for = coordinator.partition_for
     elif key_type == KEY_TYPE_TRANSACTION:
-        # The transaction coordinator lives in pystream.txn; it may need its topic first.
-        txn = getattr(broker, "transaction_coordinator", None)
-        ensure = getattr(txn, "ensure_transaction_state_topic", None)
-        error = ensure() if ensure is not None else 0
-        if error:
-            return error, "the transaction state topic is not available", -1, "", -1
-        # The leader of the id's __transaction_state partition (this broker on a single node).
-        state_topic = broker.metadata.get_topic(TRANSACTION_STATE_TOPIC)
-        partition_for = getattr(txn, "partition_for", None)
-        leader = broker.broker_id
-        if state_topic is not None and partition_for is not None:
-            state = state_topic.partitions.get(partition_for(key))
-            leader = state.leader if state is not None else leader
+        coordinator = broker.transaction_coordinator
+        if coordinator is None:
+            return E.COORDINATOR_NOT_AVAILABLE, "no transaction coordinator", -1, "", -1
+        partition_for = coordinator.partition_for
     else:
         return E.INVALID_REQUEST, f"unknown coordinator key type {key_type}", -1, "", -1
-    if leader != broker.broker_id:
-        # Another broker leads the partition (cluster mode): point the client there.
-        for node_id, host, port, _ in broker.live_brokers(context.connection.listener_name):
-            if node_id == leader:
-                return 0, None, node_id, host, port
-        return E.COORDINATOR_NOT_AVAILABLE, "the coordinator is not available", -1, "", -1
-    listener = broker.listener_for(context.connection.listener_name)
-    return 0, None, broker.broker_id, listener.host, listener.port
+    error = await coordinator.ensure_topic()
+    if error:
+        return error, f"{coordinator.topic} is not available", -1, "", -1
+    topic = broker.metadata.get_topic(coordinator.topic)
+    state = topic.partitions.get(partition_for(key)) if topic is not None else None
+    leader = state.leader if state is not None else -1
+    if leader == broker.broker_id:
+        listener = broker.listener_for(context.connection.listener_name)
+        return 0, None, broker.broker_id, listener.host, listener.port
+    for node_id, host, port, _ in broker.live_brokers(context.connection.listener_name):
+        if node_id == leader:
+            return 0, None, node_id, host, port
+    # No leader (its replicas are down) or not registered yet: the client retries.
+    return E.COORDINATOR_NOT_AVAILABLE, "the coordinator is not available", -1, "", -1
 
 
 @api_handler(10, 0, 6)
@@ -93,7 +88,7 @@ async def handle_find_coordinator(
     if version >= 4:  # KIP-699: batched keys
         coordinators = []
         for key in request.coordinator_keys:
-            error, message, node_id, host, port = _find_coordinator(context, key, key_type)
+            error, message, node_id, host, port = await _find_coordinator(context, key, key_type)
             coordinators.append(
                 FindCoordinatorResponse.Coordinator(
                     key=key,
@@ -105,7 +100,7 @@ async def handle_find_coordinator(
                 )
             )
         return FindCoordinatorResponse(coordinators=coordinators)
-    error, message, node_id, host, port = _find_coordinator(context, request.key, key_type)
+    error, message, node_id, host, port = await _find_coordinator(context, request.key, key_type)
     return FindCoordinatorResponse(
         error_code=error, error_message=message, node_id=node_id, host=host, port=port
     )

@@ -14,8 +14,13 @@ transactional ids whose ``__transaction_state`` partition this broker leads
   the partitions the transaction writes to.
 * **EndTxn** writes PrepareCommit/PrepareAbort to the log, then a marker to
   each partition (:mod:`pystream.txn.markers`), then CompleteCommit/CompleteAbort.
-  On one node all of it happens before the answer, so a read_committed
-  consumer can see a committed transaction as soon as the producer can.
+  Markers for partitions led here are appended before the answer (on one node
+  all of them: a read_committed consumer sees a committed transaction as soon
+  as the producer can).  Partitions led by other brokers get theirs through
+  WriteTxnMarkers after the answer, as in Kafka; the transaction completes when
+  every leader has acknowledged, and meanwhile the id answers
+  CONCURRENT_TRANSACTIONS.  Failed markers are retried with backoff, their
+  leaders read again from the metadata each time.
 * **Timeouts.** Every ``transaction.abort.timed.out.transaction.cleanup.interval.ms``
   transactions older than their ``transaction.timeout.ms`` are fenced and aborted.
 * **Expiry.** Ids idle for ``transactional.id.expiration.ms`` are removed
@@ -27,9 +32,12 @@ transactional ids whose ``__transaction_state`` partition this broker leads
   again and are completed; Ongoing ones are left to their timeout.
 
 Everything runs on the broker's event loop and nothing awaits between reading
-and changing a transaction's state (appends to local logs are synchronous), so
-the ``pending_state`` of a :class:`~pystream.txn.metadata.TransactionMetadata`
-only matters once writes wait for replication.
+and changing a transaction's state (appends to local logs are synchronous).
+The handlers then wait until the write is on every ISR member of the id's
+partition before they answer (``wait_replicated``, Kafka's acks=all), so an
+acknowledged state survives the loss of the coordinator.  Partition ownership
+(loading on election, NOT_COORDINATOR after resignation) is shared with the
+group coordinator: :class:`~pystream.groups.base.CoordinatorBase`.
 """
 
 from __future__ import annotations
@@ -40,9 +48,17 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from pystream._core import records as core_records
+from pystream.cluster.broker_channel import BrokerChannels
 from pystream.errors import ErrorCode, KafkaError, error_for_code
+from pystream.groups.base import CoordinatorBase
 from pystream.txn import state_log
-from pystream.txn.markers import FINAL_ERRORS, OFFSETS_TOPIC, write_markers
+from pystream.txn.markers import (
+    FINAL_ERRORS,
+    OFFSETS_TOPIC,
+    MarkerSender,
+    TxnMarker,
+    write_markers,
+)
 from pystream.txn.metadata import (
     NO_PRODUCER_EPOCH,
     NO_PRODUCER_ID,
@@ -65,35 +81,47 @@ log = logging.getLogger(__name__)
 E = ErrorCode
 NONE = 0
 MARKER_RETRY_MS = 200
+# Kafka retries markers until written; the wait between attempts stops growing here.
+MARKER_MAX_BACKOFF_MS = 5_000
+# How long a state change waits for the ISR of its partition before the client is answered.
+TXN_STATE_WRITE_TIMEOUT_MS = 5_000
 
 
-class TransactionCoordinator:
+class TransactionCoordinator(CoordinatorBase):
     """Producer ids for every producer; transactional ids of the partitions led here."""
 
+    topic = TRANSACTION_STATE_TOPIC
+
     def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self.config = broker.config
+        super().__init__(broker)
         self.producer_ids = ProducerIdManager(
             broker.broker_id, block_store_for(broker.metadata, self.config.log_dirs[0])
         )
         self.transactions: dict[str, TransactionMetadata] = {}
-        self._owned: set[int] = set()
-        self._loading: dict[int, asyncio.Task[None]] = {}
         # Transactions in PrepareCommit/PrepareAbort not completed yet: the partitions whose
         # marker is still to be written (empty: only the Complete state is).
         self._unfinished: dict[str, set[TopicPartition]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._active = False
+        # Transactional id -> (failed attempts, loop time of the next one): the backoff.
+        self._retry_at: dict[str, tuple[int, float]] = {}
+        # Transactional id -> its markers being sent to other brokers (one attempt at a time).
+        self._sending: dict[str, asyncio.Task[object]] = {}
+        self.markers = MarkerSender(broker, None)
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         """Load the ``__transaction_state`` partitions led here; start the periodic jobs."""
-        self._active = True
-        topic = self.broker.metadata.get_topic(TRANSACTION_STATE_TOPIC)
-        if topic is not None:
-            for index, state in sorted(topic.partitions.items()):
-                if state.leader == self.broker.broker_id:
-                    self.on_elected(index)
+        broker = self.broker
+        if broker.cluster is not None:
+            self.markers = MarkerSender(
+                broker,
+                BrokerChannels(
+                    broker.broker_id,
+                    broker.metadata,
+                    listener_name=broker.advertised_listeners[0].name,
+                    request_timeout_ms=self.config.replica_socket_timeout_ms,
+                ),
+            )
+        self._start_ownership()
         config = self.config
         jobs: list[tuple[str, int, Callable[[], object]]] = [
             (
@@ -114,19 +142,15 @@ class TransactionCoordinator:
             ("retry transaction markers", MARKER_RETRY_MS, self.retry_unfinished),
         ]
         for name, interval_ms, job in jobs:
-            self._tasks.append(asyncio.create_task(self._every(name, interval_ms, job)))
+            self._spawn(self._every(name, interval_ms, job))
 
     async def stop(self) -> None:
         """Stop the jobs and forget the state (it is in the log)."""
-        self._active = False
-        tasks = [*self._tasks, *self._loading.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
-        self._loading.clear()
-        self._owned.clear()
+        await self._stop_ownership()
+        await self.markers.close()
         self.transactions.clear()
+        self._unfinished.clear()
+        self._retry_at.clear()
 
     async def _every(self, name: str, interval_ms: int, job: Callable[[], object]) -> None:
         while True:
@@ -137,95 +161,54 @@ class TransactionCoordinator:
                 log.exception("transaction coordinator job %r failed", name)
 
     # --- partitions of __transaction_state --------------------------------------------------
-    @property
-    def num_partitions(self) -> int:
-        topic = self.broker.metadata.get_topic(TRANSACTION_STATE_TOPIC)
-        if topic is not None:
-            return len(topic.partitions)
-        return self.config.transaction_state_log_num_partitions
+    def topic_spec(self) -> tuple[int, int, dict[str, str]]:
+        config = self.config
+        return (
+            config.transaction_state_log_num_partitions,
+            config.transaction_state_log_replication_factor,
+            {
+                "cleanup.policy": "compact",
+                "min.insync.replicas": str(config.transaction_state_log_min_isr),
+                "segment.bytes": str(config.transaction_state_log_segment_bytes),
+                "compression.type": "uncompressed",
+            },
+        )
 
     def partition_for(self, transactional_id: str) -> int:
         return state_log.partition_for(transactional_id, self.num_partitions)
 
     def ensure_transaction_state_topic(self) -> int:
-        """Create ``__transaction_state`` if missing (FindCoordinator, first transactional
-        InitProducerId); an error code."""
-        if self.broker.metadata.get_topic(TRANSACTION_STATE_TOPIC) is not None:
-            return NONE
-        topics = self.broker.topic_manager
-        assert topics is not None
-        config = self.config
-        try:
-            topic = topics.create_topic(
-                TRANSACTION_STATE_TOPIC,
-                config.transaction_state_log_num_partitions,
-                config.transaction_state_log_replication_factor,
-                {
-                    "cleanup.policy": "compact",
-                    "min.insync.replicas": str(config.transaction_state_log_min_isr),
-                    "segment.bytes": str(config.transaction_state_log_segment_bytes),
-                    "compression.type": "uncompressed",
-                },
-            )
-        except KafkaError as exc:
-            log.error("cannot create %s: %s", TRANSACTION_STATE_TOPIC, exc)
-            return E.COORDINATOR_NOT_AVAILABLE
-        for index, state in sorted(topic.partitions.items()):
-            if state.leader == self.broker.broker_id:
-                self._owned.add(index)  # new and empty: nothing to load
-        return NONE
+        """Create ``__transaction_state`` if missing, synchronously; an error code."""
+        return self.ensure_topic_now()
 
     def coordinator_error(self, transactional_id: str) -> int:
-        """0 if this broker can serve the id now, else the error to answer with."""
+        """0 if this broker can serve the id now, else the error to answer with (the topic is
+        created by FindCoordinator / InitProducerId, :meth:`ensure_topic`)."""
         if not self._active:
             return E.COORDINATOR_NOT_AVAILABLE
-        code = self.ensure_transaction_state_topic()
-        if code:
-            return code
-        partition = self.partition_for(transactional_id)
-        if partition in self._loading:
-            return E.COORDINATOR_LOAD_IN_PROGRESS
-        if partition not in self._owned:
-            return E.NOT_COORDINATOR
-        return NONE
+        if self.broker.metadata.get_topic(TRANSACTION_STATE_TOPIC) is None:
+            return E.COORDINATOR_NOT_AVAILABLE if self.broker.cluster else E.NOT_COORDINATOR
+        return self.partition_error(self.partition_for(transactional_id))
 
-    def on_elected(self, partition: int) -> None:
-        """This broker leads ``__transaction_state-<partition>``: load it, then serve it."""
-        if partition in self._owned or partition in self._loading:
-            return
-        self._loading[partition] = asyncio.ensure_future(self._load(partition))
-
-    def on_resigned(self, partition: int) -> None:
-        """Another broker leads the partition now: forget its transactional ids."""
-        task = self._loading.pop(partition, None)
-        if task is not None:
-            task.cancel()
-        self._owned.discard(partition)
+    def _unload_partition(self, partition: int) -> None:
+        """Forget the partition's transactional ids and stop completing their transactions
+        (the new coordinator finishes them from the log)."""
         for transactional_id in list(self.transactions):
             if self.partition_for(transactional_id) == partition:
                 del self.transactions[transactional_id]
                 self._unfinished.pop(transactional_id, None)
+                self._retry_at.pop(transactional_id, None)
+                task = self._sending.pop(transactional_id, None)
+                if task is not None:
+                    task.cancel()
 
-    async def wait_loaded(self) -> None:
-        """Until every partition being loaded is loaded."""
-        while self._loading:
-            await asyncio.gather(*self._loading.values(), return_exceptions=True)
-
-    async def _load(self, partition: int) -> None:
+    async def _load_partition(self, partition: int) -> None:
         replicas = self.broker.replica_manager
         assert replicas is not None
-        try:
-            hosted = replicas.partition(TRANSACTION_STATE_TOPIC, partition)
-            if hosted is None:
-                raise RuntimeError(f"{TRANSACTION_STATE_TOPIC}-{partition} is not hosted here")
-            loaded = await state_log.load_partition(hosted.log)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # Stay not-the-coordinator for these ids rather than serve half their state.
-            log.exception("loading %s-%d failed", TRANSACTION_STATE_TOPIC, partition)
-            self._loading.pop(partition, None)
-            return
+        hosted = replicas.partition(TRANSACTION_STATE_TOPIC, partition)
+        if hosted is None:
+            raise RuntimeError(f"{TRANSACTION_STATE_TOPIC}-{partition} is not hosted here")
+        loaded = await state_log.load_partition(hosted.log)
         for transactional_id, metadata in loaded.items():
             self.transactions[transactional_id] = metadata
         if loaded:
@@ -251,9 +234,6 @@ class TransactionCoordinator:
                     metadata.state.kafka_name,
                 )
                 self._complete_transaction(metadata)
-        # Serve the ids only now: until here requests get COORDINATOR_LOAD_IN_PROGRESS.
-        self._loading.pop(partition, None)
-        self._owned.add(partition)
 
     def _coordinator_epoch(self, transactional_id: str) -> int:
         replicas = self.broker.replica_manager
@@ -277,46 +257,141 @@ class TransactionCoordinator:
         if code:
             metadata.abandon()
             return code
+        self._note_appended(self.partition_for(transactional_id))
         metadata.complete(transit)
         return NONE
+
+    async def wait_replicated(self, transactional_id: str) -> int:
+        """Until the id's last state write is on every ISR member of its partition (Kafka
+        writes the transaction log with acks=all); an error code for the client."""
+        code = await self._replicated(
+            self.partition_for(transactional_id), TXN_STATE_WRITE_TIMEOUT_MS
+        )
+        return state_log.state_write_error(code) if code else NONE
 
     def _complete_transaction(
         self, metadata: TransactionMetadata, partitions: set[TopicPartition] | None = None
     ) -> bool:
         """Markers to the partitions (default: all of the transaction's), then
-        CompleteCommit/CompleteAbort; True when done.  Partitions whose marker could not be
-        written are retried by :meth:`retry_unfinished`."""
+        CompleteCommit/CompleteAbort; True when done here and now.
+
+        Markers for partitions led here are appended at once; the others are sent to their
+        leaders (:class:`~pystream.txn.markers.MarkerSender`) and the transaction completes
+        when every leader has acknowledged.  Partitions whose marker could not be written
+        are retried with backoff by :meth:`retry_unfinished`, their leaders read again.
+        """
         transactional_id = metadata.transactional_id
-        committed = metadata.state is TxnState.PREPARE_COMMIT
-        results = write_markers(
-            self.broker,
+        if transactional_id in self._sending:
+            return False  # an attempt is in flight; it decides what is left
+        marker = TxnMarker(
             metadata.producer_id,
             metadata.producer_epoch,
             self._coordinator_epoch(transactional_id),
-            committed,
-            sorted(metadata.partitions if partitions is None else partitions),
+            metadata.state is TxnState.PREPARE_COMMIT,
+        )
+        by_leader = self.markers.leaders(
+            sorted(metadata.partitions if partitions is None else partitions)
+        )
+        local = by_leader.pop(self.broker.broker_id, [])
+        results = (
+            write_markers(
+                self.broker,
+                marker.producer_id,
+                marker.producer_epoch,
+                marker.coordinator_epoch,
+                marker.committed,
+                local,
+            )
+            if local
+            else {}
         )
         remaining = {tp for tp, code in results.items() if code not in FINAL_ERRORS}
+        if not by_leader:
+            return self._markers_written(metadata, remaining)
+        self._unfinished[transactional_id] = remaining | {
+            tp for tps in by_leader.values() for tp in tps
+        }
+        self._sending[transactional_id] = self._spawn(
+            self._send_markers(metadata, marker, by_leader)
+        )
+        return False
+
+    async def _send_markers(
+        self,
+        metadata: TransactionMetadata,
+        marker: TxnMarker,
+        by_leader: dict[int, list[TopicPartition]],
+    ) -> None:
+        """One attempt at the markers of partitions led elsewhere (WriteTxnMarkers)."""
+        transactional_id = metadata.transactional_id
+        try:
+            results = await self.markers.send(marker, by_leader)
+        finally:
+            if self._sending.get(transactional_id) is asyncio.current_task():
+                del self._sending[transactional_id]
+        if (
+            self.transactions.get(transactional_id) is not metadata
+            or not metadata.state.is_preparing
+            or metadata.producer_epoch != marker.producer_epoch
+        ):
+            return  # resigned, or completed/fenced meanwhile: nothing of ours is left to do
+        sent = set(results)
+        remaining = {tp for tp in self._unfinished.get(transactional_id, set()) if tp not in sent}
+        remaining |= {tp for tp, code in results.items() if code not in FINAL_ERRORS}
+        for tp, code in sorted(results.items()):
+            if code not in FINAL_ERRORS:
+                log.info(
+                    "%s marker of %r for %s-%d not written yet (%s): retrying",
+                    "COMMIT" if marker.committed else "ABORT",
+                    transactional_id,
+                    *tp,
+                    error_for_code(code).error_name,
+                )
+        self._markers_written(metadata, remaining)
+
+    def _markers_written(
+        self, metadata: TransactionMetadata, remaining: set[TopicPartition]
+    ) -> bool:
+        """Record what is left to write; with nothing left, write CompleteCommit/CompleteAbort.
+        True when the transaction is complete."""
+        transactional_id = metadata.transactional_id
         if remaining:
             self._unfinished[transactional_id] = remaining
+            self._back_off(transactional_id)
             return False
         self._unfinished[transactional_id] = set()  # markers done; the state is left to write
+        committed = metadata.state is TxnState.PREPARE_COMMIT
         transit = metadata.transit(
             TxnState.COMPLETE_COMMIT if committed else TxnState.COMPLETE_ABORT,
             now_ms(),
             partitions=frozenset(),
         )
         if self._write(metadata, transit):
+            self._back_off(transactional_id)
             return False
         del self._unfinished[transactional_id]
+        self._retry_at.pop(transactional_id, None)
         return True
 
+    def _back_off(self, transactional_id: str) -> None:
+        """Next attempt after MARKER_RETRY_MS, doubling per failure up to MARKER_MAX_BACKOFF_MS."""
+        attempts = self._retry_at.get(transactional_id, (0, 0.0))[0] + 1
+        delay_ms = min(MARKER_RETRY_MS * 2 ** min(attempts - 1, 16), MARKER_MAX_BACKOFF_MS)
+        self._retry_at[transactional_id] = (attempts, self.loop.time() + delay_ms / 1000)
+
     def retry_unfinished(self) -> None:
-        """Retry what is left of transactions stuck in PrepareCommit/PrepareAbort."""
+        """Retry what is left of transactions stuck in PrepareCommit/PrepareAbort (each after
+        its backoff); the partitions' leaders are read again."""
+        now = self.loop.time()
         for transactional_id, partitions in list(self._unfinished.items()):
             metadata = self.transactions.get(transactional_id)
             if metadata is None or not metadata.state.is_preparing or metadata.pending_state:
                 del self._unfinished[transactional_id]
+                self._retry_at.pop(transactional_id, None)
+                continue
+            if transactional_id in self._sending:
+                continue
+            if now < self._retry_at.get(transactional_id, (0, 0.0))[1]:
                 continue
             self._complete_transaction(metadata, partitions)
 
@@ -511,7 +586,7 @@ class TransactionCoordinator:
         """Produce: a transactional batch must come from the id's current producer and belong
         to its Ongoing transaction with the partition added (KIP-890's verification: a late
         write would otherwise open a transaction nobody ends)."""
-        if not self._active or self.partition_for(transactional_id) not in self._owned:
+        if not self.owns(self.partition_for(transactional_id)):
             return NONE  # not ours to judge (another coordinator, or still loading)
         metadata = self.transactions.get(transactional_id)
         if metadata is None or metadata.producer_id != producer_id:
@@ -546,7 +621,7 @@ class TransactionCoordinator:
     ) -> int:
         """TxnOffsetCommit: the producer's transaction must be Ongoing with the group's
         offsets partition added (AddOffsetsToTxn first)."""
-        if not self._active or self.partition_for(transactional_id) not in self._owned:
+        if not self.owns(self.partition_for(transactional_id)):
             return NONE
         metadata = self.transactions.get(transactional_id)
         if metadata is None or metadata.producer_id != producer_id:

@@ -80,12 +80,21 @@ async def handle_init_producer_id(
     if coordinator is None:
         return InitProducerIdResponse(error_code=E.COORDINATOR_NOT_AVAILABLE, producer_epoch=-1)
     version = context.api_version
+    if request.transactional_id is not None:
+        # The id's coordinator partition must exist (usually FindCoordinator created it).
+        code = await coordinator.ensure_topic()
+        if code:
+            return InitProducerIdResponse(error_code=code, producer_id=-1, producer_epoch=-1)
     code, producer_id, epoch = coordinator.init_producer_id(
         request.transactional_id,
         request.transaction_timeout_ms,
         request.producer_id if version >= 3 else -1,
         request.producer_epoch if version >= 3 else -1,
     )
+    if not code and request.transactional_id is not None:
+        code = await coordinator.wait_replicated(request.transactional_id)
+        if code:
+            producer_id, epoch = -1, -1
     return InitProducerIdResponse(
         error_code=_fenced(code, version, 4), producer_id=producer_id, producer_epoch=epoch
     )
@@ -120,7 +129,7 @@ async def handle_add_partitions_to_txn(
             request.v3_and_below_producer_id,
             request.v3_and_below_producer_epoch,
             wanted,
-        )
+        ) or await coordinator.wait_replicated(request.v3_and_below_transactional_id)
     code = _fenced(code, version, 2)
     by_topic: dict[str, list[PartitionResult]] = {}
     for topic, partition in wanted:
@@ -152,7 +161,7 @@ async def handle_add_offsets_to_txn(
         request.producer_id,
         request.producer_epoch,
         [coordinator.offsets_partition_for(request.group_id)],
-    )
+    ) or await coordinator.wait_replicated(request.transactional_id)
     return AddOffsetsToTxnResponse(error_code=_fenced(code, context.api_version, 2))
 
 
@@ -164,7 +173,7 @@ async def handle_end_txn(request: EndTxnRequest, context: RequestContext) -> End
         return EndTxnResponse(error_code=E.COORDINATOR_NOT_AVAILABLE)
     code = coordinator.end_transaction(
         request.transactional_id, request.producer_id, request.producer_epoch, request.committed
-    )
+    ) or await coordinator.wait_replicated(request.transactional_id)
     return EndTxnResponse(error_code=_fenced(code, context.api_version, 2))
 
 

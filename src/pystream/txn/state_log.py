@@ -68,18 +68,22 @@ def append_state(
             partition,
             exc,
         )
-        code = exc.error_code
-        if code in (ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.KAFKA_STORAGE_ERROR):
-            return ErrorCode.NOT_COORDINATOR
-        if code in (
-            ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-            ErrorCode.NOT_ENOUGH_REPLICAS,
-            ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-            ErrorCode.REQUEST_TIMED_OUT,
-        ):
-            return ErrorCode.COORDINATOR_NOT_AVAILABLE
-        return ErrorCode.UNKNOWN_SERVER_ERROR
+        return state_write_error(exc.error_code)
     return 0
+
+
+def state_write_error(code: int) -> int:
+    """What the client is told when writing (or replicating) a state failed with ``code``."""
+    if code in (ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.KAFKA_STORAGE_ERROR):
+        return ErrorCode.NOT_COORDINATOR
+    if code in (
+        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+        ErrorCode.NOT_ENOUGH_REPLICAS,
+        ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        ErrorCode.REQUEST_TIMED_OUT,
+    ):
+        return ErrorCode.COORDINATOR_NOT_AVAILABLE
+    return ErrorCode.UNKNOWN_SERVER_ERROR
 
 
 async def load_partition(partition_log: Log) -> dict[str, TransactionMetadata]:

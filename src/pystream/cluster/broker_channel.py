@@ -1,0 +1,184 @@
+"""The inter-broker channel: one persistent connection per destination broker.
+
+Brokers talk to each other with the Kafka protocol, as clients do: the
+transaction coordinator sends WriteTxnMarkers to partition leaders (and a
+replica fetcher can send Fetch the same way).  :class:`BrokerChannels` keeps
+one :class:`BrokerChannel` per destination broker id; a channel resolves the
+broker's endpoint from the metadata store (``/brokers/ids/<id>``) when it
+connects, and after a failure (connection refused, broken, timed out) it drops
+the connection and connects again on the next request, re-reading the endpoint
+(a restarted broker may advertise a new one).
+
+Only PLAINTEXT endpoints are reachable (no inter-broker TLS/SASL yet); the
+endpoint of the listener this broker itself advertises first is preferred.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pystream.client.connection import BrokerConnection
+from pystream.client.errors import KafkaConnectionError
+from pystream.errors import NetworkException, RequestTimedOutError, UnsupportedVersionError
+from pystream.protocol import Struct
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BrokerChannel", "BrokerChannels", "ChannelError"]
+
+# Kafka's max.response.size for inter-broker requests is the socket's request limit.
+MAX_RESPONSE_BYTES = 104_857_600
+
+
+class ChannelError(NetworkException):
+    """The destination broker could not be reached or the request got no answer (retriable)."""
+
+
+EndpointResolver = Callable[[int], "tuple[str, int] | None"]
+
+
+class BrokerChannel:
+    """A connection to one broker, opened on first use and reopened after a failure."""
+
+    def __init__(
+        self,
+        destination: int,
+        resolve: EndpointResolver,
+        *,
+        client_id: str,
+        request_timeout_ms: int,
+        connect_timeout_ms: int,
+    ) -> None:
+        self.destination = destination
+        self._resolve = resolve
+        self._client_id = client_id
+        self._request_timeout_ms = request_timeout_ms
+        self._connect_timeout_ms = connect_timeout_ms
+        self._connection: BrokerConnection | None = None
+        # One connect at a time: concurrent requests wait for it rather than open several.
+        self._connecting = asyncio.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<BrokerChannel to broker {self.destination} connected={self.connected}>"
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and not self._connection.closed
+
+    async def _connect(self) -> BrokerConnection:
+        async with self._connecting:
+            if self._closed:
+                raise ChannelError(f"the channel to broker {self.destination} is closed")
+            connection = self._connection
+            if connection is not None and not connection.closed:
+                return connection
+            endpoint = self._resolve(self.destination)
+            if endpoint is None:
+                raise ChannelError(f"broker {self.destination} is not registered (not alive)")
+            host, port = endpoint
+            try:
+                connection = await BrokerConnection.open(
+                    host,
+                    port,
+                    client_id=self._client_id,
+                    request_timeout_ms=self._request_timeout_ms,
+                    connect_timeout_ms=self._connect_timeout_ms,
+                    max_response_size=MAX_RESPONSE_BYTES,
+                )
+            except (KafkaConnectionError, RequestTimedOutError, OSError) as exc:
+                raise ChannelError(f"broker {self.destination} ({host}:{port}): {exc}") from exc
+            log.debug("connected to broker %d at %s:%d", self.destination, host, port)
+            self._connection = connection
+            return connection
+
+    async def request(self, api_key: int, body: Struct, versions: tuple[int, int]) -> Any:
+        """Send one request at the highest version within ``versions`` (min, max) that the
+        destination advertises, and await its response.
+
+        :class:`ChannelError` when the broker cannot be reached or does not answer in time
+        (the connection is dropped then; the next request reconnects);
+        :class:`UnsupportedVersionError` when it speaks no version in ``versions``.
+        """
+        connection = await self._connect()
+        advertised = connection.api_versions.get(api_key)
+        lo, hi = versions
+        if advertised is None or min(hi, advertised[1]) < max(lo, advertised[0]):
+            raise UnsupportedVersionError(
+                f"broker {self.destination} does not support api key {api_key} "
+                f"versions {lo}-{hi} (it advertises {advertised})"
+            )
+        try:
+            return await connection.request(api_key, body, min(hi, advertised[1]))
+        except (KafkaConnectionError, RequestTimedOutError, OSError) as exc:
+            connection.close()
+            if self._connection is connection:
+                self._connection = None
+            raise ChannelError(f"broker {self.destination}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the connection; requests in flight fail with :class:`ChannelError`."""
+        self._closed = True
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+class BrokerChannels:
+    """One :class:`BrokerChannel` per destination broker, made on first use."""
+
+    def __init__(
+        self,
+        local_id: int,
+        metadata: Any,
+        *,
+        listener_name: str | None = None,
+        request_timeout_ms: int = 30_000,
+        connect_timeout_ms: int = 10_000,
+    ) -> None:
+        self.local_id = local_id
+        self.metadata = metadata
+        self.listener_name = listener_name
+        self.request_timeout_ms = request_timeout_ms
+        self.connect_timeout_ms = connect_timeout_ms
+        self._channels: dict[int, BrokerChannel] = {}
+
+    def endpoint(self, broker_id: int) -> tuple[str, int] | None:
+        """(host, port) of a registered broker: its endpoint on :attr:`listener_name`, else
+        its first PLAINTEXT one; None if the broker is not registered."""
+        brokers = getattr(self.metadata, "brokers", None)
+        info = brokers().get(broker_id) if brokers is not None else None
+        if info is None or not info.endpoints:
+            return None
+        chosen = next(
+            (e for e in info.endpoints if e.listener_name == self.listener_name),
+            next(
+                (e for e in info.endpoints if e.security_protocol == "PLAINTEXT"),
+                info.endpoints[0],
+            ),
+        )
+        return chosen.host, chosen.port
+
+    def channel(self, broker_id: int) -> BrokerChannel:
+        """The channel to ``broker_id`` (never this broker itself)."""
+        if broker_id == self.local_id:
+            raise ValueError("a broker does not open a channel to itself")
+        channel = self._channels.get(broker_id)
+        if channel is None:
+            channel = self._channels[broker_id] = BrokerChannel(
+                broker_id,
+                self.endpoint,
+                client_id=f"broker-{self.local_id}",
+                request_timeout_ms=self.request_timeout_ms,
+                connect_timeout_ms=self.connect_timeout_ms,
+            )
+        return channel
+
+    def close(self) -> None:
+        """Close every channel."""
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
