@@ -20,7 +20,11 @@ from pystream.cluster import admin
 from pystream.errors import ErrorCode
 from pystream.protocol.handlers import collect_handlers
 from pystream.protocol.messages.alter_configs import AlterConfigsRequest
+from pystream.protocol.messages.alter_partition_reassignments import (
+    AlterPartitionReassignmentsRequest,
+)
 from pystream.protocol.messages.api_versions import ApiVersionsRequest
+from pystream.protocol.messages.controlled_shutdown import ControlledShutdownRequest
 from pystream.protocol.messages.create_partitions import CreatePartitionsRequest
 from pystream.protocol.messages.create_topics import CreateTopicsRequest
 from pystream.protocol.messages.delete_records import DeleteRecordsRequest
@@ -28,11 +32,16 @@ from pystream.protocol.messages.delete_topics import DeleteTopicsRequest
 from pystream.protocol.messages.describe_cluster import DescribeClusterRequest
 from pystream.protocol.messages.describe_configs import DescribeConfigsRequest
 from pystream.protocol.messages.describe_log_dirs import DescribeLogDirsRequest
+from pystream.protocol.messages.elect_leaders import ElectLeadersRequest
 from pystream.protocol.messages.incremental_alter_configs import IncrementalAlterConfigsRequest
+from pystream.protocol.messages.list_partition_reassignments import (
+    ListPartitionReassignmentsRequest,
+)
 from pystream.protocol.messages.offset_for_leader_epoch import OffsetForLeaderEpochRequest
 
 # The versions each admin API is advertised with: every client's from CLIENTS.md, up to 3.9.
 ADMIN_APIS = {
+    7: (0, 3),  # ControlledShutdown (broker to controller)
     19: (0, 7),  # CreateTopics
     20: (0, 6),  # DeleteTopics
     21: (0, 2),  # DeleteRecords
@@ -41,7 +50,10 @@ ADMIN_APIS = {
     33: (0, 2),  # AlterConfigs
     35: (0, 4),  # DescribeLogDirs
     37: (0, 3),  # CreatePartitions
+    43: (0, 2),  # ElectLeaders
     44: (0, 1),  # IncrementalAlterConfigs
+    45: (0, 0),  # AlterPartitionReassignments
+    46: (0, 0),  # ListPartitionReassignments
     60: (0, 1),  # DescribeCluster
 }
 
@@ -315,6 +327,27 @@ def test_api_versions_advertises_the_admin_apis(broker: BrokerProcess) -> None:
 def _sample_requests() -> dict[int, object]:
     """One request per admin API that touches an existing topic ("sample")."""
     return {
+        # A single node is its own controller: nothing to hand over, nothing to elect.
+        7: ControlledShutdownRequest(broker_id=0, broker_epoch=-1),
+        43: ElectLeadersRequest(
+            election_type=0,
+            topic_partitions=[ElectLeadersRequest.TopicPartitions(topic="sample", partitions=[0])],
+            timeout_ms=1000,
+        ),
+        45: AlterPartitionReassignmentsRequest(
+            timeout_ms=1000,
+            topics=[
+                AlterPartitionReassignmentsRequest.ReassignableTopic(
+                    name="sample",
+                    partitions=[
+                        AlterPartitionReassignmentsRequest.ReassignablePartition(
+                            partition_index=0, replicas=None
+                        )
+                    ],
+                )
+            ],
+        ),
+        46: ListPartitionReassignmentsRequest(timeout_ms=1000, topics=None),
         19: CreateTopicsRequest(
             topics=[
                 CreateTopicsRequest.CreatableTopic(

@@ -332,6 +332,7 @@ def test_fetch_plan_fields_are_the_ones_the_encoder_knows() -> None:
         "total_bytes",
         "has_error",
         "isolation_level",  # read by read_plan only
+        "replica_id",  # read by read_plan only (followers read up to the log end)
     ]
     assert [f.name for f in dataclasses.fields(TopicFetch)] == [
         "name",

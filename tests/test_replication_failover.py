@@ -122,6 +122,31 @@ def test_sigkill_of_the_leader_during_an_idempotent_produce_loses_nothing(
     assert_delivered(deliveries, consumed, PAYMENTS)
 
 
+def test_a_leader_cut_off_past_its_session_steps_down_and_rejoins_as_a_follower(
+    replicated: ReplicatedCluster,  # noqa: F811
+) -> None:
+    """A leader frozen (SIGSTOP) longer than its ZooKeeper session loses its registration:
+    another ISR member is elected and takes the writes.  When it wakes it re-registers,
+    learns it is a follower from its watches, truncates to the new leader's epoch
+    boundary and rejoins the ISR; nothing acknowledged is lost or duplicated."""
+    replicated.create_topic("cutoff", 1)
+    old = replicated.state("cutoff", 0)
+    deliveries = Deliveries()
+    producer = acks_all_producer(replicated.bootstrap())
+    produce_sequenced(producer, deliveries, "cutoff", range(0, 1_000))
+    assert producer.flush(60) == 0
+    with paused(replicated.brokers[old.leader]):
+        new = replicated.wait_new_leader("cutoff", 0, old)
+        assert old.leader not in new.isr  # the frozen broker left the ISR with its session
+        produce_sequenced(producer, deliveries, "cutoff", range(1_000, 2_000))
+        assert producer.flush(60) == 0
+    replicated.wait_isr("cutoff", [0], set(BROKER_IDS))
+    assert replicated.state("cutoff", 0).leader == new.leader  # it came back as a follower
+    replicated.wait_converged("cutoff", [0])
+    consumed = consume_all(replicated.bootstrap(), "cutoff", 1)
+    assert_delivered(deliveries, consumed, 2_000)
+
+
 def test_double_failover_leaves_every_follower_log_a_prefix_of_the_leaders(
     replicated: ReplicatedCluster,  # noqa: F811
 ) -> None:
