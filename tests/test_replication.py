@@ -267,11 +267,14 @@ def replicated(
 
 
 # --- raw wire --------------------------------------------------------------------------------
-def list_offset(broker: BrokerProcess, topic: str, partition: int) -> tuple[int, int]:
-    """(error code, latest offset) from ``broker``: the high watermark, for a leader."""
+def list_offset(
+    broker: BrokerProcess, topic: str, partition: int, isolation_level: int = 0
+) -> tuple[int, int]:
+    """(error code, latest offset) from ``broker``: for a leader the high watermark, or with
+    ``isolation_level=1`` (read_committed) the last stable offset."""
     request = ListOffsetsRequest(
         replica_id=-1,
-        isolation_level=0,
+        isolation_level=isolation_level,
         topics=[
             ListOffsetsRequest.ListOffsetsTopic(
                 name=topic,
@@ -403,6 +406,8 @@ def consume_all(
             "group.id": f"check-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "socket.timeout.ms": 10_000,
+            # The end may be a transaction marker, which is never delivered: EOF tells.
+            "enable.partition.eof": True,
         }
     )
     try:
@@ -416,13 +421,16 @@ def consume_all(
 
         def done() -> bool:
             for message in consumer.consume(1000, 0.2):
-                if message.error() is None:
+                error = message.error()
+                if error is None:
                     consumed.append(
                         StoredRecord(
                             message.partition(), message.offset(), message.key(), message.value()
                         )
                     )
                     positions[message.partition()] = message.offset() + 1
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    positions[message.partition()] = message.offset()
             return all(positions[p] >= ends[p] for p in positions)
 
         wait_until(done, timeout=timeout, what=f"{topic} consumed up to {ends}", interval=0)

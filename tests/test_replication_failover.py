@@ -33,6 +33,7 @@ from test_replication import (  # noqa: E402
     acks_all_producer,
     assert_delivered,
     consume_all,
+    list_offset,
     paused,
     produce,
     produce_sequenced,
@@ -145,6 +146,49 @@ def test_a_leader_cut_off_past_its_session_steps_down_and_rejoins_as_a_follower(
     replicated.wait_converged("cutoff", [0])
     consumed = consume_all(replicated.bootstrap(), "cutoff", 1)
     assert_delivered(deliveries, consumed, 2_000)
+
+
+def test_a_committed_transaction_survives_a_sigkill_of_its_partition_leader(
+    replicated: ReplicatedCluster,  # noqa: F811
+) -> None:
+    """Markers are on every ISR member before a transaction completes (Kafka writes them
+    with acks=all): a leader SIGKILLed right after the commits leaves its successor with
+    every marker, so read_committed readers are not held at a last stable offset for
+    good, and they see each committed record once."""
+    replicated.create_topic("txn-out", 1)
+    old = replicated.state("txn-out", 0)
+    producer = Producer(
+        {
+            "bootstrap.servers": replicated.bootstrap(),
+            "transactional.id": "failover-txn",
+            "transaction.timeout.ms": 60_000,
+        }
+    )
+    producer.init_transactions(60)
+    deliveries = Deliveries()
+    for transaction in range(3):
+        producer.begin_transaction()
+        produce_sequenced(
+            producer, deliveries, "txn-out", range(transaction * 100, (transaction + 1) * 100)
+        )
+        producer.commit_transaction(60)
+    replicated.kill(old.leader)  # at once: the last markers were only just written
+    new = replicated.wait_new_leader("txn-out", 0, old)
+    replicated.restart(old.leader)
+    # Every transaction ends on the new leader: its last stable offset reaches its high
+    # watermark (a marker lost with the old leader would hold it back for good).
+    leader = replicated.brokers[new.leader]
+    wait_until(
+        lambda: (
+            list_offset(leader, "txn-out", 0, isolation_level=1)
+            == list_offset(leader, "txn-out", 0)
+            == (NONE, 303)
+        ),
+        timeout=60,
+        what="the last stable offset of txn-out at its high watermark (300 records, 3 markers)",
+    )
+    consumed = consume_all(replicated.bootstrap(), "txn-out", 1)  # read_committed
+    assert_delivered(deliveries, consumed, 300)
 
 
 def test_double_failover_leaves_every_follower_log_a_prefix_of_the_leaders(

@@ -363,6 +363,10 @@ class ReplicaManager:
             )
         now = self._clock()
         leader_end = partition.log.log_end_offset
+        if fetch_offset > leader_end:
+            # A follower ahead of the leader has a divergent tail: the read answers
+            # OFFSET_OUT_OF_RANGE and it truncates; until then it counts for nothing.
+            return
         if fetch_offset >= leader_end:
             follower.last_caught_up_ms = now
         elif fetch_offset >= follower.last_fetch_leader_log_end_offset:

@@ -57,6 +57,8 @@ from pystream.txn.markers import (
     OFFSETS_TOPIC,
     MarkerSender,
     TxnMarker,
+    unreplicated,
+    wait_markers_replicated,
     write_markers,
 )
 from pystream.txn.metadata import (
@@ -306,13 +308,15 @@ class TransactionCoordinator(CoordinatorBase):
             else {}
         )
         remaining = {tp for tp, code in results.items() if code not in FINAL_ERRORS}
-        if not by_leader:
+        # Written here, but not yet on every ISR member: waited for like remote markers.
+        replicating = unreplicated(self.broker, [tp for tp, code in results.items() if code == 0])
+        if not by_leader and not replicating:
             return self._markers_written(metadata, remaining)
-        self._unfinished[transactional_id] = remaining | {
-            tp for tps in by_leader.values() for tp in tps
-        }
+        self._unfinished[transactional_id] = (
+            remaining | set(replicating) | {tp for tps in by_leader.values() for tp in tps}
+        )
         self._sending[transactional_id] = self._spawn(
-            self._send_markers(metadata, marker, by_leader)
+            self._send_markers(metadata, marker, by_leader, replicating)
         )
         return False
 
@@ -321,11 +325,17 @@ class TransactionCoordinator(CoordinatorBase):
         metadata: TransactionMetadata,
         marker: TxnMarker,
         by_leader: dict[int, list[TopicPartition]],
+        replicating: list[TopicPartition],
     ) -> None:
-        """One attempt at the markers of partitions led elsewhere (WriteTxnMarkers)."""
+        """One attempt at the markers of partitions led elsewhere (WriteTxnMarkers), and the
+        wait for the ISR of those written here (``replicating``)."""
         transactional_id = metadata.transactional_id
         try:
-            results = await self.markers.send(marker, by_leader)
+            sent, replicated = await asyncio.gather(
+                self.markers.send(marker, by_leader),
+                wait_markers_replicated(self.broker, replicating),
+            )
+            results = {**sent, **replicated}
         finally:
             if self._sending.get(transactional_id) is asyncio.current_task():
                 del self._sending[transactional_id]

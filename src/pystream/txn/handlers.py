@@ -48,7 +48,7 @@ from pystream.protocol.messages.write_txn_markers import (
     WriteTxnMarkersResponse,
 )
 from pystream.txn.group_hooks import group_offset_store
-from pystream.txn.markers import write_markers
+from pystream.txn.markers import wait_markers_replicated, write_markers
 from pystream.txn.metadata import TxnState
 from pystream.txn.state_log import now_ms
 
@@ -254,6 +254,11 @@ async def handle_write_txn_markers(
             marker.coordinator_epoch,
             marker.transaction_result,
             [(t.name, p) for t in marker.topics for p in t.partition_indexes],
+        )
+        written.update(
+            await wait_markers_replicated(
+                context.broker, [tp for tp, code in written.items() if code == 0]
+            )
         )
         by_topic: dict[str, list[MarkerPartitionResult]] = {}
         for (topic, partition), code in written.items():

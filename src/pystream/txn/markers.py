@@ -119,6 +119,45 @@ def write_markers(
     return results
 
 
+# Kafka's request.timeout.ms, the bound of a marker append's wait for the ISR.
+MARKER_REPLICATION_TIMEOUT_MS = 30_000
+
+
+def unreplicated(broker: Broker, partitions: Iterable[TopicPartition]) -> list[TopicPartition]:
+    """Of ``partitions`` led here, those whose log end (the marker just written) is not yet
+    below the high watermark: the ISR does not have it yet."""
+    replicas = broker.replica_manager
+    assert replicas is not None
+    waiting = []
+    for topic, index in partitions:
+        partition = replicas.partition(topic, index)
+        if partition is not None and partition.log.high_watermark < partition.log.log_end_offset:
+            waiting.append((topic, index))
+    return waiting
+
+
+async def wait_markers_replicated(
+    broker: Broker, partitions: Iterable[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """Until every ISR member has the markers just written to ``partitions`` (Kafka appends
+    markers with acks=all: a marker lost with its leader would leave the transaction open
+    in that partition for good); an error code per partition, retried by the coordinator."""
+    replicas = broker.replica_manager
+    assert replicas is not None
+    targets = []
+    results: dict[TopicPartition, int] = {}
+    for topic, index in partitions:
+        partition = replicas.partition(topic, index)
+        if partition is None:
+            results[(topic, index)] = E.NOT_LEADER_OR_FOLLOWER
+        else:
+            targets.append((topic, index, partition.log.log_end_offset))
+    errors = await replicas.wait_for_replication(targets, MARKER_REPLICATION_TIMEOUT_MS)
+    for (topic, index, _), error in zip(targets, errors, strict=True):
+        results[(topic, index)] = error.error_code if error is not None else 0
+    return results
+
+
 # --- markers for partitions led by other brokers ----------------------------------------------
 WRITE_TXN_MARKERS = 27
 WRITE_TXN_MARKERS_VERSIONS = (0, 1)
