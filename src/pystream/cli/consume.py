@@ -216,10 +216,13 @@ def _print_records(
         records = consumer.poll(min(wait, 1.0), max_records=want)
         if records:
             for record in records:
-                out.write(formatter.format(record))
+                text = formatter.format(record)
+                # Counted before it can be seen (stdout may be unbuffered): a Ctrl-C right
+                # after a record appears still reports it.
+                count += 1
+                counter[0] = count
+                out.write(text)
             out.flush()
-            count += len(records)
-            counter[0] = count
             if timeout_ms is not None:
                 idle_deadline = time.monotonic() + timeout_ms / 1000
         elif idle_deadline is not None and time.monotonic() >= idle_deadline:
