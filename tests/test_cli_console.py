@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 
 import pytest
 from broker_process import BrokerProcess
@@ -146,12 +147,23 @@ def test_console_errors_are_one_line(
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+def as_foreground_job(argv: list[str]) -> list[str]:
+    """``argv`` started as a shell starts a foreground job: with SIGINT at its default.
+    A test run started in the background (CI scripts, ``cmd &``) inherits SIGINT ignored,
+    and so would the child, which then never sees the Ctrl-C this test sends."""
+    reset = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execvp(sys.argv[1], sys.argv[1:])"
+    )
+    return [sys.executable, "-c", reset, *argv]
+
+
 def test_consume_stops_cleanly_on_ctrl_c(broker: BrokerProcess) -> None:
     b = ("--bootstrap-server", broker.bootstrap)
     run("topics", "create", "live", *b)
     run("produce", "live", *b, stdin="first\n")
     process = subprocess.Popen(
-        [*PYSTREAM, "consume", "live", "--from-beginning", *b],
+        as_foreground_job([*PYSTREAM, "consume", "live", "--from-beginning", *b]),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
