@@ -12,6 +12,7 @@ from pathlib import Path
 
 from broker_process import BrokerProcess
 from confluent_kafka import Consumer, Producer, TopicPartition
+from waiting import wait_until
 
 import pystream
 
@@ -70,13 +71,11 @@ def test_unknown_api_key_is_refused_without_crashing(broker: BrokerProcess) -> N
 
 
 def _wait_for_log(broker: BrokerProcess, text: str, timeout: float = 10) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def logged() -> str | None:
         output = broker.output()
-        if text in output:
-            return output
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not in broker output:\n{broker.output()}")
+        return output if text in output else None
+
+    return wait_until(logged, timeout=timeout, what=f"{text!r} in the broker output")
 
 
 def test_unknown_config_key_is_a_warning_naming_it(broker_factory) -> None:
@@ -132,9 +131,10 @@ def test_checkpoints_are_written_while_running(broker_factory) -> None:
     )
     _produce(broker.bootstrap, "checkpointed", [b"a", b"b", b"c"])
     path = broker.log_dir / "replication-offset-checkpoint"
-    deadline = time.monotonic() + 30
-    while "checkpointed 0 3" not in (path.read_text() if path.exists() else ""):
-        assert time.monotonic() < deadline, f"no high watermark checkpoint: {path}"
-        time.sleep(0.05)
+    wait_until(
+        lambda: path.exists() and "checkpointed 0 3" in path.read_text(),
+        timeout=30,
+        what=f"a high watermark checkpoint in {path}",
+    )
     assert (broker.log_dir / "recovery-point-offset-checkpoint").exists()
     assert broker.stop() == 0
