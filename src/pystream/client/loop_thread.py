@@ -9,9 +9,10 @@ thread and only *wakes* the loop when a batch needs sending).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 __all__ = ["LoopThread"]
@@ -61,22 +62,33 @@ class LoopThread:
     def in_loop_thread(self) -> bool:
         return threading.current_thread() is self.thread
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the loop and wait for its result (``TimeoutError`` after ``timeout``)."""
+    def run(
+        self, make_coro: Callable[[], Coroutine[Any, Any, T]], timeout: float | None = None
+    ) -> T:
+        """Run the coroutine ``make_coro()`` on the loop and wait for its result
+        (``TimeoutError`` after ``timeout``).
+
+        The coroutine is made here, not by the caller, so that an interruption (a
+        Ctrl-C's ``KeyboardInterrupt``) at any point leaves it either closed unstarted
+        or cancelled on the loop -- never "never awaited".
+        """
         if self.in_loop_thread:
-            coro.close()
             raise RuntimeError(
                 "a blocking pystream client method was called on the client's own event loop "
                 "thread (e.g. from a callback); use the pystream.aio client there instead"
             )
         if not self.thread.is_alive():
-            coro.close()
             raise RuntimeError("the client's event loop has stopped (the client was closed)")
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        future: concurrent.futures.Future[T] | None = None
+        coro = make_coro()
         try:
+            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
             return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
+        except BaseException:
+            if future is None:
+                coro.close()
+            else:
+                future.cancel()  # the loop cancels the task (or never starts it)
             raise
 
     def stop(self) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,7 +48,7 @@ class Producer:
         self._thread = LoopThread(f"pystream-producer-{self._aio.config.client_id}")
         self._closed = False
         try:
-            self._thread.run(self._aio.start(), self._aio.max_block)
+            self._thread.run(self._aio.start, self._aio.max_block)
         except BaseException:
             self._thread.stop()
             raise
@@ -141,7 +141,7 @@ class Producer:
     def _wait(self, need: object, topic: str, deadline: float) -> None:
         remaining = max(deadline - time.monotonic(), 0)
         if need is NEED_METADATA:
-            self._thread.run(self._aio._wait(need, topic, deadline))
+            self._thread.run(lambda: self._aio._wait(need, topic, deadline))
         elif not self._aio._acc.wait_for_space(remaining):
             raise _busy_error(self._aio._acc.buffer_memory)
 
@@ -149,10 +149,10 @@ class Producer:
         """Send everything buffered and wait for the acknowledgements."""
         if self._closed:
             raise ClientClosedError("the producer is closed")
-        self._thread.run(self._aio.flush(timeout))
+        self._thread.run(lambda: self._aio.flush(timeout))
 
     def partitions_for(self, topic: str) -> list[int]:
-        return self._thread.run(self._aio.partitions_for(topic))
+        return self._thread.run(lambda: self._aio.partitions_for(topic))
 
     def close(self, timeout: float | None = None) -> None:
         """Flush (up to ``timeout`` seconds) and release connections and the loop thread."""
@@ -160,7 +160,7 @@ class Producer:
             return
         self._closed = True
         try:
-            self._thread.run(self._aio.close(timeout))
+            self._thread.run(lambda: self._aio.close(timeout))
         finally:
             self._thread.stop()
 
@@ -187,7 +187,7 @@ class Consumer:
         self._thread = LoopThread(f"pystream-consumer-{self._aio.config.client_id}")
         self._closed = False
         try:
-            self._thread.run(self._aio.start(), self._aio.config.request_timeout_ms / 1000)
+            self._thread.run(self._aio.start, self._aio.config.request_timeout_ms / 1000)
         except BaseException:
             self._thread.stop()
             raise
@@ -205,11 +205,10 @@ class Consumer:
             except Exception:
                 pass
 
-    def _run(self, coro: Any, timeout: float | None = None) -> Any:
+    def _run(self, make_coro: Callable[[], Any], timeout: float | None = None) -> Any:
         if self._closed:
-            coro.close()
             raise ClientClosedError("the consumer is closed")
-        return self._thread.run(coro, timeout)
+        return self._thread.run(make_coro, timeout)
 
     def poll(
         self, timeout: float | None = None, max_records: int | None = None
@@ -220,7 +219,7 @@ class Consumer:
         records = self._aio._poll_buffered(max_records, self._notify)
         if records:
             return records
-        return self._run(self._aio.poll(timeout, max_records))
+        return self._run(lambda: self._aio.poll(timeout, max_records))
 
     def _notify(self) -> None:
         fetcher = self._aio._fetcher
@@ -237,20 +236,20 @@ class Consumer:
             yield from batch
 
     def subscribe(self, topics: Iterable[str], **listeners: Any) -> None:
-        self._run(self._aio.subscribe(topics, **listeners))
+        self._run(lambda: self._aio.subscribe(topics, **listeners))
 
     def unsubscribe(self) -> None:
-        self._run(self._aio.unsubscribe())
+        self._run(self._aio.unsubscribe)
 
     def assign(self, partitions: Iterable[TopicPartition | tuple[str, int]]) -> None:
-        self._run(self._aio.assign(partitions))
+        self._run(lambda: self._aio.assign(partitions))
 
     def assignment(self) -> list[TopicPartition]:
         return self._aio.assignment()
 
     def wait_for_assignment(self, timeout: float | None = None) -> list[TopicPartition]:
         """Block until the group gave this member partitions (see the aio version)."""
-        return self._run(self._aio.wait_for_assignment(timeout))
+        return self._run(lambda: self._aio.wait_for_assignment(timeout))
 
     def position(
         self, partition: TopicPartition | tuple[str, int], timeout: float | None = None
@@ -260,46 +259,46 @@ class Consumer:
         known = self._aio.known_position(partition)
         if known is not None:
             return known
-        return self._run(self._aio.position(partition, timeout))
+        return self._run(lambda: self._aio.position(partition, timeout))
 
     def seek(self, partition: TopicPartition | tuple[str, int], offset: int) -> None:
         self._thread.loop.call_soon_threadsafe(self._aio.seek, partition, offset)
-        self._run(asyncio.sleep(0))  # the seek happened when this returns
+        self._run(lambda: asyncio.sleep(0))  # the seek happened when this returns
 
     def seek_to_beginning(self, *partitions: TopicPartition | tuple[str, int]) -> None:
         self._thread.loop.call_soon_threadsafe(self._aio.seek_to_beginning, *partitions)
-        self._run(asyncio.sleep(0))
+        self._run(lambda: asyncio.sleep(0))
 
     def seek_to_end(self, *partitions: TopicPartition | tuple[str, int]) -> None:
         self._thread.loop.call_soon_threadsafe(self._aio.seek_to_end, *partitions)
-        self._run(asyncio.sleep(0))
+        self._run(lambda: asyncio.sleep(0))
 
     def pause(self, *partitions: TopicPartition | tuple[str, int]) -> None:
         self._thread.loop.call_soon_threadsafe(self._aio.pause, *partitions)
-        self._run(asyncio.sleep(0))
+        self._run(lambda: asyncio.sleep(0))
 
     def resume(self, *partitions: TopicPartition | tuple[str, int]) -> None:
         self._thread.loop.call_soon_threadsafe(self._aio.resume, *partitions)
-        self._run(asyncio.sleep(0))
+        self._run(lambda: asyncio.sleep(0))
 
     def commit(self, offsets: dict[Any, Any] | None = None) -> None:
         """Commit positions (see the aio version); raises if the group rebalanced."""
-        self._run(self._aio.commit(offsets))
+        self._run(lambda: self._aio.commit(offsets))
 
     def committed(self, partitions: Iterable[TopicPartition | tuple[str, int]]) -> dict[Any, Any]:
-        return self._run(self._aio.committed(partitions))
+        return self._run(lambda: self._aio.committed(partitions))
 
     def beginning_offsets(self, partitions: Iterable[Any]) -> dict[TopicPartition, int]:
-        return self._run(self._aio.beginning_offsets(partitions))
+        return self._run(lambda: self._aio.beginning_offsets(partitions))
 
     def end_offsets(self, partitions: Iterable[Any]) -> dict[TopicPartition, int]:
-        return self._run(self._aio.end_offsets(partitions))
+        return self._run(lambda: self._aio.end_offsets(partitions))
 
     def offsets_for_times(self, timestamps: dict[Any, int]) -> dict[TopicPartition, int | None]:
-        return self._run(self._aio.offsets_for_times(timestamps))
+        return self._run(lambda: self._aio.offsets_for_times(timestamps))
 
     def partitions_for(self, topic: str) -> list[int]:
-        return self._run(self._aio.partitions_for(topic))
+        return self._run(lambda: self._aio.partitions_for(topic))
 
     def highwater(self, partition: TopicPartition | tuple[str, int]) -> int | None:
         return self._aio.highwater(partition)
@@ -314,7 +313,7 @@ class Consumer:
             return
         self._closed = True
         try:
-            self._thread.run(self._aio.close())
+            self._thread.run(self._aio.close)
         finally:
             self._thread.stop()
 
@@ -336,7 +335,7 @@ class AdminClient:
         self._thread = LoopThread(f"pystream-admin-{self._aio.config.client_id}")
         self._closed = False
         try:
-            self._thread.run(self._aio.start(), self._aio.config.request_timeout_ms / 1000)
+            self._thread.run(self._aio.start, self._aio.config.request_timeout_ms / 1000)
         except BaseException:
             self._thread.stop()
             raise
@@ -352,7 +351,7 @@ class AdminClient:
             return
         self._closed = True
         try:
-            self._thread.run(self._aio.close())
+            self._thread.run(self._aio.close)
         finally:
             self._thread.stop()
 
@@ -364,7 +363,7 @@ def _blocking(name: str) -> Any:
     def call(self: AdminClient, *args: Any, **kwargs: Any) -> Any:
         if self._closed:
             raise ClientClosedError("the admin client is closed")
-        return self._thread.run(getattr(self._aio, name)(*args, **kwargs))
+        return self._thread.run(lambda: getattr(self._aio, name)(*args, **kwargs))
 
     return call
 
