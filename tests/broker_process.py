@@ -11,8 +11,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from waiting import wait_until
 
 import pystream
 from pystream.protocol import decode_response, encode_request_frame
@@ -149,6 +153,29 @@ class BrokerProcess:
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.kill()
+
+
+def process_state(pid: int) -> str:
+    """The kernel's one-letter state of ``pid`` (R, S, T for stopped...)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
+@contextmanager
+def paused(broker: BrokerProcess) -> Iterator[None]:
+    """SIGSTOP the broker and wait until the kernel has stopped it; SIGCONT on exit
+    (unless it was killed meanwhile: a stopped process dies of SIGKILL all the same)."""
+    process = broker.process
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        wait_until(
+            lambda: process_state(process.pid) == "T", timeout=10, what=f"pid {process.pid} stopped"
+        )
+        yield
+    finally:
+        if broker.process is process and process.poll() is None:
+            os.kill(process.pid, signal.SIGCONT)
 
 
 class KafkaWire:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from broker_process import BrokerProcess, KafkaWire
+from broker_process import BrokerProcess, KafkaWire, paused
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from pystream._core import records as core_records
@@ -91,15 +91,25 @@ def _produce_until_killed(
 
     deadline = time.monotonic() + DEADLINE
     sent = 0
-    while len(acked) < kill_after:
-        assert time.monotonic() < deadline, f"only {len(acked)} acknowledged"
-        assert sent < 50 * kill_after, "producing without acknowledgements"
+
+    def produce_some() -> None:
+        nonlocal sent
         for _ in range(100):
             value = b"r%d-%06d-" % (round_no, sent) + b"x" * (sent % 300)
             producer.produce(topic, value, key=b"%d" % sent, on_delivery=on_delivery)
             sent += 1
+
+    while len(acked) < kill_after:
+        assert time.monotonic() < deadline, f"only {len(acked)} acknowledged"
+        assert sent < 50 * kill_after, "producing without acknowledgements"
+        produce_some()
         producer.poll(0)
-    broker.kill()  # records are still queued and in flight
+    # Stopped wherever it was (mid-write, like the kill), the broker cannot answer what
+    # is sent now: records are in flight at the kill however fast it was until then.
+    with paused(broker):
+        produce_some()
+        producer.poll(0.1)
+        broker.kill()
     # Whatever was not acknowledged yet is given up on (never retried against the restart).
     producer.purge(in_queue=True, in_flight=True)
     producer.flush(DEADLINE)

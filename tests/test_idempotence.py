@@ -8,10 +8,11 @@ The raw-protocol helpers here are shared with ``test_transactions.py``.
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from broker_process import BrokerProcess, KafkaWire
+from broker_process import BrokerProcess, KafkaWire, paused
 from waiting import wait_until
 
 from pystream._core import records as core_records
@@ -333,18 +334,24 @@ def test_confluent_idempotent_producer_across_broker_sigkill_stores_no_duplicate
     def on_delivery(err, msg) -> None:
         (failures if err is not None else delivered).append(err or msg.offset())
 
-    for i in range(6000):
-        while True:
-            try:
-                producer.produce("crash", value=str(i).encode(), on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
-        if i == 3000:
-            # No waiting: whatever librdkafka has queued or in flight now meets the crash.
-            broker.kill()
-            broker.start()
+    with ExitStack() as frozen:
+        for i in range(6000):
+            while True:
+                try:
+                    producer.produce("crash", value=str(i).encode(), on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+            if i == 3000:
+                # Stopped wherever it was (mid-write, like a kill), the broker answers
+                # nothing more: the next records are in flight or queued at the kill.
+                frozen.enter_context(paused(broker))
+            elif i == 3100:
+                producer.poll(0.1)
+                assert len(delivered) <= 3001, "acknowledged by a stopped broker"
+                broker.kill()
+                broker.start()
     assert producer.flush(120) == 0
     assert failures == []
     assert sorted(delivered) == list(range(6000))  # each acknowledged once, at its own offset

@@ -17,7 +17,6 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +24,7 @@ import pytest
 
 pytest.importorskip("kazoo", reason="kazoo is not installed (pip install kazoo)")
 
-from broker_process import BrokerProcess  # noqa: E402
+from broker_process import BrokerProcess, paused  # noqa: E402
 from cluster_fixtures import fetch, metadata, produce, start_cluster  # noqa: E402
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
@@ -312,26 +311,6 @@ def partition_sizes(broker: BrokerProcess, topic: str) -> dict[int, int]:
         if t.name == topic
         for p in t.partitions
     }
-
-
-# --- processes -------------------------------------------------------------------------------
-def process_state(pid: int) -> str:
-    """The kernel's one-letter state of ``pid`` (R, S, T for stopped...)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rsplit(")", 1)[1].split()[0]
-
-
-@contextmanager
-def paused(broker: BrokerProcess) -> Iterator[None]:
-    """SIGSTOP the broker and wait until the kernel has stopped it; SIGCONT on exit."""
-    assert broker.process is not None
-    pid = broker.process.pid
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        wait_until(lambda: process_state(pid) == "T", timeout=10, what=f"pid {pid} stopped")
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
 
 
 # --- clients ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("kazoo", reason="kazoo is not installed (pip install kazoo)")
 
+from broker_process import paused  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 from replication_checker import (  # noqa: E402
     StoredRecord,
@@ -34,7 +35,6 @@ from test_replication import (  # noqa: E402
     assert_delivered,
     consume_all,
     list_offset,
-    paused,
     produce,
     produce_sequenced,
     replicated,  # noqa: F401 - fixture
