@@ -175,6 +175,12 @@ class Member:
             heartbeat_interval_ms=HEARTBEAT_MS,
             auto_offset_reset="earliest",
         )
+        # kafka-python joins without waiting for metadata; a leader that assigns before
+        # the topic's metadata arrives assigns nothing and soon rejoins, and that quick
+        # heartbeat disable/enable can stall kafka-python 3.0's heartbeat loop for good
+        # (seen under load: the leader never heartbeats again).  Knowing the topic first
+        # keeps the first assignment whole.
+        assert consumer.partitions_for_topic(self.topic)
         consumer.subscribe([self.topic], listener=Listener())
         try:
             while not self._stop.is_set():
