@@ -269,3 +269,18 @@ def test_consumer_continues_after_a_broker_restart(tmp_path: Path) -> None:
             assert consumer.position(("r", 0)) == 2
     finally:
         broker.close()
+
+
+def test_partitions_for_a_missing_topic_is_an_error_at_once(cluster: BrokerProcess) -> None:
+    # Like Kafka's partitionsFor: the broker's UNKNOWN_TOPIC_OR_PARTITION is the answer,
+    # not a reason to retry until request.timeout.ms (which would say "not in the
+    # metadata after 30.0s").
+    from pystream.errors import UnknownTopicOrPartitionError
+
+    with pystream.Consumer(bootstrap_servers=cluster.bootstrap) as consumer:
+        with pytest.raises(UnknownTopicOrPartitionError, match="does not exist"):
+            consumer.partitions_for(f"missing-{uuid.uuid4().hex[:8]}")
+    with pystream.Consumer(
+        bootstrap_servers=cluster.bootstrap, allow_auto_create_topics=True
+    ) as consumer:
+        assert len(consumer.partitions_for(f"auto-{uuid.uuid4().hex[:8]}")) >= 1

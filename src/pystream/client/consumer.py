@@ -478,8 +478,14 @@ class Consumer:
         return {tp: (None if off < 0 else off) for tp, off in found.items()}
 
     async def partitions_for(self, topic: str) -> list[int]:
+        """The topic's partition ids.  A topic the broker does not know raises
+        UnknownTopicOrPartitionError at once, unless ``allow_auto_create_topics``."""
         self._check()
-        info = await self._core.wait_for_topic(topic, self.config.request_timeout_ms / 1000)
+        info = await self._core.wait_for_topic(
+            topic,
+            self.config.request_timeout_ms / 1000,
+            missing_is_final=not self._core.allow_auto_topic_creation,
+        )
         return sorted(info.partitions)
 
     # ------------------------------------------------------------------ committing

@@ -260,8 +260,15 @@ class ClientCore:
                 log.warning("periodic metadata refresh failed: %s", exc)
                 await asyncio.sleep(self.config.retry_backoff_ms / 1000)
 
-    async def wait_for_topic(self, topic: str, timeout: float) -> TopicInfo:
-        """The topic's metadata, refreshing until it has partitions or ``timeout`` passes."""
+    async def wait_for_topic(
+        self, topic: str, timeout: float, missing_is_final: bool = False
+    ) -> TopicInfo:
+        """The topic's metadata, refreshing until it has partitions or ``timeout`` passes.
+
+        With ``missing_is_final`` a broker answering UNKNOWN_TOPIC_OR_PARTITION ends the
+        wait at once (a consumer that does not auto-create, like Kafka's partitionsFor);
+        otherwise the topic may still be auto-created or propagating, so it is retried.
+        """
         self.topics.add(topic)
         deadline = time.monotonic() + timeout
         backoff = self.config.retry_backoff_ms / 1000
@@ -287,6 +294,8 @@ class ClientCore:
                 pass
             info = self.metadata.topics.get(topic)
             if info is None or not info.partitions:
+                if missing_is_final and self.metadata.topic_errors.get(topic) == 3:
+                    raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
                 await asyncio.sleep(min(backoff, max(deadline - time.monotonic(), 0)))
 
 
