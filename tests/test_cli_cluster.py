@@ -353,3 +353,36 @@ def test_a_broker_that_dies_later_stops_the_cluster_with_its_name(
     result = subprocess.CompletedProcess(command.process.args, 1, "", command.stderr())
     log = data_dir / "logs" / "broker-0.log"
     assert_one_line_error(result, "broker 0 was killed by SIGKILL", f"(log: {log})")
+
+
+def process_exited(pid: int) -> bool:
+    """Gone, or a zombie: it ran its exit (an orphan waits for whoever reaps it here)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_sigkill_of_cluster_up_stops_zookeeper_and_the_brokers(
+    tmp_path: Path, cluster_up: StartCluster
+) -> None:
+    try:
+        require_zookeeper()
+    except ZooKeeperNotInstalledError as exc:
+        pytest.skip(f"{exc} ({INSTALL_HINT})")
+    command = cluster_up(
+        "--brokers",
+        "2",
+        "--data-dir",
+        str(tmp_path / "cluster"),
+        "--base-port",
+        str(consecutive_free_ports(2)),
+    )
+    command.wait_up()
+    pids = command.child_pids()
+    assert set(pids) == {"zookeeper", "broker 0", "broker 1"}
+    command.process.kill()  # no shutdown code of the command runs
+    command.process.wait(30)
+    for name, pid in pids.items():
+        wait_until(lambda pid=pid: process_exited(pid), 90, what=f"{name} (pid {pid}) to stop")

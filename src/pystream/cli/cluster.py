@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from pystream.cluster.child_process import terminate_with_parent
 from pystream.config import BrokerConfig, parse_overrides
 
 if TYPE_CHECKING:
@@ -205,6 +206,7 @@ class LocalCluster:
                     env=env,
                     cwd=broker.data_dir,
                     process_group=0,
+                    preexec_fn=terminate_with_parent(),
                 )
 
     def connect_zookeeper(self, timeout: float) -> Any:

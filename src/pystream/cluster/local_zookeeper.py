@@ -22,6 +22,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from pystream.cluster.child_process import terminate_with_parent
+
 DEFAULT_JARS = ("/usr/share/java/zookeeper.jar", "/usr/share/zookeeper/zookeeper.jar")
 MAIN_CLASS = "org.apache.zookeeper.server.ZooKeeperServerMain"
 # A logger binding so that ZooKeeper's own messages reach the log file (else SLF4J is silent).
@@ -186,6 +188,8 @@ class LocalZooKeeper:
                 stderr=subprocess.STDOUT,
                 cwd=self.directory,
                 process_group=0 if self.own_process_group else None,
+                # In its own group a Ctrl-C no longer reaches it: it stops with its parent.
+                preexec_fn=terminate_with_parent() if self.own_process_group else None,
             )
 
     def _wait_serving(self, timeout: float) -> None:

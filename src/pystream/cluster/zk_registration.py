@@ -32,9 +32,13 @@ from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState, KeeperState
 
 from pystream.cluster.zk_paths import BrokerInfo, broker_path
+
+# A deregistration waits this long for ZooKeeper at most (then the session expiry does it).
+DEREGISTER_TIMEOUT_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +114,18 @@ class BrokerRegistration:
             self.client.remove_listener(self._on_state)
             self._listening = False
         with self._lock:
-            try:
-                _, stat = self.client.get(self.path)
-                if stat.ephemeralOwner == self._session_id():
-                    self.client.delete(self.path, version=stat.version)
-            except (NoNodeError, KazooException):
-                pass  # gone already, or the session is: so is the znode
+            # Without a connection there is nothing to do (the znode goes with the session),
+            # and kazoo would retry a plain get() for as long as ZooKeeper stays away: a
+            # broker stopping while ZooKeeper is down must not hang.
+            if self.client.connected:
+                try:
+                    _, stat = self.client.get_async(self.path).get(timeout=DEREGISTER_TIMEOUT_S)
+                    if stat.ephemeralOwner == self._session_id():
+                        self.client.delete_async(self.path, version=stat.version).get(
+                            timeout=DEREGISTER_TIMEOUT_S
+                        )
+                except (NoNodeError, KazooException, KazooTimeoutError):
+                    pass  # gone already, or the session is (so is the znode), or unreachable
             self.registered = False
 
     # --- internals ----------------------------------------------------------------------------
