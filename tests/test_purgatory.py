@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from pystream.broker.purgatory import DelayedOperation, Purgatory
+from pystream.purgatory import DelayedOperation, Purgatory
 
 
 def test_completes_on_event_not_timer() -> None:

@@ -1,12 +1,13 @@
 """Purgatory: requests that wait for a condition, woken by events, not by polling.
 
-A delayed operation (a long-poll Fetch waiting for ``min_bytes``, later an
-``acks=all`` Produce waiting for the ISR) watches one or more keys, e.g.
-``(topic, partition)``.  Whoever changes a key's state — an append, a high
-watermark move — calls :meth:`Purgatory.check_and_complete` for that key and
-every operation watching it re-checks its condition.  An operation completes
-exactly once: when its condition holds, when its deadline passes, or when it
-is cancelled.  This is Kafka's DelayedOperationPurgatory, on asyncio.
+A delayed operation (a long-poll Fetch waiting for ``min_bytes``, an ``acks=all``
+Produce waiting for the ISR, a JoinGroup waiting for its members) watches one or
+more keys, e.g. ``(topic, partition)``.  Whoever changes a key's state -- an
+append, a high watermark move -- calls :meth:`Purgatory.check_and_complete` for
+that key and every operation watching it re-checks its condition.  An operation
+completes exactly once: when its condition holds, when its deadline passes, or
+when it is cancelled.  This is Kafka's DelayedOperationPurgatory, on asyncio,
+shared by the broker, replication and the group coordinator.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pystream.broker.fetch_response import encode_fetch_response
-from pystream.broker.purgatory import DelayedOperation
 from pystream.errors import (
     FetchSessionIdNotFoundError,
     KafkaError,
@@ -26,6 +25,7 @@ from pystream.errors import (
 from pystream.protocol.handlers import api_handler
 from pystream.protocol.headers import encode_response_frame
 from pystream.protocol.messages.fetch import FetchRequest, FetchResponse
+from pystream.purgatory import DelayedOperation
 from pystream.storage.log import FetchDataInfo
 
 if TYPE_CHECKING:

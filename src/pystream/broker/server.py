@@ -20,7 +20,6 @@ from pystream.broker import api_versions, fetch, list_offsets, metadata_api, pro
 from pystream.broker.context import RequestContext
 from pystream.broker.listeners import Listener, parse_listeners
 from pystream.broker.network import Chunk, KafkaConnection
-from pystream.broker.purgatory import Purgatory
 from pystream.cluster import admin
 from pystream.cluster.local_store import LocalMetadataStore
 from pystream.cluster.replica_manager import ReplicaManager
@@ -38,6 +37,7 @@ from pystream.protocol import (
 )
 from pystream.protocol.handlers import HandlerSpec, collect_handlers
 from pystream.protocol.messages import RequestHeader
+from pystream.purgatory import Purgatory
 from pystream.storage.checkpoints import (
     LOG_START_OFFSET_CHECKPOINT,
     RECOVERY_POINT_CHECKPOINT,

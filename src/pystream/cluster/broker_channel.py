@@ -127,6 +127,25 @@ class BrokerChannel:
             self._connection = None
 
 
+def broker_endpoint(
+    metadata: Any, broker_id: int, listener_name: str | None
+) -> tuple[str, int] | None:
+    """(host, port) of a registered broker: its endpoint on ``listener_name``, else its
+    first PLAINTEXT one; None if the broker is not registered."""
+    brokers = getattr(metadata, "brokers", None)
+    info = brokers().get(broker_id) if brokers is not None else None
+    if info is None or not info.endpoints:
+        return None
+    chosen = next(
+        (e for e in info.endpoints if e.listener_name == listener_name),
+        next(
+            (e for e in info.endpoints if e.security_protocol == "PLAINTEXT"),
+            info.endpoints[0],
+        ),
+    )
+    return chosen.host, chosen.port
+
+
 class BrokerChannels:
     """One :class:`BrokerChannel` per destination broker, made on first use."""
 
@@ -147,20 +166,8 @@ class BrokerChannels:
         self._channels: dict[int, BrokerChannel] = {}
 
     def endpoint(self, broker_id: int) -> tuple[str, int] | None:
-        """(host, port) of a registered broker: its endpoint on :attr:`listener_name`, else
-        its first PLAINTEXT one; None if the broker is not registered."""
-        brokers = getattr(self.metadata, "brokers", None)
-        info = brokers().get(broker_id) if brokers is not None else None
-        if info is None or not info.endpoints:
-            return None
-        chosen = next(
-            (e for e in info.endpoints if e.listener_name == self.listener_name),
-            next(
-                (e for e in info.endpoints if e.security_protocol == "PLAINTEXT"),
-                info.endpoints[0],
-            ),
-        )
-        return chosen.host, chosen.port
+        """(host, port) of a registered broker (see :func:`broker_endpoint`)."""
+        return broker_endpoint(self.metadata, broker_id, self.listener_name)
 
     def channel(self, broker_id: int) -> BrokerChannel:
         """The channel to ``broker_id`` (never this broker itself)."""

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pystream.cluster.broker_channel import BrokerChannel, BrokerChannels
+from pystream.cluster.broker_channel import BrokerChannel, broker_endpoint
 from pystream.errors import ErrorCode, KafkaError, error_for_code
 from pystream.protocol.messages.fetch import FetchRequest
 from pystream.protocol.messages.offset_for_leader_epoch import OffsetForLeaderEpochRequest
@@ -81,13 +81,12 @@ class ReplicaFetcherManager:
         self._fetchers: dict[int, ReplicaFetcher] = {}
         self._leader_of: dict[tuple[str, int], int] = {}
         self._stopping: set[asyncio.Task[None]] = set()
-        # Resolves leaders' endpoints; each fetcher keeps its own connection (a fetch long
-        # poll must not delay other inter-broker requests such as transaction markers).
-        self.endpoints = BrokerChannels(
-            broker.broker_id,
-            broker.metadata,
-            listener_name=broker.advertised_listeners[0].name,
-        )
+        self._listener_name = broker.advertised_listeners[0].name
+
+    def endpoint(self, broker_id: int) -> tuple[str, int] | None:
+        """Where a leader is reached.  Each fetcher keeps its own connection: a fetch long
+        poll must not delay other inter-broker requests such as transaction markers."""
+        return broker_endpoint(self.broker.metadata, broker_id, self._listener_name)
 
     def add_partition(self, topic: str, index: int, leader: int, leader_epoch: int) -> None:
         """Follow ``topic-index`` from ``leader`` in ``leader_epoch`` (truncating first)."""
@@ -139,7 +138,7 @@ class ReplicaFetcher:
         self.partitions: dict[tuple[str, int], FetchState] = {}
         self._channel = BrokerChannel(
             source_broker_id,
-            manager.endpoints.endpoint,
+            manager.endpoint,
             client_id=f"broker-{self.broker.broker_id}-fetcher-{source_broker_id}",
             request_timeout_ms=self.config.replica_socket_timeout_ms,
             connect_timeout_ms=self.config.replica_socket_timeout_ms,

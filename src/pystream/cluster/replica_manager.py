@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pystream.broker.purgatory import DelayedOperation, Purgatory
 from pystream.cluster.metadata import PartitionState
 from pystream.errors import (
     KafkaError,
@@ -38,6 +37,7 @@ from pystream.errors import (
     RequestTimedOutError,
     UnknownTopicOrPartitionError,
 )
+from pystream.purgatory import DelayedOperation, Purgatory
 from pystream.storage.log import AppendOrigin, FetchDataInfo, Log, LogAppendInfo
 from pystream.storage.log_manager import LogManager
 
@@ -280,9 +280,11 @@ class ReplicaManager:
         for topic, index, _ in targets:
             partition = self._partitions.get((topic, index))
             epochs[(topic, index)] = partition.leader_epoch if partition is not None else -1
-        results: list[KafkaError | None | bool] = [False] * len(targets)
+        results: list[KafkaError | None] = [None] * len(targets)
+        pending = set(range(len(targets)))  # targets not settled yet
 
-        def check_one(i: int) -> KafkaError | None | bool:
+        def settle(i: int) -> bool:
+            """Whether target ``i`` is settled now (its answer then in ``results[i]``)."""
             topic, index, required_offset = targets[i]
             partition = self._partitions.get((topic, index))
             if (
@@ -290,36 +292,30 @@ class ReplicaManager:
                 or partition.state.leader != self.broker_id
                 or partition.leader_epoch != epochs[(topic, index)]
             ):
-                return NotLeaderOrFollowerError(
+                results[i] = NotLeaderOrFollowerError(
                     f"{topic}-{index}: leadership moved while waiting for the ISR; the "
                     "records may or may not be committed"
                 )
+                return True
             if partition.log.high_watermark < required_offset:
                 return False
             try:
                 self._check_min_isr(partition, NotEnoughReplicasAfterAppendError)
             except KafkaError as exc:
-                return exc
-            return None
+                results[i] = exc
+            return True
 
         def try_complete() -> list[KafkaError | None] | None:
-            done = True
-            for i, result in enumerate(results):
-                if result is False:
-                    results[i] = result = check_one(i)
-                done = done and result is not False
-            return results if done else None  # type: ignore[return-value]
+            pending.difference_update([i for i in sorted(pending) if settle(i)])
+            return None if pending else results
 
         def on_expire() -> list[KafkaError | None]:
-            return [
-                RequestTimedOutError(
+            for i in pending:
+                results[i] = RequestTimedOutError(
                     f"{targets[i][0]}-{targets[i][1]}: not replicated to the ISR within "
                     f"{timeout_ms} ms"
                 )
-                if r is False
-                else r
-                for i, r in enumerate(results)
-            ]  # type: ignore[misc]
+            return results
 
         operation = DelayedOperation(try_complete, on_expire, [(t, i) for t, i, _ in targets])
         return await self.produce_purgatory.wait(operation, timeout_ms)

@@ -23,7 +23,6 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, ClassVar
 
-from pystream.broker.purgatory import Purgatory
 from pystream.errors import ErrorCode, KafkaError, TopicAlreadyExistsError
 from pystream.groups.group import ClassicGroup, Member, now_ms
 from pystream.groups.offsets_log import (
@@ -33,6 +32,7 @@ from pystream.groups.offsets_log import (
     group_metadata_value,
     partition_for,
 )
+from pystream.purgatory import Purgatory
 from pystream.storage.log import AppendOrigin
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ Kafka's ``GroupCoordinator`` behaviour, so clients see the same thing:
 * **Join phase.**  A JoinGroup puts the group into PreparingRebalance; the
   request waits (an asyncio future per member) until every known member has
   rejoined or the rebalance timeout passes — a delayed operation in the
-  rebalance :class:`~pystream.broker.purgatory.Purgatory`, woken by each join
+  rebalance :class:`~pystream.purgatory.Purgatory`, woken by each join
   and leave.  The first rebalance of an Empty group waits
   ``group.initial.rebalance.delay.ms`` more, so consumers starting together
   get one rebalance, not one each.  Then the generation is bumped, a protocol
@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from pystream.broker.purgatory import DelayedOperation
 from pystream.groups.base import NONE, E, GroupCoordinatorBase, log
 from pystream.groups.group import (
     ClassicGroup,
@@ -37,6 +36,7 @@ from pystream.groups.group import (
     SyncResult,
     resolve,
 )
+from pystream.purgatory import DelayedOperation
 
 # Kafka's GroupCoordinator.NewMemberJoinTimeoutMs: a new member whose JoinGroup is abandoned
 # (its client gave up and retried with a new member) is dropped after this long.
