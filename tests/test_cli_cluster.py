@@ -120,6 +120,14 @@ def process_gone(pid: int) -> bool:
     return not Path(f"/proc/{pid}").exists()
 
 
+def skip_without_local_zookeeper() -> None:
+    """``cluster up`` starts its own ZooKeeper: skip where Debian's package is missing."""
+    try:
+        require_zookeeper()
+    except ZooKeeperNotInstalledError as exc:
+        pytest.skip(f"{exc} ({INSTALL_HINT})")
+
+
 @pytest.fixture
 def cluster_up() -> Iterator[StartCluster]:
     """Start ``pystream cluster up ARGS``; whatever is still running afterwards is killed."""
@@ -157,10 +165,7 @@ def cluster_up() -> Iterator[StartCluster]:
 def test_cluster_up_serves_clients_and_ctrl_c_stops_every_process(
     tmp_path: Path, cluster_up: StartCluster
 ) -> None:
-    try:
-        require_zookeeper()
-    except ZooKeeperNotInstalledError as exc:
-        pytest.skip(f"{exc} ({INSTALL_HINT})")
+    skip_without_local_zookeeper()
     base = consecutive_free_ports(BROKERS)
     command = cluster_up(
         "--brokers",
@@ -315,10 +320,7 @@ def test_given_zookeeper_needs_no_local_one(
 def test_a_broker_that_dies_at_startup_is_named_with_its_log(
     tmp_path: Path, cluster_up: StartCluster
 ) -> None:
-    try:
-        require_zookeeper()
-    except ZooKeeperNotInstalledError as exc:
-        pytest.skip(f"{exc} ({INSTALL_HINT})")
+    skip_without_local_zookeeper()
     data_dir = tmp_path / "cluster"
     # Broker 1's data dir belongs to another broker id: that broker refuses to start.
     (data_dir / "broker-1").mkdir(parents=True)
@@ -367,10 +369,7 @@ def process_exited(pid: int) -> bool:
 def test_sigkill_of_cluster_up_stops_zookeeper_and_the_brokers(
     tmp_path: Path, cluster_up: StartCluster
 ) -> None:
-    try:
-        require_zookeeper()
-    except ZooKeeperNotInstalledError as exc:
-        pytest.skip(f"{exc} ({INSTALL_HINT})")
+    skip_without_local_zookeeper()
     command = cluster_up(
         "--brokers",
         "2",
