@@ -23,6 +23,7 @@ import pytest
 
 pytest.importorskip("kazoo", reason="kazoo is not installed (pip install kazoo)")
 
+from broker_process import process_state  # noqa: E402
 from cli_helpers import ENV, PYSTREAM, assert_one_line_error  # noqa: E402
 from confluent_kafka import Consumer, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
@@ -360,8 +361,7 @@ def test_a_broker_that_dies_later_stops_the_cluster_with_its_name(
 def process_exited(pid: int) -> bool:
     """Gone, or a zombie: it ran its exit (an orphan waits for whoever reaps it here)."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        return process_state(pid) in ("Z", "X")
     except FileNotFoundError:
         return True
 

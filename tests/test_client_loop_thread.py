@@ -14,11 +14,13 @@ from pystream.client.loop_thread import LoopThread
 
 def test_ctrl_c_during_a_blocking_call_cancels_its_coroutine_on_the_loop() -> None:
     loop_thread = LoopThread("test-loop")
-    started = threading.Event()
     cancelled = threading.Event()
+    main_thread = threading.main_thread().ident
+    assert main_thread is not None
 
     async def long_wait() -> None:
-        started.set()
+        # The Ctrl-C arrives once this runs, while the caller blocks on the result.
+        signal.pthread_kill(main_thread, signal.SIGINT)
         try:
             await asyncio.sleep(60)
         except asyncio.CancelledError:
@@ -27,16 +29,10 @@ def test_ctrl_c_during_a_blocking_call_cancels_its_coroutine_on_the_loop() -> No
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        # The Ctrl-C arrives while the caller is blocked waiting for the result.
-        signal.setitimer(signal.ITIMER_REAL, 0.2)
-        signal.signal(signal.SIGALRM, lambda *_: signal.raise_signal(signal.SIGINT))
         with pytest.raises(KeyboardInterrupt):
             loop_thread.run(long_wait, timeout=30)
-        assert started.is_set()
         assert cancelled.wait(10), "the interrupted call's coroutine kept running on the loop"
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, previous)
         loop_thread.stop()
 

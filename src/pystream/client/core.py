@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pystream.errors import KafkaError, UnknownTopicOrPartitionError, error_for_code
+from pystream.errors import ErrorCode, KafkaError, UnknownTopicOrPartitionError, error_for_code
 from pystream.protocol.messages.metadata import MetadataRequest
 
 from .config import ClientConfig
@@ -279,7 +279,7 @@ class ClientCore:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 code = self.metadata.topic_errors.get(topic)
-                if code is not None and code != 5:
+                if code is not None and code != ErrorCode.LEADER_NOT_AVAILABLE:
                     raise error_for_code(code)(
                         f"topic {topic!r}: {error_for_code(code).error_name} "
                         f"(create it, or let the broker auto-create it)"
@@ -294,7 +294,11 @@ class ClientCore:
                 pass
             info = self.metadata.topics.get(topic)
             if info is None or not info.partitions:
-                if missing_is_final and self.metadata.topic_errors.get(topic) == 3:
+                if (
+                    missing_is_final
+                    and self.metadata.topic_errors.get(topic)
+                    == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                ):
                     raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
                 await asyncio.sleep(min(backoff, max(deadline - time.monotonic(), 0)))
 

@@ -306,7 +306,7 @@ class ReplicaManager:
             return True
 
         def try_complete() -> list[KafkaError | None] | None:
-            pending.difference_update([i for i in sorted(pending) if settle(i)])
+            pending.difference_update([i for i in pending if settle(i)])
             return None if pending else results
 
         def on_expire() -> list[KafkaError | None]:
@@ -363,7 +363,7 @@ class ReplicaManager:
             # A follower ahead of the leader has a divergent tail: the read answers
             # OFFSET_OUT_OF_RANGE and it truncates; until then it counts for nothing.
             return
-        if fetch_offset >= leader_end:
+        if fetch_offset == leader_end:
             follower.last_caught_up_ms = now
         elif fetch_offset >= follower.last_fetch_leader_log_end_offset:
             follower.last_caught_up_ms = max(follower.last_caught_up_ms, follower.last_fetch_ms)
