@@ -61,7 +61,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from zookeeper import SESSION_TIMEOUT_MS, TICK_MS  # noqa: E402
 
-from pystream.cluster.local_zookeeper import (  # noqa: E402
+from pystream.cli.local_zookeeper import (  # noqa: E402
     LocalZooKeeper,
     ZooKeeperNotInstalledError,
     require_zookeeper,

@@ -138,7 +138,7 @@ class BrokerProcess:
 
         For tests that need partitions or topic configs without CreateTopics.
         """
-        from pystream.cluster.local_store import LocalMetadataStore
+        from pystream.cluster.metadata.local_store import LocalMetadataStore
 
         assert self.process is None, "precreate topics while the broker is stopped"
         broker_id = int(self.overrides.get("broker.id", "0"))

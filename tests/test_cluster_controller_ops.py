@@ -47,8 +47,8 @@ from zookeeper import (  # noqa: E402
     zookeeper,  # noqa: F401 - fixture
 )
 
-from pystream.cluster.zk_controller import OngoingReassignment, ZkController  # noqa: E402
-from pystream.cluster.zk_paths import (  # noqa: E402
+from pystream.cluster.zookeeper.controller import OngoingReassignment, ZkController  # noqa: E402
+from pystream.cluster.zookeeper.paths import (  # noqa: E402
     BROKER_IDS,
     ISR_CHANGE_NOTIFICATION,
     ISR_CHANGE_PREFIX,

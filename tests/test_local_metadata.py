@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pystream.cluster.local_store import METADATA_FILE, LocalMetadataStore
-from pystream.cluster.metadata import validate_topic_name
+from pystream.cluster.metadata.local_store import METADATA_FILE, LocalMetadataStore
+from pystream.cluster.metadata.model import validate_topic_name
 from pystream.errors import (
     InvalidPartitionsError,
     InvalidReplicationFactorError,

@@ -45,7 +45,7 @@ from zookeeper import (  # noqa: E402
     zookeeper,  # noqa: F401 - fixture
 )
 
-from pystream.cluster import zk_paths  # noqa: E402
+from pystream.cluster.zookeeper import paths as zk_paths  # noqa: E402
 from pystream.errors import (  # noqa: E402
     FencedLeaderEpochError,
     NotLeaderOrFollowerError,

@@ -7,14 +7,14 @@ from collections import Counter
 
 import pytest
 
-from pystream.cluster.zk_assignment import assign_replicas, rack_alternated_brokers
-from pystream.cluster.zk_election import (
+from pystream.cluster.zookeeper.assignment import assign_replicas, rack_alternated_brokers
+from pystream.cluster.zookeeper.election import (
     controlled_shutdown_election,
     initial_leader_and_isr,
     offline_partition_election,
     preferred_replica_election,
 )
-from pystream.cluster.zk_paths import NO_LEADER, LeaderAndIsr
+from pystream.cluster.zookeeper.paths import NO_LEADER, LeaderAndIsr
 from pystream.errors import InvalidReplicaAssignmentError, InvalidReplicationFactorError
 
 

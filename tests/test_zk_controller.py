@@ -19,9 +19,9 @@ from zookeeper import (  # noqa: E402
     zookeeper,  # noqa: F401 - fixture
 )
 
-from pystream.cluster import zk_client  # noqa: E402
-from pystream.cluster.zk_controller import ControllerState, EpochFence  # noqa: E402
-from pystream.cluster.zk_paths import (  # noqa: E402
+from pystream.cluster.zookeeper import client as zk_client  # noqa: E402
+from pystream.cluster.zookeeper.controller import ControllerState, EpochFence  # noqa: E402
+from pystream.cluster.zookeeper.paths import (  # noqa: E402
     NO_LEADER,
     LeaderAndIsr,
     TopicAssignment,
@@ -32,7 +32,7 @@ from pystream.cluster.zk_paths import (  # noqa: E402
     partition_state_path,
     topic_path,
 )
-from pystream.cluster.zk_store import TopicChange, ZkMetadataStore  # noqa: E402
+from pystream.cluster.zookeeper.store import TopicChange, ZkMetadataStore  # noqa: E402
 from pystream.errors import NotControllerError  # noqa: E402
 
 NodeFactory = Callable[..., ZkNode]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pystream.cluster.zk_election import (
+from pystream.cluster.zookeeper.election import (
     imbalanced_partitions,
     offline_partition_election,
     preferred_replica_election,
     reassignment_completion,
 )
-from pystream.cluster.zk_paths import LeaderAndIsr, TopicAssignment, new_topic_id
+from pystream.cluster.zookeeper.paths import LeaderAndIsr, TopicAssignment, new_topic_id
 
 
 def test_a_broker_shutting_down_is_never_elected() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("kazoo", reason="kazoo is not installed (pip install kazoo)")
 
-from pystream.cluster.zk_paths import (  # noqa: E402
+from pystream.cluster.zookeeper.paths import (  # noqa: E402
     BrokerInfo,
     EndPoint,
     LeaderAndIsr,
@@ -29,7 +29,7 @@ from pystream.cluster.zk_paths import (  # noqa: E402
     parse_connect,
     partition_state_path,
 )
-from pystream.cluster.zk_producer_ids import decode_block, encode_block  # noqa: E402
+from pystream.cluster.zookeeper.producer_ids import decode_block, encode_block  # noqa: E402
 from pystream.errors import InvalidConfigError  # noqa: E402
 from pystream.txn.producer_ids import ProducerIdBlock  # noqa: E402
 

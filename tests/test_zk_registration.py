@@ -22,9 +22,9 @@ from zookeeper import (  # noqa: E402
     zookeeper,  # noqa: F401 - fixture
 )
 
-from pystream.cluster import zk_client  # noqa: E402
-from pystream.cluster.zk_paths import PERSISTENT_PATHS, BrokerInfo, EndPoint  # noqa: E402
-from pystream.cluster.zk_registration import BrokerIdInUseError, BrokerRegistration  # noqa: E402
+from pystream.cluster.zookeeper import client as zk_client  # noqa: E402
+from pystream.cluster.zookeeper.paths import PERSISTENT_PATHS, BrokerInfo, EndPoint  # noqa: E402
+from pystream.cluster.zookeeper.registration import BrokerIdInUseError, BrokerRegistration  # noqa: E402
 
 INFO = BrokerInfo(
     1, (EndPoint("PLAINTEXT", "127.0.0.1", 9092), EndPoint("SSL", "127.0.0.1", 9093, "SSL")), "r1"

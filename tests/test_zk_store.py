@@ -25,8 +25,8 @@ from zookeeper import (  # noqa: E402
     zookeeper,  # noqa: F401 - fixture
 )
 
-from pystream.cluster.zk_paths import LeaderAndIsr, decode_topic_id  # noqa: E402
-from pystream.cluster.zk_store import TopicChange, ZkMetadataStore  # noqa: E402
+from pystream.cluster.zookeeper.paths import LeaderAndIsr, decode_topic_id  # noqa: E402
+from pystream.cluster.zookeeper.store import TopicChange, ZkMetadataStore  # noqa: E402
 from pystream.errors import (  # noqa: E402
     FencedLeaderEpochError,
     InvalidPartitionsError,

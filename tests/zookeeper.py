@@ -5,7 +5,7 @@ session end) on a free loopback port, with its data in a temporary directory.
 Each test gets its own chroot (``127.0.0.1:port/t-<random>``), so tests never
 see each other's znodes and the chroot handling is exercised on every run.
 
-The server is :class:`pystream.cluster.local_zookeeper.LocalZooKeeper`, the same
+The server is :class:`pystream.cli.local_zookeeper.LocalZooKeeper`, the same
 code ``pystream cluster up`` runs (Debian's ``zookeeper`` package or
 ``$ZOOKEEPER_JAR``, started with ``java``).  Tests are skipped, with the reason,
 when java, the jar or kazoo is missing.
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from waiting import wait_until  # noqa: F401  (re-exported to the zk tests)
 
-from pystream.cluster.local_zookeeper import (  # noqa: F401  (re-exported to the zk tests)
+from pystream.cli.local_zookeeper import (  # noqa: F401  (re-exported to the zk tests)
     INSTALL_HINT,
     LocalZooKeeper,
     ZooKeeperNotInstalledError,
@@ -250,10 +250,10 @@ class ZkNode:
         self.controller_states: list[object] = []
 
     def start(self) -> ZkNode:
-        from pystream.cluster import zk_client
-        from pystream.cluster.zk_controller import ZkController
-        from pystream.cluster.zk_paths import BrokerInfo, EndPoint
-        from pystream.cluster.zk_registration import BrokerRegistration
+        from pystream.cluster.zookeeper import client as zk_client
+        from pystream.cluster.zookeeper.controller import ZkController
+        from pystream.cluster.zookeeper.paths import BrokerInfo, EndPoint
+        from pystream.cluster.zookeeper.registration import BrokerRegistration
 
         self.client = zk_client.connect(self.connect, session_timeout_ms=SESSION_TIMEOUT_MS)
         endpoint = EndPoint("PLAINTEXT", "127.0.0.1", 9000 + self.broker_id)
@@ -276,7 +276,7 @@ class ZkNode:
 
     def stop(self) -> None:
         """A clean shutdown: resign, deregister, close the session."""
-        from pystream.cluster import zk_client
+        from pystream.cluster.zookeeper import client as zk_client
 
         if self.client is None:
             return
@@ -289,7 +289,7 @@ class ZkNode:
 
     def crash(self) -> None:
         """Die without a word: the session ends, its ephemeral znodes go with it."""
-        from pystream.cluster import zk_client
+        from pystream.cluster.zookeeper import client as zk_client
 
         if self.client is None:
             return

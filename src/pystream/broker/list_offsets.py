@@ -14,7 +14,7 @@ from pystream.storage.log import LATEST_TIMESTAMP
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
-    from pystream.cluster.replica_manager import Partition
+    from pystream.cluster.replication.replica_manager import Partition
 
 TopicResponse = ListOffsetsResponse.ListOffsetsTopicResponse
 PartitionResponse = ListOffsetsResponse.ListOffsetsPartitionResponse

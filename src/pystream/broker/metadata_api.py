@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from pystream.cluster.metadata import TopicMetadata
+from pystream.cluster.metadata.model import TopicMetadata
 from pystream.errors import (
     InvalidRequestError,
     KafkaError,

@@ -21,8 +21,8 @@ from pystream.broker.context import RequestContext
 from pystream.broker.listeners import Listener, parse_listeners
 from pystream.broker.network import Chunk, KafkaConnection
 from pystream.cluster import admin
-from pystream.cluster.local_store import LocalMetadataStore
-from pystream.cluster.replica_manager import ReplicaManager
+from pystream.cluster.metadata.local_store import LocalMetadataStore
+from pystream.cluster.replication.replica_manager import ReplicaManager
 from pystream.cluster.topics import TopicManager
 from pystream.config import BrokerConfig, LogConfig
 from pystream.errors import UnsupportedVersionError

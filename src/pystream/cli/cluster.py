@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pystream.cluster.child_process import terminate_with_parent
+from pystream.cli.child_process import terminate_with_parent
 from pystream.config import BrokerConfig, parse_overrides
 
 if TYPE_CHECKING:
-    from pystream.cluster.local_zookeeper import LocalZooKeeper
+    from pystream.cli.local_zookeeper import LocalZooKeeper
 
 DEFAULT_DATA_DIR = "./pystream-cluster"
 DEFAULT_CHROOT = "/pystream"
@@ -68,7 +68,7 @@ def cluster_defaults(brokers: int) -> dict[str, str]:
 def zookeeper_connect(zookeeper: str) -> str:
     """``--zookeeper HOST:PORT[,...][/chroot]`` as ``zookeeper.connect``; the chroot
     defaults to :data:`DEFAULT_CHROOT` so the cluster's znodes stay in one place."""
-    from pystream.cluster.zk_paths import parse_connect
+    from pystream.cluster.zookeeper.paths import parse_connect
 
     hosts, chroot = parse_connect(zookeeper)
     return hosts + (chroot or DEFAULT_CHROOT)
@@ -167,7 +167,7 @@ class LocalCluster:
     # --- starting ---------------------------------------------------------------------------
     def start_zookeeper(self, timeout: float) -> None:
         """A local standalone ZooKeeper, data in ``<data-dir>/zookeeper``; unless given one."""
-        from pystream.cluster.local_zookeeper import LocalZooKeeper, require_zookeeper
+        from pystream.cli.local_zookeeper import LocalZooKeeper, require_zookeeper
 
         if self.external_zookeeper:
             return
@@ -212,7 +212,7 @@ class LocalCluster:
     def connect_zookeeper(self, timeout: float) -> Any:
         """A ZooKeeper client in the cluster's chroot (created if new), to watch the brokers
         register; a one-line error if ZooKeeper cannot be reached."""
-        from pystream.cluster import zk_client
+        from pystream.cluster.zookeeper import client as zk_client
 
         # kazoo's retries would print a warning per attempt; the one error below says it all.
         logging.getLogger("kazoo").addHandler(logging.NullHandler())
@@ -228,7 +228,7 @@ class LocalCluster:
         first.  ClickException naming the broker (and its log) if one dies or is late."""
         from kazoo.exceptions import KazooException
 
-        from pystream.cluster.zk_paths import BROKER_IDS
+        from pystream.cluster.zookeeper.paths import BROKER_IDS
 
         deadline = time.monotonic() + timeout
         wanted = {b.broker_id for b in self.brokers}
@@ -366,8 +366,8 @@ def up(
     stop_timeout: float,
 ) -> None:
     """Start ZooKeeper and BROKERS brokers; Ctrl-C (or SIGTERM) stops them all."""
-    from pystream.cluster import zk_client
-    from pystream.cluster.local_zookeeper import INSTALL_HINT, ZooKeeperNotInstalledError
+    from pystream.cli.local_zookeeper import INSTALL_HINT, ZooKeeperNotInstalledError
+    from pystream.cluster.zookeeper import client as zk_client
 
     if base_port + brokers - 1 > 65535:
         raise click.UsageError(f"--base-port {base_port} leaves no port for {brokers} brokers")

@@ -27,7 +27,7 @@ from pystream.cluster.admin_config_entries import (
     broker_config_entries,
     topic_config_entries,
 )
-from pystream.cluster.metadata import validate_topic_name
+from pystream.cluster.metadata.model import validate_topic_name
 from pystream.config import TOPIC_CONFIGS, ConfigSource, ConfigType, LogConfig, format_value
 from pystream.errors import (
     InvalidConfigError,

@@ -3,7 +3,7 @@ AlterPartitionReassignments (45), ListPartitionReassignments (46).
 
 In cluster mode only the active controller answers them (elsewhere NOT_CONTROLLER,
 and the client looks the controller up again); the work runs on the controller's
-thread (:class:`~pystream.cluster.zk_controller.ZkController`) and the handler awaits
+thread (:class:`~pystream.cluster.zookeeper.controller.ZkController`) and the handler awaits
 its future, so the event loop keeps serving meanwhile.  A single node is its own
 controller: every partition has one replica there, so nothing ever needs electing
 or can be moved, and it answers accordingly.
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pystream.cluster.zk_election import PREFERRED_ELECTION, UNCLEAN_ELECTION
+from pystream.cluster.zookeeper.election import PREFERRED_ELECTION, UNCLEAN_ELECTION
 from pystream.errors import (
     ElectionNotNeededError,
     InvalidReplicaAssignmentError,
@@ -44,7 +44,7 @@ from pystream.protocol.messages.list_partition_reassignments import (
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
-    from pystream.cluster.zk_controller import OngoingReassignment, ZkController
+    from pystream.cluster.zookeeper.controller import OngoingReassignment, ZkController
 
 T = TypeVar("T")
 TopicPartition = tuple[str, int]

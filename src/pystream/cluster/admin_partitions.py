@@ -14,7 +14,7 @@ from pystream.protocol.messages.offset_for_leader_epoch import (
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
-    from pystream.cluster.replica_manager import ReplicaManager
+    from pystream.cluster.replication.replica_manager import ReplicaManager
 
 DeleteRecordsTopicResult = DeleteRecordsResponse.DeleteRecordsTopicResult
 DeleteRecordsPartitionResult = DeleteRecordsResponse.DeleteRecordsPartitionResult

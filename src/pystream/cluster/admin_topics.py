@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from pystream.cluster.admin_common import distinct
 from pystream.cluster.admin_config_entries import topic_config_entries
-from pystream.cluster.metadata import INTERNAL_TOPICS, TopicMetadata
+from pystream.cluster.metadata.model import INTERNAL_TOPICS, TopicMetadata
 from pystream.errors import (
     InvalidReplicaAssignmentError,
     InvalidRequestError,

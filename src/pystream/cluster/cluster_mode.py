@@ -7,10 +7,10 @@ itself and stands for controller.
 
 Roles.  Partition-state changes reach this broker as :class:`TopicChange` events
 from the metadata cache's watches (the controller sends no LeaderAndIsr
-requests, see :mod:`pystream.cluster.zk_controller`).  Each one is turned into
+requests, see :mod:`pystream.cluster.zookeeper.controller`).  Each one is turned into
 local roles: the leader hosts the log and serves produce/fetch; a follower
 hosts the log, answers NOT_LEADER_OR_FOLLOWER as leader and replicates from
-the leader (:mod:`pystream.cluster.replica_fetcher`); a replica that is no
+the leader (:mod:`pystream.cluster.replication.replica_fetcher`); a replica that is no
 longer assigned here, or whose topic was deleted, is stopped and its files removed.  The group and
 transaction coordinators follow the leadership of their internal topics.
 """
@@ -21,25 +21,25 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from pystream.cluster import zk_client
-from pystream.cluster.metadata import (
+from pystream.cluster.metadata.model import (
     OFFSETS_TOPIC,
     TRANSACTION_STATE_TOPIC,
     PartitionState,
     TopicMetadata,
 )
-from pystream.cluster.replica_fetcher import ReplicaFetcherManager
-from pystream.cluster.zk_controller import ZkController
-from pystream.cluster.zk_paths import BrokerInfo, EndPoint
-from pystream.cluster.zk_registration import BrokerRegistration
-from pystream.cluster.zk_store import MetadataEvent, TopicChange, ZkMetadataStore
+from pystream.cluster.replication.replica_fetcher import ReplicaFetcherManager
+from pystream.cluster.zookeeper import client as zk_client
+from pystream.cluster.zookeeper.controller import ZkController
+from pystream.cluster.zookeeper.paths import BrokerInfo, EndPoint
+from pystream.cluster.zookeeper.registration import BrokerRegistration
+from pystream.cluster.zookeeper.store import MetadataEvent, TopicChange, ZkMetadataStore
 from pystream.errors import KafkaError
 
 if TYPE_CHECKING:
     from kazoo.client import KazooClient
 
     from pystream.broker.server import Broker
-    from pystream.cluster.replica_manager import ReplicaManager
+    from pystream.cluster.replication.replica_manager import ReplicaManager
 
 log = logging.getLogger(__name__)
 

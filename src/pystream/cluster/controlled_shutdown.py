@@ -7,7 +7,7 @@ instead of waiting for the session to expire and an offline election.
 
 The request is ControlledShutdown (api key 7) to the controller found in the
 metadata store; if this broker is the controller it asks its own
-:class:`~pystream.cluster.zk_controller.ZkController` directly.  The controller
+:class:`~pystream.cluster.zookeeper.controller.ZkController` directly.  The controller
 answers with the partitions still led here (those that had no other ISR member to
 take over); the broker retries up to ``controlled.shutdown.max.retries`` times,
 ``controlled.shutdown.retry.backoff.ms`` apart, then shuts down anyway — exactly
@@ -30,7 +30,7 @@ from pystream.protocol.messages.controlled_shutdown import ControlledShutdownReq
 
 if TYPE_CHECKING:
     from pystream.cluster.cluster_mode import ClusterMode
-    from pystream.cluster.zk_store import ZkMetadataStore
+    from pystream.cluster.zookeeper.store import ZkMetadataStore
 
 log = logging.getLogger(__name__)
 

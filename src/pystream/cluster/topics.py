@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 
-from pystream.cluster.local_store import LocalMetadataStore
-from pystream.cluster.metadata import PartitionState, TopicMetadata
-from pystream.cluster.replica_manager import ReplicaManager
+from pystream.cluster.metadata.local_store import LocalMetadataStore
+from pystream.cluster.metadata.model import PartitionState, TopicMetadata
+from pystream.cluster.replication.replica_manager import ReplicaManager
 from pystream.config import BrokerConfig, LogConfig
 from pystream.errors import (
     InvalidConfigError,

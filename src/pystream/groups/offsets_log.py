@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pystream._core import records as core_records
-from pystream.cluster.metadata import OFFSETS_TOPIC
+from pystream.cluster.metadata.model import OFFSETS_TOPIC
 from pystream.protocol.codec import ProtocolDecodeError
 from pystream.protocol.messages.internal import (
     GroupMetadataKey,

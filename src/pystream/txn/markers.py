@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from pystream._core import records as core_records
 from pystream.cluster.broker_channel import BrokerChannel, BrokerChannels, ChannelError
-from pystream.cluster.metadata import OFFSETS_TOPIC
+from pystream.cluster.metadata.model import OFFSETS_TOPIC
 from pystream.errors import ErrorCode, KafkaError, UnsupportedVersionError
 from pystream.protocol.messages.write_txn_markers import (
     WriteTxnMarkersRequest,

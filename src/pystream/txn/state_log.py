@@ -15,14 +15,14 @@ import time
 from typing import TYPE_CHECKING
 
 from pystream._core import records as core_records
-from pystream.cluster.metadata import TRANSACTION_STATE_TOPIC
+from pystream.cluster.metadata.model import TRANSACTION_STATE_TOPIC
 from pystream.errors import ErrorCode, KafkaError
 from pystream.protocol.codec import ProtocolDecodeError
 from pystream.storage.log import AppendOrigin
 from pystream.txn.metadata import TransactionMetadata, decode_key, decode_value
 
 if TYPE_CHECKING:
-    from pystream.cluster.replica_manager import ReplicaManager
+    from pystream.cluster.replication.replica_manager import ReplicaManager
     from pystream.storage.log import Log
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import json
 import uuid
 from pathlib import Path
 
-from pystream.cluster.metadata import (
+from pystream.cluster.metadata.model import (
     PartitionState,
     TopicMetadata,
     collision_name,

@@ -24,7 +24,7 @@ from kazoo.exceptions import ConnectionLoss, KazooException, RolledBackError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 
-from pystream.cluster.zk_paths import PERSISTENT_PATHS, parse_connect
+from pystream.cluster.zookeeper.paths import PERSISTENT_PATHS, parse_connect
 from pystream.errors import RequestTimedOutError
 
 log = logging.getLogger(__name__)

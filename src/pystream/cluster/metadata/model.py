@@ -2,7 +2,7 @@
 
 :class:`TopicMetadata` and :class:`PartitionState` are plain values shared by
 every metadata store.  A single node keeps them in a local file
-(:mod:`pystream.cluster.local_store`); a cluster keeps them in ZooKeeper.
+(:mod:`pystream.cluster.metadata.local_store`); a cluster keeps them in ZooKeeper.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ the controller over the Kafka protocol.  Listeners hear each change as a
 :data:`MetadataEvent`.
 
 Threads.  Watch callbacks run on kazoo's threads and only read ZooKeeper; they
-post each reading to the asyncio loop (:class:`~pystream.cluster.zk_client.LoopHandoff`),
+post each reading to the asyncio loop (:class:`~pystream.cluster.zookeeper.client.LoopHandoff`),
 where it is applied and listeners are called.  The cache is thus touched by the
 loop alone, and a watch's successive readings of one znode are applied in order.
 
@@ -39,9 +39,9 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
-from pystream.cluster.metadata import PartitionState, TopicMetadata
-from pystream.cluster.zk_client import LoopHandoff
-from pystream.cluster.zk_paths import (
+from pystream.cluster.metadata.model import PartitionState, TopicMetadata
+from pystream.cluster.zookeeper.client import LoopHandoff
+from pystream.cluster.zookeeper.paths import (
     BROKER_IDS,
     BROKER_TOPICS,
     CONTROLLER,

@@ -35,7 +35,7 @@ from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState, KeeperState
 
-from pystream.cluster.zk_paths import BrokerInfo, broker_path
+from pystream.cluster.zookeeper.paths import BrokerInfo, broker_path
 
 # A deregistration waits this long for ZooKeeper at most (then the session expiry does it).
 DEREGISTER_TIMEOUT_S = 5.0

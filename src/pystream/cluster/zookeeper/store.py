@@ -1,6 +1,6 @@
 """Cluster metadata in ZooKeeper: the :class:`LocalMetadataStore` interface, for many brokers.
 
-Reads are answered from memory (:class:`~pystream.cluster.zk_cache.ZkMetadataCache`,
+Reads are answered from memory (:class:`~pystream.cluster.zookeeper.cache.ZkMetadataCache`,
 kept current by watches); writes go to ZooKeeper first and are then applied to
 the cache at once, so this broker reads its own writes.
 
@@ -33,10 +33,10 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
-from pystream.cluster.local_store import LocalMetadataStore
-from pystream.cluster.metadata import PartitionState, TopicMetadata
-from pystream.cluster.zk_assignment import assign_replicas
-from pystream.cluster.zk_cache import (
+from pystream.cluster.metadata.local_store import LocalMetadataStore
+from pystream.cluster.metadata.model import PartitionState, TopicMetadata
+from pystream.cluster.zookeeper.assignment import assign_replicas
+from pystream.cluster.zookeeper.cache import (
     BrokerChange,
     ControllerChange,
     MetadataEvent,
@@ -44,8 +44,13 @@ from pystream.cluster.zk_cache import (
     ZkMetadataCache,
     read_topic,
 )
-from pystream.cluster.zk_client import LoopHandoff, TimedClient, TransactionFailed, kafka_errors
-from pystream.cluster.zk_paths import (
+from pystream.cluster.zookeeper.client import (
+    LoopHandoff,
+    TimedClient,
+    TransactionFailed,
+    kafka_errors,
+)
+from pystream.cluster.zookeeper.paths import (
     CLUSTER_ID,
     CONTROLLER_EPOCH,
     DEFAULT_BROKER_ENTITY,
@@ -68,7 +73,7 @@ from pystream.cluster.zk_paths import (
     topic_config_path,
     topic_path,
 )
-from pystream.cluster.zk_producer_ids import ZkProducerIdBlockStore
+from pystream.cluster.zookeeper.producer_ids import ZkProducerIdBlockStore
 from pystream.errors import (
     FencedLeaderEpochError,
     InvalidPartitionsError,

@@ -16,7 +16,7 @@ from typing import Any
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
-from pystream.cluster.zk_paths import PRODUCER_ID_BLOCK
+from pystream.cluster.zookeeper.paths import PRODUCER_ID_BLOCK
 from pystream.errors import KafkaStorageError
 from pystream.txn.producer_ids import MAX_PRODUCER_ID, ProducerIdBlock
 

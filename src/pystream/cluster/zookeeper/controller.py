@@ -18,7 +18,7 @@ What it does while active (Kafka's vocabulary):
   is gone, elect a new one from the ISR — clean only, unless the topic (or the
   broker default) enables ``unclean.leader.election.enable`` — and bump the leader
   epoch; remove dead brokers from ISRs; give leaderless partitions a leader as soon
-  as an eligible replica returns (:mod:`pystream.cluster.zk_election`);
+  as an eligible replica returns (:mod:`pystream.cluster.zookeeper.election`);
 * **topic change** (``/brokers/topics`` children, each topic's data): give new
   partitions a state if their creator did not, and check their leaders are alive;
 * **topic deletion** (``/admin/delete_topics``): delete the topic's znodes and config;
@@ -26,7 +26,7 @@ What it does while active (Kafka's vocabulary):
   re-check those partitions (e.g. a leader re-added a broker that just died);
 * **controlled shutdown** (a broker's ControlledShutdown request): the broker joins
   the shutting-down set, leadership of its partitions moves to other ISR members
-  (:func:`~pystream.cluster.zk_election.controlled_shutdown_election`) and it leaves
+  (:func:`~pystream.cluster.zookeeper.election.controlled_shutdown_election`) and it leaves
   the ISRs; until it deregisters it is never elected leader again.  The answer names
   the partitions it still leads that another live replica could take, for the broker
   to retry;
@@ -36,7 +36,7 @@ What it does while active (Kafka's vocabulary):
   ``leader.imbalance.per.broker.percentage``;
 * **partition reassignment** (KIP-455, AlterPartitionReassignments): the topic znode
   records the target (``adding_replicas``/``removing_replicas``, see
-  :mod:`pystream.cluster.zk_paths`) with replicas = target + original; once every
+  :mod:`pystream.cluster.zookeeper.paths`) with replicas = target + original; once every
   target replica is in the ISR (heard through ISR change notifications) one multi-op
   sets replicas = target, drops the others from the ISR and, if the leader is leaving,
   elects one from the target (a new leader epoch).  Removed replicas delete their logs
@@ -52,7 +52,7 @@ leader's concurrent ISR change makes it retry with fresh data).  Doing the same
 thing twice is harmless, so events can be coalesced and replayed after a reconnect.
 
 Brokers learn the outcome through their own watches on the state znodes (see
-:mod:`pystream.cluster.zk_cache`): no LeaderAndIsr requests are sent.
+:mod:`pystream.cluster.zookeeper.cache`): no LeaderAndIsr requests are sent.
 
 Threads.  Like Kafka's ControllerEventManager, one thread processes events one
 at a time from a queue; ZooKeeper watches and session changes only enqueue
@@ -84,8 +84,8 @@ from kazoo.exceptions import (
 )
 from kazoo.protocol.states import KazooState
 
-from pystream.cluster.zk_client import TransactionFailed, commit
-from pystream.cluster.zk_election import (
+from pystream.cluster.zookeeper.client import TransactionFailed, commit
+from pystream.cluster.zookeeper.election import (
     PREFERRED_ELECTION,
     UNCLEAN_ELECTION,
     controlled_shutdown_election,
@@ -95,7 +95,7 @@ from pystream.cluster.zk_election import (
     preferred_replica_election,
     reassignment_completion,
 )
-from pystream.cluster.zk_paths import (
+from pystream.cluster.zookeeper.paths import (
     BROKER_IDS,
     BROKER_TOPICS,
     CONTROLLER,

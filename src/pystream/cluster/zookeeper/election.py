@@ -3,7 +3,7 @@
 Each function takes a partition's replicas (assignment order: the first is the
 preferred leader), its current :class:`LeaderAndIsr` and the live brokers, and
 returns the state to write — or None when nothing should change.  The
-controller (:mod:`pystream.cluster.zk_controller`) reads the inputs from
+controller (:mod:`pystream.cluster.zookeeper.controller`) reads the inputs from
 ZooKeeper and writes the result with compare-and-set; keeping the decision
 pure makes every rule testable on its own.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Collection, Hashable, Mapping
 from typing import TypeVar
 
-from pystream.cluster.zk_paths import NO_LEADER, LeaderAndIsr
+from pystream.cluster.zookeeper.paths import NO_LEADER, LeaderAndIsr
 
 __all__ = [
     "PREFERRED_ELECTION",

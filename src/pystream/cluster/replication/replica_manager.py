@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pystream.cluster.metadata import PartitionState
+from pystream.cluster.metadata.model import PartitionState
 from pystream.errors import (
     KafkaError,
     NotEnoughReplicasAfterAppendError,
