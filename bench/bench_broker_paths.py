@@ -41,8 +41,8 @@ from typing import Any
 import pytest
 
 from pystream._core.records import build_batch_from_values
-from pystream.broker import produce as _produce_handler  # noqa: F401  (registers the decoder)
-from pystream.broker.fetch import FetchPlan, PartitionFetch, TopicFetch, encode_reference
+from pystream.broker.apis import produce as _produce_handler  # noqa: F401  (registers the decoder)
+from pystream.broker.apis.fetch import FetchPlan, PartitionFetch, TopicFetch, encode_reference
 from pystream.broker.fetch_response import encode_fetch_response
 from pystream.config import LogConfig
 from pystream.protocol import Reader, fast_produce
@@ -131,7 +131,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]
     )
     b = Broker(config)
     loop.run_until_complete(b.start())
-    b.topic_manager.create_topic("t", 1, 1)  # type: ignore[union-attr]
+    loop.run_until_complete(b.services.topic_manager.create_topic("t", 1, 1))
     yield b, loop
     loop.run_until_complete(b.stop())
     loop.close()
@@ -189,15 +189,17 @@ def test_produce_request_one_record(benchmark, broker: tuple[Any, Any], path: st
 @pytest.mark.parametrize("path", ["fast", "reference"])
 def test_fetch_request_small(benchmark, broker: tuple[Any, Any], path: str, monkeypatch) -> None:
     """Dispatch + decode + read + response of a Fetch v16 for the last batch of ``t``."""
-    from pystream.broker import fetch
+    from pystream.broker.apis import fetch
     from pystream.protocol.messages.fetch import FetchRequest
 
     b, loop = broker
-    log = b.replica_manager.partition("t", 0).log
+    log = b.services.replica_manager.partition("t", 0).log
     for _ in range(3):
         log.append(bytearray(build_batch_from_values([bytes(100)] * 5)), leader_epoch=0)
-    b.replica_manager._maybe_advance_high_watermark(b.replica_manager.partition("t", 0))
-    topic_id = b.metadata.get_topic("t").topic_id
+    b.services.replica_manager._maybe_advance_high_watermark(
+        b.services.replica_manager.partition("t", 0)
+    )
+    topic_id = b.services.metadata.get_topic("t").topic_id
     f = FetchRequest
     body = f(
         max_wait_ms=0,
@@ -234,7 +236,7 @@ def test_fetch_request_small(benchmark, broker: tuple[Any, Any], path: str, monk
 
 def use_reference_paths() -> None:
     """Route the broker back to the generated codecs and ``encode_reference``."""
-    from pystream.broker import fetch
+    from pystream.broker.apis import fetch
     from pystream.protocol import RequestHeader
     from pystream.protocol.messages.produce import ProduceResponse
 

@@ -383,9 +383,8 @@ async def _write_offsets(directory: Path, records: int, groups: int, partitions:
     broker = Broker(_config(directory))
     await broker.start()
     try:
-        coordinator = broker.group_coordinator
-        assert coordinator is not None and broker.replica_manager is not None
-        assert coordinator.ensure_offsets_topic() == 0
+        coordinator = broker.services.group_coordinator
+        assert await coordinator.ensure_topic() == 0
         n = coordinator.num_partitions
         per_batch = 1000
         written = 0
@@ -403,7 +402,7 @@ async def _write_offsets(directory: Path, records: int, groups: int, partitions:
                 ][: records - written]
                 for start in range(0, len(batch), per_batch):
                     chunk = batch[start : start + per_batch]
-                    broker.replica_manager.append(
+                    broker.services.replica_manager.append(
                         OFFSETS_TOPIC,
                         partition_for(group, n),
                         build_records(chunk, 1),
@@ -422,8 +421,7 @@ async def _load(directory: Path) -> tuple[float, int, int]:
     started = time.perf_counter()
     broker = Broker(_config(directory))
     await broker.start()
-    coordinator = broker.group_coordinator
-    assert coordinator is not None
+    coordinator = broker.services.group_coordinator
     await coordinator.wait_loaded()
     total = time.perf_counter() - started
     records = sum(s[0] for s in coordinator.load_stats.values())

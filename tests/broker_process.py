@@ -142,7 +142,9 @@ class BrokerProcess:
 
         assert self.process is None, "precreate topics while the broker is stopped"
         broker_id = int(self.overrides.get("broker.id", "0"))
-        LocalMetadataStore(self.log_dir, broker_id).create_topic(name, partitions, 1, configs)
+        LocalMetadataStore(self.log_dir, broker_id).create_topic_blocking(
+            name, partitions, 1, configs
+        )
         return self
 
     def restart(self) -> BrokerProcess:

@@ -26,8 +26,8 @@ from protocol_samples import strategy
 
 from pystream._core.segment import FileRange
 from pystream.broker import fetch_response
-from pystream.broker import produce as produce_handler  # noqa: F401  (registers the decoder)
-from pystream.broker.fetch import FetchPlan, PartitionFetch, TopicFetch, encode_reference
+from pystream.broker.apis import produce as produce_handler  # noqa: F401  (registers the decoder)
+from pystream.broker.apis.fetch import FetchPlan, PartitionFetch, TopicFetch, encode_reference
 from pystream.broker.fetch_response import encode_fetch_response
 from pystream.broker.network import Chunk, FileChunk
 from pystream.config import LogConfig

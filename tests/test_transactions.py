@@ -626,7 +626,7 @@ def test_fetch_encoder_writes_aborted_transactions_as_the_reference_codec(versio
     codec (null for read_uncommitted, a list for read_committed)."""
     import uuid
 
-    from pystream.broker.fetch import FetchPlan, PartitionFetch, TopicFetch, encode_reference
+    from pystream.broker.apis.fetch import FetchPlan, PartitionFetch, TopicFetch, encode_reference
     from pystream.broker.fetch_response import encode_fetch_response
     from pystream.protocol.messages.fetch import FetchResponse
 

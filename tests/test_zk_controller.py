@@ -262,7 +262,7 @@ def test_every_broker_sees_leadership_move(zk_nodes: NodeFactory) -> None:  # no
         nodes = {b: zk_nodes(b) for b in (1, 2, 3)}
         store = ZkMetadataStore(nodes[3].client, 3)
         await store.start()
-        topic = store.create_topic("roles", -1, -1, assignments={0: [1, 3, 2]})
+        topic = store.create_topic_blocking("roles", -1, -1, assignments={0: [1, 3, 2]})
         assert topic.partitions[0].leader == 1
         changes: list[TopicChange] = []
         store.add_listener(lambda e: changes.append(e) if isinstance(e, TopicChange) else None)

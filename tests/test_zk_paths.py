@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("kazoo", reason="kazoo is not installed (pip install kazoo)")
 
+from pystream.cluster.metadata.model import ProducerIdBlock  # noqa: E402
 from pystream.cluster.zookeeper.paths import (  # noqa: E402
     BrokerInfo,
     EndPoint,
@@ -31,7 +32,6 @@ from pystream.cluster.zookeeper.paths import (  # noqa: E402
 )
 from pystream.cluster.zookeeper.producer_ids import decode_block, encode_block  # noqa: E402
 from pystream.errors import InvalidConfigError  # noqa: E402
-from pystream.txn.producer_ids import ProducerIdBlock  # noqa: E402
 
 # Znode contents as a Kafka 3.x broker (ZooKeeper mode) writes them.
 KAFKA_BROKER = (

@@ -84,7 +84,7 @@ def test_a_topic_created_on_one_broker_is_seen_by_the_others(
         seen: list[TopicChange] = []
         b.add_listener(lambda e: seen.append(e) if isinstance(e, TopicChange) else None)
 
-        created = a.create_topic("orders", 6, 3, {"cleanup.policy": "compact"})
+        created = a.create_topic_blocking("orders", 6, 3, {"cleanup.policy": "compact"})
         # Read-your-writes on the creating broker, at once.
         assert a.get_topic("orders") == created
         await b.wait_for(lambda s: s.get_topic("orders") is not None, 10)
@@ -122,8 +122,8 @@ def test_only_one_of_two_concurrent_creates_wins(zk_nodes: NodeFactory) -> None:
         nodes = start_brokers(zk_nodes, 2)
         a, b = await started_store(nodes[0]), await started_store(nodes[1])
         outcomes = await asyncio.gather(
-            asyncio.to_thread(a.create_topic, "race", 4, 2),
-            asyncio.to_thread(b.create_topic, "race", 4, 2),
+            asyncio.to_thread(a.create_topic_blocking, "race", 4, 2),
+            asyncio.to_thread(b.create_topic_blocking, "race", 4, 2),
             return_exceptions=True,
         )
         errors = [o for o in outcomes if isinstance(o, Exception)]
@@ -143,13 +143,13 @@ def test_replicas_are_spread_over_racks(zk_nodes: NodeFactory) -> None:  # noqa:
         nodes = [zk_nodes(b, controller=False, rack=r) for b, r in racks.items()]
         store = await started_store(nodes[0])
         assert {b: i.rack for b, i in store.brokers().items()} == racks
-        topic = store.create_topic("racked", 12, 3)
+        topic = store.create_topic_blocking("racked", 12, 3)
         for state in topic.partitions.values():
             assert sorted(racks[b] for b in state.replicas) == ["a", "b", "c"]
         nodes.append(zk_nodes(7, controller=False))  # a broker without broker.rack
         await store.wait_for(lambda s: 7 in s.live_brokers(), 10)
         with pytest.raises(InvalidReplicaAssignmentError, match=r"broker.rack.*\[7\]"):
-            store.create_topic("mixed", 3, 2)
+            store.create_topic_blocking("mixed", 3, 2)
 
     run(scenario())
 
@@ -159,15 +159,15 @@ def test_topic_creation_is_validated(zk_nodes: NodeFactory) -> None:  # noqa: F8
         nodes = start_brokers(zk_nodes, 2)
         store = await started_store(nodes[0])
         with pytest.raises(InvalidReplicationFactorError):
-            store.create_topic("t", 1, 3)
-        store.create_topic("a.b", 1, 1)
+            store.create_topic_blocking("t", 1, 3)
+        store.create_topic_blocking("a.b", 1, 1)
         with pytest.raises(TopicAlreadyExistsError):
-            store.create_topic("a.b", 1, 1)
+            store.create_topic_blocking("a.b", 1, 1)
         with pytest.raises(InvalidTopicException, match="collides"):
-            store.create_topic("a_b", 1, 1)
+            store.create_topic_blocking("a_b", 1, 1)
         with pytest.raises(InvalidReplicaAssignmentError, match="broker 9"):
-            store.create_topic("manual", -1, -1, assignments={0: [1, 9]})
-        manual = store.create_topic("manual", -1, -1, assignments={0: [2, 1], 1: [1, 2]})
+            store.create_topic_blocking("manual", -1, -1, assignments={0: [1, 9]})
+        manual = store.create_topic_blocking("manual", -1, -1, assignments={0: [2, 1], 1: [1, 2]})
         assert {p: s.replicas for p, s in manual.partitions.items()} == {0: [2, 1], 1: [1, 2]}
         assert manual.partitions[0].leader == 2
         plan = store.plan_topic("planned", 3, 2)  # validate_only: nothing written
@@ -183,10 +183,10 @@ def test_partitions_added_on_one_broker_are_seen_by_the_others(
     async def scenario() -> None:
         nodes = start_brokers(zk_nodes, 3)
         a, b = await started_store(nodes[0]), await started_store(nodes[1])
-        a.create_topic("grow", 3, 2)
-        assert a.create_partitions("grow", 6, validate_only=True) == [3, 4, 5]
+        a.create_topic_blocking("grow", 3, 2)
+        assert a.create_partitions_blocking("grow", 6, validate_only=True) == [3, 4, 5]
         assert len(a.get_topic("grow").partitions) == 3
-        assert a.create_partitions("grow", 6) == [3, 4, 5]
+        assert a.create_partitions_blocking("grow", 6) == [3, 4, 5]
         assert sorted(a.get_topic("grow").partitions) == list(range(6))
         await b.wait_for(lambda s: partition_count(s, "grow") == 6, 10)
         leaders = Counter(s.leader for s in b.get_topic("grow").partitions.values())
@@ -194,16 +194,16 @@ def test_partitions_added_on_one_broker_are_seen_by_the_others(
         assert b.get_topic("grow") == a.get_topic("grow")
 
         with pytest.raises(InvalidPartitionsError, match="already has 6"):
-            a.create_partitions("grow", 6)
+            a.create_partitions_blocking("grow", 6)
         with pytest.raises(InvalidReplicaAssignmentError, match="2 assignment"):
-            a.create_partitions("grow", 7, [[1, 2], [2, 3]])
+            a.create_partitions_blocking("grow", 7, [[1, 2], [2, 3]])
         with pytest.raises(UnknownTopicOrPartitionError):
-            a.create_partitions("nope", 2)
+            a.create_partitions_blocking("nope", 2)
 
         # Concurrent growth from two brokers: one wins, the other is told it is too late.
         outcomes = await asyncio.gather(
-            asyncio.to_thread(a.create_partitions, "grow", 8),
-            asyncio.to_thread(b.create_partitions, "grow", 8),
+            asyncio.to_thread(a.create_partitions_blocking, "grow", 8),
+            asyncio.to_thread(b.create_partitions_blocking, "grow", 8),
             return_exceptions=True,
         )
         assert sorted(type(o).__name__ for o in outcomes) == ["InvalidPartitionsError", "list"]
@@ -217,17 +217,17 @@ def test_topic_configs_are_replaced_and_seen_everywhere(zk_nodes: NodeFactory) -
     async def scenario() -> None:
         nodes = start_brokers(zk_nodes, 2)
         a, b = await started_store(nodes[0]), await started_store(nodes[1])
-        a.create_topic("conf", 1, 1, {"retention.ms": "1000"})
-        a.set_topic_configs("conf", {"retention.ms": "5000", "cleanup.policy": "compact"})
+        a.create_topic_blocking("conf", 1, 1, {"retention.ms": "1000"})
+        a.set_topic_configs_blocking("conf", {"retention.ms": "5000", "cleanup.policy": "compact"})
         assert a.get_topic("conf").configs == {"retention.ms": "5000", "cleanup.policy": "compact"}
         await b.wait_for(lambda s: (configs_of(s, "conf") or {}).get("retention.ms") == "5000", 10)
-        b.set_topic_configs("conf", {})
+        b.set_topic_configs_blocking("conf", {})
         await a.wait_for(lambda s: configs_of(s, "conf") == {}, 10)
         with pytest.raises(UnknownTopicOrPartitionError):
-            a.set_topic_configs("nope", {})
+            a.set_topic_configs_blocking("nope", {})
 
-        a.set_broker_configs("<default>", {"log.retention.ms": "1"})
-        a.set_broker_configs(2, {"num.io.threads": "4"})
+        a.set_broker_configs_blocking("<default>", {"log.retention.ms": "1"})
+        a.set_broker_configs_blocking(2, {"num.io.threads": "4"})
         await a.wait_for(lambda s: s.broker_configs() == {"log.retention.ms": "1"}, 10)
         await b.wait_for(lambda s: s.broker_configs(2) == {"num.io.threads": "4"}, 10)
         assert a.broker_configs(2) == {"num.io.threads": "4"}  # not watched by 1: read
@@ -241,11 +241,13 @@ def test_the_leader_changes_the_isr_fenced_by_epoch_and_version(
     async def scenario() -> None:
         nodes = start_brokers(zk_nodes, 3)
         stores = {n.broker_id: await started_store(n) for n in nodes}
-        topic = stores[1].create_topic("isr", -1, -1, assignments={0: [1, 2, 3]})
+        topic = stores[1].create_topic_blocking("isr", -1, -1, assignments={0: [1, 2, 3]})
         state = topic.partitions[0]
         leader, follower = stores[1], stores[2]
 
-        shrunk = leader.update_isr("isr", 0, [1, 3], state.leader_epoch, state.partition_epoch)
+        shrunk = leader.update_isr_blocking(
+            "isr", 0, [1, 3], state.leader_epoch, state.partition_epoch
+        )
         assert (shrunk.isr, shrunk.leader_epoch, shrunk.partition_epoch) == ([1, 3], 0, 1)
         assert leader.get_topic("isr").partitions[0].isr == [1, 3]
         await follower.wait_for(
@@ -255,18 +257,18 @@ def test_the_leader_changes_the_isr_fenced_by_epoch_and_version(
         assert len(changes) == 1 and changes[0].startswith("isr_change_")
 
         with pytest.raises(InvalidUpdateVersionError):  # the leader's view is stale
-            leader.update_isr("isr", 0, [1], 0, state.partition_epoch)
+            leader.update_isr_blocking("isr", 0, [1], 0, state.partition_epoch)
         with pytest.raises(NotLeaderOrFollowerError):  # broker 2 does not lead
-            follower.update_isr("isr", 0, [2, 1, 3], 0, 1)
+            follower.update_isr_blocking("isr", 0, [2, 1, 3], 0, 1)
         # The controller moves leadership to 3 (epoch 1): the old leader is fenced.
         path = "/brokers/topics/isr/partitions/0/state"
         nodes[0].client.set(path, LeaderAndIsr(3, 1, [3, 1], 1).to_bytes(), 1)
         await leader.wait_for(lambda s: partition_state(s, "isr", 0).leader == 3, 10)
         with pytest.raises(NotLeaderOrFollowerError):
-            leader.update_isr("isr", 0, [1], 0, 1)
+            leader.update_isr_blocking("isr", 0, [1], 0, 1)
         nodes[0].client.set(path, LeaderAndIsr(1, 2, [1, 3], 1).to_bytes(), 2)
         with pytest.raises(FencedLeaderEpochError):
-            leader.update_isr("isr", 0, [1], 1, 3)
+            leader.update_isr_blocking("isr", 0, [1], 1, 3)
         assert LeaderAndIsr.from_bytes(nodes[0].client.get(path)[0]).isr == [1, 3]
 
     run(scenario())
@@ -281,7 +283,7 @@ def test_producer_id_blocks_never_overlap_across_brokers(zk_nodes: NodeFactory) 
 
         def reserve(store: ZkMetadataStore) -> None:
             for _ in range(20):
-                block = store.allocate_block(store.broker_id, 100)
+                block = store.allocate_producer_ids_blocking(store.broker_id, 100)
                 with lock:
                     blocks.append(block)
 
@@ -327,13 +329,13 @@ def test_watches_are_renewed_after_the_session_expires(
     async def scenario() -> None:
         nodes = start_brokers(zk_nodes, 2)
         a, b = await started_store(nodes[0]), await started_store(nodes[1])
-        a.create_topic("before", 1, 1)
+        a.create_topic_blocking("before", 1, 1)
         await b.wait_for(lambda s: s.get_topic("before") is not None, 10)
         registered_epoch = a.brokers()[2].epoch
         await asyncio.to_thread(expire_session, nodes[1].client, zookeeper.hosts)
         # Changes after the expiry reach b through watches armed on its new session.
-        a.create_topic("after", 1, 1)
-        a.set_topic_configs("before", {"retention.ms": "7"})
+        a.create_topic_blocking("after", 1, 1)
+        a.set_topic_configs_blocking("before", {"retention.ms": "7"})
         await b.wait_for(lambda s: s.get_topic("after") is not None, 10)
         await b.wait_for(lambda s: configs_of(s, "before") == {"retention.ms": "7"}, 10)
         # Broker 2 registered again on its new session, with a larger broker epoch.
@@ -350,12 +352,12 @@ def test_delete_topic_is_carried_out_by_the_controller(
         node = zk_nodes(1)  # with a controller
         other = zk_nodes(2, controller=False)
         a, b = await started_store(node), await started_store(other)
-        first = a.create_topic("doomed", 2, 2, {"retention.ms": "1"})
+        first = a.create_topic_blocking("doomed", 2, 2, {"retention.ms": "1"})
         await b.wait_for(lambda s: s.get_topic("doomed") is not None, 10)
         gone: list[TopicChange] = []
         b.add_listener(lambda e: gone.append(e) if isinstance(e, TopicChange) else None)
 
-        assert a.delete_topic("doomed") == first
+        assert a.delete_topic_blocking("doomed") == first
         await a.wait_for(lambda s: s.get_topic("doomed") is None, 10)
         await b.wait_for(lambda s: s.get_topic("doomed") is None, 10)
         assert gone[-1].after is None and gone[-1].before.topic_id == first.topic_id
@@ -364,9 +366,9 @@ def test_delete_topic_is_carried_out_by_the_controller(
         assert client.exists("/brokers/topics/doomed") is None
         assert client.exists("/config/topics/doomed") is None
         with pytest.raises(UnknownTopicOrPartitionError):
-            a.delete_topic("doomed")
+            a.delete_topic_blocking("doomed")
 
-        again = b.create_topic("doomed", 1, 1)
+        again = b.create_topic_blocking("doomed", 1, 1)
         assert again.topic_id != first.topic_id
         await a.wait_for(
             lambda s: getattr(s.get_topic("doomed"), "topic_id", None) == again.topic_id, 10
@@ -393,13 +395,13 @@ def test_requests_fail_fast_while_zookeeper_is_unreachable(
                 wait_until, lambda: not node.client.connected, 20, "the disconnection"
             )
             with pytest.raises(RequestTimedOutError, match="ZooKeeper did not answer"):
-                store.create_topic("t", 1, 1)
+                store.create_topic_blocking("t", 1, 1)
             with pytest.raises(RequestTimedOutError):
-                store.allocate_block(1, 10)
+                store.allocate_producer_ids_blocking(1, 10)
             assert store.get_topic("t") is None  # reads still answer, from memory
             proxy.unblock()
             await asyncio.to_thread(wait_until, lambda: node.client.connected, 20, "reconnection")
-            assert store.create_topic("t", 1, 1).partitions[0].leader == 1
+            assert store.create_topic_blocking("t", 1, 1).partitions[0].leader == 1
         finally:
             node.crash()
             proxy.close()

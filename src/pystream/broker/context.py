@@ -1,4 +1,4 @@
-"""What a handler gets besides its request: the header, the connection, the broker."""
+"""What a handler gets besides its request: the header, the connection, the broker's services."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pystream.protocol.messages import RequestHeader
 
 if TYPE_CHECKING:
     from pystream.broker.network import KafkaConnection
-    from pystream.broker.server import Broker
+    from pystream.broker.services import BrokerServices
 
 
 @dataclass(slots=True)
@@ -18,7 +18,7 @@ class RequestContext:
 
     header: RequestHeader
     connection: KafkaConnection
-    broker: Broker
+    services: BrokerServices
 
     @property
     def api_version(self) -> int:
@@ -27,3 +27,8 @@ class RequestContext:
     @property
     def client_id(self) -> str | None:
         return self.header.client_id
+
+    @property
+    def listener_name(self) -> str:
+        """The listener the request arrived on."""
+        return self.connection.listener_name

@@ -1,9 +1,13 @@
 """The broker process: listeners, request dispatch, background maintenance.
 
-:class:`Broker` wires the layers together — storage (LogManager), cluster
-(metadata store, replica and topic managers) and the protocol handlers — and
-serves every listener on asyncio.  Each request is decoded, dispatched to the
-one handler registered for its api key, and answered in order.
+:class:`Broker` builds and wires the layers — storage (LogManager), cluster
+(metadata store, replica and topic managers, ZooKeeper in cluster mode), the
+group and transaction coordinators — into one fully wired
+:class:`~pystream.broker.services.BrokerServices`, then serves every listener
+on asyncio.  Each request is decoded, dispatched to the one handler registered
+for its api key (:mod:`pystream.broker.apis`), and answered in order.  Nothing
+below the broker sees it: each component gets what it uses through its
+constructor.
 """
 
 from __future__ import annotations
@@ -13,20 +17,22 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from pystream.broker import api_versions, fetch, list_offsets, metadata_api, produce
+from pystream.broker import apis
+from pystream.broker.apis import api_versions
 from pystream.broker.context import RequestContext
 from pystream.broker.listeners import Listener, parse_listeners
 from pystream.broker.network import Chunk, KafkaConnection
-from pystream.cluster import admin
+from pystream.broker.services import BrokerServices
+from pystream.cluster.broker_channel import BrokerChannels
 from pystream.cluster.metadata.local_store import LocalMetadataStore
+from pystream.cluster.metadata.model import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
+from pystream.cluster.metadata.store import MetadataStore
 from pystream.cluster.replication.replica_manager import ReplicaManager
 from pystream.cluster.topics import TopicManager
 from pystream.config import BrokerConfig, LogConfig
 from pystream.errors import UnsupportedVersionError
-from pystream.groups import handlers as group_handlers
 from pystream.groups.coordinator import GroupCoordinator
 from pystream.protocol import (
     API_SPECS,
@@ -35,7 +41,7 @@ from pystream.protocol import (
     decode_request_header,
     encode_response_frame,
 )
-from pystream.protocol.handlers import HandlerSpec, collect_handlers
+from pystream.protocol.handlers import HandlerSpec
 from pystream.protocol.messages import RequestHeader
 from pystream.purgatory import Purgatory
 from pystream.storage.checkpoints import (
@@ -46,7 +52,6 @@ from pystream.storage.checkpoints import (
 from pystream.storage.cleaner import LogCleaner
 from pystream.storage.log import Log
 from pystream.storage.log_manager import LogManager, write_checkpoints
-from pystream.txn import handlers as txn_handlers
 from pystream.txn.coordinator import TransactionCoordinator
 
 if TYPE_CHECKING:
@@ -54,21 +59,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The modules whose handlers this broker serves; ApiVersions advertises exactly these.
-HANDLER_MODULES: tuple[ModuleType, ...] = (
-    api_versions,
-    metadata_api,
-    produce,
-    fetch,
-    list_offsets,
-    admin,
-    group_handlers,
-    txn_handlers,
-)
-
 
 class Broker:
-    """One pystream broker.  ``await start()``, then ``await stop()``."""
+    """One pystream broker.  ``await start()``, then ``await stop()``.
+
+    :attr:`services` (everything the request path uses) exists once :meth:`start`
+    has returned.
+    """
 
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
@@ -79,21 +76,10 @@ class Broker:
             if config.advertised_listeners
             else list(self.listeners)
         )
-        self.handlers: dict[int, HandlerSpec] = collect_handlers(HANDLER_MODULES)
+        self.handlers: dict[int, HandlerSpec] = apis.registry()
         self.fetch_purgatory = Purgatory("fetch")
-        # A LocalMetadataStore; in cluster mode (zookeeper.connect) a ZkMetadataStore (same
-        # interface), made in start() once ZooKeeper answers.
-        self.cluster: ClusterMode | None = None
-        self.metadata: Any = (
-            None
-            if config.zookeeper_connect
-            else LocalMetadataStore(config.log_dirs[0], config.broker_id)
-        )
-        self.topic_manager: TopicManager | None = None
-        self.log_manager: LogManager | None = None
-        self.replica_manager: ReplicaManager | None = None
-        self.group_coordinator: GroupCoordinator | None = None
-        self.transaction_coordinator: TransactionCoordinator | None = None
+        self._services: BrokerServices | None = None
+        self._cluster: ClusterMode | None = None
         self.log_cleaner: LogCleaner | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._connections: set[KafkaConnection] = set()
@@ -102,46 +88,96 @@ class Broker:
         self.bound_ports: dict[str, int] = {}
         self.started_ms = 0
 
+    @property
+    def services(self) -> BrokerServices:
+        """The wired services (after :meth:`start`)."""
+        if self._services is None:
+            raise RuntimeError("the broker has not started")
+        return self._services
+
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load (and recover) the logs, then open every listener."""
-        if self.config.zookeeper_connect:
+        """Load (and recover) the logs, wire the services, then open every listener."""
+        config = self.config
+        cluster: ClusterMode | None = None
+        metadata: MetadataStore
+        if config.zookeeper_connect:
             # Imported only here: a single node never imports kazoo.
             from pystream.cluster.cluster_mode import ClusterMode
 
-            self.cluster = ClusterMode(self)
-            self.metadata = await self.cluster.connect()
+            cluster = self._cluster = ClusterMode(
+                config, listener_name=self.advertised_listeners[0].name
+            )
+            metadata = await cluster.connect()
+        else:
+            local_store = LocalMetadataStore(config.log_dirs[0], config.broker_id)
+            metadata = local_store
         topic_configs = {
-            name: LogConfig.from_properties(t.configs, defaults=self.config.log_config)
-            for name, t in self.metadata.topics().items()
+            name: LogConfig.from_properties(t.configs, defaults=config.log_config)
+            for name, t in metadata.topics().items()
         }
-        self.log_manager = LogManager(
-            self.config.log_dirs,
-            self.config.log_config,
+        log_manager = LogManager(
+            config.log_dirs,
+            config.log_config,
             broker_id=self.broker_id,
-            cluster_id=self.metadata.cluster_id,
+            cluster_id=metadata.cluster_id,
             topic_configs=topic_configs,
         )
-        self.replica_manager = ReplicaManager(
+
+        def partition_exists(topic: str, index: int) -> bool:
+            known = metadata.get_topic(topic)
+            return known is not None and index in known.partitions
+
+        replica_manager = ReplicaManager(
             self.broker_id,
-            self.log_manager,
+            log_manager,
             on_data_changed=self.fetch_purgatory.check_and_complete,
-            partition_exists=self._partition_exists if self.cluster is not None else None,
-            replica_lag_time_max_ms=self.config.replica_lag_time_max_ms,
+            partition_exists=partition_exists if cluster is not None else None,
+            replica_lag_time_max_ms=config.replica_lag_time_max_ms,
         )
-        if self.cluster is not None:
-            self.cluster.attach_replication(self.replica_manager)  # before hosting: followers fetch
-        self.topic_manager = TopicManager(self.config, self.metadata, self.replica_manager)
-        self.topic_manager.host_all()
-        if self.cluster is not None:
-            self.cluster.watch_roles()
+        if cluster is not None:
+            cluster.attach_replication(replica_manager)  # before hosting: followers fetch
+        topic_manager = TopicManager(config, metadata, replica_manager)
+        topic_manager.host_all()
+        group_coordinator = GroupCoordinator(
+            config,
+            broker_id=self.broker_id,
+            metadata=metadata,
+            replicas=replica_manager,
+            topics=topic_manager,
+        )
+        transaction_coordinator = TransactionCoordinator(
+            config,
+            broker_id=self.broker_id,
+            metadata=metadata,
+            replicas=replica_manager,
+            topics=topic_manager,
+            group_offsets=group_coordinator,
+            channels=(
+                BrokerChannels(
+                    self.broker_id,
+                    metadata,
+                    listener_name=cluster.listener_name,
+                    request_timeout_ms=config.replica_socket_timeout_ms,
+                )
+                if cluster is not None
+                else None
+            ),
+        )
+        if cluster is not None:
+            cluster.watch_roles(
+                replica_manager,
+                topic_manager,
+                {
+                    OFFSETS_TOPIC: group_coordinator,
+                    TRANSACTION_STATE_TOPIC: transaction_coordinator,
+                },
+            )
         # Loads the __consumer_offsets partitions led here (groups answer
         # COORDINATOR_LOAD_IN_PROGRESS until theirs is loaded).
-        self.group_coordinator = GroupCoordinator(self)
-        await self.group_coordinator.start()
-        # Producer ids; loads __transaction_state and finishes transactions it had decided.
-        self.transaction_coordinator = TransactionCoordinator(self)
-        await self.transaction_coordinator.start()
+        await group_coordinator.start()
+        # Loads __transaction_state and finishes transactions it had decided.
+        await transaction_coordinator.start()
         loop = asyncio.get_running_loop()
         for listener in self.listeners:
             server = await loop.create_server(
@@ -159,11 +195,28 @@ class Broker:
                 Listener(a.name, a.host or "127.0.0.1", a.port or self.bound_ports.get(a.name, 0))
                 for a in self.advertised_listeners
             ]
-        if self.cluster is not None:
-            await self.cluster.register()
+        endpoints = [(a.name, a.host, a.port) for a in self.advertised_listeners]
+        self._services = BrokerServices(
+            config=config,
+            broker_id=self.broker_id,
+            metadata=metadata,
+            log_manager=log_manager,
+            replica_manager=replica_manager,
+            topic_manager=topic_manager,
+            group_coordinator=group_coordinator,
+            transaction_coordinator=transaction_coordinator,
+            fetch_purgatory=self.fetch_purgatory,
+            handlers=self.handlers,
+            advertised_listeners=tuple(self.advertised_listeners),
+            cluster=cluster,
+        )
+        if cluster is not None:
+            await cluster.register(endpoints)
+        else:
+            local_store.register(endpoints, config.broker_rack or None)
         self.started_ms = int(time.time() * 1000)
-        self._start_maintenance()
-        self.log_cleaner = LogCleaner.for_broker(self.log_manager, self.config)
+        self._start_maintenance(self._services)
+        self.log_cleaner = LogCleaner.for_broker(log_manager, config)
         self.log_cleaner.start()
 
     def _new_connection(self, listener_name: str) -> KafkaConnection:
@@ -178,11 +231,12 @@ class Broker:
 
     async def stop(self) -> None:
         """Clean shutdown: stop listening, close connections, flush and checkpoint the logs."""
-        if self.cluster is not None:
-            await self.cluster.stop()  # others take over the controller at once
-            await self.cluster.stop_replication()
-        if self.replica_manager is not None:
-            await self.replica_manager.shutdown()
+        services = self._services
+        if self._cluster is not None:
+            await self._cluster.stop()  # others take over the controller at once
+            await self._cluster.stop_replication()
+        if services is not None:
+            await services.replica_manager.shutdown()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -195,20 +249,18 @@ class Broker:
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5)
-        if self.transaction_coordinator is not None:
-            await self.transaction_coordinator.stop()
-        if self.group_coordinator is not None:
-            await self.group_coordinator.stop()
+        if services is not None:
+            await services.transaction_coordinator.stop()
+            await services.group_coordinator.stop()
         if self.log_cleaner is not None:  # before the logs close under it
             await self.log_cleaner.shutdown()
-        if self.log_manager is not None:
-            self.log_manager.shutdown()
+        if services is not None:
+            services.log_manager.shutdown()
         log.info("broker %d shut down cleanly", self.broker_id)
 
     # --- maintenance ------------------------------------------------------------------------
-    def _start_maintenance(self) -> None:
-        lm = self.log_manager
-        assert lm is not None
+    def _start_maintenance(self, services: BrokerServices) -> None:
+        lm = services.log_manager
         config = self.config
         jobs: list[tuple[str, int, Callable[[], Any]]] = [
             ("retention", config.log_retention_check_interval_ms, lm.cleanup_logs),
@@ -216,37 +268,41 @@ class Broker:
             (
                 "recovery-point",
                 config.log_flush_offset_checkpoint_interval_ms,
-                self._checkpoint_job(RECOVERY_POINT_CHECKPOINT, lambda log: log.recovery_point),
+                self._checkpoint_job(lm, RECOVERY_POINT_CHECKPOINT, lambda log: log.recovery_point),
             ),
             (
                 "log-start-offset",
                 config.log_flush_start_offset_checkpoint_interval_ms,
-                self._checkpoint_job(LOG_START_OFFSET_CHECKPOINT, lambda log: log.log_start_offset),
+                self._checkpoint_job(
+                    lm, LOG_START_OFFSET_CHECKPOINT, lambda log: log.log_start_offset
+                ),
             ),
             (
                 "high-watermark",
                 config.replica_high_watermark_checkpoint_interval_ms,
-                self._checkpoint_job(REPLICATION_OFFSET_CHECKPOINT, lambda log: log.high_watermark),
+                self._checkpoint_job(
+                    lm, REPLICATION_OFFSET_CHECKPOINT, lambda log: log.high_watermark
+                ),
             ),
         ]
-        if self.cluster is not None and self.replica_manager is not None:
+        if services.cluster is not None:
             # Followers that stopped catching up leave the ISR (checked twice per lag window).
             jobs.append(
                 (
                     "isr-expiration",
                     max(config.replica_lag_time_max_ms // 2, 1),
-                    self.replica_manager.maybe_shrink_isr,
+                    services.replica_manager.maybe_shrink_isr,
                 )
             )
         for name, interval_ms, job in jobs:
             if 0 < interval_ms < 10**12:
                 self._tasks.append(asyncio.create_task(self._every(name, interval_ms, job)))
 
-    def _checkpoint_job(self, name: str, offset_of: Callable[[Log], int]) -> Callable[[], Any]:
+    def _checkpoint_job(
+        self, lm: LogManager, name: str, offset_of: Callable[[Log], int]
+    ) -> Callable[[], Any]:
         """Read the offsets on the loop, write (and fsync) the file from a thread: an fsync
         on the event loop would stall every connection for its duration."""
-        lm = self.log_manager
-        assert lm is not None
 
         def job() -> asyncio.Future[None]:
             snapshot = lm.checkpoint_snapshot(name, offset_of)
@@ -290,7 +346,7 @@ class Broker:
         except ProtocolDecodeError as exc:
             connection.close(f"malformed {API_SPECS[api_key].name} v{version} request: {exc}")
             return None
-        context = RequestContext(header, connection, self)
+        context = RequestContext(header, connection, self.services)
         response = await handler.func(request, context)
         if response is None:
             return None
@@ -305,7 +361,9 @@ class Broker:
         spec = API_SPECS.get(api_key)
         if api_key == 18:
             # KIP-511: answer a too-new ApiVersions with v0 so the client can retry lower.
-            body = api_versions.response_for(self, error_code=UnsupportedVersionError.error_code)
+            body = api_versions.response_for(
+                self.handlers, error_code=UnsupportedVersionError.error_code
+            )
             return [encode_response_frame(18, 0, header.correlation_id, body)]
         if spec is None or version not in spec.valid_versions:
             connection.close(
@@ -318,30 +376,6 @@ class Broker:
             connection.close(f"{spec.name} v{version} is not supported and has no error field")
             return None
         return [encode_response_frame(api_key, version, header.correlation_id, response)]
-
-    # --- helpers for handlers ---------------------------------------------------------------
-    def _partition_exists(self, topic: str, index: int) -> bool:
-        known = self.metadata.get_topic(topic)
-        return known is not None and index in known.partitions
-
-    def live_brokers(self, listener_name: str) -> list[tuple[int, str, int, str | None]]:
-        """(id, host, port, rack) of every live broker, as clients on ``listener_name`` reach
-        them: this broker alone on a single node."""
-        if self.cluster is not None:
-            return self.cluster.live_brokers(listener_name)
-        listener = self.listener_for(listener_name)
-        return [(self.broker_id, listener.host, listener.port, None)]
-
-    @property
-    def controller_id(self) -> int:
-        """The active controller (-1 while none is elected); a single node is its own."""
-        return self.cluster.controller_id if self.cluster is not None else self.broker_id
-
-    def listener_for(self, listener_name: str) -> Listener:
-        for listener in self.advertised_listeners:
-            if listener.name == listener_name:
-                return listener
-        return self.advertised_listeners[0]
 
 
 def error_response(response_cls: Any, error_code: int) -> Any | None:

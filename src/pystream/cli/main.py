@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import click
 
-from pystream import __version__
 from pystream.cli.bench import bench
 from pystream.cli.cluster import cluster
 from pystream.cli.common import OneLineErrors
@@ -18,6 +17,7 @@ from pystream.cli.groups import groups
 from pystream.cli.produce import produce
 from pystream.cli.serve import serve
 from pystream.cli.topics import topics
+from pystream.version import __version__
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})

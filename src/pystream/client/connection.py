@@ -24,11 +24,11 @@ import struct
 from collections import deque
 from typing import Any
 
-from pystream import __version__
 from pystream.errors import RequestTimedOutError, error_for_code
 from pystream.protocol import ProtocolDecodeError, RequestHeader, Struct
 from pystream.protocol.headers import decode_response, encode_request_frame
 from pystream.protocol.messages.api_versions import ApiVersionsRequest, ApiVersionsResponse
+from pystream.version import __version__
 
 from .errors import KafkaConnectionError
 from .versions import choose_version

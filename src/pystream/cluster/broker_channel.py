@@ -22,6 +22,7 @@ from typing import Any
 
 from pystream.client.connection import BrokerConnection
 from pystream.client.errors import KafkaConnectionError
+from pystream.cluster.metadata.store import MetadataStore
 from pystream.errors import NetworkException, RequestTimedOutError, UnsupportedVersionError
 from pystream.protocol import Struct
 
@@ -128,22 +129,14 @@ class BrokerChannel:
 
 
 def broker_endpoint(
-    metadata: Any, broker_id: int, listener_name: str | None
+    metadata: MetadataStore, broker_id: int, listener_name: str | None
 ) -> tuple[str, int] | None:
-    """(host, port) of a registered broker: its endpoint on ``listener_name``, else its
-    first PLAINTEXT one; None if the broker is not registered."""
-    brokers = getattr(metadata, "brokers", None)
-    info = brokers().get(broker_id) if brokers is not None else None
-    if info is None or not info.endpoints:
-        return None
-    chosen = next(
-        (e for e in info.endpoints if e.listener_name == listener_name),
-        next(
-            (e for e in info.endpoints if e.security_protocol == "PLAINTEXT"),
-            info.endpoints[0],
-        ),
-    )
-    return chosen.host, chosen.port
+    """(host, port) of a registered broker on ``listener_name`` (else its first PLAINTEXT
+    endpoint); None if the broker is not registered."""
+    for endpoint_id, host, port, _rack in metadata.broker_endpoints(listener_name):
+        if endpoint_id == broker_id:
+            return host, port
+    return None
 
 
 class BrokerChannels:
@@ -152,7 +145,7 @@ class BrokerChannels:
     def __init__(
         self,
         local_id: int,
-        metadata: Any,
+        metadata: MetadataStore,
         *,
         listener_name: str | None = None,
         request_timeout_ms: int = 30_000,

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from pystream.cluster.metadata.model import (
-    OFFSETS_TOPIC,
-    TRANSACTION_STATE_TOPIC,
-    PartitionState,
     TopicMetadata,
 )
 from pystream.cluster.replication.replica_fetcher import ReplicaFetcherManager
@@ -38,25 +36,45 @@ from pystream.errors import KafkaError
 if TYPE_CHECKING:
     from kazoo.client import KazooClient
 
-    from pystream.broker.server import Broker
     from pystream.cluster.replication.replica_manager import ReplicaManager
+    from pystream.cluster.topics import TopicManager
+    from pystream.config import BrokerConfig
 
 log = logging.getLogger(__name__)
 
 CONTROLLED_SHUTDOWN_MAX_S = 30
 
 
-class ClusterMode:
-    """ZooKeeper session, registration, controller and role changes of one broker."""
+class PartitionOwner(Protocol):
+    """A coordinator following the leadership of its internal topic's partitions."""
 
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self.config = broker.config
+    def on_elected(self, partition: int) -> None: ...
+
+    def on_resigned(self, partition: int) -> None: ...
+
+
+class ClusterMode:
+    """ZooKeeper session, registration, controller and role changes of one broker.
+
+    The broker drives it in order: :meth:`connect` (the metadata store),
+    :meth:`attach_replication`, :meth:`watch_roles`, then :meth:`register` once
+    the listeners are bound; :meth:`stop` and :meth:`stop_replication` at shutdown.
+    """
+
+    def __init__(self, config: BrokerConfig, *, listener_name: str) -> None:
+        """``listener_name``: the listener other brokers reach this one on (replication,
+        controller requests, transaction markers)."""
+        self.config = config
+        self.broker_id = config.broker_id
+        self.listener_name = listener_name
         self.client: KazooClient | None = None
         self.store: ZkMetadataStore | None = None
         self.registration: BrokerRegistration | None = None
         self.controller: ZkController | None = None
         self.fetchers: ReplicaFetcherManager | None = None
+        self._replicas: ReplicaManager | None = None
+        self._topics: TopicManager | None = None
+        self._owners: Mapping[str, PartitionOwner] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
     async def connect(self) -> ZkMetadataStore:
@@ -68,22 +86,29 @@ class ClusterMode:
             config.zookeeper_session_timeout_ms,
             config.zookeeper_connection_timeout_ms,
         )
-        self.store = ZkMetadataStore(self.client, self.broker.broker_id)
+        self.store = ZkMetadataStore(self.client, self.broker_id)
         await self.store.start()
         log.info(
             "broker %d: cluster %s (ZooKeeper %s)",
-            self.broker.broker_id,
+            self.broker_id,
             self.store.cluster_id,
             config.zookeeper_connect,
         )
         return self.store
 
-    def watch_roles(self) -> None:
+    def watch_roles(
+        self,
+        replicas: ReplicaManager,
+        topic_manager: TopicManager,
+        owners: Mapping[str, PartitionOwner],
+    ) -> None:
         """Remove stray logs (deleted or moved away while this broker was down), then
-        follow partition-state changes."""
-        store, replicas = self.store, self.broker.replica_manager
-        assert store is not None and replicas is not None
-        topics, me = store.topics(), self.broker.broker_id
+        follow partition-state changes; ``owners`` (internal topic -> its coordinator) are
+        told when this broker starts or stops leading one of their partitions."""
+        store = self.store
+        assert store is not None, "connect() first"
+        self._replicas, self._topics, self._owners = replicas, topic_manager, owners
+        topics, me = store.topics(), self.broker_id
         for topic, index in sorted(replicas.log_manager.logs()):
             known = topics.get(topic)
             state = known.partitions.get(index) if known is not None else None
@@ -94,17 +119,15 @@ class ClusterMode:
                 replicas.stop_replica(topic, index, delete=True)
         store.add_listener(self._on_event)
 
-    async def register(self) -> None:
-        """Register this broker (advertised listeners, rack) and stand for controller."""
+    async def register(self, advertised: Sequence[tuple[str, str, int]]) -> None:
+        """Register this broker (its advertised (listener name, host, port)s, rack) and stand
+        for controller."""
         assert self.client is not None
         loop = asyncio.get_running_loop()
         handoff = zk_client.LoopHandoff(loop)
         info = BrokerInfo(
-            self.broker.broker_id,
-            tuple(
-                EndPoint(a.name, a.host or "127.0.0.1", a.port)
-                for a in self.broker.advertised_listeners
-            ),
+            self.broker_id,
+            tuple(EndPoint(name, host or "127.0.0.1", port) for name, host, port in advertised),
             self.config.broker_rack or None,
         )
         self.registration = BrokerRegistration(
@@ -117,7 +140,7 @@ class ClusterMode:
         await asyncio.to_thread(self.registration.register)
         self.controller = ZkController(
             self.client,
-            self.broker.broker_id,
+            self.broker_id,
             unclean_leader_election_enable=self.config.unclean_leader_election_enable,
             delete_topic_enable=self.config.delete_topic_enable,
             auto_leader_rebalance_enable=self.config.auto_leader_rebalance_enable,
@@ -144,7 +167,7 @@ class ClusterMode:
             except TimeoutError:
                 log.warning(
                     "broker %d: controlled shutdown took over %d s; shutting down anyway",
-                    self.broker.broker_id,
+                    self.broker_id,
                     CONTROLLED_SHUTDOWN_MAX_S,
                 )
         if self.store is not None:
@@ -164,23 +187,22 @@ class ClusterMode:
         return self.client is not None and self.client.connected
 
     def _on_step_down(self, reason: str) -> None:
-        log.error("broker %d is no longer a cluster member: %s", self.broker.broker_id, reason)
+        log.error("broker %d is no longer a cluster member: %s", self.broker_id, reason)
 
     # --- replication ------------------------------------------------------------------------
     def attach_replication(self, replicas: ReplicaManager) -> None:
         """Give the replica manager its fetchers (followers) and its ISR writer (leaders)."""
-        self.fetchers = ReplicaFetcherManager(self.broker)
-        replicas.fetcher = self.fetchers
-        replicas.isr_updater = self._update_isr
-
-    async def _update_isr(
-        self, topic: str, index: int, isr: list[int], leader_epoch: int, partition_epoch: int
-    ) -> PartitionState:
         store = self.store
-        assert store is not None
-        return await asyncio.to_thread(
-            store.update_isr, topic, index, isr, leader_epoch, partition_epoch
+        assert store is not None, "connect() first"
+        self.fetchers = ReplicaFetcherManager(
+            self.config,
+            broker_id=self.broker_id,
+            metadata=store,
+            replicas=replicas,
+            listener_name=self.listener_name,
         )
+        replicas.fetcher = self.fetchers
+        replicas.isr_updater = store.update_isr
 
     async def stop_replication(self) -> None:
         """Stop every fetcher (after the controlled shutdown moved leadership away)."""
@@ -196,11 +218,10 @@ class ClusterMode:
         self, name: str, before: TopicMetadata | None, after: TopicMetadata | None
     ) -> None:
         """Bring this broker's replicas of ``name`` in line with its new metadata."""
-        broker = self.broker
-        replicas, topics = broker.replica_manager, broker.topic_manager
+        replicas, topics = self._replicas, self._topics
         if replicas is None or topics is None:
             return
-        me = broker.broker_id
+        me = self.broker_id
         if after is not None:
             try:
                 replicas.log_manager.update_config(name, topics.log_config_for(after.configs))
@@ -231,35 +252,14 @@ class ClusterMode:
             log.info("topic %s was deleted: its replicas here are removed", name)
 
     def _elected(self, topic: str, index: int) -> None:
-        coordinator = self._coordinator_of(topic)
-        if coordinator is not None:
-            coordinator.on_elected(index)
+        owner = self._owners.get(topic)
+        if owner is not None:
+            owner.on_elected(index)
 
     def _resigned(self, topic: str, index: int) -> None:
-        coordinator = self._coordinator_of(topic)
-        if coordinator is not None:
-            coordinator.on_resigned(index)
-
-    def _coordinator_of(self, topic: str) -> Any:
-        if topic == OFFSETS_TOPIC:
-            return self.broker.group_coordinator
-        if topic == TRANSACTION_STATE_TOPIC:
-            return self.broker.transaction_coordinator
-        return None
-
-    # --- queries for the Metadata / DescribeCluster / FindCoordinator answers ------------------
-    def live_brokers(self, listener_name: str) -> list[tuple[int, str, int, str | None]]:
-        """(id, host, port, rack) of every registered broker on ``listener_name``."""
-        assert self.store is not None
-        result = []
-        for broker_id, info in sorted(self.store.brokers().items()):
-            endpoint = next(
-                (e for e in info.endpoints if e.listener_name == listener_name),
-                info.endpoints[0] if info.endpoints else None,
-            )
-            if endpoint is not None:
-                result.append((broker_id, endpoint.host, endpoint.port, info.rack))
-        return result
+        owner = self._owners.get(topic)
+        if owner is not None:
+            owner.on_resigned(index)
 
     @property
     def controller_id(self) -> int:

@@ -63,7 +63,7 @@ async def _ask_controller(
     """One ControlledShutdown round trip; the partitions still led here.
 
     Raises KafkaError (NOT_CONTROLLER, a network error ...) for the caller to retry."""
-    store, me = cluster.store, cluster.broker.broker_id
+    store, me = cluster.store, cluster.broker_id
     assert store is not None
     controller_id = store.controller_id
     if controller_id < 0:
@@ -87,11 +87,11 @@ async def controlled_shutdown(cluster: ClusterMode) -> bool:
     Never raises: a broker that cannot hand over still shuts down (the controller's
     offline election takes over when its registration goes)."""
     config, store = cluster.config, cluster.store
-    me = cluster.broker.broker_id
+    me = cluster.broker_id
     if store is None or cluster.registration is None or not cluster.registration.registered:
         return False
     broker_epoch = cluster.registration.epoch
-    listener = cluster.broker.advertised_listeners[0].name
+    listener = cluster.listener_name
     channels = BrokerChannels(
         me, store, listener_name=listener, request_timeout_ms=REQUEST_TIMEOUT_MS
     )

@@ -8,10 +8,11 @@ request that fails (or is ``validate_only``) leaves no trace.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from pystream.cluster.metadata.local_store import LocalMetadataStore
 from pystream.cluster.metadata.model import PartitionState, TopicMetadata
+from pystream.cluster.metadata.store import MetadataStore
 from pystream.cluster.replication.replica_manager import ReplicaManager
 from pystream.config import BrokerConfig, LogConfig
 from pystream.errors import (
@@ -33,7 +34,7 @@ class TopicManager:
     def __init__(
         self,
         config: BrokerConfig,
-        metadata: LocalMetadataStore,
+        metadata: MetadataStore,
         replica_manager: ReplicaManager,
     ) -> None:
         self.config = config
@@ -72,8 +73,25 @@ class TopicManager:
         elif broker_id in state.replicas:
             self.replica_manager.become_follower(name, index, state)
 
+    async def _host_new(self, topic: TopicMetadata, indexes: list[int]) -> None:
+        """Host new partitions of ``topic``: their log files are made in a thread (a topic of
+        1,000 partitions would otherwise stall every connection), then the roles are taken
+        on the loop."""
+        me = self.metadata.broker_id
+        config = self.log_config_for(topic.configs)
+        self.log_manager.update_config(topic.name, config)
+        here = [
+            (topic.name, i)
+            for i in indexes
+            if me == topic.partitions[i].leader or me in topic.partitions[i].replicas
+        ]
+        if here:
+            await asyncio.to_thread(self.log_manager.create_logs, here, config)
+        for index in indexes:
+            self._host_partition(topic.name, index, topic.partitions[index])
+
     # --- changes ----------------------------------------------------------------------------
-    def create_topic(
+    async def create_topic(
         self,
         name: str,
         num_partitions: int = BROKER_DEFAULT,
@@ -113,18 +131,18 @@ class TopicManager:
         self.log_config_for(configs)  # validate before anything is written
         if validate_only:
             return topic
-        topic = self.metadata.create_topic(
+        topic = await self.metadata.create_topic(
             name, num_partitions, replication_factor, configs, assignments
         )
-        self._host(topic)
+        await self._host_new(topic, sorted(topic.partitions))
         log.info("created topic %s with %d partition(s)", name, len(topic.partitions))
         return topic
 
-    def maybe_auto_create(self, name: str) -> TopicMetadata | None:
+    async def maybe_auto_create(self, name: str) -> TopicMetadata | None:
         """Auto-create ``name`` with the broker defaults if allowed (Metadata requests)."""
         if not self.config.auto_create_topics_enable:
             return None
-        return self.create_topic(name)
+        return await self.create_topic(name)
 
     def check_deletion_enabled(self) -> None:
         """TOPIC_DELETION_DISABLED unless ``delete.topic.enable`` is true."""
@@ -133,14 +151,14 @@ class TopicManager:
                 "Topic deletion is disabled on this broker (delete.topic.enable=false)"
             )
 
-    def delete_topic(self, name: str) -> TopicMetadata:
+    async def delete_topic(self, name: str) -> TopicMetadata:
         """Remove the topic from the metadata, stop its partitions and delete their files.
 
         The partition directories are renamed ``*-delete`` at once and removed after
         ``file.delete.delay.ms`` (in-flight fetches may still read them).
         """
         self.check_deletion_enabled()
-        topic = self.metadata.delete_topic(name)
+        topic = await self.metadata.delete_topic(name)
         if self.config.zookeeper_connect:
             # Cluster mode: the controller deletes the topic; every broker (this one too)
             # removes its replicas when it sees the topic vanish (ClusterMode).
@@ -150,7 +168,7 @@ class TopicManager:
         log.info("deleted topic %s", name)
         return topic
 
-    def create_partitions(
+    async def create_partitions(
         self,
         name: str,
         total: int,
@@ -162,17 +180,19 @@ class TopicManager:
 
         ``assignments`` gives the replica broker ids of each new partition, in order.
         """
-        new = self.metadata.create_partitions(name, total, assignments, validate_only=validate_only)
+        new = await self.metadata.create_partitions(
+            name, total, assignments, validate_only=validate_only
+        )
         if validate_only:
             return new
         topic = self.metadata.get_topic(name)
-        assert topic is not None
-        for index in new:
-            self._host_partition(name, index, topic.partitions[index])
+        if topic is None:  # deleted meanwhile
+            raise UnknownTopicOrPartitionError(f"Topic '{name}' does not exist")
+        await self._host_new(topic, new)
         log.info("topic %s now has %d partition(s)", name, total)
         return new
 
-    def set_topic_configs(
+    async def set_topic_configs(
         self, name: str, overrides: dict[str, str | None], *, validate_only: bool = False
     ) -> LogConfig:
         """Replace a topic's config overrides (AlterConfigs semantics); returns the new config.
@@ -187,7 +207,7 @@ class TopicManager:
         config = self.log_config_for(kept)
         if validate_only:
             return config
-        self.metadata.set_topic_configs(name, kept)
+        await self.metadata.set_topic_configs(name, kept)
         self.log_manager.update_config(name, config)
         log.info("topic %s config overrides are now %s", name, kept)
         return config

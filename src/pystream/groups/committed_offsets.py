@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pystream.groups.base import NONE, E, GroupCoordinatorBase, store_offsets_error
+from pystream.coordinator.base import NONE, E
+from pystream.groups.base import GroupCoordinatorBase, store_offsets_error
 from pystream.groups.group import ClassicGroup, GroupState
 from pystream.groups.offsets_log import (
     OffsetAndMetadata,

@@ -25,9 +25,11 @@ import asyncio
 import time
 
 from pystream._core import records as core_records
-from pystream.groups.base import NONE, E, log, store_group_error
+from pystream.clock import now_ms
+from pystream.coordinator.base import NONE, E
+from pystream.groups.base import log, store_group_error
 from pystream.groups.committed_offsets import CommittedOffsets
-from pystream.groups.group import ClassicGroup, GroupState, JoinResult, SyncResult, now_ms, resolve
+from pystream.groups.group import ClassicGroup, GroupState, JoinResult, SyncResult, resolve
 from pystream.groups.membership import Membership
 from pystream.groups.offsets_log import (
     OFFSETS_TOPIC,
@@ -59,10 +61,6 @@ class GroupCoordinator(Membership, CommittedOffsets):
             self._unload_group(group)
 
     # --- partitions -------------------------------------------------------------------------
-    def ensure_offsets_topic(self) -> int:
-        """Create ``__consumer_offsets`` if missing, synchronously; an error code."""
-        return self.ensure_topic_now()
-
     def _unload_partition(self, partition: int) -> None:
         """Forget the partition's groups; their waiting requests get NOT_COORDINATOR."""
         for group in list(self.groups.values()):
@@ -86,9 +84,7 @@ class GroupCoordinator(Membership, CommittedOffsets):
             )
 
     async def _replay(self, partition: int) -> LoadedPartition:
-        replicas = self.broker.replica_manager
-        assert replicas is not None
-        hosted = replicas.partition(OFFSETS_TOPIC, partition)
+        hosted = self.replicas.partition(OFFSETS_TOPIC, partition)
         if hosted is None:
             raise RuntimeError(f"{OFFSETS_TOPIC}-{partition} is not hosted here")
         partition_log = hosted.log

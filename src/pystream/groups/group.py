@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
+from pystream.clock import now_ms
 from pystream.groups.offsets_log import OffsetAndMetadata, TopicPartition
 from pystream.protocol.messages.consumer_protocol import ConsumerProtocolSubscription
 from pystream.protocol.messages.internal import GroupMetadataValue
@@ -50,9 +50,6 @@ _VALID_PREVIOUS: dict[GroupState, frozenset[GroupState]] = {
     GroupState.DEAD: frozenset(GroupState),
 }
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)

@@ -27,7 +27,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from pystream.groups.base import NONE, E, GroupCoordinatorBase, log
+from pystream.coordinator.base import NONE, E
+from pystream.groups.base import GroupCoordinatorBase, log
 from pystream.groups.group import (
     ClassicGroup,
     GroupState,

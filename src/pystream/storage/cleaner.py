@@ -39,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pystream._core.offset_map import OffsetMap
+from pystream.clock import now_ms
 from pystream.storage.cleaner_config import CleanerConfig
 from pystream.storage.cleaner_io import CleanAborted
 from pystream.storage.cleaner_job import CleanJob, CleanResult, Progress
@@ -50,7 +51,7 @@ from pystream.storage.cleaner_manager import (
     first_dirty_offset,
     first_uncleanable_offset,
 )
-from pystream.storage.log import Log, wall_clock_ms
+from pystream.storage.log import Log
 from pystream.storage.log_manager import LogManager
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class Cleaner:
         The dirty section starts at ``first_dirty`` (default: the log start
         offset, i.e. everything is dirty) and ends where the manager would end it.
         """
-        now = wall_clock_ms() if now_ms is None else now_ms
+        now = now_ms() if now_ms is None else now_ms
         first = first_dirty_offset(log, first_dirty)
         job = self.new_job(
             log, first, first_uncleanable_offset(log, first, now), now, progress=progress
@@ -143,7 +144,7 @@ class LogCleaner:
         log_manager: LogManager,
         config: CleanerConfig | None = None,
         *,
-        clock: Callable[[], int] = wall_clock_ms,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self.config = config if config is not None else CleanerConfig()
         self.log_manager = log_manager

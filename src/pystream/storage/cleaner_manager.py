@@ -28,9 +28,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pystream.clock import now_ms
 from pystream.storage import retention
 from pystream.storage.checkpoints import CorruptCheckpointError, OffsetCheckpointFile
-from pystream.storage.log import Log, wall_clock_ms
+from pystream.storage.log import Log
 from pystream.storage.log_manager import LogManager, TopicPartition
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ class LogCleanerManager:
         self,
         log_manager: LogManager,
         *,
-        clock: Callable[[], int] = wall_clock_ms,
+        clock: Callable[[], int] = now_ms,
         retry_backoff_ms: int = 15_000,
     ) -> None:
         self._log_manager = log_manager

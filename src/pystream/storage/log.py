@@ -25,12 +25,12 @@ import logging
 import os
 import random
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pystream._core import records as core_records
 from pystream._core.segment import FileRange, LogSegment
+from pystream.clock import now_ms
 from pystream.config import LogConfig
 from pystream.errors import (
     InvalidRecordError,
@@ -79,11 +79,6 @@ class UnexpectedAppendOffsetError(UnknownServerError):
 
 class OffsetsOutOfOrderError(UnknownServerError):
     """A follower append's batches do not have strictly increasing offsets."""
-
-
-def wall_clock_ms() -> int:
-    """Milliseconds since the epoch: the default clock of a Log."""
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +150,7 @@ class Log:
         log_end_offset: int,
         recovery_point: int,
         leader_epoch_cache: LeaderEpochCache,
-        clock: Callable[[], int] = wall_clock_ms,
+        clock: Callable[[], int] = now_ms,
         producer_state: ProducerStateManager | None = None,
         txn_index: TransactionIndex | None = None,
     ) -> None:
@@ -191,7 +186,7 @@ class Log:
         log_start_offset: int = 0,
         recovery_point: int = 0,
         had_clean_shutdown: bool = False,
-        clock: Callable[[], int] = wall_clock_ms,
+        clock: Callable[[], int] = now_ms,
     ) -> Log:
         """Open (creating if needed) the partition in ``directory``.
 

@@ -21,9 +21,11 @@ import logging
 import os
 import re
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 
+from pystream.clock import now_ms
 from pystream.config import LogConfig
 from pystream.errors import (
     InvalidConfigError,
@@ -41,7 +43,7 @@ from pystream.storage.checkpoints import (
     CorruptCheckpointError,
     OffsetCheckpointFile,
 )
-from pystream.storage.log import Log, parse_topic_partition, wall_clock_ms
+from pystream.storage.log import Log, parse_topic_partition
 from pystream.storage.meta_properties import ensure_meta_properties
 
 logger = logging.getLogger(__name__)
@@ -91,7 +93,7 @@ class LogManager:
         broker_id: int = 0,
         cluster_id: str | None = None,
         topic_configs: Mapping[str, LogConfig] | None = None,
-        clock: Callable[[], int] = wall_clock_ms,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         """Check ``meta.properties`` in every dir and load every log (recovering after an
         unclean stop), then remove the clean-shutdown markers.
@@ -124,6 +126,8 @@ class LogManager:
         self._topic_configs: dict[str, LogConfig] = dict(topic_configs or {})
         self._clock = clock
         self._logs: dict[TopicPartition, Log] = {}
+        # Logs are created from worker threads too (topic creation): one creation at a time.
+        self._create_lock = threading.RLock()
         self._dir_of: dict[TopicPartition, str] = {}
         self._logs_to_delete: list[tuple[int, Log, str]] = []  # (due ms, log, renamed dir)
         self._closed = False
@@ -207,6 +211,10 @@ class LogManager:
         InvalidTopicException for an illegal topic name, InvalidPartitionsError
         for a negative partition.
         """
+        with self._create_lock:
+            return self._get_or_create_log(topic, partition, config)
+
+    def _get_or_create_log(self, topic: str, partition: int, config: LogConfig | None) -> Log:
         self._check_open()
         if config is not None:
             self._topic_configs[topic] = config
@@ -228,6 +236,14 @@ class LogManager:
         self._logs[tp] = log
         self._dir_of[tp] = log_dir
         return log
+
+    def create_logs(
+        self, partitions: Sequence[TopicPartition], config: LogConfig | None = None
+    ) -> list[Log]:
+        """:meth:`get_or_create_log` for many partitions: callable from a worker thread, so
+        that creating a topic's files does not stall the event loop."""
+        with self._create_lock:
+            return [self.get_or_create_log(topic, index, config) for topic, index in partitions]
 
     def update_config(self, topic: str, config: LogConfig) -> None:
         """Give the topic a new config, applied to its existing logs at once."""

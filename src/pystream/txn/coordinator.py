@@ -48,9 +48,10 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from pystream._core import records as core_records
+from pystream.clock import now_ms
 from pystream.cluster.broker_channel import BrokerChannels
+from pystream.coordinator.base import CoordinatorBase
 from pystream.errors import ErrorCode, KafkaError, error_for_code
-from pystream.groups.base import CoordinatorBase
 from pystream.txn import state_log
 from pystream.txn.markers import (
     FINAL_ERRORS,
@@ -71,12 +72,16 @@ from pystream.txn.metadata import (
     encode_key,
     encode_value,
 )
-from pystream.txn.producer_ids import ProducerIdManager, block_store_for
-from pystream.txn.state_log import TRANSACTION_STATE_TOPIC, now_ms
+from pystream.txn.producer_ids import ProducerIdManager
+from pystream.txn.state_log import TRANSACTION_STATE_TOPIC
 
 if TYPE_CHECKING:
     from pystream._core.records import Buffer
-    from pystream.broker.server import Broker
+    from pystream.cluster.metadata.store import MetadataStore
+    from pystream.cluster.replication.replica_manager import ReplicaManager
+    from pystream.cluster.topics import TopicManager
+    from pystream.config import BrokerConfig
+    from pystream.txn.group_hooks import TxnOffsetStore
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +99,24 @@ class TransactionCoordinator(CoordinatorBase):
 
     topic = TRANSACTION_STATE_TOPIC
 
-    def __init__(self, broker: Broker) -> None:
-        super().__init__(broker)
-        self.producer_ids = ProducerIdManager(
-            broker.broker_id, block_store_for(broker.metadata, self.config.log_dirs[0])
+    def __init__(
+        self,
+        config: BrokerConfig,
+        *,
+        broker_id: int,
+        metadata: MetadataStore,
+        replicas: ReplicaManager,
+        topics: TopicManager,
+        group_offsets: TxnOffsetStore,
+        channels: BrokerChannels | None,
+    ) -> None:
+        """``channels`` reach the other brokers' leaders with WriteTxnMarkers (None on a
+        single node: every partition is led here)."""
+        super().__init__(
+            config, broker_id=broker_id, metadata=metadata, replicas=replicas, topics=topics
         )
+        self.group_offsets = group_offsets
+        self.producer_ids = ProducerIdManager(broker_id, metadata.allocate_producer_ids)
         self.transactions: dict[str, TransactionMetadata] = {}
         # Transactions in PrepareCommit/PrepareAbort not completed yet: the partitions whose
         # marker is still to be written (empty: only the Complete state is).
@@ -107,22 +125,11 @@ class TransactionCoordinator(CoordinatorBase):
         self._retry_at: dict[str, tuple[int, float]] = {}
         # Transactional id -> its markers being sent to other brokers (one attempt at a time).
         self._sending: dict[str, asyncio.Task[object]] = {}
-        self.markers = MarkerSender(broker, None)
+        self.markers = MarkerSender(broker_id, metadata, channels)
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         """Load the ``__transaction_state`` partitions led here; start the periodic jobs."""
-        broker = self.broker
-        if broker.cluster is not None:
-            self.markers = MarkerSender(
-                broker,
-                BrokerChannels(
-                    broker.broker_id,
-                    broker.metadata,
-                    listener_name=broker.advertised_listeners[0].name,
-                    request_timeout_ms=self.config.replica_socket_timeout_ms,
-                ),
-            )
         self._start_ownership()
         config = self.config
         jobs: list[tuple[str, int, Callable[[], object]]] = [
@@ -179,17 +186,14 @@ class TransactionCoordinator(CoordinatorBase):
     def partition_for(self, transactional_id: str) -> int:
         return state_log.partition_for(transactional_id, self.num_partitions)
 
-    def ensure_transaction_state_topic(self) -> int:
-        """Create ``__transaction_state`` if missing, synchronously; an error code."""
-        return self.ensure_topic_now()
-
     def coordinator_error(self, transactional_id: str) -> int:
         """0 if this broker can serve the id now, else the error to answer with (the topic is
         created by FindCoordinator / InitProducerId, :meth:`ensure_topic`)."""
         if not self._active:
             return E.COORDINATOR_NOT_AVAILABLE
-        if self.broker.metadata.get_topic(TRANSACTION_STATE_TOPIC) is None:
-            return E.COORDINATOR_NOT_AVAILABLE if self.broker.cluster else E.NOT_COORDINATOR
+        if self.metadata.get_topic(TRANSACTION_STATE_TOPIC) is None:
+            in_cluster = self.markers.channels is not None
+            return E.COORDINATOR_NOT_AVAILABLE if in_cluster else E.NOT_COORDINATOR
         return self.partition_error(self.partition_for(transactional_id))
 
     def _unload_partition(self, partition: int) -> None:
@@ -205,8 +209,7 @@ class TransactionCoordinator(CoordinatorBase):
                     task.cancel()
 
     async def _load_partition(self, partition: int) -> None:
-        replicas = self.broker.replica_manager
-        assert replicas is not None
+        replicas = self.replicas
         hosted = replicas.partition(TRANSACTION_STATE_TOPIC, partition)
         if hosted is None:
             raise RuntimeError(f"{TRANSACTION_STATE_TOPIC}-{partition} is not hosted here")
@@ -225,9 +228,8 @@ class TransactionCoordinator(CoordinatorBase):
         # coordinator must have loaded its offsets first, or it would miss the completion of
         # the transactional offsets these markers end.
         prepared = [m for m in loaded.values() if m.state.is_preparing]
-        groups = getattr(self.broker, "group_coordinator", None)
-        if prepared and groups is not None and hasattr(groups, "wait_loaded"):
-            await groups.wait_loaded()
+        if prepared:
+            await self.group_offsets.wait_loaded()
         for metadata in prepared:
             if metadata.state.is_preparing and metadata.pending_state is None:
                 log.info(
@@ -238,16 +240,14 @@ class TransactionCoordinator(CoordinatorBase):
                 self._complete_transaction(metadata)
 
     def _coordinator_epoch(self, transactional_id: str) -> int:
-        replicas = self.broker.replica_manager
-        assert replicas is not None
+        replicas = self.replicas
         hosted = replicas.partition(TRANSACTION_STATE_TOPIC, self.partition_for(transactional_id))
         return hosted.leader_epoch if hosted is not None else 0
 
     # --- writing states ---------------------------------------------------------------------
     def _write(self, metadata: TransactionMetadata, transit: TxnTransit) -> int:
         """Persist a prepared transition, then apply it; an error code (the state is kept)."""
-        replicas = self.broker.replica_manager
-        assert replicas is not None
+        replicas = self.replicas
         transactional_id = metadata.transactional_id
         code = state_log.append_state(
             replicas,
@@ -294,10 +294,11 @@ class TransactionCoordinator(CoordinatorBase):
         by_leader = self.markers.leaders(
             sorted(metadata.partitions if partitions is None else partitions)
         )
-        local = by_leader.pop(self.broker.broker_id, [])
+        local = by_leader.pop(self.broker_id, [])
         results = (
             write_markers(
-                self.broker,
+                self.replicas,
+                self.group_offsets,
                 marker.producer_id,
                 marker.producer_epoch,
                 marker.coordinator_epoch,
@@ -309,7 +310,7 @@ class TransactionCoordinator(CoordinatorBase):
         )
         remaining = {tp for tp, code in results.items() if code not in FINAL_ERRORS}
         # Written here, but not yet on every ISR member: waited for like remote markers.
-        replicating = unreplicated(self.broker, [tp for tp, code in results.items() if code == 0])
+        replicating = unreplicated(self.replicas, [tp for tp, code in results.items() if code == 0])
         if not by_leader and not replicating:
             return self._markers_written(metadata, remaining)
         self._unfinished[transactional_id] = (
@@ -333,7 +334,7 @@ class TransactionCoordinator(CoordinatorBase):
         try:
             sent, replicated = await asyncio.gather(
                 self.markers.send(marker, by_leader),
-                wait_markers_replicated(self.broker, replicating),
+                wait_markers_replicated(self.replicas, replicating),
             )
             results = {**sent, **replicated}
         finally:
@@ -424,18 +425,22 @@ class TransactionCoordinator(CoordinatorBase):
         return NONE
 
     # --- InitProducerId ---------------------------------------------------------------------
-    def init_producer_id(
+    async def init_producer_id(
         self,
         transactional_id: str | None,
         txn_timeout_ms: int,
         expected_producer_id: int = NO_PRODUCER_ID,
         expected_epoch: int = NO_PRODUCER_EPOCH,
     ) -> tuple[int, int, int]:
-        """``(error code, producer id, epoch)`` for a producer starting (or recovering)."""
+        """``(error code, producer id, epoch)`` for a producer starting (or recovering).
+
+        Reserving a new block of producer ids is the only wait (a metadata-store write,
+        once per 1,000 ids); what it changes is checked again after it.
+        """
         if transactional_id is None:
             # Idempotent producer: a fresh id; its epoch only changes at the partitions.
             try:
-                return NONE, self.producer_ids.generate(), 0
+                return NONE, await self.producer_ids.generate(), 0
             except KafkaError as exc:
                 log.error("cannot allocate a producer id: %s", exc)
                 return E.COORDINATOR_NOT_AVAILABLE, NO_PRODUCER_ID, NO_PRODUCER_EPOCH
@@ -450,14 +455,20 @@ class TransactionCoordinator(CoordinatorBase):
         metadata = self.transactions.get(transactional_id)
         if metadata is None:
             try:
-                producer_id = self.producer_ids.generate()
+                producer_id = await self.producer_ids.generate()
             except KafkaError as exc:
                 log.error("cannot allocate a producer id: %s", exc)
                 return E.COORDINATOR_NOT_AVAILABLE, *failed
-            metadata = TransactionMetadata(
-                transactional_id, producer_id, NO_PRODUCER_EPOCH, txn_timeout_ms
+            code = self.coordinator_error(transactional_id)
+            if code:  # resigned while the block was reserved
+                return code, *failed
+            # A concurrent InitProducerId of the same id may have created it meanwhile.
+            metadata = self.transactions.setdefault(
+                transactional_id,
+                TransactionMetadata(
+                    transactional_id, producer_id, NO_PRODUCER_EPOCH, txn_timeout_ms
+                ),
             )
-            self.transactions[transactional_id] = metadata
         if metadata.pending_state is not None:
             return E.CONCURRENT_TRANSACTIONS, *failed
         expected = expected_producer_id != NO_PRODUCER_ID
@@ -484,7 +495,13 @@ class TransactionCoordinator(CoordinatorBase):
             return E.CONCURRENT_TRANSACTIONS, *failed
         producer_id, epoch = metadata.producer_id, metadata.producer_epoch + 1
         if metadata.is_epoch_exhausted or metadata.producer_id == NO_PRODUCER_ID:
-            producer_id, epoch = self.producer_ids.generate(), 0
+            try:
+                producer_id, epoch = await self.producer_ids.generate(), 0
+            except KafkaError as exc:
+                log.error("cannot allocate a producer id: %s", exc)
+                return E.COORDINATOR_NOT_AVAILABLE, *failed
+            if metadata.pending_state is not None or not metadata.state.is_complete:
+                return E.CONCURRENT_TRANSACTIONS, *failed  # changed while the block was reserved
         transit = metadata.transit(
             TxnState.EMPTY,
             now_ms(),
@@ -546,16 +563,7 @@ class TransactionCoordinator(CoordinatorBase):
 
     def offsets_partition_for(self, group_id: str) -> TopicPartition:
         """The ``__consumer_offsets`` partition a group's offsets go to (AddOffsetsToTxn)."""
-        coordinator = getattr(self.broker, "group_coordinator", None)
-        if coordinator is not None and hasattr(coordinator, "partition_for"):
-            return OFFSETS_TOPIC, coordinator.partition_for(group_id)
-        topic = self.broker.metadata.get_topic(OFFSETS_TOPIC)
-        count = (
-            len(topic.partitions)
-            if topic is not None
-            else getattr(self.config, "offsets_topic_num_partitions", 50)
-        )
-        return OFFSETS_TOPIC, state_log.partition_for(group_id, count)
+        return OFFSETS_TOPIC, self.group_offsets.partition_for(group_id)
 
     # --- EndTxn -----------------------------------------------------------------------------
     def end_transaction(
@@ -670,8 +678,7 @@ class TransactionCoordinator(CoordinatorBase):
         """Remove ids with no transaction for ``transactional.id.expiration.ms``."""
         now = now_ms() if now is None else now
         expiration = self.config.transactional_id_expiration_ms
-        replicas = self.broker.replica_manager
-        assert replicas is not None
+        replicas = self.replicas
         removed = 0
         for transactional_id, metadata in list(self.transactions.items()):
             if (
@@ -696,9 +703,7 @@ class TransactionCoordinator(CoordinatorBase):
     def expire_producer_ids(self, now: int | None = None) -> int:
         """Remove producer state idle for ``producer.id.expiration.ms`` from every partition."""
         now = now_ms() if now is None else now
-        log_manager = self.broker.log_manager
-        if log_manager is None:
-            return 0
+        log_manager = self.replicas.log_manager
         expiration = self.config.producer_id_expiration_ms
         return sum(
             partition_log.remove_expired_producers(now, expiration)

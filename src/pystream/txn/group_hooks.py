@@ -7,7 +7,7 @@ its transaction (``send_offsets_to_transaction``):
    ``__consumer_offsets`` partition to the transaction — it asks the group
    coordinator which one (:meth:`TxnOffsetStore.partition_for`);
 2. TxnOffsetCommit (sent to the *group* coordinator; its handler lives in
-   :mod:`pystream.txn.handlers`): the offsets are written to that partition as
+   :mod:`pystream.broker.apis.transactions`): the offsets are written to that partition as
    a transactional batch (the producer's id and epoch, no sequence) and kept
    *pending* by the group coordinator (:meth:`TxnOffsetStore.commit_transactional_offsets`);
 3. EndTxn: the commit/abort marker is appended to the partition like to every
@@ -17,7 +17,9 @@ its transaction (``send_offsets_to_transaction``):
    When the group coordinator replays the partition (at startup) it applies
    transactional offsets only at their COMMIT marker.
 
-The broker finds the group coordinator as ``broker.group_coordinator``.
+The broker hands its group coordinator to the transaction coordinator (and to
+the WriteTxnMarkers handler) as a :class:`TxnOffsetStore`: transactions never
+import the group package.
 """
 
 from __future__ import annotations
@@ -53,20 +55,13 @@ class TxnOffsetStore(Protocol):
         pending for the producer id.  An error code per partition (0 = stored)."""
         ...
 
+    async def wait_loaded(self) -> None:
+        """Until every ``__consumer_offsets`` partition being loaded is loaded."""
+        ...
+
     def complete_transaction(
         self, producer_id: int, partitions: Iterable[int], committed: bool
     ) -> None:
         """A marker of ``producer_id`` was appended to these ``__consumer_offsets``
         partitions: its pending offsets become committed (``committed``) or are dropped."""
         ...
-
-
-def group_offset_store(broker: object) -> TxnOffsetStore | None:
-    """The broker's group coordinator if it implements the hooks above, else None."""
-    store = getattr(broker, "group_coordinator", None)
-    if store is None or not all(
-        hasattr(store, name)
-        for name in ("partition_for", "commit_transactional_offsets", "complete_transaction")
-    ):
-        return None
-    return store  # type: ignore[return-value]

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pystream._core import records as core_records
+from pystream.clock import now_ms
 from pystream.cluster.broker_channel import BrokerChannel, BrokerChannels, ChannelError
 from pystream.cluster.metadata.model import OFFSETS_TOPIC
 from pystream.errors import ErrorCode, KafkaError, UnsupportedVersionError
@@ -36,11 +37,11 @@ from pystream.protocol.messages.write_txn_markers import (
     WriteTxnMarkersResponse,
 )
 from pystream.storage.log import AppendOrigin
-from pystream.txn.group_hooks import group_offset_store
-from pystream.txn.state_log import now_ms
 
 if TYPE_CHECKING:
-    from pystream.broker.server import Broker
+    from pystream.cluster.metadata.store import MetadataStore
+    from pystream.cluster.replication.replica_manager import ReplicaManager
+    from pystream.txn.group_hooks import TxnOffsetStore
 
 log = logging.getLogger(__name__)
 E = ErrorCode
@@ -61,7 +62,8 @@ FINAL_ERRORS = frozenset(
 
 
 def write_markers(
-    broker: Broker,
+    replicas: ReplicaManager,
+    group_offsets: TxnOffsetStore | None,
     producer_id: int,
     producer_epoch: int,
     coordinator_epoch: int,
@@ -73,8 +75,6 @@ def write_markers(
     Then tells the group coordinator about ``__consumer_offsets`` partitions
     that got one, so the transaction's offsets become visible (or are dropped).
     """
-    replicas = broker.replica_manager
-    assert replicas is not None
     partitions = list(partitions)
     if producer_id < 0 or producer_epoch < 0:
         # Markers belong to a producer; a request without one is refused per partition.
@@ -108,9 +108,8 @@ def write_markers(
         if topic == OFFSETS_TOPIC:
             offsets_partitions.append(partition)
     if offsets_partitions:
-        store = group_offset_store(broker)
-        if store is not None:
-            store.complete_transaction(producer_id, offsets_partitions, committed)
+        if group_offsets is not None:
+            group_offsets.complete_transaction(producer_id, offsets_partitions, committed)
         else:
             log.warning(
                 "no group coordinator to complete the transactional offsets of producer %d",
@@ -123,11 +122,11 @@ def write_markers(
 MARKER_REPLICATION_TIMEOUT_MS = 30_000
 
 
-def unreplicated(broker: Broker, partitions: Iterable[TopicPartition]) -> list[TopicPartition]:
+def unreplicated(
+    replicas: ReplicaManager, partitions: Iterable[TopicPartition]
+) -> list[TopicPartition]:
     """Of ``partitions`` led here, those whose log end (the marker just written) is not yet
     below the high watermark: the ISR does not have it yet."""
-    replicas = broker.replica_manager
-    assert replicas is not None
     waiting = []
     for topic, index in partitions:
         partition = replicas.partition(topic, index)
@@ -137,13 +136,11 @@ def unreplicated(broker: Broker, partitions: Iterable[TopicPartition]) -> list[T
 
 
 async def wait_markers_replicated(
-    broker: Broker, partitions: Iterable[TopicPartition]
+    replicas: ReplicaManager, partitions: Iterable[TopicPartition]
 ) -> dict[TopicPartition, int]:
     """Until every ISR member has the markers just written to ``partitions`` (Kafka appends
     markers with acks=all: a marker lost with its leader would leave the transaction open
     in that partition for good); an error code per partition, retried by the coordinator."""
-    replicas = broker.replica_manager
-    assert replicas is not None
     targets = []
     results: dict[TopicPartition, int] = {}
     for topic, index in partitions:
@@ -271,8 +268,11 @@ class MarkerSender:
     """Writes a transaction's markers where its partitions are led: here, or elsewhere with
     WriteTxnMarkers over one persistent channel per destination broker."""
 
-    def __init__(self, broker: Broker, channels: BrokerChannels | None) -> None:
-        self.broker = broker
+    def __init__(
+        self, broker_id: int, metadata: MetadataStore, channels: BrokerChannels | None
+    ) -> None:
+        self.broker_id = broker_id
+        self.metadata = metadata
         # None on a single node: every partition is led here.
         self.channels = channels
         self._destinations: dict[int, _Destination] = {}
@@ -280,12 +280,12 @@ class MarkerSender:
     def leaders(self, partitions: Iterable[TopicPartition]) -> dict[int, list[TopicPartition]]:
         """The partitions by leader id, as the metadata says now (-1: no leader, or the
         partition is unknown; on a single node everything is led here)."""
-        me = self.broker.broker_id
+        me = self.broker_id
         by_leader: dict[int, list[TopicPartition]] = {}
         for topic, partition in partitions:
             leader = me
             if self.channels is not None:
-                known = self.broker.metadata.get_topic(topic)
+                known = self.metadata.get_topic(topic)
                 state = known.partitions.get(partition) if known is not None else None
                 leader = state.leader if state is not None else -1
             by_leader.setdefault(leader, []).append((topic, partition))

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from pystream._core import records as core_records
+from pystream.clock import now_ms
 from pystream.cluster.metadata.model import TRANSACTION_STATE_TOPIC
 from pystream.errors import ErrorCode, KafkaError
 from pystream.protocol.codec import ProtocolDecodeError
@@ -44,9 +44,6 @@ def partition_for(transactional_id: str, num_partitions: int) -> int:
     h = java_string_hash(transactional_id)
     return (0 if h == -(2**31) else abs(h)) % num_partitions
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def append_state(

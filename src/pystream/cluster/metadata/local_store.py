@@ -1,26 +1,34 @@
 """Single-node metadata store: topics and their configs in one local JSON file.
 
 ``pystream serve`` without ``zookeeper.connect`` keeps cluster metadata here
-and is its own controller.  Every change is written atomically before it is
-acknowledged, so a crash leaves either the old or the new metadata.
+and is its own controller.  Every change is written atomically (and fsynced)
+before it is acknowledged, so a crash leaves either the old or the new
+metadata; the ``async`` writes of :class:`~pystream.cluster.metadata.store.MetadataStore`
+do that in a thread.  Producer-id blocks are reserved in a file beside it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import uuid
 from pathlib import Path
 
 from pystream.cluster.metadata.model import (
+    MAX_PRODUCER_ID,
     PartitionState,
+    ProducerIdBlock,
     TopicMetadata,
     collision_name,
     validate_topic_name,
 )
+from pystream.cluster.metadata.store import BrokerEndpoint
 from pystream.errors import (
     InvalidPartitionsError,
     InvalidReplicaAssignmentError,
     InvalidReplicationFactorError,
+    InvalidRequestError,
     InvalidTopicException,
     KafkaStorageError,
     TopicAlreadyExistsError,
@@ -30,6 +38,7 @@ from pystream.fileutil import atomic_write
 from pystream.storage.meta_properties import generate_cluster_id
 
 METADATA_FILE = "pystream-metadata.json"
+PRODUCER_ID_BLOCK_FILE = "producer-id-block.json"
 FORMAT_VERSION = 1
 ZERO_UUID = uuid.UUID(int=0)
 
@@ -39,8 +48,14 @@ class LocalMetadataStore:
 
     def __init__(self, directory: str | Path, broker_id: int) -> None:
         self.path = Path(directory) / METADATA_FILE
+        self.producer_id_block_path = Path(directory) / PRODUCER_ID_BLOCK_FILE
         self.broker_id = broker_id
         self._topics: dict[str, TopicMetadata] = {}
+        # Writes run in threads (one at a time); reads on the loop see whole dict operations.
+        self._lock = threading.Lock()
+        # (listener name, host, port) this broker advertises, set once its listeners are bound.
+        self._endpoints: list[tuple[str, str, int]] = []
+        self._rack: str | None = None
         self.cluster_id = generate_cluster_id()
         if self.path.exists():
             self._load()
@@ -86,6 +101,27 @@ class LocalMetadataStore:
 
     def live_brokers(self) -> list[int]:
         return [self.broker_id]
+
+    @property
+    def controller_id(self) -> int:
+        """A single node is its own controller."""
+        return self.broker_id
+
+    def register(self, endpoints: list[tuple[str, str, int]], rack: str | None = None) -> None:
+        """Record this broker's advertised (listener name, host, port)s once they are bound."""
+        self._endpoints = list(endpoints)
+        self._rack = rack
+
+    def broker_endpoints(self, listener_name: str | None) -> list[BrokerEndpoint]:
+        if not self._endpoints:
+            return []
+        name, host, port = next(
+            (e for e in self._endpoints if e[0] == listener_name), self._endpoints[0]
+        )
+        return [(self.broker_id, host, port, self._rack)]
+
+    def deletion_pending(self, name: str) -> bool:
+        return False  # a single node deletes at once
 
     # -- changes -------------------------------------------------------------
     def check_create_topic(
@@ -175,7 +211,7 @@ class LocalMetadataStore:
             name=name, topic_id=ZERO_UUID, partitions=partitions, configs=dict(configs or {})
         )
 
-    def create_topic(
+    def create_topic_blocking(
         self,
         name: str,
         num_partitions: int,
@@ -185,23 +221,25 @@ class LocalMetadataStore:
     ) -> TopicMetadata:
         """Create a topic (led by this broker unless ``assignments`` says otherwise); raises a
         Kafka error on bad input."""
-        topic = self.plan_topic(name, num_partitions, replication_factor, configs, assignments)
-        topic.topic_id = uuid.uuid4()
-        self._topics[name] = topic
-        self._save()
+        with self._lock:
+            topic = self.plan_topic(name, num_partitions, replication_factor, configs, assignments)
+            topic.topic_id = uuid.uuid4()
+            self._topics[name] = topic
+            self._save()
         return topic
 
     def _new_partition(self, replicas: list[int] | None = None) -> PartitionState:
         replicas = list(replicas) if replicas else [self.broker_id]
         return PartitionState(replicas=replicas, leader=replicas[0], isr=list(replicas))
 
-    def delete_topic(self, name: str) -> TopicMetadata:
-        topic = self._require(name)
-        del self._topics[name]
-        self._save()
+    def delete_topic_blocking(self, name: str) -> TopicMetadata:
+        with self._lock:
+            topic = self._require(name)
+            del self._topics[name]
+            self._save()
         return topic
 
-    def create_partitions(
+    def create_partitions_blocking(
         self,
         name: str,
         total: int,
@@ -234,17 +272,90 @@ class LocalMetadataStore:
             replication_factor = len(topic.partitions[min(topic.partitions)].replicas)
             self._check_assignments(assignments, replication_factor)
         if not validate_only:
-            for i, partition in enumerate(new):
-                replicas = assignments[i] if assignments is not None else None
-                topic.partitions[partition] = self._new_partition(replicas)
-            self._save()
+            with self._lock:
+                for i, partition in enumerate(new):
+                    replicas = assignments[i] if assignments is not None else None
+                    topic.partitions[partition] = self._new_partition(replicas)
+                self._save()
         return new
 
-    def set_topic_configs(self, name: str, configs: dict[str, str]) -> None:
+    def set_topic_configs_blocking(self, name: str, configs: dict[str, str]) -> None:
         """Replace a topic's config overrides (callers validate them first)."""
-        topic = self._require(name)
-        topic.configs = dict(configs)
-        self._save()
+        with self._lock:
+            topic = self._require(name)
+            topic.configs = dict(configs)
+            self._save()
+
+    # -- the MetadataStore writes: the file is written (and fsynced) in a thread ----------
+    async def create_topic(
+        self,
+        name: str,
+        num_partitions: int,
+        replication_factor: int = 1,
+        configs: dict[str, str] | None = None,
+        assignments: dict[int, list[int]] | None = None,
+    ) -> TopicMetadata:
+        """Create a topic; see :meth:`create_topic_blocking`."""
+        return await asyncio.to_thread(
+            self.create_topic_blocking,
+            name,
+            num_partitions,
+            replication_factor,
+            configs,
+            assignments,
+        )
+
+    async def delete_topic(self, name: str) -> TopicMetadata:
+        return await asyncio.to_thread(self.delete_topic_blocking, name)
+
+    async def create_partitions(
+        self,
+        name: str,
+        total: int,
+        assignments: list[list[int]] | None = None,
+        *,
+        validate_only: bool = False,
+    ) -> list[int]:
+        if validate_only:  # nothing is written
+            return self.create_partitions_blocking(name, total, assignments, validate_only=True)
+        return await asyncio.to_thread(self.create_partitions_blocking, name, total, assignments)
+
+    async def set_topic_configs(self, name: str, configs: dict[str, str]) -> None:
+        await asyncio.to_thread(self.set_topic_configs_blocking, name, configs)
+
+    async def update_isr(
+        self, topic: str, partition: int, isr: list[int], leader_epoch: int, partition_epoch: int
+    ) -> PartitionState:
+        """A single node is every partition's only replica: its ISR never changes."""
+        raise InvalidRequestError("a single node has no ISR to change")
+
+    async def allocate_producer_ids(self, broker_id: int, size: int) -> ProducerIdBlock:
+        return await asyncio.to_thread(self.allocate_producer_ids_blocking, broker_id, size)
+
+    # -- producer ids ------------------------------------------------------------------
+    def _next_free_producer_id(self) -> int:
+        path = self.producer_id_block_path
+        if not path.exists():
+            return 0
+        try:
+            return int(json.loads(path.read_text())["next_producer_id"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KafkaStorageError(
+                f"cannot read {path}: {exc}. Producer ids would risk being reused; restore "
+                "the file, or write a next_producer_id above every id in use"
+            ) from exc
+
+    def allocate_producer_ids_blocking(self, broker_id: int, size: int) -> ProducerIdBlock:
+        """Reserve ids ``next .. next + size - 1`` in ``producer-id-block.json``."""
+        with self._lock:
+            first = self._next_free_producer_id()
+            if first + size - 1 > MAX_PRODUCER_ID:
+                raise KafkaStorageError("producer ids are exhausted")
+            data = {"version": 1, "broker_id": broker_id, "next_producer_id": first + size}
+            # Durable before any id of the block is handed out: a crash can skip ids, never
+            # repeat one.
+            atomic_write(self.producer_id_block_path, json.dumps(data).encode())
+        return ProducerIdBlock(broker_id, first, size)
 
     def _require(self, name: str) -> TopicMetadata:
         topic = self._topics.get(name)

@@ -14,6 +14,8 @@ from pystream.errors import FencedLeaderEpochError, UnknownLeaderEpochError
 from pystream.storage.log_manager import validate_topic_name
 
 __all__ = [
+    "MAX_PRODUCER_ID",
+    "ProducerIdBlock",
     "INTERNAL_TOPICS",
     "OFFSETS_TOPIC",
     "TRANSACTION_STATE_TOPIC",
@@ -27,6 +29,7 @@ __all__ = [
 OFFSETS_TOPIC = "__consumer_offsets"
 TRANSACTION_STATE_TOPIC = "__transaction_state"
 INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC})
+MAX_PRODUCER_ID = 2**63 - 1
 
 
 def collision_name(name: str) -> str:
@@ -106,3 +109,16 @@ class TopicMetadata:
             partitions={int(p): PartitionState.from_json(s) for p, s in data["partitions"].items()},
             configs=dict(data.get("configs", {})),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerIdBlock:
+    """Ids ``first .. first + size - 1``, reserved for one broker."""
+
+    broker_id: int
+    first: int
+    size: int
+
+    @property
+    def last(self) -> int:
+        return self.first + self.size - 1

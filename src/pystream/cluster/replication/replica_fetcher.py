@@ -36,7 +36,9 @@ from pystream.protocol.messages.offset_for_leader_epoch import OffsetForLeaderEp
 from pystream.storage.log import Log
 
 if TYPE_CHECKING:
-    from pystream.broker.server import Broker
+    from pystream.cluster.metadata.store import MetadataStore
+    from pystream.cluster.replication.replica_manager import ReplicaManager
+    from pystream.config import BrokerConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,25 +77,34 @@ class FetchState:
 class ReplicaFetcherManager:
     """The fetchers of one broker, by source (leader) broker id."""
 
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self.config = broker.config
+    def __init__(
+        self,
+        config: BrokerConfig,
+        *,
+        broker_id: int,
+        metadata: MetadataStore,
+        replicas: ReplicaManager,
+        listener_name: str,
+    ) -> None:
+        """``listener_name``: the listener of the leaders that followers connect to."""
+        self.config = config
+        self.broker_id = broker_id
+        self.metadata = metadata
+        self.replicas = replicas
         self._fetchers: dict[int, ReplicaFetcher] = {}
         self._leader_of: dict[tuple[str, int], int] = {}
         self._stopping: set[asyncio.Task[None]] = set()
-        self._listener_name = broker.advertised_listeners[0].name
+        self._listener_name = listener_name
 
     def endpoint(self, broker_id: int) -> tuple[str, int] | None:
         """Where a leader is reached.  Each fetcher keeps its own connection: a fetch long
         poll must not delay other inter-broker requests such as transaction markers."""
-        return broker_endpoint(self.broker.metadata, broker_id, self._listener_name)
+        return broker_endpoint(self.metadata, broker_id, self._listener_name)
 
     def add_partition(self, topic: str, index: int, leader: int, leader_epoch: int) -> None:
         """Follow ``topic-index`` from ``leader`` in ``leader_epoch`` (truncating first)."""
         self.remove_partition(topic, index)
-        replicas = self.broker.replica_manager
-        assert replicas is not None
-        partition = replicas.partition(topic, index)
+        partition = self.replicas.partition(topic, index)
         if partition is None:
             return
         fetcher = self._fetchers.get(leader)
@@ -132,14 +143,14 @@ class ReplicaFetcher:
 
     def __init__(self, manager: ReplicaFetcherManager, source_broker_id: int) -> None:
         self.manager = manager
-        self.broker = manager.broker
+        self.broker_id = manager.broker_id
         self.config = manager.config
         self.source_broker_id = source_broker_id
         self.partitions: dict[tuple[str, int], FetchState] = {}
         self._channel = BrokerChannel(
             source_broker_id,
             manager.endpoint,
-            client_id=f"broker-{self.broker.broker_id}-fetcher-{source_broker_id}",
+            client_id=f"broker-{self.broker_id}-fetcher-{source_broker_id}",
             request_timeout_ms=self.config.replica_socket_timeout_ms,
             connect_timeout_ms=self.config.replica_socket_timeout_ms,
         )
@@ -241,7 +252,7 @@ class ReplicaFetcher:
             )
             sent[(state.topic, state.index)] = (state, epoch)
         request = OffsetForLeaderEpochRequest(
-            replica_id=self.broker.broker_id,
+            replica_id=self.broker_id,
             topics=[
                 OffsetForLeaderEpochRequest.OffsetForLeaderTopic(topic=t, partitions=ps)
                 for t, ps in by_topic.items()
@@ -318,7 +329,7 @@ class ReplicaFetcher:
         # A partition added meanwhile waits at most one long poll.
         wait_ms = config.replica_fetch_wait_max_ms if len(ready) == len(self.partitions) else 0
         request = FetchRequest(
-            replica_id=self.broker.broker_id,
+            replica_id=self.broker_id,
             max_wait_ms=wait_ms,
             min_bytes=config.replica_fetch_min_bytes,
             max_bytes=config.replica_fetch_response_max_bytes,

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pystream.clock import now_ms
 from pystream.cluster.metadata.model import PartitionState
 from pystream.errors import (
     KafkaError,
@@ -55,9 +55,6 @@ class Fetcher(Protocol):
 
     def remove_partition(self, topic: str, index: int) -> None: ...
 
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(slots=True)
@@ -113,7 +110,7 @@ class ReplicaManager:
         partition_exists: Callable[[str, int], bool] | None = None,
         *,
         replica_lag_time_max_ms: int = 30_000,
-        clock: Callable[[], int] = _now_ms,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self.broker_id = broker_id
         self.log_manager = log_manager

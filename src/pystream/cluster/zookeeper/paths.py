@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
 from dataclasses import dataclass, field
 
+from pystream.clock import now_ms
 from pystream.errors import InvalidConfigError
 
 __all__ = [
@@ -149,10 +149,6 @@ def parse_connect(connect: str) -> tuple[str, str]:
 
 
 # --- values ----------------------------------------------------------------------------------
-def _now_ms() -> str:
-    return str(int(time.time() * 1000))
-
-
 def _dumps(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
@@ -212,6 +208,18 @@ class BrokerInfo:
     rack: str | None = None
     epoch: int = -1
 
+    def endpoint_for(self, listener_name: str | None) -> EndPoint | None:
+        """The endpoint clients on ``listener_name`` use: that listener's, else the first
+        PLAINTEXT one, else the first; None if the broker advertises none."""
+        if not self.endpoints:
+            return None
+        return next(
+            (e for e in self.endpoints if e.listener_name == listener_name),
+            next(
+                (e for e in self.endpoints if e.security_protocol == "PLAINTEXT"), self.endpoints[0]
+            ),
+        )
+
     def to_bytes(self) -> bytes:
         plaintext = next((e for e in self.endpoints if e.security_protocol == "PLAINTEXT"), None)
         value: dict[str, object] = {
@@ -224,7 +232,7 @@ class BrokerInfo:
             "port": plaintext.port if plaintext else -1,
             "host": plaintext.host if plaintext else None,
             "version": 5,
-            "timestamp": _now_ms(),
+            "timestamp": str(now_ms()),
         }
         if self.rack is not None:
             value["rack"] = self.rack
@@ -352,7 +360,7 @@ def decode_config(data: bytes, path: str = "config") -> dict[str, str]:
 
 
 def encode_controller(broker_id: int) -> bytes:
-    return _dumps({"version": 1, "brokerid": broker_id, "timestamp": _now_ms()})
+    return _dumps({"version": 1, "brokerid": broker_id, "timestamp": str(now_ms())})
 
 
 def decode_controller(data: bytes) -> int:

@@ -16,9 +16,9 @@ from typing import Any
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
+from pystream.cluster.metadata.model import MAX_PRODUCER_ID, ProducerIdBlock
 from pystream.cluster.zookeeper.paths import PRODUCER_ID_BLOCK
 from pystream.errors import KafkaStorageError
-from pystream.txn.producer_ids import MAX_PRODUCER_ID, ProducerIdBlock
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def decode_block(data: bytes) -> ProducerIdBlock | None:
 
 
 class ZkProducerIdBlockStore:
-    """A :class:`~pystream.txn.producer_ids.ProducerIdBlockStore` for a cluster."""
+    """Producer-id blocks reserved cluster-wide in ZooKeeper."""
 
     def __init__(self, client: Any) -> None:
         # A KazooClient, or a TimedClient (the metadata store's: calls with a deadline).

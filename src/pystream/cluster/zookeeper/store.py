@@ -34,7 +34,8 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
 from pystream.cluster.metadata.local_store import LocalMetadataStore
-from pystream.cluster.metadata.model import PartitionState, TopicMetadata
+from pystream.cluster.metadata.model import PartitionState, ProducerIdBlock, TopicMetadata
+from pystream.cluster.metadata.store import BrokerEndpoint
 from pystream.cluster.zookeeper.assignment import assign_replicas
 from pystream.cluster.zookeeper.cache import (
     BrokerChange,
@@ -87,7 +88,6 @@ from pystream.errors import (
     UnknownTopicOrPartitionError,
 )
 from pystream.storage.meta_properties import generate_cluster_id
-from pystream.txn.producer_ids import ProducerIdBlock
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,15 @@ class ZkMetadataStore:
         return sorted(self.cache.brokers)
 
     # --- cluster-only queries
+    def broker_endpoints(self, listener_name: str | None) -> list[BrokerEndpoint]:
+        """(id, host, port, rack) of every registered broker on ``listener_name``."""
+        result: list[BrokerEndpoint] = []
+        for broker_id, info in sorted(self.brokers().items()):
+            endpoint = info.endpoint_for(listener_name)
+            if endpoint is not None:
+                result.append((broker_id, endpoint.host, endpoint.port, info.rack))
+        return result
+
     def brokers(self) -> dict[int, BrokerInfo]:
         """Registered brokers (endpoints, rack, broker epoch) by id (do not mutate)."""
         return self.cache.brokers
@@ -237,7 +246,7 @@ class ZkMetadataStore:
         return TopicMetadata(name, ZERO_UUID, partitions, dict(configs or {}))
 
     @kafka_errors
-    def create_topic(
+    def create_topic_blocking(
         self,
         name: str,
         num_partitions: int,
@@ -320,7 +329,7 @@ class ZkMetadataStore:
         )
 
     @kafka_errors
-    def delete_topic(self, name: str) -> TopicMetadata:
+    def delete_topic_blocking(self, name: str) -> TopicMetadata:
         """Ask the controller to delete ``name`` (``/admin/delete_topics/<name>``).
 
         Returns at once with the topic as it was; it leaves :meth:`topics` when the
@@ -342,7 +351,7 @@ class ZkMetadataStore:
         return self.zk.exists(delete_topic_path(name)) is not None
 
     @kafka_errors
-    def create_partitions(
+    def create_partitions_blocking(
         self,
         name: str,
         total: int,
@@ -430,7 +439,7 @@ class ZkMetadataStore:
         raise KafkaStorageError(f"could not add partitions to {name}: it keeps changing")
 
     @kafka_errors
-    def set_topic_configs(self, name: str, configs: dict[str, str]) -> None:
+    def set_topic_configs_blocking(self, name: str, configs: dict[str, str]) -> None:
         """Replace a topic's config overrides (callers validate them first).
 
         Written with the version just read, so a concurrent replacement is never
@@ -455,7 +464,7 @@ class ZkMetadataStore:
         raise KafkaStorageError(f"could not write the configs of {name}: they keep changing")
 
     @kafka_errors
-    def set_broker_configs(self, entity: int | str, configs: dict[str, str]) -> None:
+    def set_broker_configs_blocking(self, entity: int | str, configs: dict[str, str]) -> None:
         """Replace the dynamic config overrides of a broker id or of ``<default>``."""
         path = broker_config_path(entity)
         data = encode_config(configs)
@@ -473,7 +482,7 @@ class ZkMetadataStore:
 
     # === partition state changes by the leader ===================================================
     @kafka_errors
-    def update_isr(
+    def update_isr_blocking(
         self, topic: str, partition: int, isr: list[int], leader_epoch: int, partition_epoch: int
     ) -> PartitionState:
         """The leader (this broker) shrinks or expands a partition's ISR.
@@ -529,9 +538,67 @@ class ZkMetadataStore:
 
     # === producer ids ============================================================================
     @kafka_errors
-    def allocate_block(self, broker_id: int, size: int) -> ProducerIdBlock:
+    def allocate_producer_ids_blocking(self, broker_id: int, size: int) -> ProducerIdBlock:
         """Reserve producer ids cluster-wide (``/latest_producer_id_block``)."""
         return self._producer_ids.allocate_block(broker_id, size)
+
+    # === the MetadataStore writes: ZooKeeper round trips in a thread ============================
+    async def create_topic(
+        self,
+        name: str,
+        num_partitions: int,
+        replication_factor: int = 1,
+        configs: dict[str, str] | None = None,
+        assignments: dict[int, list[int]] | None = None,
+    ) -> TopicMetadata:
+        """See :meth:`create_topic_blocking`."""
+        return await asyncio.to_thread(
+            self.create_topic_blocking,
+            name,
+            num_partitions,
+            replication_factor,
+            configs,
+            assignments,
+        )
+
+    async def delete_topic(self, name: str) -> TopicMetadata:
+        """See :meth:`delete_topic_blocking`."""
+        return await asyncio.to_thread(self.delete_topic_blocking, name)
+
+    async def create_partitions(
+        self,
+        name: str,
+        total: int,
+        assignments: list[list[int]] | None = None,
+        *,
+        validate_only: bool = False,
+    ) -> list[int]:
+        """See :meth:`create_partitions_blocking`."""
+        return await asyncio.to_thread(
+            lambda: self.create_partitions_blocking(
+                name, total, assignments, validate_only=validate_only
+            )
+        )
+
+    async def set_topic_configs(self, name: str, configs: dict[str, str]) -> None:
+        """See :meth:`set_topic_configs_blocking`."""
+        await asyncio.to_thread(self.set_topic_configs_blocking, name, configs)
+
+    async def set_broker_configs(self, entity: int | str, configs: dict[str, str]) -> None:
+        """See :meth:`set_broker_configs_blocking`."""
+        await asyncio.to_thread(self.set_broker_configs_blocking, entity, configs)
+
+    async def update_isr(
+        self, topic: str, partition: int, isr: list[int], leader_epoch: int, partition_epoch: int
+    ) -> PartitionState:
+        """See :meth:`update_isr_blocking`."""
+        return await asyncio.to_thread(
+            self.update_isr_blocking, topic, partition, isr, leader_epoch, partition_epoch
+        )
+
+    async def allocate_producer_ids(self, broker_id: int, size: int) -> ProducerIdBlock:
+        """See :meth:`allocate_producer_ids_blocking`."""
+        return await asyncio.to_thread(self.allocate_producer_ids_blocking, broker_id, size)
 
     # === helpers ===============================================================================
     def _controller_epoch(self) -> int:

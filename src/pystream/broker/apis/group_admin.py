@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pystream.broker.apis.groups import coordinator_of
 from pystream.groups.group import ClassicGroup, GroupState
-from pystream.groups.membership_api import coordinator_of
 from pystream.protocol.handlers import api_handler
 from pystream.protocol.messages.delete_groups import DeleteGroupsRequest, DeleteGroupsResponse
 from pystream.protocol.messages.describe_groups import (

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from pystream.protocol.handlers import api_handler
+from pystream.protocol.handlers import HandlerSpec, api_handler
 from pystream.protocol.messages.api_versions import ApiVersionsRequest, ApiVersionsResponse
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
-    from pystream.broker.server import Broker
 
 
-def response_for(broker: Broker, error_code: int = 0) -> ApiVersionsResponse:
+def response_for(handlers: Mapping[int, HandlerSpec], error_code: int = 0) -> ApiVersionsResponse:
     """The advertisement, derived from the broker's handler registry."""
     keys = [
         ApiVersionsResponse.ApiVersion(
             api_key=spec.api_key, min_version=spec.min_version, max_version=spec.max_version
         )
-        for spec in sorted(broker.handlers.values(), key=lambda s: s.api_key)
+        for spec in sorted(handlers.values(), key=lambda s: s.api_key)
     ]
     return ApiVersionsResponse(error_code=error_code, api_keys=keys)
 
@@ -27,4 +27,4 @@ def response_for(broker: Broker, error_code: int = 0) -> ApiVersionsResponse:
 async def handle_api_versions(
     request: ApiVersionsRequest, context: RequestContext
 ) -> ApiVersionsResponse:
-    return response_for(context.broker)
+    return response_for(context.services.handlers)

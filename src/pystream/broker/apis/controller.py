@@ -64,13 +64,13 @@ def _controller(context: RequestContext) -> ZkController | None:
     """This broker's controller if it is the active one; None on a single node.
 
     NotControllerError when another broker (or none) is the controller."""
-    cluster = context.broker.cluster
+    cluster = context.services.cluster
     if cluster is None:
         return None
     controller = cluster.controller
     if controller is None or not controller.active:
         raise NotControllerError(
-            f"broker {context.broker.broker_id} is not the controller "
+            f"broker {context.services.broker_id} is not the controller "
             f"(the controller is {cluster.controller_id})"
         )
     return controller
@@ -88,7 +88,7 @@ async def _outcome(future: Future[T], timeout_ms: int) -> T:
 
 def _local_partitions(context: RequestContext, keys: Iterable[TopicPartition]) -> Outcomes:
     """A single node's view: UNKNOWN_TOPIC_OR_PARTITION for partitions that do not exist."""
-    topics = context.broker.metadata.topics()
+    topics = context.services.metadata.topics()
     outcomes: Outcomes = {}
     for topic, partition in keys:
         known = topics.get(topic)
@@ -227,7 +227,7 @@ def _local_reassignments(
     context: RequestContext, targets: dict[TopicPartition, list[int] | None]
 ) -> Outcomes:
     """A single node: its one replica can only stay where it is."""
-    me = context.broker.broker_id
+    me = context.services.broker_id
     outcomes = _local_partitions(context, targets)
     for key, target in targets.items():
         if outcomes[key] is not None:

@@ -31,7 +31,7 @@ KEY_TYPE_TRANSACTION = 1
 
 
 def coordinator_of(context: RequestContext) -> GroupCoordinator:
-    coordinator = context.broker.group_coordinator
+    coordinator = context.services.group_coordinator
     assert coordinator is not None, "the broker has no group coordinator (not started?)"
     return coordinator
 
@@ -51,13 +51,13 @@ async def _find_coordinator(
     the leader of the key's partition of the coordinator's internal topic, which may be
     another broker.  The topic is created on first use (COORDINATOR_NOT_AVAILABLE while
     fewer brokers are alive than its replication factor, as in Kafka)."""
-    broker = context.broker
+    services = context.services
     coordinator: CoordinatorBase | None
     if key_type == KEY_TYPE_GROUP:
         coordinator = coordinator_of(context)
         partition_for = coordinator.partition_for
     elif key_type == KEY_TYPE_TRANSACTION:
-        coordinator = broker.transaction_coordinator
+        coordinator = services.transaction_coordinator
         if coordinator is None:
             return E.COORDINATOR_NOT_AVAILABLE, "no transaction coordinator", -1, "", -1
         partition_for = coordinator.partition_for
@@ -66,13 +66,13 @@ async def _find_coordinator(
     error = await coordinator.ensure_topic()
     if error:
         return error, f"{coordinator.topic} is not available", -1, "", -1
-    topic = broker.metadata.get_topic(coordinator.topic)
+    topic = services.metadata.get_topic(coordinator.topic)
     state = topic.partitions.get(partition_for(key)) if topic is not None else None
     leader = state.leader if state is not None else -1
-    if leader == broker.broker_id:
-        listener = broker.listener_for(context.connection.listener_name)
-        return 0, None, broker.broker_id, listener.host, listener.port
-    for node_id, host, port, _ in broker.live_brokers(context.connection.listener_name):
+    if leader == services.broker_id:
+        listener = services.listener_for(context.listener_name)
+        return 0, None, services.broker_id, listener.host, listener.port
+    for node_id, host, port, _ in services.live_brokers(context.listener_name):
         if node_id == leader:
             return 0, None, node_id, host, port
     # No leader (its replicas are down) or not registered yet: the client retries.

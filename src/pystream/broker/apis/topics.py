@@ -11,8 +11,8 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from pystream.cluster.admin_common import distinct
-from pystream.cluster.admin_config_entries import topic_config_entries
+from pystream.broker.apis.common import distinct
+from pystream.broker.apis.config_entries import topic_config_entries
 from pystream.cluster.metadata.model import INTERNAL_TOPICS, TopicMetadata
 from pystream.errors import (
     InvalidReplicaAssignmentError,
@@ -33,8 +33,7 @@ from pystream.protocol.messages.delete_topics import DeleteTopicsRequest, Delete
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
-    from pystream.broker.server import Broker
-    from pystream.cluster.topics import TopicManager
+    from pystream.broker.services import BrokerServices
 
 ZERO_UUID = uuid.UUID(int=0)
 CreatableTopicResult = CreateTopicsResponse.CreatableTopicResult
@@ -43,17 +42,11 @@ DeletableTopicResult = DeleteTopicsResponse.DeletableTopicResult
 CreatePartitionsResult = CreatePartitionsResponse.CreatePartitionsTopicResult
 
 
-def _topic_manager(context: RequestContext) -> TopicManager:
-    manager = context.broker.topic_manager
-    assert manager is not None
-    return manager
-
-
 # --- CreateTopics -----------------------------------------------------------------------------
 
 
-def _create_topic(
-    broker: Broker, topic: CreateTopicsRequest.CreatableTopic, validate_only: bool
+async def _create_topic(
+    services: BrokerServices, topic: CreateTopicsRequest.CreatableTopic, validate_only: bool
 ) -> TopicMetadata:
     assignments: dict[int, list[int]] = {}
     for assignment in topic.assignments:
@@ -63,9 +56,8 @@ def _create_topic(
                 f"{assignment.partition_index}"
             )
         assignments[assignment.partition_index] = list(assignment.broker_ids)
-    manager = broker.topic_manager
-    assert manager is not None
-    return manager.create_topic(
+    manager = services.topic_manager
+    return await manager.create_topic(
         topic.name,
         topic.num_partitions,
         topic.replication_factor,
@@ -75,11 +67,10 @@ def _create_topic(
     )
 
 
-def _created(broker: Broker, result: CreatableTopicResult, topic: TopicMetadata) -> None:
+def _created(services: BrokerServices, result: CreatableTopicResult, topic: TopicMetadata) -> None:
     """Fill a successful result: v5+ report the counts and every config with its source,
     v7 the topic id (all zeros for validate_only: nothing was created)."""
-    manager = broker.topic_manager
-    assert manager is not None
+    manager = services.topic_manager
     config = manager.log_config_for(topic.configs)
     result.topic_id = topic.topic_id
     result.num_partitions = len(topic.partitions)
@@ -92,7 +83,7 @@ def _created(broker: Broker, result: CreatableTopicResult, topic: TopicMetadata)
             config_source=int(entry.source),
             is_sensitive=False,
         )
-        for entry in topic_config_entries(broker.config, topic.configs, config)
+        for entry in topic_config_entries(services.config, topic.configs, config)
     ]
 
 
@@ -101,7 +92,7 @@ async def handle_create_topics(
     request: CreateTopicsRequest, context: RequestContext
 ) -> CreateTopicsResponse:
     """Create (or with validate_only, check) each topic; -1 counts mean the broker default."""
-    broker = context.broker
+    services = context.services
     by_name = {topic.name: topic for topic in request.topics}
     results = []
     for name, duplicate in distinct(topic.name for topic in request.topics):
@@ -111,11 +102,11 @@ async def handle_create_topics(
                 raise InvalidRequestError(
                     f"Duplicate topic name {name!r}: the request names it more than once"
                 )
-            topic = _create_topic(broker, by_name[name], request.validate_only)
+            topic = await _create_topic(services, by_name[name], request.validate_only)
         except KafkaError as exc:
             result.error_code, result.error_message = exc.error_code, str(exc)
         else:
-            _created(broker, result, topic)
+            _created(services, result, topic)
         results.append(result)
     return CreateTopicsResponse(topics=results)
 
@@ -123,7 +114,9 @@ async def handle_create_topics(
 # --- DeleteTopics -----------------------------------------------------------------------------
 
 
-def _topic_to_delete(broker: Broker, name: str | None, topic_id: uuid.UUID) -> TopicMetadata:
+def _topic_to_delete(
+    services: BrokerServices, name: str | None, topic_id: uuid.UUID
+) -> TopicMetadata:
     """The topic a DeleteTopics entry names (by name, or by id in v6), if clients may delete
     it: the internal topics hold every group's offsets and every transaction's state."""
     if name is not None and topic_id != ZERO_UUID:
@@ -131,13 +124,13 @@ def _topic_to_delete(broker: Broker, name: str | None, topic_id: uuid.UUID) -> T
     if name is None:
         if topic_id == ZERO_UUID:
             raise InvalidRequestError("Neither topic name nor id were specified.")
-        topic = broker.metadata.topic_by_id(topic_id)
+        topic = services.metadata.topic_by_id(topic_id)
         if topic is None:
             raise UnknownTopicIdError(f"No topic has id {topic_id}")
         _refuse_internal(topic.name)
         return topic
     _refuse_internal(name)
-    topic = broker.metadata.get_topic(name)
+    topic = services.metadata.get_topic(name)
     if topic is None:
         raise UnknownTopicOrPartitionError(f"Topic '{name}' does not exist")
     return topic
@@ -160,8 +153,8 @@ async def handle_delete_topics(
     Clients cannot delete the internal topics (``__consumer_offsets``,
     ``__transaction_state``): INVALID_REQUEST.  (Kafka itself leaves that to ACLs.)
     """
-    broker = context.broker
-    manager = _topic_manager(context)
+    services = context.services
+    manager = context.services.topic_manager
     version = context.api_version
     if version >= 6:
         entries = [(t.name, t.topic_id) for t in request.topics]
@@ -175,9 +168,9 @@ async def handle_delete_topics(
             if duplicate:
                 what = "name" if name is not None else "id"
                 raise InvalidRequestError(f"Duplicate topic {what}.")
-            topic = _topic_to_delete(broker, name, topic_id)
+            topic = _topic_to_delete(services, name, topic_id)
             result.name = topic.name
-            result.topic_id = manager.delete_topic(topic.name).topic_id
+            result.topic_id = (await manager.delete_topic(topic.name)).topic_id
         except TopicDeletionDisabledError as exc:
             # Before v3 clients did not know TOPIC_DELETION_DISABLED.
             error = exc if version >= 3 else InvalidRequestError(str(exc))
@@ -185,18 +178,18 @@ async def handle_delete_topics(
         except KafkaError as exc:
             result.error_code, result.error_message = exc.error_code, str(exc)
         results.append(result)
-    if broker.cluster is not None:
-        await _wait_deleted(broker, results, request.timeout_ms)
+    if services.cluster is not None:
+        await _wait_deleted(services, results, request.timeout_ms)
     return DeleteTopicsResponse(responses=results)
 
 
 async def _wait_deleted(
-    broker: Broker, results: list[DeletableTopicResult], timeout_ms: int
+    services: BrokerServices, results: list[DeletableTopicResult], timeout_ms: int
 ) -> None:
     """Cluster mode: answer once the controller has deleted the topics (as Kafka does), or
     REQUEST_TIMED_OUT for those still there after ``timeout_ms``."""
     names = {r.name for r in results if r.error_code == 0}
-    store = broker.metadata
+    store = services.metadata
     try:
         await store.wait_for(lambda s: not names & set(s.topics()), max(timeout_ms, 0) / 1000)
     except TimeoutError:
@@ -214,7 +207,7 @@ async def handle_create_partitions(
     request: CreatePartitionsRequest, context: RequestContext
 ) -> CreatePartitionsResponse:
     """Grow each topic to its new partition count (never shrink)."""
-    manager = _topic_manager(context)
+    manager = context.services.topic_manager
     by_name = {topic.name: topic for topic in request.topics}
     results = []
     for name, duplicate in distinct(topic.name for topic in request.topics):
@@ -228,7 +221,7 @@ async def handle_create_partitions(
                 if topic.assignments is None
                 else [list(a.broker_ids) for a in topic.assignments]
             )
-            manager.create_partitions(
+            await manager.create_partitions(
                 name, topic.count, assignments, validate_only=request.validate_only
             )
         except KafkaError as exc:

@@ -18,7 +18,7 @@ from pystream.protocol.messages.metadata import MetadataRequest, MetadataRespons
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
-    from pystream.broker.server import Broker
+    from pystream.broker.services import BrokerServices
 
 ZERO_UUID = uuid.UUID(int=0)
 LEADER_NOT_AVAILABLE = 5
@@ -53,24 +53,21 @@ def _error_topic(name: str | None, topic_id: uuid.UUID, exc: KafkaError) -> Topi
     return Topic(error_code=error_code_of(exc), name=name, topic_id=topic_id, partitions=[])
 
 
-async def _auto_create(broker: Broker, name: str) -> TopicMetadata | None:
+async def _auto_create(services: BrokerServices, name: str) -> TopicMetadata | None:
     """Create a missing topic for a Metadata request; internal topics get their own
     settings (compaction, partition counts, replication factor) from their coordinator,
     as Kafka does, and are created off the event loop in cluster mode."""
-    for coordinator in (broker.group_coordinator, broker.transaction_coordinator):
+    for coordinator in (services.group_coordinator, services.transaction_coordinator):
         if coordinator is not None and name == coordinator.topic:
             await coordinator.ensure_topic()
-            return broker.metadata.get_topic(name)
-    assert broker.topic_manager is not None
-    return broker.topic_manager.maybe_auto_create(name)
+            return services.metadata.get_topic(name)
+    return await services.topic_manager.maybe_auto_create(name)
 
 
 @api_handler(3, 0, 12)
 async def handle_metadata(request: MetadataRequest, context: RequestContext) -> MetadataResponse:
-    broker = context.broker
-    store = broker.metadata
-    topics_manager = broker.topic_manager
-    assert topics_manager is not None
+    services = context.services
+    store = services.metadata
     version = context.api_version
     requested = request.topics
     # v0: an empty list means every topic; v1+: null means every topic, [] none.
@@ -100,20 +97,20 @@ async def handle_metadata(request: MetadataRequest, context: RequestContext) -> 
             if topic is None:
                 try:
                     if auto_create:
-                        topic = await _auto_create(broker, name)
+                        topic = await _auto_create(services, name)
                     if topic is None:
                         raise UnknownTopicOrPartitionError(f"topic {name!r} does not exist")
                 except KafkaError as exc:
                     results.append(_error_topic(name, ZERO_UUID, exc))
                     continue
             results.append(_topic_response(topic))
-    live = broker.live_brokers(context.connection.listener_name)
+    live = services.live_brokers(context.listener_name)
     return MetadataResponse(
         brokers=[
             BrokerInfo(node_id=node_id, host=host, port=port, rack=rack)
             for node_id, host, port, rack in live
         ],
         cluster_id=store.cluster_id,
-        controller_id=broker.controller_id,
+        controller_id=services.controller_id,
         topics=results,
     )

@@ -40,9 +40,8 @@ async def handle_delete_records(
     request: DeleteRecordsRequest, context: RequestContext
 ) -> DeleteRecordsResponse:
     """Delete every record below the given offset of each partition."""
-    broker = context.broker
-    replicas = broker.replica_manager
-    assert replicas is not None and broker.log_manager is not None
+    services = context.services
+    replicas = services.replica_manager
     topics = []
     moved = False
     for topic in request.topics:
@@ -62,7 +61,7 @@ async def handle_delete_records(
         topics.append(DeleteRecordsTopicResult(name=topic.name, partitions=partitions))
     if moved:
         # Deleted records must stay deleted after a crash, not come back at the segment base.
-        broker.log_manager.checkpoint_log_start_offsets()
+        services.log_manager.checkpoint_log_start_offsets()
     return DeleteRecordsResponse(topics=topics)
 
 
@@ -78,8 +77,7 @@ async def handle_offset_for_leader_epoch(
     latest epoch ends at the log end offset.  An epoch the cache does not know gives
     leader_epoch -1 and end_offset -1 with no error.
     """
-    replicas = context.broker.replica_manager
-    assert replicas is not None
+    replicas = context.services.replica_manager
     topics = []
     for topic in request.topics:
         partitions = []

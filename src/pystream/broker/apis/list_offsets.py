@@ -49,8 +49,7 @@ def _lookup(
 async def handle_list_offsets(
     request: ListOffsetsRequest, context: RequestContext
 ) -> ListOffsetsResponse:
-    replicas = context.broker.replica_manager
-    assert replicas is not None
+    replicas = context.services.replica_manager
     version = context.api_version
     topics = []
     for topic in request.topics:

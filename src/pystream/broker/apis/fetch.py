@@ -31,7 +31,7 @@ from pystream.storage.log import FetchDataInfo
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
     from pystream.broker.network import Chunk
-    from pystream.broker.server import Broker
+    from pystream.broker.services import BrokerServices
 
 ZERO_UUID = uuid.UUID(int=0)
 READ_COMMITTED = 1  # FetchRequest.isolation_level
@@ -81,8 +81,10 @@ class FetchPlan:
     replica_id: int = -1
 
 
-def _resolve_topics(broker: Broker, request: FetchRequest, version: int) -> list[TopicFetch]:
-    store = broker.metadata
+def _resolve_topics(
+    services: BrokerServices, request: FetchRequest, version: int
+) -> list[TopicFetch]:
+    store = services.metadata
     topics = []
     for fetch_topic in request.topics:
         if version >= 13:
@@ -109,10 +111,9 @@ def _resolve_topics(broker: Broker, request: FetchRequest, version: int) -> list
     return topics
 
 
-def read_plan(broker: Broker, plan: FetchPlan) -> None:
+def read_plan(services: BrokerServices, plan: FetchPlan) -> None:
     """(Re)read every partition of the plan, within the response's byte budget."""
-    replicas = broker.replica_manager
-    assert replicas is not None
+    replicas = services.replica_manager
     remaining = plan.max_bytes
     total = 0
     has_error = False
@@ -198,12 +199,12 @@ def encode_reference(plan: FetchPlan, version: int, correlation_id: int) -> list
 
 @api_handler(1, 4, 16)
 async def handle_fetch(request: FetchRequest, context: RequestContext) -> list[Chunk]:
-    broker = context.broker
+    services = context.services
     version = context.api_version
-    max_bytes = min(request.max_bytes, broker.config.fetch_max_bytes)
+    max_bytes = min(request.max_bytes, services.config.fetch_max_bytes)
     replica_id = request.replica_state.replica_id if version >= 15 else request.replica_id
     plan = FetchPlan(
-        _resolve_topics(broker, request, version),
+        _resolve_topics(services, request, version),
         max_bytes,
         isolation_level=request.isolation_level,
         replica_id=replica_id,
@@ -214,21 +215,20 @@ async def handle_fetch(request: FetchRequest, context: RequestContext) -> list[C
         plan.topics = []
     else:
         if replica_id >= 0:
-            _record_follower_fetches(broker, plan)
-        read_plan(broker, plan)
+            _record_follower_fetches(services, plan)
+        read_plan(services, plan)
         if plan.total_bytes < request.min_bytes and not plan.has_error and request.max_wait_ms > 0:
-            await _wait_for_data(broker, plan, request.min_bytes, request.max_wait_ms)
+            await _wait_for_data(services, plan, request.min_bytes, request.max_wait_ms)
     # Record sets go out as file regions (sendfile) on plaintext; encode_reference is the oracle.
     return encode_fetch_response(
         plan, version, context.header.correlation_id, context.connection.supports_sendfile
     )
 
 
-def _record_follower_fetches(broker: Broker, plan: FetchPlan) -> None:
+def _record_follower_fetches(services: BrokerServices, plan: FetchPlan) -> None:
     """A follower's fetch offsets are its log end offsets: the leader's view of the ISR and
     the high watermark move with them (once per request, before any long poll)."""
-    replicas = broker.replica_manager
-    assert replicas is not None
+    replicas = services.replica_manager
     for topic in plan.topics:
         if topic.error_code:
             continue
@@ -243,12 +243,14 @@ def _record_follower_fetches(broker: Broker, plan: FetchPlan) -> None:
                 continue  # read_plan answers the partition with the same error
 
 
-async def _wait_for_data(broker: Broker, plan: FetchPlan, min_bytes: int, max_wait_ms: int) -> None:
+async def _wait_for_data(
+    services: BrokerServices, plan: FetchPlan, min_bytes: int, max_wait_ms: int
+) -> None:
     def try_complete() -> bool | None:
-        read_plan(broker, plan)
+        read_plan(services, plan)
         return True if plan.total_bytes >= min_bytes or plan.has_error else None
 
     operation = DelayedOperation(try_complete, lambda: False, _partition_keys(plan))
-    expired_without_data = not await broker.fetch_purgatory.wait(operation, max_wait_ms)
+    expired_without_data = not await services.fetch_purgatory.wait(operation, max_wait_ms)
     if expired_without_data:
-        read_plan(broker, plan)  # whatever arrived, even below min_bytes
+        read_plan(services, plan)  # whatever arrived, even below min_bytes

@@ -46,7 +46,7 @@ async def handle_describe_cluster(
     request: DescribeClusterRequest, context: RequestContext
 ) -> DescribeClusterResponse:
     """The brokers (on the listener the client used), the cluster id and the controller."""
-    broker = context.broker
+    services = context.services
     version = context.api_version
     endpoint_type = request.endpoint_type if version >= 1 else ENDPOINT_BROKER
     if endpoint_type != ENDPOINT_BROKER:
@@ -61,12 +61,12 @@ async def handle_describe_cluster(
             cls = UnsupportedEndpointTypeError if version >= 1 else InvalidRequestError
             error = cls(f"Unsupported endpoint type {endpoint_type}")
         return DescribeClusterResponse(error_code=error.error_code, error_message=str(error))
-    live = broker.live_brokers(context.connection.listener_name)
+    live = services.live_brokers(context.listener_name)
     return DescribeClusterResponse(
         error_message=None,
         endpoint_type=ENDPOINT_BROKER,
-        cluster_id=broker.metadata.cluster_id,
-        controller_id=broker.controller_id,
+        cluster_id=services.metadata.cluster_id,
+        controller_id=services.controller_id,
         brokers=[
             ClusterBroker(broker_id=node_id, host=host, port=port, rack=rack)
             for node_id, host, port, rack in live
@@ -118,8 +118,7 @@ async def handle_describe_log_dirs(
     request: DescribeLogDirsRequest, context: RequestContext
 ) -> DescribeLogDirsResponse:
     """Every log dir of this broker with the size of each partition in it."""
-    log_manager = context.broker.log_manager
-    assert log_manager is not None
+    log_manager = context.services.log_manager
     wanted = (
         None
         if request.topics is None

@@ -31,9 +31,8 @@ PartitionResponse = ProduceResponse.PartitionProduceResponse
 async def handle_produce(
     request: ProduceRequest, context: RequestContext
 ) -> ProduceResponse | None:
-    broker = context.broker
-    replicas = broker.replica_manager
-    assert replicas is not None
+    services = context.services
+    replicas = services.replica_manager
     acks = request.acks
     acks_error = (
         None
@@ -42,7 +41,7 @@ async def handle_produce(
     )
     # A transactional producer's batches must belong to a transaction the coordinator knows.
     transactional_id = request.transactional_id
-    txn_coordinator = broker.transaction_coordinator if transactional_id is not None else None
+    txn_coordinator = services.transaction_coordinator if transactional_id is not None else None
     responses = []
     # acks=all: (response, (topic, index, offset the high watermark must reach)).
     waiting: list[tuple[PartitionResponse, tuple[str, int, int]]] = []

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pystream.broker.apis.groups import coordinator_of
+from pystream.clock import now_ms
 from pystream.errors import ErrorCode
-from pystream.groups.group import now_ms
-from pystream.groups.membership_api import coordinator_of
 from pystream.groups.offsets_log import OffsetAndMetadata, TopicPartition
 from pystream.protocol.handlers import api_handler
 from pystream.protocol.messages.offset_commit import OffsetCommitRequest, OffsetCommitResponse
@@ -21,7 +21,7 @@ NO_OFFSET = -1  # what OffsetFetch answers for a partition without a committed o
 
 
 def _partition_exists(context: RequestContext, topic: str, partition: int) -> bool:
-    metadata = context.broker.metadata.get_topic(topic)
+    metadata = context.services.metadata.get_topic(topic)
     return metadata is not None and partition in metadata.partitions
 
 

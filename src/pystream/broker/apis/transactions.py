@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pystream.clock import now_ms
 from pystream.errors import ErrorCode, KafkaError
 from pystream.groups.offsets_log import OffsetAndMetadata
 from pystream.protocol.handlers import api_handler
@@ -47,15 +48,11 @@ from pystream.protocol.messages.write_txn_markers import (
     WriteTxnMarkersRequest,
     WriteTxnMarkersResponse,
 )
-from pystream.txn.group_hooks import group_offset_store
 from pystream.txn.markers import wait_markers_replicated, write_markers
 from pystream.txn.metadata import TxnState
-from pystream.txn.state_log import now_ms
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
-    from pystream.broker.server import Broker
-    from pystream.txn.coordinator import TransactionCoordinator
 
 E = ErrorCode
 
@@ -67,25 +64,19 @@ def _fenced(code: int, version: int, first_version_with_fenced: int) -> int:
     return code
 
 
-def _coordinator(broker: Broker) -> TransactionCoordinator | None:
-    return getattr(broker, "transaction_coordinator", None)
-
-
 # --- InitProducerId (22) ----------------------------------------------------------------------
 @api_handler(22, 0, 4)
 async def handle_init_producer_id(
     request: InitProducerIdRequest, context: RequestContext
 ) -> InitProducerIdResponse:
-    coordinator = _coordinator(context.broker)
-    if coordinator is None:
-        return InitProducerIdResponse(error_code=E.COORDINATOR_NOT_AVAILABLE, producer_epoch=-1)
+    coordinator = context.services.transaction_coordinator
     version = context.api_version
     if request.transactional_id is not None:
         # The id's coordinator partition must exist (usually FindCoordinator created it).
         code = await coordinator.ensure_topic()
         if code:
             return InitProducerIdResponse(error_code=code, producer_id=-1, producer_epoch=-1)
-    code, producer_id, epoch = coordinator.init_producer_id(
+    code, producer_id, epoch = await coordinator.init_producer_id(
         request.transactional_id,
         request.transaction_timeout_ms,
         request.producer_id if version >= 3 else -1,
@@ -109,20 +100,18 @@ PartitionResult = AddPartitionsToTxnResponse.AddPartitionsToTxnPartitionResult
 async def handle_add_partitions_to_txn(
     request: AddPartitionsToTxnRequest, context: RequestContext
 ) -> AddPartitionsToTxnResponse:
-    broker = context.broker
-    coordinator = _coordinator(broker)
+    services = context.services
+    coordinator = services.transaction_coordinator
     version = context.api_version
     wanted = [(t.name, p) for t in request.v3_and_below_topics for p in t.partitions]
     errors: dict[tuple[str, int], int] = {}
     for topic, partition in wanted:
-        meta = broker.metadata.get_topic(topic)
+        meta = services.metadata.get_topic(topic)
         if meta is None or partition not in meta.partitions:
             errors[(topic, partition)] = E.UNKNOWN_TOPIC_OR_PARTITION
     if errors:
         # As Kafka: nothing is added when one partition is unknown.
         code = E.OPERATION_NOT_ATTEMPTED
-    elif coordinator is None:
-        code = E.COORDINATOR_NOT_AVAILABLE
     else:
         code = coordinator.add_partitions(
             request.v3_and_below_transactional_id,
@@ -151,9 +140,7 @@ async def handle_add_partitions_to_txn(
 async def handle_add_offsets_to_txn(
     request: AddOffsetsToTxnRequest, context: RequestContext
 ) -> AddOffsetsToTxnResponse:
-    coordinator = _coordinator(context.broker)
-    if coordinator is None:
-        return AddOffsetsToTxnResponse(error_code=E.COORDINATOR_NOT_AVAILABLE)
+    coordinator = context.services.transaction_coordinator
     if not request.group_id:
         return AddOffsetsToTxnResponse(error_code=E.INVALID_GROUP_ID)
     code = coordinator.add_partitions(
@@ -168,9 +155,7 @@ async def handle_add_offsets_to_txn(
 # --- EndTxn (26) ------------------------------------------------------------------------------
 @api_handler(26, 0, 3)
 async def handle_end_txn(request: EndTxnRequest, context: RequestContext) -> EndTxnResponse:
-    coordinator = _coordinator(context.broker)
-    if coordinator is None:
-        return EndTxnResponse(error_code=E.COORDINATOR_NOT_AVAILABLE)
+    coordinator = context.services.transaction_coordinator
     code = coordinator.end_transaction(
         request.transactional_id, request.producer_id, request.producer_epoch, request.committed
     ) or await coordinator.wait_replicated(request.transactional_id)
@@ -188,7 +173,7 @@ async def handle_txn_offset_commit(
 ) -> TxnOffsetCommitResponse:
     """Offsets committed inside a transaction: stored by the group coordinator as pending,
     visible to the group only once the transaction commits (see :mod:`.group_hooks`)."""
-    broker = context.broker
+    services = context.services
     version = context.api_version
     now = now_ms()
     offsets = {
@@ -201,17 +186,13 @@ async def handle_txn_offset_commit(
         for topic in request.topics
         for p in topic.partitions
     }
-    coordinator = _coordinator(broker)
-    code = 0
-    if coordinator is not None:
-        # The producer's transaction must have added the group's partition (AddOffsetsToTxn).
-        code = coordinator.check_txn_offset_commit(
-            request.transactional_id, request.producer_id, request.producer_epoch, request.group_id
-        )
-    store = group_offset_store(broker)
-    if not code and store is None:
-        code = E.COORDINATOR_NOT_AVAILABLE
-    if code or store is None:
+    coordinator = services.transaction_coordinator
+    # The producer's transaction must have added the group's partition (AddOffsetsToTxn).
+    code = coordinator.check_txn_offset_commit(
+        request.transactional_id, request.producer_id, request.producer_epoch, request.group_id
+    )
+    store = services.group_coordinator
+    if code:
         results = dict.fromkeys(offsets, code)
     else:
         results = store.commit_transactional_offsets(
@@ -248,7 +229,8 @@ async def handle_write_txn_markers(
     results = []
     for marker in request.markers:
         written = write_markers(
-            context.broker,
+            context.services.replica_manager,
+            context.services.group_coordinator,
             marker.producer_id,
             marker.producer_epoch,
             marker.coordinator_epoch,
@@ -257,7 +239,7 @@ async def handle_write_txn_markers(
         )
         written.update(
             await wait_markers_replicated(
-                context.broker, [tp for tp, code in written.items() if code == 0]
+                context.services.replica_manager, [tp for tp, code in written.items() if code == 0]
             )
         )
         by_topic: dict[str, list[MarkerPartitionResult]] = {}
@@ -283,13 +265,10 @@ TxnTopicData = DescribeTransactionsResponse.TopicData
 async def handle_describe_transactions(
     request: DescribeTransactionsRequest, context: RequestContext
 ) -> DescribeTransactionsResponse:
-    coordinator = _coordinator(context.broker)
+    coordinator = context.services.transaction_coordinator
     states = []
     for transactional_id in request.transactional_ids:
-        if coordinator is None:
-            code, metadata = E.COORDINATOR_NOT_AVAILABLE, None
-        else:
-            code, metadata = coordinator.describe(transactional_id)
+        code, metadata = coordinator.describe(transactional_id)
         if metadata is None:
             states.append(
                 TxnDescription(error_code=code, transactional_id=transactional_id, topics=[])
@@ -317,11 +296,7 @@ async def handle_describe_transactions(
 async def handle_list_transactions(
     request: ListTransactionsRequest, context: RequestContext
 ) -> ListTransactionsResponse:
-    coordinator = _coordinator(context.broker)
-    if coordinator is None:
-        return ListTransactionsResponse(
-            error_code=E.COORDINATOR_NOT_AVAILABLE, unknown_state_filters=[], transaction_states=[]
-        )
+    coordinator = context.services.transaction_coordinator
     states, unknown = set(), []
     for name in request.state_filters:
         state = TxnState.from_kafka_name(name)
@@ -360,8 +335,7 @@ async def handle_describe_producers(
 ) -> DescribeProducersResponse:
     """The idempotent/transactional producers each partition knows (for kafka-transactions.sh
     --find-hanging and operators)."""
-    replicas = context.broker.replica_manager
-    assert replicas is not None
+    replicas = context.services.replica_manager
     topics = []
     for topic in request.topics:
         partitions = []

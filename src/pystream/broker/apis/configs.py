@@ -20,8 +20,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pystream.cluster.admin_common import distinct
-from pystream.cluster.admin_config_entries import (
+from pystream.broker.apis.common import distinct
+from pystream.broker.apis.config_entries import (
     CONFIG_TYPE_IDS,
     DescribedConfig,
     broker_config_entries,
@@ -48,7 +48,7 @@ from pystream.protocol.messages.incremental_alter_configs import (
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
-    from pystream.broker.server import Broker
+    from pystream.broker.services import BrokerServices
 
 DescribeResult = DescribeConfigsResponse.DescribeConfigsResult
 DescribeEntry = DescribeConfigsResponse.DescribeConfigsResourceResult
@@ -92,7 +92,7 @@ def _resource_type(code: int) -> ResourceType:
     )
 
 
-def _is_this_broker(broker: Broker, name: str) -> bool:
+def _is_this_broker(services: BrokerServices, name: str) -> bool:
     """A broker resource's name: this broker's id (True) or "" for the cluster defaults."""
     if not name:
         return False
@@ -100,17 +100,17 @@ def _is_this_broker(broker: Broker, name: str) -> bool:
         broker_id = int(name)
     except ValueError:
         raise InvalidRequestError(f"Broker id must be an integer, but it is: {name!r}") from None
-    if broker_id != broker.broker_id:
+    if broker_id != services.broker_id:
         raise InvalidRequestError(
-            f"Unexpected broker id, expected {broker.broker_id} or empty string, but received "
+            f"Unexpected broker id, expected {services.broker_id} or empty string, but received "
             f"{name}; send broker resources to the broker they name"
         )
     return True
 
 
-def _topic_overrides(broker: Broker, name: str) -> dict[str, str]:
+def _topic_overrides(services: BrokerServices, name: str) -> dict[str, str]:
     validate_topic_name(name)
-    topic = broker.metadata.get_topic(name)
+    topic = services.metadata.get_topic(name)
     if topic is None:
         raise UnknownTopicOrPartitionError(f"Topic '{name}' does not exist")
     return topic.configs
@@ -119,14 +119,13 @@ def _topic_overrides(broker: Broker, name: str) -> dict[str, str]:
 # --- DescribeConfigs --------------------------------------------------------------------------
 
 
-def _described(broker: Broker, resource_type: int, name: str) -> list[DescribedConfig]:
+def _described(services: BrokerServices, resource_type: int, name: str) -> list[DescribedConfig]:
     if _resource_type(resource_type) is ResourceType.TOPIC:
-        overrides = _topic_overrides(broker, name)
-        manager = broker.topic_manager
-        assert manager is not None
-        return topic_config_entries(broker.config, overrides, manager.log_config_for(overrides))
-    if _is_this_broker(broker, name):
-        return broker_config_entries(broker.config)
+        overrides = _topic_overrides(services, name)
+        manager = services.topic_manager
+        return topic_config_entries(services.config, overrides, manager.log_config_for(overrides))
+    if _is_this_broker(services, name):
+        return broker_config_entries(services.config)
     return []  # "": the cluster-wide dynamic defaults, and pystream has none
 
 
@@ -163,7 +162,7 @@ async def handle_describe_configs(
             configs=[],
         )
         try:
-            entries = _described(context.broker, resource.resource_type, resource.resource_name)
+            entries = _described(context.services, resource.resource_type, resource.resource_name)
         except KafkaError as exc:
             result.error_code, result.error_message = exc.error_code, str(exc)
         else:
@@ -180,8 +179,8 @@ async def handle_describe_configs(
 # --- AlterConfigs / IncrementalAlterConfigs ---------------------------------------------------
 
 
-def _alter_resources(
-    broker: Broker,
+async def _alter_resources(
+    services: BrokerServices,
     request: Any,
     result_cls: Any,
     new_overrides: Callable[[Any, dict[str, str], LogConfig], dict[str, str | None]],
@@ -192,8 +191,7 @@ def _alter_resources(
     ``new_overrides(resource, overrides, config)`` gives a topic's new overrides from its
     current ones; ``broker_keys(resource)`` the broker configs the resource would set.
     """
-    manager = broker.topic_manager
-    assert manager is not None
+    manager = services.topic_manager
     results = []
     resources = {(r.resource_type, r.resource_name): r for r in request.resources}
     for key, duplicate in distinct((r.resource_type, r.resource_name) for r in request.resources):
@@ -206,11 +204,13 @@ def _alter_resources(
             if duplicate:
                 raise InvalidRequestError("Duplicate resource.")
             if _resource_type(resource.resource_type) is ResourceType.TOPIC:
-                current = _topic_overrides(broker, name)
+                current = _topic_overrides(services, name)
                 overrides = new_overrides(resource, current, manager.log_config_for(current))
-                manager.set_topic_configs(name, overrides, validate_only=request.validate_only)
+                await manager.set_topic_configs(
+                    name, overrides, validate_only=request.validate_only
+                )
             else:
-                _is_this_broker(broker, name)
+                _is_this_broker(services, name)
                 keys = broker_keys(resource)
                 if keys:
                     raise InvalidRequestError(
@@ -230,8 +230,8 @@ async def handle_alter_configs(
 ) -> AlterConfigsResponse:
     """Replace each resource's whole set of overrides (keys not given return to the default;
     a null value means "no override", as in Kafka)."""
-    responses = _alter_resources(
-        context.broker,
+    responses = await _alter_resources(
+        context.services,
         request,
         AlterResult,
         lambda resource, overrides, config: {c.name: c.value for c in resource.configs},
@@ -290,8 +290,8 @@ async def handle_incremental_alter_configs(
     request: IncrementalAlterConfigsRequest, context: RequestContext
 ) -> IncrementalAlterConfigsResponse:
     """Change only the configs named, each by its operation."""
-    responses = _alter_resources(
-        context.broker,
+    responses = await _alter_resources(
+        context.services,
         request,
         IncrementalAlterResult,
         lambda resource, overrides, config: apply_incremental(overrides, config, resource.configs),

@@ -1,0 +1,98 @@
+"""The interface every metadata store offers: a local file (one node) or ZooKeeper (a cluster).
+
+Reads come from memory (the local file's contents, or the ZooKeeper cache kept
+current by watches) and are cheap on the event loop.  Every write is
+``async``: the local store writes and fsyncs its file in a thread, the
+ZooKeeper store makes its round trips in a thread, so no caller can block the
+loop by accident.  The ``*_blocking`` methods the stores also have are for
+code that already runs in a thread (and for tests).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Protocol
+
+from pystream.cluster.metadata.model import PartitionState, ProducerIdBlock, TopicMetadata
+
+# (broker id, host, port, rack) of a live broker as clients on one listener reach it.
+BrokerEndpoint = tuple[int, str, int, str | None]
+
+
+class MetadataStore(Protocol):
+    """Topics, partition states, brokers and producer-id blocks of the cluster."""
+
+    broker_id: int
+    cluster_id: str
+
+    # --- reads (from memory) ----------------------------------------------------------------
+    def topics(self) -> dict[str, TopicMetadata]:
+        """Every topic by name (do not mutate)."""
+        ...
+
+    def get_topic(self, name: str) -> TopicMetadata | None: ...
+
+    def topic_by_id(self, topic_id: uuid.UUID) -> TopicMetadata | None: ...
+
+    def live_brokers(self) -> list[int]:
+        """Ids of the registered (live) brokers."""
+        ...
+
+    @property
+    def controller_id(self) -> int:
+        """The active controller (-1 while none is elected); a single node is its own."""
+        ...
+
+    def broker_endpoints(self, listener_name: str | None) -> list[BrokerEndpoint]:
+        """Every live broker as reached on ``listener_name`` (its first PLAINTEXT endpoint
+        if it has no such listener), ordered by id."""
+        ...
+
+    def plan_topic(
+        self,
+        name: str,
+        num_partitions: int,
+        replication_factor: int = 1,
+        configs: dict[str, str] | None = None,
+        assignments: dict[int, list[int]] | None = None,
+    ) -> TopicMetadata:
+        """The topic :meth:`create_topic` would make, checked but not stored (id all zeros);
+        raises the Kafka error create_topic would."""
+        ...
+
+    def deletion_pending(self, name: str) -> bool:
+        """Whether ``name`` is being deleted (a cluster deletes asynchronously)."""
+        ...
+
+    # --- writes (off the loop) --------------------------------------------------------------
+    async def create_topic(
+        self,
+        name: str,
+        num_partitions: int,
+        replication_factor: int = 1,
+        configs: dict[str, str] | None = None,
+        assignments: dict[int, list[int]] | None = None,
+    ) -> TopicMetadata: ...
+
+    async def delete_topic(self, name: str) -> TopicMetadata: ...
+
+    async def create_partitions(
+        self,
+        name: str,
+        total: int,
+        assignments: list[list[int]] | None = None,
+        *,
+        validate_only: bool = False,
+    ) -> list[int]: ...
+
+    async def set_topic_configs(self, name: str, configs: dict[str, str]) -> None: ...
+
+    async def update_isr(
+        self, topic: str, partition: int, isr: list[int], leader_epoch: int, partition_epoch: int
+    ) -> PartitionState:
+        """The leader (this broker) changes a partition's ISR."""
+        ...
+
+    async def allocate_producer_ids(self, broker_id: int, size: int) -> ProducerIdBlock:
+        """Reserve a block of producer ids durably (never handed out twice)."""
+        ...

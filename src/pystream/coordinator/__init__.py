@@ -1,0 +1,1 @@
+"""What the coordinators share (ownership of an internal topic's partitions)."""
