@@ -43,7 +43,8 @@ from pystream._core.records cimport (
     RecordInfo,
     read_record,
 )
-from pystream._core.varint cimport read_varint, read_varint32, varint_size, write_varint
+from pystream._core.varint cimport read_varint, read_varint32
+from pystream._core.wire cimport put_varint, varint_size
 
 from pystream.errors import InvalidRecordError
 
@@ -443,6 +444,7 @@ def filter_records(OffsetMap offset_map, const unsigned char[::1] data, Py_ssize
     cdef bint keep, same_base = new_base_timestamp == base_timestamp
     cdef const unsigned char* p
     cdef unsigned char* dst
+    cdef unsigned char* q
     _check_range(data.shape[0], start, end)
     if count < 0:
         raise ValueError(f"record count must be >= 0, got {count}")
@@ -493,11 +495,11 @@ def filter_records(OffsetMap offset_map, const unsigned char[::1] data, Py_ssize
             ts_delta = ts - new_base_timestamp
             n = pos - tail
             body = 1 + varint_size(ts_delta) + varint_size(offset_delta) + n
-            written += write_varint(dst + written, body)
-            dst[written] = <unsigned char>r.attributes
-            written += 1
-            written += write_varint(dst + written, ts_delta)
-            written += write_varint(dst + written, offset_delta)
+            q = put_varint(dst + written, body)
+            q[0] = <unsigned char>r.attributes
+            q = put_varint(q + 1, ts_delta)
+            q = put_varint(q, offset_delta)
+            written = q - dst
             memcpy(dst + written, p + tail, <size_t>n)
             written += n
     PyByteArray_Resize(out, old_len + written)

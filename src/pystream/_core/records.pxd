@@ -1,4 +1,10 @@
-from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint32_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
+
+from pystream._core.crc32c cimport crc32c_update
+from pystream._core.endian cimport store_be16, store_be32, store_be64
+from pystream._core.wire cimport put_varint, varint_size
 
 # RecordBatch v2 header layout (big-endian), offsets from the batch start.
 cdef enum:
@@ -99,3 +105,80 @@ cdef RecordError read_record(const unsigned char* buf, Py_ssize_t end, Py_ssize_
 # Header (key, value) pairs of a record whose framing was already checked
 # (keys decode as Java's Utils.utf8: invalid UTF-8 becomes U+FFFD).
 cdef list decode_headers(const unsigned char* buf, Py_ssize_t end, Py_ssize_t pos, int32_t count)
+
+
+# ---------------------------------------------------------------- writing
+# Inline, shared by every batch writer (RecordBatchBuilder, build_batch_from_values,
+# the client's accumulator and build_fixed_batch), so each record is a few
+# stores in the caller's loop and all of them write the same bytes.
+
+# A key / value field: varint length then the bytes; n < 0 is null (varint -1).
+cdef inline Py_ssize_t bytes_field_size(Py_ssize_t n) noexcept nogil:
+    return 1 if n < 0 else varint_size(n) + n
+
+cdef inline unsigned char* put_bytes_field(unsigned char* p, const unsigned char* data,
+                                           Py_ssize_t n) noexcept nogil:
+    if n < 0:
+        p[0] = 1          # zig-zag(-1): null
+        return p + 1
+    p = put_varint(p, n)
+    memcpy(p, data, n)
+    return p + n
+
+# The record's bytes after its length varint (what that varint holds).
+# headers_size: the encoded header section after its count.
+cdef inline Py_ssize_t record_body_size(int64_t timestamp_delta, int32_t offset_delta,
+                                        Py_ssize_t key_length, Py_ssize_t value_length,
+                                        int32_t header_count, Py_ssize_t headers_size) noexcept nogil:
+    return (1 + varint_size(timestamp_delta) + varint_size(offset_delta)
+            + bytes_field_size(key_length) + bytes_field_size(value_length)
+            + varint_size(header_count) + headers_size)
+
+# One whole record at p (body from record_body_size; at most body + 5 bytes);
+# returns the pointer past it.
+cdef inline unsigned char* put_record(unsigned char* p, Py_ssize_t body, int64_t timestamp_delta,
+                                      int32_t offset_delta, const unsigned char* key,
+                                      Py_ssize_t key_length, const unsigned char* value,
+                                      Py_ssize_t value_length, int32_t header_count,
+                                      const unsigned char* headers, Py_ssize_t headers_size) noexcept nogil:
+    p = put_varint(p, body)
+    p[0] = 0              # record attributes: unused
+    p += 1
+    p = put_varint(p, timestamp_delta)
+    p = put_varint(p, offset_delta)
+    p = put_bytes_field(p, key, key_length)
+    p = put_bytes_field(p, value, value_length)
+    p = put_varint(p, header_count)
+    if headers_size:
+        memcpy(p, headers, headers_size)
+        p += headers_size
+    return p
+
+# Fill the 61-byte header of the `size`-byte batch at p (records in place after
+# it), then its CRC (attributes .. end).
+cdef inline void put_batch_header(unsigned char* p, Py_ssize_t size, int64_t base_offset,
+                                  int32_t leader_epoch, int16_t attributes,
+                                  int32_t last_offset_delta, int64_t base_timestamp,
+                                  int64_t max_timestamp, int64_t producer_id,
+                                  int16_t producer_epoch, int32_t base_sequence,
+                                  int32_t record_count) noexcept nogil:
+    store_be64(p + BASE_OFFSET_OFFSET, <uint64_t>base_offset)
+    store_be32(p + LENGTH_OFFSET, <uint32_t>(size - LOG_OVERHEAD))
+    store_be32(p + PARTITION_LEADER_EPOCH_OFFSET, <uint32_t>leader_epoch)
+    p[MAGIC_OFFSET] = 2
+    store_be16(p + ATTRIBUTES_OFFSET, <uint16_t>attributes)
+    store_be32(p + LAST_OFFSET_DELTA_OFFSET, <uint32_t>last_offset_delta)
+    store_be64(p + BASE_TIMESTAMP_OFFSET, <uint64_t>base_timestamp)
+    store_be64(p + MAX_TIMESTAMP_OFFSET, <uint64_t>max_timestamp)
+    store_be64(p + PRODUCER_ID_OFFSET, <uint64_t>producer_id)
+    store_be16(p + PRODUCER_EPOCH_OFFSET, <uint16_t>producer_epoch)
+    store_be32(p + BASE_SEQUENCE_OFFSET, <uint32_t>base_sequence)
+    store_be32(p + RECORDS_COUNT_OFFSET, <uint32_t>record_count)
+    store_be32(p + CRC_OFFSET, crc32c_update(0, p + ATTRIBUTES_OFFSET, size - ATTRIBUTES_OFFSET))
+
+# The default record timestamp: wall-clock milliseconds (Java's
+# System.currentTimeMillis()), read without the GIL or a float.
+cdef inline int64_t now_ms() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <int64_t>ts.tv_sec * 1000 + ts.tv_nsec // 1000000

@@ -48,9 +48,7 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
 from pystream._core.crc32c cimport crc32c_update
-from pystream._core.varint cimport read_varint, read_varint32, varint_size, write_varint
-
-import time
+from pystream._core.varint cimport read_varint, read_varint32
 
 import numpy as np
 
@@ -1404,65 +1402,6 @@ def index_records(buf, Py_ssize_t position=0, Py_ssize_t max_decompressed_size=0
 
 # ---------------------------------------------------------------- building
 
-cdef inline Py_ssize_t _bytes_field_size(Py_ssize_t n) noexcept nogil:
-    # n = -1 for null: a single varint -1.
-    return 1 if n < 0 else varint_size(n) + n
-
-cdef inline unsigned char* _write_bytes_field(unsigned char* p, const unsigned char* data,
-                                              Py_ssize_t n) noexcept nogil:
-    if n < 0:
-        p[0] = 1          # zig-zag(-1)
-        return p + 1
-    p += write_varint(p, n)
-    memcpy(p, data, n)
-    return p + n
-
-cdef inline Py_ssize_t _record_body_size(int64_t timestamp_delta, int32_t offset_delta,
-                                         Py_ssize_t key_length, Py_ssize_t value_length,
-                                         int32_t header_count, Py_ssize_t headers_size) noexcept nogil:
-    return (1 + varint_size(timestamp_delta) + varint_size(offset_delta)
-            + _bytes_field_size(key_length) + _bytes_field_size(value_length)
-            + varint_size(header_count) + headers_size)
-
-cdef inline unsigned char* _write_record(unsigned char* p, Py_ssize_t body, int64_t timestamp_delta,
-                                         int32_t offset_delta, const unsigned char* key,
-                                         Py_ssize_t key_length, const unsigned char* value,
-                                         Py_ssize_t value_length, int32_t header_count,
-                                         const unsigned char* headers, Py_ssize_t headers_size) noexcept nogil:
-    p += write_varint(p, body)
-    p[0] = 0              # record attributes: unused
-    p += 1
-    p += write_varint(p, timestamp_delta)
-    p += write_varint(p, offset_delta)
-    p = _write_bytes_field(p, key, key_length)
-    p = _write_bytes_field(p, value, value_length)
-    p += write_varint(p, header_count)
-    if headers_size:
-        memcpy(p, headers, headers_size)
-        p += headers_size
-    return p
-
-
-cdef void _write_header(unsigned char* p, Py_ssize_t size, int64_t base_offset, int32_t leader_epoch,
-                        int16_t attributes, int32_t last_offset_delta, int64_t base_timestamp,
-                        int64_t max_timestamp, int64_t producer_id, int16_t producer_epoch,
-                        int32_t base_sequence, int32_t record_count) noexcept nogil:
-    """Fill the 61-byte header of the ``size``-byte batch at p (records in place) and its CRC."""
-    store_be64(p + BASE_OFFSET_OFFSET, <uint64_t>base_offset)
-    store_be32(p + LENGTH_OFFSET, <uint32_t>(size - LOG_OVERHEAD))
-    store_be32(p + PARTITION_LEADER_EPOCH_OFFSET, <uint32_t>leader_epoch)
-    p[MAGIC_OFFSET] = 2
-    store_be16(p + ATTRIBUTES_OFFSET, <uint16_t>attributes)
-    store_be32(p + LAST_OFFSET_DELTA_OFFSET, <uint32_t>last_offset_delta)
-    store_be64(p + BASE_TIMESTAMP_OFFSET, <uint64_t>base_timestamp)
-    store_be64(p + MAX_TIMESTAMP_OFFSET, <uint64_t>max_timestamp)
-    store_be64(p + PRODUCER_ID_OFFSET, <uint64_t>producer_id)
-    store_be16(p + PRODUCER_EPOCH_OFFSET, <uint16_t>producer_epoch)
-    store_be32(p + BASE_SEQUENCE_OFFSET, <uint32_t>base_sequence)
-    store_be32(p + RECORDS_COUNT_OFFSET, <uint32_t>record_count)
-    store_be32(p + CRC_OFFSET, crc32c_update(0, p + ATTRIBUTES_OFFSET, size - ATTRIBUTES_OFFSET))
-
-
 cdef bytes _encode_headers(object headers, int32_t* count):
     """Encoded header section (without the count varint) of (key, value) pairs."""
     cdef bytearray out = bytearray()
@@ -1477,14 +1416,14 @@ cdef bytes _encode_headers(object headers, int32_t* count):
         if hkey is None:
             raise TypeError("a header key may not be None")
         hkey = (<str>hkey).encode("utf-8") if isinstance(hkey, str) else _as_bytes(hkey, "a header key")
-        n = write_varint(tmp, len(hkey))
+        n = put_varint(tmp, len(hkey)) - tmp
         out += tmp[:n]
         out += hkey
         hvalue = _as_bytes(hvalue, "a header value")
         if hvalue is None:
             out.append(1)
         else:
-            n = write_varint(tmp, len(hvalue))
+            n = put_varint(tmp, len(hvalue)) - tmp
             out += tmp[:n]
             out += hvalue
         c += 1
@@ -1514,10 +1453,6 @@ cdef int _check_codec(int codec) except -1:
     return 0
 
 
-cdef inline int64_t _now_ms():
-    return <int64_t>(time.time() * 1000)
-
-
 cdef bytes _finish_batch(int codec, const unsigned char* records, Py_ssize_t records_size,
                          object records_owner, int64_t base_offset, int32_t leader_epoch,
                          int16_t attributes, int32_t last_offset_delta, int64_t base_timestamp,
@@ -1543,7 +1478,7 @@ cdef bytes _finish_batch(int codec, const unsigned char* records, Py_ssize_t rec
     cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
     memcpy(p + BATCH_OVERHEAD, src, n)
     with nogil:
-        _write_header(p, size, base_offset, leader_epoch, attributes | codec, last_offset_delta,
+        put_batch_header(p, size, base_offset, leader_epoch, attributes | codec, last_offset_delta,
                       base_timestamp, max_timestamp, producer_id, producer_epoch, base_sequence,
                       record_count)
     return out
@@ -1631,7 +1566,7 @@ cdef class RecordBatchBuilder:
 
     cdef int32_t _append(self, int32_t offset_delta, object timestamp, object key, object value,
                          object headers) except -2:
-        cdef int64_t ts = _now_ms() if timestamp is None else <int64_t>timestamp
+        cdef int64_t ts = now_ms() if timestamp is None else <int64_t>timestamp
         cdef int64_t ts_delta
         cdef int32_t header_count = 0
         cdef bytes hbytes = None
@@ -1657,11 +1592,11 @@ cdef class RecordBatchBuilder:
             hsize = PyBytes_GET_SIZE(hbytes)
         # The first record's timestamp is the batch's base timestamp.
         ts_delta = 0 if self._count == 0 else <int64_t>(<uint64_t>ts - <uint64_t>self._base_timestamp)
-        body = _record_body_size(ts_delta, offset_delta, klen, vlen, header_count, hsize)
+        body = record_body_size(ts_delta, offset_delta, klen, vlen, header_count, hsize)
         if self._len + body > INT32_MAX:
             raise MessageTooLargeError("the batch would exceed 2 GiB; build smaller batches")
         self._reserve(body + 5)
-        self._len = _write_record(self._buf + self._len, body, ts_delta, offset_delta, kp, klen, vp,
+        self._len = put_record(self._buf + self._len, body, ts_delta, offset_delta, kp, klen, vp,
                                   vlen, header_count,
                                   <const unsigned char*>PyBytes_AS_STRING(hbytes) if hsize else NULL,
                                   hsize) - self._buf
@@ -1707,7 +1642,7 @@ cdef class RecordBatchBuilder:
             raise ValueError("a record batch needs at least one record")
         if self._codec == 0:
             with nogil:
-                _write_header(self._buf, self._len, self._base_offset, self._leader_epoch,
+                put_batch_header(self._buf, self._len, self._base_offset, self._leader_epoch,
                               self._attributes, self._last_delta, self._base_timestamp,
                               self._max_timestamp, self._producer_id, self._producer_epoch,
                               self._base_sequence, self._count)
@@ -1782,7 +1717,7 @@ def build_batch_from_values(values, keys=None, timestamp=None, *, timestamps=Non
     # Timestamps as deltas from the first one, in a C array when per record.
     cdef int64_t* deltas = NULL
     if tss is None:
-        base_ts = max_ts = _now_ms() if timestamp is None else <int64_t>timestamp
+        base_ts = max_ts = now_ms() if timestamp is None else <int64_t>timestamp
     else:
         deltas = <int64_t*>malloc(n * sizeof(int64_t))
         if deltas == NULL:
@@ -1822,7 +1757,7 @@ cdef bytes _encode_values(list vals, list ks, const int64_t* deltas, Py_ssize_t 
         if ks is not None:
             item = <object>PyList_GET_ITEM(ks, i)
             klen = -1 if item is None else PyBytes_GET_SIZE(item)
-        body = _record_body_size(delta, <int32_t>i, klen, vlen, 0, 0)
+        body = record_body_size(delta, <int32_t>i, klen, vlen, 0, 0)
         total += varint_size(body) + body
     if total + BATCH_OVERHEAD - LOG_OVERHEAD > INT32_MAX:
         raise MessageTooLargeError(
@@ -1858,11 +1793,11 @@ cdef bytes _encode_values(list vals, list ks, const int64_t* deltas, Py_ssize_t 
             if item is not None:
                 kp = <const unsigned char*>PyBytes_AS_STRING(item)
                 klen = PyBytes_GET_SIZE(item)
-        body = _record_body_size(delta, <int32_t>i, klen, vlen, 0, 0)
-        p = _write_record(p, body, delta, <int32_t>i, kp, klen, vp, vlen, 0, NULL, 0)
+        body = record_body_size(delta, <int32_t>i, klen, vlen, 0, 0)
+        p = put_record(p, body, delta, <int32_t>i, kp, klen, vp, vlen, 0, NULL, 0)
     if compression == 0:
         with nogil:
-            _write_header(start, BATCH_OVERHEAD + total, base_offset, leader_epoch, attributes,
+            put_batch_header(start, BATCH_OVERHEAD + total, base_offset, leader_epoch, attributes,
                           <int32_t>(n - 1), base_ts, max_ts, producer_id, producer_epoch,
                           base_sequence, <int32_t>n)
         return out

@@ -6,11 +6,7 @@ from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 # return -1 and leave pos[0] unchanged.
 cdef int read_varint(const unsigned char* buf, Py_ssize_t length, Py_ssize_t* pos, int64_t* out) noexcept nogil
 cdef int read_uvarint(const unsigned char* buf, Py_ssize_t length, Py_ssize_t* pos, uint64_t* out) noexcept nogil
-# Writers need at most 10 bytes at buf and return how many they wrote.
-cdef Py_ssize_t write_varint(unsigned char* buf, int64_t value) noexcept nogil
-cdef Py_ssize_t write_uvarint(unsigned char* buf, uint64_t value) noexcept nogil
-cdef Py_ssize_t varint_size(int64_t value) noexcept nogil
-cdef Py_ssize_t uvarint_size(uint64_t value) noexcept nogil
+# The writers and sizes are inline in wire.pxd (put_varint, varint_size, ...).
 # 32-bit variants for int32 fields (record length, offset delta, key/value
 # lengths, header count; compact lengths): at most 5 bytes, value must fit.
 cdef int read_varint32(const unsigned char* buf, Py_ssize_t length, Py_ssize_t* pos, int32_t* out) noexcept nogil

@@ -8,23 +8,24 @@ The ``cdef`` functions (see ``varint.pxd``) are for other Cython modules; the
 that runs past the buffer, or has more bytes / bits than its type can hold, is
 rejected rather than silently truncated, because such input only ever comes
 from a broken or hostile client.
+
+The writers are inline in ``wire.pxd``, shared by every encoder; this module
+has the readers and the Python wrappers of both.
 """
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+
+from pystream._core.wire cimport put_uvarint, put_varint
+from pystream._core.wire cimport uvarint_size as _uvarint_size
+from pystream._core.wire cimport varint_size as _varint_size
 
 from pystream.errors import CorruptMessageError
 
 
 # ---------------------------------------------------------------- zig-zag
-
-cdef inline uint64_t _zigzag64(int64_t v) noexcept nogil:
-    # Shift as unsigned: left-shifting a negative signed value is undefined in C.
-    return (<uint64_t>v << 1) ^ <uint64_t>(v >> 63)
+# (encoding: wire.zigzag64)
 
 cdef inline int64_t _unzigzag64(uint64_t u) noexcept nogil:
     return <int64_t>((u >> 1) ^ (0 - (u & 1)))
-
-cdef inline uint32_t _zigzag32(int32_t v) noexcept nogil:
-    return (<uint32_t>v << 1) ^ <uint32_t>(v >> 31)
 
 cdef inline int32_t _unzigzag32(uint32_t u) noexcept nogil:
     return <int32_t>((u >> 1) ^ (0 - (u & 1)))
@@ -106,34 +107,6 @@ cdef int read_varint32(const unsigned char* buf, Py_ssize_t length, Py_ssize_t* 
     return 0
 
 
-# ---------------------------------------------------------------- writers
-
-cdef Py_ssize_t write_uvarint(unsigned char* buf, uint64_t value) noexcept nogil:
-    cdef Py_ssize_t n = 0
-    while value >= 0x80:
-        buf[n] = <unsigned char>(value | 0x80)
-        value >>= 7
-        n += 1
-    buf[n] = <unsigned char>value
-    return n + 1
-
-
-cdef Py_ssize_t write_varint(unsigned char* buf, int64_t value) noexcept nogil:
-    return write_uvarint(buf, _zigzag64(value))
-
-
-cdef Py_ssize_t uvarint_size(uint64_t value) noexcept nogil:
-    cdef Py_ssize_t n = 1
-    while value >= 0x80:
-        value >>= 7
-        n += 1
-    return n
-
-
-cdef Py_ssize_t varint_size(int64_t value) noexcept nogil:
-    return uvarint_size(_zigzag64(value))
-
-
 # ---------------------------------------------------------------- Python API
 
 cdef inline Py_ssize_t _check_pos(Py_ssize_t pos, Py_ssize_t length) except -1:
@@ -152,15 +125,13 @@ cdef object _corrupt(str kind, Py_ssize_t pos, Py_ssize_t length, int max_bytes)
 def encode_varint(int64_t value) -> bytes:
     """Zig-zag varint bytes of a signed 64-bit ``value`` (OverflowError if out of range)."""
     cdef unsigned char tmp[10]
-    cdef Py_ssize_t n = write_varint(tmp, value)
-    return tmp[:n]
+    return tmp[:put_varint(tmp, value) - tmp]
 
 
 def encode_uvarint(uint64_t value) -> bytes:
     """Unsigned varint bytes of ``value`` in [0, 2**64) (OverflowError otherwise)."""
     cdef unsigned char tmp[10]
-    cdef Py_ssize_t n = write_uvarint(tmp, value)
-    return tmp[:n]
+    return tmp[:put_uvarint(tmp, value) - tmp]
 
 
 def decode_varint(const unsigned char[::1] buf, Py_ssize_t pos=0) -> tuple:
@@ -211,14 +182,15 @@ def decode_uvarint32(const unsigned char[::1] buf, Py_ssize_t pos=0) -> tuple:
 
 def size_of_varint(int64_t value) -> int:
     """Bytes :func:`encode_varint` needs for ``value`` (1..10)."""
-    return varint_size(value)
+    return _varint_size(value)
 
 
 def size_of_uvarint(uint64_t value) -> int:
     """Bytes :func:`encode_uvarint` needs for ``value`` (1..10)."""
-    return uvarint_size(value)
+    return _uvarint_size(value)
 
 
-# The Python names ``varint_size`` / ``uvarint_size`` are taken at C level by
-# the cdef functions of the .pxd contract, so bind the wrappers under them here.
-globals().update(varint_size=size_of_varint, uvarint_size=size_of_uvarint)
+# The wrappers under the names of the inline functions (cimported as _varint_size
+# and _uvarint_size above, so these names are free for Python).
+varint_size = size_of_varint
+uvarint_size = size_of_uvarint

@@ -18,14 +18,13 @@ The bytes are identical to the generated codec's (``fetch.encode_reference``),
 for every version the broker serves (4..16): the tests compare the two.
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize
-from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.stdint cimport int32_t, uint32_t
 
-from pystream._core.endian cimport store_be16, store_be32, store_be64
+from pystream._core.endian cimport store_be32
+from pystream._core.frame_writer cimport FrameWriter
 
 from pystream.broker.network import FileChunk
 from pystream.protocol.codec import Writer
@@ -44,7 +43,6 @@ bulk fetches (catch-up consumers: throughput) go zero-copy.
 """
 
 cdef enum:
-    INT16_MAX = 0x7FFF
     INITIAL_CAPACITY = 256
     PARTITION_MAX = 64           # fixed fields + aborted + preferred + length + tags
     TOPIC_OVERHEAD = 32          # name/id length, partition count, tags
@@ -52,55 +50,15 @@ cdef enum:
 _new_chunk = tuple.__new__      # FileChunk(...) without the namedtuple's Python __new__
 
 
-cdef class _Frame:
+cdef class _Frame(FrameWriter):
     """The chunks of one frame: a growing bytearray, cut wherever a file region goes."""
 
     cdef list chunks
-    cdef bytearray buf
-    cdef Py_ssize_t used
     cdef Py_ssize_t total        # bytes in finished chunks and file regions
-
-    cdef inline unsigned char* reserve(self, Py_ssize_t n) except NULL:
-        cdef Py_ssize_t capacity = PyByteArray_GET_SIZE(self.buf)
-        if self.used + n > capacity:
-            PyByteArray_Resize(self.buf, max(capacity * 2, self.used + n))
-        return <unsigned char*>PyByteArray_AS_STRING(self.buf) + self.used
-
-    cdef inline void put16(self, int16_t v) noexcept:
-        store_be16(<unsigned char*>PyByteArray_AS_STRING(self.buf) + self.used, <uint16_t>v)
-        self.used += 2
-
-    cdef inline void put32(self, int32_t v) noexcept:
-        store_be32(<unsigned char*>PyByteArray_AS_STRING(self.buf) + self.used, <uint32_t>v)
-        self.used += 4
-
-    cdef inline void put64(self, int64_t v) noexcept:
-        store_be64(<unsigned char*>PyByteArray_AS_STRING(self.buf) + self.used, <uint64_t>v)
-        self.used += 8
-
-    cdef inline void put8(self, unsigned char v) noexcept:
-        (<unsigned char*>PyByteArray_AS_STRING(self.buf))[self.used] = v
-        self.used += 1
-
-    cdef inline void uvarint(self, uint64_t v) noexcept:
-        cdef unsigned char* p = <unsigned char*>PyByteArray_AS_STRING(self.buf) + self.used
-        while v > 0x7F:
-            p[0] = <unsigned char>((v & 0x7F) | 0x80)
-            p += 1
-            self.used += 1
-            v >>= 7
-        p[0] = <unsigned char>v
-        self.used += 1
-
-    cdef int put_bytes(self, const unsigned char* data, Py_ssize_t n) except -1:
-        self.reserve(n)
-        memcpy(<unsigned char*>PyByteArray_AS_STRING(self.buf) + self.used, data, n)
-        self.used += n
-        return 0
 
     cdef int cut(self) except -1:
         """Finish the current buffer as a chunk and start a new one."""
-        PyByteArray_Resize(self.buf, self.used)
+        self.trim()
         self.chunks.append(self.buf)
         self.total += self.used
         self.buf = bytearray(INITIAL_CAPACITY)
@@ -129,10 +87,7 @@ cdef int _records(_Frame out, object data, bint flexible, bint sendfile,
             n = records[2]
     # Never null: an empty record set is written as zero bytes, like encode_reference.
     out.reserve(5)
-    if flexible:
-        out.uvarint(<uint64_t>n + 1)
-    else:
-        out.put32(<int32_t>n)
+    out.array_length(n, flexible)
     if n == 0:
         return 0
     if sendfile and n >= sendfile_min:
@@ -165,30 +120,13 @@ cdef int _aborted(_Frame out, object aborted, bint flexible) except -1:
         return 0
     n = len(aborted)
     out.reserve(5 + 17 * n + PARTITION_MAX)  # and room for the partition's remaining fields
-    if flexible:
-        out.uvarint(<uint64_t>n + 1)
-    else:
-        out.put32(<int32_t>n)
+    out.array_length(n, flexible)
     for k in range(n):
         txn = aborted[k]
         out.put64(txn.producer_id)
         out.put64(txn.first_offset)
         if flexible:
             out.put8(0)  # no tagged fields
-    return 0
-
-
-cdef int _name(_Frame out, str name, bint flexible) except -1:
-    cdef Py_ssize_t n
-    cdef const char* utf8 = PyUnicode_AsUTF8AndSize(name, &n)
-    if n > INT16_MAX:
-        raise ValueError(f"string of {n} bytes exceeds INT16_MAX")
-    out.reserve(n + 5)
-    if flexible:
-        out.uvarint(<uint64_t>n + 1)
-    else:
-        out.put16(<int16_t>n)
-    out.put_bytes(<const unsigned char*>utf8, n)
     return 0
 
 
@@ -242,10 +180,7 @@ def encode_fetch_response(plan, int version, int32_t correlation_id, bint sendfi
         out.put32(0)             # session_id: sessions are not kept
     topics = plan.topics
     n_topics = PyList_GET_SIZE(topics)
-    if flexible:
-        out.uvarint(<uint64_t>n_topics + 1)
-    else:
-        out.put32(<int32_t>n_topics)
+    out.array_length(n_topics, flexible)
 
     for t in range(n_topics):
         topic = <object>PyList_GET_ITEM(topics, t)
@@ -253,14 +188,14 @@ def encode_fetch_response(plan, int version, int32_t correlation_id, bint sendfi
             topic_id = topic.topic_id.bytes
             out.put_bytes(<const unsigned char*>PyBytes_AS_STRING(topic_id), 16)
         else:
-            _name(out, topic.name, flexible)
+            name = topic.name
+            if name is None:
+                raise TypeError("a fetch response topic needs a name")  # never written as null
+            out.string(name, flexible)
         partitions = topic.partitions
         n_parts = PyList_GET_SIZE(partitions)
         out.reserve(TOPIC_OVERHEAD)
-        if flexible:
-            out.uvarint(<uint64_t>n_parts + 1)
-        else:
-            out.put32(<int32_t>n_parts)
+        out.array_length(n_parts, flexible)
         for i in range(n_parts):
             p = <object>PyList_GET_ITEM(partitions, i)
             out.reserve(PARTITION_MAX)

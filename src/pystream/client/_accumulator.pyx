@@ -30,11 +30,12 @@ from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_CheckExact
 from libc.stdint cimport INT32_MAX, int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
-from posix.time cimport CLOCK_MONOTONIC, CLOCK_REALTIME, clock_gettime, timespec
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
-from pystream._core.crc32c cimport crc32c_update
-from pystream._core.endian cimport store_be16, store_be32, store_be64
-from pystream._core.varint cimport varint_size, write_varint
+from pystream._core.records cimport (
+    BATCH_OVERHEAD, now_ms, put_batch_header, put_record, record_body_size,
+)
+from pystream._core.wire cimport put_varint
 from pystream.client.murmur2 cimport murmur2 as _murmur2
 
 import asyncio
@@ -47,19 +48,9 @@ from pystream._core import compression as _compression
 
 from .types import RecordMetadata
 
-cdef enum:
-    BATCH_OVERHEAD = 61
-    LOG_OVERHEAD = 12
-
 # Status codes try_send returns instead of a future.
 NEED_METADATA = 1
 NEED_SPACE = 2
-
-
-cdef inline int64_t _now_ms() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return <int64_t>ts.tv_sec * 1000 + ts.tv_nsec // 1000000
 
 
 cdef inline double _monotonic() noexcept nogil:
@@ -75,20 +66,6 @@ def monotonic() -> float:
 
 
 
-cdef inline Py_ssize_t _field_size(Py_ssize_t n) noexcept nogil:
-    return 1 if n < 0 else varint_size(n) + n
-
-
-cdef inline unsigned char* _write_field(unsigned char* p, const unsigned char* data,
-                                        Py_ssize_t n) noexcept nogil:
-    if n < 0:
-        p[0] = 1  # zig-zag(-1): null
-        return p + 1
-    p += write_varint(p, n)
-    memcpy(p, data, n)
-    return p + n
-
-
 cdef bytes _encode_headers(list headers, int32_t* count):
     """(key, value) pairs (str/bytes key, bytes/None value) as record header bytes."""
     cdef bytearray out = bytearray()
@@ -101,7 +78,7 @@ cdef bytes _encode_headers(list headers, int32_t* count):
             hkey = PyUnicode_AsUTF8String(hkey)
         elif not PyBytes_CheckExact(hkey):
             raise TypeError(f"a header key must be str or bytes, got {type(hkey).__name__}")
-        n = write_varint(tmp, PyBytes_GET_SIZE(hkey))
+        n = put_varint(tmp, PyBytes_GET_SIZE(hkey)) - tmp
         out += tmp[:n]
         out += hkey
         if hvalue is None:
@@ -111,7 +88,7 @@ cdef bytes _encode_headers(list headers, int32_t* count):
                 hvalue = PyUnicode_AsUTF8String(hvalue)
             elif not PyBytes_CheckExact(hvalue):
                 hvalue = bytes(memoryview(hvalue))
-            n = write_varint(tmp, PyBytes_GET_SIZE(hvalue))
+            n = put_varint(tmp, PyBytes_GET_SIZE(hvalue)) - tmp
             out += tmp[:n]
             out += hvalue
         c += 1
@@ -209,22 +186,12 @@ cdef class ProducerBatch:
         cdef int32_t index = self._count
         cdef int64_t delta = 0 if index == 0 else <int64_t>(<uint64_t>ts - <uint64_t>self._base_ts)
         cdef Py_ssize_t hsize = 0 if hdrs is None else PyBytes_GET_SIZE(hdrs)
-        cdef Py_ssize_t body = (1 + varint_size(delta) + varint_size(index) + _field_size(klen)
-                                + _field_size(vlen) + varint_size(hcount) + hsize)
+        cdef Py_ssize_t body = record_body_size(delta, index, klen, vlen, hcount, hsize)
         self._reserve(body + 5)
-        cdef unsigned char* p = self._buf + self._len
-        p += write_varint(p, body)
-        p[0] = 0  # record attributes
-        p += 1
-        p += write_varint(p, delta)
-        p += write_varint(p, index)
-        p = _write_field(p, kp, klen)
-        p = _write_field(p, vp, vlen)
-        p += write_varint(p, hcount)
-        if hsize:
-            memcpy(p, PyBytes_AS_STRING(hdrs), hsize)
-            p += hsize
-        cdef Py_ssize_t written = p - (self._buf + self._len)
+        cdef unsigned char* start = self._buf + self._len
+        cdef Py_ssize_t written = put_record(
+            start, body, delta, index, kp, klen, vp, vlen, hcount,
+            <const unsigned char*>PyBytes_AS_STRING(hdrs) if hsize else NULL, hsize) - start
         self._len += written
         self.size += written
         if index == 0:
@@ -256,20 +223,11 @@ cdef class ProducerBatch:
             memcpy(PyBytes_AS_STRING(out) + BATCH_OVERHEAD, PyBytes_AS_STRING(payload), n)
         cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
         cdef Py_ssize_t size = BATCH_OVERHEAD + n
-        store_be64(p, 0)
-        store_be32(p + 8, <uint32_t>(size - LOG_OVERHEAD))
-        store_be32(p + 12, <uint32_t>-1)
-        p[16] = 2
-        store_be16(p + 21, <uint16_t>codec)
-        store_be32(p + 23, <uint32_t>(self._count - 1))
-        store_be64(p + 27, <uint64_t>self._base_ts)
-        store_be64(p + 35, <uint64_t>self._max_ts)
-        store_be64(p + 43, <uint64_t>-1)   # producer id
-        store_be16(p + 51, <uint16_t>-1)   # producer epoch
-        store_be32(p + 53, <uint32_t>-1)   # base sequence
-        store_be32(p + 57, <uint32_t>self._count)
         with nogil:
-            store_be32(p + 17, crc32c_update(0, p + 21, size - 21))
+            # Base offset 0 (the broker assigns it); leader epoch, producer id and
+            # epoch, base sequence: none (-1).
+            put_batch_header(p, size, 0, -1, codec, self._count - 1, self._base_ts, self._max_ts,
+                             -1, -1, -1, self._count)
         free(self._buf)
         self._buf = NULL
         self._len = self._cap = 0
@@ -496,7 +454,7 @@ cdef class RecordAccumulator:
         return self._send(<_Topic>t, value, key, headers, partition, timestamp_ms)
 
     cdef object _send(self, _Topic t, value, key, list headers, partition, timestamp_ms):
-        cdef int64_t ts = _now_ms() if timestamp_ms is None else <int64_t>timestamp_ms
+        cdef int64_t ts = now_ms() if timestamp_ms is None else <int64_t>timestamp_ms
         cdef int32_t p, n = t.num_partitions
         cdef const unsigned char* kp = NULL
         cdef const unsigned char* vp = NULL

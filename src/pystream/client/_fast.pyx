@@ -19,19 +19,17 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.stdint cimport INT32_MAX, int8_t, int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport INT32_MAX, int16_t, int32_t, int64_t
 from libc.string cimport memcpy
 
-from pystream._core.crc32c cimport crc32c_update
-from pystream._core.endian cimport load_be16, load_be32, load_be64, store_be16, store_be32, store_be64
+from pystream._core.endian cimport load_be16, load_be32
 from pystream._core.records cimport (
-    ATTRIBUTES_OFFSET, BATCH_OK, BATCH_OVERHEAD, BatchError, BatchInfo, CRC_OFFSET, LOG_OVERHEAD,
-    RECORD_OK, RecordError, RecordInfo, check_batch_ex, decode_headers, read_record,
+    BATCH_OK, BATCH_OVERHEAD, LOG_OVERHEAD, RECORD_OK, BatchError, BatchInfo, RecordError,
+    RecordInfo, check_batch_ex, decode_headers, now_ms, put_batch_header, put_record, read_record,
+    record_body_size,
 )
-from pystream._core.varint cimport read_varint32, varint_size, write_varint
+from pystream._core.wire cimport varint_size
 from pystream.client.murmur2 cimport murmur2 as _murmur2
-
-import time
 
 import numpy as np
 
@@ -97,13 +95,9 @@ def partitions_for_fixed_keys(const unsigned char[::1] key_data, Py_ssize_t key_
 
 # ---------------------------------------------------------------- batch building
 
-cdef inline Py_ssize_t _field_size(Py_ssize_t n) noexcept nogil:
-    return 1 if n < 0 else varint_size(n) + n
-
-
 cdef inline Py_ssize_t _body_size(int32_t offset_delta, Py_ssize_t klen, Py_ssize_t vlen) noexcept nogil:
-    # attributes + timestamp delta 0 + offset delta + key + value + header count 0
-    return 1 + 1 + varint_size(offset_delta) + _field_size(klen) + _field_size(vlen) + 1
+    # The records built here: timestamp delta 0, no headers.
+    return record_body_size(0, offset_delta, klen, vlen, 0, 0)
 
 
 def record_overhead(Py_ssize_t key_length, Py_ssize_t value_length) -> int:
@@ -182,7 +176,7 @@ def build_fixed_batch(const unsigned char[::1] data, Py_ssize_t record_size, Py_
                 raise ValueError(f"row {rows[i]} is outside the {nrows} given")
     if compression < 0 or compression > 4:
         raise ValueError(f"unknown compression codec id {compression}")
-    cdef int64_t ts = <int64_t>(time.time() * 1000) if timestamp is None else <int64_t>timestamp
+    cdef int64_t ts = now_ms() if timestamp is None else <int64_t>timestamp
     cdef Py_ssize_t klen = key_size if keyed else -1
     cdef Py_ssize_t total = 0, body
     for i in range(count):
@@ -200,23 +194,8 @@ def build_fixed_batch(const unsigned char[::1] data, Py_ssize_t record_size, Py_
         for i in range(count):
             row = (start + i) if rows is None else rows[start + i]
             body = _body_size(<int32_t>i, klen, record_size)
-            p += write_varint(p, body)
-            p[0] = 0          # record attributes
-            p[1] = 0          # timestamp delta 0
-            p += 2
-            p += write_varint(p, i)
-            if keyed:
-                p += write_varint(p, klen)
-                memcpy(p, kbase + row * klen, klen)
-                p += klen
-            else:
-                p[0] = 1      # null key: zig-zag(-1)
-                p += 1
-            p += write_varint(p, record_size)
-            memcpy(p, base + row * record_size, record_size)
-            p += record_size
-            p[0] = 0          # no headers
-            p += 1
+            p = put_record(p, body, 0, <int32_t>i, kbase + row * klen if keyed else NULL, klen,
+                           base + row * record_size, record_size, 0, NULL, 0)
     cdef int16_t attributes = (0x10 if is_transactional else 0)
     return _finish(raw, compression, attributes, <int32_t>(count - 1), ts, producer_id,
                    producer_epoch, base_sequence, <int32_t>count)
@@ -242,20 +221,10 @@ cdef bytes _finish(bytes raw, int codec, int16_t attributes, int32_t last_offset
     if size - LOG_OVERHEAD > INT32_MAX:
         raise ValueError("the batch would exceed the 2 GiB a v2 batch can hold")
     p = <unsigned char*>PyBytes_AS_STRING(out)
-    store_be64(p, 0)                                   # base offset (the broker assigns)
-    store_be32(p + 8, <uint32_t>(size - LOG_OVERHEAD))
-    store_be32(p + 12, <uint32_t>-1)                   # partition leader epoch
-    p[16] = 2                                          # magic
-    store_be16(p + ATTRIBUTES_OFFSET, <uint16_t>(attributes | codec))
-    store_be32(p + 23, <uint32_t>last_offset_delta)
-    store_be64(p + 27, <uint64_t>ts)                   # base timestamp
-    store_be64(p + 35, <uint64_t>ts)                   # max timestamp
-    store_be64(p + 43, <uint64_t>producer_id)
-    store_be16(p + 51, <uint16_t>producer_epoch)
-    store_be32(p + 53, <uint32_t>base_sequence)
-    store_be32(p + 57, <uint32_t>count)
     with nogil:
-        store_be32(p + CRC_OFFSET, crc32c_update(0, p + ATTRIBUTES_OFFSET, size - ATTRIBUTES_OFFSET))
+        # Base offset 0 (the broker assigns it), no partition leader epoch.
+        put_batch_header(p, size, 0, -1, attributes | codec, last_offset_delta, ts, ts,
+                         producer_id, producer_epoch, base_sequence, count)
     return out
 
 

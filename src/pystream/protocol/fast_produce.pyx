@@ -32,13 +32,13 @@ Importing this module registers the codecs; the generated ones stay available
 in :data:`GENERATED_READERS`, :data:`GENERATED_HEADER_READERS` and
 :data:`GENERATED_WRITERS` (the references the tests compare against).
 """
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.bytearray cimport PyByteArray_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
-from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport int16_t, int32_t, int64_t, uint32_t
 
-from pystream._core.endian cimport load_be16, load_be32, store_be16, store_be32, store_be64
+from pystream._core.endian cimport load_be16, load_be32
+from pystream._core.frame_writer cimport FrameWriter
 
 from pystream.protocol.messages import RequestHeader, register_fast_codec
 from pystream.protocol.messages.produce import ProduceRequest, ProduceResponse
@@ -312,84 +312,6 @@ def _read_header_v2(reader):
 
 # -------------------------------------------------------------------- ProduceResponse
 
-cdef class _Out:
-    """Appends to a bytearray (the frame's Writer) through a pointer; reserve() first."""
-
-    cdef object buf              # a bytearray or a subclass (Writer): not exact-typed
-    cdef Py_ssize_t used
-
-    cdef inline unsigned char* reserve(self, Py_ssize_t n) except NULL:
-        cdef Py_ssize_t size = PyByteArray_GET_SIZE(self.buf)
-        if self.used + n > size:
-            PyByteArray_Resize(self.buf, max(2 * size, self.used + n))
-        return <unsigned char*>PyByteArray_AS_STRING(self.buf) + self.used
-
-    cdef inline unsigned char* at(self) noexcept:
-        return <unsigned char*>PyByteArray_AS_STRING(self.buf) + self.used
-
-    cdef inline void put8(self, unsigned char v) noexcept:
-        self.at()[0] = v
-        self.used += 1
-
-    cdef inline void put16(self, int16_t v) noexcept:
-        store_be16(self.at(), <uint16_t>v)
-        self.used += 2
-
-    cdef inline void put32(self, int32_t v) noexcept:
-        store_be32(self.at(), <uint32_t>v)
-        self.used += 4
-
-    cdef inline void put64(self, int64_t v) noexcept:
-        store_be64(self.at(), <uint64_t>v)
-        self.used += 8
-
-    cdef inline void uvarint(self, uint64_t v) noexcept:
-        cdef unsigned char* p = self.at()
-        while v > 0x7F:
-            p[0] = <unsigned char>((v & 0x7F) | 0x80)
-            p += 1
-            self.used += 1
-            v >>= 7
-        p[0] = <unsigned char>v
-        self.used += 1
-
-    cdef int count(self, Py_ssize_t n, bint flexible) except -1:
-        self.reserve(5)
-        if flexible:
-            self.uvarint(<uint64_t>n + 1)
-        else:
-            self.put32(<int32_t>n)
-        return 0
-
-    cdef int string(self, object value, bint flexible) except -1:
-        """A nullable string; None is written as null (callers pass only nullable fields
-        as None: a null name would fail the generated writer, so it is checked first)."""
-        cdef Py_ssize_t n
-        cdef const char* utf8
-        if value is None:
-            self.reserve(2)
-            if flexible:
-                self.put8(0)
-            else:
-                self.put16(-1)
-            return 0
-        utf8 = PyUnicode_AsUTF8AndSize(value, &n)
-        if n > INT16_MAX:
-            raise ValueError(f"string of {n} bytes exceeds INT16_MAX")
-        self.reserve(n + 5)
-        if flexible:
-            self.uvarint(<uint64_t>n + 1)
-        else:
-            self.put16(<int16_t>n)
-        memcpy(self.at(), utf8, n)
-        self.used += n
-        return 0
-
-    cdef int finish(self) except -1:
-        PyByteArray_Resize(self.buf, self.used)
-        return 0
-
-
 cdef bint _needs_generated(object response, int version):
     """Shapes the fast writer leaves to the generated one (rare: errors per batch, tags)."""
     cdef list topics = response.responses
@@ -411,7 +333,7 @@ cdef bint _needs_generated(object response, int version):
 
 
 cdef int _write_response(object writer, object response, int version) except -1:
-    cdef _Out out = _Out.__new__(_Out)
+    cdef FrameWriter out = FrameWriter.__new__(FrameWriter)
     cdef bint flexible = version >= 9
     cdef list topics = response.responses
     cdef list partitions
@@ -420,15 +342,17 @@ cdef int _write_response(object writer, object response, int version) except -1:
         raise TypeError(f"a ProduceResponse is written to a bytearray, not {type(writer)}")
     out.buf = writer
     out.used = PyByteArray_GET_SIZE(writer)
-    out.count(PyList_GET_SIZE(topics), flexible)
+    out.reserve(5)
+    out.array_length(PyList_GET_SIZE(topics), flexible)
     for t in range(PyList_GET_SIZE(topics)):
         topic = <object>PyList_GET_ITEM(topics, t)
         out.string(topic.name, flexible)
         partitions = topic.partition_responses
-        out.count(PyList_GET_SIZE(partitions), flexible)
+        out.reserve(5)
+        out.array_length(PyList_GET_SIZE(partitions), flexible)
         for i in range(PyList_GET_SIZE(partitions)):
             p = <object>PyList_GET_ITEM(partitions, i)
-            out.reserve(38)
+            out.reserve(38)  # the fixed fields and record_errors' length
             out.put32(p.index)
             out.put16(p.error_code)
             out.put64(p.base_offset)
@@ -436,7 +360,7 @@ cdef int _write_response(object writer, object response, int version) except -1:
             if version >= 5:
                 out.put64(p.log_start_offset)
             if version >= 8:
-                out.count(0, flexible)  # record_errors: none (else the generated writer)
+                out.array_length(0, flexible)  # record_errors: none (else the generated writer)
                 out.string(p.error_message, flexible)
             if flexible:
                 out.reserve(1)
@@ -448,7 +372,7 @@ cdef int _write_response(object writer, object response, int version) except -1:
     out.put32(response.throttle_time_ms)
     if flexible:
         out.put8(0)  # no tagged fields
-    out.finish()
+    out.trim()
     return 0
 
 
