@@ -1,7 +1,9 @@
 """Typed configuration with Kafka's key names.
 
 One definition mechanism for every config in pystream: a :class:`ConfigDef`
-(name, type, default, validator, doc) in a table keyed by Kafka's name.
+(name, type, default, validator, doc, whether pystream honours it) in a table
+keyed by Kafka's name; ``scripts/gen_config_docs.py`` writes
+``docs/configuration.md`` from the tables.
 Values arrive as strings (``server.properties``, CreateTopics, AlterConfigs)
 or already typed; :func:`parse_value` turns them into Python values and the
 validator checks them, raising :class:`~pystream.errors.InvalidConfigError`
@@ -12,8 +14,8 @@ Topic-level configs live in :data:`TOPIC_CONFIGS` and are read into a frozen
 supply its default (``segment.bytes`` <- ``log.segment.bytes``, ``retention.ms``
 <- ``log.retention.ms`` / ``log.retention.minutes`` / ``log.retention.hours``),
 as Kafka's ``ServerTopicConfigSynonyms`` does.  Broker-level configs
-(``listeners``, ``log.dirs``, ``broker.id`` ...) are to be added here as a
-second table with the same :class:`ConfigDef`.
+(``listeners``, ``log.dirs``, ``broker.id`` ...) are the second table,
+:data:`BROKER_CONFIGS`, read into a frozen :class:`BrokerConfig`.
 """
 
 from __future__ import annotations
@@ -152,6 +154,9 @@ class ConfigDef:
     validator: Validator | None = None
     doc: str = ""
     synonyms: tuple[Synonym, ...] = ()  # broker-level keys, highest priority first
+    # False: parsed and validated (so Kafka's server.properties and tools work unchanged)
+    # but the value changes nothing in pystream.  docs/configuration.md says which.
+    honoured: bool = True
 
     @property
     def attribute(self) -> str:
@@ -265,6 +270,7 @@ TOPIC_CONFIGS: dict[str, ConfigDef] = _table(
         OneOf(COMPRESSION_TYPES),
         "Codec of stored batches; producer keeps what the producer sent.",
         (Synonym("compression.type"),),
+        honoured=False,  # batches are always stored as the producer compressed them
     ),
     ConfigDef(
         "delete.retention.ms",
@@ -377,6 +383,7 @@ TOPIC_CONFIGS: dict[str, ConfigDef] = _table(
         None,
         "Preallocate the file of a new segment.",
         (Synonym("log.preallocate"),),
+        honoured=False,  # .log files grow as written (indexes are always preallocated)
     ),
     ConfigDef(
         "retention.bytes",
@@ -633,93 +640,420 @@ class LogConfig:
 # --- broker configs ---------------------------------------------------------------------------
 
 BROKER_CONFIGS: dict[str, ConfigDef] = _table(
-    ConfigDef("broker.id", ConfigType.INT, 0, AtLeast(0)),
-    ConfigDef("listeners", ConfigType.STRING, "PLAINTEXT://127.0.0.1:9092"),
-    # Empty: advertise the listeners themselves.
-    ConfigDef("advertised.listeners", ConfigType.STRING, ""),
-    ConfigDef("log.dirs", ConfigType.LIST, ("./pystream-data",)),
-    ConfigDef("num.partitions", ConfigType.INT, 1, AtLeast(1)),
-    ConfigDef("default.replication.factor", ConfigType.INT, 1, AtLeast(1)),
-    ConfigDef("auto.create.topics.enable", ConfigType.BOOLEAN, True),
-    ConfigDef("delete.topic.enable", ConfigType.BOOLEAN, True),
-    ConfigDef("socket.request.max.bytes", ConfigType.INT, 104_857_600, AtLeast(1)),
-    # Upper bound of one Fetch response, whatever the client asks for.
-    ConfigDef("fetch.max.bytes", ConfigType.INT, 57_671_680, AtLeast(1024)),
-    ConfigDef("log.retention.check.interval.ms", ConfigType.LONG, 300_000, AtLeast(1)),
-    ConfigDef("log.flush.scheduler.interval.ms", ConfigType.LONG, INT64_MAX, AtLeast(1)),
-    ConfigDef("log.flush.offset.checkpoint.interval.ms", ConfigType.INT, 60_000, AtLeast(0)),
-    ConfigDef("log.flush.start.offset.checkpoint.interval.ms", ConfigType.INT, 60_000, AtLeast(0)),
-    ConfigDef("replica.high.watermark.checkpoint.interval.ms", ConfigType.LONG, 5_000, AtLeast(1)),
-    # The log cleaner (compacted topics): threads, their pause when idle, memory and I/O.
-    ConfigDef("log.cleaner.enable", ConfigType.BOOLEAN, True),
-    ConfigDef("log.cleaner.threads", ConfigType.INT, 1, AtLeast(0)),
-    ConfigDef("log.cleaner.backoff.ms", ConfigType.LONG, 15_000, AtLeast(0)),
-    ConfigDef("log.cleaner.dedupe.buffer.size", ConfigType.LONG, 134_217_728, AtLeast(1024)),
-    ConfigDef("log.cleaner.io.buffer.size", ConfigType.INT, 524_288, AtLeast(0)),
-    ConfigDef("log.cleaner.io.buffer.load.factor", ConfigType.DOUBLE, 0.9, Between(0.01, 1)),
-    ConfigDef("log.cleaner.io.max.bytes.per.second", ConfigType.DOUBLE, DOUBLE_MAX, AtLeast(1)),
-    ConfigDef("zookeeper.connect", ConfigType.STRING, ""),
-    # Cluster mode only (zookeeper.connect set): the ZooKeeper session and first connection.
-    ConfigDef("zookeeper.session.timeout.ms", ConfigType.INT, 18_000, AtLeast(1)),
-    ConfigDef("zookeeper.connection.timeout.ms", ConfigType.INT, 18_000, AtLeast(1)),
-    # Empty: no rack (replica assignment is rack-aware only when every broker has one).
-    ConfigDef("broker.rack", ConfigType.STRING, ""),
-    # Consumer groups: the __consumer_offsets topic and the group coordinator.
-    ConfigDef("offsets.topic.num.partitions", ConfigType.INT, 50, AtLeast(1)),
-    # Kafka's default is 3; one node can only host one replica.
-    ConfigDef("offsets.topic.replication.factor", ConfigType.INT, 1, AtLeast(1)),
-    ConfigDef("offsets.topic.segment.bytes", ConfigType.INT, 104_857_600, AtLeast(1)),
-    ConfigDef("offsets.retention.minutes", ConfigType.INT, 10_080, AtLeast(1)),
-    ConfigDef("offsets.retention.check.interval.ms", ConfigType.LONG, 600_000, AtLeast(1)),
-    ConfigDef("offset.metadata.max.bytes", ConfigType.INT, 4096),
-    ConfigDef("group.initial.rebalance.delay.ms", ConfigType.INT, 3000, AtLeast(0)),
-    ConfigDef("group.min.session.timeout.ms", ConfigType.INT, 6000),
-    ConfigDef("group.max.session.timeout.ms", ConfigType.INT, 1_800_000),
-    ConfigDef("group.max.size", ConfigType.INT, INT32_MAX, AtLeast(1)),
-    # Idempotent producers and transactions: the __transaction_state topic and its coordinator.
-    ConfigDef("transaction.state.log.num.partitions", ConfigType.INT, 50, AtLeast(1)),
-    # Kafka's defaults are 3 and 2; one node can only host one replica.
-    ConfigDef("transaction.state.log.replication.factor", ConfigType.INT, 1, AtLeast(1)),
-    ConfigDef("transaction.state.log.min.isr", ConfigType.INT, 1, AtLeast(1)),
-    ConfigDef("transaction.state.log.segment.bytes", ConfigType.INT, 104_857_600, AtLeast(1)),
-    ConfigDef("transaction.max.timeout.ms", ConfigType.INT, 900_000, AtLeast(1)),
-    ConfigDef("transactional.id.expiration.ms", ConfigType.INT, 604_800_000, AtLeast(1)),
+    ConfigDef("broker.id", ConfigType.INT, 0, AtLeast(0), doc="This broker's id in the cluster."),
+    ConfigDef(
+        "listeners",
+        ConfigType.STRING,
+        "PLAINTEXT://127.0.0.1:9092",
+        doc="Comma-separated NAME://host:port the broker listens on (port 0: any free port).",
+    ),
+    ConfigDef(
+        "advertised.listeners",
+        ConfigType.STRING,
+        "",
+        doc="Addresses given to clients in metadata; empty: the listeners themselves.",
+    ),
+    ConfigDef(
+        "log.dirs",
+        ConfigType.LIST,
+        ("./pystream-data",),
+        doc="Directories of the partition logs (log.dir is accepted as a fallback).",
+    ),
+    ConfigDef(
+        "num.partitions",
+        ConfigType.INT,
+        1,
+        AtLeast(1),
+        doc="Partitions of a topic created without a partition count (or auto-created).",
+    ),
+    ConfigDef(
+        "default.replication.factor",
+        ConfigType.INT,
+        1,
+        AtLeast(1),
+        doc="Replication factor of a topic created without one (or auto-created).",
+    ),
+    ConfigDef(
+        "auto.create.topics.enable",
+        ConfigType.BOOLEAN,
+        True,
+        doc="Create a topic when a client asks for metadata of one that does not exist.",
+    ),
+    ConfigDef(
+        "delete.topic.enable",
+        ConfigType.BOOLEAN,
+        True,
+        doc="Allow DeleteTopics; false rejects it.",
+    ),
+    ConfigDef(
+        "socket.request.max.bytes",
+        ConfigType.INT,
+        104_857_600,
+        AtLeast(1),
+        doc="Largest request frame the broker reads; larger ones close the connection.",
+    ),
+    ConfigDef(
+        "fetch.max.bytes",
+        ConfigType.INT,
+        57_671_680,
+        AtLeast(1024),
+        doc="Upper bound of one Fetch response, whatever the client asks for.",
+    ),
+    ConfigDef(
+        "log.retention.check.interval.ms",
+        ConfigType.LONG,
+        300_000,
+        AtLeast(1),
+        doc="How often retention looks for segments to delete.",
+    ),
+    ConfigDef(
+        "log.flush.scheduler.interval.ms",
+        ConfigType.LONG,
+        INT64_MAX,
+        AtLeast(1),
+        doc="How often the flusher checks logs against flush.ms.",
+    ),
+    ConfigDef(
+        "log.flush.offset.checkpoint.interval.ms",
+        ConfigType.INT,
+        60_000,
+        AtLeast(0),
+        doc="How often the recovery-point checkpoint file is written.",
+    ),
+    ConfigDef(
+        "log.flush.start.offset.checkpoint.interval.ms",
+        ConfigType.INT,
+        60_000,
+        AtLeast(0),
+        doc="How often the log-start-offset checkpoint file is written.",
+    ),
+    ConfigDef(
+        "replica.high.watermark.checkpoint.interval.ms",
+        ConfigType.LONG,
+        5_000,
+        AtLeast(1),
+        doc="How often the high-watermark checkpoint file is written.",
+    ),
+    ConfigDef(
+        "log.cleaner.enable",
+        ConfigType.BOOLEAN,
+        True,
+        doc="Run the log cleaner that compacts topics with cleanup.policy=compact.",
+    ),
+    ConfigDef(
+        "log.cleaner.threads",
+        ConfigType.INT,
+        1,
+        AtLeast(0),
+        doc="Threads of the log cleaner.",
+    ),
+    ConfigDef(
+        "log.cleaner.backoff.ms",
+        ConfigType.LONG,
+        15_000,
+        AtLeast(0),
+        doc="How long the cleaner sleeps when no log needs cleaning.",
+    ),
+    ConfigDef(
+        "log.cleaner.dedupe.buffer.size",
+        ConfigType.LONG,
+        134_217_728,
+        AtLeast(1024),
+        doc="Memory of the cleaner's key-to-offset maps, shared by its threads.",
+    ),
+    ConfigDef(
+        "log.cleaner.io.buffer.size",
+        ConfigType.INT,
+        524_288,
+        AtLeast(0),
+        doc="Read and write buffer memory of the cleaner, shared by its threads.",
+    ),
+    ConfigDef(
+        "log.cleaner.io.buffer.load.factor",
+        ConfigType.DOUBLE,
+        0.9,
+        Between(0.01, 1),
+        doc="How full the cleaner's offset map may get before a cleaning pass stops.",
+    ),
+    ConfigDef(
+        "log.cleaner.io.max.bytes.per.second",
+        ConfigType.DOUBLE,
+        DOUBLE_MAX,
+        AtLeast(1),
+        doc="Throttle of the cleaner's reads and writes.",
+    ),
+    ConfigDef(
+        "zookeeper.connect",
+        ConfigType.STRING,
+        "",
+        doc="host:port[/chroot] of ZooKeeper; set, the broker runs in cluster mode.",
+    ),
+    ConfigDef(
+        "zookeeper.session.timeout.ms",
+        ConfigType.INT,
+        18_000,
+        AtLeast(1),
+        doc="ZooKeeper session timeout (cluster mode).",
+    ),
+    ConfigDef(
+        "zookeeper.connection.timeout.ms",
+        ConfigType.INT,
+        18_000,
+        AtLeast(1),
+        doc="How long the first connection to ZooKeeper may take (cluster mode).",
+    ),
+    ConfigDef(
+        "broker.rack",
+        ConfigType.STRING,
+        "",
+        doc="This broker's rack; assignment is rack-aware only when every broker has one.",
+    ),
+    ConfigDef(
+        "offsets.topic.num.partitions",
+        ConfigType.INT,
+        50,
+        AtLeast(1),
+        doc="Partitions of __consumer_offsets.",
+    ),
+    ConfigDef(
+        "offsets.topic.replication.factor",
+        ConfigType.INT,
+        1,  # Kafka's default is 3; one node can only host one replica.
+        AtLeast(1),
+        doc="Replication factor of __consumer_offsets (Kafka's default: 3).",
+    ),
+    ConfigDef(
+        "offsets.topic.segment.bytes",
+        ConfigType.INT,
+        104_857_600,
+        AtLeast(1),
+        doc="segment.bytes of __consumer_offsets.",
+    ),
+    ConfigDef(
+        "offsets.retention.minutes",
+        ConfigType.INT,
+        10_080,
+        AtLeast(1),
+        doc="How long an empty group's committed offsets are kept.",
+    ),
+    ConfigDef(
+        "offsets.retention.check.interval.ms",
+        ConfigType.LONG,
+        600_000,
+        AtLeast(1),
+        doc="How often expired committed offsets are removed.",
+    ),
+    ConfigDef(
+        "offset.metadata.max.bytes",
+        ConfigType.INT,
+        4096,
+        doc="Largest metadata string of a committed offset.",
+    ),
+    ConfigDef(
+        "group.initial.rebalance.delay.ms",
+        ConfigType.INT,
+        3000,
+        AtLeast(0),
+        doc="How long a new group waits for more members before its first rebalance.",
+    ),
+    ConfigDef(
+        "group.min.session.timeout.ms",
+        ConfigType.INT,
+        6000,
+        doc="Smallest session timeout a group member may ask for.",
+    ),
+    ConfigDef(
+        "group.max.session.timeout.ms",
+        ConfigType.INT,
+        1_800_000,
+        doc="Largest session timeout a group member may ask for.",
+    ),
+    ConfigDef(
+        "group.max.size",
+        ConfigType.INT,
+        INT32_MAX,
+        AtLeast(1),
+        doc="Most members one consumer group may have.",
+    ),
+    ConfigDef(
+        "transaction.state.log.num.partitions",
+        ConfigType.INT,
+        50,
+        AtLeast(1),
+        doc="Partitions of __transaction_state.",
+    ),
+    ConfigDef(
+        "transaction.state.log.replication.factor",
+        ConfigType.INT,
+        1,  # Kafka's default is 3; one node can only host one replica.
+        AtLeast(1),
+        doc="Replication factor of __transaction_state (Kafka's default: 3).",
+    ),
+    ConfigDef(
+        "transaction.state.log.min.isr",
+        ConfigType.INT,
+        1,  # Kafka's default is 2; one node can only host one replica.
+        AtLeast(1),
+        doc="min.insync.replicas of __transaction_state (Kafka's default: 2).",
+    ),
+    ConfigDef(
+        "transaction.state.log.segment.bytes",
+        ConfigType.INT,
+        104_857_600,
+        AtLeast(1),
+        doc="segment.bytes of __transaction_state.",
+    ),
+    ConfigDef(
+        "transaction.max.timeout.ms",
+        ConfigType.INT,
+        900_000,
+        AtLeast(1),
+        doc="Largest transaction timeout a producer may ask for.",
+    ),
+    ConfigDef(
+        "transactional.id.expiration.ms",
+        ConfigType.INT,
+        604_800_000,
+        AtLeast(1),
+        doc="How long an idle transactional id is remembered.",
+    ),
     ConfigDef(
         "transaction.abort.timed.out.transaction.cleanup.interval.ms",
         ConfigType.INT,
         10_000,
         AtLeast(1),
+        doc="How often transactions past their timeout are aborted.",
     ),
     ConfigDef(
         "transaction.remove.expired.transaction.cleanup.interval.ms",
         ConfigType.INT,
         3_600_000,
         AtLeast(1),
+        doc="How often expired transactional ids are removed.",
     ),
-    ConfigDef("producer.id.expiration.ms", ConfigType.INT, 86_400_000, AtLeast(1)),
-    ConfigDef("producer.id.expiration.check.interval.ms", ConfigType.INT, 600_000, AtLeast(1)),
-    # Replication (cluster mode): follower fetchers, ISR membership, acks=all waits.
-    ConfigDef("replica.lag.time.max.ms", ConfigType.LONG, 30_000, AtLeast(1)),
-    ConfigDef("replica.fetch.max.bytes", ConfigType.INT, 1_048_576, AtLeast(0)),
-    ConfigDef("replica.fetch.response.max.bytes", ConfigType.INT, 10_485_760, AtLeast(0)),
-    ConfigDef("replica.fetch.wait.max.ms", ConfigType.INT, 500, AtLeast(0)),
-    ConfigDef("replica.fetch.min.bytes", ConfigType.INT, 1, AtLeast(1)),
-    ConfigDef("replica.fetch.backoff.ms", ConfigType.INT, 1_000, AtLeast(0)),
-    ConfigDef("replica.socket.timeout.ms", ConfigType.INT, 30_000, AtLeast(1)),
-    ConfigDef("num.replica.fetchers", ConfigType.INT, 1, AtLeast(1)),
-    # The broker-wide default of the topic config of the same name (elections).
-    ConfigDef("unclean.leader.election.enable", ConfigType.BOOLEAN, False),
-    # The controller: preferred-leader rebalancing and controlled shutdown.
-    ConfigDef("auto.leader.rebalance.enable", ConfigType.BOOLEAN, True),
-    ConfigDef("leader.imbalance.check.interval.seconds", ConfigType.LONG, 300, AtLeast(1)),
-    ConfigDef("leader.imbalance.per.broker.percentage", ConfigType.INT, 10, AtLeast(0)),
-    ConfigDef("controlled.shutdown.enable", ConfigType.BOOLEAN, True),
-    ConfigDef("controlled.shutdown.max.retries", ConfigType.INT, 3, AtLeast(0)),
-    ConfigDef("controlled.shutdown.retry.backoff.ms", ConfigType.LONG, 5_000, AtLeast(0)),
+    ConfigDef(
+        "producer.id.expiration.ms",
+        ConfigType.INT,
+        86_400_000,
+        AtLeast(1),
+        doc="How long an idle producer id's idempotence state is kept.",
+    ),
+    ConfigDef(
+        "producer.id.expiration.check.interval.ms",
+        ConfigType.INT,
+        600_000,
+        AtLeast(1),
+        doc="How often expired producer ids are removed.",
+    ),
+    ConfigDef(
+        "replica.lag.time.max.ms",
+        ConfigType.LONG,
+        30_000,
+        AtLeast(1),
+        doc="A follower that has not caught up for this long leaves the ISR.",
+    ),
+    ConfigDef(
+        "replica.fetch.max.bytes",
+        ConfigType.INT,
+        1_048_576,
+        AtLeast(0),
+        doc="Bytes a follower asks for per partition in one fetch.",
+    ),
+    ConfigDef(
+        "replica.fetch.response.max.bytes",
+        ConfigType.INT,
+        10_485_760,
+        AtLeast(0),
+        doc="Bytes a follower asks for in one whole fetch response.",
+    ),
+    ConfigDef(
+        "replica.fetch.wait.max.ms",
+        ConfigType.INT,
+        500,
+        AtLeast(0),
+        doc="How long a follower's fetch may wait at the leader for data.",
+    ),
+    ConfigDef(
+        "replica.fetch.min.bytes",
+        ConfigType.INT,
+        1,
+        AtLeast(1),
+        doc="Bytes a follower's fetch waits for at the leader.",
+    ),
+    ConfigDef(
+        "replica.fetch.backoff.ms",
+        ConfigType.INT,
+        1_000,
+        AtLeast(0),
+        doc="Pause of a follower's fetcher after a failed fetch.",
+    ),
+    ConfigDef(
+        "replica.socket.timeout.ms",
+        ConfigType.INT,
+        30_000,
+        AtLeast(1),
+        doc="Timeout of a follower's fetch requests (and other broker-to-broker requests).",
+    ),
+    ConfigDef(
+        "num.replica.fetchers",
+        ConfigType.INT,
+        1,
+        AtLeast(1),
+        doc="Fetcher threads per source broker; pystream runs one fetcher per leader.",
+        honoured=False,
+    ),
+    ConfigDef(
+        "unclean.leader.election.enable",
+        ConfigType.BOOLEAN,
+        False,
+        doc="Broker-wide default of the topic config of the same name (elections).",
+    ),
+    ConfigDef(
+        "auto.leader.rebalance.enable",
+        ConfigType.BOOLEAN,
+        True,
+        doc="The controller moves leadership back to preferred replicas when imbalanced.",
+    ),
+    ConfigDef(
+        "leader.imbalance.check.interval.seconds",
+        ConfigType.LONG,
+        300,
+        AtLeast(1),
+        doc="How often the controller checks for leader imbalance.",
+    ),
+    ConfigDef(
+        "leader.imbalance.per.broker.percentage",
+        ConfigType.INT,
+        10,
+        AtLeast(0),
+        doc="Share of a broker's partitions led elsewhere that triggers a rebalance.",
+    ),
+    ConfigDef(
+        "controlled.shutdown.enable",
+        ConfigType.BOOLEAN,
+        True,
+        doc="A stopping broker first asks the controller to move its leaderships away.",
+    ),
+    ConfigDef(
+        "controlled.shutdown.max.retries",
+        ConfigType.INT,
+        3,
+        AtLeast(0),
+        doc="Retries of a controlled shutdown that did not complete.",
+    ),
+    ConfigDef(
+        "controlled.shutdown.retry.backoff.ms",
+        ConfigType.LONG,
+        5_000,
+        AtLeast(0),
+        doc="Pause between two controlled-shutdown attempts.",
+    ),
 )
 
-# Keys Kafka accepts that name a fallback for another key.
-_BROKER_ALIASES = {"log.dir": "log.dirs"}
+#: Broker keys Kafka accepts as a fallback for another key (used when that key is not given).
+BROKER_ALIASES: dict[str, str] = {"log.dir": "log.dirs"}
+# Broker keys that set a topic config's default (log.segment.bytes, log.retention.hours ...).
+_TOPIC_SYNONYM_NAMES = frozenset(s.name for d in TOPIC_CONFIGS.values() for s in d.synonyms)
 
 
 @dataclass(frozen=True)
@@ -806,11 +1140,11 @@ class BrokerConfig:
         or is out of range.
         """
         props = dict(props)
-        for alias, key in _BROKER_ALIASES.items():
+        for alias, key in BROKER_ALIASES.items():
             if alias in props:
                 value = props.pop(alias)
                 props.setdefault(key, value)
-        topic_synonyms = {s.name for d in TOPIC_CONFIGS.values() for s in d.synonyms}
+        topic_synonyms = _TOPIC_SYNONYM_NAMES
         known = {k: v for k, v in props.items() if k in BROKER_CONFIGS}
         unknown = sorted(k for k in props if k not in BROKER_CONFIGS and k not in topic_synonyms)
         values = parse_properties(BROKER_CONFIGS, known, "broker")
@@ -867,6 +1201,12 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
     return result
 
 
+def broker_property_names() -> frozenset[str]:
+    """Every key :meth:`BrokerConfig.from_properties` parses: the broker table, the topic
+    configs' broker-level synonyms and the aliases (``log.dir``); others are unknown."""
+    return frozenset(BROKER_CONFIGS) | _TOPIC_SYNONYM_NAMES | frozenset(BROKER_ALIASES)
+
+
 def broker_synonyms(name: str) -> tuple[str, ...]:
     """The broker-level keys that supply the default of topic config ``name``."""
     return tuple(s.name for s in TOPIC_CONFIGS[name].synonyms)
@@ -890,6 +1230,7 @@ _check_tables(
 
 __all__ = [
     "AtLeast",
+    "BROKER_ALIASES",
     "BROKER_CONFIGS",
     "BrokerConfig",
     "Between",
@@ -903,6 +1244,7 @@ __all__ = [
     "Synonym",
     "TOPIC_CONFIGS",
     "Validator",
+    "broker_property_names",
     "broker_synonyms",
     "format_value",
     "parse_overrides",
