@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pystream.broker import api_versions, fetch, list_offsets, metadata_api, produce
 from pystream.broker.context import RequestContext
 from pystream.broker.listeners import Listener, parse_listeners
+from pystream.broker.loop_monitor import LoopLagMonitor
 from pystream.broker.network import Chunk, KafkaConnection
 from pystream.cluster import admin
 from pystream.cluster.local_store import LocalMetadataStore
@@ -95,6 +96,7 @@ class Broker:
         self.group_coordinator: GroupCoordinator | None = None
         self.transaction_coordinator: TransactionCoordinator | None = None
         self.log_cleaner: LogCleaner | None = None
+        self.loop_monitor: LoopLagMonitor | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._connections: set[KafkaConnection] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -165,6 +167,8 @@ class Broker:
         self._start_maintenance()
         self.log_cleaner = LogCleaner.for_broker(self.log_manager, self.config)
         self.log_cleaner.start()
+        self.loop_monitor = LoopLagMonitor()  # logs every stall of the loop over 100 ms
+        self.loop_monitor.start()
 
     def _new_connection(self, listener_name: str) -> KafkaConnection:
         connection = KafkaConnection(
@@ -178,6 +182,8 @@ class Broker:
 
     async def stop(self) -> None:
         """Clean shutdown: stop listening, close connections, flush and checkpoint the logs."""
+        if self.loop_monitor is not None:  # first: a blocking shutdown step is no stall
+            await self.loop_monitor.stop()
         if self.cluster is not None:
             await self.cluster.stop()  # others take over the controller at once
             await self.cluster.stop_replication()
