@@ -217,8 +217,8 @@ class Broker:
         assert lm is not None
         config = self.config
         jobs: list[tuple[str, int, Callable[[], Any]]] = [
-            ("retention", config.log_retention_check_interval_ms, lm.cleanup_logs),
-            ("flush", config.log_flush_scheduler_interval_ms, lm.flush_dirty_logs),
+            ("retention", config.log_retention_check_interval_ms, lm.cleanup_logs_in_background),
+            ("flush", config.log_flush_scheduler_interval_ms, lm.flush_dirty_logs_in_background),
             (
                 "recovery-point",
                 config.log_flush_offset_checkpoint_interval_ms,
