@@ -101,6 +101,10 @@ class BrokerProcess:
                 raise AssertionError(f"{text!r} not in the broker output:\n{self.output()}")
             time.sleep(0.02)
 
+    def output_since(self, mark: int) -> str:
+        """The broker's output from line ``mark`` (an ``output_lines()`` value) on."""
+        return "".join(self._output[mark:])
+
     def output_lines(self) -> int:
         """How many lines the broker printed so far (a mark for ``wait_for_output``)."""
         return len(self._output)

@@ -18,6 +18,7 @@ from confluent_kafka.admin import ConfigResource, NewPartitions, NewTopic, Offse
 from kafka import KafkaAdminClient
 from kafka.admin import NewPartitions as KpNewPartitions
 from kafka.admin import NewTopic as KpNewTopic
+from waiting import wait_until
 
 from pystream.config import ConfigSource
 from pystream.errors import ErrorCode
@@ -197,7 +198,9 @@ def test_delete_topics_removes_the_files(admin_broker: BrokerProcess) -> None:
         "__consumer_offsets": ErrorCode.INVALID_REQUEST,  # internal: not for clients
     }
     assert "doomed" not in topic_partitions(admin_broker)
-    assert partition_dirs(admin_broker, "doomed") == []  # file.delete.delay.ms=0 here
+    # file.delete.delay.ms=0 here: removed at once, by the broker's log-io thread (the
+    # response does not wait for it: an rmtree must not stall the event loop).
+    wait_until(lambda: partition_dirs(admin_broker, "doomed") == [], 15, "doomed's dirs removed")
     # The name is free again, and the new topic starts empty.
     assert ck_error(admin.create_topics([NewTopic("doomed", 1)])["doomed"]) == (0, "")
     produce(admin_broker, "doomed", 1)
@@ -273,7 +276,11 @@ def test_kafka_python_and_aiokafka_delete_topics(
         ("aio-missing", ErrorCode.UNKNOWN_TOPIC_OR_PARTITION),
     ]
     assert not {"kp-del", "aio-del"} & set(topic_partitions(admin_broker))
-    assert partition_dirs(admin_broker, "kp-del") == partition_dirs(admin_broker, "aio-del") == []
+    wait_until(
+        lambda: not [d for t in ("kp-del", "aio-del") for d in partition_dirs(admin_broker, t)],
+        15,
+        "the deleted topics' dirs removed (off the event loop, after the responses)",
+    )
 
 
 # --- CreatePartitions -------------------------------------------------------------------------

@@ -3,6 +3,7 @@ flush policy, retention across logs, log deletion, topic names."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -402,4 +403,42 @@ def test_sigkilled_broker_restarts_with_every_acknowledged_record(tmp_path) -> N
         assert [o for o, _ in records] == list(range(log.log_end_offset))
         assert all(int(value) == 2 * offset + partition for offset, value in records)
         assert len(log.segments) > 1
+    lm.shutdown()
+
+
+# --- work off the event loop ----------------------------------------------------------------
+
+
+def test_create_logs_from_a_thread_spreads_and_returns_existing(tmp_path) -> None:
+    lm = manager(tmp_path, 2)
+    existing = lm.get_or_create_log("wide", 0)
+
+    async def create() -> list:
+        return await asyncio.to_thread(lm.create_logs, [("wide", p) for p in range(6)])
+
+    logs = asyncio.run(create())
+    assert logs[0] is existing and [log.topic_partition for log in logs] == [
+        ("wide", p) for p in range(6)
+    ]
+    assert sorted(lm.log_dir_of("wide", p) for p in range(6)).count(lm.log_dirs[0]) == 3
+
+
+def test_background_flush_and_retention_on_a_loop(tmp_path) -> None:
+    config = LogConfig.from_properties(
+        {"segment.bytes": str(BATCH), "retention.ms": "1000", "file.delete.delay.ms": "0"}
+    )
+    lm = manager(tmp_path, 1, config, clock=lambda: 10_000)
+    log = lm.get_or_create_log("t", 0)
+    for _ in range(4):
+        log.append(make_batch(1, timestamp=0), leader_epoch=0)
+    log.high_watermark = log.log_end_offset
+
+    async def run() -> tuple[int, int]:
+        flushed = await lm.flush_dirty_logs_in_background()
+        return flushed, await lm.cleanup_logs_in_background()
+
+    # The roll flush covered the 3 closed segments; retention then took all 4 (rolling).
+    assert asyncio.run(run()) == (1, 4)
+    assert log.log_start_offset == log.recovery_point == 4
+    assert not [name for name in os.listdir(log.directory) if name.endswith(".deleted")]
     lm.shutdown()

@@ -365,9 +365,20 @@ cdef class _Index:
         self._resize(self._entries * self._entry_size)
 
     def flush(self) -> None:
-        """msync the mapped entries to disk."""
+        """msync the mapped entries to disk.
+
+        The GIL is released for the msync: a flush runs on a worker thread and must not
+        stall the event loop for the disk's latency.  The local reference keeps the map
+        alive if the loop remaps or closes the index meanwhile.
+        """
         self._check_open()
-        if self._addr != NULL and msync(self._addr, <size_t>self._map.length, MS_SYNC) != 0:
+        cdef _Mapping m = self._map
+        cdef int rc = 0
+        if m is None or m.addr == NULL:
+            return
+        with nogil:
+            rc = msync(m.addr, <size_t>m.length, MS_SYNC)
+        if rc != 0:
             err = errno
             raise KafkaStorageError(f"cannot flush index {self.path}: {os.strerror(err)}")
 

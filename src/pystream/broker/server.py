@@ -23,6 +23,7 @@ from pystream.broker import apis
 from pystream.broker.apis import api_versions
 from pystream.broker.context import RequestContext
 from pystream.broker.listeners import Listener, parse_listeners
+from pystream.broker.loop_monitor import LoopLagMonitor
 from pystream.broker.network import Chunk, KafkaConnection
 from pystream.broker.services import BrokerServices
 from pystream.cluster.broker_channel import BrokerChannels
@@ -81,6 +82,7 @@ class Broker:
         self._services: BrokerServices | None = None
         self._cluster: ClusterMode | None = None
         self.log_cleaner: LogCleaner | None = None
+        self.loop_monitor: LoopLagMonitor | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._connections: set[KafkaConnection] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -218,6 +220,8 @@ class Broker:
         self._start_maintenance(self._services)
         self.log_cleaner = LogCleaner.for_broker(log_manager, config)
         self.log_cleaner.start()
+        self.loop_monitor = LoopLagMonitor()  # logs every stall of the loop over 100 ms
+        self.loop_monitor.start()
 
     def _new_connection(self, listener_name: str) -> KafkaConnection:
         connection = KafkaConnection(
@@ -231,6 +235,8 @@ class Broker:
 
     async def stop(self) -> None:
         """Clean shutdown: stop listening, close connections, flush and checkpoint the logs."""
+        if self.loop_monitor is not None:  # first: a blocking shutdown step is no stall
+            await self.loop_monitor.stop()
         services = self._services
         if self._cluster is not None:
             await self._cluster.stop()  # others take over the controller at once
@@ -263,8 +269,8 @@ class Broker:
         lm = services.log_manager
         config = self.config
         jobs: list[tuple[str, int, Callable[[], Any]]] = [
-            ("retention", config.log_retention_check_interval_ms, lm.cleanup_logs),
-            ("flush", config.log_flush_scheduler_interval_ms, lm.flush_dirty_logs),
+            ("retention", config.log_retention_check_interval_ms, lm.cleanup_logs_in_background),
+            ("flush", config.log_flush_scheduler_interval_ms, lm.flush_dirty_logs_in_background),
             (
                 "recovery-point",
                 config.log_flush_offset_checkpoint_interval_ms,

@@ -12,7 +12,11 @@ offsets, the leader-epoch checkpoint, and the offsets that matter to clients:
   starts there.
 
 The object is asyncio-free and thread-compatible: no locks inside, the caller
-serializes appends (the broker calls it from its event loop).  Batch bytes are
+serializes appends (the broker calls it from its event loop).  Slow file work
+can leave that thread: :meth:`Log.plan_flush` / :meth:`FlushPlan.run` /
+:meth:`Log.finish_flush` split a flush into a state step (caller's thread), the
+fsyncs (any thread) and a state step again; while a plan is out the log keeps
+the segments it names open (deletions wait in ``_pending_deletes``).  Batch bytes are
 never parsed here: validation, offset assignment and header reads are
 ``pystream._core.records``; files and indexes are ``pystream._core.segment``.
 """
@@ -20,6 +24,7 @@ never parsed here: validation, offset assignment and header reads are
 from __future__ import annotations
 
 import bisect
+import contextlib
 import enum
 import logging
 import os
@@ -120,6 +125,38 @@ class FetchDataInfo:
         return self.segment.view(self.records.position, self.records.length)
 
 
+@dataclass(slots=True)
+class FlushPlan:
+    """The fsyncs of one flush, taken by :meth:`Log.plan_flush`: run them anywhere
+    (:meth:`run`), then hand the plan back to :meth:`Log.finish_flush`."""
+
+    log: Log
+    target: int  # the recovery point once the fsyncs are done
+    segments: list[LogSegment]
+    txn_index_paths: list[str]
+    directory: str | None  # fsync the directory too (new segment files)
+    truncations: int  # the log's truncation count when planned
+    ok: bool = False
+
+    def run(self) -> None:
+        """fsync the segments, the transaction index files and the directory.
+
+        Thread-safe against the log's owner: the log keeps these segments open until
+        :meth:`Log.finish_flush`.  Sets ``ok``; raises KafkaStorageError on failure.
+        """
+        try:
+            for segment in self.segments:
+                segment.flush()
+            for path in self.txn_index_paths:
+                _fsync_file(path)
+            if self.directory is not None:
+                with contextlib.suppress(FileNotFoundError):  # the log was deleted meanwhile
+                    fsync_directory(self.directory)
+        except OSError as exc:
+            raise KafkaStorageError(f"Cannot flush {self.log.directory}: {exc}") from exc
+        self.ok = True
+
+
 @dataclass(frozen=True, slots=True)
 class TimestampAndOffset:
     """A ListOffsets answer: the timestamp found, its offset, the epoch that wrote it."""
@@ -176,6 +213,17 @@ class Log:
         self._dir_flush_needed = False
         self._pending_deletes: list[tuple[int, LogSegment]] = []  # (due ms, segment)
         self._closed = False
+        # Background flushes (FlushPlan) not yet finished: their segments must stay open.
+        self._flushes_in_flight = 0
+        # Counts truncations: a flush planned before one must not move the recovery point.
+        self._truncations = 0
+        #: Set by an owner that deletes files off its thread (LogManager on an event loop):
+        #: with file.delete.delay.ms=0, segments are renamed and left to
+        #: take_due_deletes() instead of being deleted inline.
+        self.defer_file_deletes = False
+        #: Called instead of flush() when flush.messages is reached (LogManager runs the
+        #: flush on a thread); None: flush inline.
+        self.flush_requester: Callable[[Log], None] | None = None
 
     @classmethod
     def open(
@@ -505,8 +553,15 @@ class Log:
                 )
 
     def _maybe_flush_for_messages(self) -> None:
-        if self._log_end_offset - self._recovery_point >= self._config.flush_messages:
-            self.flush()
+        if self.needs_flush_for_messages():
+            if self.flush_requester is not None:
+                self.flush_requester(self)
+            else:
+                self.flush()
+
+    def needs_flush_for_messages(self) -> bool:
+        """True when ``flush.messages`` offsets or more are not fsynced yet."""
+        return self._log_end_offset - self._recovery_point >= self._config.flush_messages
 
     # --- rolling ---------------------------------------------------------------------------
 
@@ -714,6 +769,7 @@ class Log:
         if self._segments[0].base_offset > offset:
             self.truncate_fully_and_start_at(offset)
             return True
+        self._truncations += 1
         keep = bisect.bisect_right(self._base_offsets, offset)
         doomed = self._segments[keep:]
         del self._segments[keep:]
@@ -737,6 +793,7 @@ class Log:
         self._check_open()
         if offset < 0:
             raise ValueError(f"cannot restart {self.directory} at negative offset {offset}")
+        self._truncations += 1
         doomed = self._segments
         self._segments, self._base_offsets = [], []
         self._schedule_delete(doomed)
@@ -830,10 +887,13 @@ class Log:
         # Rename now so a restart never loads them; remove the files later, because a fetch
         # may still be sending from their file descriptors (Kafka's file.delete.delay.ms).
         delay = self._config.file_delete_delay_ms
-        due = self._clock() + delay
+        due = self._clock() + max(delay, 0)
         self._txn_index.delete_segments((s.base_offset for s in segments), self._base_offsets)
+        # Deleted inline only if nobody else may use them: a background flush may be
+        # fsyncing them, and an owner on an event loop deletes files from a thread.
+        inline = delay <= 0 and not self.defer_file_deletes and not self._flushes_in_flight
         for segment in segments:
-            if delay <= 0:
+            if inline:
                 segment.delete()
             else:
                 segment.change_file_suffix("", DELETED_SUFFIX)
@@ -841,12 +901,23 @@ class Log:
 
     def delete_pending_segments(self, now_ms: int | None = None) -> int:
         """Remove the files of deleted segments whose delay has passed; returns how many."""
+        due = self.take_due_deletes(now_ms)
+        delete_segment_files(due)
+        return len(due)
+
+    def take_due_deletes(self, now_ms: int | None = None) -> list[LogSegment]:
+        """Hand over the deleted segments whose delay has passed: the caller removes their
+        files (:func:`delete_segment_files`, from any thread); the log forgets them.
+
+        Nothing is handed over while a background flush is out (it may hold them).
+        """
+        if self._flushes_in_flight:
+            return []
         now = self._clock() if now_ms is None else now_ms
         due = [s for t, s in self._pending_deletes if t <= now]
-        self._pending_deletes = [(t, s) for t, s in self._pending_deletes if t > now]
-        for segment in due:
-            _delete_quietly(segment)
-        return len(due)
+        if due:
+            self._pending_deletes = [(t, s) for t, s in self._pending_deletes if t > now]
+        return due
 
     # --- log cleaner hooks (see storage.cleaner_job) ------------------------------------------
 
@@ -901,6 +972,52 @@ class Log:
             self._recovery_point = target
         self._last_flush_ms = self._clock()
 
+    def plan_flush(self, up_to_offset: int | None = None) -> FlushPlan:
+        """Start a flush to ``up_to_offset`` (default: the LEO) whose fsyncs run elsewhere.
+
+        Call :meth:`FlushPlan.run` (e.g. on a worker thread), then :meth:`finish_flush`
+        with the plan on the log's own thread, always (also when run() failed): until
+        then the planned segments stay open, so deleting them is deferred.
+        """
+        self._check_open()
+        target = self._log_end_offset
+        if up_to_offset is not None:
+            target = min(up_to_offset, target)
+        segments: list[LogSegment] = []
+        txn_paths: list[str] = []
+        directory = None
+        if target > self._recovery_point:
+            first = max(bisect.bisect_right(self._base_offsets, self._recovery_point) - 1, 0)
+            last = bisect.bisect_left(self._base_offsets, target)
+            segments = self._segments[first:last]
+            txn_paths = self._txn_index.take_unflushed()
+            if self._dir_flush_needed:
+                directory = self.directory
+                self._dir_flush_needed = False
+        self._flushes_in_flight += 1
+        return FlushPlan(self, target, segments, txn_paths, directory, self._truncations)
+
+    def finish_flush(self, plan: FlushPlan) -> None:
+        """Apply a flush whose fsyncs ran: move the recovery point to its target, unless the
+        log was truncated meanwhile (then the fsynced offsets may hold other data now).
+        A failed plan gives its work back to the next flush."""
+        self._flushes_in_flight -= 1
+        if self._closed:
+            return
+        if not plan.ok:
+            self._txn_index.mark_unflushed(plan.txn_index_paths)
+            if plan.directory is not None:
+                self._dir_flush_needed = True
+            return
+        if plan.truncations == self._truncations and plan.target > self._recovery_point:
+            self._recovery_point = plan.target
+        self._last_flush_ms = self._clock()
+
+    @property
+    def flush_in_flight(self) -> bool:
+        """True while a :class:`FlushPlan` of this log is not finished."""
+        return self._flushes_in_flight > 0
+
     def close(self) -> None:
         """Close every segment (trimming the active one's indexes); pending deletes finish now."""
         if self._closed:
@@ -950,6 +1067,23 @@ def _writable(buffer: bytes | bytearray | memoryview) -> bool:
     if isinstance(buffer, bytearray):
         return True
     return isinstance(buffer, memoryview) and not buffer.readonly
+
+
+def delete_segment_files(segments: list[LogSegment]) -> None:
+    """Close and remove deleted segments' files (any thread: nobody else holds them)."""
+    for segment in segments:
+        _delete_quietly(segment)
+
+
+def _fsync_file(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # removed meanwhile (its segment was deleted): nothing to keep
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _delete_quietly(segment: LogSegment) -> None:

@@ -13,18 +13,34 @@ Per log dir::
 The LogManager exposes the periodic steps (flush, retention, checkpoints) as
 methods; the broker drives the timers.  Topic configs are not persisted here
 (that is the metadata store's job): the caller hands in a LogConfig per topic.
+
+**Threads.**  The broker calls the manager from its asyncio event loop, where
+nothing may block for long.  Called on a running loop, the manager does its
+slow file work (fsyncs, deleting segment files and deleted logs' directories)
+on one worker thread of its own (``log-io``), in submission order, so that a
+flush and a later deletion of the same files never overlap; the state changes
+(recovery points, segment lists, renames) stay on the loop.  ``shutdown()``
+waits for that work.  Without a running loop (tools, tests) everything happens
+inline as before.  Logs may also be created from another thread
+(:meth:`LogManager.create_logs` under ``asyncio.to_thread``): a lock guards the
+log map and the choice of log dir.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import re
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
+from pystream._core.segment import LogSegment
 from pystream.clock import now_ms
 from pystream.config import LogConfig
 from pystream.errors import (
@@ -43,7 +59,12 @@ from pystream.storage.checkpoints import (
     CorruptCheckpointError,
     OffsetCheckpointFile,
 )
-from pystream.storage.log import Log, parse_topic_partition
+from pystream.storage.log import (
+    FlushPlan,
+    Log,
+    delete_segment_files,
+    parse_topic_partition,
+)
 from pystream.storage.meta_properties import ensure_meta_properties
 
 logger = logging.getLogger(__name__)
@@ -56,6 +77,7 @@ MAX_TOPIC_NAME_LENGTH = 249
 _LEGAL_TOPIC = re.compile(r"[a-zA-Z0-9._-]+")
 
 TopicPartition = tuple[str, int]
+T = TypeVar("T")
 
 
 def validate_topic_name(topic: str) -> None:
@@ -126,11 +148,16 @@ class LogManager:
         self._topic_configs: dict[str, LogConfig] = dict(topic_configs or {})
         self._clock = clock
         self._logs: dict[TopicPartition, Log] = {}
-        # Logs are created from worker threads too (topic creation): one creation at a time.
-        self._create_lock = threading.RLock()
         self._dir_of: dict[TopicPartition, str] = {}
         self._logs_to_delete: list[tuple[int, Log, str]] = []  # (due ms, log, renamed dir)
         self._closed = False
+        # Guards _logs/_dir_of changes and the choice of a new log's dir: logs may be
+        # created from a worker thread (create_logs) while the loop creates or deletes others.
+        self._lock = threading.RLock()
+        # The log-io thread (made on first use) and the work handed to it from the loop.
+        self._io: ThreadPoolExecutor | None = None
+        self._background: set[asyncio.Future[Any]] = set()
+        self._message_flushes: set[Log] = set()  # logs with a flush.messages flush out
         for log_dir in resolved:
             self._load_dir(log_dir)
 
@@ -180,8 +207,7 @@ class LogManager:
             )
             if tp in high_watermarks:
                 log.high_watermark = high_watermarks[tp]
-            self._logs[tp] = log
-            self._dir_of[tp] = log_dir
+            self._adopt(tp, log, log_dir)
         if clean:
             os.remove(marker)  # from now on a crash must trigger recovery
             fsync_directory(log_dir)
@@ -198,7 +224,20 @@ class LogManager:
 
     def logs(self) -> dict[TopicPartition, Log]:
         """Every live log by (topic, partition) (a copy)."""
-        return dict(self._logs)
+        with self._lock:
+            return dict(self._logs)
+
+    def _live_logs(self) -> list[Log]:
+        # A copy: another thread may add logs while the caller iterates.
+        with self._lock:
+            return list(self._logs.values())
+
+    def _adopt(self, tp: TopicPartition, log: Log, log_dir: str) -> None:
+        # Under _lock (or during __init__): the log joins the map, wired for background work.
+        log.defer_file_deletes = True
+        log.flush_requester = self._request_message_flush
+        self._logs[tp] = log
+        self._dir_of[tp] = log_dir
 
     def log_dir_of(self, topic: str, partition: int) -> str | None:
         """The log dir holding the partition, or None."""
@@ -211,44 +250,63 @@ class LogManager:
         InvalidTopicException for an illegal topic name, InvalidPartitionsError
         for a negative partition.
         """
-        with self._create_lock:
-            return self._get_or_create_log(topic, partition, config)
-
-    def _get_or_create_log(self, topic: str, partition: int, config: LogConfig | None) -> Log:
-        self._check_open()
-        if config is not None:
-            self._topic_configs[topic] = config
-        tp = (topic, partition)
-        log = self._logs.get(tp)
-        if log is not None:
-            return log
-        validate_topic_name(topic)
-        if partition < 0:
-            raise InvalidPartitionsError(f"Partition {partition} of {topic} is negative")
-        counts = {d: 0 for d in self.log_dirs}
-        for d in self._dir_of.values():
-            counts[d] += 1
-        log_dir = min(self.log_dirs, key=lambda d: counts[d])  # ties: the first listed
-        path = os.path.join(log_dir, f"{topic}-{partition}")
-        log = Log.open(path, self.config_for(topic), clock=self._clock)
-        fsync_directory(log_dir)
-        logger.info("Created log for %s-%d in %s", topic, partition, log_dir)
-        self._logs[tp] = log
-        self._dir_of[tp] = log_dir
+        log, created_in = self._get_or_create(topic, partition, config)
+        if created_in is not None:
+            fsync_directory(created_in)
         return log
 
     def create_logs(
-        self, partitions: Sequence[TopicPartition], config: LogConfig | None = None
+        self, partitions: Iterable[TopicPartition], config: LogConfig | None = None
     ) -> list[Log]:
-        """:meth:`get_or_create_log` for many partitions: callable from a worker thread, so
-        that creating a topic's files does not stall the event loop."""
-        with self._create_lock:
-            return [self.get_or_create_log(topic, index, config) for topic, index in partitions]
+        """The logs of many partitions (in order), creating those that are absent.
+
+        Made to run on a worker thread (``asyncio.to_thread``) when a topic with many
+        partitions is created: each log dir is fsynced once at the end rather than
+        once per log.  ``config`` (if given) becomes the config of every topic named.
+        Raises as :meth:`get_or_create_log` (logs created before the error stay).
+        """
+        logs: list[Log] = []
+        touched: set[str] = set()
+        try:
+            for topic, partition in partitions:
+                log, created_in = self._get_or_create(topic, partition, config)
+                logs.append(log)
+                if created_in is not None:
+                    touched.add(created_in)
+        finally:
+            for log_dir in sorted(touched):
+                fsync_directory(log_dir)
+        return logs
+
+    def _get_or_create(
+        self, topic: str, partition: int, config: LogConfig | None
+    ) -> tuple[Log, str | None]:
+        # (the log, the dir it was created in, to fsync; None if it existed)
+        self._check_open()
+        tp = (topic, partition)
+        with self._lock:  # held for one Log.open: a loop caller waits at most that long
+            if config is not None:
+                self._topic_configs[topic] = config
+            log = self._logs.get(tp)
+            if log is not None:
+                return log, None
+            validate_topic_name(topic)
+            if partition < 0:
+                raise InvalidPartitionsError(f"Partition {partition} of {topic} is negative")
+            counts = {d: 0 for d in self.log_dirs}
+            for d in self._dir_of.values():
+                counts[d] += 1
+            log_dir = min(self.log_dirs, key=lambda d: counts[d])  # ties: the first listed
+            path = os.path.join(log_dir, f"{topic}-{partition}")
+            log = Log.open(path, self.config_for(topic), clock=self._clock)
+            self._adopt(tp, log, log_dir)
+        logger.info("Created log for %s-%d in %s", topic, partition, log_dir)
+        return log, log_dir
 
     def update_config(self, topic: str, config: LogConfig) -> None:
         """Give the topic a new config, applied to its existing logs at once."""
         self._topic_configs[topic] = config
-        for (t, _), log in self._logs.items():
+        for (t, _), log in self.logs().items():
             if t == topic:
                 log.update_config(config)
 
@@ -258,62 +316,171 @@ class LogManager:
 
         The delay lets in-flight fetches finish sending from the files.
         Raises UnknownTopicOrPartitionError if there is no such log.
+        Called on an event loop, the rename happens now and its directory fsync and
+        the removal happen on the log-io thread.
         """
         self._check_open()
         tp = (topic, partition)
-        log = self._logs.pop(tp, None)
-        if log is None:
-            raise UnknownTopicOrPartitionError(f"No log for {topic}-{partition} on this broker")
-        log_dir = self._dir_of.pop(tp)
+        with self._lock:
+            log = self._logs.pop(tp, None)
+            if log is None:
+                raise UnknownTopicOrPartitionError(f"No log for {topic}-{partition} on this broker")
+            log_dir = self._dir_of.pop(tp)
         renamed = os.path.join(log_dir, _delete_dir_name(topic, partition))
         try:
             os.rename(log.directory, renamed)
-            fsync_directory(log_dir)
         except OSError as exc:
+            with self._lock:  # still there: keep serving it
+                self._logs[tp], self._dir_of[tp] = log, log_dir
             raise KafkaStorageError(f"Cannot rename {log.directory} for deletion: {exc}") from exc
         due = self._clock() + log.config.file_delete_delay_ms
         self._logs_to_delete.append((due, log, renamed))
-        self._delete_due_logs(self._clock())
+        due_logs = self._take_due_logs(self._clock())
+        self._offload(_remove_deleted_logs, due_logs, [log_dir])
 
-    def _delete_due_logs(self, now_ms: int | None) -> int:
-        # now_ms None: everything (shutdown).
+    def _take_due_logs(self, now_ms: int | None) -> list[tuple[Log, str]]:
+        # now_ms None: everything (shutdown).  A log whose background flush is still out
+        # waits for the next round (the flush holds its segments).
         keep, due = [], []
         for entry in self._logs_to_delete:
-            (due if now_ms is None or entry[0] <= now_ms else keep).append(entry)
+            due_now = now_ms is None or entry[0] <= now_ms
+            (due if due_now and not entry[1].flush_in_flight else keep).append(entry)
         self._logs_to_delete = keep
-        for _, log, path in due:
-            log.delete()
-            shutil.rmtree(path, ignore_errors=True)
-        return len(due)
+        return [(log, path) for _, log, path in due]
+
+    # --- background work -------------------------------------------------------------------
+
+    def _offload(self, func: Callable[..., T], *args: Any) -> asyncio.Future[T] | None:
+        """Run ``func(*args)`` on the log-io thread when called on a running event loop
+        (returns its future, which shutdown() waits for), else inline (returns None)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            func(*args)
+            return None
+        if self._io is None:
+            self._io = ThreadPoolExecutor(1, thread_name_prefix="log-io")
+        # run_in_executor submits at once (to_thread would wait for the task's first step,
+        # and never run if cancelled before it): the work is queued before we return.
+        future = loop.run_in_executor(self._io, func, *args)
+        self._background.add(future)
+        future.add_done_callback(self._background_done)
+        return future
+
+    def _background_done(self, future: asyncio.Future[Any]) -> None:
+        self._background.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            logger.error("Background log work failed", exc_info=future.exception())
+
+    def _flush_off_loop(self, plans: list[FlushPlan]) -> asyncio.Future[int]:
+        """Run the plans' fsyncs on the log-io thread, finish them on the loop; the
+        future gives how many logs were flushed."""
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[int] = loop.create_future()
+        if not plans:
+            result.set_result(0)
+            return result
+        work = self._offload(_run_flush_plans, plans)
+        assert work is not None
+
+        def finish(work: asyncio.Future[None]) -> None:
+            for plan in plans:
+                plan.log.finish_flush(plan)
+            for plan in plans:
+                self._message_flushes.discard(plan.log)
+            # Appends during the flush may have reached flush.messages again.
+            for plan in plans:
+                if plan.ok and plan.log.needs_flush_for_messages() and not self._closed:
+                    self._request_message_flush(plan.log)
+            if not result.done():
+                result.set_result(sum(plan.ok for plan in plans))
+
+        work.add_done_callback(finish)
+        return result
+
+    def _request_message_flush(self, log: Log) -> None:
+        # flush.messages reached in an append: flush on the log-io thread when on a loop
+        # (one flush per log at a time: appends meanwhile are covered by the next one).
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            log.flush()
+            return
+        if log in self._message_flushes or self._closed:
+            return
+        self._message_flushes.add(log)
+        self._flush_off_loop([log.plan_flush()])
 
     # --- periodic steps --------------------------------------------------------------------
 
     def flush_dirty_logs(self, now_ms: int | None = None) -> int:
         """fsync logs whose ``flush.ms`` has passed, and segments closed by a roll; returns
-        how many logs were flushed."""
+        how many logs were flushed.  Inline: on an event loop use
+        :meth:`flush_dirty_logs_in_background`."""
+        plans = self._plan_dirty_flushes(now_ms)
+        try:
+            _run_flush_plans(plans)
+        finally:
+            for plan in plans:
+                plan.log.finish_flush(plan)
+        return len(plans)
+
+    def flush_dirty_logs_in_background(self, now_ms: int | None = None) -> asyncio.Future[int]:
+        """:meth:`flush_dirty_logs` with the fsyncs on the log-io thread (call on the
+        event loop); the future gives how many logs were flushed."""
+        return self._flush_off_loop(self._plan_dirty_flushes(now_ms))
+
+    def _plan_dirty_flushes(self, now_ms: int | None) -> list[FlushPlan]:
         self._check_open()
         now = self._clock() if now_ms is None else now_ms
-        flushed = 0
-        for log in self._logs.values():
+        plans = []
+        for log in self._live_logs():
+            if log.flush_in_flight:
+                continue  # the next round covers whatever it leaves
             if now - log.last_flush_ms >= log.config.flush_ms and log.unflushed_messages > 0:
-                log.flush()
-                flushed += 1
+                plans.append(log.plan_flush())
             elif log.recovery_point < log.active_segment.base_offset:
-                log.flush(log.active_segment.base_offset)  # Kafka's flush after roll
-                flushed += 1
-        return flushed
+                # Kafka's flush after roll: the segments closed by rolls.
+                plans.append(log.plan_flush(log.active_segment.base_offset))
+        return plans
 
     def cleanup_logs(self, now_ms: int | None = None) -> int:
         """Retention for every log, then removal of files whose delete delay passed; returns
-        the number of segments deleted by retention."""
+        the number of segments deleted by retention.  Inline: on an event loop use
+        :meth:`cleanup_logs_in_background`."""
+        deleted, segments, logs = self._retention_step(now_ms)
+        delete_segment_files(segments)
+        _remove_deleted_logs(logs, [])
+        return deleted
+
+    def cleanup_logs_in_background(self, now_ms: int | None = None) -> asyncio.Future[int]:
+        """:meth:`cleanup_logs` with the file deletions on the log-io thread (call on the
+        event loop): retention renames segments to ``.deleted`` now (cheap, and a restart
+        never loads them); their files and deleted logs' directories go on the thread.
+        The future gives the number of segments deleted by retention."""
+        deleted, segments, logs = self._retention_step(now_ms)
+        loop = asyncio.get_running_loop()
+        result: asyncio.Future[int] = loop.create_future()
+        if not segments and not logs:
+            result.set_result(deleted)
+            return result
+        work = self._offload(_delete_files, segments, logs)
+        assert work is not None
+        work.add_done_callback(lambda _: result.done() or result.set_result(deleted))
+        return result
+
+    def _retention_step(
+        self, now_ms: int | None
+    ) -> tuple[int, list[LogSegment], list[tuple[Log, str]]]:
+        # (segments deleted by retention, segment files due for removal, logs due for removal)
         self._check_open()
         now = self._clock() if now_ms is None else now_ms
         deleted = 0
-        for log in self._logs.values():
+        due: list[LogSegment] = []
+        for log in self._live_logs():
             deleted += log.delete_old_segments(now)
-            log.delete_pending_segments(now)
-        self._delete_due_logs(now)
-        return deleted
+            due += log.take_due_deletes(now)
+        return deleted, due, self._take_due_logs(now)
 
     def checkpoint_snapshot(
         self, name: str, offset_of: Callable[[Log], int]
@@ -323,14 +490,12 @@ class LogManager:
         Writing them (:func:`write_checkpoints`) fsyncs, so a caller on an event
         loop can take the snapshot there and write from a thread.
         """
+        with self._lock:
+            logs = [(tp, log, self._dir_of[tp]) for tp, log in self._logs.items()]
         return [
             (
                 os.path.join(log_dir, name),
-                {
-                    tp: offset_of(log)
-                    for tp, log in self._logs.items()
-                    if self._dir_of[tp] == log_dir
-                },
+                {tp: offset_of(log) for tp, log, in_dir in logs if in_dir == log_dir},
             )
             for log_dir in self.log_dirs
         ]
@@ -351,18 +516,25 @@ class LogManager:
         self._write_checkpoint(REPLICATION_OFFSET_CHECKPOINT, lambda log: log.high_watermark)
 
     def shutdown(self) -> None:
-        """Flush every log, write the checkpoints, close the logs, finish pending deletes,
-        and mark each dir cleanly shut down."""
+        """Wait for the background work, flush every log, write the checkpoints, close
+        the logs, finish pending deletes, and mark each dir cleanly shut down.
+
+        Blocks (also on an event loop: nothing else must touch the logs now)."""
         if self._closed:
             return
-        for log in self._logs.values():
+        if self._io is not None:
+            # Queued flushes and deletions finish first: no fsync of a closed segment, no
+            # double delete.  Their loop-side completions then see closed logs and stop.
+            self._io.shutdown(wait=True)
+        logs = self._live_logs()
+        for log in logs:
             log.flush()
         self.checkpoint_recovery_points()
         self.checkpoint_log_start_offsets()
         self.checkpoint_high_watermarks()
-        for log in self._logs.values():
+        for log in logs:
             log.close()
-        self._delete_due_logs(None)
+        _remove_deleted_logs(self._take_due_logs(None), [])
         for log_dir in self.log_dirs:
             with open(os.path.join(log_dir, CLEAN_SHUTDOWN_FILE), "w"):
                 pass
@@ -372,6 +544,31 @@ class LogManager:
     def _check_open(self) -> None:
         if self._closed:
             raise KafkaStorageError("The log manager is shut down")
+
+
+def _run_flush_plans(plans: list[FlushPlan]) -> None:
+    """Run each plan's fsyncs (any thread); a failing log does not stop the others."""
+    for plan in plans:
+        try:
+            plan.run()
+        except KafkaStorageError:
+            logger.exception("Flush of %s failed; the next flush retries", plan.log.directory)
+
+
+def _remove_deleted_logs(logs: list[tuple[Log, str]], renamed_in: list[str]) -> None:
+    """fsync the dirs where logs were renamed for deletion, then remove the due logs'
+    files and directories (any thread: the logs left the manager's map)."""
+    for log_dir in renamed_in:
+        with contextlib.suppress(OSError):  # only costs a resurrected dir after a crash
+            fsync_directory(log_dir)
+    for log, path in logs:
+        log.delete()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _delete_files(segments: list[LogSegment], logs: list[tuple[Log, str]]) -> None:
+    delete_segment_files(segments)
+    _remove_deleted_logs(logs, [])
 
 
 def write_checkpoints(snapshot: list[tuple[str, dict[TopicPartition, int]]]) -> None:

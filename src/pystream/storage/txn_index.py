@@ -172,6 +172,21 @@ class TransactionIndex:
         for base in moved:
             self._rewrite(base, [txn for b, txn in kept if b == base])
 
+    def take_unflushed(self) -> list[str]:
+        """The paths of the files appended to since the last flush, now counted as
+        flushed: the caller fsyncs them (any thread) or gives them back with
+        :meth:`mark_unflushed`."""
+        paths = [self._path(base) for base in sorted(self._unflushed)]
+        self._unflushed.clear()
+        return paths
+
+    def mark_unflushed(self, paths: Iterable[str]) -> None:
+        """Give back paths from :meth:`take_unflushed` whose fsync failed."""
+        for path in paths:
+            base = parse_txn_index_file_name(os.path.basename(path))
+            if base is not None:
+                self._unflushed.add(base)
+
     def flush(self) -> None:
         """fsync the files appended to since the last flush (with the segments' flush)."""
         for base in sorted(self._unflushed):
