@@ -86,9 +86,24 @@ class TopicManager:
             if me == topic.partitions[i].leader or me in topic.partitions[i].replicas
         ]
         if here:
-            await asyncio.to_thread(self.log_manager.create_logs, here, config)
+            await asyncio.to_thread(self._create_logs, topic, here, config)
         for index in indexes:
             self._host_partition(topic.name, index, topic.partitions[index])
+
+    def _create_logs(
+        self, topic: TopicMetadata, partitions: list[tuple[str, int]], config: LogConfig
+    ) -> None:
+        """(In a thread.) Create the logs and write the leader epoch of those led here: the
+        leader-epoch checkpoint is fsynced, and the roles taken on the loop then find it
+        written."""
+        logs = self.log_manager.create_logs(partitions, config)
+        me = self.metadata.broker_id
+        for (_, index), partition_log in zip(partitions, logs, strict=True):
+            state = topic.partitions[index]
+            if state.leader == me:
+                partition_log.leader_epoch_cache.assign(
+                    state.leader_epoch, partition_log.log_end_offset
+                )
 
     # --- changes ----------------------------------------------------------------------------
     async def create_topic(

@@ -235,7 +235,10 @@ class LogManager:
     def _adopt(self, tp: TopicPartition, log: Log, log_dir: str) -> None:
         # Under _lock (or during __init__): the log joins the map, wired for background work.
         log.defer_file_deletes = True
-        log.flush_requester = self._request_message_flush
+        # No flush_requester: an append that reaches flush.messages fsyncs inline, so the
+        # producer is answered after the fsync, as Kafka does (the setting is opt-in and
+        # trades latency for that promise).  Scheduled flushes (flush.ms, after a roll)
+        # run on the log-io thread.
         self._logs[tp] = log
         self._dir_of[tp] = log_dir
 
