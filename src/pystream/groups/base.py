@@ -74,7 +74,6 @@ def store_offsets_error(code: int) -> int:
     return code
 
 
-
 class GroupCoordinatorBase(CoordinatorBase):
     """The group coordinator's state and the helpers every group API uses."""
 

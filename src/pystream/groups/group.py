@@ -51,7 +51,6 @@ _VALID_PREVIOUS: dict[GroupState, frozenset[GroupState]] = {
 }
 
 
-
 @dataclass(slots=True)
 class JoinResult:
     """What a JoinGroup request is answered with."""

@@ -45,7 +45,6 @@ def partition_for(transactional_id: str, num_partitions: int) -> int:
     return (0 if h == -(2**31) else abs(h)) % num_partitions
 
 
-
 def append_state(
     replicas: ReplicaManager, partition: int, transactional_id: str, value: bytes | None, key: bytes
 ) -> int:

@@ -56,7 +56,6 @@ class Fetcher(Protocol):
     def remove_partition(self, topic: str, index: int) -> None: ...
 
 
-
 @dataclass(slots=True)
 class FollowerState:
     """What the leader knows of one follower, from its fetches (Kafka's Replica)."""
