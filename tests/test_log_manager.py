@@ -442,3 +442,31 @@ def test_background_flush_and_retention_on_a_loop(tmp_path) -> None:
     assert log.log_start_offset == log.recovery_point == 4
     assert not [name for name in os.listdir(log.directory) if name.endswith(".deleted")]
     lm.shutdown()
+
+
+def test_an_append_reaching_flush_messages_is_answered_after_its_fsync(tmp_path) -> None:
+    """flush.messages fsyncs on the log-io thread, and the produce path waits for it: what
+    the appender is told is durable has reached the recovery point."""
+    config = LogConfig.from_properties({"flush.messages": "3"})
+    lm = manager(tmp_path, 1, config)
+    log = lm.get_or_create_log("t", 0)
+
+    async def run() -> list[tuple[int, int, bool]]:
+        seen = []
+        for _ in range(7):
+            log.append(make_batch(1), leader_epoch=0)
+            end = log.log_end_offset
+            asked = lm.message_flushes_pending
+            await lm.wait_message_flushed([("t", 0, end)])
+            seen.append((end, log.recovery_point, asked))
+        return seen
+
+    seen = asyncio.run(run())
+    # The 3rd and 6th appends reached flush.messages: each waited until it was fsynced.
+    for end, recovery_point, asked in seen:
+        assert asked == (end % 3 == 0)
+        if asked:
+            assert recovery_point >= end
+    assert [rp for _, rp, _ in seen] == [0, 0, 3, 3, 3, 6, 6]
+    assert not lm.message_flushes_pending
+    lm.shutdown()

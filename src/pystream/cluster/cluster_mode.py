@@ -75,6 +75,11 @@ class ClusterMode:
         self._replicas: ReplicaManager | None = None
         self._topics: TopicManager | None = None
         self._owners: Mapping[str, PartitionOwner] = {}
+        # Topic changes, applied in order by one task (new logs are made in a thread first).
+        self._changes: asyncio.Queue[tuple[str, TopicMetadata | None, TopicMetadata | None]] = (
+            asyncio.Queue()
+        )
+        self._applier: asyncio.Task[None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
     async def connect(self) -> ZkMetadataStore:
@@ -172,6 +177,9 @@ class ClusterMode:
                 )
         if self.store is not None:
             self.store.remove_listener(self._on_event)
+        if self._applier is not None:
+            self._applier.cancel()
+            await asyncio.gather(self._applier, return_exceptions=True)
         if self.controller is not None:
             await asyncio.to_thread(self.controller.stop)
         if self.registration is not None:
@@ -212,7 +220,39 @@ class ClusterMode:
     # --- roles ------------------------------------------------------------------------------
     def _on_event(self, event: MetadataEvent) -> None:
         if isinstance(event, TopicChange):
-            self.apply_topic(event.name, event.before, event.after)
+            self._changes.put_nowait((event.name, event.before, event.after))
+            if self._applier is None or self._applier.done():
+                self._applier = asyncio.get_running_loop().create_task(
+                    self._apply_changes(), name="cluster-role-changes"
+                )
+
+    async def _apply_changes(self) -> None:
+        """Apply queued topic changes in order.  The files of replicas new here (a topic of
+        50 partitions: 50 logs, each fsynced) are created in a thread first, so a role
+        change does not stall the event loop; the roles themselves change on the loop."""
+        while not self._changes.empty():
+            name, before, after = self._changes.get_nowait()
+            new_here = self._new_replicas(name, after)
+            if new_here and self._topics is not None and after is not None:
+                config = self._topics.log_config_for(after.configs)
+                try:
+                    await asyncio.to_thread(
+                        self._topics.create_logs_blocking, after, new_here, config
+                    )
+                except Exception:  # apply_topic creates them on the loop, or reports why
+                    log.exception("creating the logs of %s in the background failed", name)
+            self.apply_topic(name, before, after)
+
+    def _new_replicas(self, name: str, after: TopicMetadata | None) -> list[tuple[str, int]]:
+        """Partitions of ``after`` with a replica here and no log yet."""
+        if after is None or self._replicas is None:
+            return []
+        log_manager, me = self._replicas.log_manager, self.broker_id
+        return [
+            (name, index)
+            for index, state in sorted(after.partitions.items())
+            if me in state.replicas and log_manager.get_log(name, index) is None
+        ]
 
     def apply_topic(
         self, name: str, before: TopicMetadata | None, after: TopicMetadata | None

@@ -18,6 +18,8 @@ from pystream.config import BrokerConfig, LogConfig
 from pystream.errors import (
     InvalidConfigError,
     InvalidRequestError,
+    LeaderNotAvailableError,
+    TopicAlreadyExistsError,
     TopicDeletionDisabledError,
     UnknownTopicOrPartitionError,
 )
@@ -86,16 +88,16 @@ class TopicManager:
             if me == topic.partitions[i].leader or me in topic.partitions[i].replicas
         ]
         if here:
-            await asyncio.to_thread(self._create_logs, topic, here, config)
+            await asyncio.to_thread(self.create_logs_blocking, topic, here, config)
         for index in indexes:
             self._host_partition(topic.name, index, topic.partitions[index])
 
-    def _create_logs(
+    def create_logs_blocking(
         self, topic: TopicMetadata, partitions: list[tuple[str, int]], config: LogConfig
     ) -> None:
-        """(In a thread.) Create the logs and write the leader epoch of those led here: the
-        leader-epoch checkpoint is fsynced, and the roles taken on the loop then find it
-        written."""
+        """Create the logs of ``partitions`` of ``topic`` (new ones: call it in a thread) and
+        write the leader epoch of those led here: the leader-epoch checkpoint is fsynced,
+        and the roles taken on the loop then find it written."""
         logs = self.log_manager.create_logs(partitions, config)
         me = self.metadata.broker_id
         for (_, index), partition_log in zip(partitions, logs, strict=True):
@@ -157,7 +159,14 @@ class TopicManager:
         """Auto-create ``name`` with the broker defaults if allowed (Metadata requests)."""
         if not self.config.auto_create_topics_enable:
             return None
-        return await self.create_topic(name)
+        try:
+            return await self.create_topic(name)
+        except TopicAlreadyExistsError:
+            # Another request is creating it right now: as Kafka, the client retries.
+            topic = self.metadata.get_topic(name)
+            if topic is None:
+                raise LeaderNotAvailableError(f"topic {name!r} is being created") from None
+            return topic
 
     def check_deletion_enabled(self) -> None:
         """TOPIC_DELETION_DISABLED unless ``delete.topic.enable`` is true."""

@@ -229,6 +229,10 @@ class CoordinatorBase:
         concurrent callers share one creation.  New partitions are empty: those led
         here are served at once.
         """
+        if self._creating is not None and not self._creating.done():
+            # Being created here: the store may list the topic before its partitions are
+            # hosted, and a partition is loaded only once it is hosted.
+            return await asyncio.shield(self._creating)
         if self.metadata.get_topic(self.topic) is not None:
             # Created some other way (another broker, a Metadata request): serve the
             # partitions led here once they are loaded.

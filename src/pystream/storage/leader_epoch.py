@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import threading
 
 from pystream.storage.checkpoints import CheckpointFile, CorruptCheckpointError
 
@@ -51,6 +52,7 @@ class LeaderEpochCache:
                         "are not increasing"
                     )
         self._entries: list[tuple[int, int]] = list(entries)
+        self._assign_lock = threading.Lock()
 
     @property
     def path(self) -> str:
@@ -73,16 +75,25 @@ class LeaderEpochCache:
         the new one contradicts (same or higher epoch, or start offset at or
         past the new one) are dropped, as Kafka's LeaderEpochFileCache does.
         """
-        if epoch < 0 or start_offset < 0:
+        if epoch < 0 or start_offset < 0 or self._is_latest(epoch, start_offset):
             return False
-        if self._entries:
-            latest_epoch, latest_offset = self._entries[-1]
-            if epoch == latest_epoch and start_offset >= latest_offset:
+        # A new topic's leader epoch is written from the thread that creates its logs while
+        # the loop may take the leadership: one writer of the checkpoint at a time.
+        with self._assign_lock:
+            if self._is_latest(epoch, start_offset):
                 return False
-        self._entries = [(e, o) for e, o in self._entries if e < epoch and o < start_offset]
-        self._entries.append((epoch, start_offset))
-        self.flush()
+            entries = [(e, o) for e, o in self._entries if e < epoch and o < start_offset]
+            entries.append((epoch, start_offset))
+            self._entries = entries
+            self.flush()
         return True
+
+    def _is_latest(self, epoch: int, start_offset: int) -> bool:
+        """The latest epoch again at the same or a later offset (nothing to record)."""
+        if not self._entries:
+            return False
+        latest_epoch, latest_offset = self._entries[-1]
+        return epoch == latest_epoch and start_offset >= latest_offset
 
     def epoch_for_offset(self, offset: int) -> int:
         """The epoch that wrote ``offset`` (the last entry starting at or before it), or -1."""

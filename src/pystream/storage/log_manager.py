@@ -157,7 +157,8 @@ class LogManager:
         # The log-io thread (made on first use) and the work handed to it from the loop.
         self._io: ThreadPoolExecutor | None = None
         self._background: set[asyncio.Future[Any]] = set()
-        self._message_flushes: set[Log] = set()  # logs with a flush.messages flush out
+        # Logs with a flush.messages flush out, and the future that completes with it.
+        self._message_flushes: dict[Log, asyncio.Future[int]] = {}
         for log_dir in resolved:
             self._load_dir(log_dir)
 
@@ -235,10 +236,9 @@ class LogManager:
     def _adopt(self, tp: TopicPartition, log: Log, log_dir: str) -> None:
         # Under _lock (or during __init__): the log joins the map, wired for background work.
         log.defer_file_deletes = True
-        # No flush_requester: an append that reaches flush.messages fsyncs inline, so the
-        # producer is answered after the fsync, as Kafka does (the setting is opt-in and
-        # trades latency for that promise).  Scheduled flushes (flush.ms, after a roll)
-        # run on the log-io thread.
+        # An append reaching flush.messages fsyncs on the log-io thread; the produce
+        # request waits for it (wait_message_flushed) before it is answered.
+        log.flush_requester = self._request_message_flush
         self._logs[tp] = log
         self._dir_of[tp] = log_dir
 
@@ -390,7 +390,8 @@ class LogManager:
             for plan in plans:
                 plan.log.finish_flush(plan)
             for plan in plans:
-                self._message_flushes.discard(plan.log)
+                if self._message_flushes.get(plan.log) is result:
+                    del self._message_flushes[plan.log]
             # Appends during the flush may have reached flush.messages again.
             for plan in plans:
                 if plan.ok and plan.log.needs_flush_for_messages() and not self._closed:
@@ -411,8 +412,24 @@ class LogManager:
             return
         if log in self._message_flushes or self._closed:
             return
-        self._message_flushes.add(log)
-        self._flush_off_loop([log.plan_flush()])
+        self._message_flushes[log] = self._flush_off_loop([log.plan_flush()])
+
+    async def wait_message_flushed(self, targets: Iterable[tuple[str, int, int]]) -> None:
+        """Until each ``(topic, partition, offset)`` is fsynced, where an append reaching
+        ``flush.messages`` asked for a flush: Kafka answers such a produce after its fsync.
+        Returns at once for the others (the default config never asks)."""
+        for topic, partition, offset in targets:
+            log = self._logs.get((topic, partition))
+            while log is not None and log.recovery_point < offset:
+                pending = self._message_flushes.get(log)
+                if pending is None:
+                    break
+                await asyncio.shield(pending)
+
+    @property
+    def message_flushes_pending(self) -> bool:
+        """True while some flush.messages flush is out (the produce path then waits)."""
+        return bool(self._message_flushes)
 
     # --- periodic steps --------------------------------------------------------------------
 

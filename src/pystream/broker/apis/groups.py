@@ -22,7 +22,7 @@ from pystream.protocol.messages.sync_group import SyncGroupRequest, SyncGroupRes
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
-    from pystream.groups.base import CoordinatorBase
+    from pystream.coordinator.base import CoordinatorBase
     from pystream.groups.coordinator import GroupCoordinator
 
 E = ErrorCode
@@ -31,9 +31,7 @@ KEY_TYPE_TRANSACTION = 1
 
 
 def coordinator_of(context: RequestContext) -> GroupCoordinator:
-    coordinator = context.services.group_coordinator
-    assert coordinator is not None, "the broker has no group coordinator (not started?)"
-    return coordinator
+    return context.services.group_coordinator
 
 
 def client_host(context: RequestContext) -> str:
@@ -52,14 +50,12 @@ async def _find_coordinator(
     another broker.  The topic is created on first use (COORDINATOR_NOT_AVAILABLE while
     fewer brokers are alive than its replication factor, as in Kafka)."""
     services = context.services
-    coordinator: CoordinatorBase | None
+    coordinator: CoordinatorBase
     if key_type == KEY_TYPE_GROUP:
         coordinator = coordinator_of(context)
         partition_for = coordinator.partition_for
     elif key_type == KEY_TYPE_TRANSACTION:
         coordinator = services.transaction_coordinator
-        if coordinator is None:
-            return E.COORDINATOR_NOT_AVAILABLE, "no transaction coordinator", -1, "", -1
         partition_for = coordinator.partition_for
     else:
         return E.INVALID_REQUEST, f"unknown coordinator key type {key_type}", -1, "", -1

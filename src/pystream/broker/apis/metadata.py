@@ -58,7 +58,7 @@ async def _auto_create(services: BrokerServices, name: str) -> TopicMetadata | N
     settings (compaction, partition counts, replication factor) from their coordinator,
     as Kafka does, and are created off the event loop in cluster mode."""
     for coordinator in (services.group_coordinator, services.transaction_coordinator):
-        if coordinator is not None and name == coordinator.topic:
+        if name == coordinator.topic:
             await coordinator.ensure_topic()
             return services.metadata.get_topic(name)
     return await services.topic_manager.maybe_auto_create(name)

@@ -45,6 +45,9 @@ async def handle_produce(
     responses = []
     # acks=all: (response, (topic, index, offset the high watermark must reach)).
     waiting: list[tuple[PartitionResponse, tuple[str, int, int]]] = []
+    # flush.messages reached: (topic, index, offset the fsync must cover) before answering.
+    log_manager = services.log_manager
+    flushing: list[tuple[str, int, int]] = []
     for topic_data in request.topic_data:
         partitions = []
         for partition_data in topic_data.partition_data:
@@ -75,12 +78,16 @@ async def handle_produce(
                 response.base_offset = info.first_offset
                 response.log_append_time_ms = info.log_append_time_ms
                 response.log_start_offset = info.log_start_offset
+                if log_manager.message_flushes_pending:
+                    flushing.append((topic_data.name, partition_data.index, info.last_offset + 1))
                 if acks == -1:
                     waiting.append(
                         (response, (topic_data.name, partition_data.index, info.last_offset + 1))
                     )
             partitions.append(response)
         responses.append(TopicResponse(name=topic_data.name, partition_responses=partitions))
+    if flushing:
+        await log_manager.wait_message_flushed(flushing)
     if waiting:
         results = await replicas.wait_for_replication(
             [target for _, target in waiting], request.timeout_ms

@@ -13,7 +13,9 @@ import asyncio
 import json
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pystream.cluster.metadata.model import (
     MAX_PRODUCER_ID,
@@ -120,8 +122,14 @@ class LocalMetadataStore:
         )
         return [(self.broker_id, host, port, self._rack)]
 
-    def deletion_pending(self, name: str) -> bool:
-        return False  # a single node deletes at once
+    async def wait_for(self, predicate: Callable[[Any], bool], timeout: float) -> None:
+        """Until ``predicate(self)`` holds: only this broker's own writes change a single
+        node's metadata, so a predicate that does not hold now is awaited briefly."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate(self):
+            if asyncio.get_running_loop().time() >= deadline:
+                raise TimeoutError(f"metadata did not reach the expected state in {timeout} s")
+            await asyncio.sleep(0.01)
 
     # -- changes -------------------------------------------------------------
     def check_create_topic(

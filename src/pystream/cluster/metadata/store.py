@@ -11,7 +11,8 @@ code that already runs in a thread (and for tests).
 from __future__ import annotations
 
 import uuid
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from pystream.cluster.metadata.model import PartitionState, ProducerIdBlock, TopicMetadata
 
@@ -60,8 +61,9 @@ class MetadataStore(Protocol):
         raises the Kafka error create_topic would."""
         ...
 
-    def deletion_pending(self, name: str) -> bool:
-        """Whether ``name`` is being deleted (a cluster deletes asynchronously)."""
+    async def wait_for(self, predicate: Callable[[Any], bool], timeout: float) -> None:
+        """Until ``predicate(store)`` holds (a cluster applies the controller's changes as
+        its watches fire); TimeoutError after ``timeout`` seconds."""
         ...
 
     # --- writes (off the loop) --------------------------------------------------------------
