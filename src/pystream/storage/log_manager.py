@@ -225,13 +225,14 @@ class LogManager:
 
     def logs(self) -> dict[TopicPartition, Log]:
         """Every live log by (topic, partition) (a copy)."""
-        with self._lock:
-            return dict(self._logs)
+        # One C-level copy (atomic under the GIL), without the creation lock: a thread
+        # creating a topic's logs takes that lock log after log, and the event loop must
+        # not queue behind it.
+        return dict(self._logs)
 
     def _live_logs(self) -> list[Log]:
-        # A copy: another thread may add logs while the caller iterates.
-        with self._lock:
-            return list(self._logs.values())
+        # A copy: another thread may add logs while the caller iterates (see logs()).
+        return list(self._logs.values())
 
     def _adopt(self, tp: TopicPartition, log: Log, log_dir: str) -> None:
         # Under _lock (or during __init__): the log joins the map, wired for background work.
@@ -287,6 +288,11 @@ class LogManager:
         # (the log, the dir it was created in, to fsync; None if it existed)
         self._check_open()
         tp = (topic, partition)
+        existing = self._logs.get(tp)
+        if existing is not None:  # the common case, without queueing behind a creating thread
+            if config is not None:
+                self._topic_configs[topic] = config
+            return existing, None
         with self._lock:  # held for one Log.open: a loop caller waits at most that long
             if config is not None:
                 self._topic_configs[topic] = config
@@ -510,8 +516,8 @@ class LogManager:
         Writing them (:func:`write_checkpoints`) fsyncs, so a caller on an event
         loop can take the snapshot there and write from a thread.
         """
-        with self._lock:
-            logs = [(tp, log, self._dir_of[tp]) for tp, log in self._logs.items()]
+        dir_of = dict(self._dir_of)  # copies, as in logs(): no lock on the loop
+        logs = [(tp, log, dir_of.get(tp)) for tp, log in list(self._logs.items())]
         return [
             (
                 os.path.join(log_dir, name),
