@@ -6,8 +6,10 @@ late.  Each case marks the broker's output, does the heavy operation, waits
 until it is finished, and reads the warnings printed since the mark.  A
 positive control (SIGSTOP for 300 ms) proves that a stall is seen.
 
-Cases 3 and 4 need the topic creation off the loop (``LogManager.create_logs``
-from a thread) in the topic manager.
+Topic creation (the CreateTopics case, and the first group join, which creates the
+50 ``__consumer_offsets`` partitions) makes its logs in a thread
+(``TopicManager.create_logs_blocking``); retention and topic deletion remove
+files on the log manager's log-io thread.
 """
 
 from __future__ import annotations
