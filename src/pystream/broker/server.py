@@ -57,6 +57,7 @@ from pystream.txn.coordinator import TransactionCoordinator
 
 if TYPE_CHECKING:
     from pystream.cluster.cluster_mode import ClusterMode
+    from pystream.cluster.zookeeper.store import ZkMetadataStore
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +103,16 @@ class Broker:
         """Load (and recover) the logs, wire the services, then open every listener."""
         config = self.config
         cluster: ClusterMode | None = None
+        zk_store: ZkMetadataStore | None = None
         metadata: MetadataStore
+        # The listener other brokers reach this one on (replication, markers, controller).
+        inter_broker_listener = self.advertised_listeners[0].name
         if config.zookeeper_connect:
             # Imported only here: a single node never imports kazoo.
-            from pystream.cluster.cluster_mode import ClusterMode
+            from pystream.cluster import cluster_mode
 
-            cluster = self._cluster = ClusterMode(
-                config, listener_name=self.advertised_listeners[0].name
-            )
-            metadata = await cluster.connect()
+            zk_store = await cluster_mode.connect_zookeeper(config)
+            metadata = zk_store
         else:
             local_store = LocalMetadataStore(config.log_dirs[0], config.broker_id)
             metadata = local_store
@@ -134,11 +136,13 @@ class Broker:
             self.broker_id,
             log_manager,
             on_data_changed=self.fetch_purgatory.check_and_complete,
-            partition_exists=partition_exists if cluster is not None else None,
+            partition_exists=partition_exists if zk_store is not None else None,
             replica_lag_time_max_ms=config.replica_lag_time_max_ms,
         )
-        if cluster is not None:
-            cluster.attach_replication(replica_manager)  # before hosting: followers fetch
+        if zk_store is not None:  # before hosting: followers fetch at once
+            fetchers = cluster_mode.attach_replication(
+                config, zk_store, replica_manager, inter_broker_listener
+            )
         topic_manager = TopicManager(config, metadata, replica_manager)
         topic_manager.host_all()
         group_coordinator = GroupCoordinator(
@@ -159,22 +163,27 @@ class Broker:
                 BrokerChannels(
                     self.broker_id,
                     metadata,
-                    listener_name=cluster.listener_name,
+                    listener_name=inter_broker_listener,
                     request_timeout_ms=config.replica_socket_timeout_ms,
                 )
-                if cluster is not None
+                if zk_store is not None
                 else None
             ),
         )
-        if cluster is not None:
-            cluster.watch_roles(
-                replica_manager,
-                topic_manager,
-                {
+        if zk_store is not None:
+            cluster = self._cluster = cluster_mode.ClusterMode(
+                config,
+                store=zk_store,
+                replicas=replica_manager,
+                topics=topic_manager,
+                fetchers=fetchers,
+                owners={
                     OFFSETS_TOPIC: group_coordinator,
                     TRANSACTION_STATE_TOPIC: transaction_coordinator,
                 },
+                listener_name=inter_broker_listener,
             )
+            cluster.watch_roles()
         # Loads the __consumer_offsets partitions led here (groups answer
         # COORDINATOR_LOAD_IN_PROGRESS until theirs is loaded).
         await group_coordinator.start()

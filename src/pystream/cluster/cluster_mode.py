@@ -53,28 +53,77 @@ class PartitionOwner(Protocol):
     def on_resigned(self, partition: int) -> None: ...
 
 
+async def connect_zookeeper(config: BrokerConfig) -> ZkMetadataStore:
+    """Connect to ZooKeeper and load the cluster metadata (the store's cache is complete);
+    the store owns the session."""
+    client = await asyncio.to_thread(
+        zk_client.connect,
+        config.zookeeper_connect,
+        config.zookeeper_session_timeout_ms,
+        config.zookeeper_connection_timeout_ms,
+    )
+    store = ZkMetadataStore(client, config.broker_id)
+    await store.start()
+    log.info(
+        "broker %d: cluster %s (ZooKeeper %s)",
+        config.broker_id,
+        store.cluster_id,
+        config.zookeeper_connect,
+    )
+    return store
+
+
+def attach_replication(
+    config: BrokerConfig, store: ZkMetadataStore, replicas: ReplicaManager, listener_name: str
+) -> ReplicaFetcherManager:
+    """Give the replica manager its fetchers (followers) and its ISR writer (leaders); before
+    any partition is hosted, so followers start fetching at once."""
+    fetchers = ReplicaFetcherManager(
+        config,
+        broker_id=config.broker_id,
+        metadata=store,
+        replicas=replicas,
+        listener_name=listener_name,
+    )
+    replicas.fetcher = fetchers
+    replicas.isr_updater = store.update_isr
+    return fetchers
+
+
 class ClusterMode:
     """ZooKeeper session, registration, controller and role changes of one broker.
 
-    The broker drives it in order: :meth:`connect` (the metadata store),
-    :meth:`attach_replication`, :meth:`watch_roles`, then :meth:`register` once
-    the listeners are bound; :meth:`stop` and :meth:`stop_replication` at shutdown.
+    Built by the broker once its store (:func:`connect_zookeeper`), replica fetchers
+    (:func:`attach_replication`), topic manager and coordinators exist: :meth:`watch_roles`,
+    then :meth:`register` once the listeners are bound; :meth:`stop` and
+    :meth:`stop_replication` at shutdown.
     """
 
-    def __init__(self, config: BrokerConfig, *, listener_name: str) -> None:
-        """``listener_name``: the listener other brokers reach this one on (replication,
-        controller requests, transaction markers)."""
+    def __init__(
+        self,
+        config: BrokerConfig,
+        *,
+        store: ZkMetadataStore,
+        replicas: ReplicaManager,
+        topics: TopicManager,
+        fetchers: ReplicaFetcherManager,
+        owners: Mapping[str, PartitionOwner],
+        listener_name: str,
+    ) -> None:
+        """``owners``: internal topic -> its coordinator, told when this broker starts or
+        stops leading one of their partitions; ``listener_name``: the listener other
+        brokers reach this one on (replication, controller requests, transaction markers)."""
         self.config = config
         self.broker_id = config.broker_id
         self.listener_name = listener_name
-        self.client: KazooClient | None = None
-        self.store: ZkMetadataStore | None = None
+        self.store = store
+        self.client: KazooClient | None = store.client
         self.registration: BrokerRegistration | None = None
         self.controller: ZkController | None = None
-        self.fetchers: ReplicaFetcherManager | None = None
-        self._replicas: ReplicaManager | None = None
-        self._topics: TopicManager | None = None
-        self._owners: Mapping[str, PartitionOwner] = {}
+        self.fetchers = fetchers
+        self._replicas = replicas
+        self._topics = topics
+        self._owners = owners
         # Topic changes, applied in order by one task (new logs are made in a thread first).
         self._changes: asyncio.Queue[tuple[str, TopicMetadata | None, TopicMetadata | None]] = (
             asyncio.Queue()
@@ -82,37 +131,10 @@ class ClusterMode:
         self._applier: asyncio.Task[None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
-    async def connect(self) -> ZkMetadataStore:
-        """Connect to ZooKeeper and load the cluster metadata (the store's cache is complete)."""
-        config = self.config
-        self.client = await asyncio.to_thread(
-            zk_client.connect,
-            config.zookeeper_connect,
-            config.zookeeper_session_timeout_ms,
-            config.zookeeper_connection_timeout_ms,
-        )
-        self.store = ZkMetadataStore(self.client, self.broker_id)
-        await self.store.start()
-        log.info(
-            "broker %d: cluster %s (ZooKeeper %s)",
-            self.broker_id,
-            self.store.cluster_id,
-            config.zookeeper_connect,
-        )
-        return self.store
-
-    def watch_roles(
-        self,
-        replicas: ReplicaManager,
-        topic_manager: TopicManager,
-        owners: Mapping[str, PartitionOwner],
-    ) -> None:
+    def watch_roles(self) -> None:
         """Remove stray logs (deleted or moved away while this broker was down), then
-        follow partition-state changes; ``owners`` (internal topic -> its coordinator) are
-        told when this broker starts or stops leading one of their partitions."""
-        store = self.store
-        assert store is not None, "connect() first"
-        self._replicas, self._topics, self._owners = replicas, topic_manager, owners
+        follow partition-state changes."""
+        store, replicas = self.store, self._replicas
         topics, me = store.topics(), self.broker_id
         for topic, index in sorted(replicas.log_manager.logs()):
             known = topics.get(topic)
@@ -175,8 +197,7 @@ class ClusterMode:
                     self.broker_id,
                     CONTROLLED_SHUTDOWN_MAX_S,
                 )
-        if self.store is not None:
-            self.store.remove_listener(self._on_event)
+        self.store.remove_listener(self._on_event)
         if self._applier is not None:
             self._applier.cancel()
             await asyncio.gather(self._applier, return_exceptions=True)
@@ -184,8 +205,7 @@ class ClusterMode:
             await asyncio.to_thread(self.controller.stop)
         if self.registration is not None:
             await asyncio.to_thread(self.registration.deregister)
-        if self.store is not None:
-            self.store.close()
+        self.store.close()
         if self.client is not None:
             await asyncio.to_thread(zk_client.close, self.client)
             self.client = None
@@ -198,24 +218,9 @@ class ClusterMode:
         log.error("broker %d is no longer a cluster member: %s", self.broker_id, reason)
 
     # --- replication ------------------------------------------------------------------------
-    def attach_replication(self, replicas: ReplicaManager) -> None:
-        """Give the replica manager its fetchers (followers) and its ISR writer (leaders)."""
-        store = self.store
-        assert store is not None, "connect() first"
-        self.fetchers = ReplicaFetcherManager(
-            self.config,
-            broker_id=self.broker_id,
-            metadata=store,
-            replicas=replicas,
-            listener_name=self.listener_name,
-        )
-        replicas.fetcher = self.fetchers
-        replicas.isr_updater = store.update_isr
-
     async def stop_replication(self) -> None:
         """Stop every fetcher (after the controlled shutdown moved leadership away)."""
-        if self.fetchers is not None:
-            await self.fetchers.shutdown()
+        await self.fetchers.shutdown()
 
     # --- roles ------------------------------------------------------------------------------
     def _on_event(self, event: MetadataEvent) -> None:
@@ -233,7 +238,7 @@ class ClusterMode:
         while not self._changes.empty():
             name, before, after = self._changes.get_nowait()
             new_here = self._new_replicas(name, after)
-            if new_here and self._topics is not None and after is not None:
+            if new_here and after is not None:
                 config = self._topics.log_config_for(after.configs)
                 try:
                     await asyncio.to_thread(
@@ -245,7 +250,7 @@ class ClusterMode:
 
     def _new_replicas(self, name: str, after: TopicMetadata | None) -> list[tuple[str, int]]:
         """Partitions of ``after`` with a replica here and no log yet."""
-        if after is None or self._replicas is None:
+        if after is None:
             return []
         log_manager, me = self._replicas.log_manager, self.broker_id
         return [
@@ -259,8 +264,6 @@ class ClusterMode:
     ) -> None:
         """Bring this broker's replicas of ``name`` in line with its new metadata."""
         replicas, topics = self._replicas, self._topics
-        if replicas is None or topics is None:
-            return
         me = self.broker_id
         if after is not None:
             try:
@@ -303,5 +306,4 @@ class ClusterMode:
 
     @property
     def controller_id(self) -> int:
-        assert self.store is not None
         return self.store.controller_id

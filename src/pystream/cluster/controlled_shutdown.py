@@ -64,7 +64,6 @@ async def _ask_controller(
 
     Raises KafkaError (NOT_CONTROLLER, a network error ...) for the caller to retry."""
     store, me = cluster.store, cluster.broker_id
-    assert store is not None
     controller_id = store.controller_id
     if controller_id < 0:
         raise error_for_code(41)("no controller is elected at the moment")
@@ -88,7 +87,7 @@ async def controlled_shutdown(cluster: ClusterMode) -> bool:
     offline election takes over when its registration goes)."""
     config, store = cluster.config, cluster.store
     me = cluster.broker_id
-    if store is None or cluster.registration is None or not cluster.registration.registered:
+    if cluster.registration is None or not cluster.registration.registered:
         return False
     broker_epoch = cluster.registration.epoch
     listener = cluster.listener_name
