@@ -7,7 +7,7 @@
   fencing, expiry, recovery);
 * :mod:`.markers` -- COMMIT/ABORT control batches written to the transaction's partitions;
 * :mod:`.group_hooks` -- what transactional offset commits need from the group coordinator;
-* :mod:`.handlers` -- the API handlers.
+* the API handlers are in :mod:`pystream.broker.apis.transactions`.
 
 The per-partition side (sequence/epoch checks, dedup, open transactions, the last
 stable offset, producer snapshots, ``.txnindex``) lives in

@@ -32,12 +32,14 @@ transactional ids whose ``__transaction_state`` partition this broker leads
   again and are completed; Ongoing ones are left to their timeout.
 
 Everything runs on the broker's event loop and nothing awaits between reading
-and changing a transaction's state (appends to local logs are synchronous).
+and changing a transaction's state (appends to local logs are synchronous), but
+one: InitProducerId may wait for a new block of producer ids (a metadata-store
+write, once per 1,000 ids), and checks the state again after it.
 The handlers then wait until the write is on every ISR member of the id's
 partition before they answer (``wait_replicated``, Kafka's acks=all), so an
 acknowledged state survives the loss of the coordinator.  Partition ownership
 (loading on election, NOT_COORDINATOR after resignation) is shared with the
-group coordinator: :class:`~pystream.groups.base.CoordinatorBase`.
+group coordinator: :class:`~pystream.coordinator.base.CoordinatorBase`.
 """
 
 from __future__ import annotations
