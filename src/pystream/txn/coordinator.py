@@ -37,7 +37,7 @@ The handlers then wait until the write is on every ISR member of the id's
 partition before they answer (``wait_replicated``, Kafka's acks=all), so an
 acknowledged state survives the loss of the coordinator.  Partition ownership
 (loading on election, NOT_COORDINATOR after resignation) is shared with the
-group coordinator: :class:`~pystream.groups.base.CoordinatorBase`.
+group coordinator: :class:`~pystream.coordinator.base.CoordinatorBase`.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from pystream.protocol.messages.sync_group import SyncGroupRequest, SyncGroupRes
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
-    from pystream.groups.base import CoordinatorBase
+    from pystream.coordinator.base import CoordinatorBase
     from pystream.groups.coordinator import GroupCoordinator
 
 E = ErrorCode
