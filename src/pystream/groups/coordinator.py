@@ -36,6 +36,7 @@ benchmarks use; the protocol ones delegate to the part that owns them.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -52,7 +53,7 @@ from pystream.groups.offsets_log import (
     offset_commit_key,
     partition_for,
 )
-from pystream.groups.persistence import GroupPersistence, log
+from pystream.groups.persistence import GroupPersistence
 
 if TYPE_CHECKING:
     import asyncio
@@ -61,6 +62,8 @@ if TYPE_CHECKING:
     from pystream.cluster.replication.replica_manager import ReplicaManager
     from pystream.cluster.topics import TopicManager
     from pystream.config import BrokerConfig
+
+log = logging.getLogger(__name__)
 
 
 class GroupCoordinator(CoordinatorBase):
@@ -131,6 +134,7 @@ class GroupCoordinator(CoordinatorBase):
         )
 
     def partition_for(self, group_id: str) -> int:
+        """The group's ``__consumer_offsets`` partition (by the topic's partition count)."""
         return partition_for(group_id, self.num_partitions)
 
     def coordinator_error(self, group_id: str | None, *, allow_empty: bool = False) -> int:
