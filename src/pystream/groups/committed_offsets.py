@@ -1,29 +1,75 @@
-"""Committed offsets: OffsetCommit, OffsetFetch, OffsetDelete and transactional commits.
+"""Committed offsets: OffsetCommit, OffsetFetch, OffsetDelete, transactional commits, expiry.
 
 A commit is checked against the group (a stale generation gets
 ILLEGAL_GENERATION, an unknown member UNKNOWN_MEMBER_ID, metadata longer than
 ``offset.metadata.max.bytes`` OFFSET_METADATA_TOO_LARGE), written to the
 group's ``__consumer_offsets`` partition, and only then becomes what
-OffsetFetch returns.
+OffsetFetch returns.  A transactional commit stays pending until the
+transaction's marker says commit (or abort); offsets older than
+``offsets.retention.minutes`` get tombstones.
+
+:class:`CommittedOffsets` is one part of the coordinator
+(:class:`~pystream.groups.coordinator.GroupCoordinator` builds it and hands it
+the offset APIs and the transaction coordinator's calls); the rebalance
+protocol is the other (:mod:`pystream.groups.membership`), and both write
+through :mod:`pystream.groups.persistence`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
+from pystream.clock import now_ms
 from pystream.coordinator.base import NONE, E
-from pystream.groups.base import GroupCoordinatorBase, store_offsets_error
-from pystream.groups.group import ClassicGroup, GroupState
+from pystream.groups.group import ClassicGroup, GroupState, Member
 from pystream.groups.offsets_log import (
     OffsetAndMetadata,
     TopicPartition,
+    group_metadata_key,
     offset_commit_key,
     offset_commit_value,
 )
 
+if TYPE_CHECKING:
+    from pystream.groups.membership import CoordinatorCheck
+    from pystream.groups.persistence import GroupPersistence
 
-class CommittedOffsets(GroupCoordinatorBase):
-    """Offsets of the coordinator's groups (mixed into the GroupCoordinator)."""
+# One logger for the whole group coordinator, whichever part of it speaks.
+log = logging.getLogger("pystream.groups.coordinator")
+
+
+class CommittedOffsets:
+    """The offsets store: the committed (and pending transactional) offsets of the groups.
+
+    The offsets live on each :class:`ClassicGroup` of the registry it shares with
+    the membership and the coordinator, because a commit is validated against the
+    group's generation and members.  It writes through ``persistence`` and asks
+    ``coordinator_error`` whether this broker serves a group.  Two hooks reach
+    the other parts: ``keep_alive`` (a member's commit counts as a heartbeat, the
+    membership's session timer) and ``remove_group`` (the coordinator forgets an
+    Empty group whose last offset expired).
+    """
+
+    def __init__(
+        self,
+        groups: dict[str, ClassicGroup],
+        persistence: GroupPersistence,
+        *,
+        coordinator_error: CoordinatorCheck,
+        keep_alive: Callable[[ClassicGroup, Member], None],
+        remove_group: Callable[[ClassicGroup], None],
+        metadata_max_bytes: int,
+        retention_ms: int,
+    ) -> None:
+        self.groups = groups
+        self.persistence = persistence
+        self.coordinator_error = coordinator_error
+        self._keep_alive = keep_alive
+        self._remove_group = remove_group
+        self.metadata_max_bytes = metadata_max_bytes  # offset.metadata.max.bytes
+        self.retention_ms = retention_ms  # offsets.retention.minutes
 
     # --- offsets ----------------------------------------------------------------------------
     def commit_offsets(
@@ -71,13 +117,13 @@ class CommittedOffsets(GroupCoordinatorBase):
             # The member knows the new generation but not its assignment yet.
             return E.REBALANCE_IN_PROGRESS
         # Stable, or PreparingRebalance (the heartbeat tells the member to rejoin).
-        self._schedule_heartbeat(group, group.members[member_id])
+        self._keep_alive(group, group.members[member_id])
         return NONE
 
     def _valid_offsets(
         self, offsets: dict[TopicPartition, OffsetAndMetadata], results: dict[TopicPartition, int]
     ) -> dict[TopicPartition, OffsetAndMetadata]:
-        limit = self.config.offset_metadata_max_bytes
+        limit = self.metadata_max_bytes
         valid = {}
         for tp, offset in offsets.items():
             if len(offset.metadata) > limit:
@@ -92,17 +138,10 @@ class CommittedOffsets(GroupCoordinatorBase):
         results: dict[TopicPartition, int] = {}
         valid = self._valid_offsets(offsets, results)
         if valid:
-            group_id = group.group_id
-            code = self._append(
-                group_id,
-                [
-                    (offset_commit_key(group_id, topic, partition), offset_commit_value(offset))
-                    for (topic, partition), offset in valid.items()
-                ],
+            code = self.persistence.append_offsets(
+                group.group_id, _commit_records(group.group_id, valid)
             )
-            if code:
-                code = store_offsets_error(code)
-            else:
+            if not code:
                 group.offsets.update(valid)
                 # A plain commit after a transactional one (not yet committed) wins.
                 for pending in group.pending_transactional_offsets.values():
@@ -158,11 +197,11 @@ class CommittedOffsets(GroupCoordinatorBase):
             return E.NON_EMPTY_GROUP, {}
         doomed = [tp for tp in dict.fromkeys(eligible) if tp in group.offsets]
         if doomed:
-            code = self._append(
+            code = self.persistence.append_offsets(
                 group_id, [(offset_commit_key(group_id, t, p), None) for t, p in doomed]
             )
             if code:
-                return store_offsets_error(code), {}
+                return code, {}
             for tp in doomed:
                 del group.offsets[tp]
         results.update((tp, NONE) for tp in eligible)
@@ -204,19 +243,10 @@ class CommittedOffsets(GroupCoordinatorBase):
         results: dict[TopicPartition, int] = {}
         valid = self._valid_offsets(offsets, results)
         if valid:
-            code = self._append(
-                group_id,
-                [
-                    (offset_commit_key(group_id, t, p), offset_commit_value(o))
-                    for (t, p), o in valid.items()
-                ],
-                producer_id=producer_id,
-                producer_epoch=producer_epoch,
-                transactional=True,
+            code = self.persistence.append_transactional_offsets(
+                group_id, _commit_records(group_id, valid), producer_id, producer_epoch
             )
-            if code:
-                code = store_offsets_error(code)
-            else:
+            if not code:
                 group.pending_transactional_offsets.setdefault(producer_id, {}).update(valid)
             results.update(dict.fromkeys(valid, code))
         return {tp: results[tp] for tp in offsets}
@@ -228,8 +258,53 @@ class CommittedOffsets(GroupCoordinatorBase):
         offsets become the committed ones (commit) or are dropped (abort)."""
         wanted = set(partitions)
         for group in list(self.groups.values()):
-            if self.partition_for(group.group_id) not in wanted:
+            if self.persistence.partition_for(group.group_id) not in wanted:
                 continue
             pending = group.pending_transactional_offsets.pop(producer_id, None)
             if pending and committed:
                 group.offsets.update(pending)
+
+    # --- expiration -------------------------------------------------------------------------
+    def expire_offsets(self, now: int | None = None) -> int:
+        """Delete expired offsets and groups that are empty with no offsets; how many offsets."""
+        now = now_ms() if now is None else now
+        removed = 0
+        for group in list(self.groups.values()):
+            group_id = group.group_id
+            if self.coordinator_error(group_id, allow_empty=True):
+                continue
+            expired = group.expired_offsets(now, self.retention_ms)
+            records: list[tuple[bytes, bytes | None]] = [
+                (offset_commit_key(group_id, t, p), None) for t, p in expired
+            ]
+            dies = (
+                group.state is GroupState.EMPTY
+                and len(group.offsets) == len(expired)
+                and not group.pending_transactional_offsets
+                and not group.pending_members
+            )
+            if dies:
+                records.append((group_metadata_key(group_id), None))
+            if not records:
+                continue
+            if self.persistence.append(group_id, records):
+                continue  # logged; try again next time
+            for tp in expired:
+                del group.offsets[tp]
+            removed += len(expired)
+            if dies:
+                log.info("group %s is empty and has no offsets left: removed", group_id)
+                self._remove_group(group)
+        if removed:
+            log.info("expired %d committed offset(s)", removed)
+        return removed
+
+
+def _commit_records(
+    group_id: str, offsets: dict[TopicPartition, OffsetAndMetadata]
+) -> list[tuple[bytes, bytes | None]]:
+    """The records that commit ``offsets`` for the group."""
+    return [
+        (offset_commit_key(group_id, topic, partition), offset_commit_value(offset))
+        for (topic, partition), offset in offsets.items()
+    ]

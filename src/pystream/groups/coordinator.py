@@ -2,49 +2,152 @@
 
 One :class:`GroupCoordinator` per broker owns the groups whose
 ``__consumer_offsets`` partition (``abs(hashCode(group)) % partitions``) this
-broker leads — on one node, all of them.  This module is its shell:
+broker leads — on one node, all of them.  It is built from three parts, split
+by responsibility and composed (each gets what it uses through its
+constructor):
 
-* **ownership** (:class:`~pystream.groups.base.CoordinatorBase`, shared with
-  the transaction coordinator): the partitions it leads are replayed from the
-  log (:class:`~pystream.groups.offsets_log.PartitionLoader`) before their
-  groups are served — COORDINATOR_LOAD_IN_PROGRESS until then, NOT_COORDINATOR
-  for groups of partitions led elsewhere.  ``on_elected`` / ``on_resigned``
-  are what a leadership change calls;
+* :class:`~pystream.groups.persistence.GroupPersistence` — the log: appends
+  to a group's partition, waits for the ISR, maps append errors to Kafka's
+  answers, replays a partition into groups;
+* :class:`~pystream.groups.membership.Membership` — the rebalance protocol:
+  JoinGroup, SyncGroup, Heartbeat, LeaveGroup, session timers, the rebalance
+  purgatory;
+* :class:`~pystream.groups.committed_offsets.CommittedOffsets` — the offsets
+  store: OffsetCommit/Fetch/Delete, transactional offsets, expiry.
+
+They share one registry, ``groups`` (group id -> :class:`ClassicGroup`): a
+group is its members and its offsets at once (a commit is checked against the
+generation).  The coordinator itself keeps what is neither:
+
+* **ownership** (:class:`~pystream.coordinator.base.CoordinatorBase`, shared
+  with the transaction coordinator): the partitions it leads are replayed from
+  the log before their groups are served — COORDINATOR_LOAD_IN_PROGRESS until
+  then, NOT_COORDINATOR for groups of partitions led elsewhere.
+  ``on_elected`` / ``on_resigned`` are what a leadership change calls;
 * **admin**: DescribeGroups, ListGroups, DeleteGroups;
-* **expiration**: every ``offsets.retention.check.interval.ms``, offsets past
-  ``offsets.retention.minutes`` get tombstones, and empty groups without
-  offsets are removed.
+* **the cleanup timer**: every ``offsets.retention.check.interval.ms`` the
+  offsets store expires offsets past ``offsets.retention.minutes`` and empty
+  groups without offsets are removed.
 
-The rebalance protocol is :class:`~pystream.groups.membership.Membership`,
-committed offsets :class:`~pystream.groups.committed_offsets.CommittedOffsets`.
+Its public methods are the API the request handlers, the transaction
+coordinator (:class:`~pystream.txn.group_hooks.TxnOffsetStore`) and the
+benchmarks use; the protocol ones delegate to the part that owns them.
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from pystream._core import records as core_records
-from pystream.clock import now_ms
-from pystream.coordinator.base import NONE, E
-from pystream.groups.base import log, store_group_error
+from pystream.coordinator.base import NONE, CoordinatorBase, E
 from pystream.groups.committed_offsets import CommittedOffsets
-from pystream.groups.group import ClassicGroup, GroupState, JoinResult, SyncResult, resolve
+from pystream.groups.group import ClassicGroup, GroupState, JoinResult, SyncResult
 from pystream.groups.membership import Membership
 from pystream.groups.offsets_log import (
     OFFSETS_TOPIC,
-    LoadedPartition,
-    PartitionLoader,
+    OffsetAndMetadata,
+    TopicPartition,
     group_metadata_key,
     offset_commit_key,
+    partition_for,
 )
+from pystream.groups.persistence import GroupPersistence
 
-# Kafka's offsets.load.buffer.size: how much of a partition is read per step while loading.
-LOAD_BUFFER_BYTES = 5 * 1024 * 1024
+if TYPE_CHECKING:
+    import asyncio
+
+    from pystream.cluster.metadata.store import MetadataStore
+    from pystream.cluster.replication.replica_manager import ReplicaManager
+    from pystream.cluster.topics import TopicManager
+    from pystream.config import BrokerConfig
+
+log = logging.getLogger(__name__)
 
 
-class GroupCoordinator(Membership, CommittedOffsets):
-    """Consumer groups of the ``__consumer_offsets`` partitions this broker leads."""
+class GroupCoordinator(CoordinatorBase):
+    """Consumer groups of the ``__consumer_offsets`` partitions this broker leads.
+
+    Owns the group registry's lifecycle (groups come in when their partition is
+    loaded, leave when it is led elsewhere, deleted or expired), the partition
+    ownership, admin and the cleanup timer; the protocols are its parts'.
+    """
+
+    topic = OFFSETS_TOPIC
+
+    def __init__(
+        self,
+        config: BrokerConfig,
+        *,
+        broker_id: int,
+        metadata: MetadataStore,
+        replicas: ReplicaManager,
+        topics: TopicManager,
+    ) -> None:
+        super().__init__(
+            config, broker_id=broker_id, metadata=metadata, replicas=replicas, topics=topics
+        )
+        self.groups: dict[str, ClassicGroup] = {}
+        self._cleanup_timer: asyncio.TimerHandle | None = None
+        # partition -> (records replayed, groups, seconds): what the last load did.
+        self.load_stats: dict[int, tuple[int, int, float]] = {}
+        # The replication bookkeeping stays with the ownership (it forgets a partition's
+        # log end on resignation): persistence is handed the two methods that use it.
+        self._persistence = GroupPersistence(
+            replicas,
+            self.partition_for,
+            note_appended=self._note_appended,
+            replicated=self._replicated,
+        )
+        self._membership = Membership(
+            self.groups,
+            self._persistence,
+            coordinator_error=self.coordinator_error,
+            spawn=self._spawn,
+            min_session_timeout_ms=config.group_min_session_timeout_ms,
+            max_session_timeout_ms=config.group_max_session_timeout_ms,
+            max_size=config.group_max_size,
+            initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
+        )
+        self._offsets = CommittedOffsets(
+            self.groups,
+            self._persistence,
+            coordinator_error=self.coordinator_error,
+            keep_alive=self._membership.schedule_heartbeat,
+            remove_group=self._unload_group,
+            metadata_max_bytes=config.offset_metadata_max_bytes,
+            retention_ms=config.offsets_retention_minutes * 60_000,
+        )
+
+    def topic_spec(self) -> tuple[int, int, dict[str, str]]:
+        """``__consumer_offsets`` is compacted: the newest record per key is the state."""
+        config = self.config
+        return (
+            config.offsets_topic_num_partitions,
+            config.offsets_topic_replication_factor,
+            {
+                "cleanup.policy": "compact",
+                "segment.bytes": str(config.offsets_topic_segment_bytes),
+                "compression.type": "producer",
+            },
+        )
+
+    def partition_for(self, group_id: str) -> int:
+        """The group's ``__consumer_offsets`` partition (by the topic's partition count)."""
+        return partition_for(group_id, self.num_partitions)
+
+    def coordinator_error(self, group_id: str | None, *, allow_empty: bool = False) -> int:
+        """Whether this broker can serve ``group_id`` now (0) or the error to answer with.
+
+        OffsetCommit/OffsetFetch/DescribeGroups/DeleteGroups accept the empty group
+        id (Kafka keeps that for backwards compatibility); the other APIs do not.
+        """
+        if group_id is None or (group_id == "" and not allow_empty):
+            return E.INVALID_GROUP_ID
+        if not self._active:
+            return E.COORDINATOR_NOT_AVAILABLE
+        return self.partition_error(self.partition_for(group_id))
 
     # --- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -69,86 +172,158 @@ class GroupCoordinator(Membership, CommittedOffsets):
 
     async def _load_partition(self, partition: int) -> None:
         started = time.perf_counter()
-        loaded = await self._replay(partition)
-        groups = self._install(partition, loaded)
+        replayed = await self._persistence.replay(partition)
+        # Live from here on, in one step (nothing awaits until the partition is served).
+        self.groups.update(replayed.groups)
+        for group in replayed.groups.values():
+            self._membership.on_group_loaded(group)
         elapsed = time.perf_counter() - started
-        self.load_stats[partition] = (loaded.records, groups, elapsed)
-        if loaded.records:
+        self.load_stats[partition] = (replayed.records, replayed.stored, elapsed)
+        if replayed.records:
             log.info(
                 "loaded %d group(s) from %d record(s) of %s-%d in %.0f ms",
-                groups,
-                loaded.records,
+                replayed.stored,
+                replayed.records,
                 OFFSETS_TOPIC,
                 partition,
                 elapsed * 1000,
             )
 
-    async def _replay(self, partition: int) -> LoadedPartition:
-        hosted = self.replicas.partition(OFFSETS_TOPIC, partition)
-        if hosted is None:
-            raise RuntimeError(f"{OFFSETS_TOPIC}-{partition} is not hosted here")
-        partition_log = hosted.log
-        loader = PartitionLoader()
-        end = partition_log.log_end_offset
-        offset = partition_log.log_start_offset
-        while offset < end:
-            info = partition_log.read(offset, LOAD_BUFFER_BYTES, end)
-            if info.records is None:
-                break
-            next_offset = offset
-            # The batches keep views into the segment while they are read; the loader
-            # copies the keys and values it keeps.
-            for batch in core_records.iter_batches(info.view()):
-                header = batch.header
-                if header.last_offset < offset:
-                    continue  # a read may start with the batch holding `offset`
-                loader.add_batch(batch)
-                next_offset = header.next_offset
-            if next_offset <= offset:
-                break
-            offset = next_offset
-            await asyncio.sleep(0)  # let requests for other partitions' groups run
-        return loader.finish()
-
-    def _install(self, partition: int, loaded: LoadedPartition) -> int:
-        """Make the replayed state live: groups as their last record left them."""
-        count = 0
-        for group_id, value in loaded.groups.items():
-            group = ClassicGroup.from_metadata_value(group_id, value)
-            group.offsets = loaded.offsets.pop(group_id, {})
-            self.groups[group_id] = group
-            count += 1
-            for member in group.members.values():
-                # Members get one session timeout to show up again (e.g. after a restart).
-                self._schedule_heartbeat(group, member)
-        for group_id, offsets in loaded.offsets.items():
-            # Groups that only store offsets (or whose members all left long ago).
-            group = ClassicGroup(group_id)
-            group.offsets = offsets
-            self.groups[group_id] = group
-            count += 1
-        for producer_id, by_group in loaded.pending_transactions.items():
-            for group_id, offsets in by_group.items():
-                group = self.groups.get(group_id)
-                if group is None:
-                    group = self.groups[group_id] = ClassicGroup(group_id)
-                group.pending_transactional_offsets[producer_id] = offsets
-        return count
-
     def _unload_group(self, group: ClassicGroup) -> None:
         """Drop a group from memory, answering its waiting requests with NOT_COORDINATOR."""
         self.groups.pop(group.group_id, None)
-        for member in list(group.members.values()):
-            resolve(
-                group.set_join_future(member, None), JoinResult(E.NOT_COORDINATOR, member.member_id)
-            )
-            resolve(member.sync_future, SyncResult(E.NOT_COORDINATOR))
-            member.sync_future = None
-            member.cancel_timer()
-        for member_id in list(group.pending_members):
-            group.remove_pending_member(member_id)
-        group.state = GroupState.DEAD
-        self._invalidate_delayed_ops(group)
+        self._membership.on_group_unloaded(group)
+
+    # --- membership (the rebalance protocol) ------------------------------------------------
+    async def join_group(
+        self,
+        group_id: str,
+        member_id: str,
+        group_instance_id: str | None,
+        client_id: str,
+        client_host: str,
+        rebalance_timeout_ms: int,
+        session_timeout_ms: int,
+        protocol_type: str,
+        protocols: list[tuple[str, bytes]],
+        *,
+        require_known_member_id: bool,
+        supports_skip_assignment: bool,
+        reason: str | None = None,
+    ) -> JoinResult:
+        """JoinGroup, answered once the join phase is over for the member
+        (:meth:`Membership.join_group`)."""
+        return await self._membership.join_group(
+            group_id,
+            member_id,
+            group_instance_id,
+            client_id,
+            client_host,
+            rebalance_timeout_ms,
+            session_timeout_ms,
+            protocol_type,
+            protocols,
+            require_known_member_id=require_known_member_id,
+            supports_skip_assignment=supports_skip_assignment,
+            reason=reason,
+        )
+
+    async def sync_group(
+        self,
+        group_id: str,
+        generation_id: int,
+        member_id: str,
+        group_instance_id: str | None,
+        protocol_type: str | None,
+        protocol_name: str | None,
+        assignments: dict[str, bytes],
+    ) -> SyncResult:
+        """SyncGroup, answered with the member's assignment once the leader sent it
+        (:meth:`Membership.sync_group`)."""
+        return await self._membership.sync_group(
+            group_id,
+            generation_id,
+            member_id,
+            group_instance_id,
+            protocol_type,
+            protocol_name,
+            assignments,
+        )
+
+    def heartbeat(
+        self, group_id: str, member_id: str, group_instance_id: str | None, generation_id: int
+    ) -> int:
+        """Heartbeat: the error tells the member whether to rejoin
+        (:meth:`Membership.heartbeat`)."""
+        return self._membership.heartbeat(group_id, member_id, group_instance_id, generation_id)
+
+    def leave_group(
+        self, group_id: str, members: list[tuple[str, str | None, str | None]]
+    ) -> tuple[int, list[int]]:
+        """LeaveGroup: (group error, an error per member) (:meth:`Membership.leave_group`)."""
+        return self._membership.leave_group(group_id, members)
+
+    # --- committed offsets ------------------------------------------------------------------
+    def commit_offsets(
+        self,
+        group_id: str,
+        member_id: str,
+        group_instance_id: str | None,
+        generation_id: int,
+        offsets: dict[TopicPartition, OffsetAndMetadata],
+    ) -> dict[TopicPartition, int]:
+        """OffsetCommit: an error code per partition (:meth:`CommittedOffsets.commit_offsets`)."""
+        return self._offsets.commit_offsets(
+            group_id, member_id, group_instance_id, generation_id, offsets
+        )
+
+    def fetch_offsets(
+        self, group_id: str, partitions: list[TopicPartition] | None, require_stable: bool = False
+    ) -> tuple[int, dict[TopicPartition, tuple[OffsetAndMetadata | None, int]]]:
+        """OffsetFetch: (group error, per partition (committed offset or None, error))
+        (:meth:`CommittedOffsets.fetch_offsets`)."""
+        return self._offsets.fetch_offsets(group_id, partitions, require_stable)
+
+    def delete_offsets(
+        self, group_id: str, partitions: list[TopicPartition]
+    ) -> tuple[int, dict[TopicPartition, int]]:
+        """OffsetDelete: (group error, an error per partition)
+        (:meth:`CommittedOffsets.delete_offsets`)."""
+        return self._offsets.delete_offsets(group_id, partitions)
+
+    def commit_transactional_offsets(
+        self,
+        group_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        member_id: str,
+        group_instance_id: str | None,
+        generation_id: int,
+        offsets: dict[TopicPartition, OffsetAndMetadata],
+    ) -> dict[TopicPartition, int]:
+        """TxnOffsetCommit: offsets pending until the transaction completes; an error code
+        per partition (:meth:`CommittedOffsets.commit_transactional_offsets`)."""
+        return self._offsets.commit_transactional_offsets(
+            group_id,
+            producer_id,
+            producer_epoch,
+            member_id,
+            group_instance_id,
+            generation_id,
+            offsets,
+        )
+
+    def complete_transaction(
+        self, producer_id: int, partitions: Iterable[int], committed: bool
+    ) -> None:
+        """The transaction's marker is in these ``__consumer_offsets`` partitions: its offsets
+        become committed or are dropped (:meth:`CommittedOffsets.complete_transaction`)."""
+        self._offsets.complete_transaction(producer_id, partitions, committed)
+
+    async def wait_replicated(self, group_id: str) -> int:
+        """Until what was appended to the group's partition is on every ISR member (Kafka's
+        coordinator appends with acks=all); an error code as the client is told it."""
+        return await self._persistence.wait_replicated(group_id)
 
     # --- admin ------------------------------------------------------------------------------
     def describe_group(self, group_id: str) -> tuple[int, ClassicGroup | None]:
@@ -188,9 +363,9 @@ class GroupCoordinator(Membership, CommittedOffsets):
             for topic, partition in group.offsets
         ]
         records.append((group_metadata_key(group_id), None))
-        code = self._append(group_id, records)
+        code = self._persistence.append_group(group_id, records)
         if code:
-            return store_group_error(code)
+            return code
         log.info("deleted group %s and its %d offset(s)", group_id, len(group.offsets))
         self._unload_group(group)
         return NONE
@@ -209,36 +384,6 @@ class GroupCoordinator(Membership, CommittedOffsets):
             self._schedule_cleanup()
 
     def expire_offsets(self, now: int | None = None) -> int:
-        """Delete expired offsets and groups that are empty with no offsets; how many offsets."""
-        now = now_ms() if now is None else now
-        retention_ms = self.config.offsets_retention_minutes * 60_000
-        removed = 0
-        for group in list(self.groups.values()):
-            group_id = group.group_id
-            if self.coordinator_error(group_id, allow_empty=True):
-                continue
-            expired = group.expired_offsets(now, retention_ms)
-            records: list[tuple[bytes, bytes | None]] = [
-                (offset_commit_key(group_id, t, p), None) for t, p in expired
-            ]
-            dies = (
-                group.state is GroupState.EMPTY
-                and len(group.offsets) == len(expired)
-                and not group.pending_transactional_offsets
-                and not group.pending_members
-            )
-            if dies:
-                records.append((group_metadata_key(group_id), None))
-            if not records:
-                continue
-            if self._append(group_id, records):
-                continue  # logged; try again next time
-            for tp in expired:
-                del group.offsets[tp]
-            removed += len(expired)
-            if dies:
-                log.info("group %s is empty and has no offsets left: removed", group_id)
-                self._unload_group(group)
-        if removed:
-            log.info("expired %d committed offset(s)", removed)
-        return removed
+        """Delete expired offsets and groups that are empty with no offsets; how many offsets
+        (:meth:`CommittedOffsets.expire_offsets`)."""
+        return self._offsets.expire_offsets(now)

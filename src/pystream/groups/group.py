@@ -9,9 +9,11 @@ States (Kafka's ``GroupState``)::
                                                  (any state) ──▶ Dead (deleted / expired)
 
 A :class:`ClassicGroup` holds the data and enforces the legal transitions; the
-coordinator (:mod:`pystream.groups.coordinator`) drives it from requests and
-timers.  A member waiting for its JoinGroup or SyncGroup answer holds an
-asyncio future here; the coordinator resolves it when the rebalance moves on.
+coordinator's parts drive it from requests and timers (the rebalance protocol,
+:mod:`pystream.groups.membership`; the committed offsets,
+:mod:`pystream.groups.committed_offsets`).  A member waiting for its JoinGroup
+or SyncGroup answer holds an asyncio future here; the membership resolves it
+when the rebalance moves on.
 """
 
 from __future__ import annotations

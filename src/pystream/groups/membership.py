@@ -20,15 +20,23 @@ Kafka's ``GroupCoordinator`` behaviour, so clients see the same thing:
 
 Nothing awaits between reading and changing a group (appends to the local log
 are synchronous), so each request sees and leaves a consistent state.
+
+:class:`Membership` is one part of the coordinator
+(:class:`~pystream.groups.coordinator.GroupCoordinator` builds it and hands it
+JoinGroup, SyncGroup, Heartbeat and LeaveGroup); the committed offsets are the
+other (:mod:`pystream.groups.committed_offsets`), and both write through
+:mod:`pystream.groups.persistence`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from pystream.coordinator.base import NONE, E
-from pystream.groups.base import GroupCoordinatorBase, log
 from pystream.groups.group import (
     ClassicGroup,
     GroupState,
@@ -37,7 +45,13 @@ from pystream.groups.group import (
     SyncResult,
     resolve,
 )
-from pystream.purgatory import DelayedOperation
+from pystream.purgatory import DelayedOperation, Purgatory
+
+if TYPE_CHECKING:
+    from pystream.groups.persistence import GroupPersistence
+
+# One logger for the whole group coordinator, whichever part of it speaks.
+log = logging.getLogger("pystream.groups.coordinator")
 
 # Kafka's GroupCoordinator.NewMemberJoinTimeoutMs: a new member whose JoinGroup is abandoned
 # (its client gave up and retried with a new member) is dropped after this long.
@@ -71,8 +85,74 @@ class _Token:
         self.done = False
 
 
-class Membership(GroupCoordinatorBase):
-    """Group membership and rebalances (mixed into the GroupCoordinator)."""
+class CoordinatorCheck(Protocol):
+    """The coordinator's "may I serve this group now?": 0, or the error to answer with
+    (:meth:`pystream.groups.coordinator.GroupCoordinator.coordinator_error`)."""
+
+    def __call__(self, group_id: str | None, *, allow_empty: bool = False) -> int: ...
+
+
+class Membership:
+    """The classic rebalance protocol over the coordinator's groups.
+
+    Owns what a rebalance is made of: the members' requests waiting for the join
+    and sync phases (their futures live on the :class:`ClassicGroup`), the
+    session and pending-member timers, and the rebalance purgatory in which the
+    delayed join and pending-sync operations wait.  It shares the group registry
+    with the offsets store and the coordinator (a group is both its members and
+    its offsets), writes group metadata through ``persistence``, and asks
+    ``coordinator_error`` whether this broker serves a group.  ``spawn`` runs the
+    delayed operations as tasks the coordinator cancels when it stops.  Futures
+    and timers are made on the running loop: every call comes from a request, a
+    timer or a partition load, all on the broker's loop.
+    """
+
+    def __init__(
+        self,
+        groups: dict[str, ClassicGroup],
+        persistence: GroupPersistence,
+        *,
+        coordinator_error: CoordinatorCheck,
+        spawn: Callable[[Awaitable[object]], object],
+        min_session_timeout_ms: int,
+        max_session_timeout_ms: int,
+        max_size: int,
+        initial_rebalance_delay_ms: int,
+    ) -> None:
+        self.groups = groups
+        self.persistence = persistence
+        self.coordinator_error = coordinator_error
+        self._spawn = spawn
+        # group.min/max.session.timeout.ms, group.max.size, group.initial.rebalance.delay.ms
+        self.min_session_timeout_ms = min_session_timeout_ms
+        self.max_session_timeout_ms = max_session_timeout_ms
+        self.max_size = max_size
+        self.initial_rebalance_delay_ms = initial_rebalance_delay_ms
+        # Delayed joins and pending syncs, keyed ("join" | "sync", group id).
+        self.purgatory = Purgatory("rebalance")
+
+    # --- groups loaded and unloaded by the coordinator --------------------------------------
+    def on_group_loaded(self, group: ClassicGroup) -> None:
+        """A group replayed from the log: its members get one session timeout to show up
+        again (e.g. after a restart), as if they had just sent a heartbeat."""
+        for member in group.members.values():
+            self.schedule_heartbeat(group, member)
+
+    def on_group_unloaded(self, group: ClassicGroup) -> None:
+        """The group left the registry (its partition is led elsewhere now, or it was
+        deleted): answer its waiting requests with NOT_COORDINATOR, stop its timers and
+        delayed operations, and mark it Dead for whoever still holds it."""
+        for member in list(group.members.values()):
+            resolve(
+                group.set_join_future(member, None), JoinResult(E.NOT_COORDINATOR, member.member_id)
+            )
+            resolve(member.sync_future, SyncResult(E.NOT_COORDINATOR))
+            member.sync_future = None
+            member.cancel_timer()
+        for member_id in list(group.pending_members):
+            group.remove_pending_member(member_id)
+        group.state = GroupState.DEAD
+        self._invalidate_delayed_ops(group)
 
     # --- JoinGroup --------------------------------------------------------------------------
     async def join_group(
@@ -95,12 +175,7 @@ class Membership(GroupCoordinatorBase):
         error = self.coordinator_error(group_id)
         if error:
             return JoinResult(error, member_id)
-        config = self.config
-        if not (
-            config.group_min_session_timeout_ms
-            <= session_timeout_ms
-            <= config.group_max_session_timeout_ms
-        ):
+        if not (self.min_session_timeout_ms <= session_timeout_ms <= self.max_session_timeout_ms):
             return JoinResult(E.INVALID_SESSION_TIMEOUT, member_id)
         unknown = member_id == ""
         group = self.groups.get(group_id)
@@ -142,12 +217,12 @@ class Membership(GroupCoordinatorBase):
             old_member_id = group.static_member_id(instance_id)
             if old_member_id is not None:
                 return self._update_static_member(group, old_member_id, new_member_id, request)
-        if group.size >= self.config.group_max_size:
+        if group.size >= self.max_size:
             return JoinResult(E.GROUP_MAX_SIZE_REACHED, "")
         if instance_id is None and request.require_known_member_id:
             # KIP-394: hand out the member id first and let the member join with it, so a
             # client that times out and retries does not leave an orphan member behind.
-            timer = self.loop.call_later(
+            timer = asyncio.get_running_loop().call_later(
                 request.session_timeout_ms / 1000,
                 self._expire_pending_member,
                 group,
@@ -166,7 +241,7 @@ class Membership(GroupCoordinatorBase):
         if not group.supports_protocols(request.protocol_type, request.protocols):
             return JoinResult(E.INCONSISTENT_GROUP_PROTOCOL, member_id)
         if member_id in group.pending_members:
-            if group.size >= self.config.group_max_size:
+            if group.size >= self.max_size:
                 group.remove_pending_member(member_id)
                 return JoinResult(E.GROUP_MAX_SIZE_REACHED, member_id)
             return self._add_member_and_rebalance(group, member_id, request)
@@ -240,19 +315,19 @@ class Membership(GroupCoordinatorBase):
         member.is_new = True
         if group.state is GroupState.PREPARING_REBALANCE and group.generation_id == 0:
             group.new_member_added = True  # the initial delay waits once more
-        future: asyncio.Future[JoinResult] = self.loop.create_future()
+        future: asyncio.Future[JoinResult] = asyncio.get_running_loop().create_future()
         group.add(member, future)
         # Its session timeout cannot apply yet (it has no generation to heartbeat with).  A
         # client that gave up on this join and retried as a new member would leave this one
         # behind forever: drop it if the join does not complete in time.
-        self._schedule_heartbeat(group, member, NEW_MEMBER_JOIN_TIMEOUT_MS)
+        self.schedule_heartbeat(group, member, NEW_MEMBER_JOIN_TIMEOUT_MS)
         self._maybe_prepare_rebalance(group, f"adding new member {member_id} ({request.reason})")
         return future
 
     def _update_member_and_rebalance(
         self, group: ClassicGroup, member: Member, request: _JoinRequest
     ) -> asyncio.Future[JoinResult]:
-        future: asyncio.Future[JoinResult] = self.loop.create_future()
+        future: asyncio.Future[JoinResult] = asyncio.get_running_loop().create_future()
         previous = member.join_future
         group.update_member(
             member,
@@ -286,8 +361,8 @@ class Membership(GroupCoordinatorBase):
         member.sync_future = None
         old = (member.protocols, member.rebalance_timeout_ms, member.session_timeout_ms)
         group.replace_static_member(old_member_id, new_member_id)
-        self._schedule_heartbeat(group, member)
-        future: asyncio.Future[JoinResult] = self.loop.create_future()
+        self.schedule_heartbeat(group, member)
+        future: asyncio.Future[JoinResult] = asyncio.get_running_loop().create_future()
         group.update_member(
             member,
             request.protocols,
@@ -303,12 +378,12 @@ class Membership(GroupCoordinatorBase):
                 )
                 return future
             group.set_join_future(member, None)
-            error = self._store_group(group, None)
+            error = self.persistence.store_group(group, None)
             if error:
                 # Not persisted: keep the old identity, the client retries.
                 group.update_member(member, old[0], old[1], old[2], None)
                 group.replace_static_member(new_member_id, old_member_id)
-                self._schedule_heartbeat(group, member)
+                self.schedule_heartbeat(group, member)
                 return JoinResult(
                     error,
                     "",
@@ -373,7 +448,7 @@ class Membership(GroupCoordinatorBase):
         )
         group.transition_to(GroupState.PREPARING_REBALANCE)
         if was_empty:
-            delay = self.config.group_initial_rebalance_delay_ms
+            delay = self.initial_rebalance_delay_ms
             self._start_initial_join(group, delay, max(group.rebalance_timeout_ms - delay, 0))
         else:
             self._start_join(group, group.rebalance_timeout_ms)
@@ -419,7 +494,7 @@ class Membership(GroupCoordinatorBase):
             token.done = True
             if group.new_member_added and remaining_ms != 0:
                 group.new_member_added = False
-                delay = min(self.config.group_initial_rebalance_delay_ms, remaining_ms)
+                delay = min(self.initial_rebalance_delay_ms, remaining_ms)
                 self._start_initial_join(group, delay, max(remaining_ms - delay, 0))
             else:
                 self._complete_join(group)
@@ -454,7 +529,7 @@ class Membership(GroupCoordinatorBase):
             log.info(
                 "group %s with generation %d is now empty", group.group_id, group.generation_id
             )
-            error = self._store_group(group, {})
+            error = self.persistence.store_group(group, {})
             if error:
                 # The previous generation stays in the log; it has no live members to confuse.
                 log.warning("could not write the empty metadata of group %s", group.group_id)
@@ -469,7 +544,7 @@ class Membership(GroupCoordinatorBase):
         for member in group.members.values():
             result = self._join_result(group, member)
             resolve(group.set_join_future(member, None), result)
-            self._schedule_heartbeat(group, member)
+            self.schedule_heartbeat(group, member)
             member.is_new = False
             group.pending_sync_members.add(member.member_id)
         self._start_pending_sync(group)
@@ -564,10 +639,10 @@ class Membership(GroupCoordinatorBase):
         member = group.members[member_id]
         if state is GroupState.STABLE:
             self._remove_pending_sync_member(group, member_id)
-            self._schedule_heartbeat(group, member)
+            self.schedule_heartbeat(group, member)
             return SyncResult(NONE, member.assignment, group.protocol_type, group.protocol_name)
         # CompletingRebalance: wait for the leader's assignment.
-        future: asyncio.Future[SyncResult] = self.loop.create_future()
+        future: asyncio.Future[SyncResult] = asyncio.get_running_loop().create_future()
         resolve(member.sync_future, SyncResult(E.REBALANCE_IN_PROGRESS))
         member.sync_future = future
         self._remove_pending_sync_member(group, member_id)
@@ -580,7 +655,7 @@ class Membership(GroupCoordinatorBase):
             )
             # Members the leader left out get an empty assignment.
             assignment = {mid: assignments.get(mid, b"") for mid in group.members}
-            error = self._store_group(group, assignment)
+            error = self.persistence.store_group(group, assignment)
             if (
                 group.state is GroupState.COMPLETING_REBALANCE
                 and group.generation_id == generation_id
@@ -605,7 +680,7 @@ class Membership(GroupCoordinatorBase):
             member.sync_future = None
             resolve(future, SyncResult(error, member.assignment, protocol_type, protocol_name))
             # Its session may have run out while it waited: give it a fresh one.
-            self._schedule_heartbeat(group, member)
+            self.schedule_heartbeat(group, member)
 
     def _reset_and_propagate_assignment_error(self, group: ClassicGroup, error: int) -> None:
         for member in group.members.values():
@@ -634,12 +709,12 @@ class Membership(GroupCoordinatorBase):
             return E.ILLEGAL_GENERATION
         if group.state is GroupState.EMPTY:
             return E.UNKNOWN_MEMBER_ID
-        self._schedule_heartbeat(group, group.members[member_id])
+        self.schedule_heartbeat(group, group.members[member_id])
         if group.state is GroupState.PREPARING_REBALANCE:
             return E.REBALANCE_IN_PROGRESS
         return NONE
 
-    def _schedule_heartbeat(
+    def schedule_heartbeat(
         self, group: ClassicGroup, member: Member, timeout_ms: int | None = None
     ) -> None:
         """The member's next heartbeat is due ``timeout_ms`` (its session timeout) from now.
@@ -647,7 +722,7 @@ class Membership(GroupCoordinatorBase):
         One timer per member: moving the deadline later costs nothing, the timer
         notices when it fires and re-arms for the new deadline.
         """
-        loop = self.loop
+        loop = asyncio.get_running_loop()
         timeout = member.session_timeout_ms if timeout_ms is None else timeout_ms
         deadline = loop.time() + timeout / 1000
         member.heartbeat_deadline = deadline
@@ -663,7 +738,7 @@ class Membership(GroupCoordinatorBase):
             return
         if group.members.get(member.member_id) is not member:
             return
-        loop = self.loop
+        loop = asyncio.get_running_loop()
         if loop.time() + 0.001 < member.heartbeat_deadline:
             member.timer = loop.call_at(
                 member.heartbeat_deadline, self._on_heartbeat_deadline, group, member
