@@ -68,6 +68,30 @@ def create_topic(brokers: list[BrokerProcess], name: str, partitions: int, rf: i
             lambda b=broker: _all_led(metadata(b, [name]).topics[0], partitions),
             what=f"{name} known with leaders on broker {broker.overrides['broker.id']}",
         )
+    wait_leaders_serve(brokers, name)
+
+
+def wait_leaders_serve(brokers: list[BrokerProcess], name: str, timeout: float = 30) -> None:
+    """Until each partition's leader (as the first broker's Metadata says) answers a Fetch.
+
+    A broker's Metadata answer can run ahead of its roles: a new replica's log files are
+    made in a thread before the broker takes the role (Kafka's brokers likewise process
+    LeaderAndIsr after their metadata cache changes), so clients retry
+    NOT_LEADER_OR_FOLLOWER for a moment; a test that wants the topic usable waits here.
+    """
+    brokers_by_id = by_id(brokers)
+
+    def served() -> bool:
+        for p in metadata(brokers[0], [name]).topics[0].partitions:
+            leader = brokers_by_id.get(p.leader_id)
+            if leader is None or leader.process is None:
+                return False
+            with leader.wire() as wire:
+                if fetch(wire, name, p.partition_index).error_code != NONE:
+                    return False
+        return True
+
+    wait_until(served, timeout=timeout, what=f"every leader of {name} serving it")
 
 
 def _all_led(topic: Any, partitions: int) -> bool:

@@ -25,7 +25,13 @@ import pytest
 pytest.importorskip("kazoo", reason="kazoo is not installed (pip install kazoo)")
 
 from broker_process import BrokerProcess, paused  # noqa: E402
-from cluster_fixtures import fetch, metadata, produce, start_cluster  # noqa: E402
+from cluster_fixtures import (  # noqa: E402
+    fetch,
+    metadata,
+    produce,
+    start_cluster,
+    wait_leaders_serve,
+)
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 from kazoo.exceptions import NoNodeError  # noqa: E402
@@ -191,6 +197,7 @@ class ReplicatedCluster:
             new = NewTopic(name, partitions, replica_assignment=assignment, config=configs or {})
         admin.create_topics([new], operation_timeout=15)[name].result(timeout=30)
         self.wait_isr(name, range(partitions), set(BROKER_IDS))
+        wait_leaders_serve(list(self.live().values()), name)
 
     # --- data
     def replica_logs(self, topic: str, partition: int) -> dict[int, list[BatchId]]:
