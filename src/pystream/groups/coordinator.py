@@ -29,9 +29,10 @@ generation).  The coordinator itself keeps what is neither:
   offsets store expires offsets past ``offsets.retention.minutes`` and empty
   groups without offsets are removed.
 
-Its public methods are the API the request handlers, the transaction
-coordinator (:class:`~pystream.txn.group_hooks.TxnOffsetStore`) and the
-benchmarks use; the protocol ones delegate to the part that owns them.
+The request handlers call :attr:`GroupCoordinator.membership` and
+:attr:`GroupCoordinator.offsets` directly; the coordinator's own methods are
+ownership, admin, and the :class:`~pystream.txn.group_hooks.TxnOffsetStore`
+the transaction coordinator is handed.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING
 
 from pystream.coordinator.base import NONE, CoordinatorBase, E
 from pystream.groups.committed_offsets import CommittedOffsets
-from pystream.groups.group import ClassicGroup, GroupState, JoinResult, SyncResult
+from pystream.groups.group import ClassicGroup, GroupState
 from pystream.groups.membership import Membership
 from pystream.groups.offsets_log import (
     OFFSETS_TOPIC,
@@ -100,7 +101,9 @@ class GroupCoordinator(CoordinatorBase):
             note_appended=self._note_appended,
             replicated=self._replicated,
         )
-        self._membership = Membership(
+        # The rebalance protocol (JoinGroup ... LeaveGroup) and the committed offsets
+        # (OffsetCommit/Fetch/Delete): the API handlers call these parts directly.
+        self.membership = Membership(
             self.groups,
             self._persistence,
             coordinator_error=self.coordinator_error,
@@ -110,11 +113,11 @@ class GroupCoordinator(CoordinatorBase):
             max_size=config.group_max_size,
             initial_rebalance_delay_ms=config.group_initial_rebalance_delay_ms,
         )
-        self._offsets = CommittedOffsets(
+        self.offsets = CommittedOffsets(
             self.groups,
             self._persistence,
             coordinator_error=self.coordinator_error,
-            keep_alive=self._membership.schedule_heartbeat,
+            keep_alive=self.membership.schedule_heartbeat,
             remove_group=self._unload_group,
             metadata_max_bytes=config.offset_metadata_max_bytes,
             retention_ms=config.offsets_retention_minutes * 60_000,
@@ -176,7 +179,7 @@ class GroupCoordinator(CoordinatorBase):
         # Live from here on, in one step (nothing awaits until the partition is served).
         self.groups.update(replayed.groups)
         for group in replayed.groups.values():
-            self._membership.on_group_loaded(group)
+            self.membership.on_group_loaded(group)
         elapsed = time.perf_counter() - started
         self.load_stats[partition] = (replayed.records, replayed.stored, elapsed)
         if replayed.records:
@@ -192,105 +195,9 @@ class GroupCoordinator(CoordinatorBase):
     def _unload_group(self, group: ClassicGroup) -> None:
         """Drop a group from memory, answering its waiting requests with NOT_COORDINATOR."""
         self.groups.pop(group.group_id, None)
-        self._membership.on_group_unloaded(group)
+        self.membership.on_group_unloaded(group)
 
-    # --- membership (the rebalance protocol) ------------------------------------------------
-    async def join_group(
-        self,
-        group_id: str,
-        member_id: str,
-        group_instance_id: str | None,
-        client_id: str,
-        client_host: str,
-        rebalance_timeout_ms: int,
-        session_timeout_ms: int,
-        protocol_type: str,
-        protocols: list[tuple[str, bytes]],
-        *,
-        require_known_member_id: bool,
-        supports_skip_assignment: bool,
-        reason: str | None = None,
-    ) -> JoinResult:
-        """JoinGroup, answered once the join phase is over for the member
-        (:meth:`Membership.join_group`)."""
-        return await self._membership.join_group(
-            group_id,
-            member_id,
-            group_instance_id,
-            client_id,
-            client_host,
-            rebalance_timeout_ms,
-            session_timeout_ms,
-            protocol_type,
-            protocols,
-            require_known_member_id=require_known_member_id,
-            supports_skip_assignment=supports_skip_assignment,
-            reason=reason,
-        )
-
-    async def sync_group(
-        self,
-        group_id: str,
-        generation_id: int,
-        member_id: str,
-        group_instance_id: str | None,
-        protocol_type: str | None,
-        protocol_name: str | None,
-        assignments: dict[str, bytes],
-    ) -> SyncResult:
-        """SyncGroup, answered with the member's assignment once the leader sent it
-        (:meth:`Membership.sync_group`)."""
-        return await self._membership.sync_group(
-            group_id,
-            generation_id,
-            member_id,
-            group_instance_id,
-            protocol_type,
-            protocol_name,
-            assignments,
-        )
-
-    def heartbeat(
-        self, group_id: str, member_id: str, group_instance_id: str | None, generation_id: int
-    ) -> int:
-        """Heartbeat: the error tells the member whether to rejoin
-        (:meth:`Membership.heartbeat`)."""
-        return self._membership.heartbeat(group_id, member_id, group_instance_id, generation_id)
-
-    def leave_group(
-        self, group_id: str, members: list[tuple[str, str | None, str | None]]
-    ) -> tuple[int, list[int]]:
-        """LeaveGroup: (group error, an error per member) (:meth:`Membership.leave_group`)."""
-        return self._membership.leave_group(group_id, members)
-
-    # --- committed offsets ------------------------------------------------------------------
-    def commit_offsets(
-        self,
-        group_id: str,
-        member_id: str,
-        group_instance_id: str | None,
-        generation_id: int,
-        offsets: dict[TopicPartition, OffsetAndMetadata],
-    ) -> dict[TopicPartition, int]:
-        """OffsetCommit: an error code per partition (:meth:`CommittedOffsets.commit_offsets`)."""
-        return self._offsets.commit_offsets(
-            group_id, member_id, group_instance_id, generation_id, offsets
-        )
-
-    def fetch_offsets(
-        self, group_id: str, partitions: list[TopicPartition] | None, require_stable: bool = False
-    ) -> tuple[int, dict[TopicPartition, tuple[OffsetAndMetadata | None, int]]]:
-        """OffsetFetch: (group error, per partition (committed offset or None, error))
-        (:meth:`CommittedOffsets.fetch_offsets`)."""
-        return self._offsets.fetch_offsets(group_id, partitions, require_stable)
-
-    def delete_offsets(
-        self, group_id: str, partitions: list[TopicPartition]
-    ) -> tuple[int, dict[TopicPartition, int]]:
-        """OffsetDelete: (group error, an error per partition)
-        (:meth:`CommittedOffsets.delete_offsets`)."""
-        return self._offsets.delete_offsets(group_id, partitions)
-
+    # --- the TxnOffsetStore side (pystream.txn.group_hooks) -----------------------------------
     def commit_transactional_offsets(
         self,
         group_id: str,
@@ -303,7 +210,7 @@ class GroupCoordinator(CoordinatorBase):
     ) -> dict[TopicPartition, int]:
         """TxnOffsetCommit: offsets pending until the transaction completes; an error code
         per partition (:meth:`CommittedOffsets.commit_transactional_offsets`)."""
-        return self._offsets.commit_transactional_offsets(
+        return self.offsets.commit_transactional_offsets(
             group_id,
             producer_id,
             producer_epoch,
@@ -318,7 +225,7 @@ class GroupCoordinator(CoordinatorBase):
     ) -> None:
         """The transaction's marker is in these ``__consumer_offsets`` partitions: its offsets
         become committed or are dropped (:meth:`CommittedOffsets.complete_transaction`)."""
-        self._offsets.complete_transaction(producer_id, partitions, committed)
+        self.offsets.complete_transaction(producer_id, partitions, committed)
 
     async def wait_replicated(self, group_id: str) -> int:
         """Until what was appended to the group's partition is on every ISR member (Kafka's
@@ -386,4 +293,4 @@ class GroupCoordinator(CoordinatorBase):
     def expire_offsets(self, now: int | None = None) -> int:
         """Delete expired offsets and groups that are empty with no offsets; how many offsets
         (:meth:`CommittedOffsets.expire_offsets`)."""
-        return self._offsets.expire_offsets(now)
+        return self.offsets.expire_offsets(now)

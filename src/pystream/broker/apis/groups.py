@@ -110,7 +110,7 @@ async def handle_join_group(
     request: JoinGroupRequest, context: RequestContext
 ) -> JoinGroupResponse:
     version = context.api_version
-    result = await coordinator_of(context).join_group(
+    result = await coordinator_of(context).membership.join_group(
         request.group_id,
         request.member_id,
         request.group_instance_id if version >= 5 else None,
@@ -154,7 +154,7 @@ async def handle_sync_group(
     if version >= 5 and (request.protocol_type is None or request.protocol_name is None):
         # From v5 the member must say which protocol it thinks the group uses.
         return SyncGroupResponse(error_code=E.INCONSISTENT_GROUP_PROTOCOL)
-    result = await coordinator_of(context).sync_group(
+    result = await coordinator_of(context).membership.sync_group(
         request.group_id,
         request.generation_id,
         request.member_id,
@@ -176,7 +176,7 @@ async def handle_sync_group(
 
 @api_handler(12, 0, 4)
 async def handle_heartbeat(request: HeartbeatRequest, context: RequestContext) -> HeartbeatResponse:
-    error = coordinator_of(context).heartbeat(
+    error = coordinator_of(context).membership.heartbeat(
         request.group_id,
         request.member_id,
         request.group_instance_id if context.api_version >= 3 else None,
@@ -197,7 +197,7 @@ async def handle_leave_group(
         ]
     else:
         members = [(request.member_id, None, None)]
-    error, member_errors = coordinator_of(context).leave_group(request.group_id, members)
+    error, member_errors = coordinator_of(context).membership.leave_group(request.group_id, members)
     if version < 3:
         return LeaveGroupResponse(error_code=error or (member_errors[0] if member_errors else 0))
     return LeaveGroupResponse(

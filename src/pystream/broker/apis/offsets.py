@@ -56,7 +56,7 @@ async def handle_offset_commit(
     results: dict[TopicPartition, int] = {}
     if offsets:
         coordinator = coordinator_of(context)
-        results = coordinator.commit_offsets(
+        results = coordinator.offsets.commit_offsets(
             request.group_id,
             request.member_id if version >= 1 else "",
             request.group_instance_id if version >= 7 else None,
@@ -103,7 +103,9 @@ def _fetch_group(
     partitions = None
     if requested is not None:
         partitions = [(topic, index) for topic, indexes in requested for index in indexes]
-    error, found = coordinator_of(context).fetch_offsets(group_id, partitions, require_stable)
+    error, found = coordinator_of(context).offsets.fetch_offsets(
+        group_id, partitions, require_stable
+    )
     if error:
         return error, []
     if requested is None:  # every committed offset of the group, by topic
@@ -207,7 +209,7 @@ async def handle_offset_delete(
                 wanted.append(tp)
             else:
                 unknown.add(tp)
-    error, results = coordinator_of(context).delete_offsets(request.group_id, wanted)
+    error, results = coordinator_of(context).offsets.delete_offsets(request.group_id, wanted)
     if error:
         return OffsetDeleteResponse(error_code=error)
     Partition = OffsetDeleteResponse.OffsetDeleteResponsePartition

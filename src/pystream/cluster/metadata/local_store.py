@@ -3,7 +3,7 @@
 ``pystream serve`` without ``zookeeper.connect`` keeps cluster metadata here
 and is its own controller.  Every change is written atomically (and fsynced)
 before it is acknowledged, so a crash leaves either the old or the new
-metadata; the ``async`` writes of :class:`~pystream.cluster.metadata.store.MetadataStore`
+metadata; the ``async`` writes (:class:`~pystream.cluster.metadata.store.ThreadedWrites`)
 do that in a thread.  Producer-id blocks are reserved in a file beside it.
 """
 
@@ -25,7 +25,7 @@ from pystream.cluster.metadata.model import (
     collision_name,
     validate_topic_name,
 )
-from pystream.cluster.metadata.store import BrokerEndpoint
+from pystream.cluster.metadata.store import BrokerEndpoint, ThreadedWrites
 from pystream.errors import (
     InvalidPartitionsError,
     InvalidReplicaAssignmentError,
@@ -45,7 +45,7 @@ FORMAT_VERSION = 1
 ZERO_UUID = uuid.UUID(int=0)
 
 
-class LocalMetadataStore:
+class LocalMetadataStore(ThreadedWrites):
     """Topics of a one-broker cluster, persisted in ``<dir>/pystream-metadata.json``."""
 
     def __init__(self, directory: str | Path, broker_id: int) -> None:
@@ -294,51 +294,11 @@ class LocalMetadataStore:
             topic.configs = dict(configs)
             self._save()
 
-    # -- the MetadataStore writes: the file is written (and fsynced) in a thread ----------
-    async def create_topic(
-        self,
-        name: str,
-        num_partitions: int,
-        replication_factor: int = 1,
-        configs: dict[str, str] | None = None,
-        assignments: dict[int, list[int]] | None = None,
-    ) -> TopicMetadata:
-        """Create a topic; see :meth:`create_topic_blocking`."""
-        return await asyncio.to_thread(
-            self.create_topic_blocking,
-            name,
-            num_partitions,
-            replication_factor,
-            configs,
-            assignments,
-        )
-
-    async def delete_topic(self, name: str) -> TopicMetadata:
-        return await asyncio.to_thread(self.delete_topic_blocking, name)
-
-    async def create_partitions(
-        self,
-        name: str,
-        total: int,
-        assignments: list[list[int]] | None = None,
-        *,
-        validate_only: bool = False,
-    ) -> list[int]:
-        if validate_only:  # nothing is written
-            return self.create_partitions_blocking(name, total, assignments, validate_only=True)
-        return await asyncio.to_thread(self.create_partitions_blocking, name, total, assignments)
-
-    async def set_topic_configs(self, name: str, configs: dict[str, str]) -> None:
-        await asyncio.to_thread(self.set_topic_configs_blocking, name, configs)
-
-    async def update_isr(
+    def update_isr_blocking(
         self, topic: str, partition: int, isr: list[int], leader_epoch: int, partition_epoch: int
     ) -> PartitionState:
         """A single node is every partition's only replica: its ISR never changes."""
         raise InvalidRequestError("a single node has no ISR to change")
-
-    async def allocate_producer_ids(self, broker_id: int, size: int) -> ProducerIdBlock:
-        return await asyncio.to_thread(self.allocate_producer_ids_blocking, broker_id, size)
 
     # -- producer ids ------------------------------------------------------------------
     def _next_free_producer_id(self) -> int:

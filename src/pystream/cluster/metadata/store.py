@@ -10,6 +10,7 @@ code that already runs in a thread (and for tests).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -98,3 +99,80 @@ class MetadataStore(Protocol):
     async def allocate_producer_ids(self, broker_id: int, size: int) -> ProducerIdBlock:
         """Reserve a block of producer ids durably (never handed out twice)."""
         ...
+
+
+class ThreadedWrites:
+    """The async writes of :class:`MetadataStore`, each running the store's ``*_blocking``
+    method in a thread (both stores write that way: a file fsync, or ZooKeeper round
+    trips)."""
+
+    def create_topic_blocking(self, *args: Any, **kwargs: Any) -> TopicMetadata:
+        raise NotImplementedError
+
+    def delete_topic_blocking(self, name: str) -> TopicMetadata:
+        raise NotImplementedError
+
+    def create_partitions_blocking(self, *args: Any, **kwargs: Any) -> list[int]:
+        raise NotImplementedError
+
+    def set_topic_configs_blocking(self, name: str, configs: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    def update_isr_blocking(self, *args: Any) -> PartitionState:
+        raise NotImplementedError
+
+    def allocate_producer_ids_blocking(self, broker_id: int, size: int) -> ProducerIdBlock:
+        raise NotImplementedError
+
+    async def create_topic(
+        self,
+        name: str,
+        num_partitions: int,
+        replication_factor: int = 1,
+        configs: dict[str, str] | None = None,
+        assignments: dict[int, list[int]] | None = None,
+    ) -> TopicMetadata:
+        """See the store's ``create_topic_blocking``."""
+        return await asyncio.to_thread(
+            self.create_topic_blocking,
+            name,
+            num_partitions,
+            replication_factor,
+            configs,
+            assignments,
+        )
+
+    async def delete_topic(self, name: str) -> TopicMetadata:
+        """See the store's ``delete_topic_blocking``."""
+        return await asyncio.to_thread(self.delete_topic_blocking, name)
+
+    async def create_partitions(
+        self,
+        name: str,
+        total: int,
+        assignments: list[list[int]] | None = None,
+        *,
+        validate_only: bool = False,
+    ) -> list[int]:
+        """See the store's ``create_partitions_blocking``."""
+        return await asyncio.to_thread(
+            lambda: self.create_partitions_blocking(
+                name, total, assignments, validate_only=validate_only
+            )
+        )
+
+    async def set_topic_configs(self, name: str, configs: dict[str, str]) -> None:
+        """See the store's ``set_topic_configs_blocking``."""
+        await asyncio.to_thread(self.set_topic_configs_blocking, name, configs)
+
+    async def update_isr(
+        self, topic: str, partition: int, isr: list[int], leader_epoch: int, partition_epoch: int
+    ) -> PartitionState:
+        """See the store's ``update_isr_blocking``."""
+        return await asyncio.to_thread(
+            self.update_isr_blocking, topic, partition, isr, leader_epoch, partition_epoch
+        )
+
+    async def allocate_producer_ids(self, broker_id: int, size: int) -> ProducerIdBlock:
+        """See the store's ``allocate_producer_ids_blocking``."""
+        return await asyncio.to_thread(self.allocate_producer_ids_blocking, broker_id, size)

@@ -35,7 +35,7 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
 from pystream.cluster.metadata.local_store import LocalMetadataStore
 from pystream.cluster.metadata.model import PartitionState, ProducerIdBlock, TopicMetadata
-from pystream.cluster.metadata.store import BrokerEndpoint
+from pystream.cluster.metadata.store import BrokerEndpoint, ThreadedWrites
 from pystream.cluster.zookeeper.assignment import assign_replicas
 from pystream.cluster.zookeeper.cache import (
     BrokerChange,
@@ -104,7 +104,7 @@ MAX_CAS_ATTEMPTS = 10  # a compare-and-set that keeps losing means others keep w
 DEFAULT_REQUEST_TIMEOUT_MS = 10_000
 
 
-class ZkMetadataStore:
+class ZkMetadataStore(ThreadedWrites):
     """Topics, partition states, configs and brokers of a ZooKeeper-coordinated cluster.
 
     ``await start()`` on the broker's loop before use; ``close()`` at shutdown (the
@@ -541,64 +541,6 @@ class ZkMetadataStore:
     def allocate_producer_ids_blocking(self, broker_id: int, size: int) -> ProducerIdBlock:
         """Reserve producer ids cluster-wide (``/latest_producer_id_block``)."""
         return self._producer_ids.allocate_block(broker_id, size)
-
-    # === the MetadataStore writes: ZooKeeper round trips in a thread ============================
-    async def create_topic(
-        self,
-        name: str,
-        num_partitions: int,
-        replication_factor: int = 1,
-        configs: dict[str, str] | None = None,
-        assignments: dict[int, list[int]] | None = None,
-    ) -> TopicMetadata:
-        """See :meth:`create_topic_blocking`."""
-        return await asyncio.to_thread(
-            self.create_topic_blocking,
-            name,
-            num_partitions,
-            replication_factor,
-            configs,
-            assignments,
-        )
-
-    async def delete_topic(self, name: str) -> TopicMetadata:
-        """See :meth:`delete_topic_blocking`."""
-        return await asyncio.to_thread(self.delete_topic_blocking, name)
-
-    async def create_partitions(
-        self,
-        name: str,
-        total: int,
-        assignments: list[list[int]] | None = None,
-        *,
-        validate_only: bool = False,
-    ) -> list[int]:
-        """See :meth:`create_partitions_blocking`."""
-        return await asyncio.to_thread(
-            lambda: self.create_partitions_blocking(
-                name, total, assignments, validate_only=validate_only
-            )
-        )
-
-    async def set_topic_configs(self, name: str, configs: dict[str, str]) -> None:
-        """See :meth:`set_topic_configs_blocking`."""
-        await asyncio.to_thread(self.set_topic_configs_blocking, name, configs)
-
-    async def set_broker_configs(self, entity: int | str, configs: dict[str, str]) -> None:
-        """See :meth:`set_broker_configs_blocking`."""
-        await asyncio.to_thread(self.set_broker_configs_blocking, entity, configs)
-
-    async def update_isr(
-        self, topic: str, partition: int, isr: list[int], leader_epoch: int, partition_epoch: int
-    ) -> PartitionState:
-        """See :meth:`update_isr_blocking`."""
-        return await asyncio.to_thread(
-            self.update_isr_blocking, topic, partition, isr, leader_epoch, partition_epoch
-        )
-
-    async def allocate_producer_ids(self, broker_id: int, size: int) -> ProducerIdBlock:
-        """See :meth:`allocate_producer_ids_blocking`."""
-        return await asyncio.to_thread(self.allocate_producer_ids_blocking, broker_id, size)
 
     # === helpers ===============================================================================
     def _controller_epoch(self) -> int:
