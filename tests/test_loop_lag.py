@@ -8,7 +8,7 @@ positive control (SIGSTOP for 300 ms) proves that a stall is seen.
 
 Topic creation (the CreateTopics case, and the first group join, which creates the
 50 ``__consumer_offsets`` partitions) makes its logs in a thread
-(``TopicManager.create_logs_blocking``); retention and topic deletion remove
+(``TopicManager.create_missing_logs``); retention and topic deletion remove
 files on the log manager's log-io thread.
 """
 

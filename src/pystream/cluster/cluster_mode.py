@@ -232,32 +232,17 @@ class ClusterMode:
                 )
 
     async def _apply_changes(self) -> None:
-        """Apply queued topic changes in order.  The files of replicas new here (a topic of
-        50 partitions: 50 logs, each fsynced) are created in a thread first, so a role
-        change does not stall the event loop; the roles themselves change on the loop."""
+        """Apply queued topic changes in order.  The files of replicas new here are created
+        in a thread first (:meth:`TopicManager.create_missing_logs`), so a role change does
+        not stall the event loop; the roles themselves change on the loop."""
         while not self._changes.empty():
             name, before, after = self._changes.get_nowait()
-            new_here = self._new_replicas(name, after)
-            if new_here and after is not None:
-                config = self._topics.log_config_for(after.configs)
+            if after is not None:
                 try:
-                    await asyncio.to_thread(
-                        self._topics.create_logs_blocking, after, new_here, config
-                    )
+                    await self._topics.create_missing_logs(after)
                 except Exception:  # apply_topic creates them on the loop, or reports why
                     log.exception("creating the logs of %s in the background failed", name)
             self.apply_topic(name, before, after)
-
-    def _new_replicas(self, name: str, after: TopicMetadata | None) -> list[tuple[str, int]]:
-        """Partitions of ``after`` with a replica here and no log yet."""
-        if after is None:
-            return []
-        log_manager, me = self._replicas.log_manager, self.broker_id
-        return [
-            (name, index)
-            for index, state in sorted(after.partitions.items())
-            if me in state.replicas and log_manager.get_log(name, index) is None
-        ]
 
     def apply_topic(
         self, name: str, before: TopicMetadata | None, after: TopicMetadata | None

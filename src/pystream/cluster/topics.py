@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 
 from pystream.cluster.metadata.model import PartitionState, TopicMetadata
 from pystream.cluster.metadata.store import MetadataStore
@@ -76,28 +77,36 @@ class TopicManager:
             self.replica_manager.become_follower(name, index, state)
 
     async def _host_new(self, topic: TopicMetadata, indexes: list[int]) -> None:
-        """Host new partitions of ``topic``: their log files are made in a thread (a topic of
-        1,000 partitions would otherwise stall every connection), then the roles are taken
-        on the loop."""
-        me = self.metadata.broker_id
-        config = self.log_config_for(topic.configs)
-        self.log_manager.update_config(topic.name, config)
-        here = [
-            (topic.name, i)
-            for i in indexes
-            if me == topic.partitions[i].leader or me in topic.partitions[i].replicas
-        ]
-        if here:
-            await asyncio.to_thread(self.create_logs_blocking, topic, here, config)
+        """Host new partitions of ``topic``: their log files first (in a thread), then the
+        roles, on the loop."""
+        self.log_manager.update_config(topic.name, self.log_config_for(topic.configs))
+        await self.create_missing_logs(topic, indexes)
         for index in indexes:
             self._host_partition(topic.name, index, topic.partitions[index])
 
-    def create_logs_blocking(
+    async def create_missing_logs(
+        self, topic: TopicMetadata, indexes: Iterable[int] | None = None
+    ) -> None:
+        """Create, in a thread, the logs of the partitions of ``topic`` (``indexes``, default
+        all) that have a replica here and no log yet, and write the leader epoch of those
+        led here: a topic of 1,000 partitions (files, a fsynced leader-epoch checkpoint
+        each) would otherwise stall every connection.  The roles, taken on the loop next,
+        find the logs ready."""
+        me = self.metadata.broker_id
+        missing = [
+            (topic.name, index)
+            for index in (sorted(topic.partitions) if indexes is None else indexes)
+            if me in topic.partitions[index].replicas
+            and self.log_manager.get_log(topic.name, index) is None
+        ]
+        if missing:
+            config = self.log_config_for(topic.configs)
+            await asyncio.to_thread(self._create_logs, topic, missing, config)
+
+    def _create_logs(
         self, topic: TopicMetadata, partitions: list[tuple[str, int]], config: LogConfig
     ) -> None:
-        """Create the logs of ``partitions`` of ``topic`` (new ones: call it in a thread) and
-        write the leader epoch of those led here: the leader-epoch checkpoint is fsynced,
-        and the roles taken on the loop then find it written."""
+        # (In a thread.)  The leader-epoch checkpoint is written here, not by the role change.
         logs = self.log_manager.create_logs(partitions, config)
         me = self.metadata.broker_id
         for (_, index), partition_log in zip(partitions, logs, strict=True):

@@ -48,8 +48,6 @@ from pystream.groups.group import ClassicGroup, GroupState
 from pystream.groups.membership import Membership
 from pystream.groups.offsets_log import (
     OFFSETS_TOPIC,
-    OffsetAndMetadata,
-    TopicPartition,
     group_metadata_key,
     offset_commit_key,
     partition_for,
@@ -198,28 +196,6 @@ class GroupCoordinator(CoordinatorBase):
         self.membership.on_group_unloaded(group)
 
     # --- the TxnOffsetStore side (pystream.txn.group_hooks) -----------------------------------
-    def commit_transactional_offsets(
-        self,
-        group_id: str,
-        producer_id: int,
-        producer_epoch: int,
-        member_id: str,
-        group_instance_id: str | None,
-        generation_id: int,
-        offsets: dict[TopicPartition, OffsetAndMetadata],
-    ) -> dict[TopicPartition, int]:
-        """TxnOffsetCommit: offsets pending until the transaction completes; an error code
-        per partition (:meth:`CommittedOffsets.commit_transactional_offsets`)."""
-        return self.offsets.commit_transactional_offsets(
-            group_id,
-            producer_id,
-            producer_epoch,
-            member_id,
-            group_instance_id,
-            generation_id,
-            offsets,
-        )
-
     def complete_transaction(
         self, producer_id: int, partitions: Iterable[int], committed: bool
     ) -> None:

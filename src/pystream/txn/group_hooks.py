@@ -9,7 +9,9 @@ its transaction (``send_offsets_to_transaction``):
 2. TxnOffsetCommit (sent to the *group* coordinator; its handler lives in
    :mod:`pystream.broker.apis.transactions`): the offsets are written to that partition as
    a transactional batch (the producer's id and epoch, no sequence) and kept
-   *pending* by the group coordinator (:meth:`TxnOffsetStore.commit_transactional_offsets`);
+   *pending* by the group coordinator's offsets store
+   (:meth:`~pystream.groups.committed_offsets.CommittedOffsets.commit_transactional_offsets`;
+   the handler calls it, the transaction coordinator does not);
 3. EndTxn: the commit/abort marker is appended to the partition like to every
    other partition of the transaction, then the group coordinator is told
    (:meth:`TxnOffsetStore.complete_transaction`): on commit the pending
@@ -25,12 +27,7 @@ import the group package.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from pystream.groups.offsets_log import OffsetAndMetadata
-
-TopicPartition = tuple[str, int]
+from typing import Protocol
 
 
 class TxnOffsetStore(Protocol):
@@ -38,21 +35,6 @@ class TxnOffsetStore(Protocol):
 
     def partition_for(self, group_id: str) -> int:
         """The ``__consumer_offsets`` partition of the group."""
-        ...
-
-    def commit_transactional_offsets(
-        self,
-        group_id: str,
-        producer_id: int,
-        producer_epoch: int,
-        member_id: str,
-        group_instance_id: str | None,
-        generation_id: int,
-        offsets: dict[TopicPartition, OffsetAndMetadata],
-    ) -> dict[TopicPartition, int]:
-        """Validate, write the offsets as one transactional batch of the producer
-        (``AppendOrigin.COORDINATOR``: the partition checks the producer epoch) and keep them
-        pending for the producer id.  An error code per partition (0 = stored)."""
         ...
 
     async def wait_loaded(self) -> None:

@@ -191,7 +191,7 @@ async def handle_txn_offset_commit(
     code = coordinator.check_txn_offset_commit(
         request.transactional_id, request.producer_id, request.producer_epoch, request.group_id
     )
-    store = services.group_coordinator
+    store = services.group_coordinator.offsets
     if code:
         results = dict.fromkeys(offsets, code)
     else:
