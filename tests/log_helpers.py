@@ -64,8 +64,8 @@ def read_via_fd(log: Log, offset: int, max_bytes: int) -> bytes:
     fetched = log.read(offset, max_bytes)
     if fetched.records is None:
         return b""
-    fd, position, length = fetched.records
-    return os.pread(fd, length, position)
+    records = fetched.records
+    return os.pread(records.fd, records.length, records.position)
 
 
 def segment_files(directory: str) -> list[str]:

@@ -687,6 +687,42 @@ def test_sendfile_of_a_file_range(tmp_path, batches):
     assert (tmp_path / "copy").read_bytes() == want
 
 
+def test_a_file_range_keeps_the_log_open_after_close_and_delete(tmp_path, batches):
+    """A fetch response sending from a FileRange must read the segment's bytes even after
+    retention deleted it: the range holds the descriptor; the last reference closes it."""
+    seg = build(tmp_path, batches[:80])
+    data = Path(seg.log_path).read_bytes()
+    rng = seg.read(batches[10].base_offset, 3000)
+    want = data[rng.position : rng.position + rng.length]
+    seg.delete()
+    assert not os.path.exists(seg.log_path)
+    with pytest.raises(ValueError, match="closed"):
+        seg.read(0, 100)
+    # Files opened now would get the descriptor's number had delete() closed it.
+    others = [open(tmp_path / f"other-{i}", "wb+") for i in range(4)]  # noqa: SIM115
+    try:
+        for other in others:
+            other.write(b"x" * 4096)
+            other.flush()
+        assert rng.fd not in [other.fileno() for other in others]
+        assert os.pread(rng.fd, rng.length, rng.position) == want
+    finally:
+        for other in others:
+            other.close()
+    fd = rng.fd
+    del rng  # the last reference: the descriptor closes
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    # Without a live range, close() releases the descriptor at once.
+    (tmp_path / "b").mkdir()
+    seg = build(tmp_path / "b", batches[:3])
+    fd = seg.read(0, 100).fd
+    os.fstat(fd)
+    seg.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
 def test_last_modified_ms(tmp_path, batches):
     seg = build(tmp_path, batches[:3])
     os.utime(seg.log_path, ns=(1_700_000_000_123_000_000, 1_700_000_000_123_000_000))

@@ -9,12 +9,22 @@ about topics, configs or time: the storage layer decides when to roll.
 from collections.abc import Iterator
 from typing import NamedTuple
 
+class FileHandle:
+    """An open file descriptor, closed when the last reference (segment or FileRange) goes."""
+
+    fd: int
+    def __init__(self, fd: int) -> None: ...
+
 class FileRange(NamedTuple):
-    """Bytes [position, position+length) of an open .log file, for os.sendfile."""
+    """Bytes [position, position+length) of an open .log file, for os.sendfile.
+
+    ``file`` owns ``fd``: while it is referenced, ``fd`` stays open (also after the
+    segment is closed or deleted)."""
 
     fd: int
     position: int
     length: int
+    file: FileHandle | None = None
 
 class BatchPosition(NamedTuple):
     """Where one batch lives in a segment and what its header says."""
@@ -139,7 +149,7 @@ class LogSegment:
     # (but the first batch whole if min_one_batch); never past max_position (-1 = end).
     # None: no batch with last_offset >= start_offset.  length 0: the first batch does
     # not fit (beyond max_position, or larger than max_size without min_one_batch).
-    # fd is valid until close()/delete().
+    # fd stays open while the FileRange (its file handle) is alive, even past close()/delete().
     def view(self, position: int, length: int) -> memoryview: ...  # read-only, over an mmap of .log
     # views survive appends, close() and delete(); truncate_to()/recover() raise BufferError
     # while a live view covers bytes they would cut

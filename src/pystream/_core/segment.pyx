@@ -50,8 +50,15 @@ alive, so growing the map (remap), ``close()`` and ``delete()`` never unmap
 memory under a live view.  Shrinking the *file* would, though (touching a page
 past EOF raises SIGBUS), so ``truncate_to``/``recover`` raise ``BufferError``
 while any live view covers a byte that would be cut; views entirely before the
-cut are unaffected.  ``FileRange.fd`` stays valid until ``close()``/``delete()``;
-delete segments late (rename to ``.deleted`` first, as Kafka does).
+cut are unaffected.
+
+File descriptors: the ``.log``'s descriptor is a reference-counted
+:class:`FileHandle`, held by the segment and by every ``FileRange`` that
+``read()`` hands out.  ``close()``/``delete()`` drop the segment's reference;
+the descriptor closes when the last range goes too.  So a fetch response still
+being sent from ``FileRange.fd`` keeps reading the right bytes after the
+segment is deleted (an unlinked file stays readable on POSIX), never from a
+closed descriptor or from another file that reused its number.
 
 Concurrency: a segment is not locked internally.  Header scans hold the GIL so
 that no other Python thread can shrink the file under them; only ``append``'s
@@ -98,14 +105,19 @@ from pystream.errors import CorruptMessageError, KafkaStorageError
 __all__ = [
     "BatchPosition",
     "CorruptIndexError",
+    "FileHandle",
     "FileRange",
     "LogSegment",
     "OffsetIndex",
     "TimeIndex",
 ]
 
-FileRange = namedtuple("FileRange", ["fd", "position", "length"], module=__name__)
-FileRange.__doc__ = "Bytes [position, position+length) of an open .log file, for os.sendfile."
+FileRange = namedtuple("FileRange", ["fd", "position", "length", "file"], defaults=(None,),
+                       module=__name__)
+FileRange.__doc__ = """Bytes [position, position+length) of an open .log file, for os.sendfile.
+
+``file`` is the :class:`FileHandle` owning ``fd``: while the range (or anything holding
+``file``) is alive, ``fd`` stays open, even after the segment is closed or deleted."""
 
 BatchPosition = namedtuple(
     "BatchPosition",
@@ -134,6 +146,31 @@ cdef inline int64_t _be64(const unsigned char* p) noexcept nogil:
 
 cdef inline void _put64(unsigned char* p, int64_t v) noexcept nogil:
     store_be64(p, <uint64_t>v)
+
+
+# ---------------------------------------------------------------------------
+# file descriptors
+
+cdef class FileHandle:
+    """An open file descriptor, closed when the last reference (segment or FileRange) goes.
+
+    Python's reference count is the count of users: a segment holds one while it is
+    open, each ``FileRange`` (and so each fetch response chunk sending from it) holds
+    one, and ``__dealloc__`` closes the descriptor when none is left.
+    """
+
+    cdef readonly int fd
+
+    def __cinit__(self, int fd):
+        self.fd = fd
+
+    def __dealloc__(self):
+        if self.fd >= 0:
+            c_close(self.fd)
+            self.fd = -1
+
+    def __repr__(self):
+        return f"FileHandle({self.fd})"
 
 
 # ---------------------------------------------------------------------------
@@ -648,7 +685,8 @@ cdef class LogSegment:
     cdef str _prefix
     cdef str _suffix
     cdef str _log_path
-    cdef int _fd
+    cdef int _fd                       # _file.fd while open, -1 after close()/delete()
+    cdef FileHandle _file              # shared with the FileRanges read() hands out
     cdef Py_ssize_t _size
     cdef Py_ssize_t _index_interval_bytes
     cdef OffsetIndex _oi
@@ -682,6 +720,7 @@ cdef class LogSegment:
         self._views = set()
         self._first_batch_ts = -2
         self._fd = os.open(self._log_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._file = FileHandle(self._fd)
         try:
             self._size = os.fstat(self._fd).st_size
             self._oi = OffsetIndex(self._prefix + ".index" + file_suffix, base_offset,
@@ -689,8 +728,7 @@ cdef class LogSegment:
             self._ti = TimeIndex(self._prefix + ".timeindex" + file_suffix, base_offset,
                                  max_index_size)
         except BaseException:
-            os.close(self._fd)
-            self._fd = -1
+            self._release_file()
             raise
         if self._size == 0:
             # Nothing to index: whatever the index files hold is stale.
@@ -698,10 +736,6 @@ cdef class LogSegment:
             self._ti.reset()
             self._oi._created = self._ti._created = False
             self._reset_state()
-
-    def __dealloc__(self):
-        if self._fd >= 0:
-            c_close(self._fd)
 
     def __repr__(self):
         return f"LogSegment({self._log_path!r}, size={self._size})"
@@ -720,6 +754,13 @@ cdef class LogSegment:
     cdef _check_open(self):
         if self._fd < 0:
             raise ValueError(f"segment {self._log_path} is closed")
+
+    cdef _release_file(self):
+        """Drop the segment's reference to the .log descriptor: it closes now, or when the
+        last FileRange still sending from it goes."""
+        self._fd = -1
+        self._file = None
+        self._map = None
 
     cdef _require_loaded(self):
         self._check_open()
@@ -1090,7 +1131,7 @@ cdef class LogSegment:
         max_size = min(max_size, self._size)          # keeps pos + max_size from overflowing
         limit = min(limit, pos + (max(max_size, first) if min_one_batch else max_size))
         if pos + first > limit:
-            return FileRange(self._fd, pos, 0)
+            return FileRange(self._fd, pos, 0, self._file)
         end = pos + first
         # Indexed positions are batch starts: skip straight to the last one that fits.
         jump = self._oi._floor_position(limit)
@@ -1102,7 +1143,7 @@ cdef class LogSegment:
             if size <= 0:
                 break
             end += size
-        return FileRange(self._fd, pos, end - pos)
+        return FileRange(self._fd, pos, end - pos, self._file)
 
     def view(self, Py_ssize_t position, Py_ssize_t length) -> memoryview:
         """Read-only memoryview of .log bytes [position, position+length), over an mmap.
@@ -1207,23 +1248,23 @@ cdef class LogSegment:
         self._ti.flush()
 
     def close(self) -> None:
-        """Trim the indexes and close the files.  Live views keep their maps.  Idempotent."""
+        """Trim the indexes and close the files.  Live views keep their maps, and live
+        FileRanges their descriptor.  Idempotent."""
         if self._fd < 0:
             return
         try:
             self._oi.close()
             self._ti.close()
         finally:
-            os.close(self._fd)
-            self._fd = -1
-            self._map = None
+            self._release_file()
 
     def delete(self) -> None:
-        """Close and remove all three files (missing files are fine)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-            self._map = None
+        """Close and remove all three files (missing files are fine).
+
+        A FileRange read before keeps the .log's descriptor open, and its bytes
+        readable, until it goes.
+        """
+        self._release_file()
         self._oi.delete()
         self._ti.delete()
         try:

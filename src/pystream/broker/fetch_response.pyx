@@ -92,7 +92,9 @@ cdef int _records(_Frame out, object data, bint flexible, bint sendfile,
         return 0
     if sendfile and n >= sendfile_min:
         out.cut()
-        out.chunks.append(_new_chunk(FileChunk, (records[0], records[1], n)))
+        # records[3], the segment's FileHandle, keeps the descriptor open until the chunk
+        # is sent, even if retention deletes the segment meanwhile.
+        out.chunks.append(_new_chunk(FileChunk, (records[0], records[1], n, records[3])))
         out.total += n
         return 0
     mv = data.view()

@@ -41,11 +41,17 @@ _COALESCE_MAX_BYTES = 256 * 1024
 
 
 class FileChunk(NamedTuple):
-    """Bytes [position, position+length) of an open file, sent with sendfile."""
+    """Bytes [position, position+length) of an open file, sent with sendfile.
+
+    ``file`` (a segment's :class:`~pystream._core.segment.FileHandle`) owns ``fd``: the
+    chunk's reference keeps it open until the chunk is sent, also if the segment is
+    deleted meanwhile (a slow consumer must not read a closed or reused descriptor).
+    """
 
     fd: int
     position: int
     length: int
+    file: object = None
 
 
 Chunk = bytes | bytearray | memoryview | FileChunk
@@ -225,6 +231,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
                     await self.write(chunks, more_coming=bool(self._frames))
                 elif not self._frames:
                     self._flush_pending()  # e.g. an acks=0 produce ended a burst
+                # Sent: let go of the response now, not at the next request (an idle
+                # consumer would otherwise keep a deleted segment's file open).
+                chunks = None
         except asyncio.CancelledError:
             pass
         except ConnectionClosed:

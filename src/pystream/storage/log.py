@@ -104,8 +104,9 @@ class LogAppendInfo:
 class FetchDataInfo:
     """The result of :meth:`Log.read`: whole batches from one segment, or nothing.
 
-    ``records`` is a file region for ``os.sendfile``; :meth:`view` gives the
-    same bytes as a read-only memoryview over the segment's mmap (for TLS).
+    ``records`` is a file region for ``os.sendfile`` (it holds the segment's file
+    open while it lives, deleted or not); :meth:`view` gives the same bytes as a
+    read-only memoryview over the segment's mmap (for TLS).
     """
 
     fetch_offset: int
@@ -884,8 +885,9 @@ class Log:
         self._leader_epoch_cache.truncate_from_start(offset)
 
     def _schedule_delete(self, segments: list[LogSegment]) -> None:
-        # Rename now so a restart never loads them; remove the files later, because a fetch
-        # may still be sending from their file descriptors (Kafka's file.delete.delay.ms).
+        # Rename now so a restart never loads them; remove the files later (Kafka's
+        # file.delete.delay.ms).  A fetch still sending from a segment holds its .log
+        # descriptor (FileHandle), so even an early removal leaves its bytes readable.
         delay = self._config.file_delete_delay_ms
         due = self._clock() + max(delay, 0)
         self._txn_index.delete_segments((s.base_offset for s in segments), self._base_offsets)
