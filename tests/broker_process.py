@@ -143,12 +143,14 @@ class BrokerProcess:
         For tests that need partitions or topic configs without CreateTopics.
         """
         from pystream.cluster.metadata.local_store import LocalMetadataStore
+        from pystream.storage.log_dirs import lock_log_dirs
 
         assert self.process is None, "precreate topics while the broker is stopped"
         broker_id = int(self.overrides.get("broker.id", "0"))
-        LocalMetadataStore(self.log_dir, broker_id).create_topic_blocking(
-            name, partitions, 1, configs
-        )
+        with lock_log_dirs([str(self.log_dir)]):  # as any offline writer of a log dir
+            LocalMetadataStore(self.log_dir, broker_id).create_topic_blocking(
+                name, partitions, 1, configs
+            )
         return self
 
     def restart(self) -> BrokerProcess:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -118,6 +119,49 @@ def _env() -> dict[str, str]:
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
     }
+
+
+def _serve_until_exit(log_dir: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Another ``pystream serve`` (on another port) on ``log_dir``; it must exit by itself
+    within ``timeout`` (TimeoutExpired if it serves instead)."""
+    command = [sys.executable, "-m", "pystream", "serve", "--override", f"log.dirs={log_dir}"]
+    command += ["--override", "listeners=PLAINTEXT://127.0.0.1:0"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=_env())
+
+
+def _assert_refused_for_lock(result: subprocess.CompletedProcess[str], log_dir: Path) -> None:
+    assert result.returncode != 0
+    assert f"Failed to acquire lock on file .lock in {os.path.realpath(log_dir)}." in result.stderr
+    assert "another process or thread is using this directory" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_second_broker_on_the_same_log_dirs_is_refused(broker_factory) -> None:
+    """Kafka's log dir lock: one broker per log dir; the first keeps serving, and once it
+    stops the dir is free for the next."""
+    first = broker_factory("first")
+    _produce(first.bootstrap, "locked", [b"a", b"b"])
+    metadata = (first.log_dir / "pystream-metadata.json").read_bytes()
+    _assert_refused_for_lock(_serve_until_exit(first.log_dir), first.log_dir)
+    assert (first.log_dir / "pystream-metadata.json").read_bytes() == metadata  # untouched
+    _produce(first.bootstrap, "locked", [b"c"])
+    assert _consume_all(first.bootstrap, "locked", 3) == [b"a", b"b", b"c"]
+    assert first.stop() == 0
+    after = broker_factory("after", **{"log.dirs": str(first.log_dir)})  # released
+    assert _consume_all(after.bootstrap, "locked", 3) == [b"a", b"b", b"c"]
+
+
+def test_a_killed_broker_leaves_no_stale_lock(broker_factory) -> None:
+    """The kernel drops the lock with the process: a restart after SIGKILL is not refused,
+    and the restarted broker holds the lock in turn."""
+    first = broker_factory("first")
+    _produce(first.bootstrap, "killed", [b"x"])
+    assert first.kill() == -signal.SIGKILL
+    assert (first.log_dir / ".lock").exists()  # the file stays; its lock is gone
+    restarted = broker_factory("restarted", **{"log.dirs": str(first.log_dir)})
+    assert _consume_all(restarted.bootstrap, "killed", 1) == [b"x"]
+    _assert_refused_for_lock(_serve_until_exit(first.log_dir), first.log_dir)
+    assert _consume_all(restarted.bootstrap, "killed", 1) == [b"x"]
 
 
 def test_checkpoints_are_written_while_running(broker_factory) -> None:

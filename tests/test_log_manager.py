@@ -21,11 +21,13 @@ from pystream.errors import (
     KafkaStorageError,
     UnknownTopicOrPartitionError,
 )
+from pystream.fileutil import DirectoryLockedError
 from pystream.storage.checkpoints import (
     CheckpointFile,
     CorruptCheckpointError,
     OffsetCheckpointFile,
 )
+from pystream.storage.log_dirs import LockedLogDirs, lock_log_dirs
 from pystream.storage.log_manager import CLEAN_SHUTDOWN_FILE, LogManager, validate_topic_name
 from pystream.storage.meta_properties import InconsistentBrokerIdError, read_meta_properties
 
@@ -47,6 +49,15 @@ def dirs(tmp_path, n: int = 2) -> list[str]:
 
 def manager(tmp_path, n: int = 2, config: LogConfig | None = None, **kw) -> LogManager:
     return LogManager(dirs(tmp_path, n), config or LogConfig(), **kw)
+
+
+def crashable_manager(
+    tmp_path, n: int = 2, config: LogConfig | None = None, **kw
+) -> tuple[LogManager, LockedLogDirs]:
+    """A manager on dirs whose locks the test holds too, to release them as the kernel does
+    when a broker process dies (no shutdown code runs, the OS locks go)."""
+    locked = lock_log_dirs(dirs(tmp_path, n))
+    return LogManager(locked.paths, config or LogConfig(), locked_dirs=locked, **kw), locked
 
 
 # --- checkpoint files -----------------------------------------------------------------------
@@ -122,6 +133,31 @@ def test_log_dirs_must_be_distinct_and_present(tmp_path) -> None:
         LogManager([str(tmp_path / "a"), str(tmp_path / "a/")], LogConfig())
     with pytest.raises(InvalidConfigError, match="empty"):
         LogManager([], LogConfig())
+
+
+def test_log_dirs_are_locked_until_shutdown(tmp_path) -> None:
+    """Kafka's .lock: one manager (one broker) per log dir, also within one process."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    first = LogManager([b], LogConfig())
+    assert sorted(os.listdir(b)) == [".lock", "meta.properties"]
+    with pytest.raises(DirectoryLockedError) as refused:
+        LogManager([a, b], LogConfig())
+    assert str(refused.value).startswith(f"Failed to acquire lock on file .lock in {b}. ")
+    assert "another process or thread is using this directory" in str(refused.value)
+    assert not os.path.exists(os.path.join(a, "meta.properties"))  # refused before writing
+    lock_log_dirs([a]).release()  # the refused manager did not keep a's lock
+    first.shutdown()
+    second = LogManager([a, b], LogConfig())  # b was released on shutdown
+    second.shutdown()
+    # A manager that fails to open (another broker's dirs) does not keep the locks either.
+    with pytest.raises(InconsistentBrokerIdError):
+        LogManager([a, b], LogConfig(), broker_id=7)
+    with lock_log_dirs([a, b]) as offline:  # how an offline tool writes to log dirs
+        assert offline.held and offline.paths == second.log_dirs
+        with pytest.raises(DirectoryLockedError):
+            LogManager([b], LogConfig())
+    assert not offline.held
+    LogManager([a, b], LogConfig()).shutdown()
 
 
 def test_partitions_spread_over_log_dirs_and_reload(tmp_path) -> None:
@@ -216,7 +252,7 @@ def _damage_last_batch(log_dir: str) -> None:
 
 
 def test_unclean_stop_recovers_from_the_checkpointed_recovery_point(tmp_path) -> None:
-    lm = manager(tmp_path, 1)
+    lm, locked = crashable_manager(tmp_path, 1)
     log = lm.get_or_create_log("t", 0)
     for _ in range(3):
         log.append(make_batch(3), leader_epoch=0)
@@ -224,6 +260,7 @@ def test_unclean_stop_recovers_from_the_checkpointed_recovery_point(tmp_path) ->
     lm.checkpoint_recovery_points()
     # No shutdown: the process "dies" here and the last batch is damaged on disk.
     log.close()
+    locked.release()
     _damage_last_batch(lm.log_dirs[0])
     recovered = manager(tmp_path, 1)
     assert recovered.get_log("t", 0).log_end_offset == 6
@@ -250,7 +287,7 @@ def test_corrupt_checkpoint_only_costs_a_longer_recovery(tmp_path) -> None:
 
 def test_log_start_offset_checkpoint_survives_restart(tmp_path) -> None:
     config = LogConfig.from_properties({"file.delete.delay.ms": "0"})
-    lm = manager(tmp_path, 1, config)
+    lm, locked = crashable_manager(tmp_path, 1, config)
     log = lm.get_or_create_log("t", 0)
     for _ in range(3):
         log.append(make_batch(3), leader_epoch=0)
@@ -259,6 +296,7 @@ def test_log_start_offset_checkpoint_survives_restart(tmp_path) -> None:
     lm.checkpoint_log_start_offsets()
     lm.checkpoint_high_watermarks()
     log.close()  # unclean stop
+    locked.release()
     reopened = manager(tmp_path, 1, config)
     assert reopened.get_log("t", 0).log_start_offset == 5
     assert reopened.get_log("t", 0).high_watermark == 9
@@ -337,11 +375,12 @@ def test_delete_log_renames_then_removes_after_the_delay(tmp_path) -> None:
 
 
 def test_leftover_delete_dirs_are_removed_at_startup(tmp_path) -> None:
-    lm = manager(tmp_path, 1)
+    lm, locked = crashable_manager(tmp_path, 1)
     lm.get_or_create_log("t", 0).append(make_batch(1), leader_epoch=0)
     lm.delete_log("t", 0)
     os.makedirs(os.path.join(lm.log_dirs[0], "not-a-log"))
     # A crash before the delayed removal: the renamed dir is still there.
+    locked.release()
     restarted = manager(tmp_path, 1)
     assert not any(n.endswith("-delete") for n in os.listdir(restarted.log_dirs[0]))
     assert restarted.logs() == {}  # "not-a-log" is not <topic>-<partition>

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from pathlib import Path
+
+from pystream.errors import KafkaStorageError
 
 # Suffix of a file being written by atomic_write; leftovers after a crash are garbage.
 TMP_SUFFIX = ".tmp"
@@ -34,3 +38,80 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, durable: bool = T
     os.replace(tmp, target)
     if durable:
         fsync_directory(target.parent)
+
+
+# The file in a directory whose OS lock says who is using it (Kafka's name).
+LOCK_FILE = ".lock"
+
+
+class DirectoryLockedError(KafkaStorageError):
+    """Another process (or another lock in this one) holds a directory's ``.lock``."""
+
+
+class DirectoryLock:
+    """An exclusive OS lock (``flock``) on ``<directory>/.lock``, as Kafka's ``FileLock``.
+
+    Held until :meth:`release` (or until the process dies: the kernel drops it, so a
+    SIGKILLed owner never leaves a stale lock).  ``flock`` locks belong to the open
+    file, not the process, so a second lock of the same directory in this process is
+    refused too.  The ``.lock`` file itself stays (removing it would race a locker).
+    """
+
+    def __init__(self, directory: str) -> None:
+        """Take the lock now; raise :class:`DirectoryLockedError` if it is held."""
+        self.directory = directory
+        self.path = os.path.join(directory, LOCK_FILE)
+        self._fd = -1
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DirectoryLockedError(
+                f"Failed to acquire lock on file {LOCK_FILE} in {directory}. A broker in another "
+                "process or thread is using this directory: stop it, or give this one other "
+                "log.dirs"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    @property
+    def held(self) -> bool:
+        """True until :meth:`release`."""
+        return self._fd >= 0
+
+    def release(self) -> None:
+        """Unlock and close the lock file.  Idempotent."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+    def __enter__(self) -> DirectoryLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        # A lock nobody references any more protects nothing: do what process exit would.
+        with contextlib.suppress(Exception):
+            self.release()
+
+
+def lock_directories(directories: list[str]) -> list[DirectoryLock]:
+    """A :class:`DirectoryLock` on each directory (they must exist), or none at all: on a
+    :class:`DirectoryLockedError` the locks already taken are released."""
+    locks: list[DirectoryLock] = []
+    try:
+        for directory in directories:
+            locks.append(DirectoryLock(directory))
+    except BaseException:
+        for lock in locks:
+            lock.release()
+        raise
+    return locks

@@ -52,6 +52,7 @@ from pystream.storage.checkpoints import (
 )
 from pystream.storage.cleaner import LogCleaner
 from pystream.storage.log import Log
+from pystream.storage.log_dirs import lock_log_dirs
 from pystream.storage.log_manager import LogManager, write_checkpoints
 from pystream.txn.coordinator import TransactionCoordinator
 
@@ -107,25 +108,34 @@ class Broker:
         metadata: MetadataStore
         # The listener other brokers reach this one on (replication, markers, controller).
         inter_broker_listener = self.advertised_listeners[0].name
-        if config.zookeeper_connect:
-            # Imported only here: a single node never imports kazoo.
-            from pystream.cluster import cluster_mode
+        # First of all, as Kafka: a second broker on these log dirs stops here, before it
+        # touches them (the single node's metadata store lives in the first one).  The
+        # log manager holds the locks from then on and releases them on shutdown.
+        locked_dirs = lock_log_dirs(config.log_dirs)
+        try:
+            if config.zookeeper_connect:
+                # Imported only here: a single node never imports kazoo.
+                from pystream.cluster import cluster_mode
 
-            zk_store = await cluster_mode.connect_zookeeper(config)
-            metadata = zk_store
-        else:
-            local_store = LocalMetadataStore(config.log_dirs[0], config.broker_id)
-            metadata = local_store
-        topic_configs = {
-            name: LogConfig.from_properties(t.configs, defaults=config.log_config)
-            for name, t in metadata.topics().items()
-        }
+                zk_store = await cluster_mode.connect_zookeeper(config)
+                metadata = zk_store
+            else:
+                local_store = LocalMetadataStore(config.log_dirs[0], config.broker_id)
+                metadata = local_store
+            topic_configs = {
+                name: LogConfig.from_properties(t.configs, defaults=config.log_config)
+                for name, t in metadata.topics().items()
+            }
+        except BaseException:
+            locked_dirs.release()
+            raise
         log_manager = LogManager(
             config.log_dirs,
             config.log_config,
             broker_id=self.broker_id,
             cluster_id=metadata.cluster_id,
             topic_configs=topic_configs,
+            locked_dirs=locked_dirs,
         )
 
         def partition_exists(topic: str, index: int) -> bool:

@@ -2,6 +2,7 @@
 
 Per log dir::
 
+    .lock                                locked (flock) while a broker or tool uses the dir
     meta.properties                      broker.id, cluster.id
     .kafka_cleanshutdown                 present only while the broker is stopped cleanly
     recovery-point-offset-checkpoint     below these offsets the data is fsynced
@@ -44,11 +45,9 @@ from pystream._core.segment import LogSegment
 from pystream.clock import now_ms
 from pystream.config import LogConfig
 from pystream.errors import (
-    InvalidConfigError,
     InvalidPartitionsError,
     InvalidTopicException,
     KafkaStorageError,
-    LogDirNotFoundError,
     UnknownTopicOrPartitionError,
 )
 from pystream.fileutil import fsync_directory
@@ -65,6 +64,7 @@ from pystream.storage.log import (
     delete_segment_files,
     parse_topic_partition,
 )
+from pystream.storage.log_dirs import LockedLogDirs, lock_log_dirs, resolve_log_dirs
 from pystream.storage.meta_properties import ensure_meta_properties
 
 logger = logging.getLogger(__name__)
@@ -116,31 +116,44 @@ class LogManager:
         cluster_id: str | None = None,
         topic_configs: Mapping[str, LogConfig] | None = None,
         clock: Callable[[], int] = now_ms,
+        locked_dirs: LockedLogDirs | None = None,
     ) -> None:
-        """Check ``meta.properties`` in every dir and load every log (recovering after an
-        unclean stop), then remove the clean-shutdown markers.
+        """Lock every dir, check its ``meta.properties`` and load every log (recovering
+        after an unclean stop), then remove the clean-shutdown markers.
 
+        The locks (each dir's ``.lock``, as Kafka's) are held until :meth:`shutdown`:
+        ``locked_dirs``, taken by the caller with ``lock_log_dirs(log_dirs)`` (the
+        broker locks before it opens its metadata store), become the manager's;
+        without them the manager locks ``log_dirs`` itself.
         ``topic_configs`` gives the configs of existing topics (from the
         metadata store); others get ``default_config``.  Raises
         InvalidConfigError for an empty or duplicated ``log_dirs``,
-        LogDirNotFoundError if a dir cannot be created, and
-        InconsistentBrokerIdError / InconsistentClusterIdError if a dir
-        belongs to another broker or cluster.
+        LogDirNotFoundError if a dir cannot be created, DirectoryLockedError if
+        another process or thread uses a dir, and InconsistentBrokerIdError /
+        InconsistentClusterIdError if a dir belongs to another broker or cluster.
         """
-        if not log_dirs:
-            raise InvalidConfigError("log.dirs is empty: configure at least one log directory")
-        resolved = [os.path.realpath(d) for d in log_dirs]
-        if len(set(resolved)) != len(resolved):
-            raise InvalidConfigError(
-                f"log.dirs {list(log_dirs)} names the same directory twice; list each once"
+        if locked_dirs is None:
+            locked_dirs = lock_log_dirs(log_dirs)
+        elif locked_dirs.paths != resolve_log_dirs(log_dirs):
+            raise ValueError(f"locked_dirs {locked_dirs.paths} are not log.dirs {list(log_dirs)}")
+        self._locked_dirs = locked_dirs
+        try:
+            self._open(
+                locked_dirs.paths, default_config, broker_id, cluster_id, topic_configs, clock
             )
-        for log_dir in resolved:
-            try:
-                os.makedirs(log_dir, exist_ok=True)
-            except OSError as exc:
-                raise LogDirNotFoundError(
-                    f"Cannot create log directory {log_dir}: {exc}; check log.dirs and permissions"
-                ) from exc
+        except BaseException:
+            locked_dirs.release()  # a manager that failed to open must not keep the dirs
+            raise
+
+    def _open(
+        self,
+        resolved: list[str],
+        default_config: LogConfig,
+        broker_id: int,
+        cluster_id: str | None,
+        topic_configs: Mapping[str, LogConfig] | None,
+        clock: Callable[[], int],
+    ) -> None:
         self.log_dirs: list[str] = resolved
         self.broker_id = broker_id
         self.default_config = default_config
@@ -323,7 +336,8 @@ class LogManager:
         """Remove a partition: rename its dir to ``<topic>-<partition>.<uuid>-delete`` now,
         delete the files after the topic's ``file.delete.delay.ms`` (cleanup_logs).
 
-        The delay lets in-flight fetches finish sending from the files.
+        In-flight fetches keep sending from the files whatever the delay: each holds
+        its segment's descriptor until its response is sent.
         Raises UnknownTopicOrPartitionError if there is no such log.
         Called on an event loop, the rename happens now and its directory fsync and
         the removal happen on the log-io thread.
@@ -566,6 +580,7 @@ class LogManager:
                 pass
             fsync_directory(log_dir)
         self._closed = True
+        self._locked_dirs.release()  # last: the dirs are consistent for the next owner
 
     def _check_open(self) -> None:
         if self._closed:
