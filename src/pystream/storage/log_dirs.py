@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from pystream.errors import InvalidConfigError, LogDirNotFoundError
+from pystream.errors import InvalidConfigError, KafkaStorageError, LogDirNotFoundError
 from pystream.fileutil import DirectoryLock, lock_directories
 
 
@@ -77,8 +77,9 @@ def lock_log_dirs(log_dirs: Sequence[str]) -> LockedLogDirs:
             ) from exc
     try:
         locks = lock_directories(resolved)
-    except PermissionError as exc:
-        raise LogDirNotFoundError(
-            f"Cannot lock a log directory: {exc}; check log.dirs and permissions"
+    except OSError as exc:  # e.g. a read-only dir (a held lock is DirectoryLockedError)
+        raise KafkaStorageError(
+            f"Cannot lock log directory {os.path.dirname(exc.filename or '') or log_dirs}: "
+            f"{exc.strerror or exc}; check log.dirs and permissions"
         ) from exc
     return LockedLogDirs(resolved, locks)
