@@ -159,6 +159,7 @@ class LogManager:
         self._background: set[asyncio.Future[Any]] = set()
         # Logs with a flush.messages flush out, and the future that completes with it.
         self._message_flushes: dict[Log, asyncio.Future[int]] = {}
+        self._roll_flushes: dict[Log, asyncio.Future[int]] = {}  # the same, after a roll
         for log_dir in resolved:
             self._load_dir(log_dir)
 
@@ -240,6 +241,7 @@ class LogManager:
         # An append reaching flush.messages fsyncs on the log-io thread; the produce
         # request waits for it (wait_message_flushed) before it is answered.
         log.flush_requester = self._request_message_flush
+        log.roll_flush_requester = self._request_roll_flush
         self._logs[tp] = log
         self._dir_of[tp] = log_dir
 
@@ -396,12 +398,18 @@ class LogManager:
             for plan in plans:
                 plan.log.finish_flush(plan)
             for plan in plans:
-                if self._message_flushes.get(plan.log) is result:
-                    del self._message_flushes[plan.log]
-            # Appends during the flush may have reached flush.messages again.
+                for pending in (self._message_flushes, self._roll_flushes):
+                    if pending.get(plan.log) is result:
+                        del pending[plan.log]
+            # Appends during the flush may have reached flush.messages again, or rolled.
             for plan in plans:
-                if plan.ok and plan.log.needs_flush_for_messages() and not self._closed:
-                    self._request_message_flush(plan.log)
+                log = plan.log
+                if not plan.ok or self._closed or self._logs.get(log.topic_partition) is not log:
+                    continue  # a failed flush is retried by the next roll or flush
+                if log.needs_flush_for_messages():
+                    self._request_message_flush(log)
+                elif log.recovery_point < log.active_segment.base_offset:
+                    self._request_roll_flush(log, log.active_segment.base_offset)
             if not result.done():
                 result.set_result(sum(plan.ok for plan in plans))
 
@@ -419,6 +427,21 @@ class LogManager:
         if log in self._message_flushes or self._closed:
             return
         self._message_flushes[log] = self._flush_off_loop([log.plan_flush()])
+
+    def _request_roll_flush(self, log: Log, new_segment_base: int) -> None:
+        # A roll closed segments: fsync them on the log-io thread and move the recovery
+        # point to the new segment, as Kafka's Log.roll schedules
+        # flushUptoOffsetExclusive(newSegment.baseOffset); the periodic recovery-point
+        # checkpoint then records it, so a crash recovers only the segments after it.
+        # Without a loop (tools, tests) flush_dirty_logs does it.  One flush per log at a
+        # time: rolls meanwhile are covered when it finishes (see _flush_off_loop).
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if log in self._roll_flushes or self._closed:
+            return
+        self._roll_flushes[log] = self._flush_off_loop([log.plan_flush(new_segment_base)])
 
     async def wait_message_flushed(self, targets: Iterable[tuple[str, int, int]]) -> None:
         """Until each ``(topic, partition, offset)`` is fsynced, where an append reaching
