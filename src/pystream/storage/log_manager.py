@@ -378,6 +378,13 @@ class LogManager:
         future.add_done_callback(self._background_done)
         return future
 
+    def run_in_background(self, func: Callable[..., T], *args: Any) -> asyncio.Future[T] | None:
+        """Run ``func(*args)`` on the log-io thread, after the file work queued before it
+        (in submission order; shutdown() waits for it), when called on a running event
+        loop; else inline.  For slow file work of components over the logs (the
+        cleaner's checkpoint).  Returns the future, or None when run inline."""
+        return self._offload(func, *args)
+
     def _background_done(self, future: asyncio.Future[Any]) -> None:
         self._background.discard(future)
         if not future.cancelled() and future.exception() is not None:
