@@ -7,6 +7,8 @@ Per log dir::
     recovery-point-offset-checkpoint     below these offsets the data is fsynced
     log-start-offset-checkpoint          moved by retention and DeleteRecords
     replication-offset-checkpoint        high watermarks
+    cleaner-offset-checkpoint            the log cleaner's (storage.cleaner_manager),
+    cleaner-delete-horizon-checkpoint    written through run_in_background
     <topic>-<partition>/                 one Log each
     <topic>-<partition>.<uuid>-delete/   a deleted log waiting for file.delete.delay.ms
 
