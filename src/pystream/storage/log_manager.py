@@ -415,10 +415,12 @@ class LogManager:
                 log = plan.log
                 if not plan.ok or self._closed or self._logs.get(log.topic_partition) is not log:
                     continue  # a failed flush is retried by the next roll or flush
+                # (Capped at the LEO: a follower's roll may start the new segment past it.)
+                rolled_end = min(log.active_segment.base_offset, log.log_end_offset)
                 if log.needs_flush_for_messages():
                     self._request_message_flush(log)
-                elif log.recovery_point < log.active_segment.base_offset:
-                    self._request_roll_flush(log, log.active_segment.base_offset)
+                elif log.recovery_point < rolled_end:
+                    self._request_roll_flush(log, rolled_end)
             if not result.done():
                 result.set_result(sum(plan.ok for plan in plans))
 
