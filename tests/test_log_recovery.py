@@ -234,10 +234,12 @@ def test_step8_leader_epoch_cache_is_rebuilt_or_fitted(tmp_path, damage: str) ->
 # --- step 9: producer state and transaction index -------------------------------------------
 
 
-def test_step9_lost_txnindex_entries_of_recovered_segments_are_rebuilt(tmp_path) -> None:
+@pytest.mark.parametrize("lost", ["unflushed", "with its offset index"])
+def test_step9_lost_txnindex_entries_of_recovered_segments_are_rebuilt(tmp_path, lost) -> None:
     """The .txnindex entries of segments past the recovery point were not fsynced either:
     recovery re-creates them from the ABORT markers, even below the newest producer
-    snapshot (which alone would replay only the active segment)."""
+    snapshot (which alone would replay only the active segment).  So does a segment
+    recovered because its offset index is missing, also after a clean shutdown (Kafka)."""
     directory = str(tmp_path / "t-0")
     log = Log.open(directory)
     for t, commit in enumerate((False, True, False)):
@@ -254,11 +256,17 @@ def test_step9_lost_txnindex_entries_of_recovered_segments_are_rebuilt(tmp_path)
         log.roll()  # one transaction per segment; a producer snapshot per roll
     aborted = log.aborted_transactions(0, log.log_end_offset)
     assert [(t.first_offset, t.last_offset) for t in aborted] == [(0, 2), (6, 8)]
-    lost = os.path.join(directory, f"{0:020d}.txnindex")
-    os.remove(lost)  # a crash (no close) that took the unflushed index with it
-    recovered = reopen_unclean(directory, recovery_point=0)
+    txn_index = os.path.join(directory, f"{0:020d}.txnindex")
+    if lost == "unflushed":
+        os.remove(txn_index)  # a crash (no close) that took the unflushed index with it
+        recovered = reopen_unclean(directory, recovery_point=0)
+    else:
+        log.close()
+        os.remove(txn_index)
+        os.remove(os.path.join(directory, f"{0:020d}.index"))
+        recovered = Log.open(directory, had_clean_shutdown=True)
     assert recovered.aborted_transactions(0, recovered.log_end_offset) == aborted
-    assert os.path.getsize(lost) == 34
+    assert os.path.getsize(txn_index) == 34
 
 
 def _flip(path: str, position: int, bit: int) -> None:

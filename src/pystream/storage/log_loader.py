@@ -19,7 +19,8 @@ The procedure (Kafka's ``LogLoader``, written down):
    is deleted.
 4. **Open segments in base-offset order.** A segment whose index cannot even
    be opened is marked for recovery (its indexes are rebuilt from the
-   ``.log``); a missing index file is created empty and treated the same way.
+   ``.log``); a missing offset index file is created empty and treated the
+   same way (Kafka recovers such a segment, transaction index included).
 5. **Check or recover each segment.**  After a clean shutdown (marker
    present) every segment is *loaded*: the files are trusted, an index that
    fails its sanity check is rebuilt.  After an unclean stop, segments wholly
@@ -232,11 +233,14 @@ def _open_segments(
 ) -> tuple[list[LogSegment], set[int]]:
     """Step 4: open every segment; note those whose indexes must be rebuilt.
 
-    A missing index file is created empty and noticed by ``LogSegment.load``,
-    which then recovers; an index that cannot even be opened is deleted here.
+    A segment whose offset index is missing is recovered, as Kafka's
+    ``LogLoader`` does (its transaction index is then rebuilt too, step 9); an
+    index that cannot even be opened is deleted here.
     """
     segments, needs_recovery = [], set()
     for base in bases:
+        if not os.path.exists(os.path.join(directory, segment_file_name(base, INDEX_SUFFIX))):
+            needs_recovery.add(base)
         try:
             segment = open_segment(directory, base, config)
         except CorruptIndexError as exc:
