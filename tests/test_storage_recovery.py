@@ -199,6 +199,12 @@ def test_a_cleaned_log_is_not_cleaned_again_after_a_restart(cleaning: BrokerProc
         assert "Cleaning kept-0" not in output, output
         assert checkpointed(broker, CLEANER_OFFSET_CHECKPOINT, "kept") == active_base
         assert checkpointed(broker, CLEANER_HORIZON_CHECKPOINT, "kept") == horizon
+    # New dirty data: cleaned again, from the checkpointed offset on.
+    mark = broker.output_lines()
+    produce_confluent(broker.bootstrap, "kept", [(k, b"newer") for k in keys[3:]])
+    tail(broker.bootstrap, "kept")
+    broker.wait_for_output("Cleaning kept-0 (dirty ratio", timeout=30, since=mark)
+    assert f"dirty [{active_base}, " in broker.output_since(mark)
 
 
 def produce_at(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], timestamp: int):
