@@ -543,7 +543,10 @@ def test_manager_picks_dirty_logs_and_checkpoints_what_it_cleaned(tmp_path: Path
     assert f"t 0 {result.end_offset}" in checkpoint.read_text()
     lm.shutdown()
     lm = LogManager([str(tmp_path / "data")], LogConfig(), topic_configs={"t": log.config})
-    assert LogCleanerManager(lm).checkpoint_offset("t", 0) == result.end_offset
+    restarted = LogCleanerManager(lm)
+    assert restarted.checkpoint_offset("t", 0) == result.end_offset
+    # Nothing dirty and no tombstone horizon (checkpointed too): no clean after a restart.
+    assert restarted.grab_filthiest_log() is None
     lm.shutdown()
 
 

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -22,6 +23,7 @@ from pystream.errors import (
     UnknownTopicOrPartitionError,
 )
 from pystream.fileutil import DirectoryLockedError
+from pystream.storage import log_manager as log_manager_module
 from pystream.storage.checkpoints import (
     CheckpointFile,
     CorruptCheckpointError,
@@ -508,4 +510,34 @@ def test_an_append_reaching_flush_messages_is_answered_after_its_fsync(tmp_path)
             assert recovery_point >= end
     assert [rp for _, rp, _ in seen] == [0, 0, 3, 3, 3, 6, 6]
     assert not lm.message_flushes_pending
+    lm.shutdown()
+
+
+def test_a_roll_fsyncs_the_closed_segments_on_the_log_io_thread(tmp_path, monkeypatch) -> None:
+    """Kafka's flush after roll, with the default flush settings (no flush job): each roll
+    fsyncs what it closed off the event loop and the recovery point follows the rolls."""
+    config = LogConfig.from_properties({"segment.bytes": str(BATCH)})
+    lm = manager(tmp_path, 1, config)
+    log = lm.get_or_create_log("t", 0)
+    flushed_on: list[str] = []
+    run_plans = log_manager_module._run_flush_plans
+
+    def observed(plans: list) -> None:
+        flushed_on.append(threading.current_thread().name)
+        run_plans(plans)
+
+    monkeypatch.setattr(log_manager_module, "_run_flush_plans", observed)
+
+    async def run() -> None:
+        for _ in range(6):
+            log.append(make_batch(1), leader_epoch=0)
+        deadline = time.monotonic() + 10
+        while log.recovery_point < log.active_segment.base_offset:
+            assert time.monotonic() < deadline, f"recovery point stuck at {log.recovery_point}"
+            await asyncio.sleep(0.01)
+
+    asyncio.run(run())
+    assert len(log.segments) == 6
+    assert log.recovery_point == log.active_segment.base_offset == 5
+    assert flushed_on and all(name.startswith("log-io") for name in flushed_on), flushed_on
     lm.shutdown()

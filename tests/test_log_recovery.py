@@ -14,10 +14,11 @@ import time
 import pytest
 from log_helpers import make_batch, read_all, segment_files
 
+from pystream._core import records as core_records
 from pystream._core.segment import LogSegment
 from pystream.config import LogConfig
 from pystream.storage.leader_epoch import LEADER_EPOCH_CHECKPOINT
-from pystream.storage.log import Log
+from pystream.storage.log import AppendOrigin, Log
 from pystream.storage.log_loader import load_log
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
@@ -230,6 +231,44 @@ def test_step8_leader_epoch_cache_is_rebuilt_or_fitted(tmp_path, damage: str) ->
 # --- the issue's sweep: truncate the tail at every byte of the last two batches -------------
 
 
+# --- step 9: producer state and transaction index -------------------------------------------
+
+
+@pytest.mark.parametrize("lost", ["unflushed", "with its offset index"])
+def test_step9_lost_txnindex_entries_of_recovered_segments_are_rebuilt(tmp_path, lost) -> None:
+    """The .txnindex entries of segments past the recovery point were not fsynced either:
+    recovery re-creates them from the ABORT markers, even below the newest producer
+    snapshot (which alone would replay only the active segment).  So does a segment
+    recovered because its offset index is missing, also after a clean shutdown (Kafka)."""
+    directory = str(tmp_path / "t-0")
+    log = Log.open(directory)
+    for t, commit in enumerate((False, True, False)):
+        data = core_records.build_batch(
+            [(1000, b"k", b"txn-%d" % t)] * 2,
+            producer_id=7,
+            producer_epoch=0,
+            base_sequence=2 * t,
+            is_transactional=True,
+        )
+        log.append(bytearray(data), 0)
+        marker = core_records.build_control_batch(commit, 7, 0, 1000)
+        log.append(bytearray(marker), 0, origin=AppendOrigin.COORDINATOR)
+        log.roll()  # one transaction per segment; a producer snapshot per roll
+    aborted = log.aborted_transactions(0, log.log_end_offset)
+    assert [(t.first_offset, t.last_offset) for t in aborted] == [(0, 2), (6, 8)]
+    txn_index = os.path.join(directory, f"{0:020d}.txnindex")
+    if lost == "unflushed":
+        os.remove(txn_index)  # a crash (no close) that took the unflushed index with it
+        recovered = reopen_unclean(directory, recovery_point=0)
+    else:
+        log.close()
+        os.remove(txn_index)
+        os.remove(os.path.join(directory, f"{0:020d}.index"))
+        recovered = Log.open(directory, had_clean_shutdown=True)
+    assert recovered.aborted_transactions(0, recovered.log_end_offset) == aborted
+    assert os.path.getsize(txn_index) == 34
+
+
 def _flip(path: str, position: int, bit: int) -> None:
     with open(path, "r+b") as f:
         f.seek(position)
@@ -317,7 +356,7 @@ def test_random_bit_flips_keep_exactly_the_intact_prefix(tmp_path) -> None:
 CHILD = r"""
 import sys
 from pystream.config import LogConfig
-from pystream.storage.log import Log
+from pystream.storage.log import AppendOrigin, Log
 
 directory, total = sys.argv[1], int(sys.argv[2])
 config = LogConfig.from_properties({"segment.bytes": "16384", "index.interval.bytes": "512"})

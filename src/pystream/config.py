@@ -718,7 +718,11 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         ConfigType.INT,
         60_000,
         AtLeast(0),
-        doc="How often the recovery-point checkpoint file is written.",
+        doc=(
+            "How often the recovery-point checkpoint file is written. Rolled segments are "
+            "fsynced in the background as they close, so after a crash recovery rescans only "
+            "what was written since about this long ago."
+        ),
     ),
     ConfigDef(
         "log.flush.start.offset.checkpoint.interval.ms",

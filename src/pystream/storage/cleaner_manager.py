@@ -17,8 +17,15 @@ segments.  The cleaner picks, among logs not being cleaned, the one with the
 highest ratio above ``min.cleanable.dirty.ratio``; a log whose oldest dirty
 segment is older than ``max.compaction.lag.ms`` is cleaned whatever its ratio,
 and so is a log whose retained tombstones' delete horizon has passed (they
-can go now).  Horizons are learnt by cleans and kept in memory; after a
-restart every log cleaned before is cleaned once more to learn them again.
+can go now).  Horizons are learnt by cleans and checkpointed next to the
+first dirty offsets in ``cleaner-delete-horizon-checkpoint`` (the same
+``topic partition value`` format, the value being the earliest delete horizon
+in ms; a log without retained tombstones has no line), so a restart does not
+clean every compacted log again.  A log dir with an offset checkpoint but no
+horizon file (written by an older version) cleans its logs once to learn them.
+
+Both files are written after each clean that changed them, atomically, on the
+log manager's log-io thread when on an event loop (they are fsynced).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from pystream.storage.log_manager import LogManager, TopicPartition
 logger = logging.getLogger(__name__)
 
 CLEANER_OFFSET_CHECKPOINT = "cleaner-offset-checkpoint"
+CLEANER_HORIZON_CHECKPOINT = "cleaner-delete-horizon-checkpoint"
 
 
 def first_dirty_offset(log: Log, checkpoint: int | None) -> int:
@@ -161,21 +169,31 @@ class LogCleanerManager:
         # The Log object each state belongs to: a deleted and re-created partition starts over.
         self._known: dict[TopicPartition, Log] = log_manager.logs()
         for log_dir in log_manager.log_dirs:
+            self._load_checkpoints(log_dir)
+
+    def _load_checkpoints(self, log_dir: str) -> None:
+        try:
+            entries = OffsetCheckpointFile(os.path.join(log_dir, CLEANER_OFFSET_CHECKPOINT)).read()
+        except CorruptCheckpointError as exc:
+            logger.warning("%s; every compacted log in %s is cleaned from its start", exc, log_dir)
+            return
+        horizon_path = os.path.join(log_dir, CLEANER_HORIZON_CHECKPOINT)
+        horizons: dict[TopicPartition, int] | None = None
+        if os.path.exists(horizon_path):
             try:
-                entries = OffsetCheckpointFile(
-                    os.path.join(log_dir, CLEANER_OFFSET_CHECKPOINT)
-                ).read()
+                horizons = OffsetCheckpointFile(horizon_path).read()
             except CorruptCheckpointError as exc:
-                logger.warning(
-                    "%s; every compacted log in %s is cleaned from its start", exc, log_dir
-                )
+                logger.warning("%s; the cleaned logs of %s are cleaned once more", exc, log_dir)
+        for tp, offset in entries.items():
+            if self._log_manager.log_dir_of(*tp) != log_dir:
                 continue
-            for tp, offset in entries.items():
-                if log_manager.log_dir_of(*tp) == log_dir:
-                    self._checkpoints[tp] = offset
-                    # Cleaned before: it may hold stamped tombstones whose horizons this
-                    # process does not know; one clean rediscovers them (and drops the due).
-                    self._horizons[tp] = 0
+            self._checkpoints[tp] = offset
+            if horizons is None:
+                # Cleaned before, horizons unknown: it may hold stamped tombstones; one
+                # clean rediscovers them (and drops the due ones).
+                self._horizons[tp] = 0
+            elif tp in horizons:
+                self._horizons[tp] = horizons[tp]
 
     # --- state ----------------------------------------------------------------------------
 
@@ -242,17 +260,18 @@ class LogCleanerManager:
         self._in_progress.discard(tp)
         if self._known.get(tp) is not ltc.log:
             return  # deleted meanwhile
+        before = (self._checkpoints.get(tp), self._horizons.get(tp))
         if outcome.earliest_horizon_ms is None:
             self._horizons.pop(tp, None)
         else:
             self._horizons[tp] = outcome.earliest_horizon_ms
         if not outcome.progressed:
             self._skip_until[tp] = self._clock() + self._retry_backoff_ms
-        if self._checkpoints.get(tp) != outcome.end_offset:
-            self._checkpoints[tp] = outcome.end_offset
-            log_dir = self._log_manager.log_dir_of(*tp)
-            if log_dir is not None:
-                self.write_checkpoint(log_dir)
+        self._checkpoints[tp] = outcome.end_offset
+        log_dir = self._log_manager.log_dir_of(*tp)
+        if log_dir is not None and before != (outcome.end_offset, self._horizons.get(tp)):
+            # Taken now, written (fsynced) on the log-io thread in submission order.
+            self._log_manager.run_in_background(_write_checkpoints, *self._snapshot(log_dir))
 
     def abort_cleaning(self, ltc: LogToClean, *, failed: bool = False) -> None:
         """Release a log whose clean stopped; a failed log is retried only after a backoff."""
@@ -261,11 +280,19 @@ class LogCleanerManager:
         if failed:
             self._skip_until[tp] = self._clock() + max(self._retry_backoff_ms, 60_000)
 
-    def write_checkpoint(self, log_dir: str) -> None:
-        """Rewrite ``log_dir``'s ``cleaner-offset-checkpoint`` (live logs only)."""
-        entries = {
-            tp: offset
-            for tp, offset in self._checkpoints.items()
-            if self._log_manager.log_dir_of(*tp) == log_dir
-        }
-        OffsetCheckpointFile(os.path.join(log_dir, CLEANER_OFFSET_CHECKPOINT)).write(entries)
+    def _snapshot(
+        self, log_dir: str
+    ) -> tuple[str, dict[TopicPartition, int], dict[TopicPartition, int]]:
+        in_dir = self._log_manager.log_dir_of
+        offsets = {tp: o for tp, o in self._checkpoints.items() if in_dir(*tp) == log_dir}
+        horizons = {tp: h for tp, h in self._horizons.items() if tp in offsets}
+        return log_dir, offsets, horizons
+
+
+def _write_checkpoints(
+    log_dir: str, offsets: dict[TopicPartition, int], horizons: dict[TopicPartition, int]
+) -> None:
+    # Horizons first: an offset checkpoint newer than its horizons would skip tombstones
+    # (the other way round, a crash in between only costs one more clean).
+    OffsetCheckpointFile(os.path.join(log_dir, CLEANER_HORIZON_CHECKPOINT)).write(horizons)
+    OffsetCheckpointFile(os.path.join(log_dir, CLEANER_OFFSET_CHECKPOINT)).write(offsets)

@@ -225,6 +225,10 @@ class Log:
         #: Called instead of flush() when flush.messages is reached (LogManager runs the
         #: flush on a thread); None: flush inline.
         self.flush_requester: Callable[[Log], None] | None = None
+        #: Called after a roll with the new segment's base offset, to fsync the closed
+        #: segments and advance the recovery point (Kafka's ``Log.roll`` schedules
+        #: ``flushUptoOffsetExclusive``); None: the next flush_dirty_logs does it.
+        self.roll_flush_requester: Callable[[Log, int], None] | None = None
 
     @classmethod
     def open(
@@ -608,13 +612,17 @@ class Log:
         self._dir_flush_needed = True
         return segment
 
-    def roll(self, expected_next_offset: int | None = None) -> LogSegment:
+    def roll(
+        self, expected_next_offset: int | None = None, *, flush_closed: bool = True
+    ) -> LogSegment:
         """Start a new active segment at the LEO (or ``expected_next_offset`` if higher).
 
         An empty active segment is reused (or replaced) rather than rolled.  The closed
-        segment's indexes are trimmed; it is fsynced by the next flush (the
-        recovery point is then below the active segment:
-        LogManager.flush_dirty_logs does that, as Kafka's async roll flush).
+        segment's indexes are trimmed; it is fsynced after the roll, as Kafka's async
+        roll flush: by ``roll_flush_requester`` if set (LogManager: on its log-io
+        thread), else by the next LogManager.flush_dirty_logs.  The recovery point then
+        moves to the new segment's base offset.  ``flush_closed=False``: the closed
+        segments are about to be deleted, no fsync for them.
         """
         self._check_open()
         new_base = max(self._log_end_offset, expected_next_offset or 0)
@@ -633,6 +641,8 @@ class Log:
             self._producer_state.take_snapshot(new_base)
         except OSError as exc:  # only costs a longer replay at the next recovery
             logger.warning("Could not write the producer snapshot of %s: %s", self.directory, exc)
+        if flush_closed and self.roll_flush_requester is not None:
+            self.roll_flush_requester(self, new_base)
         return segment
 
     # --- producers and transactions --------------------------------------------------------
@@ -859,7 +869,9 @@ class Log:
         if not doomed:
             return 0
         if len(doomed) == len(self._segments):
-            self.roll()  # a log always has an active segment
+            # A log always has an active segment; the closed ones go, so no fsync for them
+            # (the recovery point moves up with the log start offset below).
+            self.roll(flush_closed=False)
         n = len(doomed)
         del self._segments[:n]
         del self._base_offsets[:n]

@@ -19,7 +19,8 @@ The procedure (Kafka's ``LogLoader``, written down):
    is deleted.
 4. **Open segments in base-offset order.** A segment whose index cannot even
    be opened is marked for recovery (its indexes are rebuilt from the
-   ``.log``); a missing index file is created empty and treated the same way.
+   ``.log``); a missing offset index file is created empty and treated the
+   same way (Kafka recovers such a segment, transaction index included).
 5. **Check or recover each segment.**  After a clean shutdown (marker
    present) every segment is *loaded*: the files are trusted, an index that
    fails its sanity check is rebuilt.  After an unclean stop, segments wholly
@@ -43,10 +44,13 @@ The procedure (Kafka's ``LogLoader``, written down):
    the log has data), then entries at or past the log end offset are dropped
    and the entry covering the log start offset is moved up to it.
 9. **Rebuild the producer state.** The newest valid ``<offset>.snapshot`` is
-   loaded and the batch headers after it are replayed, with the
-   ``.txnindex`` entries of the replayed range re-created (see
-   :mod:`pystream.storage.producer_state`), so idempotent dedup and open
-   transactions survive a crash.
+   loaded — after an unclean stop, the newest one at or below the first
+   recovered segment — and the batch headers after it are replayed, with the
+   ``.txnindex`` entries of the replayed range re-created from the ABORT
+   markers (see :mod:`pystream.storage.producer_state`), so idempotent dedup,
+   open transactions and the aborted transactions of unflushed segments
+   survive a crash (Kafka's ``LogLoader`` rebuilds the transaction index of
+   every segment it recovers).
 """
 
 from __future__ import annotations
@@ -145,8 +149,8 @@ def load_log(
     _complete_swaps(directory, config)  # step 2
     bases = _segment_bases(directory)  # step 3
     segments, needs_recovery = _open_segments(directory, bases, config)  # step 4
-    truncated, deleted = _check_segments(  # step 5
-        segments, needs_recovery, had_clean_shutdown, recovery_point_checkpoint
+    truncated, deleted, first_recovered = _check_segments(  # step 5
+        directory, segments, needs_recovery, had_clean_shutdown, recovery_point_checkpoint
     )
     segments = _ensure_active_segment(  # step 6
         directory, segments, config, log_start_offset_checkpoint
@@ -159,7 +163,7 @@ def load_log(
         recovery_point = min(recovery_point_checkpoint, log_end_offset)
     cache = _load_leader_epochs(directory, segments, log_start_offset, log_end_offset)  # step 8
     producer_state, txn_index = load_producer_state(  # step 9
-        directory, segments, log_start_offset, log_end_offset
+        directory, segments, log_start_offset, log_end_offset, replay_from=first_recovered
     )
     return LoadedLog(
         segments=segments,
@@ -229,11 +233,14 @@ def _open_segments(
 ) -> tuple[list[LogSegment], set[int]]:
     """Step 4: open every segment; note those whose indexes must be rebuilt.
 
-    A missing index file is created empty and noticed by ``LogSegment.load``,
-    which then recovers; an index that cannot even be opened is deleted here.
+    A segment whose offset index is missing is recovered, as Kafka's
+    ``LogLoader`` does (its transaction index is then rebuilt too, step 9); an
+    index that cannot even be opened is deleted here.
     """
     segments, needs_recovery = [], set()
     for base in bases:
+        if not os.path.exists(os.path.join(directory, segment_file_name(base, INDEX_SUFFIX))):
+            needs_recovery.add(base)
         try:
             segment = open_segment(directory, base, config)
         except CorruptIndexError as exc:
@@ -247,14 +254,17 @@ def _open_segments(
 
 
 def _check_segments(
+    directory: str,
     segments: list[LogSegment],
     needs_recovery: set[int],
     had_clean_shutdown: bool,
     recovery_point: int,
-) -> tuple[int, int]:
+) -> tuple[int, int, int | None]:
     """Step 5: load trusted segments, recover the rest.
 
-    Returns (bytes truncated, segments deleted).
+    Returns (bytes truncated, segments deleted, base offset of the first recovered
+    segment or None): step 9 rebuilds the transaction index from there, since the
+    ``.txnindex`` entries of unflushed segments may be lost like their data.
     """
     # The first segment to recover after an unclean stop: the one containing the recovery point.
     first_unflushed = len(segments)
@@ -263,6 +273,21 @@ def _check_segments(
         for i, segment in enumerate(segments):
             if segment.base_offset <= recovery_point:
                 first_unflushed = i
+    recovered = [
+        s.base_offset
+        for i, s in enumerate(segments)
+        if i >= first_unflushed or s.base_offset in needs_recovery
+    ]
+    if recovered:
+        # INFO, with the count: how much a crash costs shows how far the recovery point was.
+        log.info(
+            "Recovering %d of %d segments of %s from offset %d (recovery point %d)",
+            len(recovered),
+            len(segments),
+            os.path.basename(directory),
+            recovered[0],
+            recovery_point,
+        )
     truncated = 0
     for i, segment in enumerate(segments):
         if i >= first_unflushed or segment.base_offset in needs_recovery:
@@ -278,10 +303,10 @@ def _check_segments(
                     log.warning("Deleting segment %s after a damaged one", later.log_path)
                     later.delete()
                 del segments[i + 1 :]
-                return truncated, len(doomed)
+                return truncated, len(doomed), recovered[0]
         else:
             segment.load()
-    return truncated, 0
+    return truncated, 0, recovered[0] if recovered else None
 
 
 def _ensure_active_segment(

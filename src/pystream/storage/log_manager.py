@@ -8,6 +8,8 @@ Per log dir::
     recovery-point-offset-checkpoint     below these offsets the data is fsynced
     log-start-offset-checkpoint          moved by retention and DeleteRecords
     replication-offset-checkpoint        high watermarks
+    cleaner-offset-checkpoint            the log cleaner's (storage.cleaner_manager),
+    cleaner-delete-horizon-checkpoint    written through run_in_background
     <topic>-<partition>/                 one Log each
     <topic>-<partition>.<uuid>-delete/   a deleted log waiting for file.delete.delay.ms
 
@@ -172,6 +174,7 @@ class LogManager:
         self._background: set[asyncio.Future[Any]] = set()
         # Logs with a flush.messages flush out, and the future that completes with it.
         self._message_flushes: dict[Log, asyncio.Future[int]] = {}
+        self._roll_flushes: dict[Log, asyncio.Future[int]] = {}  # the same, after a roll
         for log_dir in resolved:
             self._load_dir(log_dir)
 
@@ -253,6 +256,7 @@ class LogManager:
         # An append reaching flush.messages fsyncs on the log-io thread; the produce
         # request waits for it (wait_message_flushed) before it is answered.
         log.flush_requester = self._request_message_flush
+        log.roll_flush_requester = self._request_roll_flush
         self._logs[tp] = log
         self._dir_of[tp] = log_dir
 
@@ -390,6 +394,13 @@ class LogManager:
         future.add_done_callback(self._background_done)
         return future
 
+    def run_in_background(self, func: Callable[..., T], *args: Any) -> asyncio.Future[T] | None:
+        """Run ``func(*args)`` on the log-io thread, after the file work queued before it
+        (in submission order; shutdown() waits for it), when called on a running event
+        loop; else inline.  For slow file work of components over the logs (the
+        cleaner's checkpoint).  Returns the future, or None when run inline."""
+        return self._offload(func, *args)
+
     def _background_done(self, future: asyncio.Future[Any]) -> None:
         self._background.discard(future)
         if not future.cancelled() and future.exception() is not None:
@@ -410,12 +421,20 @@ class LogManager:
             for plan in plans:
                 plan.log.finish_flush(plan)
             for plan in plans:
-                if self._message_flushes.get(plan.log) is result:
-                    del self._message_flushes[plan.log]
-            # Appends during the flush may have reached flush.messages again.
+                for pending in (self._message_flushes, self._roll_flushes):
+                    if pending.get(plan.log) is result:
+                        del pending[plan.log]
+            # Appends during the flush may have reached flush.messages again, or rolled.
             for plan in plans:
-                if plan.ok and plan.log.needs_flush_for_messages() and not self._closed:
-                    self._request_message_flush(plan.log)
+                log = plan.log
+                if not plan.ok or self._closed or self._logs.get(log.topic_partition) is not log:
+                    continue  # a failed flush is retried by the next roll or flush
+                # (Capped at the LEO: a follower's roll may start the new segment past it.)
+                rolled_end = min(log.active_segment.base_offset, log.log_end_offset)
+                if log.needs_flush_for_messages():
+                    self._request_message_flush(log)
+                elif log.recovery_point < rolled_end:
+                    self._request_roll_flush(log, rolled_end)
             if not result.done():
                 result.set_result(sum(plan.ok for plan in plans))
 
@@ -433,6 +452,21 @@ class LogManager:
         if log in self._message_flushes or self._closed:
             return
         self._message_flushes[log] = self._flush_off_loop([log.plan_flush()])
+
+    def _request_roll_flush(self, log: Log, new_segment_base: int) -> None:
+        # A roll closed segments: fsync them on the log-io thread and move the recovery
+        # point to the new segment, as Kafka's Log.roll schedules
+        # flushUptoOffsetExclusive(newSegment.baseOffset); the periodic recovery-point
+        # checkpoint then records it, so a crash recovers only the segments after it.
+        # Without a loop (tools, tests) flush_dirty_logs does it.  One flush per log at a
+        # time: rolls meanwhile are covered when it finishes (see _flush_off_loop).
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if log in self._roll_flushes or self._closed:
+            return
+        self._roll_flushes[log] = self._flush_off_loop([log.plan_flush(new_segment_base)])
 
     async def wait_message_flushed(self, targets: Iterable[tuple[str, int, int]]) -> None:
         """Until each ``(topic, partition, offset)`` is fsynced, where an append reaching

@@ -37,7 +37,9 @@ restart; Kafka's own reader keeps the last entry of each producer.
 1. delete snapshots past the log end offset (their data was truncated away)
    and below the log start offset (their data was deleted);
 2. load the newest snapshot that passes its CRC check (a damaged one is
-   deleted and the next older one tried);
+   deleted and the next older one tried); after an unclean stop, the newest
+   at or below the first recovered segment, so that the replay rebuilds the
+   ``.txnindex`` entries of every segment past the recovery point;
 3. read the ``.txnindex`` files of the live segments, keeping entries whose
    marker lies below the snapshot offset;
 4. replay the batch headers from the snapshot offset (or the log start when
@@ -523,13 +525,24 @@ def load_producer_state(
     segments: Sequence[LogSegment],
     log_start_offset: int,
     log_end_offset: int,
+    *,
+    replay_from: int | None = None,
 ) -> tuple[ProducerStateManager, TransactionIndex]:
-    """Rebuild a partition's producer state and transaction index (module docstring, 1-5)."""
+    """Rebuild a partition's producer state and transaction index (module docstring, 1-5).
+
+    ``replay_from`` (the first segment recovery checked after an unclean stop) caps the
+    snapshot used: the replay then covers every recovered segment, whose ``.txnindex``
+    entries were not fsynced and are rebuilt from its markers.
+    """
     state = ProducerStateManager(directory)
     # step 1 (and those below the log start: their data may be gone)
     delete_snapshots(directory, below=log_start_offset, above=log_end_offset)
     start = log_start_offset
-    for offset in reversed(snapshot_offsets(directory)):  # step 2
+    snapshots = snapshot_offsets(directory)
+    if replay_from is not None:
+        # Later snapshots stay: they match the log, and a later recovery may start there.
+        snapshots = [offset for offset in snapshots if offset <= replay_from]
+    for offset in reversed(snapshots):  # step 2
         path = snapshot_path(directory, offset)
         try:
             with open(path, "rb") as handle:
