@@ -25,7 +25,7 @@ from kafka.admin import ConfigResource as KpConfigResource
 from kafka.admin import ConfigResourceType as KpConfigResourceType
 from waiting import wait_until
 
-from pystream.config import TOPIC_CONFIGS, ConfigSource
+from pystream.config import DYNAMIC_BROKER_CONFIGS, TOPIC_CONFIGS, ConfigSource
 from pystream.errors import ErrorCode
 from pystream.protocol.messages.describe_configs import DescribeConfigsRequest
 from pystream.protocol.messages.incremental_alter_configs import IncrementalAlterConfigsRequest
@@ -70,13 +70,12 @@ def test_describe_topic_configs_with_sources_and_synonyms(config_broker: BrokerP
     _create(admin, "described", **{"segment.bytes": "1048576"})
     entries = _describe(admin, ConfigResource("topic", "described"))
     assert set(entries) == set(TOPIC_CONFIGS)
-    override, static, default = (
+    override, hours, default = (
         entries["segment.bytes"],
         entries["retention.ms"],
         entries["compression.type"],
     )
     assert (override.value, override.source) == ("1048576", TOPIC_CONFIG)
-    assert (static.value, static.source) == (str(48 * 3600 * 1000), STATIC)
     assert (default.value, default.source) == ("producer", DEFAULT)
     assert not any(e.is_read_only or e.is_sensitive for e in entries.values())
     # librdkafka asks for synonyms: the chain from the override down to the broker default.
@@ -84,8 +83,14 @@ def test_describe_topic_configs_with_sources_and_synonyms(config_broker: BrokerP
         ("segment.bytes", "1048576", TOPIC_CONFIG),
         ("log.segment.bytes", "1073741824", DEFAULT),
     ]
-    # (confluent-kafka keys synonyms by name: log.retention.hours, static then default, is one)
-    assert list(static.synonyms) == ["log.retention.hours"]
+    # log.retention.hours=48 sets the value, but Kafka's synonyms of retention.ms start at
+    # its primary broker key, log.retention.ms, which no layer sets: none, and the source
+    # is DEFAULT_CONFIG (ConfigHelper.configSynonyms' dropWhile), not log.retention.hours.
+    assert (hours.value, hours.source, dict(hours.synonyms)) == (
+        str(48 * 3600 * 1000),
+        DEFAULT,
+        {},
+    )
 
 
 def test_describe_broker_configs(config_broker: BrokerProcess) -> None:
@@ -97,7 +102,11 @@ def test_describe_broker_configs(config_broker: BrokerProcess) -> None:
     assert entries["log.dirs"].source == STATIC
     assert (entries["num.partitions"].value, entries["num.partitions"].source) == ("1", DEFAULT)
     assert entries["log.retention.ms"].value is None  # unset, as in Kafka
-    assert all(e.is_read_only for e in entries.values())  # no dynamic broker configs
+    # Read-only unless Kafka can change the key dynamically.
+    assert {name for name, e in entries.items() if not e.is_read_only} == set(
+        DYNAMIC_BROKER_CONFIGS
+    )
+    assert entries["log.retention.hours"].is_read_only
     # "" is the cluster-wide dynamic defaults (there are none); other ids are other brokers'.
     resource = DescribeConfigsRequest.DescribeConfigsResource
     request = DescribeConfigsRequest(
@@ -207,9 +216,10 @@ def test_alter_configs_validation_and_validate_only(config_broker: BrokerProcess
     assert [code for code, _ in errors] == [
         ErrorCode.INVALID_CONFIG,
         ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-        ErrorCode.INVALID_REQUEST,  # no dynamic broker configs
+        ErrorCode.INVALID_CONFIG,  # num.partitions is not a dynamic broker config
     ]
-    assert "retention.ms" in errors[0][1] and "num.partitions" in errors[2][1]
+    assert "retention.ms" in errors[0][1]
+    assert "Cannot update these configs dynamically: Set(num.partitions)" in errors[2][1]
     assert _topic_values(admin, "guarded")["retention.ms"] == "1000"
 
 
@@ -276,7 +286,7 @@ def test_config_changes_apply_to_the_live_log_and_persist(config_broker: BrokerP
     assert earliest() == 200
 
 
-def test_broker_resources_cannot_be_altered_but_deletes_are_no_ops(
+def test_static_broker_keys_cannot_be_altered_but_deletes_are_no_ops(
     config_broker: BrokerProcess,
 ) -> None:
     admin = ck_admin(config_broker)
@@ -286,7 +296,7 @@ def test_broker_resources_cannot_be_altered_but_deletes_are_no_ops(
         resource = ConfigResource("broker", name, incremental_configs=[entry])
         return ck_error(admin.incremental_alter_configs([resource])[resource])[0]
 
-    assert alter("0", AlterConfigOpType.SET) == ErrorCode.INVALID_REQUEST
+    assert alter("0", AlterConfigOpType.SET) == ErrorCode.INVALID_CONFIG  # static only
     assert alter("0", AlterConfigOpType.DELETE) == 0  # there is no dynamic value to delete
     config = IncrementalAlterConfigsRequest.AlterableConfig(
         name="log.retention.hours", config_operation=1, value=None

@@ -319,6 +319,16 @@ class LogManager:
             if t == topic:
                 log.update_config(config)
 
+    def update_configs(self, configs: Mapping[str, LogConfig], default: LogConfig) -> None:
+        """New configs of many topics (and the default of topics without one), applied to
+        their existing logs in one pass: new broker-level defaults reach every topic."""
+        self.default_config = default
+        self._topic_configs.update(configs)
+        for (topic, _), log in self.logs().items():
+            config = configs.get(topic)
+            if config is not None:
+                log.update_config(config)
+
     def delete_log(self, topic: str, partition: int) -> None:
         """Remove a partition: rename its dir to ``<topic>-<partition>.<uuid>-delete`` now,
         delete the files after the topic's ``file.delete.delay.ms`` (cleanup_logs).

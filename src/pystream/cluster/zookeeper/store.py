@@ -39,6 +39,7 @@ from pystream.cluster.metadata.store import BrokerEndpoint, ThreadedWrites
 from pystream.cluster.zookeeper.assignment import assign_replicas
 from pystream.cluster.zookeeper.cache import (
     BrokerChange,
+    BrokerConfigChange,
     ControllerChange,
     MetadataEvent,
     TopicChange,
@@ -53,6 +54,7 @@ from pystream.cluster.zookeeper.client import (
 )
 from pystream.cluster.zookeeper.paths import (
     CLUSTER_ID,
+    CONFIG_CHANGE_PREFIX,
     CONTROLLER_EPOCH,
     DEFAULT_BROKER_ENTITY,
     ISR_CHANGE_PREFIX,
@@ -60,12 +62,14 @@ from pystream.cluster.zookeeper.paths import (
     LeaderAndIsr,
     TopicAssignment,
     broker_config_path,
+    config_change_entity_path,
     decode_cluster_id,
     decode_config,
     decode_controller_epoch,
     delete_topic_path,
     encode_cluster_id,
     encode_config,
+    encode_config_change,
     encode_isr_change,
     new_topic_id,
     partition_path,
@@ -93,6 +97,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BrokerChange",
+    "BrokerConfigChange",
     "ControllerChange",
     "MetadataEvent",
     "TopicChange",
@@ -465,20 +470,41 @@ class ZkMetadataStore(ThreadedWrites):
 
     @kafka_errors
     def set_broker_configs_blocking(self, entity: int | str, configs: dict[str, str]) -> None:
-        """Replace the dynamic config overrides of a broker id or of ``<default>``."""
+        """Replace the dynamic config overrides of a broker id or of ``<default>``.
+
+        As Kafka's ``AdminZkClient.changeBrokerConfig``: the ``{"version":1,"config":..}``
+        znode, and a ``/config/changes/config_change_<seq>`` notification naming
+        ``brokers/<entity>`` for brokers (and tools) that follow the change log, in one
+        multi-op compare-and-set on the version just read.
+        """
         path = broker_config_path(entity)
         data = encode_config(configs)
+        notification = encode_config_change(config_change_entity_path(entity))
         for _ in range(MAX_CAS_ATTEMPTS):
+            stat = self.zk.exists(path)
+            txn = self.zk.transaction()
+            if stat is None:
+                txn.create(path, data)
+            else:
+                txn.set_data(path, data, stat.version)
+            txn.create(CONFIG_CHANGE_PREFIX, notification, sequence=True)
             try:
-                stat = self.zk.exists(path)
-                if stat is None:
-                    self.zk.create(path, data, makepath=True)
-                else:
-                    self.zk.set(path, data, stat.version)
-                return
-            except (BadVersionError, NodeExistsError):
-                continue
-        raise KafkaStorageError(f"could not write the configs of broker {entity}")
+                results = self.zk.commit(txn)
+            except TransactionFailed as failed:
+                if failed.index == 0:
+                    continue  # written concurrently: read the version again
+                raise KafkaStorageError(
+                    f"could not write the configs of broker {entity}: {failed.error!r}"
+                ) from None
+            written = results[0] if stat is not None else self.zk.exists(path)
+            if written is not None:
+                self._apply_local(
+                    self.cache.apply_broker_config, str(entity), dict(configs), written
+                )
+            return
+        raise KafkaStorageError(
+            f"could not write the configs of broker {entity}: they keep changing"
+        )
 
     # === partition state changes by the leader ===================================================
     @kafka_errors
