@@ -141,10 +141,12 @@ class LogManager:
                 raise LogDirNotFoundError(
                     f"Cannot create log directory {log_dir}: {exc}; check log.dirs and permissions"
                 ) from exc
-        self.log_dirs: list[str] = resolved
+        # Absolute, as configured (symlinks kept): the paths Kafka reports (DescribeLogDirs)
+        # and operators recognise; duplicates were found above through their real paths.
+        self.log_dirs: list[str] = [os.path.abspath(d) for d in log_dirs]
         self.broker_id = broker_id
         self.default_config = default_config
-        self.cluster_id = ensure_meta_properties(resolved, broker_id, cluster_id)
+        self.cluster_id = ensure_meta_properties(self.log_dirs, broker_id, cluster_id)
         self._topic_configs: dict[str, LogConfig] = dict(topic_configs or {})
         self._clock = clock
         self._logs: dict[TopicPartition, Log] = {}
@@ -159,7 +161,7 @@ class LogManager:
         self._background: set[asyncio.Future[Any]] = set()
         # Logs with a flush.messages flush out, and the future that completes with it.
         self._message_flushes: dict[Log, asyncio.Future[int]] = {}
-        for log_dir in resolved:
+        for log_dir in self.log_dirs:
             self._load_dir(log_dir)
 
     # --- startup ---------------------------------------------------------------------------
