@@ -287,6 +287,11 @@ def test_sources_and_synonyms_of_both_levels(clean_node: BrokerProcess) -> None:
         "4",
         DYNAMIC_BROKER,
     )
+    # APPEND to a LIST starts from the value in force (the built-in "delete" here).
+    append = AlterConfigOpType.APPEND
+    assert alter(node, "0", ("log.cleanup.policy", "compact", append)) == (0, "")
+    policy = describe(node, 2, "layered")["cleanup.policy"]
+    assert value_and_source(policy) == ("delete,compact", DYNAMIC_BROKER)
 
 
 def test_static_bad_and_unknown_keys(clean_node: BrokerProcess) -> None:

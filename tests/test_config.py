@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
 from pystream.config import (
     TOPIC_CONFIGS,
+    BrokerConfig,
     ConfigSource,
     ConfigType,
     LogConfig,
     broker_synonyms,
     parse_value,
+    validate_dynamic_broker_configs,
 )
 from pystream.errors import InvalidConfigError
 
@@ -266,3 +269,60 @@ def test_properties_file_and_overrides(tmp_path) -> None:
     assert parse_overrides(["a=1", "b = x=y"]) == {"a": "1", "b": "x=y"}
     with pytest.raises(InvalidConfigError, match="key=value"):
         parse_overrides(["novalue"])
+
+
+# --- dynamic broker configs -------------------------------------------------------------------
+
+
+def test_dynamic_layers_override_static_as_kafka_merges_them() -> None:
+    static = BrokerConfig.from_properties({"log.retention.ms": "1000", "log.segment.bytes": "2048"})
+    config = static.with_dynamic(
+        {"log.segment.bytes": "4096"},
+        {"log.segment.bytes": "8192", "log.retention.hours": "1", "message.max.bytes": "300"},
+    )
+    log = config.log_config
+    assert (log.segment_bytes, log.source("segment.bytes")) == (
+        4096,
+        ConfigSource.DYNAMIC_BROKER_CONFIG,
+    )
+    assert (log.max_message_bytes, log.source("max.message.bytes")) == (
+        300,
+        ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG,
+    )
+    # Kafka merges the layers into one set of properties first: the static log.retention.ms
+    # still beats a dynamic log.retention.hours (which is not dynamic anyway: ignored).
+    assert (log.retention_ms, log.source("retention.ms")) == (
+        1000,
+        ConfigSource.STATIC_BROKER_CONFIG,
+    )
+    assert config.dynamic_default == {"log.segment.bytes": "8192", "message.max.bytes": "300"}
+    assert config.source_of("log.segment.bytes") is ConfigSource.DYNAMIC_BROKER_CONFIG
+    assert config.static_properties == static.static_properties
+    assert static.with_dynamic({}, {}) == static
+
+
+def test_stored_dynamic_values_that_are_invalid_or_unknown_are_ignored() -> None:
+    static = BrokerConfig.from_properties({})
+    config = static.with_dynamic(
+        {"log.segment.bytes": "1", "custom.plugin": "x", "num.io.threads": "4"}, {}
+    )
+    assert config.log_config.segment_bytes == 1024**3
+    assert config.dynamic_broker == {"num.io.threads": "4"}
+    assert config.num_io_threads == 4
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ({"log.retention.hours": "1"}, "Set(log.retention.hours)"),
+        ({"listeners": "x", "num.partitions": "2"}, "Set(listeners, num.partitions)"),
+        ({"log.segment.bytes": "1"}, "log.segment.bytes"),
+        ({"num.io.threads": "0"}, "num.io.threads"),
+    ],
+)
+def test_dynamic_changes_are_validated_as_kafka(props: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidConfigError, match=re.escape(message)):
+        validate_dynamic_broker_configs(props, per_broker=True)
+    validate_dynamic_broker_configs(
+        {"log.cleanup.policy": "compact", "x.custom": "1"}, per_broker=False
+    )

@@ -15,7 +15,10 @@ supply its default (``segment.bytes`` <- ``log.segment.bytes``, ``retention.ms``
 <- ``log.retention.ms`` / ``log.retention.minutes`` / ``log.retention.hours``),
 as Kafka's ``ServerTopicConfigSynonyms`` does.  Broker-level configs
 (``listeners``, ``log.dirs``, ``broker.id`` ...) are the second table,
-:data:`BROKER_CONFIGS`, read into a frozen :class:`BrokerConfig`.
+:data:`BROKER_CONFIGS`, read into a frozen :class:`BrokerConfig`.  The keys Kafka lets
+AlterConfigs change on a running broker are :data:`DYNAMIC_BROKER_CONFIGS`; a
+:class:`BrokerConfig` carries those layers (per broker, cluster-wide) above its
+static properties (:meth:`BrokerConfig.with_dynamic`).
 """
 
 from __future__ import annotations
@@ -1420,6 +1423,14 @@ class BrokerConfig:
         )
         return dataclasses.replace(config, unknown_keys=self.unknown_keys)
 
+    def value_of(self, key: str) -> str | None:
+        """Broker key ``key``'s value as given in its highest layer, else its built-in
+        default (None for keys without one, e.g. log.retention.ms)."""
+        for layer in (self.dynamic_broker, self.dynamic_default, self.static_properties):
+            if key in layer:
+                return layer[key]
+        return BROKER_DEFAULTS.get(key)
+
     def source_of(self, key: str) -> ConfigSource:
         """Where broker key ``key``'s value comes from (its highest-priority layer)."""
         if key in self.dynamic_broker:
@@ -1430,6 +1441,30 @@ class BrokerConfig:
             return ConfigSource.STATIC_BROKER_CONFIG
         return ConfigSource.DEFAULT_CONFIG
 
+
+def _synonym_default(definition: ConfigDef, index: int) -> str | None:
+    # As in Kafka only the least precise unit has a default (log.retention.hours=168;
+    # log.retention.ms and log.retention.minutes are unset by default).
+    if index != len(definition.synonyms) - 1:
+        return None
+    default, scale = definition.default, definition.synonyms[index].scale
+    if scale != 1 and isinstance(default, int) and default >= 0:
+        default //= scale
+    return format_value(default)
+
+
+#: Every broker key's built-in default as text, as Kafka's ``staticDefaultConfigs``: the
+#: broker table's, and the topic-default keys' (keys whose default is null in Kafka, e.g.
+#: log.retention.ms, have none).
+BROKER_DEFAULTS: dict[str, str] = {
+    **{
+        s.name: value
+        for d in TOPIC_CONFIGS.values()
+        for i, s in enumerate(d.synonyms)
+        if (value := _synonym_default(d, i)) is not None
+    },
+    **{d.name: format_value(d.default) for d in BROKER_CONFIGS.values()},
+}
 
 # --- dynamic broker configs -------------------------------------------------------------------
 
@@ -1563,6 +1598,7 @@ __all__ = [
     "AtLeast",
     "BROKER_ALIASES",
     "BROKER_CONFIGS",
+    "BROKER_DEFAULTS",
     "BrokerConfig",
     "Between",
     "ConfigDef",

@@ -70,6 +70,12 @@ class DynamicBrokerConfig:
             )
         return self.entity
 
+    def list_in_force(self, key: str) -> list[str]:
+        """The items of LIST broker key ``key``'s value in force (what APPEND and SUBTRACT
+        start from): its highest layer's value, else its built-in default."""
+        value = self.current.value_of(key)
+        return [item.strip() for item in value.split(",") if item.strip()] if value else []
+
     def stored(self, entity: str) -> dict[str, str]:
         """The dynamic configs stored for ``entity`` (custom keys included)."""
         return self.metadata.broker_configs(entity)

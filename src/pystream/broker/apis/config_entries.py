@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from pystream.config import (
     BROKER_CONFIGS,
+    BROKER_DEFAULTS,
     DYNAMIC_BROKER_CONFIGS,
     TOPIC_CONFIGS,
     BrokerConfig,
@@ -74,20 +75,6 @@ class DescribedConfig:
 # --- where values come from -------------------------------------------------------------------
 
 
-def _synonym_default(definition: ConfigDef, index: int) -> str | None:
-    """The built-in default of a topic config's ``index``-th broker synonym.
-
-    As in Kafka only the least precise unit has one (``log.retention.hours=168``;
-    ``log.retention.ms`` and ``log.retention.minutes`` are unset by default).
-    """
-    if index != len(definition.synonyms) - 1:
-        return None
-    default, scale = definition.default, definition.synonyms[index].scale
-    if scale != 1 and isinstance(default, int) and default >= 0:
-        default //= scale
-    return format_value(default)
-
-
 def broker_key_type(name: str) -> ConfigType:
     """The type of a broker key: its own table's, or (a topic synonym) the topic config's
     (INT for the scaled ones: log.retention.hours and the like are INTs in Kafka)."""
@@ -110,18 +97,6 @@ _TOPIC_OF_SYNONYM: dict[str, tuple[ConfigDef, ConfigSynonym]] = {
     s.name: (d, s) for d in TOPIC_CONFIGS.values() for s in d.synonyms
 }
 
-#: Every broker key's built-in default, as Kafka's ``staticDefaultConfigs`` (keys whose
-#: default is null, e.g. log.retention.ms, have none).
-_BROKER_DEFAULTS: dict[str, str] = {
-    **{
-        s.name: value
-        for d in TOPIC_CONFIGS.values()
-        for i, s in enumerate(d.synonyms)
-        if (value := _synonym_default(d, i)) is not None
-    },
-    **{d.name: format_value(d.default) for d in BROKER_CONFIGS.values()},
-}
-
 Layers = list[tuple[ConfigSource, Mapping[str, str]]]
 
 
@@ -132,7 +107,7 @@ def _layers(config: BrokerConfig) -> Layers:
         (ConfigSource.DYNAMIC_BROKER_CONFIG, config.dynamic_broker),
         (ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG, config.dynamic_default),
         (STATIC, static),
-        (DEFAULT, _BROKER_DEFAULTS),
+        (DEFAULT, BROKER_DEFAULTS),
     ]
 
 

@@ -220,14 +220,9 @@ async def _alter_resources(
                 )
             else:
                 entity = dynamic.entity_of(name)
-                effective = broker_config_entries(dynamic.current)
-                values = {e.name: e.value for e in effective}
-
-                def current_list(key: str, values: dict[str, str | None] = values) -> list[str]:
-                    value = values.get(key) or ""
-                    return [item.strip() for item in value.split(",") if item.strip()]
-
-                configs = new_configs(resource, dynamic.stored(entity), _broker_type, current_list)
+                configs = new_configs(
+                    resource, dynamic.stored(entity), _broker_type, dynamic.list_in_force
+                )
                 try:
                     await dynamic.alter(entity, configs, validate_only=request.validate_only)
                 except InvalidConfigError as exc:  # Kafka's wording for a broker resource
