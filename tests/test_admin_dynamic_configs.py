@@ -316,6 +316,9 @@ def test_static_bad_and_unknown_keys(clean_node: BrokerProcess) -> None:
     )
     assert describe(node, BROKER, "") == {}
     assert describe(node, BROKER, "0")["log.cleanup.policy"].config_source == DEFAULT
+    # Thread pools change by at most a factor of two at a time (num.io.threads is 8).
+    code, message = alter(node, "0", ("num.io.threads", "17", SET))
+    assert (code, "at most" in message or "double" in message) == (ErrorCode.INVALID_CONFIG, True)
     # Kafka keeps keys it does not know (custom configs of plugins): so does pystream.
     assert alter(node, "0", ("custom.plugin.setting", "x", SET)) == (0, "")
 

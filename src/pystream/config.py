@@ -1272,6 +1272,27 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
 BROKER_ALIASES: dict[str, str] = {"log.dir": "log.dirs"}
 # Broker keys that set a topic config's default (log.segment.bytes, log.retention.hours ...).
 _TOPIC_SYNONYM_NAMES = frozenset(s.name for d in TOPIC_CONFIGS.values() for s in d.synonyms)
+# Broker key -> (topic config, synonym) for the broker keys that set topic defaults.
+TOPIC_CONFIG_OF_SYNONYM: dict[str, tuple[ConfigDef, Synonym]] = {
+    s.name: (d, s) for d in TOPIC_CONFIGS.values() for s in d.synonyms
+}
+
+
+def broker_key_type(name: str) -> ConfigType:
+    """The type of a broker key: its own table's, or (a topic-default key) the topic
+    config's (INT for the scaled ones: log.retention.hours and the like are INTs in Kafka)."""
+    if name in BROKER_CONFIGS:
+        return BROKER_CONFIGS[name].type
+    definition, synonym = TOPIC_CONFIG_OF_SYNONYM[name]
+    return ConfigType.INT if synonym.scale != 1 else definition.type
+
+
+def _normalised(name: str, raw: Any) -> str:
+    """A broker key's given value as Kafka shows it (trimmed, canonical booleans ...)."""
+    try:
+        return format_value(parse_value(name, broker_key_type(name), raw))
+    except InvalidConfigError:  # an unused, lower-priority synonym is never validated
+        return str(raw)
 
 
 @dataclass(frozen=True)
@@ -1349,8 +1370,8 @@ class BrokerConfig:
     log_config: LogConfig = field(default_factory=LogConfig)
     # Keys that were given but that pystream does not know (the caller warns about them).
     unknown_keys: tuple[str, ...] = field(default=(), compare=False)
-    # The known keys as given (file + overrides, aliases resolved): DescribeConfigs reports
-    # them as STATIC_BROKER_CONFIG, with their synonyms.  Do not mutate.
+    # The known keys as given (file + overrides, aliases resolved; values as Kafka shows
+    # them): DescribeConfigs reports them as STATIC_BROKER_CONFIG.  Do not mutate.
     static_properties: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     # Dynamic broker configs (AlterConfigs on a BROKER resource) in force: this broker's own
     # (DYNAMIC_BROKER_CONFIG) and the cluster-wide defaults (DYNAMIC_DEFAULT_BROKER_CONFIG).
@@ -1379,7 +1400,11 @@ class BrokerConfig:
                 value = props.pop(alias)
                 props.setdefault(key, value)
         topic_synonyms = _TOPIC_SYNONYM_NAMES
-        static = {k: str(v) for k, v in props.items() if k in BROKER_CONFIGS or k in topic_synonyms}
+        static = {
+            k: _normalised(k, v)
+            for k, v in props.items()
+            if k in BROKER_CONFIGS or k in topic_synonyms
+        }
         unknown = sorted(k for k in props if k not in BROKER_CONFIGS and k not in topic_synonyms)
         dynamic_default = {k: dynamic_default[k] for k in dynamic_default or {}}
         dynamic_broker = {k: dynamic_broker[k] for k in dynamic_broker or {}}
@@ -1613,6 +1638,7 @@ __all__ = [
     "Synonym",
     "TOPIC_CONFIGS",
     "Validator",
+    "broker_key_type",
     "broker_property_names",
     "broker_synonyms",
     "format_value",

@@ -29,6 +29,33 @@ from pystream.errors import InvalidConfigError, InvalidRequestError
 
 log = logging.getLogger(__name__)
 
+# Kafka's DynamicThreadPool.ReconfigurableConfigs (accepted and reported; pystream ignores them).
+THREAD_POOL_CONFIGS = (
+    "num.io.threads",
+    "num.replica.fetchers",
+    "num.recovery.threads.per.data.dir",
+    "background.threads",
+)
+
+
+def _check_thread_pools(old: BrokerConfig, new: BrokerConfig) -> None:
+    """Kafka's ``DynamicThreadPool.validateReconfiguration``: a thread count changes by at
+    most a factor of two at a time."""
+    for key in THREAD_POOL_CONFIGS:
+        attribute = key.replace(".", "_")
+        before, after = getattr(old, attribute), getattr(new, attribute)
+        if after == before:
+            continue
+        failed = f"Dynamic thread count update validation failed for {key}={after}"
+        if after < before / 2:
+            raise InvalidConfigError(
+                f"{failed}, value should be at least half the current value {before}"
+            )
+        if after > before * 2:
+            raise InvalidConfigError(
+                f"{failed}, value should not be greater than double the current value {before}"
+            )
+
 
 class DynamicBrokerConfig:
     """This broker's config with its dynamic layers from ``metadata``; :attr:`current` is
@@ -94,7 +121,8 @@ class DynamicBrokerConfig:
             default = configs
         else:
             per_broker = configs
-        self.static.with_dynamic(per_broker, default)  # the layers together must be consistent
+        # The layers together must be consistent, and thread pools change gradually.
+        _check_thread_pools(self.current, self.static.with_dynamic(per_broker, default))
         if validate_only:
             return
         await self.metadata.set_broker_configs(entity, dict(configs))

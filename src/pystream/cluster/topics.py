@@ -59,9 +59,14 @@ class TopicManager:
         follows them at once where it has no override of its own."""
         self.config = config
         configs = {}
+        # Most topics share their overrides (none at all, often): parse each set once.
+        by_overrides: dict[tuple[tuple[str, str], ...], LogConfig] = {}
         for name, topic in self.metadata.topics().items():
+            key = tuple(sorted(topic.configs.items()))
             try:
-                configs[name] = self.log_config_for(topic.configs)
+                if key not in by_overrides:
+                    by_overrides[key] = self.log_config_for(topic.configs)
+                configs[name] = by_overrides[key]
             except KafkaError as exc:  # e.g. a topic's min.compaction.lag.ms above the new max
                 log.error("topic %s keeps its config: %s", name, exc)
         self.log_manager.update_configs(configs, config.log_config)

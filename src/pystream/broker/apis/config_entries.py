@@ -24,17 +24,14 @@ from pystream.config import (
     BROKER_CONFIGS,
     BROKER_DEFAULTS,
     DYNAMIC_BROKER_CONFIGS,
+    TOPIC_CONFIG_OF_SYNONYM,
     TOPIC_CONFIGS,
     BrokerConfig,
-    ConfigDef,
     ConfigSource,
     ConfigType,
     LogConfig,
-    format_value,
-    parse_value,
+    broker_key_type,
 )
-from pystream.config import Synonym as ConfigSynonym
-from pystream.errors import InvalidConfigError
 
 STATIC = ConfigSource.STATIC_BROKER_CONFIG
 DEFAULT = ConfigSource.DEFAULT_CONFIG
@@ -75,38 +72,15 @@ class DescribedConfig:
 # --- where values come from -------------------------------------------------------------------
 
 
-def broker_key_type(name: str) -> ConfigType:
-    """The type of a broker key: its own table's, or (a topic synonym) the topic config's
-    (INT for the scaled ones: log.retention.hours and the like are INTs in Kafka)."""
-    if name in BROKER_CONFIGS:
-        return BROKER_CONFIGS[name].type
-    definition, synonym = _TOPIC_OF_SYNONYM[name]
-    return ConfigType.INT if synonym.scale != 1 else definition.type
-
-
-def _normalised(name: str, raw: str) -> str:
-    """A broker key's value from server.properties, as Kafka shows it."""
-    try:
-        return format_value(parse_value(name, broker_key_type(name), raw))
-    except InvalidConfigError:  # an unused, lower-priority synonym is never validated
-        return raw
-
-
-# Broker key -> (topic config, synonym) for the broker keys that set topic defaults.
-_TOPIC_OF_SYNONYM: dict[str, tuple[ConfigDef, ConfigSynonym]] = {
-    s.name: (d, s) for d in TOPIC_CONFIGS.values() for s in d.synonyms
-}
-
 Layers = list[tuple[ConfigSource, Mapping[str, str]]]
 
 
 def _layers(config: BrokerConfig) -> Layers:
     """The places a broker key's value can come from, highest priority first."""
-    static = {k: _normalised(k, v) for k, v in config.static_properties.items()}
     return [
         (ConfigSource.DYNAMIC_BROKER_CONFIG, config.dynamic_broker),
         (ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG, config.dynamic_default),
-        (STATIC, static),
+        (STATIC, config.static_properties),
         (DEFAULT, BROKER_DEFAULTS),
     ]
 
@@ -114,8 +88,8 @@ def _layers(config: BrokerConfig) -> Layers:
 def _synonyms_of(name: str) -> tuple[str, ...]:
     """Kafka's ``brokerConfigSynonyms``: the keys that set the same value as ``name``, in
     precedence order (log.retention.ms, .minutes, .hours); just ``name`` for most keys."""
-    if name in _TOPIC_OF_SYNONYM:
-        return tuple(s.name for s in _TOPIC_OF_SYNONYM[name][0].synonyms)
+    if name in TOPIC_CONFIG_OF_SYNONYM:
+        return tuple(s.name for s in TOPIC_CONFIG_OF_SYNONYM[name][0].synonyms)
     return (name,)
 
 
@@ -168,7 +142,7 @@ def topic_config_entries(
 
 
 def _broker_entry(name: str, value: str | None, synonyms: list[Synonym]) -> DescribedConfig:
-    definition = BROKER_CONFIGS.get(name) or _TOPIC_OF_SYNONYM[name][0]
+    definition = BROKER_CONFIGS.get(name) or TOPIC_CONFIG_OF_SYNONYM[name][0]
     return DescribedConfig(
         name=name,
         value=value,
@@ -187,9 +161,8 @@ def broker_config_entries(config: BrokerConfig) -> list[DescribedConfig]:
     layers = _layers(config)
     entries = []
     for name in sorted(_BROKER_KEYS):
-        # The key's own value in force: its highest layer (not a more precise synonym's).
-        value = next((layer[name] for _, layer in layers if name in layer), None)
-        entries.append(_broker_entry(name, value, _config_synonyms(layers, name)))
+        # The key's own value in force (not a more precise synonym's).
+        entries.append(_broker_entry(name, config.value_of(name), _config_synonyms(layers, name)))
     return entries
 
 
@@ -208,4 +181,4 @@ def default_broker_config_entries(config: BrokerConfig) -> list[DescribedConfig]
     return entries
 
 
-_BROKER_KEYS = frozenset(BROKER_CONFIGS) | frozenset(_TOPIC_OF_SYNONYM)
+_BROKER_KEYS = frozenset(BROKER_CONFIGS) | frozenset(TOPIC_CONFIG_OF_SYNONYM)

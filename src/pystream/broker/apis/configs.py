@@ -26,7 +26,6 @@ from pystream.broker.apis.config_entries import (
     CONFIG_TYPE_IDS,
     DescribedConfig,
     broker_config_entries,
-    broker_key_type,
     default_broker_config_entries,
     topic_config_entries,
 )
@@ -35,6 +34,7 @@ from pystream.config import (
     TOPIC_CONFIGS,
     ConfigSource,
     ConfigType,
+    broker_key_type,
     broker_property_names,
     format_value,
 )
