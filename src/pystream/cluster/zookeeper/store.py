@@ -24,6 +24,7 @@ and drops its replicas.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import uuid
@@ -33,6 +34,7 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
+from pystream.clock import now_ms
 from pystream.cluster.metadata.local_store import LocalMetadataStore
 from pystream.cluster.metadata.model import PartitionState, ProducerIdBlock, TopicMetadata
 from pystream.cluster.metadata.store import BrokerEndpoint, ThreadedWrites
@@ -55,6 +57,7 @@ from pystream.cluster.zookeeper.client import (
 from pystream.cluster.zookeeper.paths import (
     CLUSTER_ID,
     CONFIG_CHANGE_PREFIX,
+    CONFIG_CHANGES,
     CONTROLLER_EPOCH,
     DEFAULT_BROKER_ENTITY,
     ISR_CHANGE_PREFIX,
@@ -107,6 +110,7 @@ __all__ = [
 ZERO_UUID = uuid.UUID(int=0)
 MAX_CAS_ATTEMPTS = 10  # a compare-and-set that keeps losing means others keep writing: give up
 DEFAULT_REQUEST_TIMEOUT_MS = 10_000
+CONFIG_CHANGE_EXPIRATION_MS = 15 * 60 * 1000  # Kafka's notification expiry
 
 
 class ZkMetadataStore(ThreadedWrites):
@@ -497,6 +501,7 @@ class ZkMetadataStore(ThreadedWrites):
                     f"could not write the configs of broker {entity}: {failed.error!r}"
                 ) from None
             written = results[0] if stat is not None else self.zk.exists(path)
+            self._purge_config_changes()
             if written is not None:
                 self._apply_local(
                     self.cache.apply_broker_config, str(entity), dict(configs), written
@@ -505,6 +510,22 @@ class ZkMetadataStore(ThreadedWrites):
         raise KafkaStorageError(
             f"could not write the configs of broker {entity}: they keep changing"
         )
+
+    def _purge_config_changes(self) -> None:
+        """Delete config change notifications older than Kafka's 15 minutes, oldest first
+        (Kafka's ``ZkNodeChangeNotificationListener`` does so): they would pile up."""
+        now = now_ms()
+        for child in sorted(self.zk.get_children(CONFIG_CHANGES)):
+            if not child.startswith(CONFIG_CHANGE_PREFIX.rsplit("/", 1)[1]):
+                continue
+            path = f"{CONFIG_CHANGES}/{child}"
+            stat = self.zk.exists(path)
+            if stat is None:
+                continue
+            if now - stat.ctime < CONFIG_CHANGE_EXPIRATION_MS:
+                break  # sequential: the rest are newer
+            with contextlib.suppress(NoNodeError):  # another broker purged it
+                self.zk.delete(path)
 
     # === partition state changes by the leader ===================================================
     @kafka_errors
