@@ -319,8 +319,14 @@ def test_static_bad_and_unknown_keys(clean_node: BrokerProcess) -> None:
     # Thread pools change by at most a factor of two at a time (num.io.threads is 8).
     code, message = alter(node, "0", ("num.io.threads", "17", SET))
     assert (code, "at most" in message or "double" in message) == (ErrorCode.INVALID_CONFIG, True)
-    # Kafka keeps keys it does not know (custom configs of plugins): so does pystream.
+    # Kafka keeps keys it does not know (custom configs of plugins), and lists them.
     assert alter(node, "0", ("custom.plugin.setting", "x", SET)) == (0, "")
+    custom = describe(node, BROKER, "0")["custom.plugin.setting"]
+    assert (value_and_source(custom), custom.read_only, custom.config_type) == (
+        ("x", DYNAMIC_BROKER),
+        True,
+        0,  # UNKNOWN
+    )
 
 
 def test_kafka_python_alters_and_describes_broker_configs(clean_node: BrokerProcess) -> None:

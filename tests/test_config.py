@@ -301,13 +301,16 @@ def test_dynamic_layers_override_static_as_kafka_merges_them() -> None:
     assert static.with_dynamic({}, {}) == static
 
 
-def test_stored_dynamic_values_that_are_invalid_or_unknown_are_ignored() -> None:
+def test_stored_dynamic_values_that_are_invalid_or_static_are_ignored() -> None:
     static = BrokerConfig.from_properties({})
     config = static.with_dynamic(
-        {"log.segment.bytes": "1", "custom.plugin": "x", "num.io.threads": "4"}, {}
+        {"log.segment.bytes": "1", "custom.plugin": "x", "num.io.threads": "4"},
+        {"num.partitions": "3"},  # static only: written by some tool, ignored as by Kafka
     )
-    assert config.log_config.segment_bytes == 1024**3
-    assert config.dynamic_broker == {"num.io.threads": "4"}
+    assert (config.log_config.segment_bytes, config.num_partitions) == (1024**3, 1)
+    # Custom keys are kept (DescribeConfigs reports them, as Kafka).
+    assert config.dynamic_broker == {"custom.plugin": "x", "num.io.threads": "4"}
+    assert config.dynamic_default == {}
     assert config.num_io_threads == 4
 
 

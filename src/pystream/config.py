@@ -1375,7 +1375,8 @@ class BrokerConfig:
     static_properties: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     # Dynamic broker configs (AlterConfigs on a BROKER resource) in force: this broker's own
     # (DYNAMIC_BROKER_CONFIG) and the cluster-wide defaults (DYNAMIC_DEFAULT_BROKER_CONFIG).
-    # Only keys of DYNAMIC_BROKER_CONFIGS with valid values; they override static_properties.
+    # Keys of DYNAMIC_BROKER_CONFIGS with valid values (they override static_properties),
+    # and custom keys pystream does not know (reported by DescribeConfigs only).
     dynamic_broker: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     dynamic_default: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -1427,10 +1428,12 @@ class BrokerConfig:
     def with_dynamic(
         self, dynamic_broker: Mapping[str, str], dynamic_default: Mapping[str, str]
     ) -> BrokerConfig:
-        """This broker's static config under new dynamic layers (as stored: keys pystream
-        does not know, and values that are not valid, are left out with a warning each, as
-        Kafka ignores them).  Raises InvalidConfigError if the layers together are
-        inconsistent (e.g. log.cleaner.min.compaction.lag.ms above the max)."""
+        """This broker's static config under new dynamic layers, as stored.
+
+        Static keys and invalid values are left out with a warning each, as Kafka ignores
+        them; custom keys pystream does not know are kept (reported, otherwise ignored, as
+        in Kafka).  Raises InvalidConfigError if the layers together are inconsistent (e.g.
+        log.cleaner.min.compaction.lag.ms above the max)."""
         layers = []
         for stored, level in ((dynamic_broker, "broker"), (dynamic_default, "default cluster")):
             kept = {}
@@ -1440,8 +1443,7 @@ class BrokerConfig:
                 except InvalidConfigError as exc:
                     _log.warning("ignoring dynamic %s config %s: %s", level, key, exc)
                     continue
-                if key in DYNAMIC_BROKER_CONFIGS:  # others are custom keys, kept in the store
-                    kept[key] = value
+                kept[key] = value  # a dynamic key, or a custom one (reported, else ignored)
             layers.append(kept)
         config = BrokerConfig.from_properties(
             self.static_properties, dynamic_broker=layers[0], dynamic_default=layers[1]

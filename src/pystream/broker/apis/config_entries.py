@@ -63,7 +63,7 @@ class DescribedConfig:
     name: str
     value: str | None
     source: ConfigSource
-    type: ConfigType
+    type: ConfigType | None  # None: a custom dynamic broker key pystream does not know
     read_only: bool
     documentation: str | None
     synonyms: tuple[Synonym, ...]
@@ -142,14 +142,14 @@ def topic_config_entries(
 
 
 def _broker_entry(name: str, value: str | None, synonyms: list[Synonym]) -> DescribedConfig:
-    definition = BROKER_CONFIGS.get(name) or TOPIC_CONFIG_OF_SYNONYM[name][0]
+    definition = BROKER_CONFIGS.get(name) or TOPIC_CONFIG_OF_SYNONYM.get(name, (None,))[0]
     return DescribedConfig(
         name=name,
         value=value,
         source=synonyms[0].source if synonyms else DEFAULT,
-        type=broker_key_type(name),
+        type=broker_key_type(name) if definition is not None else None,
         read_only=name not in DYNAMIC_BROKER_CONFIGS,
-        documentation=definition.doc or None,
+        documentation=(definition.doc or None) if definition is not None else None,
         synonyms=tuple(synonyms),
     )
 
@@ -160,7 +160,8 @@ def broker_config_entries(config: BrokerConfig) -> list[DescribedConfig]:
     every layer, read-only unless the key can be altered dynamically."""
     layers = _layers(config)
     entries = []
-    for name in sorted(_BROKER_KEYS):
+    # Kafka lists custom keys set dynamically too (they are among its config's originals).
+    for name in sorted(_BROKER_KEYS | config.dynamic_broker.keys() | config.dynamic_default.keys()):
         # The key's own value in force (not a more precise synonym's).
         entries.append(_broker_entry(name, config.value_of(name), _config_synonyms(layers, name)))
     return entries

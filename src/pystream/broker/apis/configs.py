@@ -137,7 +137,7 @@ def _describe_entry(
         config_source=int(entry.source),
         is_sensitive=False,  # pystream has no password-type configs yet
         synonyms=synonyms if include_synonyms else [],
-        config_type=CONFIG_TYPE_IDS[entry.type],
+        config_type=CONFIG_TYPE_IDS.get(entry.type, 0),  # 0: UNKNOWN (a custom key)
         documentation=entry.documentation if include_documentation else None,
     )
 
