@@ -362,7 +362,7 @@ def cluster(
     brokers = start_cluster(
         tmp_path_factory.mktemp("dynamic-cluster"),
         connect,
-        {"controlled.shutdown.retry.backoff.ms": "200"},
+        {"controlled.shutdown.retry.backoff.ms": "200", "log.retention.check.interval.ms": "100"},
     )
     try:
         yield brokers, connect
@@ -398,6 +398,15 @@ def test_cluster_wide_and_per_broker_configs(cluster: tuple[list[BrokerProcess],
     admin = AdminClient({"bootstrap.servers": bootstrap(brokers)})
     ids = by_id(brokers)
     create(admin, "rolled", [[1]])  # one replica, on broker 1: an existing topic
+    create(admin, "expiring", [[2]], **{"segment.bytes": "1024"})  # on broker 2, many segments
+    produce(ids[2], "expiring", 200, **{"batch.size": "200"})
+    assert earliest(admin, "expiring") == 0
+
+    # A cluster-wide default set through broker 0 reaches broker 2's existing topic: the next
+    # retention check there deletes every segment.
+    assert alter(ids[0], "", ("log.retention.ms", "1", SET)) == (0, "")
+    assert wait_until(lambda: earliest(admin, "expiring"), 30, what="retention on broker 2")
+    assert earliest(admin, "expiring") == 200
 
     assert alter(ids[0], "", ("log.retention.ms", "3600000", SET)) == (0, "")
     # Kafka's znode and change notification, which other brokers (and tools) follow.
