@@ -27,6 +27,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from pystream.config import (  # noqa: E402
     BROKER_ALIASES,
     BROKER_CONFIGS,
+    DYNAMIC_APPLIED_CONFIGS,
+    DYNAMIC_BROKER_CONFIGS,
     TOPIC_CONFIGS,
     ConfigDef,
     Synonym,
@@ -171,6 +173,44 @@ def _topic_defaults_section() -> list[str]:
     ]
 
 
+def _dynamic_status(name: str) -> str:
+    """What a running pystream does with a dynamic broker config of ``name``."""
+    if name in DYNAMIC_APPLIED_CONFIGS:
+        return "applied at once"
+    definition = BROKER_CONFIGS.get(name) or next(
+        d for d in TOPIC_CONFIGS.values() if any(s.name == name for s in d.synonyms)
+    )
+    if not definition.honoured:
+        return "**stored and reported only** (ignored, as its static value)"
+    return "stored; applied at the broker's next start"
+
+
+def _dynamic_section() -> list[str]:
+    rows = [(f"`{name}`", _dynamic_status(name)) for name in sorted(DYNAMIC_BROKER_CONFIGS)]
+    return [
+        "## Dynamic broker configs",
+        "",
+        "AlterConfigs / IncrementalAlterConfigs on a BROKER resource set these without a",
+        "restart, as Kafka's dynamic broker configs: per broker (the resource named by the",
+        'broker id, source DYNAMIC_BROKER_CONFIG) or cluster-wide (the resource named `""`,',
+        "source DYNAMIC_DEFAULT_BROKER_CONFIG).  Precedence: per broker, cluster-wide,",
+        "`server.properties`, built-in default.  They are stored in ZooKeeper",
+        "(`/config/brokers/<id>`, `/config/brokers/<default>`, with a",
+        "`/config/changes/config_change_` notification) or, on a single node, in",
+        "`pystream-metadata.json`, and survive restarts.  Any other known key (e.g.",
+        '`log.retention.hours`, `listeners`) is INVALID_CONFIG "Cannot update these configs',
+        'dynamically: Set(...)"; keys pystream does not know are stored and listed by',
+        "DescribeConfigs, and otherwise ignored (Kafka keeps them for plugins).  Thread",
+        "counts change by at most a factor of two at a time, as in Kafka.",
+        "`validate_only` checks without storing; an",
+        "IncrementalAlterConfigs DELETE returns the key to its next source.  pystream",
+        "accepts `listeners` and `advertised.listeners` only statically (Kafka can change",
+        "them per broker).",
+        "",
+        *_table(("key", "status"), rows),
+    ]
+
+
 def render() -> str:
     """The whole of ``docs/configuration.md``."""
     lines = [
@@ -180,6 +220,8 @@ def render() -> str:
         *_broker_section(),
         "",
         *_topic_defaults_section(),
+        "",
+        *_dynamic_section(),
     ]
     return "\n".join(lines) + "\n"
 

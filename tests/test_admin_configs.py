@@ -25,7 +25,7 @@ from kafka.admin import ConfigResource as KpConfigResource
 from kafka.admin import ConfigResourceType as KpConfigResourceType
 from waiting import wait_until
 
-from pystream.config import TOPIC_CONFIGS, ConfigSource
+from pystream.config import DYNAMIC_BROKER_CONFIGS, TOPIC_CONFIGS, ConfigSource
 from pystream.errors import ErrorCode
 from pystream.protocol.messages.describe_configs import DescribeConfigsRequest
 from pystream.protocol.messages.incremental_alter_configs import IncrementalAlterConfigsRequest
@@ -70,13 +70,12 @@ def test_describe_topic_configs_with_sources_and_synonyms(config_broker: BrokerP
     _create(admin, "described", **{"segment.bytes": "1048576"})
     entries = _describe(admin, ConfigResource("topic", "described"))
     assert set(entries) == set(TOPIC_CONFIGS)
-    override, static, default = (
+    override, hours, default = (
         entries["segment.bytes"],
         entries["retention.ms"],
         entries["compression.type"],
     )
     assert (override.value, override.source) == ("1048576", TOPIC_CONFIG)
-    assert (static.value, static.source) == (str(48 * 3600 * 1000), STATIC)
     assert (default.value, default.source) == ("producer", DEFAULT)
     assert not any(e.is_read_only or e.is_sensitive for e in entries.values())
     # librdkafka asks for synonyms: the chain from the override down to the broker default.
@@ -84,8 +83,106 @@ def test_describe_topic_configs_with_sources_and_synonyms(config_broker: BrokerP
         ("segment.bytes", "1048576", TOPIC_CONFIG),
         ("log.segment.bytes", "1073741824", DEFAULT),
     ]
-    # (confluent-kafka keys synonyms by name: log.retention.hours, static then default, is one)
-    assert list(static.synonyms) == ["log.retention.hours"]
+    # log.retention.hours=48 sets the value, but Kafka's synonyms of retention.ms start at
+    # its primary broker key, log.retention.ms, which no layer sets: none, and the source
+    # is DEFAULT_CONFIG (ConfigHelper.configSynonyms' dropWhile), not log.retention.hours.
+    assert (hours.value, hours.source, dict(hours.synonyms)) == (
+        str(48 * 3600 * 1000),
+        DEFAULT,
+        {},
+    )
+
+
+# Every topic config of Kafka 3.9 (LogConfig.java's CONFIG, TopicConfig.java names): default,
+# DescribeConfigs type (BOOLEAN 1, STRING 2, INT 3, LONG 5, DOUBLE 6, LIST 7), and the synonym a
+# broker with nothing set reports: the primary broker key's built-in default (Kafka's
+# ServerTopicConfigSynonyms and KafkaConfig defaults), or none when that key has no default
+# (log.retention.ms, log.roll.ms ...) or the topic config no broker key (throttles, remote).
+LONG_MAX = str(2**63 - 1)
+KAFKA_39_TOPIC_CONFIGS: dict[str, tuple[str, int, tuple[str, str] | None]] = {
+    "cleanup.policy": ("delete", 7, ("log.cleanup.policy", "delete")),
+    "compression.gzip.level": ("-1", 3, ("compression.gzip.level", "-1")),
+    "compression.lz4.level": ("9", 3, ("compression.lz4.level", "9")),
+    "compression.type": ("producer", 2, ("compression.type", "producer")),
+    "compression.zstd.level": ("3", 3, ("compression.zstd.level", "3")),
+    "delete.retention.ms": ("86400000", 5, ("log.cleaner.delete.retention.ms", "86400000")),
+    "file.delete.delay.ms": ("60000", 5, ("log.segment.delete.delay.ms", "60000")),
+    "flush.messages": (LONG_MAX, 5, ("log.flush.interval.messages", LONG_MAX)),
+    "flush.ms": (LONG_MAX, 5, None),
+    "follower.replication.throttled.replicas": ("", 7, None),
+    "index.interval.bytes": ("4096", 3, ("log.index.interval.bytes", "4096")),
+    "leader.replication.throttled.replicas": ("", 7, None),
+    "local.retention.bytes": ("-2", 5, ("log.local.retention.bytes", "-2")),
+    "local.retention.ms": ("-2", 5, ("log.local.retention.ms", "-2")),
+    "max.compaction.lag.ms": (LONG_MAX, 5, ("log.cleaner.max.compaction.lag.ms", LONG_MAX)),
+    "max.message.bytes": ("1048588", 3, ("message.max.bytes", "1048588")),
+    "message.downconversion.enable": ("true", 1, ("log.message.downconversion.enable", "true")),
+    "message.format.version": ("3.0-IV1", 2, ("log.message.format.version", "3.0-IV1")),
+    "message.timestamp.after.max.ms": (
+        LONG_MAX,
+        5,
+        ("log.message.timestamp.after.max.ms", LONG_MAX),
+    ),
+    "message.timestamp.before.max.ms": (
+        LONG_MAX,
+        5,
+        ("log.message.timestamp.before.max.ms", LONG_MAX),
+    ),
+    "message.timestamp.difference.max.ms": (
+        LONG_MAX,
+        5,
+        ("log.message.timestamp.difference.max.ms", LONG_MAX),
+    ),
+    "message.timestamp.type": ("CreateTime", 2, ("log.message.timestamp.type", "CreateTime")),
+    "min.cleanable.dirty.ratio": ("0.5", 6, ("log.cleaner.min.cleanable.ratio", "0.5")),
+    "min.compaction.lag.ms": ("0", 5, ("log.cleaner.min.compaction.lag.ms", "0")),
+    "min.insync.replicas": ("1", 3, ("min.insync.replicas", "1")),
+    "preallocate": ("false", 1, ("log.preallocate", "false")),
+    "remote.log.copy.disable": ("false", 1, None),
+    "remote.log.delete.on.disable": ("false", 1, None),
+    "remote.storage.enable": ("false", 1, None),
+    "retention.bytes": ("-1", 5, ("log.retention.bytes", "-1")),
+    "retention.ms": ("604800000", 5, None),
+    "segment.bytes": ("1073741824", 3, ("log.segment.bytes", "1073741824")),
+    "segment.index.bytes": ("10485760", 3, ("log.index.size.max.bytes", "10485760")),
+    "segment.jitter.ms": ("0", 5, None),
+    "segment.ms": ("604800000", 5, None),
+    "unclean.leader.election.enable": ("false", 1, ("unclean.leader.election.enable", "false")),
+}
+
+
+def test_topic_configs_are_kafka_39s(broker: BrokerProcess) -> None:
+    """A topic of a broker with nothing configured describes exactly as on Kafka 3.9."""
+    _create(ck_admin(broker), "kafka-39")
+    request = DescribeConfigsRequest(
+        resources=[
+            DescribeConfigsRequest.DescribeConfigsResource(
+                resource_type=TOPIC, resource_name="kafka-39", configuration_keys=None
+            )
+        ],
+        include_synonyms=True,
+        include_documentation=True,
+    )
+    with broker.wire() as wire:
+        (result,) = wire.request(32, 4, request).results
+    described = {
+        c.name: (
+            c.value,
+            c.config_type,
+            [(s.name, s.value) for s in c.synonyms],
+            c.config_source,
+            c.read_only,
+            c.is_sensitive,
+        )
+        for c in result.configs
+    }
+    expected = {
+        name: (value, config_type, [synonym] if synonym else [], DEFAULT, False, False)
+        for name, (value, config_type, synonym) in KAFKA_39_TOPIC_CONFIGS.items()
+    }
+    assert described == expected
+    assert all(c.documentation for c in result.configs)
+    assert all(s.source == DEFAULT for c in result.configs for s in c.synonyms)
 
 
 def test_describe_broker_configs(config_broker: BrokerProcess) -> None:
@@ -97,7 +194,11 @@ def test_describe_broker_configs(config_broker: BrokerProcess) -> None:
     assert entries["log.dirs"].source == STATIC
     assert (entries["num.partitions"].value, entries["num.partitions"].source) == ("1", DEFAULT)
     assert entries["log.retention.ms"].value is None  # unset, as in Kafka
-    assert all(e.is_read_only for e in entries.values())  # no dynamic broker configs
+    # Read-only unless Kafka can change the key dynamically.
+    assert {name for name, e in entries.items() if not e.is_read_only} == set(
+        DYNAMIC_BROKER_CONFIGS
+    )
+    assert entries["log.retention.hours"].is_read_only
     # "" is the cluster-wide dynamic defaults (there are none); other ids are other brokers'.
     resource = DescribeConfigsRequest.DescribeConfigsResource
     request = DescribeConfigsRequest(
@@ -207,9 +308,10 @@ def test_alter_configs_validation_and_validate_only(config_broker: BrokerProcess
     assert [code for code, _ in errors] == [
         ErrorCode.INVALID_CONFIG,
         ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-        ErrorCode.INVALID_REQUEST,  # no dynamic broker configs
+        ErrorCode.INVALID_CONFIG,  # num.partitions is not a dynamic broker config
     ]
-    assert "retention.ms" in errors[0][1] and "num.partitions" in errors[2][1]
+    assert "retention.ms" in errors[0][1]
+    assert "Cannot update these configs dynamically: Set(num.partitions)" in errors[2][1]
     assert _topic_values(admin, "guarded")["retention.ms"] == "1000"
 
 
@@ -276,7 +378,7 @@ def test_config_changes_apply_to_the_live_log_and_persist(config_broker: BrokerP
     assert earliest() == 200
 
 
-def test_broker_resources_cannot_be_altered_but_deletes_are_no_ops(
+def test_static_broker_keys_cannot_be_altered_but_deletes_are_no_ops(
     config_broker: BrokerProcess,
 ) -> None:
     admin = ck_admin(config_broker)
@@ -286,7 +388,7 @@ def test_broker_resources_cannot_be_altered_but_deletes_are_no_ops(
         resource = ConfigResource("broker", name, incremental_configs=[entry])
         return ck_error(admin.incremental_alter_configs([resource])[resource])[0]
 
-    assert alter("0", AlterConfigOpType.SET) == ErrorCode.INVALID_REQUEST
+    assert alter("0", AlterConfigOpType.SET) == ErrorCode.INVALID_CONFIG  # static only
     assert alter("0", AlterConfigOpType.DELETE) == 0  # there is no dynamic value to delete
     config = IncrementalAlterConfigsRequest.AlterableConfig(
         name="log.retention.hours", config_operation=1, value=None

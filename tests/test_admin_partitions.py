@@ -4,6 +4,7 @@ advertisement, against a real broker with real clients."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -249,6 +250,40 @@ def test_describe_log_dirs_kafka_python(broker_factory: object, tmp_path: Path) 
     assert sizes[next(k for k in sizes if k[1] == 1)] > 0
 
 
+def test_describe_log_dirs_names_dirs_as_configured_and_counts_every_segment(
+    broker_factory: object, tmp_path: Path
+) -> None:
+    real = tmp_path / "disk"
+    real.mkdir()
+    link = tmp_path / "disk-link"  # log.dirs names a symlink: reported as configured, as Kafka
+    link.symlink_to(real)
+    broker = broker_factory(**{"log.dirs": str(link)})  # type: ignore[operator]
+    _create(broker, "segmented", 1, **{"segment.bytes": "1024"})
+    produce(broker, "segmented", 200, **{"batch.size": "200"})
+    files = sorted((real / "segmented-0").glob("*.log"))
+    assert len(files) > 1
+    for version in (1, 4):
+        with broker.wire() as wire:
+            (result,) = wire.request(35, version, DescribeLogDirsRequest(topics=None)).results
+        assert (result.error_code, result.log_dir) == (0, str(link))
+        (topic,) = [t for t in result.topics if t.name == "segmented"]
+        (partition,) = topic.partitions
+        # Every segment's .log file; no future replica (offset_lag 0: see docs/admin-apis.md).
+        assert partition.partition_size == sum(f.stat().st_size for f in files)
+        assert (partition.offset_lag, partition.is_future_key) == (0, False)
+        if version >= 4:
+            disk = os.statvfs(real)
+            assert result.total_bytes == disk.f_blocks * disk.f_frsize
+            assert 0 < result.usable_bytes <= result.total_bytes
+        else:
+            assert (result.total_bytes, result.usable_bytes) == (-1, -1)
+    # There are no future replicas because AlterReplicaLogDirs is not served at all.
+    request = ApiVersionsRequest(client_software_name="pytest", client_software_version="1")
+    with broker.wire() as wire:
+        advertised = {k.api_key for k in wire.request(18, 3, request).api_keys}
+    assert 35 in advertised and 34 not in advertised
+
+
 @pytest.mark.parametrize("version", [0, 4])
 def test_describe_log_dirs_of_some_partitions(broker: BrokerProcess, version: int) -> None:
     _create(broker, "wanted", 3)
@@ -257,7 +292,7 @@ def test_describe_log_dirs_of_some_partitions(broker: BrokerProcess, version: in
     )
     with broker.wire() as wire:
         (result,) = wire.request(35, version, request).results
-    assert result.log_dir == str(broker.log_dir.resolve())
+    assert result.log_dir == str(broker.log_dir)
     assert [(t.name, [p.partition_index for p in t.partitions]) for t in result.topics] == [
         ("wanted", [0, 2])
     ]

@@ -116,6 +116,23 @@ def test_configs_describe_and_alter(broker: BrokerProcess) -> None:
     )
 
 
+def test_configs_alter_dynamic_broker_configs(broker: BrokerProcess) -> None:
+    b = ("--bootstrap-server", broker.bootstrap)
+    default = ("--entity-type", "brokers", "--entity-default")
+    out = run("configs", "alter", *default, "--add-config", "log.retention.ms=3600000", *b)
+    assert out.stdout.strip() == "Completed updating default config for brokers in the cluster."
+    run("configs", "alter", "--broker", "0", "--add-config", "log.cleanup.policy=compact", *b)
+    lines = run("configs", "describe", "--broker", "0", *b).stdout.splitlines()
+    assert lines[0] == "Dynamic configs for broker 0 are:"
+    retention = "  log.retention.ms=3600000 sensitive=false source=DYNAMIC_DEFAULT_BROKER_CONFIG"
+    assert retention in lines
+    assert "  log.cleanup.policy=compact sensitive=false source=DYNAMIC_BROKER_CONFIG" in lines
+    lines = run("configs", "describe", *default, *b).stdout.splitlines()
+    assert lines == ["Default configs for brokers in the cluster are:", retention]
+    run("configs", "alter", *default, "--delete-config", "log.retention.ms", *b)
+    assert run("configs", "describe", *default, *b).stdout.splitlines()[1:] == []
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
@@ -124,6 +141,8 @@ def test_configs_describe_and_alter(broker: BrokerProcess) -> None:
         (("configs", "alter", "--topic", "cfg"), "nothing to alter"),
         (("configs", "describe"), "name one entity"),
         (("configs", "describe", "--broker", "zero"), "not a broker id"),
+        (("configs", "alter", "--broker", "0", "--add-config", "num.partitions=3"), "dynamically"),
+        (("configs", "describe", "--entity-default"), "--entity-type brokers"),
     ],
 )
 def test_config_errors_are_one_line(

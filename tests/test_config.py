@@ -3,30 +3,44 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
 from pystream.config import (
     TOPIC_CONFIGS,
+    BrokerConfig,
     ConfigSource,
     ConfigType,
     LogConfig,
     broker_synonyms,
     parse_value,
+    validate_dynamic_broker_configs,
 )
 from pystream.errors import InvalidConfigError
 
-# Kafka 3.x LogConfig defaults, as documented (https://kafka.apache.org/documentation/#topicconfigs).
+# Every topic config of Kafka 3.9 with its default, from Kafka 3.9.0's LogConfig.java (the
+# CONFIG definitions) and TopicConfig.java: DescribeConfigs lists exactly these.
 KAFKA_DEFAULTS = {
     "cleanup.policy": "delete",
+    "compression.gzip.level": "-1",
+    "compression.lz4.level": "9",
     "compression.type": "producer",
+    "compression.zstd.level": "3",
     "delete.retention.ms": "86400000",
     "file.delete.delay.ms": "60000",
     "flush.messages": "9223372036854775807",
     "flush.ms": "9223372036854775807",
+    "follower.replication.throttled.replicas": "",
     "index.interval.bytes": "4096",
+    "leader.replication.throttled.replicas": "",
+    "local.retention.bytes": "-2",
+    "local.retention.ms": "-2",
     "max.compaction.lag.ms": "9223372036854775807",
     "max.message.bytes": "1048588",
+    "message.downconversion.enable": "true",
+    "message.format.version": "3.0-IV1",
+    "message.timestamp.difference.max.ms": "9223372036854775807",
     "message.timestamp.type": "CreateTime",
     "message.timestamp.before.max.ms": "9223372036854775807",
     "message.timestamp.after.max.ms": "9223372036854775807",
@@ -34,6 +48,9 @@ KAFKA_DEFAULTS = {
     "min.compaction.lag.ms": "0",
     "min.insync.replicas": "1",
     "preallocate": "false",
+    "remote.log.copy.disable": "false",
+    "remote.log.delete.on.disable": "false",
+    "remote.storage.enable": "false",
     "retention.bytes": "-1",
     "retention.ms": "604800000",
     "segment.bytes": "1073741824",
@@ -252,3 +269,63 @@ def test_properties_file_and_overrides(tmp_path) -> None:
     assert parse_overrides(["a=1", "b = x=y"]) == {"a": "1", "b": "x=y"}
     with pytest.raises(InvalidConfigError, match="key=value"):
         parse_overrides(["novalue"])
+
+
+# --- dynamic broker configs -------------------------------------------------------------------
+
+
+def test_dynamic_layers_override_static_as_kafka_merges_them() -> None:
+    static = BrokerConfig.from_properties({"log.retention.ms": "1000", "log.segment.bytes": "2048"})
+    config = static.with_dynamic(
+        {"log.segment.bytes": "4096"},
+        {"log.segment.bytes": "8192", "log.retention.hours": "1", "message.max.bytes": "300"},
+    )
+    log = config.log_config
+    assert (log.segment_bytes, log.source("segment.bytes")) == (
+        4096,
+        ConfigSource.DYNAMIC_BROKER_CONFIG,
+    )
+    assert (log.max_message_bytes, log.source("max.message.bytes")) == (
+        300,
+        ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG,
+    )
+    # Kafka merges the layers into one set of properties first: the static log.retention.ms
+    # still beats a dynamic log.retention.hours (which is not dynamic anyway: ignored).
+    assert (log.retention_ms, log.source("retention.ms")) == (
+        1000,
+        ConfigSource.STATIC_BROKER_CONFIG,
+    )
+    assert config.dynamic_default == {"log.segment.bytes": "8192", "message.max.bytes": "300"}
+    assert config.source_of("log.segment.bytes") is ConfigSource.DYNAMIC_BROKER_CONFIG
+    assert config.static_properties == static.static_properties
+    assert static.with_dynamic({}, {}) == static
+
+
+def test_stored_dynamic_values_that_are_invalid_or_static_are_ignored() -> None:
+    static = BrokerConfig.from_properties({})
+    config = static.with_dynamic(
+        {"log.segment.bytes": "1", "custom.plugin": "x", "num.io.threads": "4"},
+        {"num.partitions": "3"},  # static only: written by some tool, ignored as by Kafka
+    )
+    assert (config.log_config.segment_bytes, config.num_partitions) == (1024**3, 1)
+    # Custom keys are kept (DescribeConfigs reports them, as Kafka).
+    assert config.dynamic_broker == {"custom.plugin": "x", "num.io.threads": "4"}
+    assert config.dynamic_default == {}
+    assert config.num_io_threads == 4
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ({"log.retention.hours": "1"}, "Set(log.retention.hours)"),
+        ({"listeners": "x", "num.partitions": "2"}, "Set(listeners, num.partitions)"),
+        ({"log.segment.bytes": "1"}, "log.segment.bytes"),
+        ({"num.io.threads": "0"}, "num.io.threads"),
+    ],
+)
+def test_dynamic_changes_are_validated_as_kafka(props: dict[str, str], message: str) -> None:
+    with pytest.raises(InvalidConfigError, match=re.escape(message)):
+        validate_dynamic_broker_configs(props, per_broker=True)
+    validate_dynamic_broker_configs(
+        {"log.cleanup.policy": "compact", "x.custom": "1"}, per_broker=False
+    )

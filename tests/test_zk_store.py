@@ -25,7 +25,12 @@ from zookeeper import (  # noqa: E402
     zookeeper,  # noqa: F401 - fixture
 )
 
-from pystream.cluster.zookeeper.paths import LeaderAndIsr, decode_topic_id  # noqa: E402
+from pystream.cluster.zookeeper import store as zk_store_module  # noqa: E402
+from pystream.cluster.zookeeper.paths import (  # noqa: E402
+    CONFIG_CHANGES,
+    LeaderAndIsr,
+    decode_topic_id,
+)
 from pystream.cluster.zookeeper.store import TopicChange, ZkMetadataStore  # noqa: E402
 from pystream.errors import (  # noqa: E402
     FencedLeaderEpochError,
@@ -231,6 +236,34 @@ def test_topic_configs_are_replaced_and_seen_everywhere(zk_nodes: NodeFactory) -
         await a.wait_for(lambda s: s.broker_configs() == {"log.retention.ms": "1"}, 10)
         await b.wait_for(lambda s: s.broker_configs(2) == {"num.io.threads": "4"}, 10)
         assert a.broker_configs(2) == {"num.io.threads": "4"}  # not watched by 1: read
+
+    run(scenario())
+
+
+def test_broker_config_changes_are_notified_and_old_notices_purged(
+    zk_nodes: NodeFactory,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def scenario() -> None:
+        (node,) = start_brokers(zk_nodes, 1)
+        store = await started_store(node)
+
+        def notices() -> list[Any]:
+            children = sorted(store.zk.get_children(CONFIG_CHANGES))
+            return [json.loads(store.zk.get(f"{CONFIG_CHANGES}/{c}")[0]) for c in children]
+
+        store.set_broker_configs_blocking("<default>", {"log.retention.ms": "1"})
+        store.set_broker_configs_blocking(1, {"num.io.threads": "4"})
+        # Kafka's AdminZkClient.changeBrokerConfig writes these for brokers and tools.
+        assert notices() == [
+            {"version": 2, "entity_path": "brokers/<default>"},
+            {"version": 2, "entity_path": "brokers/1"},
+        ]
+        # Notices older than the expiry are removed by the next change (all of them here).
+        monkeypatch.setattr(zk_store_module, "CONFIG_CHANGE_EXPIRATION_MS", 0)
+        store.set_broker_configs_blocking(1, {})
+        assert notices() == []
+        assert store.broker_configs(1) == {}
 
     run(scenario())
 

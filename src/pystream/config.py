@@ -15,13 +15,17 @@ supply its default (``segment.bytes`` <- ``log.segment.bytes``, ``retention.ms``
 <- ``log.retention.ms`` / ``log.retention.minutes`` / ``log.retention.hours``),
 as Kafka's ``ServerTopicConfigSynonyms`` does.  Broker-level configs
 (``listeners``, ``log.dirs``, ``broker.id`` ...) are the second table,
-:data:`BROKER_CONFIGS`, read into a frozen :class:`BrokerConfig`.
+:data:`BROKER_CONFIGS`, read into a frozen :class:`BrokerConfig`.  The keys Kafka lets
+AlterConfigs change on a running broker are :data:`DYNAMIC_BROKER_CONFIGS`; a
+:class:`BrokerConfig` carries those layers (per broker, cluster-wide) above its
+static properties (:meth:`BrokerConfig.with_dynamic`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -29,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pystream.errors import InvalidConfigError
+
+_log = logging.getLogger(__name__)
 
 INT32_MAX = 2**31 - 1
 INT32_MIN = -(2**31)
@@ -131,6 +137,52 @@ class ListOf(Validator):
 
     def __str__(self) -> str:
         return "a comma-separated non-empty list of distinct values from " + ", ".join(self.allowed)
+
+
+@dataclass(frozen=True)
+class BetweenOr(Validator):
+    """Numbers in ``[lower, upper]``, or the one ``other`` value (gzip's level: -1 or 1..9)."""
+
+    lower: int
+    upper: int
+    other: int
+
+    def __call__(self, name: str, value: Any) -> None:
+        if value != self.other and not self.lower <= value <= self.upper:
+            raise self._fail(name, value)
+
+    def __str__(self) -> str:
+        return f"between {self.lower} and {self.upper} inclusive, or {self.other}"
+
+
+@dataclass(frozen=True)
+class Matches(Validator):
+    """A string (or every item of a list) matching ``pattern`` in full."""
+
+    pattern: str
+    description: str
+
+    def __call__(self, name: str, value: Any) -> None:
+        items = value if isinstance(value, tuple) else (value,)
+        if not all(re.fullmatch(self.pattern, item) for item in items):
+            raise self._fail(name, value)
+
+
+class ThrottledReplicas(Matches):
+    """Kafka's ``ThrottledReplicaListValidator``: ``*`` alone, or ``partition:broker`` pairs."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            r"[0-9]+:[0-9]+",
+            "the literal '*' or a list of replicas in the format [partitionId]:[brokerId],...",
+        )
+
+    def __call__(self, name: str, value: Any) -> None:
+        if value != ("*",):
+            super().__call__(name, value)
+
+    def __str__(self) -> str:
+        return self.description
 
 
 # --- definitions ------------------------------------------------------------------------------
@@ -445,6 +497,119 @@ TOPIC_CONFIGS: dict[str, ConfigDef] = _table(
         "Allow a replica outside the ISR to become leader, at the cost of data loss.",
         (Synonym("unclean.leader.election.enable"),),
     ),
+    # --- Kafka 3.9's other topic configs: listed (DescribeConfigs), validated, not honoured.
+    ConfigDef(
+        "compression.gzip.level",
+        ConfigType.INT,
+        -1,
+        BetweenOr(1, 9, -1),
+        "Level of gzip when compression.type is gzip.",
+        (Synonym("compression.gzip.level"),),
+        honoured=False,  # pystream does not recompress
+    ),
+    ConfigDef(
+        "compression.lz4.level",
+        ConfigType.INT,
+        9,
+        Between(1, 17),
+        "Level of lz4 when compression.type is lz4.",
+        (Synonym("compression.lz4.level"),),
+        honoured=False,
+    ),
+    ConfigDef(
+        "compression.zstd.level",
+        ConfigType.INT,
+        3,
+        Between(-131072, 22),
+        "Level of zstd when compression.type is zstd.",
+        (Synonym("compression.zstd.level"),),
+        honoured=False,
+    ),
+    ConfigDef(
+        "follower.replication.throttled.replicas",
+        ConfigType.LIST,
+        (),
+        ThrottledReplicas(),
+        "Replicas whose follower-side replication is throttled (pystream has no throttles).",
+        honoured=False,
+    ),
+    ConfigDef(
+        "leader.replication.throttled.replicas",
+        ConfigType.LIST,
+        (),
+        ThrottledReplicas(),
+        "Replicas whose leader-side replication is throttled (pystream has no throttles).",
+        honoured=False,
+    ),
+    ConfigDef(
+        "local.retention.bytes",
+        ConfigType.LONG,
+        -2,
+        AtLeast(-2),
+        "Tiered storage: local size limit; -2: retention.bytes (pystream has no tiers).",
+        (Synonym("log.local.retention.bytes"),),
+        honoured=False,
+    ),
+    ConfigDef(
+        "local.retention.ms",
+        ConfigType.LONG,
+        -2,
+        AtLeast(-2),
+        "Tiered storage: local time limit; -2: retention.ms (pystream has no tiers).",
+        (Synonym("log.local.retention.ms"),),
+        honoured=False,
+    ),
+    ConfigDef(
+        "message.downconversion.enable",
+        ConfigType.BOOLEAN,
+        True,
+        None,
+        "Down-convert batches for old consumers (pystream serves v2 batches only).",
+        (Synonym("log.message.downconversion.enable"),),
+        honoured=False,
+    ),
+    ConfigDef(
+        "message.format.version",
+        ConfigType.STRING,
+        "3.0-IV1",
+        Matches(r"[0-9]+\.[0-9]+(\.[0-9]+)?(-IV[0-9]+)?", "a Kafka version such as 3.0-IV1"),
+        "Deprecated record format version; pystream writes v2 batches whatever it says.",
+        (Synonym("log.message.format.version"),),
+        honoured=False,
+    ),
+    ConfigDef(
+        "message.timestamp.difference.max.ms",
+        ConfigType.LONG,
+        INT64_MAX,
+        AtLeast(0),
+        "Deprecated (use message.timestamp.before/after.max.ms).",
+        (Synonym("log.message.timestamp.difference.max.ms"),),
+        honoured=False,
+    ),
+    ConfigDef(
+        "remote.log.copy.disable",
+        ConfigType.BOOLEAN,
+        False,
+        None,
+        "Tiered storage: stop copying segments to remote storage (pystream has no tiers).",
+        honoured=False,
+    ),
+    ConfigDef(
+        "remote.log.delete.on.disable",
+        ConfigType.BOOLEAN,
+        False,
+        None,
+        "Tiered storage: delete remote segments when tiering is disabled.",
+        honoured=False,
+    ),
+    ConfigDef(
+        "remote.storage.enable",
+        ConfigType.BOOLEAN,
+        False,
+        None,
+        "Tiered storage for the topic (pystream has no tiers).",
+        honoured=False,
+    ),
 )
 
 
@@ -514,6 +679,19 @@ class LogConfig:
     segment_jitter_ms: int = 0
     segment_ms: int = 7 * DAY_MS
     unclean_leader_election_enable: bool = False
+    compression_gzip_level: int = -1
+    compression_lz4_level: int = 9
+    compression_zstd_level: int = 3
+    follower_replication_throttled_replicas: tuple[str, ...] = ()
+    leader_replication_throttled_replicas: tuple[str, ...] = ()
+    local_retention_bytes: int = -2
+    local_retention_ms: int = -2
+    message_downconversion_enable: bool = True
+    message_format_version: str = "3.0-IV1"
+    message_timestamp_difference_max_ms: int = INT64_MAX
+    remote_log_copy_disable: bool = False
+    remote_log_delete_on_disable: bool = False
+    remote_storage_enable: bool = False
     # Keys whose value did not come from Kafka's default, with their source (DescribeConfigs).
     sources: tuple[tuple[str, ConfigSource], ...] = field(default=(), compare=False, repr=False)
 
@@ -532,14 +710,22 @@ class LogConfig:
         return base._with(values, ConfigSource.TOPIC_CONFIG)
 
     @classmethod
-    def from_broker_properties(cls, broker_props: Mapping[str, Any]) -> LogConfig:
+    def from_broker_properties(
+        cls,
+        broker_props: Mapping[str, Any],
+        sources: Mapping[str, ConfigSource] | None = None,
+    ) -> LogConfig:
         """The broker's topic defaults from its properties (``log.segment.bytes`` ...).
 
         Keys that are not a synonym of a topic config are ignored (they belong
         to the broker's own table).  Among synonyms the most precise unit wins:
-        ``log.retention.ms`` over ``log.retention.minutes`` over ``log.retention.hours``.
+        ``log.retention.ms`` over ``log.retention.minutes`` over ``log.retention.hours``
+        (whatever layer each comes from, as Kafka merges the dynamic layers into its
+        properties first).  ``sources`` gives a broker key's source when it is not
+        STATIC_BROKER_CONFIG (a dynamic broker config).
         """
         values: dict[str, Any] = {}
+        value_sources: dict[str, ConfigSource] = {}
         for definition in TOPIC_CONFIGS.values():
             for synonym in definition.synonyms:
                 if synonym.name not in broker_props:
@@ -555,12 +741,20 @@ class LogConfig:
                 if definition.validator is not None:
                     definition.validator(synonym.name, raw)
                 values[definition.name] = raw
+                value_sources[definition.name] = (sources or {}).get(
+                    synonym.name, ConfigSource.STATIC_BROKER_CONFIG
+                )
                 break
-        return cls()._with(values, ConfigSource.STATIC_BROKER_CONFIG)
+        return cls()._with(values, value_sources)
 
-    def _with(self, values: Mapping[str, Any], source: ConfigSource) -> LogConfig:
+    def _with(
+        self, values: Mapping[str, Any], source: ConfigSource | Mapping[str, ConfigSource]
+    ) -> LogConfig:
         sources = dict(self.sources)
-        sources.update((key, source) for key in values)
+        if isinstance(source, ConfigSource):
+            sources.update((key, source) for key in values)
+        else:
+            sources.update(source)
         config = dataclasses.replace(
             self,
             **{TOPIC_CONFIGS[key].attribute: value for key, value in values.items()},
@@ -999,6 +1193,30 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         doc="Timeout of a follower's fetch requests (and other broker-to-broker requests).",
     ),
     ConfigDef(
+        "num.io.threads",
+        ConfigType.INT,
+        8,
+        AtLeast(1),
+        doc="Request handler threads; pystream serves requests on its event loop.",
+        honoured=False,
+    ),
+    ConfigDef(
+        "num.recovery.threads.per.data.dir",
+        ConfigType.INT,
+        1,
+        AtLeast(1),
+        doc="Threads per log dir that recover logs at startup.",
+        honoured=False,
+    ),
+    ConfigDef(
+        "background.threads",
+        ConfigType.INT,
+        10,
+        AtLeast(1),
+        doc="Threads of background jobs; pystream runs them on its event loop and in threads.",
+        honoured=False,
+    ),
+    ConfigDef(
         "num.replica.fetchers",
         ConfigType.INT,
         1,
@@ -1058,6 +1276,27 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
 BROKER_ALIASES: dict[str, str] = {"log.dir": "log.dirs"}
 # Broker keys that set a topic config's default (log.segment.bytes, log.retention.hours ...).
 _TOPIC_SYNONYM_NAMES = frozenset(s.name for d in TOPIC_CONFIGS.values() for s in d.synonyms)
+# Broker key -> (topic config, synonym) for the broker keys that set topic defaults.
+TOPIC_CONFIG_OF_SYNONYM: dict[str, tuple[ConfigDef, Synonym]] = {
+    s.name: (d, s) for d in TOPIC_CONFIGS.values() for s in d.synonyms
+}
+
+
+def broker_key_type(name: str) -> ConfigType:
+    """The type of a broker key: its own table's, or (a topic-default key) the topic
+    config's (INT for the scaled ones: log.retention.hours and the like are INTs in Kafka)."""
+    if name in BROKER_CONFIGS:
+        return BROKER_CONFIGS[name].type
+    definition, synonym = TOPIC_CONFIG_OF_SYNONYM[name]
+    return ConfigType.INT if synonym.scale != 1 else definition.type
+
+
+def _normalised(name: str, raw: Any) -> str:
+    """A broker key's given value as Kafka shows it (trimmed, canonical booleans ...)."""
+    try:
+        return format_value(parse_value(name, broker_key_type(name), raw))
+    except InvalidConfigError:  # an unused, lower-priority synonym is never validated
+        return str(raw)
 
 
 @dataclass(frozen=True)
@@ -1121,6 +1360,9 @@ class BrokerConfig:
     replica_fetch_min_bytes: int = 1
     replica_fetch_backoff_ms: int = 1_000
     replica_socket_timeout_ms: int = 30_000
+    num_io_threads: int = 8
+    num_recovery_threads_per_data_dir: int = 1
+    background_threads: int = 10
     num_replica_fetchers: int = 1
     unclean_leader_election_enable: bool = False
     auto_leader_rebalance_enable: bool = True
@@ -1132,15 +1374,29 @@ class BrokerConfig:
     log_config: LogConfig = field(default_factory=LogConfig)
     # Keys that were given but that pystream does not know (the caller warns about them).
     unknown_keys: tuple[str, ...] = field(default=(), compare=False)
-    # The known keys as given (file + overrides, aliases resolved): DescribeConfigs reports
-    # them as STATIC_BROKER_CONFIG, with their synonyms.  Do not mutate.
+    # The known keys as given (file + overrides, aliases resolved; values as Kafka shows
+    # them): DescribeConfigs reports them as STATIC_BROKER_CONFIG.  Do not mutate.
     static_properties: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # Dynamic broker configs (AlterConfigs on a BROKER resource) in force: this broker's own
+    # (DYNAMIC_BROKER_CONFIG) and the cluster-wide defaults (DYNAMIC_DEFAULT_BROKER_CONFIG).
+    # Keys of DYNAMIC_BROKER_CONFIGS with valid values (they override static_properties),
+    # and custom keys pystream does not know (reported by DescribeConfigs only).
+    dynamic_broker: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    dynamic_default: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_properties(cls, props: Mapping[str, Any]) -> BrokerConfig:
+    def from_properties(
+        cls,
+        props: Mapping[str, Any],
+        *,
+        dynamic_default: Mapping[str, str] | None = None,
+        dynamic_broker: Mapping[str, str] | None = None,
+    ) -> BrokerConfig:
         """Parse broker properties; unknown keys are collected in ``unknown_keys``.
 
-        Raises InvalidConfigError naming the key for a value that does not parse
+        ``dynamic_default`` and ``dynamic_broker`` (dynamic broker configs, see
+        :func:`validate_dynamic_broker_configs`) override ``props`` in that order, as in
+        Kafka.  Raises InvalidConfigError naming the key for a value that does not parse
         or is out of range.
         """
         props = dict(props)
@@ -1149,19 +1405,154 @@ class BrokerConfig:
                 value = props.pop(alias)
                 props.setdefault(key, value)
         topic_synonyms = _TOPIC_SYNONYM_NAMES
-        known = {k: v for k, v in props.items() if k in BROKER_CONFIGS}
+        static = {
+            k: _normalised(k, v)
+            for k, v in props.items()
+            if k in BROKER_CONFIGS or k in topic_synonyms
+        }
         unknown = sorted(k for k in props if k not in BROKER_CONFIGS and k not in topic_synonyms)
+        dynamic_default = {k: dynamic_default[k] for k in dynamic_default or {}}
+        dynamic_broker = {k: dynamic_broker[k] for k in dynamic_broker or {}}
+        merged = {**props, **dynamic_default, **dynamic_broker}
+        sources = {k: ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG for k in dynamic_default}
+        sources.update((k, ConfigSource.DYNAMIC_BROKER_CONFIG) for k in dynamic_broker)
+        known = {k: v for k, v in merged.items() if k in BROKER_CONFIGS}
         values = parse_properties(BROKER_CONFIGS, known, "broker")
         if "log.dirs" in values and not values["log.dirs"]:
             raise InvalidConfigError("log.dirs is empty; give at least one directory")
         return cls(
             **{BROKER_CONFIGS[k].attribute: v for k, v in values.items()},
-            log_config=LogConfig.from_broker_properties(props),
+            log_config=LogConfig.from_broker_properties(merged, sources),
             unknown_keys=tuple(unknown),
-            static_properties={
-                k: str(v) for k, v in props.items() if k in BROKER_CONFIGS or k in topic_synonyms
-            },
+            static_properties=static,
+            dynamic_broker=dynamic_broker,
+            dynamic_default=dynamic_default,
         )
+
+    def with_dynamic(
+        self, dynamic_broker: Mapping[str, str], dynamic_default: Mapping[str, str]
+    ) -> BrokerConfig:
+        """This broker's static config under new dynamic layers, as stored.
+
+        Static keys and invalid values are left out with a warning each, as Kafka ignores
+        them; custom keys pystream does not know are kept (reported, otherwise ignored, as
+        in Kafka).  Raises InvalidConfigError if the layers together are inconsistent (e.g.
+        log.cleaner.min.compaction.lag.ms above the max)."""
+        layers = []
+        for stored, level in ((dynamic_broker, "broker"), (dynamic_default, "default cluster")):
+            kept = {}
+            for key, value in stored.items():
+                try:
+                    validate_dynamic_broker_configs({key: value}, per_broker=level == "broker")
+                except InvalidConfigError as exc:
+                    _log.warning("ignoring dynamic %s config %s: %s", level, key, exc)
+                    continue
+                kept[key] = value  # a dynamic key, or a custom one (reported, else ignored)
+            layers.append(kept)
+        config = BrokerConfig.from_properties(
+            self.static_properties, dynamic_broker=layers[0], dynamic_default=layers[1]
+        )
+        return dataclasses.replace(config, unknown_keys=self.unknown_keys)
+
+    def value_of(self, key: str) -> str | None:
+        """Broker key ``key``'s value as given in its highest layer, else its built-in
+        default (None for keys without one, e.g. log.retention.ms)."""
+        for layer in (self.dynamic_broker, self.dynamic_default, self.static_properties):
+            if key in layer:
+                return layer[key]
+        return BROKER_DEFAULTS.get(key)
+
+    def source_of(self, key: str) -> ConfigSource:
+        """Where broker key ``key``'s value comes from (its highest-priority layer)."""
+        if key in self.dynamic_broker:
+            return ConfigSource.DYNAMIC_BROKER_CONFIG
+        if key in self.dynamic_default:
+            return ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG
+        if key in self.static_properties:
+            return ConfigSource.STATIC_BROKER_CONFIG
+        return ConfigSource.DEFAULT_CONFIG
+
+
+def _synonym_default(definition: ConfigDef, index: int) -> str | None:
+    # As in Kafka only the least precise unit has a default (log.retention.hours=168;
+    # log.retention.ms and log.retention.minutes are unset by default).
+    if index != len(definition.synonyms) - 1:
+        return None
+    default, scale = definition.default, definition.synonyms[index].scale
+    if scale != 1 and isinstance(default, int) and default >= 0:
+        default //= scale
+    return format_value(default)
+
+
+#: Every broker key's built-in default as text, as Kafka's ``staticDefaultConfigs``: the
+#: broker table's, and the topic-default keys' (keys whose default is null in Kafka, e.g.
+#: log.retention.ms, have none).
+BROKER_DEFAULTS: dict[str, str] = {
+    **{
+        s.name: value
+        for d in TOPIC_CONFIGS.values()
+        for i, s in enumerate(d.synonyms)
+        if (value := _synonym_default(d, i)) is not None
+    },
+    **{d.name: format_value(d.default) for d in BROKER_CONFIGS.values()},
+}
+
+# --- dynamic broker configs -------------------------------------------------------------------
+
+#: Broker keys Kafka lets AlterConfigs change on a running broker (``DynamicBrokerConfig.
+#: AllDynamicConfigs``), of those pystream knows: the first broker synonym of every topic
+#: config but message.format.version (Kafka's ``DynamicLogConfig``), the cleaner's, the
+#: thread pools' and producer.id.expiration.ms.  Others (log.retention.hours, listeners ...)
+#: are static: AlterConfigs answers INVALID_CONFIG "Cannot update these configs dynamically".
+DYNAMIC_BROKER_CONFIGS: frozenset[str] = frozenset(
+    {d.synonyms[0].name for d in TOPIC_CONFIGS.values() if d.synonyms}
+    - {"log.message.format.version"}
+) | frozenset(
+    {
+        "log.cleaner.threads",
+        "log.cleaner.dedupe.buffer.size",
+        "log.cleaner.io.buffer.load.factor",
+        "log.cleaner.io.buffer.size",
+        "log.cleaner.io.max.bytes.per.second",
+        "log.cleaner.backoff.ms",
+        "num.io.threads",
+        "num.replica.fetchers",
+        "num.recovery.threads.per.data.dir",
+        "background.threads",
+        "producer.id.expiration.ms",
+    }
+)
+
+#: Dynamic keys a running pystream applies at once: the topic defaults whose topic config
+#: pystream honours (every topic without an override follows them).  The other dynamic
+#: keys are stored and reported, and the broker's own ones take effect at its next start.
+DYNAMIC_APPLIED_CONFIGS: frozenset[str] = frozenset(
+    d.synonyms[0].name for d in TOPIC_CONFIGS.values() if d.synonyms and d.honoured
+) - {"unclean.leader.election.enable"}  # the controller reads its own flag at startup
+
+
+def _scala_set(names: Iterable[str]) -> str:
+    # Kafka's messages print the offending keys as a Scala Set.
+    return "Set(" + ", ".join(sorted(names)) + ")"
+
+
+def validate_dynamic_broker_configs(props: Mapping[str, str], *, per_broker: bool) -> None:
+    """Check a dynamic broker config change as Kafka's ``DynamicBrokerConfig.validateConfigs``.
+
+    Known keys that are not dynamic raise InvalidConfigError "Cannot update these configs
+    dynamically: Set(...)"; a dynamic key's value must parse and be in range.  Keys pystream
+    does not know are allowed (Kafka keeps custom keys for plugins).  ``per_broker`` is
+    False for the cluster-wide default (pystream has no per-broker-only keys yet).
+    """
+    known = broker_property_names()
+    static = [k for k in props if k in known and k not in DYNAMIC_BROKER_CONFIGS]
+    if static:
+        raise InvalidConfigError(f"Cannot update these configs dynamically: {_scala_set(static)}")
+    for key, value in props.items():
+        if key in BROKER_CONFIGS:
+            BROKER_CONFIGS[key].parse(value)
+        elif key in _TOPIC_SYNONYM_NAMES:
+            LogConfig.from_broker_properties({key: value})
 
 
 def read_properties_file(path: str) -> dict[str, str]:
@@ -1229,25 +1620,31 @@ def _check_tables(defs: Iterable[ConfigDef], cls: type, extra: set[str]) -> None
 
 _check_tables(TOPIC_CONFIGS.values(), LogConfig, {"sources"})
 _check_tables(
-    BROKER_CONFIGS.values(), BrokerConfig, {"log_config", "unknown_keys", "static_properties"}
+    BROKER_CONFIGS.values(),
+    BrokerConfig,
+    {"log_config", "unknown_keys", "static_properties", "dynamic_broker", "dynamic_default"},
 )
 
 __all__ = [
     "AtLeast",
     "BROKER_ALIASES",
     "BROKER_CONFIGS",
+    "BROKER_DEFAULTS",
     "BrokerConfig",
     "Between",
     "ConfigDef",
     "ConfigEntry",
     "ConfigSource",
     "ConfigType",
+    "DYNAMIC_APPLIED_CONFIGS",
+    "DYNAMIC_BROKER_CONFIGS",
     "ListOf",
     "LogConfig",
     "OneOf",
     "Synonym",
     "TOPIC_CONFIGS",
     "Validator",
+    "broker_key_type",
     "broker_property_names",
     "broker_synonyms",
     "format_value",
@@ -1255,4 +1652,5 @@ __all__ = [
     "parse_properties",
     "parse_value",
     "read_properties_file",
+    "validate_dynamic_broker_configs",
 ]

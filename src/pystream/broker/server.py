@@ -27,6 +27,7 @@ from pystream.broker.loop_monitor import LoopLagMonitor
 from pystream.broker.network import Chunk, KafkaConnection
 from pystream.broker.services import BrokerServices
 from pystream.cluster.broker_channel import BrokerChannels
+from pystream.cluster.dynamic_config import DynamicBrokerConfig
 from pystream.cluster.metadata.local_store import LocalMetadataStore
 from pystream.cluster.metadata.model import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
 from pystream.cluster.metadata.store import MetadataStore
@@ -122,6 +123,10 @@ class Broker:
             else:
                 local_store = LocalMetadataStore(config.log_dirs[0], config.broker_id)
                 metadata = local_store
+            # The dynamic broker configs stored for this broker and the cluster apply from
+            # the start: everything below is built with the effective config.
+            dynamic_config = DynamicBrokerConfig(config, metadata)
+            config = dynamic_config.current
             topic_configs = {
                 name: LogConfig.from_properties(t.configs, defaults=config.log_config)
                 for name, t in metadata.topics().items()
@@ -155,6 +160,9 @@ class Broker:
             )
         topic_manager = TopicManager(config, metadata, replica_manager)
         topic_manager.host_all()
+        dynamic_config.attach(topic_manager)
+        if zk_store is not None:
+            cluster_mode.follow_broker_configs(zk_store, dynamic_config.refresh)
         group_coordinator = GroupCoordinator(
             config,
             broker_id=self.broker_id,
@@ -219,6 +227,7 @@ class Broker:
         endpoints = [(a.name, a.host, a.port) for a in self.advertised_listeners]
         self._services = BrokerServices(
             config=config,
+            dynamic_config=dynamic_config,
             broker_id=self.broker_id,
             metadata=metadata,
             log_manager=log_manager,

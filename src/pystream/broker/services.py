@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pystream.broker.listeners import Listener
+from pystream.cluster.dynamic_config import DynamicBrokerConfig
 from pystream.cluster.metadata.store import BrokerEndpoint, MetadataStore
 from pystream.cluster.replication.replica_manager import ReplicaManager
 from pystream.cluster.topics import TopicManager
@@ -33,7 +34,10 @@ if TYPE_CHECKING:
 class BrokerServices:
     """The broker's services, as the request path sees them."""
 
+    # The config the broker started with (dynamic broker configs included then); the
+    # current one, with later AlterConfigs on BROKER resources, is dynamic_config.current.
     config: BrokerConfig
+    dynamic_config: DynamicBrokerConfig
     broker_id: int
     metadata: MetadataStore
     log_manager: LogManager

@@ -29,6 +29,11 @@ def entity_options(func: F) -> F:
         [
             click.option("--entity-type", type=click.Choice(sorted(_ENTITY_TYPES)), default=None),
             click.option("--entity-name", default=None),
+            click.option(
+                "--entity-default",
+                is_flag=True,
+                help="With --entity-type brokers: the cluster-wide dynamic broker configs.",
+            ),
             click.option("--topic", default=None, help="Same as --entity-type topics."),
             click.option("--broker", default=None, help="Same as --entity-type brokers."),
             click.option("--group", default=None, help="Same as --entity-type groups."),
@@ -41,13 +46,19 @@ def entity_options(func: F) -> F:
 def _entity(
     entity_type: str | None,
     entity_name: str | None,
+    entity_default: bool,
     topic: str | None,
     broker: str | None,
     group: str | None,
 ) -> tuple[str, str]:
-    """``(resource type, name)`` from the options; exactly one entity must be named."""
+    """``(resource type, name)`` from the options; exactly one entity must be named.
+    ``("broker", "")`` is the cluster-wide default (``--entity-default``)."""
     named = [(t, n) for t, n in (("topic", topic), ("broker", broker), ("group", group)) if n]
-    if entity_type is not None:
+    if entity_default:
+        if entity_type != "brokers" or entity_name is not None:
+            raise click.UsageError("--entity-default goes with --entity-type brokers alone")
+        named.append(("broker", ""))
+    elif entity_type is not None:
         if entity_name is None:
             raise click.UsageError("--entity-type needs --entity-name")
         named.append((_ENTITY_TYPES[entity_type], entity_name))
@@ -56,7 +67,7 @@ def _entity(
     if len(named) != 1:
         raise click.UsageError("name one entity: --topic, --broker, --group or --entity-type")
     kind, name = named[0]
-    if kind == "broker" and not name.isdigit():
+    if kind == "broker" and not name.isdigit() and not entity_default:
         raise click.UsageError(f"broker {name!r} is not a broker id")
     return kind, name
 
@@ -100,6 +111,7 @@ def configs() -> None:
 def describe(
     entity_type: str | None,
     entity_name: str | None,
+    entity_default: bool,
     topic: str | None,
     broker: str | None,
     group: str | None,
@@ -108,14 +120,17 @@ def describe(
     command_config: str | None,
 ) -> None:
     """Show an entity's configs (only the overridden ones unless --all)."""
-    kind, name = _entity(entity_type, entity_name, topic, broker, group)
+    kind, name = _entity(entity_type, entity_name, entity_default, topic, broker, group)
     with admin_client(bootstrap_server, command_config) as admin:
         if kind == "topic":
             admin.describe_topics([name])  # a clear error for a missing topic
         result = admin.describe_configs([(kind, name)])
     entries = next(iter(result.values()), {})
     label = "All" if show_all else "Dynamic"
-    click.echo(f"{label} configs for {kind} {name} are:")
+    if entity_default:  # Kafka's wording for the cluster-wide default
+        click.echo("Default configs for brokers in the cluster are:")
+    else:
+        click.echo(f"{label} configs for {kind} {name} are:")
     for entry in sorted(entries.values(), key=lambda e: e.name):
         if not show_all and (entry.is_default or entry.source in (4, 5)):
             continue
@@ -135,6 +150,7 @@ def describe(
 def alter(
     entity_type: str | None,
     entity_name: str | None,
+    entity_default: bool,
     topic: str | None,
     broker: str | None,
     group: str | None,
@@ -144,7 +160,7 @@ def alter(
     command_config: str | None,
 ) -> None:
     """Set (--add-config) or reset to default (--delete-config) an entity's configs."""
-    kind, name = _entity(entity_type, entity_name, topic, broker, group)
+    kind, name = _entity(entity_type, entity_name, entity_default, topic, broker, group)
     changes: dict[str, str | None] = {}
     for text in add:
         changes.update(split_config_list(text))
@@ -156,4 +172,7 @@ def alter(
         if kind == "topic":
             admin.describe_topics([name])
         admin.alter_configs((kind, name), changes)
-    click.echo(f"Completed updating config for {kind} {name}.")
+    if entity_default:
+        click.echo("Completed updating default config for brokers in the cluster.")
+    else:
+        click.echo(f"Completed updating config for {kind} {name}.")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from pystream.cluster.metadata.model import (
@@ -30,7 +30,12 @@ from pystream.cluster.zookeeper import client as zk_client
 from pystream.cluster.zookeeper.controller import ZkController
 from pystream.cluster.zookeeper.paths import BrokerInfo, EndPoint
 from pystream.cluster.zookeeper.registration import BrokerRegistration
-from pystream.cluster.zookeeper.store import MetadataEvent, TopicChange, ZkMetadataStore
+from pystream.cluster.zookeeper.store import (
+    BrokerConfigChange,
+    MetadataEvent,
+    TopicChange,
+    ZkMetadataStore,
+)
 from pystream.errors import KafkaError
 
 if TYPE_CHECKING:
@@ -71,6 +76,17 @@ async def connect_zookeeper(config: BrokerConfig) -> ZkMetadataStore:
         config.zookeeper_connect,
     )
     return store
+
+
+def follow_broker_configs(store: ZkMetadataStore, refresh: Callable[[], None]) -> None:
+    """Call ``refresh`` (on the loop) whenever this broker's or the cluster-wide dynamic
+    broker configs change in ZooKeeper (written by any broker or tool)."""
+
+    def on_event(event: MetadataEvent) -> None:
+        if isinstance(event, BrokerConfigChange):
+            refresh()
+
+    store.add_listener(on_event)
 
 
 def attach_replication(

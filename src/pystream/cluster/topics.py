@@ -19,6 +19,7 @@ from pystream.config import BrokerConfig, LogConfig
 from pystream.errors import (
     InvalidConfigError,
     InvalidRequestError,
+    KafkaError,
     LeaderNotAvailableError,
     TopicAlreadyExistsError,
     TopicDeletionDisabledError,
@@ -52,6 +53,23 @@ class TopicManager:
         Raises InvalidConfigError naming an unknown key or a bad value.
         """
         return LogConfig.from_properties(overrides, defaults=self.config.log_config)
+
+    def set_broker_config(self, config: BrokerConfig) -> None:
+        """Use new broker-level topic defaults (dynamic broker configs changed): every topic
+        follows them at once where it has no override of its own."""
+        self.config = config
+        configs = {}
+        # Most topics share their overrides (none at all, often): parse each set once.
+        by_overrides: dict[tuple[tuple[str, str], ...], LogConfig] = {}
+        for name, topic in self.metadata.topics().items():
+            key = tuple(sorted(topic.configs.items()))
+            try:
+                if key not in by_overrides:
+                    by_overrides[key] = self.log_config_for(topic.configs)
+                configs[name] = by_overrides[key]
+            except KafkaError as exc:  # e.g. a topic's min.compaction.lag.ms above the new max
+                log.error("topic %s keeps its config: %s", name, exc)
+        self.log_manager.update_configs(configs, config.log_config)
 
     def topic_config(self, name: str) -> LogConfig:
         topic = self.metadata.get_topic(name)

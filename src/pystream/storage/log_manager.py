@@ -140,26 +140,26 @@ class LogManager:
             raise ValueError(f"locked_dirs {locked_dirs.paths} are not log.dirs {list(log_dirs)}")
         self._locked_dirs = locked_dirs
         try:
-            self._open(
-                locked_dirs.paths, default_config, broker_id, cluster_id, topic_configs, clock
-            )
+            self._open(log_dirs, default_config, broker_id, cluster_id, topic_configs, clock)
         except BaseException:
             locked_dirs.release()  # a manager that failed to open must not keep the dirs
             raise
 
     def _open(
         self,
-        resolved: list[str],
+        log_dirs: Sequence[str],
         default_config: LogConfig,
         broker_id: int,
         cluster_id: str | None,
         topic_configs: Mapping[str, LogConfig] | None,
         clock: Callable[[], int],
     ) -> None:
-        self.log_dirs: list[str] = resolved
+        # Absolute, as configured (symlinks kept): the paths Kafka reports (DescribeLogDirs)
+        # and operators recognise; duplicates were found through their real paths.
+        self.log_dirs: list[str] = [os.path.abspath(d) for d in log_dirs]
         self.broker_id = broker_id
         self.default_config = default_config
-        self.cluster_id = ensure_meta_properties(resolved, broker_id, cluster_id)
+        self.cluster_id = ensure_meta_properties(self.log_dirs, broker_id, cluster_id)
         self._topic_configs: dict[str, LogConfig] = dict(topic_configs or {})
         self._clock = clock
         self._logs: dict[TopicPartition, Log] = {}
@@ -175,7 +175,7 @@ class LogManager:
         # Logs with a flush.messages flush out, and the future that completes with it.
         self._message_flushes: dict[Log, asyncio.Future[int]] = {}
         self._roll_flushes: dict[Log, asyncio.Future[int]] = {}  # the same, after a roll
-        for log_dir in resolved:
+        for log_dir in self.log_dirs:
             self._load_dir(log_dir)
 
     # --- startup ---------------------------------------------------------------------------
@@ -334,6 +334,16 @@ class LogManager:
         self._topic_configs[topic] = config
         for (t, _), log in self.logs().items():
             if t == topic:
+                log.update_config(config)
+
+    def update_configs(self, configs: Mapping[str, LogConfig], default: LogConfig) -> None:
+        """New configs of many topics (and the default of topics without one), applied to
+        their existing logs in one pass: new broker-level defaults reach every topic."""
+        self.default_config = default
+        self._topic_configs.update(configs)
+        for (topic, _), log in self.logs().items():
+            config = configs.get(topic)
+            if config is not None:
                 log.update_config(config)
 
     def delete_log(self, topic: str, partition: int) -> None:

@@ -89,12 +89,14 @@ def _log_dir_result(
             continue
         if wanted is not None and (topic, index) not in wanted:
             continue
-        # No replica is being moved between dirs (no "future" logs), so nothing lags.
         topics.setdefault(topic, []).append(
             LogDirPartition(
                 partition_index=index,
-                partition_size=log.size_in_bytes,
-                offset_lag=0,
+                partition_size=log.size_in_bytes,  # the .log files, as Kafka's Log.size
+                # Kafka's getLogEndOffsetLag for a current replica (0: its high watermark
+                # never passes its log end).  Future replicas, which lag the current one while
+                # AlterReplicaLogDirs moves them, do not exist: pystream does not serve it.
+                offset_lag=max(log.high_watermark - log.log_end_offset, 0),
                 is_future_key=False,
             )
         )

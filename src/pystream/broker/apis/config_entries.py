@@ -5,8 +5,13 @@ Kafka describes every config with where its value came from
 chain of places that could supply it, highest priority first.  For a topic
 config that is the topic's override, then the broker-level keys set in
 ``server.properties`` (``log.retention.hours`` ...), then the broker-level
-keys' built-in defaults.  pystream has no dynamic broker configs, so the
-DYNAMIC_* sources never appear and every broker config is read-only.
+keys' built-in defaults.  Kafka's rules (``ConfigHelper.configSynonyms``) are
+followed exactly: the layers are dynamic per broker, dynamic cluster default,
+static (``server.properties``), built-in default; only keys with a value in a
+layer are listed, and a chain starts at the first appearance of the key asked
+about (so ``retention.ms`` lists no synonym while only ``log.retention.hours``
+has a value, as in Kafka).  Broker configs that can be altered dynamically
+(:data:`~pystream.config.DYNAMIC_BROKER_CONFIGS`) are not read-only.
 """
 
 from __future__ import annotations
@@ -17,16 +22,16 @@ from dataclasses import dataclass
 
 from pystream.config import (
     BROKER_CONFIGS,
+    BROKER_DEFAULTS,
+    DYNAMIC_BROKER_CONFIGS,
+    TOPIC_CONFIG_OF_SYNONYM,
     TOPIC_CONFIGS,
     BrokerConfig,
-    ConfigDef,
     ConfigSource,
     ConfigType,
     LogConfig,
-    format_value,
-    parse_value,
+    broker_key_type,
 )
-from pystream.errors import InvalidConfigError
 
 STATIC = ConfigSource.STATIC_BROKER_CONFIG
 DEFAULT = ConfigSource.DEFAULT_CONFIG
@@ -58,51 +63,47 @@ class DescribedConfig:
     name: str
     value: str | None
     source: ConfigSource
-    type: ConfigType
+    type: ConfigType | None  # None: a custom dynamic broker key pystream does not know
     read_only: bool
     documentation: str | None
     synonyms: tuple[Synonym, ...]
 
 
-# --- broker-level keys that supply topic defaults ---------------------------------------------
+# --- where values come from -------------------------------------------------------------------
 
 
-def _synonym_default(definition: ConfigDef, index: int) -> str | None:
-    """The built-in default of a topic config's ``index``-th broker synonym.
-
-    As in Kafka only the least precise unit has one (``log.retention.hours=168``;
-    ``log.retention.ms`` and ``log.retention.minutes`` are unset by default).
-    """
-    if index != len(definition.synonyms) - 1:
-        return None
-    default, scale = definition.default, definition.synonyms[index].scale
-    if scale != 1 and isinstance(default, int) and default >= 0:
-        default //= scale
-    return format_value(default)
+Layers = list[tuple[ConfigSource, Mapping[str, str]]]
 
 
-def _static_value(definition: ConfigDef, key: str, raw: str) -> str:
-    """A broker-level synonym's value from server.properties, normalised as Kafka shows it."""
-    try:
-        return format_value(parse_value(key, definition.type, raw))
-    except InvalidConfigError:  # an unused, lower-priority synonym is never validated
-        return raw
-
-
-def _broker_chain(config: BrokerConfig, definition: ConfigDef) -> list[Synonym]:
-    """The broker-level synonyms of a topic config that have a value, highest priority first:
-    those set in server.properties, then the built-in defaults (Kafka's ``configSynonyms``)."""
-    given = config.static_properties
-    chain = [
-        Synonym(s.name, _static_value(definition, s.name, given[s.name]), STATIC)
-        for s in definition.synonyms
-        if s.name in given
+def _layers(config: BrokerConfig) -> Layers:
+    """The places a broker key's value can come from, highest priority first."""
+    return [
+        (ConfigSource.DYNAMIC_BROKER_CONFIG, config.dynamic_broker),
+        (ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG, config.dynamic_default),
+        (STATIC, config.static_properties),
+        (DEFAULT, BROKER_DEFAULTS),
     ]
-    for index, synonym in enumerate(definition.synonyms):
-        default = _synonym_default(definition, index)
-        if default is not None:
-            chain.append(Synonym(synonym.name, default, DEFAULT))
-    return chain
+
+
+def _synonyms_of(name: str) -> tuple[str, ...]:
+    """Kafka's ``brokerConfigSynonyms``: the keys that set the same value as ``name``, in
+    precedence order (log.retention.ms, .minutes, .hours); just ``name`` for most keys."""
+    if name in TOPIC_CONFIG_OF_SYNONYM:
+        return tuple(s.name for s in TOPIC_CONFIG_OF_SYNONYM[name][0].synonyms)
+    return (name,)
+
+
+def _config_synonyms(layers: Layers, name: str) -> list[Synonym]:
+    """Kafka's ``configSynonyms``: each layer's values of ``name``'s synonyms, layer by
+    layer, from the first one that is ``name`` itself on (so log.retention.ms lists
+    nothing while only log.retention.hours has a value)."""
+    chain = [
+        Synonym(key, layer[key], source)
+        for source, layer in layers
+        for key in _synonyms_of(name)
+        if key in layer
+    ]
+    return list(itertools.dropwhile(lambda s: s.name != name, chain))
 
 
 # --- topics -----------------------------------------------------------------------------------
@@ -111,19 +112,23 @@ def _broker_chain(config: BrokerConfig, definition: ConfigDef) -> list[Synonym]:
 def topic_config_entries(
     broker_config: BrokerConfig, overrides: Mapping[str, str], log_config: LogConfig
 ) -> list[DescribedConfig]:
-    """Every topic config of a topic (sorted by name): its effective value and source, and
-    the synonyms chain (the topic override first, if any)."""
+    """Every topic config of a topic (sorted by name) as Kafka's ``createTopicConfigEntry``:
+    its effective value; its synonyms (the topic override, then the primary broker key's
+    chain); its source, the first synonym's (DEFAULT_CONFIG if there is none)."""
+    layers = _layers(broker_config)
     entries = []
     for entry in log_config.entries():
         definition = TOPIC_CONFIGS[entry.name]
-        synonyms = _broker_chain(broker_config, definition)
+        synonyms = (
+            _config_synonyms(layers, definition.synonyms[0].name) if definition.synonyms else []
+        )
         if entry.name in overrides:
             synonyms.insert(0, Synonym(entry.name, entry.value, ConfigSource.TOPIC_CONFIG))
         entries.append(
             DescribedConfig(
                 name=entry.name,
                 value=entry.value,
-                source=entry.source,
+                source=synonyms[0].source if synonyms else DEFAULT,
                 type=definition.type,
                 read_only=False,
                 documentation=definition.doc or None,
@@ -136,46 +141,45 @@ def topic_config_entries(
 # --- the broker -------------------------------------------------------------------------------
 
 
-def broker_config_entries(config: BrokerConfig) -> list[DescribedConfig]:
-    """Every broker config (its own keys and the topic-default keys), sorted by name.
+def _broker_entry(name: str, value: str | None, synonyms: list[Synonym]) -> DescribedConfig:
+    definition = BROKER_CONFIGS.get(name) or TOPIC_CONFIG_OF_SYNONYM.get(name, (None,))[0]
+    return DescribedConfig(
+        name=name,
+        value=value,
+        source=synonyms[0].source if synonyms else DEFAULT,
+        type=broker_key_type(name) if definition is not None else None,
+        read_only=name not in DYNAMIC_BROKER_CONFIGS,
+        documentation=(definition.doc or None) if definition is not None else None,
+        synonyms=tuple(synonyms),
+    )
 
-    All are read-only: pystream applies broker configs at startup only.
-    """
-    given = config.static_properties
-    entries: dict[str, DescribedConfig] = {}
-    for definition in BROKER_CONFIGS.values():
-        synonyms = [Synonym(definition.name, format_value(definition.default), DEFAULT)]
-        if definition.name in given:
-            value = format_value(getattr(config, definition.attribute))
-            synonyms.insert(0, Synonym(definition.name, value, STATIC))
-        entries[definition.name] = DescribedConfig(
-            name=definition.name,
-            value=synonyms[0].value,
-            source=synonyms[0].source,
-            type=definition.type,
-            read_only=True,
-            documentation=definition.doc or None,
-            synonyms=tuple(synonyms),
-        )
-    for definition in TOPIC_CONFIGS.values():
-        chain = _broker_chain(config, definition)
-        for index, synonym in enumerate(definition.synonyms):
-            if synonym.name in entries:
-                continue
-            # Kafka's dropWhile: a key's synonyms start at its own first appearance.
-            own = tuple(itertools.dropwhile(lambda s, n=synonym.name: s.name != n, chain))
-            if synonym.name in given:
-                value = _static_value(definition, synonym.name, given[synonym.name])
-            else:
-                value = _synonym_default(definition, index)
-            entries[synonym.name] = DescribedConfig(
-                name=synonym.name,
-                value=value,
-                source=own[0].source if own else DEFAULT,
-                # log.retention.hours and the like are INTs in Kafka.
-                type=ConfigType.INT if synonym.scale != 1 else definition.type,
-                read_only=True,
-                documentation=definition.doc or None,
-                synonyms=own,
-            )
-    return [entries[name] for name in sorted(entries)]
+
+def broker_config_entries(config: BrokerConfig) -> list[DescribedConfig]:
+    """Every broker config of this broker (its own keys and the topic-default keys), sorted
+    by name, as Kafka's ``createBrokerConfigEntry``: the value in force, the synonyms over
+    every layer, read-only unless the key can be altered dynamically."""
+    layers = _layers(config)
+    entries = []
+    # Kafka lists custom keys set dynamically too (they are among its config's originals).
+    for name in sorted(_BROKER_KEYS | config.dynamic_broker.keys() | config.dynamic_default.keys()):
+        # The key's own value in force (not a more precise synonym's).
+        entries.append(_broker_entry(name, config.value_of(name), _config_synonyms(layers, name)))
+    return entries
+
+
+def default_broker_config_entries(config: BrokerConfig) -> list[DescribedConfig]:
+    """The cluster-wide dynamic broker configs (the BROKER resource ""), as Kafka: only
+    those set, each with its DYNAMIC_DEFAULT_BROKER_CONFIG synonyms."""
+    layers = _layers(config)
+    entries = []
+    for name, value in sorted(config.dynamic_default.items()):
+        synonyms = [
+            s
+            for s in _config_synonyms(layers, name)
+            if s.source is ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG
+        ]
+        entries.append(_broker_entry(name, value, synonyms))
+    return entries
+
+
+_BROKER_KEYS = frozenset(BROKER_CONFIGS) | frozenset(TOPIC_CONFIG_OF_SYNONYM)

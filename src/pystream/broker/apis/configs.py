@@ -7,10 +7,11 @@ that misses one.
 
 Topic configs are validated with :class:`~pystream.config.LogConfig` (an
 unknown key or a bad value is INVALID_CONFIG naming the key), persisted in
-the metadata store and applied to the live logs at once.  pystream has no
-dynamic broker configs: broker configs are set in ``server.properties``, and
-an alteration that would set one is INVALID_REQUEST saying so (deleting a
-dynamic value that cannot exist is a no-op, as in Kafka).
+the metadata store and applied to the live logs at once.  Broker resources
+hold the dynamic broker configs
+(:class:`~pystream.cluster.dynamic_config.DynamicBrokerConfig`): a key Kafka
+cannot change dynamically, or a bad value, is INVALID_CONFIG with Kafka's
+message ("Cannot update these configs dynamically: Set(...)").
 """
 
 from __future__ import annotations
@@ -25,10 +26,18 @@ from pystream.broker.apis.config_entries import (
     CONFIG_TYPE_IDS,
     DescribedConfig,
     broker_config_entries,
+    default_broker_config_entries,
     topic_config_entries,
 )
-from pystream.cluster.metadata.model import validate_topic_name
-from pystream.config import TOPIC_CONFIGS, ConfigSource, ConfigType, LogConfig, format_value
+from pystream.cluster.metadata.model import DEFAULT_BROKER_ENTITY, validate_topic_name
+from pystream.config import (
+    TOPIC_CONFIGS,
+    ConfigSource,
+    ConfigType,
+    broker_key_type,
+    broker_property_names,
+    format_value,
+)
 from pystream.errors import (
     InvalidConfigError,
     InvalidRequestError,
@@ -92,22 +101,6 @@ def _resource_type(code: int) -> ResourceType:
     )
 
 
-def _is_this_broker(services: BrokerServices, name: str) -> bool:
-    """A broker resource's name: this broker's id (True) or "" for the cluster defaults."""
-    if not name:
-        return False
-    try:
-        broker_id = int(name)
-    except ValueError:
-        raise InvalidRequestError(f"Broker id must be an integer, but it is: {name!r}") from None
-    if broker_id != services.broker_id:
-        raise InvalidRequestError(
-            f"Unexpected broker id, expected {services.broker_id} or empty string, but received "
-            f"{name}; send broker resources to the broker they name"
-        )
-    return True
-
-
 def _topic_overrides(services: BrokerServices, name: str) -> dict[str, str]:
     validate_topic_name(name)
     topic = services.metadata.get_topic(name)
@@ -120,13 +113,14 @@ def _topic_overrides(services: BrokerServices, name: str) -> dict[str, str]:
 
 
 def _described(services: BrokerServices, resource_type: int, name: str) -> list[DescribedConfig]:
+    config = services.dynamic_config.current
     if _resource_type(resource_type) is ResourceType.TOPIC:
         overrides = _topic_overrides(services, name)
         manager = services.topic_manager
-        return topic_config_entries(services.config, overrides, manager.log_config_for(overrides))
-    if _is_this_broker(services, name):
-        return broker_config_entries(services.config)
-    return []  # "": the cluster-wide dynamic defaults, and pystream has none
+        return topic_config_entries(config, overrides, manager.log_config_for(overrides))
+    if services.dynamic_config.entity_of(name) == DEFAULT_BROKER_ENTITY:
+        return default_broker_config_entries(config)
+    return broker_config_entries(config)
 
 
 def _describe_entry(
@@ -143,7 +137,7 @@ def _describe_entry(
         config_source=int(entry.source),
         is_sensitive=False,  # pystream has no password-type configs yet
         synonyms=synonyms if include_synonyms else [],
-        config_type=CONFIG_TYPE_IDS[entry.type],
+        config_type=CONFIG_TYPE_IDS.get(entry.type, 0),  # 0: UNKNOWN (a custom key)
         documentation=entry.documentation if include_documentation else None,
     )
 
@@ -178,20 +172,32 @@ async def handle_describe_configs(
 
 # --- AlterConfigs / IncrementalAlterConfigs ---------------------------------------------------
 
+# The new configs of a resource from its current ones: (resource, current, type_of,
+# current_list) -> new, where type_of(key) is a key's type (None: unknown) and
+# current_list(key) a LIST key's value in force.
+NewConfigs = Callable[
+    [Any, dict[str, str], Callable[[str], ConfigType | None], Callable[[str], list[str]]],
+    dict[str, str],
+]
+
+
+def _topic_type(name: str) -> ConfigType | None:
+    definition = TOPIC_CONFIGS.get(name)
+    if definition is None:
+        raise InvalidConfigError(f"Unknown topic config name: {name!r}")
+    return definition.type
+
+
+def _broker_type(name: str) -> ConfigType | None:
+    # Kafka keeps unknown (custom) broker keys: they have no type.
+    return broker_key_type(name) if name in broker_property_names() else None
+
 
 async def _alter_resources(
-    services: BrokerServices,
-    request: Any,
-    result_cls: Any,
-    new_overrides: Callable[[Any, dict[str, str], LogConfig], dict[str, str | None]],
-    broker_keys: Callable[[Any], list[str]],
+    services: BrokerServices, request: Any, result_cls: Any, new_configs: NewConfigs
 ) -> list[Any]:
-    """AlterConfigs and IncrementalAlterConfigs: one ``result_cls`` per distinct resource.
-
-    ``new_overrides(resource, overrides, config)`` gives a topic's new overrides from its
-    current ones; ``broker_keys(resource)`` the broker configs the resource would set.
-    """
-    manager = services.topic_manager
+    """AlterConfigs and IncrementalAlterConfigs: one ``result_cls`` per distinct resource."""
+    manager, dynamic = services.topic_manager, services.dynamic_config
     results = []
     resources = {(r.resource_type, r.resource_name): r for r in request.resources}
     for key, duplicate in distinct((r.resource_type, r.resource_name) for r in request.resources):
@@ -205,19 +211,26 @@ async def _alter_resources(
                 raise InvalidRequestError("Duplicate resource.")
             if _resource_type(resource.resource_type) is ResourceType.TOPIC:
                 current = _topic_overrides(services, name)
-                overrides = new_overrides(resource, current, manager.log_config_for(current))
+                config = manager.log_config_for(current)
+                overrides = new_configs(
+                    resource, current, _topic_type, lambda key, c=config: list(c.get(key))
+                )
                 await manager.set_topic_configs(
                     name, overrides, validate_only=request.validate_only
                 )
             else:
-                _is_this_broker(services, name)
-                keys = broker_keys(resource)
-                if keys:
-                    raise InvalidRequestError(
-                        f"Cannot update these configs dynamically: {sorted(keys)}; pystream "
-                        "reads broker configs from server.properties (or --override) at "
-                        "startup: change them there and restart the broker"
-                    )
+                entity = dynamic.entity_of(name)
+                configs = new_configs(
+                    resource, dynamic.stored(entity), _broker_type, dynamic.list_in_force
+                )
+                try:
+                    await dynamic.alter(entity, configs, validate_only=request.validate_only)
+                except InvalidConfigError as exc:  # Kafka's wording for a broker resource
+                    label = "" if entity == DEFAULT_BROKER_ENTITY else name
+                    raise InvalidConfigError(
+                        f"Invalid config value for resource ConfigResource(type=BROKER, "
+                        f"name='{label}'): {exc}"
+                    ) from None
         except KafkaError as exc:
             result.error_code, result.error_message = exc.error_code, str(exc)
         results.append(result)
@@ -228,35 +241,39 @@ async def _alter_resources(
 async def handle_alter_configs(
     request: AlterConfigsRequest, context: RequestContext
 ) -> AlterConfigsResponse:
-    """Replace each resource's whole set of overrides (keys not given return to the default;
-    a null value means "no override", as in Kafka)."""
+    """Replace each resource's whole set of overrides (keys not given return to the next
+    source; a null value means "no override", as in Kafka)."""
     responses = await _alter_resources(
         context.services,
         request,
         AlterResult,
-        lambda resource, overrides, config: {c.name: c.value for c in resource.configs},
-        lambda resource: [c.name for c in resource.configs if c.value is not None],
+        lambda resource, current, type_of, current_list: {
+            c.name: c.value for c in resource.configs if c.value is not None
+        },
     )
     return AlterConfigsResponse(responses=responses)
 
 
 def apply_incremental(
-    overrides: dict[str, str], config: LogConfig, ops: list[IncrementalOp]
+    current: dict[str, str],
+    ops: list[IncrementalOp],
+    type_of: Callable[[str], ConfigType | None],
+    current_list: Callable[[str], list[str]],
 ) -> dict[str, str]:
-    """A topic's overrides after IncrementalAlterConfigs' SET / DELETE / APPEND / SUBTRACT.
+    """A resource's configs after IncrementalAlterConfigs' SET / DELETE / APPEND / SUBTRACT.
 
-    APPEND and SUBTRACT work on LIST configs, starting from the current effective
-    value; APPEND adds only values not already there (as Kafka's controller does).
+    ``type_of(name)`` is a key's type (None for a key without one, which only SET and
+    DELETE may change; it raises for a key the resource cannot have).  APPEND and SUBTRACT
+    work on LIST configs, starting from ``current_list(name)``, the value in force;
+    APPEND adds only values not already there (as Kafka's controller does).
     """
     duplicates = sorted(name for name, n in Counter(op.name for op in ops).items() if n > 1)
     if duplicates:
         raise InvalidRequestError(f"Error due to duplicate config keys: {duplicates}")
-    result = dict(overrides)
+    result = dict(current)
     for op in ops:
         name, value, code = op.name, op.value, op.config_operation
-        definition = TOPIC_CONFIGS.get(name)
-        if definition is None:
-            raise InvalidConfigError(f"Unknown topic config name: {name!r}")
+        config_type = type_of(name)
         try:
             operation = OpType(code)
         except ValueError:
@@ -271,16 +288,16 @@ def apply_incremental(
         if operation is OpType.SET:
             result[name] = value
             continue
-        if definition.type is not ConfigType.LIST:
+        if config_type is not ConfigType.LIST:
             raise InvalidConfigError(
                 f"Can't {operation.name} to key {name} because its type is not LIST."
             )
-        current = list(config.get(name))
+        in_force = current_list(name)
         given = [item.strip() for item in value.split(",") if item.strip()]
         if operation is OpType.APPEND:
-            new = current + [item for item in given if item not in current]
+            new = in_force + [item for item in given if item not in in_force]
         else:
-            new = [item for item in current if item not in given]
+            new = [item for item in in_force if item not in given]
         result[name] = format_value(new)
     return result
 
@@ -294,7 +311,8 @@ async def handle_incremental_alter_configs(
         context.services,
         request,
         IncrementalAlterResult,
-        lambda resource, overrides, config: apply_incremental(overrides, config, resource.configs),
-        lambda resource: [c.name for c in resource.configs if c.config_operation != OpType.DELETE],
+        lambda resource, current, type_of, current_list: apply_incremental(
+            current, resource.configs, type_of, current_list
+        ),
     )
     return IncrementalAlterConfigsResponse(responses=responses)

@@ -83,7 +83,7 @@ def _created(services: BrokerServices, result: CreatableTopicResult, topic: Topi
             config_source=int(entry.source),
             is_sensitive=False,
         )
-        for entry in topic_config_entries(services.config, topic.configs, config)
+        for entry in topic_config_entries(services.dynamic_config.current, topic.configs, config)
     ]
 
 

@@ -53,6 +53,8 @@ class LocalMetadataStore(ThreadedWrites):
         self.producer_id_block_path = Path(directory) / PRODUCER_ID_BLOCK_FILE
         self.broker_id = broker_id
         self._topics: dict[str, TopicMetadata] = {}
+        # Dynamic broker configs by entity (this broker's id, or "<default>").
+        self._broker_configs: dict[str, dict[str, str]] = {}
         # Writes run in threads (one at a time); reads on the loop see whole dict operations.
         self._lock = threading.Lock()
         # (listener name, host, port) this broker advertises, set once its listeners are bound.
@@ -73,6 +75,10 @@ class LocalMetadataStore(ThreadedWrites):
                 raise ValueError(f"unknown format version {data.get('version')!r}")
             self.cluster_id = data["cluster_id"]
             self._topics = {t["name"]: TopicMetadata.from_json(t) for t in data["topics"]}
+            self._broker_configs = {
+                str(entity): {str(k): str(v) for k, v in configs.items()}
+                for entity, configs in data.get("broker_configs", {}).items()
+            }
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise KafkaStorageError(
                 f"cannot read cluster metadata {self.path}: {exc}. Restore it from a backup "
@@ -84,6 +90,8 @@ class LocalMetadataStore(ThreadedWrites):
             "version": FORMAT_VERSION,
             "cluster_id": self.cluster_id,
             "topics": [t.to_json() for _, t in sorted(self._topics.items())],
+            # Optional (older files have none): the format version stays 1.
+            "broker_configs": {e: dict(sorted(c.items())) for e, c in self._broker_configs.items()},
         }
         atomic_write(self.path, json.dumps(data, indent=1).encode())
 
@@ -292,6 +300,19 @@ class LocalMetadataStore(ThreadedWrites):
         with self._lock:
             topic = self._require(name)
             topic.configs = dict(configs)
+            self._save()
+
+    def broker_configs(self, entity: str) -> dict[str, str]:
+        """The dynamic broker configs of ``entity`` ({} if none)."""
+        return dict(self._broker_configs.get(str(entity), {}))
+
+    def set_broker_configs_blocking(self, entity: str, configs: dict[str, str]) -> None:
+        """Replace the dynamic broker configs of ``entity`` (callers validate them first)."""
+        with self._lock:
+            if configs:
+                self._broker_configs[str(entity)] = dict(configs)
+            else:
+                self._broker_configs.pop(str(entity), None)
             self._save()
 
     def update_isr_blocking(

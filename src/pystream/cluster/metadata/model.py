@@ -14,6 +14,7 @@ from pystream.errors import FencedLeaderEpochError, UnknownLeaderEpochError
 from pystream.storage.log_manager import validate_topic_name
 
 __all__ = [
+    "DEFAULT_BROKER_ENTITY",
     "MAX_PRODUCER_ID",
     "ProducerIdBlock",
     "INTERNAL_TOPICS",
@@ -30,6 +31,9 @@ OFFSETS_TOPIC = "__consumer_offsets"
 TRANSACTION_STATE_TOPIC = "__transaction_state"
 INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC})
 MAX_PRODUCER_ID = 2**63 - 1
+# The entity of the cluster-wide dynamic broker configs (a BROKER resource named ""): Kafka's
+# ZooKeeper name for it (/config/brokers/<default>).  A broker's own entity is its id.
+DEFAULT_BROKER_ENTITY = "<default>"
 
 
 def collision_name(name: str) -> str:

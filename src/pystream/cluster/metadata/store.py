@@ -90,6 +90,16 @@ class MetadataStore(Protocol):
 
     async def set_topic_configs(self, name: str, configs: dict[str, str]) -> None: ...
 
+    def broker_configs(self, entity: str) -> dict[str, str]:
+        """The dynamic broker configs stored for ``entity`` (a broker id as text, or
+        :data:`~pystream.cluster.metadata.model.DEFAULT_BROKER_ENTITY`); {} if none."""
+        ...
+
+    async def set_broker_configs(self, entity: str, configs: dict[str, str]) -> None:
+        """Replace the dynamic broker configs of ``entity`` (callers validate them first);
+        every broker that reads ``entity`` sees the change."""
+        ...
+
     async def update_isr(
         self, topic: str, partition: int, isr: list[int], leader_epoch: int, partition_epoch: int
     ) -> PartitionState:
@@ -116,6 +126,9 @@ class ThreadedWrites:
         raise NotImplementedError
 
     def set_topic_configs_blocking(self, name: str, configs: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    def set_broker_configs_blocking(self, entity: str, configs: dict[str, str]) -> None:
         raise NotImplementedError
 
     def update_isr_blocking(self, *args: Any) -> PartitionState:
@@ -164,6 +177,10 @@ class ThreadedWrites:
     async def set_topic_configs(self, name: str, configs: dict[str, str]) -> None:
         """See the store's ``set_topic_configs_blocking``."""
         await asyncio.to_thread(self.set_topic_configs_blocking, name, configs)
+
+    async def set_broker_configs(self, entity: str, configs: dict[str, str]) -> None:
+        """See the store's ``set_broker_configs_blocking``."""
+        await asyncio.to_thread(self.set_broker_configs_blocking, entity, configs)
 
     async def update_isr(
         self, topic: str, partition: int, isr: list[int], leader_epoch: int, partition_epoch: int

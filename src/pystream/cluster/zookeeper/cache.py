@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BrokerChange",
+    "BrokerConfigChange",
     "ControllerChange",
     "MetadataEvent",
     "Reading",
@@ -97,7 +98,16 @@ class ControllerChange:
     controller_id: int
 
 
-MetadataEvent = TopicChange | BrokerChange | ControllerChange
+@dataclass(frozen=True)
+class BrokerConfigChange:
+    """The dynamic configs of a watched broker entity (this broker's id, or ``<default>``)
+    changed; ``configs`` are the new ones ({} when removed)."""
+
+    entity: str
+    configs: dict[str, str]
+
+
+MetadataEvent = TopicChange | BrokerChange | ControllerChange | BrokerConfigChange
 
 
 @dataclass(frozen=True)
@@ -315,7 +325,7 @@ class ZkMetadataCache:
                 configs = decode_config(data or b"", broker_config_path(entity))
             except (ValueError, AttributeError) as exc:
                 log.warning("ignoring unreadable config of broker %s: %s", entity, exc)
-        self._post(self._apply_broker_config, entity, configs, stat)
+        self._post(self.apply_broker_config, entity, configs, stat)
         return None
 
     # === applying readings and our own writes: the loop only =====================================
@@ -431,14 +441,21 @@ class ZkMetadataCache:
             self.controller_id = controller_id
             self._emit(ControllerChange(controller_id))
 
-    def _apply_broker_config(self, entity: str, configs: dict[str, str] | None, stat: Any) -> None:
-        if not self._newer(self._broker_configs.get(entity), stat):
+    def apply_broker_config(self, entity: str, configs: dict[str, str] | None, stat: Any) -> None:
+        """A watch reading of (or our own write to) a broker entity's dynamic configs."""
+        current = self._broker_configs.get(entity)
+        if not self._newer(current, stat):
             return
+        before = current.value if current is not None else {}
         if configs is None:
             self._broker_configs.pop(entity, None)
         else:
             self._broker_configs[entity] = _reading(configs, stat)
-        self._check_waiters()
+        after = configs or {}
+        if after != before:
+            self._emit(BrokerConfigChange(entity, dict(after)))
+        else:
+            self._check_waiters()
 
     def _emit(self, event: MetadataEvent) -> None:
         for listener in list(self._listeners):

@@ -37,6 +37,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from pystream.clock import now_ms
+from pystream.cluster.metadata.model import DEFAULT_BROKER_ENTITY
 from pystream.errors import InvalidConfigError
 
 __all__ = [
@@ -69,6 +70,7 @@ CONFIG_CHANGES = "/config/changes"
 DELETE_TOPICS = "/admin/delete_topics"
 ISR_CHANGE_NOTIFICATION = "/isr_change_notification"
 ISR_CHANGE_PREFIX = ISR_CHANGE_NOTIFICATION + "/isr_change_"
+CONFIG_CHANGE_PREFIX = CONFIG_CHANGES + "/config_change_"
 PRODUCER_ID_BLOCK = "/latest_producer_id_block"
 
 # Created by every broker at startup (Kafka's ZkData.PersistentZkPaths), so watches on
@@ -91,7 +93,6 @@ PERSISTENT_PATHS = (
     PRODUCER_ID_BLOCK,
 )
 
-DEFAULT_BROKER_ENTITY = "<default>"  # /config/brokers/<default>: cluster-wide broker configs
 NO_LEADER = -1
 
 
@@ -123,6 +124,17 @@ def topic_config_path(topic: str) -> str:
 def broker_config_path(entity: int | str) -> str:
     """``entity``: a broker id, or :data:`DEFAULT_BROKER_ENTITY` for the cluster default."""
     return f"{CONFIG_BROKERS}/{entity}"
+
+
+def config_change_entity_path(entity: int | str) -> str:
+    """The ``entity_path`` of a ``/config/changes/config_change_<seq>`` notification for a
+    broker's dynamic configs (``brokers/<id>`` or ``brokers/<default>``)."""
+    return f"brokers/{entity}"
+
+
+def encode_config_change(entity_path: str) -> bytes:
+    """A config change notification, as Kafka's ``ConfigEntityChangeNotificationSequenceZNode``."""
+    return _dumps({"version": 2, "entity_path": entity_path})
 
 
 def delete_topic_path(topic: str) -> str:

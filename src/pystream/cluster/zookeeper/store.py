@@ -24,6 +24,7 @@ and drops its replicas.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import uuid
@@ -33,12 +34,14 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
+from pystream.clock import now_ms
 from pystream.cluster.metadata.local_store import LocalMetadataStore
 from pystream.cluster.metadata.model import PartitionState, ProducerIdBlock, TopicMetadata
 from pystream.cluster.metadata.store import BrokerEndpoint, ThreadedWrites
 from pystream.cluster.zookeeper.assignment import assign_replicas
 from pystream.cluster.zookeeper.cache import (
     BrokerChange,
+    BrokerConfigChange,
     ControllerChange,
     MetadataEvent,
     TopicChange,
@@ -53,6 +56,8 @@ from pystream.cluster.zookeeper.client import (
 )
 from pystream.cluster.zookeeper.paths import (
     CLUSTER_ID,
+    CONFIG_CHANGE_PREFIX,
+    CONFIG_CHANGES,
     CONTROLLER_EPOCH,
     DEFAULT_BROKER_ENTITY,
     ISR_CHANGE_PREFIX,
@@ -60,12 +65,14 @@ from pystream.cluster.zookeeper.paths import (
     LeaderAndIsr,
     TopicAssignment,
     broker_config_path,
+    config_change_entity_path,
     decode_cluster_id,
     decode_config,
     decode_controller_epoch,
     delete_topic_path,
     encode_cluster_id,
     encode_config,
+    encode_config_change,
     encode_isr_change,
     new_topic_id,
     partition_path,
@@ -93,6 +100,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BrokerChange",
+    "BrokerConfigChange",
     "ControllerChange",
     "MetadataEvent",
     "TopicChange",
@@ -102,6 +110,7 @@ __all__ = [
 ZERO_UUID = uuid.UUID(int=0)
 MAX_CAS_ATTEMPTS = 10  # a compare-and-set that keeps losing means others keep writing: give up
 DEFAULT_REQUEST_TIMEOUT_MS = 10_000
+CONFIG_CHANGE_EXPIRATION_MS = 15 * 60 * 1000  # Kafka's notification expiry
 
 
 class ZkMetadataStore(ThreadedWrites):
@@ -465,20 +474,58 @@ class ZkMetadataStore(ThreadedWrites):
 
     @kafka_errors
     def set_broker_configs_blocking(self, entity: int | str, configs: dict[str, str]) -> None:
-        """Replace the dynamic config overrides of a broker id or of ``<default>``."""
+        """Replace the dynamic config overrides of a broker id or of ``<default>``.
+
+        As Kafka's ``AdminZkClient.changeBrokerConfig``: the ``{"version":1,"config":..}``
+        znode, and a ``/config/changes/config_change_<seq>`` notification naming
+        ``brokers/<entity>`` for brokers (and tools) that follow the change log, in one
+        multi-op compare-and-set on the version just read.
+        """
         path = broker_config_path(entity)
         data = encode_config(configs)
+        notification = encode_config_change(config_change_entity_path(entity))
         for _ in range(MAX_CAS_ATTEMPTS):
+            stat = self.zk.exists(path)
+            txn = self.zk.transaction()
+            if stat is None:
+                txn.create(path, data)
+            else:
+                txn.set_data(path, data, stat.version)
+            txn.create(CONFIG_CHANGE_PREFIX, notification, sequence=True)
             try:
-                stat = self.zk.exists(path)
-                if stat is None:
-                    self.zk.create(path, data, makepath=True)
-                else:
-                    self.zk.set(path, data, stat.version)
-                return
-            except (BadVersionError, NodeExistsError):
+                results = self.zk.commit(txn)
+            except TransactionFailed as failed:
+                if failed.index == 0:
+                    continue  # written concurrently: read the version again
+                raise KafkaStorageError(
+                    f"could not write the configs of broker {entity}: {failed.error!r}"
+                ) from None
+            written = results[0] if stat is not None else self.zk.exists(path)
+            self._purge_config_changes()
+            if written is not None:
+                self._apply_local(
+                    self.cache.apply_broker_config, str(entity), dict(configs), written
+                )
+            return
+        raise KafkaStorageError(
+            f"could not write the configs of broker {entity}: they keep changing"
+        )
+
+    def _purge_config_changes(self) -> None:
+        """Delete config change notifications older than Kafka's 15 minutes, oldest first
+        (Kafka's ``ZkNodeChangeNotificationListener`` does so): they would pile up."""
+        now = now_ms()
+        for child in sorted(self.zk.get_children(CONFIG_CHANGES)):
+            if not child.startswith(CONFIG_CHANGE_PREFIX.rsplit("/", 1)[1]):
                 continue
-        raise KafkaStorageError(f"could not write the configs of broker {entity}")
+            path = f"{CONFIG_CHANGES}/{child}"
+            stat = self.zk.exists(path)
+            if stat is None:
+                continue
+            if now - stat.ctime < CONFIG_CHANGE_EXPIRATION_MS:
+                break  # sequential: the rest are newer
+            with contextlib.suppress(NoNodeError):  # another broker purged it
+                self.zk.delete(path)
 
     # === partition state changes by the leader ===================================================
     @kafka_errors
