@@ -19,7 +19,10 @@ from pystream.errors import InvalidConfigError
 # Kafka 3.x LogConfig defaults, as documented (https://kafka.apache.org/documentation/#topicconfigs).
 KAFKA_DEFAULTS = {
     "cleanup.policy": "delete",
+    "compression.gzip.level": "-1",
+    "compression.lz4.level": "9",
     "compression.type": "producer",
+    "compression.zstd.level": "3",
     "delete.retention.ms": "86400000",
     "file.delete.delay.ms": "60000",
     "flush.messages": "9223372036854775807",
