@@ -106,6 +106,20 @@ class Between(Validator):
 
 
 @dataclass(frozen=True)
+class BetweenOr(Between):
+    """Numbers in ``[lower, upper]``, or the one special value ``also`` (gzip's -1)."""
+
+    also: int = -1
+
+    def __call__(self, name: str, value: Any) -> None:
+        if value != self.also:
+            super().__call__(name, value)
+
+    def __str__(self) -> str:
+        return f"{self.also}, or {super().__str__()}"
+
+
+@dataclass(frozen=True)
 class OneOf(Validator):
     """A string from a fixed set (case-sensitive, like Kafka's ``ValidString``)."""
 
@@ -276,7 +290,7 @@ TOPIC_CONFIGS: dict[str, ConfigDef] = _table(
         "compression.gzip.level",
         ConfigType.INT,
         -1,
-        Between(-1, 9),
+        BetweenOr(1, 9, also=-1),
         "gzip level when the log recompresses to compression.type=gzip (-1: zlib's default).",
         (Synonym("compression.gzip.level"),),
     ),

@@ -25,9 +25,13 @@ magic 0 or 1 (Produce v3+ carries only magic 2)                 InvalidRecordErr
 record count / last offset delta inconsistent, codec id 5-7,    InvalidRecordError (87)
 more than one batch in a produce, base offset != 0 from a
 client, control batch from a client, producer id without a
-sequence, malformed record framing inside a batch
+sequence, malformed record framing inside a batch, records
+that do not fill the batch exactly or whose offset deltas are
+not 0, 1, 2, ... (leader appends), a keyless record on a
+compacted log (with ``record_errors``)
 batch larger than ``max_batch_size`` (max.message.bytes)        MessageTooLargeError (10)
-LogAppendTime set by a producer                                 InvalidTimestampError (32)
+LogAppendTime set by a producer; a record's CreateTime          InvalidTimestampError (32)
+outside the message.timestamp.*.max.ms window
 zstd in a Produce request older than v7                         UnsupportedCompressionTypeError (76)
 =============================================================  =========================
 
@@ -1067,6 +1071,27 @@ def set_partition_leader_epoch(records, int32_t partition_leader_epoch) -> None:
 
 # ---------------------------------------------------------------- reading records
 
+cdef inline int _varint32(const unsigned char* buf, Py_ssize_t end, Py_ssize_t* pos,
+                          int32_t* out) noexcept nogil:
+    # read_varint32 with the one- and two-byte cases inline: record fields (lengths
+    # below 8 KiB, deltas) are that short, and the produce path walks every record
+    # (a call into varint.pyx per field costs more than the parsing).
+    cdef Py_ssize_t p = pos[0]
+    cdef uint32_t u
+    if p < end:
+        u = buf[p]
+        if u < 0x80:
+            out[0] = <int32_t>((u >> 1) ^ (0 - (u & 1)))
+            pos[0] = p + 1
+            return 0
+        if p + 1 < end and buf[p + 1] < 0x80:
+            u = (u & 0x7F) | (<uint32_t>buf[p + 1] << 7)
+            out[0] = <int32_t>((u >> 1) ^ (0 - (u & 1)))
+            pos[0] = p + 2
+            return 0
+    return read_varint32(buf, end, pos, out)
+
+
 cdef RecordError read_record(const unsigned char* buf, Py_ssize_t end, Py_ssize_t* pos,
                              RecordInfo* out) noexcept nogil:
     cdef Py_ssize_t p = pos[0]
@@ -1075,7 +1100,7 @@ cdef RecordError read_record(const unsigned char* buf, Py_ssize_t end, Py_ssize_
     cdef int64_t n64
     if p >= end:
         return RECORD_MISSING
-    if read_varint32(buf, end, &p, &n32) != 0 or n32 < 0 or n32 > end - p:
+    if _varint32(buf, end, &p, &n32) != 0 or n32 < 0 or n32 > end - p:
         return RECORD_BAD_LENGTH
     # Every field is read against the record's own end, not the batch's.
     rend = p + n32
@@ -1086,31 +1111,31 @@ cdef RecordError read_record(const unsigned char* buf, Py_ssize_t end, Py_ssize_
     if read_varint(buf, rend, &p, &n64) != 0:
         return RECORD_BAD_FIELD
     out.timestamp_delta = n64
-    if read_varint32(buf, rend, &p, &n32) != 0:
+    if _varint32(buf, rend, &p, &n32) != 0:
         return RECORD_BAD_FIELD
     out.offset_delta = n32
-    if read_varint32(buf, rend, &p, &klen) != 0 or klen < -1 or klen > rend - p:
+    if _varint32(buf, rend, &p, &klen) != 0 or klen < -1 or klen > rend - p:
         return RECORD_BAD_KEY
     out.key_offset = p
     out.key_length = klen
     if klen > 0:
         p += klen
-    if read_varint32(buf, rend, &p, &vlen) != 0 or vlen < -1 or vlen > rend - p:
+    if _varint32(buf, rend, &p, &vlen) != 0 or vlen < -1 or vlen > rend - p:
         return RECORD_BAD_VALUE
     out.value_offset = p
     out.value_length = vlen
     if vlen > 0:
         p += vlen
     # Each header takes at least two bytes (two length varints).
-    if read_varint32(buf, rend, &p, &n32) != 0 or n32 < 0 or n32 > (rend - p) // 2:
+    if _varint32(buf, rend, &p, &n32) != 0 or n32 < 0 or n32 > (rend - p) // 2:
         return RECORD_BAD_HEADER_COUNT
     out.header_count = n32
     out.headers_offset = p
     for i in range(n32):
-        if read_varint32(buf, rend, &p, &klen) != 0 or klen < 0 or klen > rend - p:
+        if _varint32(buf, rend, &p, &klen) != 0 or klen < 0 or klen > rend - p:
             return RECORD_BAD_HEADER
         p += klen
-        if read_varint32(buf, rend, &p, &vlen) != 0 or vlen < -1 or vlen > rend - p:
+        if _varint32(buf, rend, &p, &vlen) != 0 or vlen < -1 or vlen > rend - p:
             return RECORD_BAD_HEADER
         if vlen > 0:
             p += vlen
