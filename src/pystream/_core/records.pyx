@@ -552,6 +552,7 @@ cdef int _walk_batch_records(const unsigned char* data, Py_ssize_t start, Py_ssi
     cdef Py_ssize_t pos = start
     cdef int32_t i
     cdef int code
+    cdef bint rules = c.compacted or c.check_timestamps
     out.invalid = 0
     out.invalid_kind = 0
     for i in range(info.record_count):
@@ -564,7 +565,7 @@ cdef int _walk_batch_records(const unsigned char* data, Py_ssize_t start, Py_ssi
             out.code = REC_OFFSET_DELTA
             out.value = r.offset_delta
             return out.code
-        code = _check_record(&r, info.base_timestamp, c)
+        code = _check_record(&r, info.base_timestamp, c) if rules else 0
         if code != 0:
             if out.invalid == 0:
                 out.invalid_kind = code
@@ -1071,24 +1072,34 @@ def set_partition_leader_epoch(records, int32_t partition_leader_epoch) -> None:
 
 # ---------------------------------------------------------------- reading records
 
+cdef inline bint _short_varint(const unsigned char* buf, Py_ssize_t end, Py_ssize_t* pos,
+                               int64_t* out) noexcept nogil:
+    # A one- or two-byte zig-zag varint, read inline: record fields (lengths below
+    # 8 KiB, deltas) are that short, and the produce path walks every record (a call
+    # into varint.pyx per field costs more than the parsing).  False: longer or
+    # truncated, for the general readers to decide; pos is then unchanged.
+    cdef Py_ssize_t p = pos[0]
+    cdef int64_t u
+    if p >= end:
+        return False
+    if buf[p] < 0x80:
+        u = buf[p]
+        pos[0] = p + 1
+    elif p + 1 < end and buf[p + 1] < 0x80:
+        u = (buf[p] & 0x7F) | (<int64_t>buf[p + 1] << 7)
+        pos[0] = p + 2
+    else:
+        return False
+    out[0] = (u >> 1) ^ -(u & 1)
+    return True
+
+
 cdef inline int _varint32(const unsigned char* buf, Py_ssize_t end, Py_ssize_t* pos,
                           int32_t* out) noexcept nogil:
-    # read_varint32 with the one- and two-byte cases inline: record fields (lengths
-    # below 8 KiB, deltas) are that short, and the produce path walks every record
-    # (a call into varint.pyx per field costs more than the parsing).
-    cdef Py_ssize_t p = pos[0]
-    cdef uint32_t u
-    if p < end:
-        u = buf[p]
-        if u < 0x80:
-            out[0] = <int32_t>((u >> 1) ^ (0 - (u & 1)))
-            pos[0] = p + 1
-            return 0
-        if p + 1 < end and buf[p + 1] < 0x80:
-            u = (u & 0x7F) | (<uint32_t>buf[p + 1] << 7)
-            out[0] = <int32_t>((u >> 1) ^ (0 - (u & 1)))
-            pos[0] = p + 2
-            return 0
+    cdef int64_t v
+    if _short_varint(buf, end, pos, &v):
+        out[0] = <int32_t>v
+        return 0
     return read_varint32(buf, end, pos, out)
 
 
@@ -1108,7 +1119,7 @@ cdef RecordError read_record(const unsigned char* buf, Py_ssize_t end, Py_ssize_
         return RECORD_BAD_FIELD
     out.attributes = <int8_t>buf[p]
     p += 1
-    if read_varint(buf, rend, &p, &n64) != 0:
+    if not _short_varint(buf, rend, &p, &n64) and read_varint(buf, rend, &p, &n64) != 0:
         return RECORD_BAD_FIELD
     out.timestamp_delta = n64
     if _varint32(buf, rend, &p, &n32) != 0:
