@@ -4,6 +4,12 @@ Run: ``PYTHONPATH=src python -m pytest bench/bench_log.py --benchmark-only -q``
 
 Targets (the storage issue): ``Log.append`` of 1 MiB batches >= 1 GB/s into the
 page cache; ``Log.read`` (locate the batch by offset, return the file range) < 5 us.
+
+``test_append_100b_records`` appends typical producer batches (100 / 1000 records of
+100 B, uncompressed and lz4): what per-record validation costs (issue 13).  For a
+before/after comparison run this file from both trees, interleaved::
+
+    PYTHONPATH=src python -m pytest bench/bench_log.py -k append_100b_records --benchmark-only
 """
 
 from __future__ import annotations
