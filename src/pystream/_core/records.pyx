@@ -557,7 +557,7 @@ cdef int _walk_batch_records(const unsigned char* data, Py_ssize_t start, Py_ssi
     out.invalid_kind = 0
     for i in range(info.record_count):
         out.index = i
-        code = read_record(data, end, &pos, &r)
+        code = _read_record(data, end, &pos, &r)
         if code != RECORD_OK:
             out.code = REC_COUNT_SHORT if code == RECORD_MISSING else code
             return out.code
@@ -759,7 +759,7 @@ cdef list _record_errors(const unsigned char* data, Py_ssize_t start, Py_ssize_t
     cdef int32_t i
     cdef int code
     for i in range(info.record_count):
-        read_record(data, end, &pos, &r)
+        _read_record(data, end, &pos, &r)
         code = _check_record(&r, info.base_timestamp, c)
         if code == REC_NO_KEY:
             out.append((i, f"Compacted topic cannot accept message without key in topic "
@@ -1105,6 +1105,13 @@ cdef inline int _varint32(const unsigned char* buf, Py_ssize_t end, Py_ssize_t* 
 
 cdef RecordError read_record(const unsigned char* buf, Py_ssize_t end, Py_ssize_t* pos,
                              RecordInfo* out) noexcept nogil:
+    return _read_record(buf, end, pos, out)
+
+
+cdef inline RecordError _read_record(const unsigned char* buf, Py_ssize_t end, Py_ssize_t* pos,
+                                     RecordInfo* out) noexcept nogil:
+    # read_record's body, inline for the loops of this module (the produce path's
+    # record walk calls it once per record); other modules call read_record.
     cdef Py_ssize_t p = pos[0]
     cdef Py_ssize_t rend
     cdef int32_t n32, klen, vlen, i
@@ -1178,7 +1185,7 @@ cdef inline int _walk_next(_Walk* w, RecordInfo* r) noexcept nogil:
     cdef RecordError err
     if w.read >= w.count:
         return WALK_END if w.pos == w.end else WALK_TRAILING
-    err = read_record(w.data, w.end, &w.pos, r)
+    err = _read_record(w.data, w.end, &w.pos, r)
     if err != RECORD_OK:
         return err
     if r.offset_delta <= w.prev_delta or r.offset_delta > w.last_delta:
