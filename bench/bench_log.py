@@ -4,6 +4,12 @@ Run: ``PYTHONPATH=src python -m pytest bench/bench_log.py --benchmark-only -q``
 
 Targets (the storage issue): ``Log.append`` of 1 MiB batches >= 1 GB/s into the
 page cache; ``Log.read`` (locate the batch by offset, return the file range) < 5 us.
+
+``test_append_100b_records`` appends typical producer batches (100 / 1000 records of
+100 B, uncompressed and lz4): what per-record validation costs (issue 13).  For a
+before/after comparison run this file from both trees, interleaved::
+
+    PYTHONPATH=src python -m pytest bench/bench_log.py -k append_100b_records --benchmark-only
 """
 
 from __future__ import annotations
@@ -47,21 +53,28 @@ def append_log(tmp_path):
     log.delete()
 
 
-@pytest.mark.parametrize("batch_mib", [1])
-def test_append_1mib_batches(benchmark, append_log: Log, batch_mib: int) -> None:
-    batch = one_batch(batch_mib * MIB, 1024)
-    per_round = 64
+def append_rounds(
+    benchmark, log: Log, batch: bytearray, per_round: int, *, rounds: int, warmup_rounds: int
+) -> None:
+    """``per_round`` appends of ``batch`` per timed round."""
 
     def setup() -> None:
         # Start each round on an empty log so the page cache and disk stay bounded.
-        append_log.truncate_fully_and_start_at(append_log.log_end_offset)
+        log.truncate_fully_and_start_at(log.log_end_offset)
 
     def run() -> None:
         for _ in range(per_round):
             reset_for_produce(batch)
-            append_log.append(batch, leader_epoch=0)
+            log.append(batch, leader_epoch=0)
 
-    benchmark.pedantic(run, setup=setup, rounds=20, warmup_rounds=1)
+    benchmark.pedantic(run, setup=setup, rounds=rounds, warmup_rounds=warmup_rounds)
+
+
+@pytest.mark.parametrize("batch_mib", [1])
+def test_append_1mib_batches(benchmark, append_log: Log, batch_mib: int) -> None:
+    batch = one_batch(batch_mib * MIB, 1024)
+    per_round = 64
+    append_rounds(benchmark, append_log, batch, per_round, rounds=20, warmup_rounds=1)
     stats = benchmark.stats.stats
     median, best = (per_round * len(batch) / t / 1e9 for t in (stats.median, stats.min))
     benchmark.extra_info["GB/s median"] = round(median, 2)
@@ -77,6 +90,21 @@ def test_append_small_batches(benchmark, append_log: Log) -> None:
         append_log.append(batch, leader_epoch=0)
 
     benchmark(run)
+
+
+@pytest.mark.parametrize("codec", [0, 3], ids=["none", "lz4"])
+@pytest.mark.parametrize("records", [100, 1000])
+def test_append_100b_records(benchmark, append_log: Log, records: int, codec: int) -> None:
+    """A typical producer batch (``records`` x 100 B, keyed) through Log.append: validation
+    (every record parsed since issue 13), offsets, segment write."""
+    batch = bytearray(
+        core_records.build_batch(
+            [(1_700_000_000_000 + i, b"key-%d" % i, bytes(100)) for i in range(records)], codec
+        )
+    )
+    per_round = 200
+    append_rounds(benchmark, append_log, batch, per_round, rounds=30, warmup_rounds=2)
+    benchmark.extra_info["records_per_call"] = per_round * records
 
 
 @pytest.fixture(scope="module")

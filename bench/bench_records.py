@@ -89,6 +89,33 @@ def test_validate_produce_records_1mib(benchmark, batch_1mib):
     assert info.record_count == RECORDS_1MIB
 
 
+@pytest.mark.parametrize("codec", [0, 3], ids=["none", "lz4"])
+@pytest.mark.parametrize("records", [100, 1000])
+@pytest.mark.parametrize("walk", [False, True], ids=["header-only", "records-walked"])
+def test_validate_produce_100b_records(benchmark, records, codec, walk):
+    """A typical producer batch of ``records`` x 100 B: header + CRC only (walk=False, the
+    check before per-record validation) against what Log.append asks for (walk=True:
+    every record parsed, compressed batches decompressed, CreateTime window checked)."""
+    batch = R.build_batch_from_values(
+        [VALUE] * records,
+        [b"key-%d" % i for i in range(records)],
+        1_700_000_000_000,
+        compression=codec,
+    )
+    _per_call(benchmark, records, len(batch))
+    kwargs = {}
+    if walk:
+        kwargs = dict(
+            walk_records=True,
+            now_ms=1_700_000_000_000,
+            timestamp_before_max_ms=3_600_000,
+            timestamp_after_max_ms=3_600_000,
+            topic_partition="bench-0",
+        )
+    info = benchmark(lambda: R.validate_produce_records(batch, 1 << 20, **kwargs))
+    assert info.record_count == records
+
+
 def test_assign_offsets_1mib(benchmark, batch_1mib):
     buf = bytearray(batch_1mib)
     _per_call(benchmark, RECORDS_1MIB, len(buf))

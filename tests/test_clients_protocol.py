@@ -18,16 +18,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError as AioKafkaTimeoutError
 from aiokafka.errors import UnknownTopicOrPartitionError as AioUnknownTopicError
+from aiokafka.structs import TopicPartition as AioTopicPartition
 from broker_process import BrokerProcess, KafkaWire
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
+from kafka import TopicPartition as KpTopicPartition
+from kafka.errors import InvalidRecordError as KpInvalidRecordError
 from kafka.errors import KafkaTimeoutError
 
+import pystream
 from pystream._core import records as core_records
+from pystream._core.compression import compress
 from pystream._core.crc32c import crc32c
 from pystream.protocol.messages.api_versions import ApiVersionsRequest, ApiVersionsResponse
 from pystream.protocol.messages.fetch import FetchRequest
@@ -43,20 +48,34 @@ INVALID_REQUIRED_ACKS = 21
 INVALID_REQUEST = 42
 UNSUPPORTED_VERSION = 35
 INVALID_RECORD = 87
+INVALID_TIMESTAMP = 32
 UNKNOWN_TOPIC_ID = 100
 
 TOPIC = "plain"
 SMALL = "small-limit"  # max.message.bytes=2000
 APPEND_TIME = "append-time"  # message.timestamp.type=LogAppendTime
 GZIP_TOPIC = "gzip-topic"  # compression.type=gzip
+ZSTD_TOPIC = "zstd-topic"  # compression.type=zstd
+COMPACTED = "compacted"  # cleanup.policy=compact
+COMPACT_DELETE = "compact-delete"  # cleanup.policy=compact,delete
+TIME_WINDOW = "time-window"  # message.timestamp.before/after.max.ms = 1 hour
 SMALL_LIMIT = 2000
+HOUR_MS = 3_600_000
 TOPICS = {
     TOPIC: {},
     SMALL: {"max.message.bytes": str(SMALL_LIMIT)},
     APPEND_TIME: {"message.timestamp.type": "LogAppendTime"},
     GZIP_TOPIC: {"compression.type": "gzip"},
+    ZSTD_TOPIC: {"compression.type": "zstd"},
+    COMPACTED: {"cleanup.policy": "compact"},
+    COMPACT_DELETE: {"cleanup.policy": "compact,delete"},
+    TIME_WINDOW: {
+        "message.timestamp.before.max.ms": str(HOUR_MS),
+        "message.timestamp.after.max.ms": str(HOUR_MS),
+    },
 }
 DEADLINE = 30.0
+CODECS = tuple(range(5))  # none, gzip, snappy, lz4, zstd (Kafka's codec ids)
 
 
 @pytest.fixture(scope="module")
@@ -255,14 +274,6 @@ def test_empty_and_null_records_are_refused(wire: KafkaWire) -> None:
     assert end_offset(wire, TOPIC) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_core.records.validate_produce_records checks header, CRC and "
-    "count <= last_offset_delta + 1 but never walks the records: a batch whose record "
-    "count and last offset delta both claim one record more than it holds (CRC "
-    "recomputed) is appended, and kafka-python consumers then fail on it with "
-    "CorruptRecordError (Kafka rejects it with INVALID_RECORD)",
-)
 def test_batch_claiming_more_records_than_it_holds_is_refused(wire: KafkaWire) -> None:
     before = end_offset(wire, TOPIC)
     lie = bytearray(batch(b"one", b"two"))
@@ -364,16 +375,7 @@ def _fetch_batch_bytes(wire: KafkaWire, topic: str, offset: int) -> bytes:
     return data[: header.size]
 
 
-@pytest.mark.parametrize(
-    "codec",
-    [
-        core_records.COMPRESSION_NONE,
-        core_records.COMPRESSION_GZIP,
-        core_records.COMPRESSION_SNAPPY,
-        core_records.COMPRESSION_LZ4,
-        core_records.COMPRESSION_ZSTD,
-    ],
-)
+@pytest.mark.parametrize("codec", CODECS)
 def test_compression_type_producer_keeps_the_producers_bytes(wire: KafkaWire, codec: int) -> None:
     sent = batch(b"alpha" * 50, b"beta" * 50, b"", compression=codec)
     response = produce(wire, sent)
@@ -390,12 +392,6 @@ def test_compression_type_producer_keeps_the_producers_bytes(wire: KafkaWire, co
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="storage.Log.append ignores the topic's compression.type: with "
-    "compression.type=gzip Kafka recompresses an uncompressed batch to gzip, pystream "
-    "stores the producer's codec unchanged",
-)
 def test_topic_compression_type_recompresses(wire: KafkaWire) -> None:
     response = produce(wire, batch(b"v" * 200), topic=GZIP_TOPIC)
     assert response.error_code == NONE
@@ -446,6 +442,274 @@ def test_log_append_time_stamps_the_batch_in_place(
         (b"first", (TIMESTAMP_LOG_APPEND_TIME, stamp)),
         (b"second", (TIMESTAMP_LOG_APPEND_TIME, stamp)),
     ]
+
+
+# --- per-record validation (Kafka's LogValidator) ---------------------------------------------
+
+
+def _records_of(data: bytes) -> list[tuple[bytes | None, bytes | None]]:
+    return [(r.key, r.value) for r in core_records.iter_records(data)]
+
+
+def _batch_with_records_section(section: bytes, count: int, compression: int = 0) -> bytes:
+    """A batch claiming ``count`` records whose records section is ``section`` as given
+    (compressed by ``compression``), header and CRC consistent: a liar only the records
+    themselves give away."""
+    out = bytearray(batch(*[b"x"] * count)[:61])
+    out += compress(compression, section) if compression else section
+    struct.pack_into(">i", out, 8, len(out) - 12)
+    struct.pack_into(">h", out, 21, compression)
+    return with_crc(out)
+
+
+@pytest.mark.parametrize("topic", [COMPACTED, COMPACT_DELETE])
+@pytest.mark.parametrize("codec", [core_records.COMPRESSION_NONE, core_records.COMPRESSION_LZ4])
+def test_keyless_record_on_compacted_topic_is_refused(
+    wire: KafkaWire, topic: str, codec: int
+) -> None:
+    before = end_offset(wire, topic)
+    keyless = core_records.build_batch(
+        [(1_000, b"k", b"keyed", []), (1_001, None, b"keyless", [])], codec
+    )
+    response = produce(wire, keyless, topic=topic)
+    assert response.error_code == INVALID_RECORD, response.error_message
+    record_error = (
+        f"Compacted topic cannot accept message without key in topic partition {topic}-0."
+    )
+    assert record_error in response.error_message
+    assert [(e.batch_index, e.batch_index_error_message) for e in response.record_errors] == [
+        (1, record_error)
+    ]
+    assert response.base_offset == -1
+    assert end_offset(wire, topic) == before
+    # Keyed records, tombstones (null value) included, are fine.
+    keyed = core_records.build_batch([(1_000, b"k", b"v", []), (1_001, b"k", None, [])], codec)
+    assert produce(wire, keyed, topic=topic).base_offset == before
+    assert end_offset(wire, topic) == before + 2
+
+
+def test_keyless_record_on_compacted_topic_reaches_the_clients(
+    shared_broker: BrokerProcess, wire: KafkaWire
+) -> None:
+    before = end_offset(wire, COMPACTED)
+    producer = Producer(
+        {"bootstrap.servers": shared_broker.bootstrap, "linger.ms": 0, "retries": 0}
+    )
+    errors: list[Any] = []
+    producer.produce(COMPACTED, b"no key", on_delivery=lambda e, m: errors.append(e))
+    assert producer.flush(DEADLINE) == 0
+    assert len(errors) == 1 and errors[0] is not None
+    assert errors[0].name() == "INVALID_RECORD", errors[0]
+    kp = KafkaProducer(bootstrap_servers=shared_broker.bootstrap, retries=0)
+    try:
+        with pytest.raises(KpInvalidRecordError):
+            kp.send(COMPACTED, b"no key either").get(timeout=DEADLINE)
+    finally:
+        kp.close()
+    assert end_offset(wire, COMPACTED) == before
+
+
+def test_record_offset_deltas_must_be_0_1_2(wire: KafkaWire) -> None:
+    before = end_offset(wire, TOPIC)
+    good = batch(b"one", b"two")
+    # First record: length, attributes, timestamp delta (1 byte each), then its offset delta.
+    assert good[61 + 3] == 0
+    skewed = bytearray(good)
+    skewed[61 + 3] = 2  # zig-zag 1: the first record claims offset delta 1
+    response = produce(wire, with_crc(skewed))
+    assert response.error_code == INVALID_RECORD
+    assert "Record 0 has offset delta 1" in response.error_message
+    assert [e.batch_index for e in response.record_errors] == [0]
+    assert end_offset(wire, TOPIC) == before
+
+
+@pytest.mark.parametrize("codec", [core_records.COMPRESSION_NONE, core_records.COMPRESSION_GZIP])
+def test_records_must_fill_the_batch_exactly(wire: KafkaWire, codec: int) -> None:
+    before = end_offset(wire, TOPIC)
+    section = batch(b"one", b"two")[61:]
+    trailing = _batch_with_records_section(section + b"\x00\x00\x00", 2, codec)
+    response = produce(wire, trailing)
+    assert response.error_code == INVALID_RECORD
+    assert "remain after them" in response.error_message
+    truncated = _batch_with_records_section(section[:-3], 2, codec)
+    response = produce(wire, truncated)
+    assert response.error_code == INVALID_RECORD, response.error_message
+    assert end_offset(wire, TOPIC) == before
+
+
+@pytest.mark.parametrize("codec", CODECS[1:])  # compressed ones
+def test_compressed_batch_whose_records_do_not_parse_is_refused(
+    wire: KafkaWire, codec: int
+) -> None:
+    before = end_offset(wire, TOPIC)
+    garbage = _batch_with_records_section(b"\x7f" * 40, 2, codec)
+    response = produce(wire, garbage)
+    assert response.error_code == INVALID_RECORD, response.error_message
+    # Compressed bytes that do not even decompress: CORRUPT_MESSAGE.
+    undecodable = bytearray(batch(b"x" * 100, compression=codec))
+    undecodable[61:] = b"\x13" * (len(undecodable) - 61)
+    response = produce(wire, with_crc(undecodable))
+    assert response.error_code == CORRUPT_MESSAGE, response.error_message
+    assert end_offset(wire, TOPIC) == before
+
+
+@pytest.mark.parametrize("codec", [core_records.COMPRESSION_NONE, core_records.COMPRESSION_SNAPPY])
+def test_create_time_is_checked_per_record(wire: KafkaWire, codec: int) -> None:
+    before = end_offset(wire, TIME_WINDOW)
+    now = int(time.time() * 1000)
+    stale = now - 2 * HOUR_MS
+    # The header's first and max timestamps (now) are in range; the second record is not.
+    records = [(now, b"k", b"fresh", []), (stale, b"k", b"stale", []), (now, b"k", b"ok", [])]
+    response = produce(wire, core_records.build_batch(records, codec), topic=TIME_WINDOW)
+    assert response.error_code == INVALID_TIMESTAMP, response.error_message
+    assert "message.timestamp.before.max.ms" in response.error_message
+    ((index, message),) = [
+        (e.batch_index, e.batch_index_error_message) for e in response.record_errors
+    ]
+    assert index == 1
+    assert message.startswith(f"Timestamp {stale} of message with offset 1 is out of range.")
+    future = [(now, b"k", b"fresh", []), (now + 2 * HOUR_MS, b"k", b"future", [])]
+    response = produce(wire, core_records.build_batch(future, codec), topic=TIME_WINDOW)
+    assert response.error_code == INVALID_TIMESTAMP
+    assert end_offset(wire, TIME_WINDOW) == before
+    fine = [(now - HOUR_MS // 2, b"k", b"a", []), (now + HOUR_MS // 2, b"k", b"b", [])]
+    assert produce(wire, core_records.build_batch(fine, codec), topic=TIME_WINDOW).error_code == 0
+    assert end_offset(wire, TIME_WINDOW) == before + 2
+
+
+def _segment_batch_codecs(shared_broker: BrokerProcess, topic: str) -> list[int]:
+    """Codec of every batch in the partition's segment files, read from disk."""
+    codecs = []
+    for path in sorted((shared_broker.log_dir / f"{topic}-0").glob("*.log")):
+        data = path.read_bytes()
+        codecs += [b.header.compression for b in core_records.iter_batches(data)]
+    return codecs
+
+
+def test_topic_compression_type_zstd_every_client_reads_back(
+    shared_broker: BrokerProcess,
+) -> None:
+    sent = [
+        (
+            b"key-%d" % i,
+            b"value-%d" % i * 20,
+            [("h", b"%d" % i), ("n", None)],
+            1_700_000_000_000 + i,
+        )
+        for i in range(50)
+    ]
+    producer = Producer(
+        {"bootstrap.servers": shared_broker.bootstrap, "compression.codec": "none", "linger.ms": 5}
+    )
+    for key, value, headers, timestamp in sent:
+        producer.produce(ZSTD_TOPIC, value, key=key, headers=headers, timestamp=timestamp)
+    assert producer.flush(DEADLINE) == 0
+    codecs = _segment_batch_codecs(shared_broker, ZSTD_TOPIC)
+    assert codecs and set(codecs) == {core_records.COMPRESSION_ZSTD}
+    expected = [(k, v, [(h, hv) for h, hv in hs], ts) for k, v, hs, ts in sent]
+
+    def settle(got: list[Any]) -> list[Any]:
+        assert len(got) >= len(expected)
+        return got[: len(expected)]
+
+    # confluent-kafka
+    consumer = Consumer(
+        {
+            "bootstrap.servers": shared_broker.bootstrap,
+            "group.id": "zstd-readers",
+            "enable.auto.commit": False,
+            "check.crcs": True,
+        }
+    )
+    got: list[Any] = []
+    try:
+        consumer.assign([TopicPartition(ZSTD_TOPIC, 0, 0)])
+        deadline = time.monotonic() + DEADLINE
+        while len(got) < len(expected) and time.monotonic() < deadline:
+            for message in consumer.consume(100, 0.5):
+                assert message.error() is None, message.error()
+                got.append(
+                    (message.key(), message.value(), message.headers(), message.timestamp()[1])
+                )
+    finally:
+        consumer.close()
+    assert settle(got) == expected
+    # kafka-python
+    kp = KafkaConsumer(bootstrap_servers=shared_broker.bootstrap, enable_auto_commit=False)
+    got = []
+    try:
+        tp = KpTopicPartition(ZSTD_TOPIC, 0)
+        kp.assign([tp])
+        kp.seek_to_beginning(tp)
+        deadline = time.monotonic() + DEADLINE
+        while len(got) < len(expected) and time.monotonic() < deadline:
+            for messages in kp.poll(timeout_ms=500).values():
+                got += [(m.key, m.value, list(m.headers), m.timestamp) for m in messages]
+    finally:
+        kp.close()
+    assert settle(got) == expected
+
+    # aiokafka
+    async def aiokafka_read() -> list[Any]:
+        aio = AIOKafkaConsumer(bootstrap_servers=shared_broker.bootstrap, enable_auto_commit=False)
+        await aio.start()
+        out: list[Any] = []
+        try:
+            tp = AioTopicPartition(ZSTD_TOPIC, 0)
+            aio.assign([tp])
+            await aio.seek_to_beginning(tp)
+            deadline = time.monotonic() + DEADLINE
+            while len(out) < len(expected) and time.monotonic() < deadline:
+                for messages in (await aio.getmany(timeout_ms=500)).values():
+                    out += [(m.key, m.value, list(m.headers), m.timestamp) for m in messages]
+        finally:
+            await aio.stop()
+        return out
+
+    assert settle(asyncio.run(aiokafka_read())) == expected
+    # pystream's own client
+    got = []
+    with pystream.Consumer(
+        bootstrap_servers=shared_broker.bootstrap, auto_offset_reset="earliest"
+    ) as ours:
+        ours.assign([(ZSTD_TOPIC, 0)])
+        deadline = time.monotonic() + DEADLINE
+        while len(got) < len(expected) and time.monotonic() < deadline:
+            got += [(r.key, r.value, list(r.headers), r.timestamp) for r in ours.poll(0.5)]
+    assert settle(got) == expected
+
+
+@pytest.mark.parametrize("codec", CODECS[:-1])  # all but zstd
+def test_topic_compression_type_keeps_batch_fields(wire: KafkaWire, codec: int) -> None:
+    # An idempotent producer's batch in another codec: one zstd batch with the same
+    # producer id/epoch/sequence, timestamps and records.
+    records = [
+        (1_700_000_000_000 + i, b"k%d" % i, b"v%d" % i * 30, [("h", b"x")]) for i in range(5)
+    ]
+    sent = core_records.build_batch(
+        records, codec, producer_id=4242, producer_epoch=3, base_sequence=0
+    )
+    response = produce(wire, sent, topic=ZSTD_TOPIC)
+    assert response.error_code == NONE, response.error_message
+    stored = _fetch_batch_bytes(wire, ZSTD_TOPIC, response.base_offset)
+    header = core_records.validate_batch(stored)  # CRC valid
+    original = core_records.read_batch_header(sent)
+    assert header.compression == core_records.COMPRESSION_ZSTD
+    assert (header.producer_id, header.producer_epoch, header.base_sequence) == (4242, 3, 0)
+    assert (header.base_timestamp, header.max_timestamp, header.record_count) == (
+        original.base_timestamp,
+        original.max_timestamp,
+        5,
+    )
+    assert [
+        (r.offset - response.base_offset, r.timestamp, r.key, r.value, r.headers)
+        for r in core_records.iter_records(stored)
+    ] == [(i, ts, k, v, h) for i, (ts, k, v, h) in enumerate(records)]
+    # Already zstd: stored as sent (no recompression on the fast path).
+    zstd = core_records.build_batch(records, core_records.COMPRESSION_ZSTD)
+    response = produce(wire, zstd, topic=ZSTD_TOPIC)
+    stored = _fetch_batch_bytes(wire, ZSTD_TOPIC, response.base_offset)
+    assert stored[16:] == zstd[16:]
 
 
 # --- ApiVersions -----------------------------------------------------------------------------

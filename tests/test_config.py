@@ -115,6 +115,9 @@ def test_typed_values_are_accepted() -> None:
         ("cleanup.policy", "delete,delete", "distinct"),
         ("compression.type", "brotli", "producer"),
         ("compression.type", "GZIP", "gzip"),  # case-sensitive, as Kafka
+        ("compression.gzip.level", "0", "between 1 and 9 inclusive, or -1"),  # KIP-390's ranges
+        ("compression.lz4.level", "18", "between 1 and 17"),
+        ("compression.zstd.level", "23", "between -131072 and 22"),
         ("message.timestamp.type", "createtime", "CreateTime"),
         ("min.cleanable.dirty.ratio", "1.5", "between 0 and 1"),
         ("min.cleanable.dirty.ratio", "nan", "a number"),

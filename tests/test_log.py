@@ -160,6 +160,51 @@ def test_create_time_window(tmp_path) -> None:
     assert log.log_end_offset == 1
 
 
+# --- compression.type ----------------------------------------------------------------------
+
+
+def _stored_batch(log: Log, base_offset: int) -> bytes:
+    data = bytes(read_via_fd(log, base_offset, 1 << 20))
+    for batch in core_records.iter_batches(data):
+        if batch.header.base_offset == base_offset:
+            return data[batch.position : batch.position + batch.header.size]
+    raise AssertionError(f"no batch at {base_offset}")
+
+
+def test_broker_compression_type_recompresses(tmp_path) -> None:
+    # The broker's compression.type is every topic's default (Kafka's synonym).
+    config = LogConfig.from_broker_properties({"compression.type": "lz4"})
+    log = Log.open(str(tmp_path / "t-0"), config, clock=FakeClock())
+    gzip = core_records.build_batch([(1_000 + i, b"k", b"v" * 50) for i in range(3)], 1)
+    info = log.append(gzip, leader_epoch=0)
+    stored = _stored_batch(log, 0)
+    assert core_records.validate_batch(stored).compression == core_records.COMPRESSION_LZ4
+    assert info.size == len(stored)
+    assert [r.offset for r in core_records.iter_records(stored)] == [0, 1, 2]
+    # Already lz4: the producer's bytes as sent (offsets and leader epoch aside).
+    lz4 = core_records.build_batch([(1_000, b"k", b"v" * 50)], core_records.COMPRESSION_LZ4)
+    log.append(lz4, leader_epoch=0)
+    assert _stored_batch(log, 3)[16:] == lz4[16:]
+
+
+@pytest.mark.parametrize("level,xfl", [("1", 4), ("9", 2)])
+def test_compression_gzip_level(tmp_path, level: str, xfl: int) -> None:
+    log = open_log(tmp_path, compression_type="gzip", compression_gzip_level=level)
+    log.append(make_batch(20, value_size=200), leader_epoch=0)
+    stored = _stored_batch(log, 0)
+    assert core_records.read_batch_header(stored).compression == core_records.COMPRESSION_GZIP
+    assert stored[61 + 8] == xfl  # gzip header XFL: 4 = fastest, 2 = best compression
+
+
+def test_recompressed_batch_over_max_message_bytes_is_refused(tmp_path) -> None:
+    log = open_log(tmp_path, compression_type="uncompressed", max_message_bytes="2000")
+    squeezed = core_records.build_batch([(1_000, b"k", bytes(200))] * 30, 4)
+    assert len(squeezed) < 2000
+    with pytest.raises(MessageTooLargeError, match="compression.type=uncompressed"):
+        log.append(squeezed, leader_epoch=0)
+    assert log.log_end_offset == 0
+
+
 # --- bad input ------------------------------------------------------------------------------
 
 

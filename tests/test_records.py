@@ -583,26 +583,26 @@ def record(body):
 GOOD_BODY = b"\x00\x00\x00\x02k\x02v\x00"  # attrs, ts 0, offset 0, key "k", value "v", 0 headers
 
 
-@pytest.mark.parametrize(
-    "section,match",
-    [
-        (b"\x80", "length varint"),  # truncated length varint
-        (b"\x01", "length varint"),  # negative length
-        (b"\x7e" + GOOD_BODY, "length varint"),  # length 63, past the end
-        (record(b""), "attributes"),  # no attributes byte
-        (record(b"\x00\x80"), "attributes"),  # truncated timestamp varint
-        (record(b"\x00\x00\x00\x03"), "key length"),  # key length -2
-        (record(b"\x00\x00\x00\x10k"), "key length"),  # key length 8, past the record
-        (record(b"\x00\x00\x00\x02k\x20v"), "value length"),  # value past the record
-        (record(b"\x00\x00\x00\x01\x01\x01"), "header count"),  # header count -1
-        (record(b"\x00\x00\x00\x01\x01\x7e"), "header count"),  # 63 headers in no bytes
-        (record(b"\x00\x00\x00\x01\x01\x02\x01\x00"), "header"),  # header key length -1
-        (record(b"\x00\x00\x00\x01\x01\x02\x04h\x00"), "header"),  # header key past the record
-        (record(GOOD_BODY + b"\x00"), "before the length"),  # unused bytes inside the record
-        (record(b"\x00\x00\x02" + GOOD_BODY[3:]), "offset delta"),  # offset delta 1 > last delta 0
-        (record(b"\x00\x00\x01" + GOOD_BODY[3:]), "offset delta"),  # offset delta -1
-    ],
-)
+MALFORMED_SECTIONS = [
+    (b"\x80", "length varint"),  # truncated length varint
+    (b"\x01", "length varint"),  # negative length
+    (b"\x7e" + GOOD_BODY, "length varint"),  # length 63, past the end
+    (record(b""), "attributes"),  # no attributes byte
+    (record(b"\x00\x80"), "attributes"),  # truncated timestamp varint
+    (record(b"\x00\x00\x00\x03"), "key length"),  # key length -2
+    (record(b"\x00\x00\x00\x10k"), "key length"),  # key length 8, past the record
+    (record(b"\x00\x00\x00\x02k\x20v"), "value length"),  # value past the record
+    (record(b"\x00\x00\x00\x01\x01\x01"), "header count"),  # header count -1
+    (record(b"\x00\x00\x00\x01\x01\x7e"), "header count"),  # 63 headers in no bytes
+    (record(b"\x00\x00\x00\x01\x01\x02\x01\x00"), "header"),  # header key length -1
+    (record(b"\x00\x00\x00\x01\x01\x02\x04h\x00"), "header"),  # header key past the record
+    (record(GOOD_BODY + b"\x00"), "before the length"),  # unused bytes inside the record
+    (record(b"\x00\x00\x02" + GOOD_BODY[3:]), "offset delta"),  # offset delta 1 > last delta 0
+    (record(b"\x00\x00\x01" + GOOD_BODY[3:]), "offset delta"),  # offset delta -1
+]
+
+
+@pytest.mark.parametrize("section,match", MALFORMED_SECTIONS)
 def test_malformed_records(section, match):
     data = with_records_section(simple_batch(1), section, count=1)
     R.validate_batch(data)  # the batch frame is fine
@@ -647,6 +647,10 @@ def test_mutated_batches_never_crash(data):
         lambda: R.index_records(blob, check_crc=False),
         lambda: [list(b) for b in R.iter_batches(blob, allow_partial_tail=True)],
         lambda: R.validate_produce_records(blob),
+        lambda: R.validate_produce_records(
+            blob, walk_records=True, compacted=True, now_ms=3, timestamp_before_max_ms=2
+        ),
+        lambda: R.validate_produce_records(blob, client=False, walk_records=True),
         lambda: R.assign_offsets(bytearray(blob), 10, 1, 99),
     ):
         try:
@@ -730,6 +734,161 @@ def test_non_client_append_of_several_batches():
     assert info.shallow_offset_of_max_timestamp == 11
     assert (info.compression, info.codecs) == (3, 0b1001)
     assert not R.validate_produce_records(b1 + b2 + b3, client=False).offsets_monotonic
+
+
+# ---------------------------------------------------------------- produce path: every record
+
+
+@pytest.mark.parametrize("codec", [0, 3])
+@pytest.mark.parametrize("section,match", MALFORMED_SECTIONS)
+def test_walk_refuses_malformed_records(section, match, codec):
+    data = with_records_section(simple_batch(1), section, count=1)
+    if codec:
+        data = with_records_section(
+            patch(data, 21, "h", codec), compression.compress(codec, section)
+        )
+    R.validate_produce_records(data)  # the header check alone lets it through
+    with pytest.raises(InvalidRecordError):
+        R.validate_produce_records(data, walk_records=True)
+
+
+def test_walk_offset_deltas_count_and_fill():
+    rec = [record(b"\x00\x00" + bytes([2 * i]) + GOOD_BODY[3:]) for i in range(3)]
+    good = with_records_section(simple_batch(3), b"".join(rec), count=3)
+    assert R.validate_produce_records(good, walk_records=True).record_count == 3
+    skipped = with_records_section(simple_batch(3), rec[0] + rec[2] + rec[2], count=3)
+    with pytest.raises(InvalidRecordError, match="Record 1 has offset delta 2") as caught:
+        R.validate_produce_records(skipped, walk_records=True)
+    assert caught.value.record_errors == [
+        (
+            1,
+            "Record 1 has offset delta 2, expected 1: the records"
+            " of a batch must have offset deltas 0, 1, 2, ... in order",
+        )
+    ]
+    with pytest.raises(InvalidRecordError, match="remain after them"):
+        R.validate_produce_records(
+            with_records_section(simple_batch(3), b"".join(rec) + b"\x00", count=3),
+            walk_records=True,
+        )
+    with pytest.raises(InvalidRecordError, match="ends after 2"):
+        R.validate_produce_records(
+            patch(
+                patch(with_records_section(simple_batch(3), b"".join(rec[:2])), 57, "i", 3),
+                23,
+                "i",
+                2,
+            ),
+            walk_records=True,
+        )
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_walk_keys_on_compacted_logs(codec):
+    data = R.build_batch(
+        [(1, b"k", b"v"), (2, None, b"a"), (3, b"k", None), (4, None, None)], codec
+    )
+    R.validate_produce_records(data, walk_records=True)  # not compacted: fine
+    with pytest.raises(InvalidRecordError) as caught:
+        R.validate_produce_records(data, walk_records=True, compacted=True, topic_partition="t-0")
+    message = "Compacted topic cannot accept message without key in topic partition t-0."
+    assert caught.value.record_errors == [(1, message), (3, message)]
+    assert str(caught.value) == (
+        "One or more records have been rejected due to 2 record errors in total, and only "
+        f"showing the first three errors at most: [RecordError(batchIndex=1, message='{message}'),"
+        f" RecordError(batchIndex=3, message='{message}')]"
+    )
+    keyed = R.build_batch([(1, b"k", b"v"), (2, b"k", None)], codec)
+    assert R.validate_produce_records(keyed, walk_records=True, compacted=True).record_count == 2
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_walk_create_time_window_per_record(codec):
+    now = 1_000_000
+    window = dict(now_ms=now, timestamp_before_max_ms=1000, timestamp_after_max_ms=500)
+    inside = R.build_batch([(now - 1000, b"k", b"a"), (now + 500, b"k", b"b"), (-1, b"k", b"c")])
+    assert R.validate_produce_records(inside, walk_records=True, **window).record_count == 3
+    # First and max timestamps are in range; record 1 is not (a per-batch check misses it).
+    data = R.build_batch([(now, b"k", b"a"), (now - 1001, b"k", b"b"), (now, b"k", b"c")], codec)
+    with pytest.raises(InvalidTimestampError, match="message.timestamp.before.max.ms") as caught:
+        R.validate_produce_records(data, walk_records=True, **window)
+    assert caught.value.record_errors == [
+        (
+            1,
+            f"Timestamp {now - 1001} of message with offset 1 is out of range. The timestamp "
+            f"should be within [{now - 1000}, {now + 500}]",
+        )
+    ]
+    future = R.build_batch([(now + 501, b"k", b"a")], codec)
+    with pytest.raises(InvalidTimestampError):
+        R.validate_produce_records(future, walk_records=True, **window)
+    # No window (the defaults), or no clock: not checked.
+    R.validate_produce_records(data, walk_records=True, now_ms=now)
+    R.validate_produce_records(data, walk_records=True)
+    # A timestamp refusal wins over key refusals (Kafka: INVALID_TIMESTAMP if any).
+    mixed = R.build_batch([(now, None, b"a"), (0, b"k", b"b")], codec)
+    with pytest.raises(InvalidTimestampError) as caught:
+        R.validate_produce_records(mixed, walk_records=True, compacted=True, **window)
+    assert [i for i, _ in caught.value.record_errors] == [0, 1]
+
+
+def test_walk_several_batches_with_compressed_ones_between():
+    b1 = R.build_batch([(5, b"k", b"a"), (50, b"k", b"b")], base_offset=10)
+    b2 = R.build_batch([(20, b"k", b"c")], base_offset=12, compression=3)
+    b3 = R.build_batch([(7, b"k", b"d")], base_offset=13, compression=1)
+    b4 = R.build_batch([(8, None, b"e")], base_offset=14)
+    info = R.validate_produce_records(b1 + b2 + b3 + b1, client=False, walk_records=True)
+    assert (info.batch_count, info.record_count, info.codecs) == (4, 6, 0b1011)
+    assert info.size_in_bytes == len(b1 + b2 + b3 + b1)
+    with pytest.raises(InvalidRecordError) as caught:  # the batch after the compressed ones
+        R.validate_produce_records(
+            b1 + b2 + b3 + b4, client=False, walk_records=True, compacted=True
+        )
+    assert [i for i, _ in caught.value.record_errors] == [0]
+
+
+@pytest.mark.parametrize("source", CODECS)
+@pytest.mark.parametrize("target", CODECS)
+def test_recompress_batch_keeps_everything_but_the_codec(source, target):
+    records = [
+        (1_700_000_000_000 + i, b"k%d" % i, b"v" * i * 20, [("h", b"%d" % i)]) for i in range(5)
+    ]
+    data = R.build_batch(
+        records,
+        source,
+        base_offset=0,
+        producer_id=77,
+        producer_epoch=2,
+        base_sequence=9,
+        is_transactional=True,
+    )
+    info = R.validate_produce_records(data, walk_records=True, keep_decompressed=True)
+    assert (info.decompressed is None) == (source == 0)
+    for decompressed in (info.decompressed, None):
+        out = R.recompress_batch(data, target, decompressed)
+        header, original = R.validate_batch(out), R.read_batch_header(data)  # CRC valid
+        assert header.compression == target
+        for name in (
+            "base_offset",
+            "partition_leader_epoch",
+            "last_offset_delta",
+            "base_timestamp",
+            "max_timestamp",
+            "producer_id",
+            "producer_epoch",
+            "base_sequence",
+            "record_count",
+            "is_transactional",
+            "timestamp_type",
+            "is_control",
+        ):
+            assert getattr(header, name) == getattr(original, name), name
+        assert [(r.timestamp, r.key, r.value, r.headers) for r in R.iter_records(out)] == [
+            (ts, k, v, h) for ts, k, v, h in records
+        ]
+    if target == 1:  # gzip levels reach zlib: XFL (byte 8 of the gzip header) says which
+        fast, best = (R.recompress_batch(data, 1, None, level) for level in (1, 9))
+        assert (fast[61 + 8], best[61 + 8]) == (4, 2)
 
 
 # ---------------------------------------------------------------- offset assignment

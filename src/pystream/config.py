@@ -304,6 +304,15 @@ MINUTE_MS = 60 * 1000
 CLEANUP_POLICIES = ("delete", "compact")
 COMPRESSION_TYPES = ("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer")
 TIMESTAMP_TYPES = ("CreateTime", "LogAppendTime")
+# compression.type -> Kafka codec id (-1: keep the producer's).
+_COMPRESSION_CODECS = {
+    "producer": -1,
+    "uncompressed": 0,
+    "gzip": 1,
+    "snappy": 2,
+    "lz4": 3,
+    "zstd": 4,
+}
 
 #: Topic-level configs: Kafka's ``LogConfig`` names, types, defaults and validators.
 TOPIC_CONFIGS: dict[str, ConfigDef] = _table(
@@ -316,13 +325,37 @@ TOPIC_CONFIGS: dict[str, ConfigDef] = _table(
         (Synonym("log.cleanup.policy"),),
     ),
     ConfigDef(
+        "compression.gzip.level",
+        ConfigType.INT,
+        -1,
+        BetweenOr(1, 9, -1),
+        "gzip level when the log recompresses to compression.type=gzip (-1: zlib's default).",
+        (Synonym("compression.gzip.level"),),
+    ),
+    ConfigDef(
+        "compression.lz4.level",
+        ConfigType.INT,
+        9,
+        Between(1, 17),
+        "lz4 level when the log recompresses to compression.type=lz4 (9: the fast mode).",
+        (Synonym("compression.lz4.level"),),
+    ),
+    ConfigDef(
         "compression.type",
         ConfigType.STRING,
         "producer",
         OneOf(COMPRESSION_TYPES),
-        "Codec of stored batches; producer keeps what the producer sent.",
+        "Codec of stored batches; producer keeps what the producer sent, another codec "
+        "recompresses batches sent in a different one.",
         (Synonym("compression.type"),),
-        honoured=False,  # batches are always stored as the producer compressed them
+    ),
+    ConfigDef(
+        "compression.zstd.level",
+        ConfigType.INT,
+        3,
+        Between(-131072, 22),
+        "zstd level when the log recompresses to compression.type=zstd.",
+        (Synonym("compression.zstd.level"),),
     ),
     ConfigDef(
         "delete.retention.ms",
@@ -499,33 +532,6 @@ TOPIC_CONFIGS: dict[str, ConfigDef] = _table(
     ),
     # --- Kafka 3.9's other topic configs: listed (DescribeConfigs), validated, not honoured.
     ConfigDef(
-        "compression.gzip.level",
-        ConfigType.INT,
-        -1,
-        BetweenOr(1, 9, -1),
-        "Level of gzip when compression.type is gzip.",
-        (Synonym("compression.gzip.level"),),
-        honoured=False,  # pystream does not recompress
-    ),
-    ConfigDef(
-        "compression.lz4.level",
-        ConfigType.INT,
-        9,
-        Between(1, 17),
-        "Level of lz4 when compression.type is lz4.",
-        (Synonym("compression.lz4.level"),),
-        honoured=False,
-    ),
-    ConfigDef(
-        "compression.zstd.level",
-        ConfigType.INT,
-        3,
-        Between(-131072, 22),
-        "Level of zstd when compression.type is zstd.",
-        (Synonym("compression.zstd.level"),),
-        honoured=False,
-    ),
-    ConfigDef(
         "follower.replication.throttled.replicas",
         ConfigType.LIST,
         (),
@@ -657,7 +663,10 @@ class LogConfig:
     """
 
     cleanup_policy: tuple[str, ...] = ("delete",)
+    compression_gzip_level: int = -1
+    compression_lz4_level: int = 9
     compression_type: str = "producer"
+    compression_zstd_level: int = 3
     delete_retention_ms: int = DAY_MS
     file_delete_delay_ms: int = MINUTE_MS
     flush_messages: int = INT64_MAX
@@ -824,6 +833,25 @@ class LogConfig:
         if self.compact_enabled and self.max_compaction_lag_ms > 0:
             return min(self.max_compaction_lag_ms, self.segment_ms)
         return self.segment_ms
+
+    @property
+    def compression_codec(self) -> int:
+        """Kafka codec id batches are stored with (0 none .. 4 zstd), -1 for ``producer``
+        (kept as sent)."""
+        return _COMPRESSION_CODECS[self.compression_type]
+
+    @property
+    def compression_level(self) -> int | None:
+        """The level for :attr:`compression_codec` (None: the codec's default mode, as
+        Kafka's defaults gzip -1 and lz4 9 mean)."""
+        codec = self.compression_type
+        if codec == "gzip" and self.compression_gzip_level != -1:
+            return self.compression_gzip_level
+        if codec == "lz4" and self.compression_lz4_level != 9:
+            return self.compression_lz4_level
+        if codec == "zstd":
+            return self.compression_zstd_level
+        return None
 
     @property
     def log_append_time(self) -> bool:

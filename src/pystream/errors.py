@@ -10,6 +10,7 @@ table so the numbering exists in exactly one place:
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 
 # (code, Kafka's name, retriable) — as in org.apache.kafka.common.protocol.Errors
 _TABLE: tuple[tuple[int, str, bool], ...] = (
@@ -150,6 +151,9 @@ class KafkaError(Exception):
     error_code: int = -1
     error_name: str = "UNKNOWN_SERVER_ERROR"
     retriable: bool = False
+    # Produce v8+: the records of the batch refused and why, (batch_index, message)
+    # pairs as Kafka's LogValidator reports them (set on the instance when known).
+    record_errors: Sequence[tuple[int, str]] = ()
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.error_name)

@@ -152,15 +152,41 @@ class AppendInfo:
     def codecs(self) -> int: ...  # bit (1 << codec id) per codec seen
     @property
     def size_in_bytes(self) -> int: ...
+    @property
+    def decompressed(self) -> bytes | None: ...  # keep_decompressed: the records section
 
 def validate_produce_records(
-    records: Buffer, max_batch_size: int = 0, *, api_version: int = 9, client: bool = True
+    records: Buffer,
+    max_batch_size: int = 0,
+    *,
+    api_version: int = 9,
+    client: bool = True,
+    walk_records: bool = False,
+    compacted: bool = False,
+    now_ms: int = -1,
+    timestamp_before_max_ms: int = ...,
+    timestamp_after_max_ms: int = ...,
+    topic_partition: str = "",
+    max_decompressed_size: int = 0,
+    keep_decompressed: bool = False,
 ) -> AppendInfo: ...
 
 # client=True: Kafka's producer rules (exactly one batch, base offset 0,
 # count == last_offset_delta + 1 > 0, no control batch, sequence when pid set,
 # CreateTime only, zstd needs api_version >= 7).  client=False: replication /
 # coordinator appends (several batches, control and compacted batches allowed).
+# walk_records=True (a leader append, Kafka's LogValidator): every record parsed,
+# compressed ones decompressed; offset deltas 0, 1, 2, ...; exactly record_count
+# records filling the batch; compacted: every record has a key; now_ms >= 0: each
+# CreateTime within [now - before, now + after].  Refusals of keys / timestamps
+# carry exc.record_errors [(batch_index, message)].
+
+def recompress_batch(
+    batch: Buffer, compression: int, decompressed: Buffer | None = None, level: int | None = None
+) -> bytes: ...
+
+# the one batch re-encoded in codec `compression` (0 = none), header fields kept,
+# records byte for byte; decompressed = its records section if already known
 
 def assign_offsets(
     records: WritableBuffer,

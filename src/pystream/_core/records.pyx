@@ -25,9 +25,13 @@ magic 0 or 1 (Produce v3+ carries only magic 2)                 InvalidRecordErr
 record count / last offset delta inconsistent, codec id 5-7,    InvalidRecordError (87)
 more than one batch in a produce, base offset != 0 from a
 client, control batch from a client, producer id without a
-sequence, malformed record framing inside a batch
+sequence, malformed record framing inside a batch, records
+that do not fill the batch exactly or whose offset deltas are
+not 0, 1, 2, ... (leader appends), a keyless record on a
+compacted log (with ``record_errors``)
 batch larger than ``max_batch_size`` (max.message.bytes)        MessageTooLargeError (10)
-LogAppendTime set by a producer                                 InvalidTimestampError (32)
+LogAppendTime set by a producer; a record's CreateTime          InvalidTimestampError (32)
+outside the message.timestamp.*.max.ms window
 zstd in a Produce request older than v7                         UnsupportedCompressionTypeError (76)
 =============================================================  =========================
 
@@ -40,7 +44,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromSt
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.stdint cimport INT32_MAX, int8_t, int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport INT32_MAX, INT64_MAX, int8_t, int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from pystream._core.endian cimport (
     load_be16, load_be32, load_be64, store_be16, store_be32, store_be64,
 )
@@ -464,6 +468,35 @@ cdef struct _AppendState:
     int codecs
     Py_ssize_t size
 
+
+cdef struct _RecordChecks:
+    # What a leader checks in every record (Kafka's LogValidator.validateRecord).
+    bint walk                  # parse every record: framing, offset deltas, exact fill
+    bint compacted             # cleanup.policy has compact: every record needs a key
+    bint check_timestamps      # CreateTime with a finite message.timestamp.*.max.ms window
+    int64_t now
+    int64_t before_max_ms
+    int64_t after_max_ms
+
+
+cdef struct _WalkResult:
+    # Where a batch's record walk stopped: the first problem found, if any.
+    int code                   # RECORD_OK, a RecordError, or a _RecordProblem
+    int32_t index              # record index (batch_index in Kafka's record_errors)
+    int64_t value              # the offending offset delta or timestamp
+    int32_t invalid            # records refused by key/timestamp rules (Kafka's record errors)
+    int invalid_kind           # REC_NO_KEY or REC_TIMESTAMP of the first such record
+    int32_t invalid_index      # and its index
+
+
+cdef enum _RecordProblem:
+    REC_NO_KEY = 200           # a keyless record on a compacted topic
+    REC_TIMESTAMP = 201        # CreateTime outside the message.timestamp.*.max.ms window
+    REC_OFFSET_DELTA = 202     # offset delta != its index
+    REC_COUNT_SHORT = 203      # fewer records than the header's count
+    REC_TRAILING = 204         # bytes left after the declared records
+
+
 cdef enum _ProduceError:
     PRODUCE_OK = 0
     PRODUCE_BATCH = 1              # the batch check failed: see the BatchError
@@ -476,14 +509,86 @@ cdef enum _ProduceError:
     PRODUCE_NO_SEQUENCE = 8        # producer id without a base sequence
     PRODUCE_LOG_APPEND_TIME = 9
     PRODUCE_ZSTD_VERSION = 10
+    PRODUCE_RECORDS = 11           # the record walk failed: see the _WalkResult
+    PRODUCE_DECOMPRESS = 12        # a compressed batch to walk: the caller decompresses
+
+
+# What read_record's errors mean, for messages.
+_RECORD_REASONS = {
+    RECORD_BAD_LENGTH: "has a length varint that is malformed, negative or past the end",
+    RECORD_BAD_FIELD: "has a malformed attributes / timestamp delta / offset delta field",
+    RECORD_BAD_KEY: "has a key length below -1 or past the record's end",
+    RECORD_BAD_VALUE: "has a value length below -1 or past the record's end",
+    RECORD_BAD_HEADER_COUNT: "has a negative header count or more headers than bytes left",
+    RECORD_BAD_HEADER: "has a header with a negative key length or a key/value past the record's end",
+    RECORD_SIZE_MISMATCH: "ends its fields before the length it declares",
+}
+
+
+cdef inline int _check_record(const RecordInfo* r, int64_t base_timestamp,
+                              const _RecordChecks* c) noexcept nogil:
+    # Kafka's validateKey then validateTimestamp: 0 or the record's problem.
+    cdef int64_t timestamp, diff
+    if c.compacted and r.key_length < 0:
+        return REC_NO_KEY
+    if c.check_timestamps:
+        timestamp = _add64(base_timestamp, r.timestamp_delta)
+        if timestamp != -1:
+            # As Java's long arithmetic: now - ts and its negation wrap.
+            diff = <int64_t>(<uint64_t>c.now - <uint64_t>timestamp)
+            if diff > c.before_max_ms or <int64_t>(0 - <uint64_t>diff) > c.after_max_ms:
+                return REC_TIMESTAMP
+    return 0
+
+
+cdef int _walk_batch_records(const unsigned char* data, Py_ssize_t start, Py_ssize_t end,
+                             const BatchInfo* info, const _RecordChecks* c,
+                             _WalkResult* out) noexcept nogil:
+    # Every record of one (decompressed) records section: framing, offset deltas
+    # 0, 1, 2, ... exactly count of them filling the section, then the per-record
+    # rules.  Framing problems stop the walk (Kafka's iterator throws); key and
+    # timestamp problems are counted over the whole batch (Kafka's record errors).
+    cdef RecordInfo r
+    cdef Py_ssize_t pos = start
+    cdef int32_t i
+    cdef int code
+    cdef bint rules = c.compacted or c.check_timestamps
+    out.invalid = 0
+    out.invalid_kind = 0
+    for i in range(info.record_count):
+        out.index = i
+        code = _read_record(data, end, &pos, &r)
+        if code != RECORD_OK:
+            out.code = REC_COUNT_SHORT if code == RECORD_MISSING else code
+            return out.code
+        if r.offset_delta != i:
+            out.code = REC_OFFSET_DELTA
+            out.value = r.offset_delta
+            return out.code
+        code = _check_record(&r, info.base_timestamp, c) if rules else 0
+        if code != 0:
+            if out.invalid == 0:
+                out.invalid_kind = code
+                out.invalid_index = i
+            out.invalid += 1
+    if pos != end:
+        out.index = info.record_count
+        out.value = end - pos
+        out.code = REC_TRAILING
+        return out.code
+    out.code = out.invalid_kind
+    return out.code
 
 
 cdef _ProduceError _validate_records(const unsigned char* buf, Py_ssize_t n, Py_ssize_t max_size,
-                                     bint client, int api_version, _AppendState* st,
-                                     BatchInfo* info, BatchError* berr,
-                                     Py_ssize_t* err_pos) noexcept nogil:
-    # One pass over the batch headers (and their CRCs); records are not parsed.
-    cdef Py_ssize_t pos = 0
+                                     bint client, int api_version, const _RecordChecks* checks,
+                                     _AppendState* st, BatchInfo* info, BatchError* berr,
+                                     Py_ssize_t* err_pos, _WalkResult* walk) noexcept nogil:
+    # One pass over the batch headers (and their CRCs), walking the records of
+    # uncompressed batches when checks.walk; a compressed batch to walk stops
+    # the pass with PRODUCE_DECOMPRESS (its state complete) for the caller, who
+    # walks it and calls again: the pass resumes at st.size.
+    cdef Py_ssize_t pos = st.size
     cdef Py_ssize_t size
     cdef int codec
     cdef int64_t last
@@ -515,6 +620,9 @@ cdef _ProduceError _validate_records(const unsigned char* buf, Py_ssize_t n, Py_
                 return PRODUCE_NO_SEQUENCE
             if info.attributes & 0x08:
                 return PRODUCE_LOG_APPEND_TIME
+        if checks.walk and codec == 0 and _walk_batch_records(
+                buf + pos, BATCH_OVERHEAD, size, info, checks, walk) != 0:
+            return PRODUCE_RECORDS
         last = _add64(info.base_offset, info.last_offset_delta)
         if st.batch_count == 0:
             st.first_offset = info.base_offset
@@ -545,6 +653,8 @@ cdef _ProduceError _validate_records(const unsigned char* buf, Py_ssize_t n, Py_
             st.compression = codec
         pos += size
         st.size = pos
+        if checks.walk and codec != 0:
+            return PRODUCE_DECOMPRESS
     return PRODUCE_OK
 
 
@@ -579,6 +689,9 @@ cdef class AppendInfo:
     cdef readonly int compression
     cdef readonly int codecs
     cdef readonly Py_ssize_t size_in_bytes
+    # The one compressed batch's records section, decompressed by the record
+    # walk (validate_produce_records(keep_decompressed=True)), else None.
+    cdef readonly object decompressed
 
     def __repr__(self) -> str:
         return (
@@ -629,8 +742,84 @@ cdef object _produce_error(_ProduceError err, const BatchInfo* info, Py_ssize_t 
     return InvalidRecordError(f"{where} failed validation (code {<int>err})")
 
 
+cdef str _timestamp_record_error(int64_t timestamp, int64_t offset, const _RecordChecks* c):
+    # The bounds as Python ints: an unlimited side must not wrap around.
+    cdef object now = c.now
+    return (f"Timestamp {timestamp} of message with offset {offset} is out of range. The "
+            f"timestamp should be within [{now - c.before_max_ms}, {now + c.after_max_ms}]")
+
+
+cdef list _record_errors(const unsigned char* data, Py_ssize_t start, Py_ssize_t end,
+                         const BatchInfo* info, const _RecordChecks* c, str topic_partition):
+    # Kafka's record_errors (batch_index, message) for every refused record; only
+    # called after _walk_batch_records found the framing sound and some refused.
+    cdef list out = []
+    cdef RecordInfo r
+    cdef Py_ssize_t pos = start
+    cdef int32_t i
+    cdef int code
+    for i in range(info.record_count):
+        _read_record(data, end, &pos, &r)
+        code = _check_record(&r, info.base_timestamp, c)
+        if code == REC_NO_KEY:
+            out.append((i, f"Compacted topic cannot accept message without key in topic "
+                           f"partition {topic_partition}."))
+        elif code == REC_TIMESTAMP:
+            out.append((i, _timestamp_record_error(_add64(info.base_timestamp, r.timestamp_delta),
+                                                   _add64(info.base_offset, r.offset_delta), c)))
+    return out
+
+
+cdef object _walk_error(const _WalkResult* w, const unsigned char* data, Py_ssize_t start,
+                        Py_ssize_t end, const BatchInfo* info, const _RecordChecks* c,
+                        Py_ssize_t pos, str topic_partition):
+    """The exception for a failed record walk (Kafka's LogValidator / DefaultRecord messages)."""
+    where = f"record batch at byte {pos} (topic partition {topic_partition})"
+    fix = "the producer wrote a malformed batch"
+    cdef list errors
+    if w.code == REC_NO_KEY or w.code == REC_TIMESTAMP:
+        errors = _record_errors(data, start, end, info, c, topic_partition)
+        timestamps = [(i, m) for i, m in errors if m.startswith("Timestamp")]
+        if timestamps:  # as Kafka: any timestamp refusal makes it INVALID_TIMESTAMP
+            first_index, first = timestamps[0]
+            exc = InvalidTimestampError(
+                f"One or more records have been rejected due to invalid timestamp: record "
+                f"{first_index} of the {info.record_count}: {first}; the broker's clock is {c.now} "
+                f"and message.timestamp.before.max.ms={c.before_max_ms}, "
+                f"message.timestamp.after.max.ms={c.after_max_ms} -- check the producer's clock")
+        else:
+            shown = ", ".join(f"RecordError(batchIndex={i}, message='{m}')" for i, m in errors[:3])
+            exc = InvalidRecordError(
+                f"One or more records have been rejected due to {len(errors)} record errors in "
+                f"total, and only showing the first three errors at most: [{shown}]")
+        exc.record_errors = errors
+        return exc
+    if w.code == REC_OFFSET_DELTA:
+        message = (f"Record {w.index} has offset delta {w.value}, expected {w.index}: the records "
+                   f"of a batch must have offset deltas 0, 1, 2, ... in order")
+        exc = InvalidRecordError(f"{where}: {message}; {fix}")
+        exc.record_errors = [(w.index, message)]
+        return exc
+    if w.code == REC_COUNT_SHORT:
+        return InvalidRecordError(
+            f"{where} declares {info.record_count} records but its data ends after {w.index} "
+            f"(Incorrect declared batch size, premature EOF reached); {fix}")
+    if w.code == REC_TRAILING:
+        return InvalidRecordError(
+            f"{where} declares {info.record_count} records but {w.value} bytes remain after "
+            f"them (Incorrect declared batch size, records still remaining in file); {fix}")
+    return InvalidRecordError(
+        f"record {w.index} of the {info.record_count} in the {where} "
+        f"{_RECORD_REASONS.get(w.code, f'is invalid (code {w.code})')}; {fix}")
+
+
 def validate_produce_records(const unsigned char[::1] records, Py_ssize_t max_batch_size=0, *,
-                             int api_version=9, bint client=True) -> AppendInfo:
+                             int api_version=9, bint client=True, bint walk_records=False,
+                             bint compacted=False, int64_t now_ms=-1,
+                             int64_t timestamp_before_max_ms=INT64_MAX,
+                             int64_t timestamp_after_max_ms=INT64_MAX,
+                             str topic_partition="", Py_ssize_t max_decompressed_size=0,
+                             bint keep_decompressed=False) -> AppendInfo:
     """Validate a Produce request's ``records`` field (one or more whole batches).
 
     Each batch gets the full :func:`validate_batch` check (CRC included);
@@ -642,15 +831,40 @@ def validate_produce_records(const unsigned char[::1] records, Py_ssize_t max_ba
     from v7.  ``client=False`` (replication, coordinator writes) allows
     several batches, control batches and compacted batches.
 
-    One pass in C, GIL released for large inputs; records are not parsed.
+    ``walk_records=True`` (a leader's append, Kafka's ``LogValidator``) also
+    parses every record, compressed batches decompressed (at most
+    ``max_decompressed_size`` bytes, 0 = DEFAULT_MAX_DECOMPRESSED_SIZE):
+    framing, offset deltas exactly 0, 1, 2, ..., exactly ``record_count``
+    records filling the batch (InvalidRecordError); with ``compacted`` every
+    record needs a key (InvalidRecordError); with ``now_ms >= 0`` every
+    record's CreateTime must lie in ``[now - before, now + after]``
+    (InvalidTimestampError).  Key and timestamp refusals carry Kafka's
+    ``record_errors`` (batch_index, message) on the exception; messages name
+    ``topic_partition``.  ``keep_decompressed`` keeps a compressed batch's
+    records section in :attr:`AppendInfo.decompressed` (for recompression).
+
+    One pass in C, GIL released for large inputs, no Python object per record.
     """
     cdef _AppendState st
     cdef BatchInfo info
     cdef BatchError berr = BATCH_OK
     cdef Py_ssize_t err_pos = 0
     cdef _ProduceError err
+    cdef _RecordChecks checks
+    cdef _WalkResult walk
     cdef Py_ssize_t n = records.shape[0]
     cdef const unsigned char* p = &records[0] if n else _EMPTY
+    cdef const unsigned char* data
+    cdef Py_ssize_t data_size
+    cdef object decompressed = None
+    cdef int code
+    checks.walk = walk_records
+    checks.compacted = compacted
+    checks.now = now_ms
+    checks.before_max_ms = timestamp_before_max_ms
+    checks.after_max_ms = timestamp_after_max_ms
+    checks.check_timestamps = now_ms >= 0 and (timestamp_before_max_ms != INT64_MAX
+                                               or timestamp_after_max_ms != INT64_MAX)
     st.batch_count = 0
     st.record_count = 0
     st.offset_count = 0
@@ -670,13 +884,37 @@ def validate_produce_records(const unsigned char[::1] records, Py_ssize_t max_ba
     st.compression = 0
     st.codecs = 0
     st.size = 0
-    if n >= _NOGIL_MIN:
-        with nogil:
-            err = _validate_records(p, n, max_batch_size, client, api_version, &st, &info, &berr, &err_pos)
-    else:
-        err = _validate_records(p, n, max_batch_size, client, api_version, &st, &info, &berr, &err_pos)
+    while True:
+        if n >= _NOGIL_MIN:
+            with nogil:
+                err = _validate_records(p, n, max_batch_size, client, api_version, &checks, &st,
+                                        &info, &berr, &err_pos, &walk)
+        else:
+            err = _validate_records(p, n, max_batch_size, client, api_version, &checks, &st,
+                                    &info, &berr, &err_pos, &walk)
+        if err != PRODUCE_DECOMPRESS:
+            break
+        # A compressed batch: decompress it once and walk its records section.
+        decompressed = _decompress(
+            info.attributes & 0x07,
+            records[err_pos + BATCH_OVERHEAD:st.size],
+            max_decompressed_size if max_decompressed_size > 0 else DEFAULT_MAX_DECOMPRESSED_SIZE,
+            info.base_offset)
+        data = <const unsigned char*>PyBytes_AS_STRING(decompressed)
+        data_size = PyBytes_GET_SIZE(decompressed)
+        if data_size >= _NOGIL_MIN:
+            with nogil:
+                code = _walk_batch_records(data, 0, data_size, &info, &checks, &walk)
+        else:
+            code = _walk_batch_records(data, 0, data_size, &info, &checks, &walk)
+        if code != 0:
+            raise _walk_error(&walk, data, 0, data_size, &info, &checks, err_pos, topic_partition)
     if err == PRODUCE_BATCH:
         raise _batch_error(berr, p + err_pos, n - err_pos, err_pos, &info, max_batch_size)
+    if err == PRODUCE_RECORDS:
+        raise _walk_error(&walk, p + err_pos, BATCH_OVERHEAD,
+                          <Py_ssize_t>info.batch_length + LOG_OVERHEAD, &info, &checks, err_pos,
+                          topic_partition)
     if err != PRODUCE_OK:
         raise _produce_error(err, &info, err_pos, api_version)
     cdef AppendInfo out = AppendInfo.__new__(AppendInfo)
@@ -699,7 +937,45 @@ def validate_produce_records(const unsigned char[::1] records, Py_ssize_t max_ba
     out.compression = st.compression
     out.codecs = st.codecs
     out.size_in_bytes = st.size
+    if keep_decompressed and st.batch_count == 1:
+        out.decompressed = decompressed
     return out
+
+
+def recompress_batch(const unsigned char[::1] batch, int compression, decompressed=None,
+                     level=None) -> bytes:
+    """The one batch in ``batch`` re-encoded with codec ``compression`` (Kafka's
+    recompression to a topic's ``compression.type``; 0 = uncompressed).
+
+    Every header field is kept (offsets, producer id/epoch, base sequence,
+    timestamps, timestamp type, transactional and control flags) but the codec
+    bits and the CRC; the records (their offset and timestamp deltas are
+    relative to the header) are kept byte for byte.  ``decompressed`` is the
+    records section when the caller already has it (AppendInfo.decompressed);
+    ``level`` the codec's level (None = its default).  Expects a validated
+    batch; the CRC is not checked again.
+    """
+    cdef BatchInfo info
+    cdef Py_ssize_t n = batch.shape[0]
+    cdef const unsigned char* p = &batch[0] if n else _EMPTY
+    cdef BatchError err = check_batch_ex(p, n, 0, 0, &info)
+    cdef const unsigned char[::1] view
+    if err != BATCH_OK:
+        raise _batch_error(err, p, n, 0, &info, 0)
+    _check_codec(compression)
+    cdef int codec = info.attributes & 0x07
+    cdef Py_ssize_t size = <Py_ssize_t>info.batch_length + LOG_OVERHEAD
+    section = decompressed
+    if section is None:
+        section = batch[BATCH_OVERHEAD:size]
+        if codec != 0:
+            section = _decompress(codec, section, DEFAULT_MAX_DECOMPRESSED_SIZE, info.base_offset)
+    view = section
+    return _finish_batch(compression, &view[0] if view.shape[0] else _EMPTY, view.shape[0], section,
+                         info.base_offset, info.partition_leader_epoch, info.attributes & ~0x07,
+                         info.last_offset_delta, info.base_timestamp, info.max_timestamp,
+                         info.producer_id, info.producer_epoch, info.base_sequence,
+                         info.record_count, level)
 
 
 # ---------------------------------------------------------------- offset assignment
@@ -796,15 +1072,53 @@ def set_partition_leader_epoch(records, int32_t partition_leader_epoch) -> None:
 
 # ---------------------------------------------------------------- reading records
 
+cdef inline bint _short_varint(const unsigned char* buf, Py_ssize_t end, Py_ssize_t* pos,
+                               int64_t* out) noexcept nogil:
+    # A one- or two-byte zig-zag varint, read inline: record fields (lengths below
+    # 8 KiB, deltas) are that short, and the produce path walks every record (a call
+    # into varint.pyx per field costs more than the parsing).  False: longer or
+    # truncated, for the general readers to decide; pos is then unchanged.
+    cdef Py_ssize_t p = pos[0]
+    cdef int64_t u
+    if p >= end:
+        return False
+    if buf[p] < 0x80:
+        u = buf[p]
+        pos[0] = p + 1
+    elif p + 1 < end and buf[p + 1] < 0x80:
+        u = (buf[p] & 0x7F) | (<int64_t>buf[p + 1] << 7)
+        pos[0] = p + 2
+    else:
+        return False
+    out[0] = (u >> 1) ^ -(u & 1)
+    return True
+
+
+cdef inline int _varint32(const unsigned char* buf, Py_ssize_t end, Py_ssize_t* pos,
+                          int32_t* out) noexcept nogil:
+    cdef int64_t v
+    if _short_varint(buf, end, pos, &v):
+        out[0] = <int32_t>v
+        return 0
+    return read_varint32(buf, end, pos, out)
+
+
 cdef RecordError read_record(const unsigned char* buf, Py_ssize_t end, Py_ssize_t* pos,
                              RecordInfo* out) noexcept nogil:
+    return _read_record(buf, end, pos, out)
+
+
+cdef inline RecordError _read_record(const unsigned char* buf, Py_ssize_t end, Py_ssize_t* pos,
+                                     RecordInfo* out) noexcept nogil:
+    # read_record's body, inline for the loops of this module (the produce path's
+    # record walk calls it once per record); other modules call read_record.
     cdef Py_ssize_t p = pos[0]
     cdef Py_ssize_t rend
     cdef int32_t n32, klen, vlen, i
     cdef int64_t n64
     if p >= end:
         return RECORD_MISSING
-    if read_varint32(buf, end, &p, &n32) != 0 or n32 < 0 or n32 > end - p:
+    if _varint32(buf, end, &p, &n32) != 0 or n32 < 0 or n32 > end - p:
         return RECORD_BAD_LENGTH
     # Every field is read against the record's own end, not the batch's.
     rend = p + n32
@@ -812,34 +1126,34 @@ cdef RecordError read_record(const unsigned char* buf, Py_ssize_t end, Py_ssize_
         return RECORD_BAD_FIELD
     out.attributes = <int8_t>buf[p]
     p += 1
-    if read_varint(buf, rend, &p, &n64) != 0:
+    if not _short_varint(buf, rend, &p, &n64) and read_varint(buf, rend, &p, &n64) != 0:
         return RECORD_BAD_FIELD
     out.timestamp_delta = n64
-    if read_varint32(buf, rend, &p, &n32) != 0:
+    if _varint32(buf, rend, &p, &n32) != 0:
         return RECORD_BAD_FIELD
     out.offset_delta = n32
-    if read_varint32(buf, rend, &p, &klen) != 0 or klen < -1 or klen > rend - p:
+    if _varint32(buf, rend, &p, &klen) != 0 or klen < -1 or klen > rend - p:
         return RECORD_BAD_KEY
     out.key_offset = p
     out.key_length = klen
     if klen > 0:
         p += klen
-    if read_varint32(buf, rend, &p, &vlen) != 0 or vlen < -1 or vlen > rend - p:
+    if _varint32(buf, rend, &p, &vlen) != 0 or vlen < -1 or vlen > rend - p:
         return RECORD_BAD_VALUE
     out.value_offset = p
     out.value_length = vlen
     if vlen > 0:
         p += vlen
     # Each header takes at least two bytes (two length varints).
-    if read_varint32(buf, rend, &p, &n32) != 0 or n32 < 0 or n32 > (rend - p) // 2:
+    if _varint32(buf, rend, &p, &n32) != 0 or n32 < 0 or n32 > (rend - p) // 2:
         return RECORD_BAD_HEADER_COUNT
     out.header_count = n32
     out.headers_offset = p
     for i in range(n32):
-        if read_varint32(buf, rend, &p, &klen) != 0 or klen < 0 or klen > rend - p:
+        if _varint32(buf, rend, &p, &klen) != 0 or klen < 0 or klen > rend - p:
             return RECORD_BAD_HEADER
         p += klen
-        if read_varint32(buf, rend, &p, &vlen) != 0 or vlen < -1 or vlen > rend - p:
+        if _varint32(buf, rend, &p, &vlen) != 0 or vlen < -1 or vlen > rend - p:
             return RECORD_BAD_HEADER
         if vlen > 0:
             p += vlen
@@ -871,7 +1185,7 @@ cdef inline int _walk_next(_Walk* w, RecordInfo* r) noexcept nogil:
     cdef RecordError err
     if w.read >= w.count:
         return WALK_END if w.pos == w.end else WALK_TRAILING
-    err = read_record(w.data, w.end, &w.pos, r)
+    err = _read_record(w.data, w.end, &w.pos, r)
     if err != RECORD_OK:
         return err
     if r.offset_delta <= w.prev_delta or r.offset_delta > w.last_delta:
@@ -896,16 +1210,7 @@ cdef object _record_error(int code, const _Walk* w, const RecordInfo* r, int64_t
         return InvalidRecordError(
             f"{what} has offset delta {r.offset_delta}, but deltas must increase and stay within "
             f"0..{w.last_delta} (last_offset_delta); {fix}")
-    reasons = {
-        RECORD_BAD_LENGTH: "has a length varint that is malformed, negative or past the end",
-        RECORD_BAD_FIELD: "has a malformed attributes / timestamp delta / offset delta field",
-        RECORD_BAD_KEY: "has a key length below -1 or past the record's end",
-        RECORD_BAD_VALUE: "has a value length below -1 or past the record's end",
-        RECORD_BAD_HEADER_COUNT: "has a negative header count or more headers than bytes left",
-        RECORD_BAD_HEADER: "has a header with a negative key length or a key/value past the record's end",
-        RECORD_SIZE_MISMATCH: "ends its fields before the length it declares",
-    }
-    return InvalidRecordError(f"{what} {reasons.get(code, f'is invalid (code {code})')}; {fix}")
+    return InvalidRecordError(f"{what} {_RECORD_REASONS.get(code, f'is invalid (code {code})')}; {fix}")
 
 
 cdef list decode_headers(const unsigned char* buf, Py_ssize_t end, Py_ssize_t pos, int32_t count):
@@ -1457,15 +1762,16 @@ cdef bytes _finish_batch(int codec, const unsigned char* records, Py_ssize_t rec
                          object records_owner, int64_t base_offset, int32_t leader_epoch,
                          int16_t attributes, int32_t last_offset_delta, int64_t base_timestamp,
                          int64_t max_timestamp, int64_t producer_id, int16_t producer_epoch,
-                         int32_t base_sequence, int32_t record_count):
-    """The finished batch: records section compressed by ``codec``, header, CRC."""
+                         int32_t base_sequence, int32_t record_count, object level=None):
+    """The finished batch: records section compressed by ``codec`` (at ``level``, None =
+    the codec's default), header, CRC."""
     cdef object payload
     cdef const unsigned char* src = records
     cdef Py_ssize_t n = records_size
     if codec != 0:
         view = (records_owner if records_owner is not None
                 else PyMemoryView_FromMemory(<char*>records, records_size, PyBUF_READ))
-        payload = _compression.compress(codec, view)
+        payload = _compression.compress(codec, view, level)
         if not PyBytes_CheckExact(payload):
             payload = bytes(payload)
         src = <const unsigned char*>PyBytes_AS_STRING(payload)

@@ -39,8 +39,8 @@ from pystream.clock import now_ms
 from pystream.config import LogConfig
 from pystream.errors import (
     InvalidRecordError,
-    InvalidTimestampError,
     KafkaStorageError,
+    MessageTooLargeError,
     OffsetOutOfRangeError,
     RecordListTooLargeError,
     UnknownServerError,
@@ -195,6 +195,8 @@ class Log:
         """Use :meth:`open`; this wires up state that the loader established."""
         self.directory = directory
         self.topic_partition = parse_topic_partition(os.path.basename(directory))
+        # Kafka's "topic-partition" for error messages (the directory name otherwise).
+        self._partition_name = os.path.basename(directory)
         self._config = config
         self._segments = segments
         self._base_offsets = [s.base_offset for s in segments]
@@ -368,21 +370,43 @@ class Log:
         one batch, Kafka's client rules) or a coordinator's batches
         (``origin=COORDINATOR``: several, control batches allowed).  A
         writable buffer is patched in place (base offset, leader epoch,
-        LogAppendTime); ``bytes`` is copied first.  Nothing is appended if
-        anything is wrong: CorruptMessageError (length, CRC),
-        InvalidRecordError (magic, record count, attributes, client rules),
-        MessageTooLargeError (a batch over max.message.bytes),
-        RecordListTooLargeError (over segment.bytes), InvalidTimestampError
-        (CreateTime outside the message.timestamp.*.max.ms window).
+        LogAppendTime); ``bytes`` is copied first.  Every record is parsed, as
+        Kafka's LogValidator does.  A client batch in another codec than the
+        topic's ``compression.type`` (unless ``producer``) is recompressed into
+        one new batch first.  Nothing is appended if anything is wrong:
+        CorruptMessageError (length, CRC, undecodable compressed data),
+        InvalidRecordError (magic, record count, attributes, client rules, record
+        framing, offset deltas not 0, 1, 2..., a keyless record on a compacted
+        log), MessageTooLargeError (a batch over max.message.bytes, also once
+        recompressed), RecordListTooLargeError (over segment.bytes),
+        InvalidTimestampError (a CreateTime record outside the
+        message.timestamp.*.max.ms window).  Record refusals carry Kafka's
+        ``record_errors``.
         """
         self._check_open()
         config = self._config
+        client = origin is AppendOrigin.CLIENT
+        now = self._clock()
+        target_codec = config.compression_codec if client else -1
+        # Kafka's LogValidator: every record is parsed (compressed batches decompressed
+        # once); CreateTime timestamps are checked per record, keys on compacted logs.
         info = core_records.validate_produce_records(
-            records, config.max_message_bytes, client=origin is AppendOrigin.CLIENT
+            records,
+            config.max_message_bytes,
+            client=client,
+            walk_records=True,
+            compacted=config.compact_enabled,
+            now_ms=-1 if config.log_append_time else now,
+            timestamp_before_max_ms=config.message_timestamp_before_max_ms,
+            timestamp_after_max_ms=config.message_timestamp_after_max_ms,
+            topic_partition=self._partition_name,
+            keep_decompressed=target_codec >= 0,
         )
         size = info.size_in_bytes
+        if target_codec >= 0 and info.codecs != 1 << target_codec:
+            records = self._recompress(records, info, target_codec)
+            size = len(records)
         self._check_fits_segment(size)
-        client = origin is AppendOrigin.CLIENT
         producer_id = info.producer_id
         if client and producer_id >= 0:
             # Idempotent producer: one O(1) check per batch (non-idempotent ones skip it).
@@ -391,12 +415,7 @@ class Log:
             )
             if duplicate is not None:
                 return self._duplicate_append_info(duplicate, info.record_count)
-        now = self._clock()
-        if config.log_append_time:
-            append_time = now
-        else:
-            append_time = -1
-            self._check_timestamps(records, now)
+        append_time = now if config.log_append_time else -1
         buffer = records if _writable(records) else bytearray(records)
         first_offset = self._log_end_offset
         next_offset = core_records.assign_offsets(buffer, first_offset, leader_epoch, append_time)
@@ -537,25 +556,27 @@ class Log:
                 "segment.bytes"
             )
 
-    def _check_timestamps(self, records: bytes | bytearray | memoryview, now: int) -> None:
-        # CreateTime: Kafka refuses timestamps outside [now - before.max, now + after.max].
-        # Checked per batch (first and max timestamp), not per record: no record parsing.
+    def _recompress(
+        self,
+        records: bytes | bytearray | memoryview,
+        info: core_records.AppendInfo,
+        codec: int,
+    ) -> bytearray:
+        # compression.type names another codec than the producer's: one new batch in that
+        # codec (Kafka's buildRecordsAndAssignOffsets), measured against max.message.bytes
+        # again as Kafka does after a conversion.
         config = self._config
-        before = config.message_timestamp_before_max_ms
-        after = config.message_timestamp_after_max_ms
-        if before == INT64_MAX and after == INT64_MAX:
-            return
-        for header in _batch_headers(records):
-            low, high = header.base_timestamp, header.max_timestamp
-            if (before != INT64_MAX and low < now - before) or (
-                after != INT64_MAX and high > now + after
-            ):
-                raise InvalidTimestampError(
-                    f"Timestamps {low}..{high} are out of range for {self.directory}: they must "
-                    f"lie within [now - message.timestamp.before.max.ms ({before}), now + "
-                    f"message.timestamp.after.max.ms ({after})] with now={now}; check the "
-                    "producer's clock"
-                )
+        batch = core_records.recompress_batch(
+            records, codec, info.decompressed, config.compression_level
+        )
+        if len(batch) > config.max_message_bytes:
+            raise MessageTooLargeError(
+                f"Message batch size is {len(batch)} bytes in append to partition "
+                f"{self._partition_name} which exceeds the maximum configured size of "
+                f"{config.max_message_bytes} once recompressed to compression.type="
+                f"{config.compression_type}; send smaller batches or raise max.message.bytes"
+            )
+        return bytearray(batch)
 
     def _maybe_flush_for_messages(self) -> None:
         if self.needs_flush_for_messages():

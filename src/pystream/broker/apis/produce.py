@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 TopicResponse = ProduceResponse.TopicProduceResponse
 PartitionResponse = ProduceResponse.PartitionProduceResponse
+BatchIndexAndErrorMessage = ProduceResponse.BatchIndexAndErrorMessage
 
 
 @api_handler(0, 3, 10)
@@ -74,6 +75,11 @@ async def handle_produce(
                 response.error_code = exc.error_code
                 response.error_message = str(exc)
                 response.base_offset = -1
+                # Produce v8+: which records were refused (Kafka's LogValidator record errors).
+                response.record_errors = [
+                    BatchIndexAndErrorMessage(batch_index=index, batch_index_error_message=message)
+                    for index, message in exc.record_errors
+                ]
             else:
                 response.base_offset = info.first_offset
                 response.log_append_time_ms = info.log_append_time_ms
