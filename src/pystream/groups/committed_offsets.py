@@ -253,10 +253,10 @@ class CommittedOffsets:
     ) -> dict[TopicPartition, int]:
         """TxnOffsetCommit: write the offsets as part of the producer's transaction.
 
-        Kept pending only once the ISR has them (as a plain commit, a failed write
-        changes nothing).  They become visible to OffsetFetch only when :meth:`complete_transaction`
-        reports the commit marker (and OffsetFetch with require_stable reports
-        UNSTABLE_OFFSET_COMMIT meanwhile).
+        Appended with acks=all and answered once the ISR has them; a failed write
+        leaves nothing pending.  They become visible to OffsetFetch only when
+        :meth:`complete_transaction` reports the commit marker (and OffsetFetch with
+        require_stable reports UNSTABLE_OFFSET_COMMIT meanwhile).
         """
         error = self.coordinator_error(group_id)
         if error:
@@ -277,11 +277,22 @@ class CommittedOffsets:
         results: dict[TopicPartition, int] = {}
         valid = self._valid_offsets(offsets, results)
         if valid:
-            code = await self.persistence.store_transactional_offsets(
+            stored = self.persistence.store_transactional_offsets(
                 group_id, _commit_records(group_id, valid), producer_id, producer_epoch
             )
-            if not code:
-                group.pending_transactional_offsets.setdefault(producer_id, {}).update(valid)
+            # Pending from the append on (Kafka's prepareTxnOffsetCommit): OffsetFetch with
+            # require_stable answers UNSTABLE_OFFSET_COMMIT meanwhile, and a transaction
+            # aborted (timed out) during the wait drops them for good.
+            pending = group.pending_transactional_offsets.setdefault(producer_id, {})
+            pending.update(valid)
+            code = await stored
+            if code:
+                # Not stored: forget them (unless a later commit replaced them meanwhile).
+                for tp, offset in valid.items():
+                    if pending.get(tp) is offset:
+                        del pending[tp]
+                if not pending and group.pending_transactional_offsets.get(producer_id) is pending:
+                    del group.pending_transactional_offsets[producer_id]
             results.update(dict.fromkeys(valid, code))
         return {tp: results[tp] for tp in offsets}
 
