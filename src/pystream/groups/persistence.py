@@ -118,7 +118,8 @@ class GroupPersistence:
       told, and what OffsetFetch returns, survives the loss of this broker;
     * **cleanups** (:meth:`append`: tombstones of deleted groups and expired or
       deleted offsets) are appended without waiting, as Kafka's
-      ``cleanupGroupMetadata`` does (acks=0): the state they remove is gone either way.
+      ``cleanupGroupMetadata`` does (acks=0): a lost tombstone is written again by
+      the next cleanup, or the offset it removes comes back with a reload.
     """
 
     def __init__(self, replicas: ReplicaManager, partition_for: Callable[[str], int]) -> None:
