@@ -163,6 +163,16 @@ def commit(brokers: list[BrokerProcess], group: str, offset: int) -> None:
         member.close()
 
 
+# Errors a commit is retried on while a coordinator moves.
+RETRIABLE = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError._TIMED_OUT,
+    KafkaError.REQUEST_TIMED_OUT,
+}
+
+
 def commit_when_possible(brokers: list[BrokerProcess], group: str, offset: int) -> None:
     """Commit, retrying retriable errors (a coordinator moving) until a deadline."""
 
@@ -176,15 +186,6 @@ def commit_when_possible(brokers: list[BrokerProcess], group: str, offset: int) 
         return True
 
     wait_until(committed, timeout=60, what=f"a commit of {offset} for {group}", interval=0.2)
-
-
-RETRIABLE = {
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError._TIMED_OUT,
-    KafkaError.REQUEST_TIMED_OUT,
-}
 
 
 def read_committed(brokers: list[BrokerProcess], group: str) -> int:
@@ -269,6 +270,8 @@ def served_by_one_coordinator(brokers: list[BrokerProcess], group: str) -> bool:
     if len(named) != 1:
         return False
     (coordinator_id,) = named
+    if coordinator_id < 0:
+        return False  # no leader for the group's partition right now
     for broker in live(brokers):
         with broker.wire() as wire:
             (described,) = wire.request(15, 3, DescribeGroupsRequest(groups=[group])).groups
@@ -294,6 +297,7 @@ def test_commits_survive_sigkills_of_the_coordinator_and_the_group_stays_reachab
     for round_ in range(ROUNDS):
         offset = 100 * (round_ + 1)
         current = preferred_leader_leads(brokers, group)
+        wait_until(lambda: served_by_one_coordinator(brokers, group), timeout=30)
         commit(brokers, group, offset)  # answered once the ISR has it
         kill(brokers, current)
         coordinator(brokers, group, other_than=current)
