@@ -142,12 +142,17 @@ class CoordinatorBase:
         return self._active and partition in self._owned
 
     def _elect_led_partitions(self) -> None:
-        """Load every partition of :attr:`topic` the metadata says this broker leads."""
+        """Load every partition of :attr:`topic` this broker leads: whose leader role its
+        replica manager has taken, not only what the metadata says.  The metadata runs
+        ahead of the roles for a moment (a role change is applied by a task); replaying
+        the log of a replica still following would miss what it fetches afterwards, and
+        the role change (:meth:`on_elected`) would then find the partition loaded."""
         topic = self.metadata.get_topic(self.topic)
         if topic is None:
             return
-        for index, state in sorted(topic.partitions.items()):
-            if state.leader == self.broker_id:
+        for index in sorted(topic.partitions):
+            hosted = self.replicas.partition(self.topic, index)
+            if hosted is not None and hosted.state.leader == self.broker_id:
                 self.on_elected(index)
 
     def on_elected(self, partition: int) -> None:

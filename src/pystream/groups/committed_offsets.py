@@ -31,6 +31,7 @@ from pystream.groups.offsets_log import (
     offset_commit_key,
     offset_commit_value,
 )
+from pystream.groups.persistence import store_offsets_error
 
 if TYPE_CHECKING:
     from pystream.groups.membership import CoordinatorCheck
@@ -70,9 +71,10 @@ class CommittedOffsets:
         self._remove_group = remove_group
         self.metadata_max_bytes = metadata_max_bytes  # offset.metadata.max.bytes
         self.retention_ms = retention_ms  # offsets.retention.minutes
+        self._writes = 0  # writes of offsets (and their tombstones) so far: their order
 
     # --- offsets ----------------------------------------------------------------------------
-    def commit_offsets(
+    async def commit_offsets(
         self,
         group_id: str,
         member_id: str,
@@ -80,7 +82,7 @@ class CommittedOffsets:
         generation_id: int,
         offsets: dict[TopicPartition, OffsetAndMetadata],
     ) -> dict[TopicPartition, int]:
-        """OffsetCommit: an error code per partition.
+        """OffsetCommit: an error code per partition, once the commit is replicated.
 
         A generation of -1 commits for a group that does not use Kafka's group
         management (it must be Empty); otherwise the member and generation must
@@ -98,7 +100,7 @@ class CommittedOffsets:
         error = self._commit_error(group, member_id, group_instance_id, generation_id)
         if error:
             return dict.fromkeys(offsets, error)
-        return self._store_offsets(group, offsets)
+        return await self._store_offsets(group, offsets)
 
     def _commit_error(
         self, group: ClassicGroup, member_id: str, instance_id: str | None, generation_id: int
@@ -132,23 +134,52 @@ class CommittedOffsets:
                 valid[tp] = offset
         return valid
 
-    def _store_offsets(
+    async def _store_offsets(
         self, group: ClassicGroup, offsets: dict[TopicPartition, OffsetAndMetadata]
     ) -> dict[TopicPartition, int]:
+        """Kafka's ``storeOffsets``: append with acks=all, and only once the ISR has the
+        commit make it what OffsetFetch returns (a failed write changes nothing here)."""
         results: dict[TopicPartition, int] = {}
         valid = self._valid_offsets(offsets, results)
         if valid:
-            code = self.persistence.append_offsets(
+            order = self._next_write()
+            code = await self.persistence.store_offsets(
                 group.group_id, _commit_records(group.group_id, valid)
             )
             if not code:
-                group.offsets.update(valid)
+                self._apply(group, valid, order)
                 # A plain commit after a transactional one (not yet committed) wins.
                 for pending in group.pending_transactional_offsets.values():
                     for tp in valid:
                         pending.pop(tp, None)
             results.update(dict.fromkeys(valid, code))
         return {tp: results[tp] for tp in offsets}
+
+    def _next_write(self) -> int:
+        """The order of a write about to be appended (appends are synchronous: the order of
+        these numbers is the order of the records in the log)."""
+        self._writes += 1
+        return self._writes
+
+    @staticmethod
+    def _apply(
+        group: ClassicGroup, offsets: dict[TopicPartition, OffsetAndMetadata], order: int
+    ) -> None:
+        """Make replicated offsets the committed ones, unless a later write of the same
+        partition was applied first (replication waits may end out of order)."""
+        written = group.offset_write_order
+        for tp, offset in offsets.items():
+            if written.get(tp, 0) < order:
+                written[tp] = order
+                group.offsets[tp] = offset
+
+    @staticmethod
+    def _forget(group: ClassicGroup, partitions: Iterable[TopicPartition], order: int) -> None:
+        """Drop offsets whose tombstones were appended (an older commit still waiting for
+        the ISR does not bring them back)."""
+        for tp in partitions:
+            group.offsets.pop(tp, None)
+            group.offset_write_order[tp] = order
 
     def fetch_offsets(
         self, group_id: str, partitions: list[TopicPartition] | None, require_stable: bool = False
@@ -197,18 +228,20 @@ class CommittedOffsets:
             return E.NON_EMPTY_GROUP, {}
         doomed = [tp for tp in dict.fromkeys(eligible) if tp in group.offsets]
         if doomed:
-            code = self.persistence.append_offsets(
-                group_id, [(offset_commit_key(group_id, t, p), None) for t, p in doomed]
+            order = self._next_write()
+            code = store_offsets_error(
+                self.persistence.append(
+                    group_id, [(offset_commit_key(group_id, t, p), None) for t, p in doomed]
+                )
             )
             if code:
                 return code, {}
-            for tp in doomed:
-                del group.offsets[tp]
+            self._forget(group, doomed, order)
         results.update((tp, NONE) for tp in eligible)
         return NONE, results
 
     # --- transactional offsets (TxnOffsetCommit, transaction markers) -----------------------
-    def commit_transactional_offsets(
+    async def commit_transactional_offsets(
         self,
         group_id: str,
         producer_id: int,
@@ -220,9 +253,10 @@ class CommittedOffsets:
     ) -> dict[TopicPartition, int]:
         """TxnOffsetCommit: write the offsets as part of the producer's transaction.
 
-        They become visible to OffsetFetch only when :meth:`complete_transaction`
-        reports the commit marker (and OffsetFetch with require_stable reports
-        UNSTABLE_OFFSET_COMMIT meanwhile).
+        Appended with acks=all and answered once the ISR has them; a failed write
+        leaves nothing pending.  They become visible to OffsetFetch only when
+        :meth:`complete_transaction` reports the commit marker (and OffsetFetch with
+        require_stable reports UNSTABLE_OFFSET_COMMIT meanwhile).
         """
         error = self.coordinator_error(group_id)
         if error:
@@ -243,11 +277,22 @@ class CommittedOffsets:
         results: dict[TopicPartition, int] = {}
         valid = self._valid_offsets(offsets, results)
         if valid:
-            code = self.persistence.append_transactional_offsets(
+            stored = self.persistence.store_transactional_offsets(
                 group_id, _commit_records(group_id, valid), producer_id, producer_epoch
             )
-            if not code:
-                group.pending_transactional_offsets.setdefault(producer_id, {}).update(valid)
+            # Pending from the append on (Kafka's prepareTxnOffsetCommit): OffsetFetch with
+            # require_stable answers UNSTABLE_OFFSET_COMMIT meanwhile, and a transaction
+            # aborted (timed out) during the wait drops them for good.
+            pending = group.pending_transactional_offsets.setdefault(producer_id, {})
+            pending.update(valid)
+            code = await stored
+            if code:
+                # Not stored: forget them (unless a later commit replaced them meanwhile).
+                for tp, offset in valid.items():
+                    if pending.get(tp) is offset:
+                        del pending[tp]
+                if not pending and group.pending_transactional_offsets.get(producer_id) is pending:
+                    del group.pending_transactional_offsets[producer_id]
             results.update(dict.fromkeys(valid, code))
         return {tp: results[tp] for tp in offsets}
 
@@ -262,7 +307,7 @@ class CommittedOffsets:
                 continue
             pending = group.pending_transactional_offsets.pop(producer_id, None)
             if pending and committed:
-                group.offsets.update(pending)
+                self._apply(group, pending, self._next_write())
 
     # --- expiration -------------------------------------------------------------------------
     def expire_offsets(self, now: int | None = None) -> int:
@@ -287,10 +332,10 @@ class CommittedOffsets:
                 records.append((group_metadata_key(group_id), None))
             if not records:
                 continue
+            order = self._next_write()
             if self.persistence.append(group_id, records):
                 continue  # logged; try again next time
-            for tp in expired:
-                del group.offsets[tp]
+            self._forget(group, expired, order)
             removed += len(expired)
             if dies:
                 log.info("group %s is empty and has no offsets left: removed", group_id)

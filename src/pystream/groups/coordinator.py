@@ -52,7 +52,7 @@ from pystream.groups.offsets_log import (
     offset_commit_key,
     partition_for,
 )
-from pystream.groups.persistence import GroupPersistence
+from pystream.groups.persistence import GroupPersistence, store_group_error
 
 if TYPE_CHECKING:
     import asyncio
@@ -91,14 +91,7 @@ class GroupCoordinator(CoordinatorBase):
         self._cleanup_timer: asyncio.TimerHandle | None = None
         # partition -> (records replayed, groups, seconds): what the last load did.
         self.load_stats: dict[int, tuple[int, int, float]] = {}
-        # The replication bookkeeping stays with the ownership (it forgets a partition's
-        # log end on resignation): persistence is handed the two methods that use it.
-        self._persistence = GroupPersistence(
-            replicas,
-            self.partition_for,
-            note_appended=self._note_appended,
-            replicated=self._replicated,
-        )
+        self._persistence = GroupPersistence(replicas, self.partition_for)
         # The rebalance protocol (JoinGroup ... LeaveGroup) and the committed offsets
         # (OffsetCommit/Fetch/Delete): the API handlers call these parts directly.
         self.membership = Membership(
@@ -203,11 +196,6 @@ class GroupCoordinator(CoordinatorBase):
         become committed or are dropped (:meth:`CommittedOffsets.complete_transaction`)."""
         self.offsets.complete_transaction(producer_id, partitions, committed)
 
-    async def wait_replicated(self, group_id: str) -> int:
-        """Until what was appended to the group's partition is on every ISR member (Kafka's
-        coordinator appends with acks=all); an error code as the client is told it."""
-        return await self._persistence.wait_replicated(group_id)
-
     # --- admin ------------------------------------------------------------------------------
     def describe_group(self, group_id: str) -> tuple[int, ClassicGroup | None]:
         error = self.coordinator_error(group_id, allow_empty=True)
@@ -246,7 +234,7 @@ class GroupCoordinator(CoordinatorBase):
             for topic, partition in group.offsets
         ]
         records.append((group_metadata_key(group_id), None))
-        code = self._persistence.append_group(group_id, records)
+        code = store_group_error(self._persistence.append(group_id, records))
         if code:
             return code
         log.info("deleted group %s and its %d offset(s)", group_id, len(group.offsets))

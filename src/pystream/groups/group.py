@@ -193,6 +193,9 @@ class ClassicGroup:
         self.new_member_added = False
         self.subscribed_topics: set[str] | None = None
         self.offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        # The order (a counter of the offsets store) of the write each offset came from: a
+        # commit replicated after a later write to the same partition must not overwrite it.
+        self.offset_write_order: dict[TopicPartition, int] = {}
         # Transactional offset commits not yet committed: producer id -> offsets.
         self.pending_transactional_offsets: dict[int, dict[TopicPartition, OffsetAndMetadata]] = {}
         # Tokens of the rebalance's current delayed join / pending-sync operations: the

@@ -19,7 +19,11 @@ Kafka's ``GroupCoordinator`` behaviour, so clients see the same thing:
   across a restart: the new member id replaces the old one without a rebalance.
 
 Nothing awaits between reading and changing a group (appends to the local log
-are synchronous), so each request sees and leaves a consistent state.
+are synchronous), so each request sees and leaves a consistent state.  What
+must survive this broker is stored with acks=all (Kafka's ``storeGroup``): a
+SyncGroup's assignment reaches the members, and a static member's new id its
+JoinGroup answer, only once the ISR has it; a task of the coordinator waits
+for that and re-checks the group's generation and state before it answers.
 
 :class:`Membership` is one part of the coordinator
 (:class:`~pystream.groups.coordinator.GroupCoordinator` builds it and hands it
@@ -378,43 +382,80 @@ class Membership:
                 )
                 return future
             group.set_join_future(member, None)
-            error = self.persistence.store_group(group, None)
-            if error:
-                # Not persisted: keep the old identity, the client retries.
+            # Answered once the new member id is stored (Kafka's storeGroup callback).
+            stored = self.persistence.store_group(group, None)
+            self._spawn(
+                self._complete_static_rejoin(
+                    group, member, old_member_id, old, request, current_leader, stored, future
+                )
+            )
+            return future
+        if state is GroupState.COMPLETING_REBALANCE:
+            # The leader may be assigning to the old member id: start over.
+            self._prepare_rebalance(group, f"static member {new_member_id} replaced its old id")
+        return future
+
+    async def _complete_static_rejoin(
+        self,
+        group: ClassicGroup,
+        member: Member,
+        old_member_id: str,
+        old: tuple[list[tuple[str, bytes]], int, int],
+        request: _JoinRequest,
+        current_leader: str,
+        stored: Awaitable[int],
+        future: asyncio.Future[JoinResult],
+    ) -> None:
+        """Once the group with the static member's new id is stored, answer its JoinGroup;
+        if the store failed the member keeps its old identity (the client retries)."""
+        new_member_id = member.member_id
+        try:
+            error = await stored
+        except asyncio.CancelledError:
+            # The coordinator stops: the member looks for the next one.
+            resolve(future, JoinResult(E.NOT_COORDINATOR, new_member_id))
+            raise
+        if error:
+            if group.members.get(new_member_id) is member:
                 group.update_member(member, old[0], old[1], old[2], None)
                 group.replace_static_member(new_member_id, old_member_id)
                 self.schedule_heartbeat(group, member)
-                return JoinResult(
+            resolve(
+                future,
+                JoinResult(
                     error,
                     "",
                     group.generation_id,
                     group.protocol_type,
                     group.protocol_name,
                     current_leader,
-                )
-            log.info(
-                "static member %s of group %s rejoined as %s without a rebalance",
-                request.group_instance_id,
-                group.group_id,
-                new_member_id,
+                ),
             )
-            if request.supports_skip_assignment:
-                # JoinGroup v9 (KIP-814): a returning leader learns it leads, but must not
-                # run the assignor (a stable group would not hand out its result).
-                is_leader = group.is_leader(new_member_id)
-                return JoinResult(
-                    NONE,
-                    new_member_id,
-                    group.generation_id,
-                    group.protocol_type,
-                    group.protocol_name,
-                    group.leader_id or "",
-                    skip_assignment=is_leader,
-                    members=group.current_member_metadata() if is_leader else [],
-                )
-            # Older versions: name the old leader id, so a returning leader does not think it
-            # leads and compute an assignment that the stable group would never distribute.
-            return JoinResult(
+            return
+        log.info(
+            "static member %s of group %s rejoined as %s without a rebalance",
+            request.group_instance_id,
+            group.group_id,
+            new_member_id,
+        )
+        if request.supports_skip_assignment:
+            # JoinGroup v9 (KIP-814): a returning leader learns it leads, but must not
+            # run the assignor (a stable group would not hand out its result).
+            is_leader = group.is_leader(new_member_id)
+            result = JoinResult(
+                NONE,
+                new_member_id,
+                group.generation_id,
+                group.protocol_type,
+                group.protocol_name,
+                group.leader_id or "",
+                skip_assignment=is_leader,
+                members=group.current_member_metadata() if is_leader else [],
+            )
+        else:
+            # Older versions: name the old leader id, so a returning leader does not think
+            # it leads and compute an assignment that the stable group would never distribute.
+            result = JoinResult(
                 NONE,
                 new_member_id,
                 group.generation_id,
@@ -422,10 +463,7 @@ class Membership:
                 group.protocol_name,
                 current_leader,
             )
-        if state is GroupState.COMPLETING_REBALANCE:
-            # The leader may be assigning to the old member id: start over.
-            self._prepare_rebalance(group, f"static member {new_member_id} replaced its old id")
-        return future
+        resolve(future, result)
 
     # --- rebalance phases -------------------------------------------------------------------
     def _maybe_prepare_rebalance(self, group: ClassicGroup, reason: str) -> None:
@@ -529,10 +567,10 @@ class Membership:
             log.info(
                 "group %s with generation %d is now empty", group.group_id, group.generation_id
             )
-            error = self.persistence.store_group(group, {})
-            if error:
-                # The previous generation stays in the log; it has no live members to confuse.
-                log.warning("could not write the empty metadata of group %s", group.group_id)
+            # Nobody waits for this write (as in Kafka): a failure is only logged.
+            self._spawn(
+                self._log_failed_store(group.group_id, self.persistence.store_group(group, {}))
+            )
             return
         log.info(
             "stabilized group %s generation %d (protocol %s) with %d member(s)",
@@ -655,20 +693,41 @@ class Membership:
             )
             # Members the leader left out get an empty assignment.
             assignment = {mid: assignments.get(mid, b"") for mid in group.members}
-            error = self.persistence.store_group(group, assignment)
-            if (
-                group.state is GroupState.COMPLETING_REBALANCE
-                and group.generation_id == generation_id
-            ):
-                if error:
-                    self._reset_and_propagate_assignment_error(group, error)
-                    self._maybe_prepare_rebalance(group, "storing the assignment failed")
-                else:
-                    for m in group.members.values():
-                        m.assignment = assignment[m.member_id]
-                    self._propagate_assignment(group, NONE)
-                    group.transition_to(GroupState.STABLE)
+            # The members are answered once the assignment is stored (Kafka's storeGroup
+            # callback), by a task of its own: a leader that goes away cannot stall them.
+            stored = self.persistence.store_group(group, assignment)
+            self._spawn(self._complete_sync(group, generation_id, assignment, stored))
         return await future
+
+    async def _complete_sync(
+        self,
+        group: ClassicGroup,
+        generation_id: int,
+        assignment: dict[str, bytes],
+        stored: Awaitable[int],
+    ) -> None:
+        """Once the leader's assignment is stored (or not), hand it to the members (or the
+        error, and rebalance) — if the group is still in that generation's sync phase."""
+        error = await stored
+        if (
+            group.state is not GroupState.COMPLETING_REBALANCE
+            or group.generation_id != generation_id
+        ):
+            return
+        if error:
+            self._reset_and_propagate_assignment_error(group, error)
+            self._maybe_prepare_rebalance(group, "storing the assignment failed")
+            return
+        for m in group.members.values():
+            m.assignment = assignment.get(m.member_id, b"")
+        self._propagate_assignment(group, NONE)
+        group.transition_to(GroupState.STABLE)
+
+    async def _log_failed_store(self, group_id: str, stored: Awaitable[int]) -> None:
+        error = await stored
+        if error:
+            # The previous generation stays in the log; it has no live members to confuse.
+            log.warning("could not write the empty metadata of group %s: error %d", group_id, error)
 
     def _propagate_assignment(self, group: ClassicGroup, error: int) -> None:
         protocol_type = group.protocol_type if not error else None

@@ -87,6 +87,10 @@ def store_offsets_error(code: int) -> int:
     return code
 
 
+async def _mapped(stored: Awaitable[int], mapping: Callable[[int], int]) -> int:
+    return mapping(await stored)
+
+
 @dataclass(slots=True)
 class ReplayedPartition:
     """The groups one ``__consumer_offsets`` partition holds, rebuilt from its log."""
@@ -101,42 +105,40 @@ class ReplayedPartition:
 class GroupPersistence:
     """Writes the coordinator's records to ``__consumer_offsets`` and reads them back.
 
-    Owns no state of its own: the replication bookkeeping (the log end of the last
-    write per partition, forgotten when this broker resigns) stays with the
-    partition ownership of :class:`~pystream.coordinator.base.CoordinatorBase`,
-    which hands over the two functions that use it (``note_appended``,
-    ``replicated``).  ``partition_for`` maps a group id to its partition (it
-    depends on the topic's partition count, which the metadata knows).
+    Owns no state of its own.  ``partition_for`` maps a group id to its partition
+    (it depends on the topic's partition count, which the metadata knows).
+
+    Two kinds of writes, as Kafka's ``GroupMetadataManager``:
+
+    * **stores** (:meth:`store_offsets`, :meth:`store_transactional_offsets`,
+      :meth:`store_group`) append with acks=all — nothing is appended while the
+      ISR is below ``min.insync.replicas`` — and return only once every ISR member
+      has the records (at most ``offsets.commit.timeout.ms``).  The caller changes
+      its memory and answers only after a store succeeded, so what a client was
+      told, and what OffsetFetch returns, survives the loss of this broker;
+    * **cleanups** (:meth:`append`: tombstones of deleted groups and expired or
+      deleted offsets) are appended without waiting, as Kafka's
+      ``cleanupGroupMetadata`` does (acks=0): a lost tombstone is written again by
+      the next cleanup, or the offset it removes comes back with a reload.
     """
 
-    def __init__(
-        self,
-        replicas: ReplicaManager,
-        partition_for: Callable[[str], int],
-        *,
-        note_appended: Callable[[int], None],
-        replicated: Callable[[int, int], Awaitable[int]],
-    ) -> None:
+    def __init__(self, replicas: ReplicaManager, partition_for: Callable[[str], int]) -> None:
         self.replicas = replicas
         self.partition_for = partition_for
-        self._note_appended = note_appended
-        self._replicated = replicated
 
     # --- writes -----------------------------------------------------------------------------
-    def append(
+    def _append(
         self,
         group_id: str,
         records: Records,
         *,
+        required_acks: int,
         producer_id: int = -1,
         producer_epoch: int = -1,
         transactional: bool = False,
-    ) -> int:
-        """Append records to the group's partition; the raw Kafka error code (0: written).
-
-        Synchronous (the local log append is), so a caller that reads a group,
-        writes and then changes the group sees no other request in between.
-        """
+    ) -> tuple[int, int]:
+        """Append records to the group's partition: (raw Kafka error code, the offset after
+        the appended batch).  Synchronous (the local log append is)."""
         partition = self.partition_for(group_id)
         batch = build_records(
             records,
@@ -146,49 +148,91 @@ class GroupPersistence:
             transactional=transactional,
         )
         try:
-            self.replicas.append(OFFSETS_TOPIC, partition, batch, origin=AppendOrigin.COORDINATOR)
+            info = self.replicas.append(
+                OFFSETS_TOPIC,
+                partition,
+                batch,
+                origin=AppendOrigin.COORDINATOR,
+                required_acks=required_acks,
+            )
         except KafkaError as exc:
             log.warning("appending to %s-%d failed: %s", OFFSETS_TOPIC, partition, exc)
-            return exc.error_code
-        self._note_appended(partition)
-        return NONE
+            return exc.error_code, -1
+        return NONE, info.last_offset + 1
 
-    def append_offsets(self, group_id: str, records: Records) -> int:
-        """Append offset commits (or their tombstones); the error as a committer is told it."""
-        return store_offsets_error(self.append(group_id, records))
+    def append(self, group_id: str, records: Records) -> int:
+        """Append cleanup records (tombstones) without waiting for the ISR; the raw Kafka
+        error code (0: appended)."""
+        return self._append(group_id, records, required_acks=1)[0]
 
-    def append_transactional_offsets(
+    def store(
+        self,
+        group_id: str,
+        records: Records,
+        *,
+        producer_id: int = -1,
+        producer_epoch: int = -1,
+        transactional: bool = False,
+    ) -> Awaitable[int]:
+        """Append records with acks=all now, and return what to await: the raw Kafka error
+        code once every ISR member has them (0) or the write failed.
+
+        The append happens in this call (synchronously), so a caller that reads a group
+        and stores it sees no other request in between, and writes land in the log in
+        the order they were made, even when their waits are awaited in other tasks.
+        NOT_ENOUGH_REPLICAS (nothing appended) while the ISR is below
+        ``min.insync.replicas``; NOT_ENOUGH_REPLICAS_AFTER_APPEND, REQUEST_TIMED_OUT or
+        NOT_LEADER_OR_FOLLOWER when the records were appended here but may not survive.
+        """
+        code, required_offset = self._append(
+            group_id,
+            records,
+            required_acks=-1,
+            producer_id=producer_id,
+            producer_epoch=producer_epoch,
+            transactional=transactional,
+        )
+        return self._replicated(self.partition_for(group_id), code, required_offset)
+
+    async def _replicated(self, partition: int, code: int, required_offset: int) -> int:
+        if code:
+            return code
+        (error,) = await self.replicas.wait_for_replication(
+            [(OFFSETS_TOPIC, partition, required_offset)], OFFSETS_COMMIT_TIMEOUT_MS
+        )
+        if error is None:
+            return NONE
+        log.warning(
+            "%s-%d: a coordinator write was not replicated: %s", OFFSETS_TOPIC, partition, error
+        )
+        return error.error_code
+
+    def store_offsets(self, group_id: str, records: Records) -> Awaitable[int]:
+        """Store offset commits (:meth:`store`); the error as a committer is told it."""
+        return _mapped(self.store(group_id, records), store_offsets_error)
+
+    def store_transactional_offsets(
         self, group_id: str, records: Records, producer_id: int, producer_epoch: int
-    ) -> int:
-        """Append offset commits as part of the producer's transaction (the partition checks
+    ) -> Awaitable[int]:
+        """Store offset commits as part of the producer's transaction (the partition checks
         the producer epoch); the error as a committer is told it."""
-        return store_offsets_error(
-            self.append(
-                group_id,
-                records,
-                producer_id=producer_id,
-                producer_epoch=producer_epoch,
-                transactional=True,
-            )
+        stored = self.store(
+            group_id,
+            records,
+            producer_id=producer_id,
+            producer_epoch=producer_epoch,
+            transactional=True,
         )
+        return _mapped(stored, store_offsets_error)
 
-    def append_group(self, group_id: str, records: Records) -> int:
-        """Append group records (metadata, or a deleted group's tombstones); the error as
-        a group member or admin is told it."""
-        return store_group_error(self.append(group_id, records))
-
-    def store_group(self, group: ClassicGroup, assignments: dict[str, bytes] | None) -> int:
-        """Write the group's metadata (its generation, members and, given, their assignments)."""
+    def store_group(
+        self, group: ClassicGroup, assignments: dict[str, bytes] | None
+    ) -> Awaitable[int]:
+        """Store the group's metadata (its generation, members and, given, their
+        assignments) as it is now; the error as a group member is told it."""
         value = group.to_metadata_value(assignments)
-        return self.append_group(
-            group.group_id, [(group_metadata_key(group.group_id), group_metadata_value(value))]
-        )
-
-    async def wait_replicated(self, group_id: str) -> int:
-        """Until what was appended to the group's partition is on every ISR member (Kafka's
-        coordinator appends with acks=all); an error code as the client is told it."""
-        code = await self._replicated(self.partition_for(group_id), OFFSETS_COMMIT_TIMEOUT_MS)
-        return store_offsets_error(code) if code else NONE
+        records: Records = [(group_metadata_key(group.group_id), group_metadata_value(value))]
+        return _mapped(self.store(group.group_id, records), store_group_error)
 
     # --- replay -----------------------------------------------------------------------------
     async def replay(self, partition: int) -> ReplayedPartition:

@@ -55,19 +55,14 @@ async def handle_offset_commit(
             )
     results: dict[TopicPartition, int] = {}
     if offsets:
-        coordinator = coordinator_of(context)
-        results = coordinator.offsets.commit_offsets(
+        # Answered once the ISR has the commit: it then survives the coordinator's loss.
+        results = await coordinator_of(context).offsets.commit_offsets(
             request.group_id,
             request.member_id if version >= 1 else "",
             request.group_instance_id if version >= 7 else None,
             request.generation_id_or_member_epoch if version >= 1 else -1,
             offsets,
         )
-        if any(code == 0 for code in results.values()):
-            # Answered once the ISR has the commit: it then survives the coordinator's loss.
-            error = await coordinator.wait_replicated(request.group_id)
-            if error:
-                results = {tp: code or error for tp, code in results.items()}
     Partition = OffsetCommitResponse.OffsetCommitResponsePartition
     return OffsetCommitResponse(
         topics=[

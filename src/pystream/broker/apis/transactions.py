@@ -195,7 +195,7 @@ async def handle_txn_offset_commit(
     if code:
         results = dict.fromkeys(offsets, code)
     else:
-        results = store.commit_transactional_offsets(
+        results = await store.commit_transactional_offsets(
             request.group_id,
             request.producer_id,
             request.producer_epoch,
