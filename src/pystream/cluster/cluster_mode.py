@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from pystream.cluster.metadata.model import (
@@ -109,10 +109,13 @@ class ClusterMode:
         fetchers: ReplicaFetcherManager,
         owners: Mapping[str, PartitionOwner],
         listener_name: str,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         """``owners``: internal topic -> its coordinator, told when this broker starts or
         stops leading one of their partitions; ``listener_name``: the listener other
-        brokers reach this one on (replication, controller requests, transaction markers)."""
+        brokers reach this one on (replication, controller requests, transaction markers);
+        ``on_fatal(reason)``: called (on the loop) when this broker must stop serving,
+        e.g. its ``broker.id`` was registered by another broker while its session was lost."""
         self.config = config
         self.broker_id = config.broker_id
         self.listener_name = listener_name
@@ -124,6 +127,7 @@ class ClusterMode:
         self._replicas = replicas
         self._topics = topics
         self._owners = owners
+        self._on_fatal = on_fatal or (lambda reason: None)
         # Topic changes, applied in order by one task (new logs are made in a thread first).
         self._changes: asyncio.Queue[tuple[str, TopicMetadata | None, TopicMetadata | None]] = (
             asyncio.Queue()
@@ -184,7 +188,16 @@ class ClusterMode:
     async def stop(self) -> None:
         """Hand leadership over (controlled shutdown), resign as controller, deregister,
         close the session (others take over at once)."""
-        if self.config.controlled_shutdown_enable and self._zookeeper_connected():
+        connected = self._zookeeper_connected()
+        if not connected:
+            # Without ZooKeeper no controller can move leadership, and deregistering waits
+            # for nothing: the session (and its znodes) expire on the server's side.
+            log.warning(
+                "broker %d: ZooKeeper is unreachable: skipping controlled shutdown and "
+                "deregistration (the registration expires with the session)",
+                self.broker_id,
+            )
+        elif self.config.controlled_shutdown_enable:
             from pystream.cluster.controlled_shutdown import controlled_shutdown
 
             # First, while this broker still follows role changes and serves requests.
@@ -215,7 +228,12 @@ class ClusterMode:
         return self.client is not None and self.client.connected
 
     def _on_step_down(self, reason: str) -> None:
-        log.error("broker %d is no longer a cluster member: %s", self.broker_id, reason)
+        # Another broker serves as this id now: serving on would answer for partitions the
+        # controller gives to the other one.  Stop, as Kafka's broker exits.
+        log.error(
+            "broker %d is no longer a cluster member and shuts down: %s", self.broker_id, reason
+        )
+        self._on_fatal(reason)
 
     # --- replication ------------------------------------------------------------------------
     async def stop_replication(self) -> None:
