@@ -7,8 +7,9 @@ its own chroot), and one of this module's own for the test that SIGKILLs it.
 
 from __future__ import annotations
 
-import uuid
+import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,9 @@ from zookeeper import (  # noqa: E402
 UNKNOWN_TOPIC_OR_PARTITION = 3
 # What a broker's log must never show, whatever ZooKeeper does.
 FAILURE_MARKS = ("Traceback", "AttributeError")
+# A broker told to stop exits within this, ZooKeeper or not (nothing waits for ZooKeeper's
+# 30 s timeouts: the controlled shutdown's bound, or a controller stuck on a call).
+SHUTDOWN_DEADLINE_S = 25
 
 
 def failure_lines(text: str) -> list[str]:
@@ -100,40 +104,68 @@ def test_a_broker_whose_id_was_taken_while_its_session_was_lost_stops(
         second.close()
 
 
-# --- a cluster on a ZooKeeper of its own (the last test kills it) ----------------------------
+# --- clusters on a ZooKeeper of their own (the tests kill it) -------------------------------
 
 
-@pytest.fixture(scope="module")
-def own_zookeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalZooKeeper]:
-    directory = tmp_path_factory.mktemp("own-zookeeper")
-    server = start_server(directory)
+@contextmanager
+def cluster_on_own_zookeeper(
+    directory: Path,
+) -> Iterator[tuple[LocalZooKeeper, list[BrokerProcess]]]:
+    """A ZooKeeper server of its own and the three brokers of :func:`start_cluster` on it."""
+    server = start_server(directory / "zookeeper")
     try:
-        yield server
+        brokers = start_cluster(directory, f"{server.hosts}/zk-failures")
+        try:
+            yield server, brokers
+        finally:
+            for broker in brokers:
+                broker.close()
     finally:
         server.stop()
 
 
 @pytest.fixture(scope="module")
 def zk_cluster(
-    own_zookeeper: LocalZooKeeper, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[BrokerProcess]]:
-    connect = f"{own_zookeeper.hosts}/zk-failures-{uuid.uuid4().hex[:8]}"
-    brokers = start_cluster(tmp_path_factory.mktemp("zk-cluster"), connect)
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LocalZooKeeper, list[BrokerProcess]]]:
+    with cluster_on_own_zookeeper(tmp_path_factory.mktemp("zk-cluster")) as cluster:
+        yield cluster
+
+
+def kill(server: LocalZooKeeper) -> None:
+    process = server.process
+    assert process is not None
+    process.kill()
+    process.wait(30)
+
+
+def assert_exits_cleanly(broker: BrokerProcess, mark: int, timeout: float) -> str:
+    """The broker (told to stop) exits 0 within ``timeout`` s, with no traceback logged
+    since line ``mark``; its output since then."""
+    assert broker.process is not None
     try:
-        yield brokers
-    finally:
-        for broker in brokers:
-            broker.close()
+        code = broker.process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"still running {timeout} s later:\n{broker.output_since(mark)}"
+        ) from None
+    broker.process = None
+    output = broker.output_since(mark)
+    assert code == 0, output
+    assert failure_lines(output) == [], output
+    assert "shut down cleanly" in output, output
+    return output
 
 
 def test_deleting_a_topic_under_the_watches_logs_no_errors(
-    zk_cluster: list[BrokerProcess],
+    zk_cluster: tuple[LocalZooKeeper, list[BrokerProcess]],
 ) -> None:
-    marks = [b.output_lines() for b in zk_cluster]
-    create_topic(zk_cluster, "short-lived", partitions=12, rf=3)
-    admin = AdminClient({"bootstrap.servers": bootstrap(zk_cluster)})
+    _, brokers = zk_cluster
+    marks = [b.output_lines() for b in brokers]
+    create_topic(brokers, "short-lived", partitions=12, rf=3)
+    admin = AdminClient({"bootstrap.servers": bootstrap(brokers)})
     admin.delete_topics(["short-lived"], operation_timeout=30)["short-lived"].result(timeout=60)
-    for broker, mark in zip(zk_cluster, marks, strict=True):
+    for broker, mark in zip(brokers, marks, strict=True):
         wait_until(
             lambda b=broker: (
                 metadata(b, ["short-lived"]).topics[0].error_code == UNKNOWN_TOPIC_OR_PARTITION
@@ -142,34 +174,48 @@ def test_deleting_a_topic_under_the_watches_logs_no_errors(
             what="the deletion seen by every broker",
         )
         broker.wait_for_output("topic short-lived was deleted", timeout=60, since=mark)
-    for broker, mark in zip(zk_cluster, marks, strict=True):
+    for broker, mark in zip(brokers, marks, strict=True):
         output = broker.output_since(mark)
         errors = [line for line in output.splitlines() if " ERROR " in line]
         assert failure_lines(output) + errors == [], output
 
 
 def test_brokers_shut_down_cleanly_after_zookeeper_dies(
-    zk_cluster: list[BrokerProcess], own_zookeeper: LocalZooKeeper
+    zk_cluster: tuple[LocalZooKeeper, list[BrokerProcess]],
 ) -> None:
+    server, brokers = zk_cluster
     # Topics (and so the controller's data watches on them) for ZooKeeper to drop.
     for index in range(8):
-        create_topic(zk_cluster, f"watched-{index}", partitions=3, rf=2)
-    marks = [b.output_lines() for b in zk_cluster]
-    process = own_zookeeper.process
-    assert process is not None
-    process.kill()
-    process.wait(30)
+        create_topic(brokers, f"watched-{index}", partitions=3, rf=2)
+    marks = [b.output_lines() for b in brokers]
+    kill(server)
     # Every broker notices (its connection drops at once), then is told to stop.
-    for broker, mark in zip(zk_cluster, marks, strict=True):
+    for broker, mark in zip(brokers, marks, strict=True):
         broker.wait_for_output("Zookeeper connection lost", timeout=30, since=mark)
-    for broker in zk_cluster:
+    for broker in brokers:
         assert broker.process is not None
         broker.process.terminate()
-    for broker, mark in zip(zk_cluster, marks, strict=True):
-        assert broker.process is not None
-        assert broker.process.wait(60) == 0, broker.output_since(mark)
-        broker.process = None
-        output = broker.output_since(mark)
-        assert failure_lines(output) == [], output
+    for broker, mark in zip(brokers, marks, strict=True):
+        output = assert_exits_cleanly(broker, mark, SHUTDOWN_DEADLINE_S)
         assert output.count("ZooKeeper is unreachable") == 1, output
-        assert "shut down cleanly" in output, output
+
+
+def test_brokers_shut_down_promptly_when_zookeeper_dies_during_the_shutdown(
+    tmp_path: Path,
+) -> None:
+    """The whole cluster stopping, and ZooKeeper gone mid-way (as when the servers are
+    stopped together): controlled shutdowns in flight are given up at once, and no
+    ZooKeeper call is left waiting for a server that is not coming back."""
+    with cluster_on_own_zookeeper(tmp_path) as (server, brokers):
+        for index in range(8):
+            create_topic(brokers, f"busy-{index}", partitions=6, rf=3)
+        marks = [b.output_lines() for b in brokers]
+        for broker in brokers:
+            assert broker.process is not None
+            broker.process.terminate()
+        for broker, mark in zip(brokers, marks, strict=True):
+            broker.wait_for_output("shutting down", timeout=30, since=mark)
+        kill(server)
+        for broker, mark in zip(brokers, marks, strict=True):
+            output = assert_exits_cleanly(broker, mark, SHUTDOWN_DEADLINE_S)
+            assert output.count("ZooKeeper is unreachable") <= 1, output
