@@ -5,7 +5,8 @@
 
 Reads every ``*.json`` in MESSAGE_DIR (default ``../shared/kafka-protocol/message``;
 ``//`` comment lines are stripped) plus the internal-record schemas (default
-``MESSAGE_DIR/../internal-records``) and writes ``src/pystream/protocol/messages/``:
+``MESSAGE_DIR/../internal-records``; a same-named file in ``scripts/schemas/internal-records``,
+pystream's own copy, replaces a shared one) and writes ``src/pystream/protocol/messages/``:
 
 * one module per API (``produce.py``: ``ProduceRequest``, ``ProduceResponse``),
   ``header.py`` (request/response headers), ``consumer_protocol.py`` and
@@ -35,6 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MESSAGES = ROOT.parent / "shared" / "kafka-protocol" / "message"
 DEFAULT_OUT = ROOT / "src" / "pystream" / "protocol" / "messages"
+# Internal-record schemas of pystream's own, used instead of the shared ones of that name.
+INTERNAL_OVERRIDES = ROOT / "scripts" / "schemas" / "internal-records"
 
 # Non-API data schemas worth generating (the KRaft snapshot/metadata records are not).
 DATA_SCHEMAS = ("ConsumerProtocolSubscription", "ConsumerProtocolAssignment")
@@ -227,7 +230,8 @@ def parse_field(fj: dict, path: Path) -> FieldSpec:
         name=fj["name"],
         attr=attr,
         type=fj["type"],
-        versions=VRange.parse(fj["versions"]),
+        # Kafka lets a tagged-only field give just its taggedVersions.
+        versions=VRange.parse(fj.get("versions", fj.get("taggedVersions"))),
         nullable=VRange.parse(fj.get("nullableVersions")),
         tag=tag,
         tagged=VRange.parse(fj.get("taggedVersions")) if tag is not None else VRange(empty=True),
@@ -947,11 +951,16 @@ def data_module_name(msg_name: str) -> str:
 def generate(message_dir: Path, internal_dir: Path | None) -> dict[str, str]:
     """All generated files: relative path -> content."""
     msgs = [parse_message(p) for p in sorted(message_dir.glob("*.json"))]
-    internal = (
-        [parse_message(p) for p in sorted(internal_dir.glob("*.json"))] if internal_dir else []
-    )
-    for m in internal:
-        m.source = f"{internal_dir.name}/{m.source}"  # type: ignore[union-attr]
+    internal_paths = {p.name: p for p in internal_dir.glob("*.json")} if internal_dir else {}
+    # pystream's own copies (newer than the shared ones, or with pystream's tagged fields)
+    # replace the same-named shared schemas.
+    overrides = {p.name: p for p in INTERNAL_OVERRIDES.glob("*.json")} if internal_dir else {}
+    internal = []
+    for name in sorted(internal_paths.keys() | overrides.keys()):
+        path = overrides.get(name) or internal_paths[name]
+        m = parse_message(path)
+        m.source = str(path.relative_to(ROOT)) if name in overrides else f"internal-records/{name}"
+        internal.append(m)
 
     apis: dict[str, dict[str, MessageSpec]] = {}
     headers: list[MessageSpec] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import threading
 import warnings
 
@@ -11,30 +12,47 @@ import pytest
 
 from pystream.client.loop_thread import LoopThread
 
+# Interruptions checked: each lands at a slightly different point of the hand-off.
+INTERRUPTIONS = 100
+
 
 def test_ctrl_c_during_a_blocking_call_cancels_its_coroutine_on_the_loop() -> None:
-    loop_thread = LoopThread("test-loop")
-    cancelled = threading.Event()
+    """The Ctrl-C arrives as soon as the coroutine runs, wherever the caller then is:
+    blocked on the result, or still handing the coroutine over.  Either way the loop
+    cancels it (a coroutine closed from the caller's thread would skip its cleanup, or
+    fail with "coroutine already executing")."""
     main_thread = threading.main_thread().ident
     assert main_thread is not None
-
-    async def long_wait() -> None:
-        # The Ctrl-C arrives once this runs, while the caller blocks on the result.
-        signal.pthread_kill(main_thread, signal.SIGINT)
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Set here, not inherited: a test run started in the background (``cmd &``) has SIGINT
+    # ignored, and its Ctrl-C would never arrive.
+    previous_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Switch threads as often as possible, so the interruption also lands mid-hand-off.
+    previous_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
     try:
-        with pytest.raises(KeyboardInterrupt):
-            loop_thread.run(long_wait, timeout=30)
-        assert cancelled.wait(10), "the interrupted call's coroutine kept running on the loop"
+        for attempt in range(1, INTERRUPTIONS + 1):
+            loop_thread = LoopThread("test-loop")
+            cancelled = threading.Event()
+
+            async def long_wait(cancelled: threading.Event = cancelled) -> None:
+                signal.pthread_kill(main_thread, signal.SIGINT)
+                try:
+                    await asyncio.sleep(60)
+                except asyncio.CancelledError:
+                    cancelled.set()
+                    raise
+
+            try:
+                with pytest.raises(KeyboardInterrupt):
+                    loop_thread.run(long_wait, timeout=30)
+                assert cancelled.wait(10), (
+                    f"interrupted call {attempt} of {INTERRUPTIONS} left its coroutine running"
+                )
+            finally:
+                loop_thread.stop()
     finally:
-        signal.signal(signal.SIGINT, previous)
-        loop_thread.stop()
+        sys.setswitchinterval(previous_interval)
+        signal.signal(signal.SIGINT, previous_handler)
 
 
 def test_a_call_on_a_stopped_loop_makes_no_coroutine() -> None:

@@ -40,6 +40,7 @@ from confluent_kafka import (  # noqa: E402
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient  # noqa: E402
+from test_transactions import add_partitions, end_txn, init_producer_id_of  # noqa: E402
 from waiting import wait_until  # noqa: E402
 from zookeeper import (  # noqa: E402
     zk_connect,  # noqa: F401 - fixture
@@ -336,11 +337,24 @@ def test_the_coordinator_moves_when_its_broker_dies(
     """SIGKILL of the transaction coordinator with a transaction open: another broker leads
     the id's ``__transaction_state`` partition, loads it from its replica, and a new instance
     of the producer is served there — the open transaction is aborted (fenced), the
-    committed one stays committed."""
+    committed one stays committed.  And a producer whose epoch bump was answered just before
+    the crash, retrying it at the new coordinator, keeps its producer id and epoch."""
     brokers = replicated_txn_cluster
     create_topic(brokers, "txn-failover", 3, 3)
     transactional_id = "txn-failover"
     coordinator = coordinator_id(brokers[0], transactional_id, KEY_TYPE_TRANSACTION)
+    # Another transactional id on the same coordinator, for the raw-wire retry.
+    retry_id = next(
+        t
+        for t in (f"retry-{i}" for i in range(100))
+        if coordinator_id(brokers[0], t, KEY_TYPE_TRANSACTION) == coordinator
+    )
+    with by_id(brokers)[coordinator].wire() as wire:
+        first = init_producer_id_of(wire, retry_id, -1, -1)
+        pid, epoch = first.producer_id, first.producer_epoch
+        # KIP-360: the producer bumps its own epoch.
+        bumped = init_producer_id_of(wire, retry_id, pid, epoch)
+        assert (bumped.error_code, bumped.producer_epoch) == (0, epoch + 1)
     producer = transactional_producer(brokers, transactional_id)
     producer.begin_transaction()
     for p in range(3):
@@ -354,11 +368,29 @@ def test_the_coordinator_moves_when_its_broker_dies(
     by_id(brokers)[coordinator].kill()
     survivors = [b for b in brokers if b.process is not None]
 
-    def moved() -> int | None:
-        found = coordinator_id(survivors[0], transactional_id, KEY_TYPE_TRANSACTION)
-        return found + 1 if found != coordinator else None
+    def new_coordinator(key: str) -> BrokerProcess:
+        """``key``'s coordinator, once another broker than the dead one."""
 
-    wait_until(moved, timeout=60, what="another transaction coordinator")
+        def moved() -> int | None:
+            found = coordinator_id(survivors[0], key, KEY_TYPE_TRANSACTION)
+            return found + 1 if found != coordinator else None
+
+        return by_id(brokers)[wait_until(moved, 60, what=f"another coordinator of {key}") - 1]
+
+    new_coordinator(transactional_id)
+    # The bump's answer was "lost": the producer retries it where the id lives now.
+    with new_coordinator(retry_id).wire() as wire:
+        retried = init_producer_id_of(wire, retry_id, pid, epoch)
+        assert (retried.error_code, retried.producer_id, retried.producer_epoch) == (
+            0,
+            pid,
+            epoch + 1,
+        )
+        assert add_partitions(wire, retry_id, pid, epoch + 1, "txn-failover", 0) == {
+            ("txn-failover", 0): 0
+        }
+        assert end_txn(wire, retry_id, pid, epoch + 1, commit=True) == 0
+
     successor = transactional_producer(survivors, transactional_id)  # fences the old one
     successor.begin_transaction()
     for p in range(3):

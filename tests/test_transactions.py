@@ -498,6 +498,70 @@ def test_restarted_coordinator_finishes_a_logged_prepare_commit(broker_factory) 
         assert [(p.producer_id, p.current_txn_start_offset) for p in producers] == [(pid, -1)]
 
 
+LOADING = (E.COORDINATOR_LOAD_IN_PROGRESS, E.COORDINATOR_NOT_AVAILABLE, E.NOT_COORDINATOR)
+
+
+def init_producer_id_of(wire: KafkaWire, txn_id: str, pid: int, epoch: int):
+    """InitProducerId v4 naming (pid, epoch) — (-1, -1): a new instance; the caller's own:
+    a producer bumping its epoch (KIP-360) — retried while the id's coordinator loads."""
+    request = InitProducerIdRequest(
+        transactional_id=txn_id,
+        transaction_timeout_ms=60_000,
+        producer_id=pid,
+        producer_epoch=epoch,
+    )
+    return wait_until(
+        lambda: (r := wire.request(22, 4, request)).error_code not in LOADING and r,
+        what=f"the coordinator of {txn_id!r} to serve it",
+    )
+
+
+def test_a_retried_epoch_bump_keeps_its_producer_id_across_a_coordinator_restart(
+    broker_factory,
+) -> None:
+    broker = start(broker_factory)
+    with broker.wire() as wire:
+        create_topic(wire, "retried")
+        pid, epoch = init_producer_id(wire, "retry-1")
+        # The producer bumps its own epoch (as after an abortable error) ...
+        bumped = init_producer_id_of(wire, "retry-1", pid, epoch)
+        assert (bumped.error_code, bumped.producer_id, bumped.producer_epoch) == (
+            0,
+            pid,
+            epoch + 1,
+        )
+    # ... the coordinator dies before the answer gets through, so the producer sends the
+    # same request again, to the restarted coordinator.
+    broker.kill()
+    broker.start()
+    with broker.wire() as wire:
+        retried = init_producer_id_of(wire, "retry-1", pid, epoch)
+        # Its own bump, recognised: the same producer id and epoch, not PRODUCER_FENCED.
+        assert (retried.error_code, retried.producer_id, retried.producer_epoch) == (
+            0,
+            pid,
+            epoch + 1,
+        )
+        # And it carries on: a transaction with that epoch commits.
+        assert add_partitions(wire, "retry-1", pid, epoch + 1, "retried", 0) == {("retried", 0): 0}
+        batch = idempotent_batch(pid, epoch + 1, 0, 3, "txn", transactional=True)
+        assert produce(wire, "retried", batch, transactional_id="retry-1").error_code == 0
+        assert end_txn(wire, "retry-1", pid, epoch + 1, commit=True) == 0
+        wait_until(
+            lambda: committed_values(wire, "retried") == [b"txn0", b"txn1", b"txn2"],
+            what="the transaction committed",
+        )
+        # A new instance (no producer id given) fences every earlier epoch for good ...
+        assert init_producer_id(wire, "retry-1") == (pid, epoch + 2)
+    broker.kill()
+    broker.start()
+    with broker.wire() as wire:
+        # ... restart or not: neither older epoch passes for a retry.
+        for old_epoch in (epoch + 1, epoch):
+            fenced = init_producer_id_of(wire, "retry-1", pid, old_epoch)
+            assert fenced.error_code == E.PRODUCER_FENCED
+
+
 # --- admin APIs and expiry ------------------------------------------------------------------
 
 

@@ -40,6 +40,18 @@ TICK_MS = 200  # session timeouts are bounded by 2..20 ticks: 0.4 s .. 4 s, fast
 
 
 # --- one server per test session -------------------------------------------------------------
+def start_server(directory: Path) -> ZooKeeperServer:
+    """A started throwaway server with its data in ``directory`` (the test is skipped, with
+    the reason, without kazoo, java or the ZooKeeper jar)."""
+    pytest.importorskip("kazoo", reason="kazoo is not installed (pip install kazoo)")
+    try:
+        java, jar = require_zookeeper()
+    except ZooKeeperNotInstalledError as exc:
+        pytest.skip(f"{exc} ({INSTALL_HINT})")
+    # No fsync per write: a throwaway server, and tests stay fast.
+    return LocalZooKeeper(directory, jar=jar, java=java, tick_ms=TICK_MS, force_sync=False).start()
+
+
 _shared: ZooKeeperServer | None = None
 _shared_lock = threading.Lock()
 
@@ -51,18 +63,10 @@ def shared_server(request: pytest.FixtureRequest) -> ZooKeeperServer:
     that imports the fixtures shares one server.
     """
     global _shared
-    pytest.importorskip("kazoo", reason="kazoo is not installed (pip install kazoo)")
-    try:
-        java, jar = require_zookeeper()
-    except ZooKeeperNotInstalledError as exc:
-        pytest.skip(f"{exc} ({INSTALL_HINT})")
     with _shared_lock:
         if _shared is None:
             directory = Path(tempfile.mkdtemp(prefix="pystream-zk-"))
-            # No fsync per write: a throwaway server, and tests stay fast.
-            server = LocalZooKeeper(
-                directory, jar=jar, java=java, tick_ms=TICK_MS, force_sync=False
-            ).start()
+            server = start_server(directory)
             _shared = server
 
             def stop() -> None:

@@ -71,8 +71,13 @@ class Broker:
     has returned.
     """
 
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(
+        self, config: BrokerConfig, *, on_fatal: Callable[[str], None] | None = None
+    ) -> None:
+        """``on_fatal(reason)``: called (on the loop) when the broker must stop serving (its
+        registration was taken over in a cluster); the owner then calls :meth:`stop`."""
         self.config = config
+        self.on_fatal = on_fatal or (lambda reason: None)
         self.broker_id = config.broker_id
         self.listeners: list[Listener] = parse_listeners(config.listeners)
         self.advertised_listeners: list[Listener] = (
@@ -200,6 +205,7 @@ class Broker:
                     TRANSACTION_STATE_TOPIC: transaction_coordinator,
                 },
                 listener_name=inter_broker_listener,
+                on_fatal=self.on_fatal,
             )
             cluster.watch_roles()
         # Loads the __consumer_offsets partitions led here (groups answer

@@ -29,10 +29,21 @@ def load_config(config_file: str | None, overrides: tuple[str, ...]) -> BrokerCo
 
 
 async def run_broker(config: BrokerConfig) -> None:
-    """Start a broker, print where clients connect, wait for a signal, stop cleanly."""
+    """Start a broker, print where clients connect, wait for a signal, stop cleanly.
+
+    A fatal condition the broker reports (its ``broker.id`` registered by another broker
+    while its ZooKeeper session was lost) stops it the same way, then raises
+    ClickException: ``pystream serve`` exits with status 1 and says why."""
     from pystream.broker.server import Broker
 
-    broker = Broker(config)
+    stop = asyncio.Event()
+    fatal: list[str] = []
+
+    def on_fatal(reason: str) -> None:
+        fatal.append(reason)
+        stop.set()
+
+    broker = Broker(config, on_fatal=on_fatal)
     await broker.start()
     # Everything built so far (modules, generated codecs, loaded logs) lives as long as
     # the process: keep it out of the garbage collector's full passes, which would
@@ -40,7 +51,6 @@ async def run_broker(config: BrokerConfig) -> None:
     gc.collect()
     gc.freeze()
     # Before announcing the address: a SIGTERM sent as soon as it is printed shuts down cleanly.
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -54,6 +64,8 @@ async def run_broker(config: BrokerConfig) -> None:
     finally:
         click.echo("shutting down")
         await broker.stop()
+    if fatal:
+        raise click.ClickException(f"broker {config.broker_id} stopped serving: {fatal[0]}")
 
 
 @click.command()

@@ -13,7 +13,7 @@ import concurrent.futures
 import os
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["LoopThread"]
 
@@ -30,6 +30,44 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         else:
             return uvloop.new_event_loop()
     return asyncio.new_event_loop()
+
+
+class _Call(Generic[T]):
+    """One coroutine handed to the loop: started, cancelled and reported from there.
+
+    Unlike ``asyncio.run_coroutine_threadsafe``, the caller holds the handle *before*
+    the coroutine can start, so an interruption at any point can still cancel it.
+    """
+
+    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+        self.coro = coro
+        self.result: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._task: asyncio.Task[T] | None = None
+        self._abandoned = False
+
+    def start(self) -> None:
+        """On the loop: run the coroutine as a task (unless abandoned first)."""
+        if self._abandoned:
+            return
+        self._task = asyncio.ensure_future(self.coro)
+        self._task.add_done_callback(self._done)
+
+    def abandon(self) -> None:
+        """On the loop: the caller stopped waiting; cancel the task, or close the coroutine
+        if it never started."""
+        self._abandoned = True
+        if self._task is None:
+            self.coro.close()
+        else:
+            self._task.cancel()
+
+    def _done(self, task: asyncio.Task[T]) -> None:
+        if task.cancelled():
+            self.result.cancel()
+        elif (exc := task.exception()) is not None:
+            self.result.set_exception(exc)
+        else:
+            self.result.set_result(task.result())
 
 
 class LoopThread:
@@ -79,16 +117,18 @@ class LoopThread:
             )
         if not self.thread.is_alive():
             raise RuntimeError("the client's event loop has stopped (the client was closed)")
-        future: concurrent.futures.Future[T] | None = None
-        coro = make_coro()
+        call = _Call(make_coro())
         try:
-            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-            return future.result(timeout)
+            self.loop.call_soon_threadsafe(call.start)
+            return call.result.result(timeout)
         except BaseException:
-            if future is None:
-                coro.close()
-            else:
-                future.cancel()  # the loop cancels the task (or never starts it)
+            # Whenever the interruption came (even before the hand-off was queued), the loop
+            # cancels the task or closes the unstarted coroutine: never this thread, which
+            # must not touch a coroutine the loop may be running.
+            try:
+                self.loop.call_soon_threadsafe(call.abandon)
+            except RuntimeError:  # the loop is closed: nothing runs the coroutine any more
+                call.coro.close()
             raise
 
     def stop(self) -> None:

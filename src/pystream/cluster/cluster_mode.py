@@ -18,9 +18,12 @@ transaction coordinators follow the leadership of their internal topics.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
+
+from kazoo.protocol.states import KazooState
 
 from pystream.cluster.metadata.model import (
     TopicMetadata,
@@ -125,10 +128,13 @@ class ClusterMode:
         fetchers: ReplicaFetcherManager,
         owners: Mapping[str, PartitionOwner],
         listener_name: str,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         """``owners``: internal topic -> its coordinator, told when this broker starts or
         stops leading one of their partitions; ``listener_name``: the listener other
-        brokers reach this one on (replication, controller requests, transaction markers)."""
+        brokers reach this one on (replication, controller requests, transaction markers);
+        ``on_fatal(reason)``: called (on the loop) when this broker must stop serving,
+        e.g. its ``broker.id`` was registered by another broker while its session was lost."""
         self.config = config
         self.broker_id = config.broker_id
         self.listener_name = listener_name
@@ -140,6 +146,7 @@ class ClusterMode:
         self._replicas = replicas
         self._topics = topics
         self._owners = owners
+        self._on_fatal = on_fatal or (lambda reason: None)
         # Topic changes, applied in order by one task (new logs are made in a thread first).
         self._changes: asyncio.Queue[tuple[str, TopicMetadata | None, TopicMetadata | None]] = (
             asyncio.Queue()
@@ -199,20 +206,23 @@ class ClusterMode:
 
     async def stop(self) -> None:
         """Hand leadership over (controlled shutdown), resign as controller, deregister,
-        close the session (others take over at once)."""
-        if self.config.controlled_shutdown_enable and self._zookeeper_connected():
-            from pystream.cluster.controlled_shutdown import controlled_shutdown
+        close the session (others take over at once).
 
-            # First, while this broker still follows role changes and serves requests.
-            # Bounded: a controller that does not answer must not hold the shutdown hostage.
-            try:
-                await asyncio.wait_for(controlled_shutdown(self), CONTROLLED_SHUTDOWN_MAX_S)
-            except TimeoutError:
-                log.warning(
-                    "broker %d: controlled shutdown took over %d s; shutting down anyway",
-                    self.broker_id,
-                    CONTROLLED_SHUTDOWN_MAX_S,
-                )
+        Without ZooKeeper (gone before or during the shutdown) no controller can move
+        leadership and nothing needs deregistering (the session expires on the server's
+        side): one line says so and the broker stops at once, closing its client first so
+        that no ZooKeeper call is left waiting for a server that may never come back.
+        """
+        lost = self._zookeeper_lost_event()
+        if not lost.is_set() and self.config.controlled_shutdown_enable:
+            await self._controlled_shutdown_unless(lost)
+        if lost.is_set():
+            log.warning(
+                "broker %d: ZooKeeper is unreachable: shutting down without controlled "
+                "shutdown or deregistration (the registration expires with the session)",
+                self.broker_id,
+            )
+            await self._close_client()  # fails the calls kazoo holds (the controller's)
         self.store.remove_listener(self._on_event)
         if self._applier is not None:
             self._applier.cancel()
@@ -222,16 +232,69 @@ class ClusterMode:
         if self.registration is not None:
             await asyncio.to_thread(self.registration.deregister)
         self.store.close()
-        if self.client is not None:
-            await asyncio.to_thread(zk_client.close, self.client)
-            self.client = None
+        await self._close_client()
 
-    def _zookeeper_connected(self) -> bool:
-        # Without ZooKeeper no controller can move leadership: skip straight to stopping.
-        return self.client is not None and self.client.connected
+    def _zookeeper_lost_event(self) -> asyncio.Event:
+        """An event set (now, or later from kazoo's thread) once the client is not connected."""
+        lost = asyncio.Event()
+        client = self.client
+        if client is None or not client.connected:
+            lost.set()
+            return lost
+        loop = asyncio.get_running_loop()
+
+        def on_state(state: str) -> bool:
+            if state == KazooState.CONNECTED:
+                return False
+            with contextlib.suppress(RuntimeError):  # the loop is closed: shut down already
+                loop.call_soon_threadsafe(lost.set)
+            return True  # kazoo removes a listener that returns True
+
+        client.add_listener(on_state)
+        return lost
+
+    async def _controlled_shutdown_unless(self, lost: asyncio.Event) -> None:
+        """The controlled shutdown, bounded, and given up as soon as ZooKeeper is lost."""
+        from pystream.cluster.controlled_shutdown import controlled_shutdown
+
+        # First, while this broker still follows role changes and serves requests.
+        # Bounded: a controller that does not answer must not hold the shutdown hostage.
+        handover = asyncio.ensure_future(controlled_shutdown(self))
+        lost_wait = asyncio.ensure_future(lost.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {handover, lost_wait},
+                timeout=CONTROLLED_SHUTDOWN_MAX_S,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            lost_wait.cancel()
+            # Cancel until it ends: Python 3.11's asyncio.wait_for swallows a cancellation
+            # that races with its result (as a controller's answer and the loss of
+            # ZooKeeper do), and the hand-over would go on to its next attempt.
+            while not handover.done():
+                handover.cancel()
+                await asyncio.wait({handover}, timeout=0.1)
+            await asyncio.gather(handover, lost_wait, return_exceptions=True)
+        if not done:
+            log.warning(
+                "broker %d: controlled shutdown took over %d s; shutting down anyway",
+                self.broker_id,
+                CONTROLLED_SHUTDOWN_MAX_S,
+            )
+
+    async def _close_client(self) -> None:
+        if self.client is not None:
+            client, self.client = self.client, None
+            await asyncio.to_thread(zk_client.close, client)
 
     def _on_step_down(self, reason: str) -> None:
-        log.error("broker %d is no longer a cluster member: %s", self.broker_id, reason)
+        # Another broker serves as this id now: serving on would answer for partitions the
+        # controller gives to the other one.  Stop, as Kafka's broker exits.
+        log.error(
+            "broker %d is no longer a cluster member and shuts down: %s", self.broker_id, reason
+        )
+        self._on_fatal(reason)
 
     # --- replication ------------------------------------------------------------------------
     async def stop_replication(self) -> None:

@@ -413,7 +413,13 @@ class TransactionCoordinator(CoordinatorBase):
         old_epoch = metadata.producer_epoch
         new_epoch = old_epoch if metadata.is_epoch_exhausted else old_epoch + 1
         metadata.pending_state = TxnState.PREPARE_EPOCH_FENCE
-        transit = metadata.transit(TxnState.PREPARE_ABORT, now_ms(), producer_epoch=new_epoch)
+        # No previous epoch: the fenced instance must not get the new one by "retrying".
+        transit = metadata.transit(
+            TxnState.PREPARE_ABORT,
+            now_ms(),
+            producer_epoch=new_epoch,
+            last_producer_epoch=NO_PRODUCER_EPOCH,
+        )
         code = self._write(metadata, transit)
         if code:
             return code
@@ -479,12 +485,15 @@ class TransactionCoordinator(CoordinatorBase):
             metadata.producer_epoch,
         ):
             pass  # KIP-360: the current instance asks for a bump to recover
-        elif expected and (expected_producer_id, expected_epoch) in (
-            (metadata.producer_id, metadata.last_producer_epoch),
-            (metadata.last_producer_id, metadata.last_producer_epoch),
+        elif (
+            expected
+            and metadata.last_producer_epoch != NO_PRODUCER_EPOCH
+            and (expected_producer_id, expected_epoch)
+            == (metadata.last_producer_id, metadata.last_producer_epoch)
         ):
             if metadata.state.is_complete:
-                # The bump it asks for happened already (a retried request): same answer.
+                # The bump it asks for happened already (a retried request whose answer was
+                # lost, maybe before this coordinator loaded the id): same answer.
                 return NONE, metadata.producer_id, metadata.producer_epoch
         elif expected:
             return E.PRODUCER_FENCED, *failed
@@ -509,7 +518,11 @@ class TransactionCoordinator(CoordinatorBase):
             now_ms(),
             producer_id=producer_id,
             producer_epoch=epoch,
-            last_producer_epoch=metadata.producer_epoch,
+            # The instance it replaces, which a retry of this very request names.  Only for
+            # an instance asking for its own bump (KIP-360): after a new instance's plain
+            # InitProducerId the old one is fenced, retry or not (Kafka's rule).
+            last_producer_id=metadata.producer_id,
+            last_producer_epoch=metadata.producer_epoch if expected else NO_PRODUCER_EPOCH,
             txn_timeout_ms=txn_timeout_ms,
             partitions=frozenset(),
             txn_start_timestamp=-1,

@@ -15,8 +15,14 @@ the last state it acted on (a PrepareCommit/PrepareAbort it reads back is
 finished by writing the markers again: markers are idempotent).
 
 The log record is Kafka's: key ``TransactionLogKey`` v0 (the transactional
-id), value ``TransactionLogValue`` v0 (producer id and epoch, timeout, state
-id, partitions, timestamps); a null value (tombstone) removes an expired id.
+id), value ``TransactionLogValue`` v1 (producer id and epoch, timeout, state
+id, partitions, timestamps, and as tagged fields the previous producer id and —
+pystream's own tag, see ``scripts/schemas/internal-records`` — the previous
+epoch); a null value (tombstone) removes an expired id.  The previous (id,
+epoch) is what a retried InitProducerId names when the response to its first
+attempt was lost (KIP-360): kept in the log, the retry is recognised by a
+coordinator that restarted or moved meanwhile, not fenced.  v0 records (older
+pystream) read with no previous producer.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from dataclasses import dataclass, field
 from pystream.protocol.messages.internal import TransactionLogKey, TransactionLogValue
 
 KEY_VERSION = 0
-VALUE_VERSION = 0
+VALUE_VERSION = 1
 NO_PRODUCER_ID = -1
 NO_PRODUCER_EPOCH = -1
 MAX_PRODUCER_EPOCH = 2**15 - 1
@@ -149,6 +155,7 @@ class TransactionMetadata:
         *,
         producer_id: int | None = None,
         producer_epoch: int | None = None,
+        last_producer_id: int | None = None,
         last_producer_epoch: int | None = None,
         txn_timeout_ms: int | None = None,
         partitions: frozenset[TopicPartition] | None = None,
@@ -168,11 +175,13 @@ class TransactionMetadata:
                 "valid transaction state change"
             )
         new_producer_id = self.producer_id if producer_id is None else producer_id
+        if last_producer_id is None:
+            last_producer_id = (
+                self.producer_id if new_producer_id != self.producer_id else self.last_producer_id
+            )
         transit = TxnTransit(
             producer_id=new_producer_id,
-            last_producer_id=(
-                self.producer_id if new_producer_id != self.producer_id else self.last_producer_id
-            ),
+            last_producer_id=last_producer_id,
             producer_epoch=self.producer_epoch if producer_epoch is None else producer_epoch,
             last_producer_epoch=(
                 self.last_producer_epoch if last_producer_epoch is None else last_producer_epoch
@@ -219,6 +228,8 @@ def encode_value(transit: TxnTransit) -> bytes:
         by_topic.setdefault(topic, []).append(partition)
     value = TransactionLogValue(
         producer_id=transit.producer_id,
+        previous_producer_id=transit.last_producer_id,
+        previous_producer_epoch=transit.last_producer_epoch,
         producer_epoch=transit.producer_epoch,
         transaction_timeout_ms=transit.txn_timeout_ms,
         transaction_status=int(transit.state),
@@ -259,4 +270,6 @@ def decode_value(transactional_id: str, data: bytes | memoryview) -> Transaction
         partitions=partitions,
         txn_start_timestamp=value.transaction_start_timestamp_ms,
         txn_last_update_timestamp=value.transaction_last_update_timestamp_ms,
+        last_producer_id=value.previous_producer_id,
+        last_producer_epoch=value.previous_producer_epoch,
     )

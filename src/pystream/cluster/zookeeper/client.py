@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from kazoo.client import KazooClient
 from kazoo.exceptions import ConnectionLoss, KazooException, RolledBackError
 from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import EventType
 from kazoo.retry import KazooRetry
 
 from pystream.cluster.zookeeper.paths import PERSISTENT_PATHS, parse_connect
@@ -190,12 +191,27 @@ def kafka_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except (KazooException, KazooTimeoutError) as exc:
-            raise RequestTimedOutError(
-                f"ZooKeeper did not answer ({type(exc).__name__}) during {fn.__name__}; the "
-                "change may or may not have been made: check, then retry"
-            ) from exc
+            raise zookeeper_error(exc, fn.__name__) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def zookeeper_error(exc: Exception, during: str) -> RequestTimedOutError:
+    """The Kafka error a client is told when ZooKeeper failed ``during`` an operation."""
+    return RequestTimedOutError(
+        f"ZooKeeper did not answer ({type(exc).__name__}) during {during}; the change may "
+        "or may not have been made: check, then retry"
+    )
+
+
+def is_connection_event(event: Any) -> bool:
+    """Whether a watch fired for a connection change rather than a znode's.
+
+    kazoo fires every pending watch with such an event (type NONE, path None) when the
+    connection drops or the session ends: the znode may not have changed at all, and
+    the session listener is the one that resyncs on reconnect.
+    """
+    return event.type == EventType.NONE or event.path is None
 
 
 class LoopHandoff:

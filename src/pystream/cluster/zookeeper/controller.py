@@ -82,9 +82,15 @@ from kazoo.exceptions import (
     NoNodeError,
     RolledBackError,
 )
+from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState
 
-from pystream.cluster.zookeeper.client import TransactionFailed, commit
+from pystream.cluster.zookeeper.client import (
+    TransactionFailed,
+    commit,
+    is_connection_event,
+    zookeeper_error,
+)
 from pystream.cluster.zookeeper.election import (
     PREFERRED_ELECTION,
     UNCLEAN_ELECTION,
@@ -321,10 +327,13 @@ class ZkController:
         return self._watchers[kind]
 
     def _on_watch(self, kind: str, event: Any) -> None:
-        self._enqueue(kind)
+        if not is_connection_event(event):  # reconnection resyncs (_on_session_state)
+            self._enqueue(kind)
 
     def _on_topic_data(self, event: Any) -> None:
-        self._enqueue(TOPIC_CHANGE, event.path.rsplit("/", 1)[-1])
+        # A deleted topic's znode fires too: _on_topic_change then finds it gone.
+        if not is_connection_event(event):
+            self._enqueue(TOPIC_CHANGE, event.path.rsplit("/", 1)[-1])
 
     def _submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run ``fn(*args)`` on the controller thread while this broker is the controller;
@@ -352,7 +361,11 @@ class ZkController:
         try:
             future.set_result(fn())
         except BaseException as exc:
-            future.set_exception(exc)
+            # The caller answers a Kafka client: ZooKeeper trouble is a Kafka error to it.
+            if isinstance(exc, KazooException | KazooTimeoutError):
+                future.set_exception(zookeeper_error(exc, "a controller request"))
+            else:
+                future.set_exception(exc)
             if isinstance(exc, KafkaError) and not isinstance(exc, NotControllerError):
                 return  # the request's own error: its answer says so
             raise  # resign on NotControllerError, log the rest (see _run)
@@ -517,14 +530,18 @@ class ZkController:
         self._post(self._on_change, ControllerState(False, self.epoch))
 
     def _shutdown(self) -> None:
-        if self.active:
+        # Without a connection kazoo would hold the request until ZooKeeper is back (maybe
+        # never): /controller goes with our session anyway.
+        if not self.active:
+            return
+        if self.client.connected:
             try:
                 _, stat = self.client.get(CONTROLLER)
                 if stat.ephemeralOwner == self._session_id():
                     self.client.delete(CONTROLLER, version=stat.version)
             except KazooException:
                 pass  # no session any more: /controller went with it
-            self._resign()
+        self._resign()
 
     # === broker and topic changes ================================================================
     def _refresh_live_brokers(self) -> set[int]:

@@ -9,8 +9,12 @@ Session expiry.  kazoo reports it as LOST, then opens a new session by itself.
 The broker is told at once (``on_session_lost``: it is no longer registered and,
 if it was controller, no longer is); on the new session it registers again and
 is told ``on_registered(broker_epoch)``.  If the id was taken meanwhile by
-another live broker — two brokers configured with one ``broker.id`` — it does
-not fight over it: it is told ``on_step_down(reason)`` and must stop serving.
+another live broker — two brokers configured with one ``broker.id``, or a
+replacement started while this one was cut off — it does not fight over it and
+does not wait (our expired session's znode is gone already, so the one there is
+another broker's): it is told ``on_step_down(reason)`` and must stop serving as
+that id (Kafka's broker exits when ``registerBroker`` finds the znode "not owned
+by this session").
 
 The broker epoch is the registration znode's creation zxid (Kafka's KIP-380):
 a re-registration has a larger one, so requests from an older incarnation of a
@@ -85,15 +89,15 @@ class BrokerRegistration:
         self._lock = threading.Lock()
 
     # --- lifecycle ----------------------------------------------------------------------------
-    def register(self) -> int:
+    def register(self, *, wait_stale: bool = True) -> int:
         """Create the znode (blocking); returns the broker epoch.
 
-        Raises BrokerIdInUseError if another live broker has this id.  A znode of an
-        expired session of ours is waited out (up to the session timeout): a broker
+        Raises BrokerIdInUseError if another live broker has this id.  With ``wait_stale``
+        a znode of an expired session is waited out (up to the session timeout): a broker
         restarted quickly after a crash finds its old registration still there.
         """
         with self._lock:
-            epoch = self._create()
+            epoch = self._create(wait_stale)
             self.registered, self.epoch = True, epoch
             self._needs_registration = False
             if not self._listening:
@@ -133,10 +137,12 @@ class BrokerRegistration:
         client_id = self.client.client_id
         return client_id[0] if client_id else 0
 
-    def _create(self) -> int:
+    def _create(self, wait_stale: bool) -> int:
         timeout = self._stale_wait_s
         if timeout is None:
             timeout = getattr(self.client, "_session_timeout", 18_000) / 1000
+        if not wait_stale:
+            timeout = 0.0
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -157,9 +163,9 @@ class BrokerRegistration:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not gone.wait(remaining):
                 raise BrokerIdInUseError(
-                    f"broker.id {self.info.broker_id} is registered by another live broker "
-                    f"(ZooKeeper session {owner:#x}, {self.path}); give every broker its own "
-                    "broker.id"
+                    f"broker.id {self.info.broker_id} is registered by another live broker: "
+                    f"{self.path} is not owned by this session (it is ZooKeeper session "
+                    f"{owner:#x}'s); give every broker its own broker.id"
                 )
 
     def _on_state(self, state: str) -> None:
@@ -182,11 +188,14 @@ class BrokerRegistration:
         if self._stopped or not self._needs_registration:
             return
         try:
-            epoch = self.register()
+            # No wait: our expired session's znode went with it, so one there now belongs
+            # to another broker that registered this id meanwhile.
+            epoch = self.register(wait_stale=False)
         except BrokerIdInUseError as exc:
             self._stopped = True
-            log.error("broker %d steps down: %s", self.info.broker_id, exc)
-            self._post(self._on_step_down, str(exc))
+            reason = f"after its ZooKeeper session expired, {exc}"
+            log.error("broker %d steps down: %s", self.info.broker_id, reason)
+            self._post(self._on_step_down, reason)
             return
         except KazooException as exc:
             # Lost the connection again: the next CONNECTED tries again.
