@@ -113,6 +113,31 @@ def test_bad_config_is_one_line_and_nonzero_exit(tmp_path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_unreachable_zookeeper_is_one_line_and_nonzero_exit(tmp_path) -> None:
+    # Nothing listens on port 1 of loopback: the connection is refused at once.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pystream",
+            "serve",
+            "--override",
+            "zookeeper.connect=127.0.0.1:1",
+            "--override",
+            "zookeeper.connection.timeout.ms=1500",
+            "--override",
+            f"log.dirs={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
+    )
+    assert result.returncode == 1
+    assert "cannot connect to ZooKeeper at 127.0.0.1:1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def _env() -> dict[str, str]:
     root = str(Path(pystream.__file__).resolve().parent.parent)
     return {

@@ -142,6 +142,11 @@ ErrorCode = enum.IntEnum("ErrorCode", [(name, code) for code, name, _ in _TABLE]
 ErrorCode.__doc__ = "Kafka's numeric error codes by name, e.g. ``ErrorCode.CORRUPT_MESSAGE == 2``."
 
 
+class BrokerStartupError(Exception):
+    """The broker cannot start (or go on) for a reason the operator must fix: the
+    message says what is wrong and what to do; ``pystream serve`` prints it, no traceback."""
+
+
 class KafkaError(Exception):
     """Base of every error that maps to a Kafka error code.
 

@@ -11,7 +11,7 @@ import sys
 import click
 
 from pystream.config import BrokerConfig, parse_overrides, read_properties_file
-from pystream.errors import KafkaError
+from pystream.errors import BrokerStartupError, KafkaError
 
 log = logging.getLogger("pystream")
 
@@ -93,7 +93,7 @@ def serve(config_file: str | None, overrides: tuple[str, ...], log_level: str) -
         for key in config.unknown_keys:
             log.warning("unknown config %r is ignored (check its spelling)", key)
         asyncio.run(run_broker(config))
-    except KafkaError as exc:
+    except (KafkaError, BrokerStartupError) as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:  # e.g. address already in use
         raise click.ClickException(f"{exc.strerror or exc}; is another broker running?") from exc

@@ -26,7 +26,7 @@ from kazoo.protocol.states import EventType
 from kazoo.retry import KazooRetry
 
 from pystream.cluster.zookeeper.paths import PERSISTENT_PATHS, parse_connect
-from pystream.errors import RequestTimedOutError
+from pystream.errors import BrokerStartupError, RequestTimedOutError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ DEFAULT_CONNECTION_TIMEOUT_MS = 18_000
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class ZooKeeperUnavailableError(RuntimeError):
+class ZooKeeperUnavailableError(BrokerStartupError):
     """ZooKeeper could not be reached (at startup) within the connection timeout."""
 
 
@@ -83,6 +83,11 @@ def connect(
     return client
 
 
+def _hosts(client: KazooClient) -> str:
+    """``host:port,...`` as the operator wrote them in zookeeper.connect."""
+    return ",".join(f"{host}:{port}" for host, port in client.hosts)
+
+
 def _start(client: KazooClient, timeout_s: float) -> KazooClient:
     try:
         client.start(timeout=timeout_s)
@@ -90,7 +95,7 @@ def _start(client: KazooClient, timeout_s: float) -> KazooClient:
         client.stop()
         client.close()
         raise ZooKeeperUnavailableError(
-            f"cannot connect to ZooKeeper at {client.hosts} within {timeout_s:g}s; check "
+            f"cannot connect to ZooKeeper at {_hosts(client)} within {timeout_s:g}s; check "
             "zookeeper.connect and that ZooKeeper is running "
             "(zookeeper.connection.timeout.ms sets the wait)"
         ) from None

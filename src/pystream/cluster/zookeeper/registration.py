@@ -40,6 +40,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState, KeeperState
 
 from pystream.cluster.zookeeper.paths import BrokerInfo, broker_path
+from pystream.errors import BrokerStartupError
 
 # A deregistration waits this long for ZooKeeper at most (then the session expiry does it).
 DEREGISTER_TIMEOUT_S = 5.0
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 __all__ = ["BrokerIdInUseError", "BrokerRegistration"]
 
 
-class BrokerIdInUseError(RuntimeError):
+class BrokerIdInUseError(BrokerStartupError):
     """Another live broker holds this ``broker.id``."""
 
 
