@@ -91,23 +91,16 @@ def test_ctrl_c_is_a_clean_shutdown(broker: BrokerProcess) -> None:
     assert (broker.log_dir / ".kafka_cleanshutdown").exists()
 
 
+def _serve_once(*overrides: str) -> subprocess.CompletedProcess[str]:
+    """``pystream serve`` with these overrides, expected to exit by itself."""
+    command = [sys.executable, "-m", "pystream", "serve"]
+    for override in overrides:
+        command += ["--override", override]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=_env())
+
+
 def test_bad_config_is_one_line_and_nonzero_exit(tmp_path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pystream",
-            "serve",
-            "--override",
-            "num.partitions=zero",
-            "--override",
-            f"log.dirs={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=_env(),
-    )
+    result = _serve_once("num.partitions=zero", f"log.dirs={tmp_path}")
     assert result.returncode != 0
     assert "num.partitions" in result.stderr
     assert "Traceback" not in result.stderr
@@ -115,23 +108,10 @@ def test_bad_config_is_one_line_and_nonzero_exit(tmp_path) -> None:
 
 def test_unreachable_zookeeper_is_one_line_and_nonzero_exit(tmp_path) -> None:
     # Nothing listens on port 1 of loopback: the connection is refused at once.
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pystream",
-            "serve",
-            "--override",
-            "zookeeper.connect=127.0.0.1:1",
-            "--override",
-            "zookeeper.connection.timeout.ms=1500",
-            "--override",
-            f"log.dirs={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=_env(),
+    result = _serve_once(
+        "zookeeper.connect=127.0.0.1:1",
+        "zookeeper.connection.timeout.ms=1500",
+        f"log.dirs={tmp_path}",
     )
     assert result.returncode == 1
     assert "cannot connect to ZooKeeper at 127.0.0.1:1" in result.stderr
