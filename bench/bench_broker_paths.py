@@ -27,7 +27,9 @@ bytes instead of sendfile.
 
 Broker CPU per record (robust on a busy machine; kcat produces, confluent-kafka consumes)::
 
-    python bench/bench_broker_paths.py cpu BROKER_PID 127.0.0.1:PORT [RECORDS] [SIZE]
+    python bench/bench_broker_paths.py cpu BROKER_PID 127.0.0.1:PORT [RECORDS] [SIZE] [CODEC]
+
+(CODEC: kcat's ``compression.codec``, e.g. lz4 or zstd; default none.)
 """
 
 from __future__ import annotations
@@ -295,9 +297,11 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def cpu_cost(argv: list[str]) -> None:
-    """``cpu PID BOOTSTRAP [RECORDS] [SIZE]``: broker CPU per record, producing and consuming.
+    """``cpu PID BOOTSTRAP [RECORDS] [SIZE] [CODEC]``: broker CPU per record, producing and
+    consuming.
 
-    Produces RECORDS x SIZE bytes with kcat (acks=1, linger.ms=5, batch.size=1000000),
+    Produces RECORDS x SIZE bytes with kcat (acks=1, linger.ms=5, batch.size=1000000,
+    compression.codec=CODEC, default none),
     then reads them back with one confluent-kafka consumer, and prints the
     broker's CPU time (from /proc) per record and per MB for each phase.  Wall
     time on a shared machine varies with everything else running; the broker's
@@ -312,12 +316,14 @@ def cpu_cost(argv: list[str]) -> None:
     pid, bootstrap = int(argv[0]), argv[1]
     records = int(argv[2]) if len(argv) > 2 else 1_000_000
     size = int(argv[3]) if len(argv) > 3 else 100
+    codec = argv[4] if len(argv) > 4 else "none"
     topic = f"cpu-{uuid.uuid4().hex[:8]}"
     with tempfile.NamedTemporaryFile("wb", suffix=".txt") as lines:
         line = b"v" * (size - 1) + b"\n"
         lines.write(line * records)
         lines.flush()
         settings = ["-X", "acks=1", "-X", "linger.ms=5", "-X", "batch.size=1000000"]
+        settings += ["-X", f"compression.codec={codec}"]
         command = ["kcat", "-P", "-b", bootstrap, "-t", topic, "-p", "0", *settings]
         cpu, wall = _cpu_seconds(pid), time.perf_counter()
         subprocess.run([*command, "-l", lines.name], check=True)
@@ -343,7 +349,7 @@ def cpu_cost(argv: list[str]) -> None:
     mb = records * size / 1e6
     for name, (cpu_s, wall_s) in (("produce", produce), ("consume", consume)):
         print(
-            f"{name}: {records:,} x {size} B in {wall_s:.2f} s wall "
+            f"{name} ({codec}): {records:,} x {size} B in {wall_s:.2f} s wall "
             f"({records / wall_s:,.0f} rec/s); "
             f"broker CPU {cpu_s:.2f} s = {cpu_s / records * 1e6:.2f} us/record, "
             f"{mb / cpu_s if cpu_s else float('inf'):,.0f} MB per CPU-second"
