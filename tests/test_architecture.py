@@ -26,6 +26,7 @@ LAYER = {
     "fileutil": 0,
     "config": 1,
     "protocol": 1,
+    "security": 1.5,  # principals, TLS, SASL, ACLs: used by the client, cluster and broker
     "storage": 2,
     "purgatory": 2,
     "client": 2,

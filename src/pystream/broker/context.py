@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pystream.protocol.messages import RequestHeader
+from pystream.security.principal import KafkaPrincipal
 
 if TYPE_CHECKING:
     from pystream.broker.network import KafkaConnection
@@ -27,6 +28,11 @@ class RequestContext:
     @property
     def client_id(self) -> str | None:
         return self.header.client_id
+
+    @property
+    def principal(self) -> KafkaPrincipal:
+        """Who sent the request (``User:ANONYMOUS`` before any authentication)."""
+        return self.connection.principal
 
     @property
     def listener_name(self) -> str:

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple, Protocol
 
 from pystream.protocol.framing import _hint as _traffic_hint
+from pystream.security.principal import ANONYMOUS, KafkaPrincipal
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._pending_bytes = 0
         # Per-connection state handlers may keep (SASL, client id, ...).
         self.state: dict[str, object] = {}
+        # Who the peer is: ANONYMOUS until TLS client auth or SASL says otherwise.
+        self.principal: KafkaPrincipal = ANONYMOUS
 
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
