@@ -77,8 +77,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
         max_request_size: int,
         listener_name: str = "PLAINTEXT",
         on_close: Callable[[KafkaConnection], None] | None = None,
+        security_protocol: str = "PLAINTEXT",
     ) -> None:
         self._handler = handler
+        #: The listener's security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL).
+        self.security_protocol = security_protocol
         self._max_request_size = max_request_size
         self.listener_name = listener_name
         self._on_close = on_close

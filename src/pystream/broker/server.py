@@ -216,7 +216,7 @@ class Broker:
         loop = asyncio.get_running_loop()
         for listener in self.listeners:
             server = await loop.create_server(
-                lambda name=listener.name: self._new_connection(name),
+                lambda listener=listener: self._new_connection(listener),
                 host=listener.host or None,
                 port=listener.port,
                 reuse_address=True,
@@ -257,12 +257,13 @@ class Broker:
         self.loop_monitor = LoopLagMonitor()  # logs every stall of the loop over 100 ms
         self.loop_monitor.start()
 
-    def _new_connection(self, listener_name: str) -> KafkaConnection:
+    def _new_connection(self, listener: Listener) -> KafkaConnection:
         connection = KafkaConnection(
             self.handle_frame,
             self.config.socket_request_max_bytes,
-            listener_name,
+            listener.name,
             on_close=self._connections.discard,
+            security_protocol=listener.security_protocol,
         )
         self._connections.add(connection)
         return connection
