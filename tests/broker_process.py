@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from pystream.protocol import decode_response, encode_request_frame
 from pystream.protocol.messages import API_SPECS, RequestHeader
 
 _BOOTSTRAP = re.compile(r"clients: bootstrap\.servers=(\S+)")
+_LISTENING = re.compile(r"listening on (.+)$")
 
 
 class BrokerProcess:
@@ -39,11 +41,16 @@ class BrokerProcess:
         }
         self.process: subprocess.Popen[str] | None = None
         self.bootstrap = ""
+        # Each advertised listener's port, by name (from the "listening on" line).
+        self.listener_ports: dict[str, int] = {}
         self._output: list[str] = []
 
     @property
     def port(self) -> int:
-        return int(self.bootstrap.rsplit(":", 1)[1])
+        """The PLAINTEXT listener's port (else the first listener's)."""
+        if "PLAINTEXT" in self.listener_ports:
+            return self.listener_ports["PLAINTEXT"]
+        return int(self.bootstrap.split(",")[0].rsplit(":", 1)[1])
 
     def start(self, timeout: float = 30.0) -> BrokerProcess:
         """Start and wait until the broker prints where clients connect."""
@@ -71,8 +78,10 @@ class BrokerProcess:
                 raise RuntimeError(
                     f"broker did not start (exit {self.process.poll()}):\n" + self.output()
                 )
-        # Keep the port across restarts so clients can reconnect.
-        self.overrides["listeners"] = f"PLAINTEXT://127.0.0.1:{self.port}"
+        # Keep the ports across restarts so clients can reconnect.
+        self.overrides["listeners"] = ",".join(
+            f"{name}://127.0.0.1:{port}" for name, port in self.listener_ports.items()
+        )
         return self
 
     def _pump(self, process: subprocess.Popen[str], found: threading.Event) -> None:
@@ -82,6 +91,11 @@ class BrokerProcess:
                 log.write(line)
                 log.flush()
                 self._output.append(line)
+                listening = _LISTENING.search(line.rstrip())
+                if listening:
+                    for address in listening.group(1).split(", "):
+                        name, _, rest = address.partition("://")
+                        self.listener_ports[name] = int(rest.rsplit(":", 1)[1])
                 match = _BOOTSTRAP.search(line)
                 if match:
                     self.bootstrap = match.group(1)
@@ -189,8 +203,16 @@ def paused(broker: BrokerProcess) -> Iterator[None]:
 class KafkaWire:
     """A plain socket speaking the Kafka protocol with pystream's codec, for raw tests."""
 
-    def __init__(self, address: tuple[str, int], timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        timeout: float = 15.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """``ssl_context``: speak TLS (to an SSL listener)."""
         self.sock = socket.create_connection(address, timeout=timeout)
+        if ssl_context is not None:
+            self.sock = ssl_context.wrap_socket(self.sock, server_hostname=address[0])
         self.correlation_id = 0
 
     def __enter__(self) -> KafkaWire:

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pystream.broker.listeners import Listener, parse_listeners
 from pystream.broker.network import Chunk, FileChunk, KafkaConnection
-from pystream.errors import InvalidConfigError
 
 MAX_REQUEST = 1024
 
@@ -116,24 +114,6 @@ def test_file_chunks_go_out_with_sendfile(tmp_path: Path) -> None:
         asyncio.run(main())
     finally:
         os.close(fd)
-
-
-def test_parse_listeners() -> None:
-    assert parse_listeners("PLAINTEXT://127.0.0.1:9092") == [
-        Listener("PLAINTEXT", "127.0.0.1", 9092)
-    ]
-    both = parse_listeners("PLAINTEXT://:9092, SSL://[::1]:9093")
-    assert both[0].host == "" and both[1] == Listener("SSL", "::1", 9093)
-    assert str(both[1]) == "SSL://[::1]:9093"
-    for bad in [
-        "127.0.0.1:9092",
-        "PLAINTEXT://host:port",
-        "PLAINTEXT://h:70000",
-        "",
-        "A://h:1,A://h:2",
-    ]:
-        with pytest.raises(InvalidConfigError):
-            parse_listeners(bad)
 
 
 def test_large_and_boundary_frames_in_random_pieces() -> None:

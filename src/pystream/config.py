@@ -876,6 +876,115 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         doc="Addresses given to clients in metadata; empty: the listeners themselves.",
     ),
     ConfigDef(
+        "listener.security.protocol.map",
+        ConfigType.STRING,
+        "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+        doc="Listener name to security protocol, NAME:PROTOCOL comma-separated "
+        "(e.g. INTERNAL:SSL for a listener INTERNAL://...).",
+    ),
+    ConfigDef(
+        "inter.broker.listener.name",
+        ConfigType.STRING,
+        "",
+        doc="The listener other brokers connect to (replication, controller requests, "
+        "transaction markers); exclusive with security.inter.broker.protocol.",
+    ),
+    ConfigDef(
+        "security.inter.broker.protocol",
+        ConfigType.STRING,
+        "",
+        OneOf(("", "PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
+        doc="Security protocol between brokers (the listener of that name); exclusive with "
+        "inter.broker.listener.name.  Unset: PLAINTEXT, or the first advertised listener "
+        "when there is no PLAINTEXT one.",
+    ),
+    ConfigDef(
+        "ssl.keystore.type",
+        ConfigType.STRING,
+        "PEM",
+        OneOf(("PEM",)),
+        doc="Key store format of TLS listeners (PEM only).",
+    ),
+    ConfigDef(
+        "ssl.keystore.location",
+        ConfigType.STRING,
+        "",
+        doc="PEM file with the broker's private key and certificate chain.",
+    ),
+    ConfigDef(
+        "ssl.keystore.password",
+        ConfigType.STRING,
+        "",
+        doc="Accepted for Kafka compatibility; a PEM key store has no store password "
+        "(the key's is ssl.key.password).",
+        honoured=False,
+    ),
+    ConfigDef(
+        "ssl.key.password",
+        ConfigType.STRING,
+        "",
+        doc="Password of the (encrypted) private key.",
+    ),
+    ConfigDef(
+        "ssl.keystore.key",
+        ConfigType.STRING,
+        "",
+        doc="The private key in PEM, inline (instead of ssl.keystore.location).",
+    ),
+    ConfigDef(
+        "ssl.keystore.certificate.chain",
+        ConfigType.STRING,
+        "",
+        doc="The certificate chain in PEM, inline (with ssl.keystore.key).",
+    ),
+    ConfigDef(
+        "ssl.truststore.type",
+        ConfigType.STRING,
+        "PEM",
+        OneOf(("PEM",)),
+        doc="Trust store format (PEM only).",
+    ),
+    ConfigDef(
+        "ssl.truststore.location",
+        ConfigType.STRING,
+        "",
+        doc="PEM file of the CA certificates trusted for client (and broker) certificates.",
+    ),
+    ConfigDef(
+        "ssl.truststore.certificates",
+        ConfigType.STRING,
+        "",
+        doc="Trusted CA certificates in PEM, inline (instead of ssl.truststore.location).",
+    ),
+    ConfigDef(
+        "ssl.client.auth",
+        ConfigType.STRING,
+        "none",
+        OneOf(("none", "requested", "required")),
+        doc="Whether TLS listeners ask clients for a certificate (mTLS): the principal is "
+        "then User:<certificate subject>.",
+    ),
+    ConfigDef(
+        "ssl.principal.mapping.rules",
+        ConfigType.STRING,
+        "DEFAULT",
+        doc="Rules mapping a client certificate's subject to the principal name, "
+        "RULE:pattern/replacement/[LU] comma-separated, then DEFAULT (the whole subject).",
+    ),
+    ConfigDef(
+        "ssl.enabled.protocols",
+        ConfigType.LIST,
+        ("TLSv1.2", "TLSv1.3"),
+        ListOf(("TLSv1.2", "TLSv1.3")),
+        doc="TLS versions TLS listeners accept.",
+    ),
+    ConfigDef(
+        "ssl.cipher.suites",
+        ConfigType.LIST,
+        (),
+        doc="TLS 1.2 cipher suites allowed (OpenSSL or IANA names); empty: the defaults.",
+    ),
+    ConfigDef(
         "log.dirs",
         ConfigType.LIST,
         ("./pystream-data",),
@@ -1338,6 +1447,24 @@ class BrokerConfig:
     broker_id: int = 0
     listeners: str = "PLAINTEXT://127.0.0.1:9092"
     advertised_listeners: str = ""
+    listener_security_protocol_map: str = (
+        "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"
+    )
+    inter_broker_listener_name: str = ""
+    security_inter_broker_protocol: str = ""
+    ssl_keystore_type: str = "PEM"
+    ssl_keystore_location: str = ""
+    ssl_keystore_password: str = ""
+    ssl_key_password: str = ""
+    ssl_keystore_key: str = ""
+    ssl_keystore_certificate_chain: str = ""
+    ssl_truststore_type: str = "PEM"
+    ssl_truststore_location: str = ""
+    ssl_truststore_certificates: str = ""
+    ssl_client_auth: str = "none"
+    ssl_principal_mapping_rules: str = "DEFAULT"
+    ssl_enabled_protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
+    ssl_cipher_suites: tuple[str, ...] = ()
     log_dirs: tuple[str, ...] = ("./pystream-data",)
     num_partitions: int = 1
     default_replication_factor: int = 1
@@ -1499,6 +1626,13 @@ class BrokerConfig:
         if key in self.static_properties:
             return ConfigSource.STATIC_BROKER_CONFIG
         return ConfigSource.DEFAULT_CONFIG
+
+
+#: Broker keys holding secrets: DescribeConfigs marks them sensitive and hides the value,
+#: as Kafka does for its PASSWORD-type configs.
+SENSITIVE_BROKER_CONFIGS = frozenset(
+    {"ssl.keystore.password", "ssl.key.password", "ssl.keystore.key"}
+)
 
 
 def _synonym_default(definition: ConfigDef, index: int) -> str | None:

@@ -23,8 +23,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple, Protocol
 
+from pystream.errors import InvalidConfigError
 from pystream.protocol.framing import _hint as _traffic_hint
 from pystream.security.principal import ANONYMOUS, KafkaPrincipal
+from pystream.security.ssl import SslPrincipalMapper, peer_principal
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +80,17 @@ class KafkaConnection(asyncio.BufferedProtocol):
         listener_name: str = "PLAINTEXT",
         on_close: Callable[[KafkaConnection], None] | None = None,
         security_protocol: str = "PLAINTEXT",
+        principal_mapper: SslPrincipalMapper | None = None,
     ) -> None:
+        """``principal_mapper``: on a TLS listener, names the principal of a client
+        certificate (mTLS)."""
         self._handler = handler
         #: The listener's security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL).
         self.security_protocol = security_protocol
         self._max_request_size = max_request_size
         self.listener_name = listener_name
         self._on_close = on_close
+        self._principal_mapper = principal_mapper
         # Received bytes: a reusable scratch buffer, or one large frame being filled.
         self._scratch: bytearray | None = None
         self._scratch_view: memoryview | None = None
@@ -118,8 +124,25 @@ class KafkaConnection(asyncio.BufferedProtocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         sock = transport.get_extra_info("socket")
-        # sendfile needs the raw socket: plaintext only (TLS transports have no usable fd).
-        self.supports_sendfile = sock is not None and transport.get_extra_info("sslcontext") is None
+        ssl_object = transport.get_extra_info("ssl_object")
+        # sendfile needs the raw socket: plaintext only (TLS encrypts in user space).
+        self.supports_sendfile = sock is not None and ssl_object is None
+        if ssl_object is not None and self._principal_mapper is not None:
+            # asyncio calls connection_made once the TLS handshake is done: a verified
+            # client certificate (mTLS) names the principal now.
+            try:
+                principal = peer_principal(ssl_object, self._principal_mapper)
+            except InvalidConfigError as exc:  # no mapping rule applies to the subject
+                self.close(f"TLS client certificate refused: {exc}")
+                return
+            if principal is not None:
+                self.principal = principal
+                log.info(
+                    "TLS client %s on %s authenticated as %s",
+                    self.peer,
+                    self.listener_name,
+                    principal,
+                )
         self._worker = asyncio.get_running_loop().create_task(self._process_frames())
 
     def get_buffer(self, sizehint: int) -> memoryview:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from pystream.broker import apis
 from pystream.broker.apis import api_versions
 from pystream.broker.context import RequestContext
-from pystream.broker.listeners import Listener, parse_listeners
 from pystream.broker.loop_monitor import LoopLagMonitor
 from pystream.broker.network import Chunk, KafkaConnection
 from pystream.broker.services import BrokerServices
@@ -46,6 +46,8 @@ from pystream.protocol import (
 from pystream.protocol.handlers import HandlerSpec
 from pystream.protocol.messages import RequestHeader
 from pystream.purgatory import Purgatory
+from pystream.security.listeners import Listener, ListenerConfig
+from pystream.security.ssl import SslPrincipalMapper, SslSettings, server_context
 from pystream.storage.checkpoints import (
     LOG_START_OFFSET_CHECKPOINT,
     RECOVERY_POINT_CHECKPOINT,
@@ -79,12 +81,23 @@ class Broker:
         self.config = config
         self.on_fatal = on_fatal or (lambda reason: None)
         self.broker_id = config.broker_id
-        self.listeners: list[Listener] = parse_listeners(config.listeners)
-        self.advertised_listeners: list[Listener] = (
-            parse_listeners(config.advertised_listeners, "advertised.listeners")
-            if config.advertised_listeners
-            else list(self.listeners)
+        listener_config = ListenerConfig.from_config(
+            config.listeners,
+            config.advertised_listeners,
+            config.listener_security_protocol_map,
+            config.inter_broker_listener_name,
+            config.security_inter_broker_protocol,
         )
+        self.listeners: list[Listener] = list(listener_config.listeners)
+        self.advertised_listeners: list[Listener] = list(listener_config.advertised)
+        # The listener other brokers reach this one on (replication, markers, controller).
+        self.inter_broker_listener_name = listener_config.inter_broker_listener_name
+        # TLS listeners share one context, built (and checked) before anything starts.
+        ssl_settings = SslSettings.from_broker_config(config)
+        self._ssl_context = (
+            server_context(ssl_settings) if any(lis.uses_tls for lis in self.listeners) else None
+        )
+        self._principal_mapper = SslPrincipalMapper(ssl_settings.principal_mapping_rules)
         self.handlers: dict[int, HandlerSpec] = apis.registry()
         self.fetch_purgatory = Purgatory("fetch")
         self._services: BrokerServices | None = None
@@ -112,8 +125,7 @@ class Broker:
         cluster: ClusterMode | None = None
         zk_store: ZkMetadataStore | None = None
         metadata: MetadataStore
-        # The listener other brokers reach this one on (replication, markers, controller).
-        inter_broker_listener = self.advertised_listeners[0].name
+        inter_broker_listener = self.inter_broker_listener_name
         # First of all, as Kafka: a second broker on these log dirs stops here, before it
         # touches them (the single node's metadata store lives in the first one).  The
         # log manager holds the locks from then on and releases them on shutdown.
@@ -221,13 +233,16 @@ class Broker:
                 port=listener.port,
                 reuse_address=True,
                 backlog=1024,
+                ssl=self._ssl_context if listener.uses_tls else None,
             )
             self._servers.append(server)
             self.bound_ports[listener.name] = server.sockets[0].getsockname()[1]
         if any(a.port == 0 for a in self.advertised_listeners):
             # Listening on port 0 (tests): advertise the port the OS chose.
             self.advertised_listeners = [
-                Listener(a.name, a.host or "127.0.0.1", a.port or self.bound_ports.get(a.name, 0))
+                dataclasses.replace(
+                    a, host=a.host or "127.0.0.1", port=a.port or self.bound_ports.get(a.name, 0)
+                )
                 for a in self.advertised_listeners
             ]
         endpoints = [(a.name, a.host, a.port) for a in self.advertised_listeners]
@@ -247,7 +262,7 @@ class Broker:
             cluster=cluster,
         )
         if cluster is not None:
-            await cluster.register(endpoints)
+            await cluster.register(self.advertised_listeners)
         else:
             local_store.register(endpoints, config.broker_rack or None)
         self.started_ms = int(time.time() * 1000)
@@ -264,6 +279,7 @@ class Broker:
             listener.name,
             on_close=self._connections.discard,
             security_protocol=listener.security_protocol,
+            principal_mapper=self._principal_mapper if listener.uses_tls else None,
         )
         self._connections.add(connection)
         return connection

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pystream.broker.listeners import Listener
 from pystream.cluster.dynamic_config import DynamicBrokerConfig
 from pystream.cluster.metadata.store import BrokerEndpoint, MetadataStore
 from pystream.cluster.replication.replica_manager import ReplicaManager
@@ -23,6 +22,7 @@ from pystream.config import BrokerConfig
 from pystream.groups.coordinator import GroupCoordinator
 from pystream.protocol.handlers import HandlerSpec
 from pystream.purgatory import Purgatory
+from pystream.security.listeners import Listener
 from pystream.storage.log_manager import LogManager
 from pystream.txn.coordinator import TransactionCoordinator
 

@@ -40,6 +40,7 @@ from pystream.cluster.zookeeper.store import (
     ZkMetadataStore,
 )
 from pystream.errors import KafkaError
+from pystream.security.listeners import Listener
 
 if TYPE_CHECKING:
     from kazoo.client import KazooClient
@@ -169,15 +170,18 @@ class ClusterMode:
                 replicas.stop_replica(topic, index, delete=True)
         store.add_listener(self._on_event)
 
-    async def register(self, advertised: Sequence[tuple[str, str, int]]) -> None:
-        """Register this broker (its advertised (listener name, host, port)s, rack) and stand
-        for controller."""
+    async def register(self, advertised: Sequence[Listener]) -> None:
+        """Register this broker (its advertised listeners with their security protocols, as
+        Kafka's listener_security_protocol_map; its rack) and stand for controller."""
         assert self.client is not None
         loop = asyncio.get_running_loop()
         handoff = zk_client.LoopHandoff(loop)
         info = BrokerInfo(
             self.broker_id,
-            tuple(EndPoint(name, host or "127.0.0.1", port) for name, host, port in advertised),
+            tuple(
+                EndPoint(a.name, a.host or "127.0.0.1", a.port, a.security_protocol)
+                for a in advertised
+            ),
             self.config.broker_rack or None,
         )
         self.registration = BrokerRegistration(

@@ -31,6 +31,7 @@ from pystream.broker.apis.config_entries import (
 )
 from pystream.cluster.metadata.model import DEFAULT_BROKER_ENTITY, validate_topic_name
 from pystream.config import (
+    SENSITIVE_BROKER_CONFIGS,
     TOPIC_CONFIGS,
     ConfigSource,
     ConfigType,
@@ -129,13 +130,14 @@ def _describe_entry(
     synonyms = [
         DescribeSynonym(name=s.name, value=s.value, source=int(s.source)) for s in entry.synonyms
     ]
+    sensitive = entry.name in SENSITIVE_BROKER_CONFIGS
     return DescribeEntry(
         name=entry.name,
-        value=entry.value,
+        value=None if sensitive else entry.value,
         read_only=entry.read_only,
         is_default=entry.source is ConfigSource.DEFAULT_CONFIG,  # v0's view of the source
         config_source=int(entry.source),
-        is_sensitive=False,  # pystream has no password-type configs yet
+        is_sensitive=sensitive,
         synonyms=synonyms if include_synonyms else [],
         config_type=CONFIG_TYPE_IDS.get(entry.type, 0),  # 0: UNKNOWN (a custom key)
         documentation=entry.documentation if include_documentation else None,

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pystream.clock import now_ms
 from pystream.cluster.metadata.model import DEFAULT_BROKER_ENTITY
 from pystream.errors import InvalidConfigError
+from pystream.security.listeners import Listener
 
 __all__ = [
     "BROKER_IDS",
@@ -192,18 +193,8 @@ def new_topic_id() -> uuid.UUID:
             return topic_id
 
 
-@dataclass(frozen=True)
-class EndPoint:
-    """One advertised listener of a broker (Kafka's EndPoint)."""
-
-    listener_name: str
-    host: str
-    port: int
-    security_protocol: str = "PLAINTEXT"
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.listener_name}://{host}:{self.port}"
+#: One advertised listener of a broker (Kafka's EndPoint): pystream's listener model.
+EndPoint = Listener
 
 
 @dataclass(frozen=True)
@@ -226,7 +217,7 @@ class BrokerInfo:
         if not self.endpoints:
             return None
         return next(
-            (e for e in self.endpoints if e.listener_name == listener_name),
+            (e for e in self.endpoints if e.name == listener_name),
             next(
                 (e for e in self.endpoints if e.security_protocol == "PLAINTEXT"), self.endpoints[0]
             ),
@@ -236,9 +227,7 @@ class BrokerInfo:
         plaintext = next((e for e in self.endpoints if e.security_protocol == "PLAINTEXT"), None)
         value: dict[str, object] = {
             "features": {},
-            "listener_security_protocol_map": {
-                e.listener_name: e.security_protocol for e in self.endpoints
-            },
+            "listener_security_protocol_map": {e.name: e.security_protocol for e in self.endpoints},
             "endpoints": [str(e) for e in self.endpoints],
             "jmx_port": -1,
             "port": plaintext.port if plaintext else -1,

@@ -1,0 +1,309 @@
+"""TLS for listeners: Kafka's ``ssl.*`` keys to an :class:`ssl.SSLContext`, and the
+principal of a client certificate (``User:<subject in RFC 2253>``, after
+``ssl.principal.mapping.rules`` as Kafka's ``SslPrincipalMapper``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+from pystream.errors import InvalidConfigError
+from pystream.security.principal import KafkaPrincipal
+
+_TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+_CLIENT_AUTH = {
+    "none": ssl.CERT_NONE,
+    "requested": ssl.CERT_OPTIONAL,
+    "required": ssl.CERT_REQUIRED,
+}
+
+
+@dataclass(frozen=True)
+class SslSettings:
+    """The ``ssl.*`` keys of one listener (or client), as Kafka names them."""
+
+    keystore_location: str = ""
+    key_password: str = ""
+    keystore_key: str = ""
+    keystore_certificate_chain: str = ""
+    truststore_location: str = ""
+    truststore_certificates: str = ""
+    client_auth: str = "none"
+    principal_mapping_rules: str = "DEFAULT"
+    enabled_protocols: tuple[str, ...] = ("TLSv1.2", "TLSv1.3")
+    cipher_suites: tuple[str, ...] = ()
+
+    @classmethod
+    def from_broker_config(cls, config: Any) -> SslSettings:
+        """The broker-wide ``ssl.*`` keys of a :class:`~pystream.config.BrokerConfig`."""
+        return cls(
+            keystore_location=config.ssl_keystore_location,
+            key_password=config.ssl_key_password,
+            keystore_key=config.ssl_keystore_key,
+            keystore_certificate_chain=config.ssl_keystore_certificate_chain,
+            truststore_location=config.ssl_truststore_location,
+            truststore_certificates=config.ssl_truststore_certificates,
+            client_auth=config.ssl_client_auth,
+            principal_mapping_rules=config.ssl_principal_mapping_rules,
+            enabled_protocols=tuple(config.ssl_enabled_protocols),
+            cipher_suites=tuple(config.ssl_cipher_suites),
+        )
+
+
+def _load_key_and_chain(context: ssl.SSLContext, settings: SslSettings) -> None:
+    password = settings.key_password or None
+    if settings.keystore_key or settings.keystore_certificate_chain:
+        if settings.keystore_location:
+            raise InvalidConfigError(
+                "ssl.keystore.location and ssl.keystore.key/ssl.keystore.certificate.chain "
+                "are exclusive; give the key store one way"
+            )
+        if not (settings.keystore_key and settings.keystore_certificate_chain):
+            raise InvalidConfigError(
+                "ssl.keystore.key and ssl.keystore.certificate.chain go together"
+            )
+        # Python's ssl loads keys only from files: a private (0600) temporary one, removed
+        # as soon as it is loaded.
+        fd, path = tempfile.mkstemp(prefix="pystream-keystore-", suffix=".pem")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(settings.keystore_key.strip() + "\n")
+                f.write(settings.keystore_certificate_chain.strip() + "\n")
+            _load_chain_file(context, path, password, "ssl.keystore.key")
+        finally:
+            os.unlink(path)
+        return
+    if not settings.keystore_location:
+        raise InvalidConfigError(
+            "a TLS listener needs a key store: set ssl.keystore.location (a PEM file with the "
+            "private key and certificate chain) or ssl.keystore.key and "
+            "ssl.keystore.certificate.chain"
+        )
+    _load_chain_file(context, settings.keystore_location, password, "ssl.keystore.location")
+
+
+def _load_chain_file(context: ssl.SSLContext, path: str, password: str | None, key: str) -> None:
+    try:
+        context.load_cert_chain(path, password=password)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidConfigError(
+            f"{key}: cannot load the private key and certificate chain ({exc}); check the "
+            "PEM contents and ssl.key.password"
+        ) from None
+
+
+def _load_trust(context: ssl.SSLContext, settings: SslSettings) -> bool:
+    """Load the trust store; False if none is configured."""
+    try:
+        if settings.truststore_location:
+            context.load_verify_locations(cafile=settings.truststore_location)
+        elif settings.truststore_certificates:
+            context.load_verify_locations(cadata=settings.truststore_certificates)
+        else:
+            return False
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidConfigError(f"ssl.truststore: cannot load the certificates ({exc})") from None
+    return True
+
+
+def _apply_protocols(context: ssl.SSLContext, settings: SslSettings) -> None:
+    versions = [_TLS_VERSIONS[p] for p in settings.enabled_protocols if p in _TLS_VERSIONS]
+    if not versions:
+        raise InvalidConfigError(
+            f"ssl.enabled.protocols: none of {', '.join(settings.enabled_protocols)} is "
+            "supported; use TLSv1.2 and/or TLSv1.3"
+        )
+    context.minimum_version, context.maximum_version = min(versions), max(versions)
+    if settings.cipher_suites:
+        try:
+            context.set_ciphers(":".join(settings.cipher_suites))
+        except ssl.SSLError:
+            raise InvalidConfigError(
+                f"ssl.cipher.suites: no usable cipher in {','.join(settings.cipher_suites)} "
+                "(use OpenSSL names, e.g. ECDHE-RSA-AES128-GCM-SHA256)"
+            ) from None
+
+
+def server_context(settings: SslSettings) -> ssl.SSLContext:
+    """The TLS context of a listener.  Raises InvalidConfigError saying what is missing."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _apply_protocols(context, settings)
+    _load_key_and_chain(context, settings)
+    has_trust = _load_trust(context, settings)
+    if settings.client_auth not in _CLIENT_AUTH:
+        raise InvalidConfigError(
+            f"ssl.client.auth: {settings.client_auth!r} is not one of none, requested, required"
+        )
+    if settings.client_auth != "none" and not has_trust:
+        raise InvalidConfigError(
+            f"ssl.client.auth={settings.client_auth} needs a trust store to verify client "
+            "certificates: set ssl.truststore.location or ssl.truststore.certificates"
+        )
+    context.verify_mode = _CLIENT_AUTH[settings.client_auth]
+    return context
+
+
+def client_context(
+    *,
+    cafile: str | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    password: str | None = None,
+    check_hostname: bool = True,
+) -> ssl.SSLContext:
+    """A client's TLS context (kafka-python's ``ssl_*`` names): verify the broker against
+    ``cafile`` (the system store if None), present ``certfile`` for mTLS."""
+    context = ssl.create_default_context(cafile=cafile)
+    context.check_hostname = check_hostname
+    if certfile:
+        context.load_cert_chain(certfile, keyfile or None, password=password or None)
+    return context
+
+
+# --- principals ----------------------------------------------------------------------------
+
+# getpeercert()'s attribute names -> the keywords Java's X500Principal.getName(RFC2253) uses.
+_RFC2253_KEYWORDS = {
+    "commonName": "CN",
+    "countryName": "C",
+    "localityName": "L",
+    "stateOrProvinceName": "ST",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "streetAddress": "STREET",
+    "domainComponent": "DC",
+    "userId": "UID",
+}
+
+
+def _escape_rdn_value(value: str) -> str:
+    escaped = re.sub(r'([,+"\\<>;])', r"\\\1", value)
+    if escaped.startswith(("#", " ")):
+        escaped = "\\" + escaped
+    if escaped.endswith(" ") and not escaped.endswith("\\ "):
+        escaped = escaped[:-1] + "\\ "
+    return escaped
+
+
+def subject_rfc2253(peer_cert: dict[str, Any]) -> str:
+    """The subject of ``SSLSocket.getpeercert()`` as RFC 2253 (most specific RDN first,
+    e.g. ``CN=alice,OU=eng,O=example``), as Kafka's principal builder shows it."""
+    rdns = []
+    for rdn in reversed(peer_cert.get("subject", ())):
+        rdns.append(
+            "+".join(
+                f"{_RFC2253_KEYWORDS.get(name, name)}={_escape_rdn_value(value)}"
+                for name, value in rdn
+            )
+        )
+    return ",".join(rdns)
+
+
+_RULE_PATTERN = r"(DEFAULT)|RULE:((\\.|[^\\/])*)/((\\.|[^\\/])*)/([LU]?).*?|(.*?)"
+_RULE_SPLITTER = re.compile(r"\s*(" + _RULE_PATTERN + r")\s*(,\s*|$)")
+_RULE_PARSER = re.compile(_RULE_PATTERN)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    pattern: re.Pattern[str] | None  # None: DEFAULT (the whole subject)
+    replacement: str = ""
+    case: str = ""  # "L" lower, "U" upper
+
+    def apply(self, dn: str) -> str | None:
+        if self.pattern is None:
+            return dn
+        if self.pattern.fullmatch(dn) is None:
+            return None
+        result = self.pattern.sub(self._expand, dn)
+        return (
+            result.lower() if self.case == "L" else result.upper() if self.case == "U" else result
+        )
+
+    def _expand(self, match: re.Match[str]) -> str:
+        # Java's Matcher.replaceAll: $n is group n (digits taken while a group of that
+        # number exists; a $n beyond the groups is literal, as Kafka escapes it), \x is x.
+        text, out, i, groups = self.replacement, [], 0, self.pattern.groups  # type: ignore[union-attr]
+        while i < len(text):
+            ch = text[i]
+            if ch == "\\" and i + 1 < len(text):
+                out.append(text[i + 1])
+                i += 2
+            elif ch == "$" and i + 1 < len(text) and text[i + 1].isdigit():
+                j, number = i + 2, int(text[i + 1])
+                while j < len(text) and text[j].isdigit() and int(text[i + 1 : j + 1]) <= groups:
+                    number, j = int(text[i + 1 : j + 1]), j + 1
+                if number > groups:
+                    out.append(text[i:j])
+                else:
+                    out.append(match.group(number) or "")
+                i = j
+            else:
+                out.append(ch)
+                i += 1
+        return "".join(out)
+
+    def __str__(self) -> str:
+        if self.pattern is None:
+            return "DEFAULT"
+        case = f"/{self.case}" if self.case else ""
+        return f"RULE:{self.pattern.pattern}/{self.replacement}{case}"
+
+
+class SslPrincipalMapper:
+    """``ssl.principal.mapping.rules``: the first rule matching the subject names the
+    principal (``RULE:pattern/replacement/[LU]``; ``DEFAULT``: the subject itself)."""
+
+    def __init__(self, rules: str = "DEFAULT") -> None:
+        self.rules: list[_Rule] = []
+        for match in _RULE_SPLITTER.finditer(rules.strip()):
+            self._add(match.group(1))
+
+    def _add(self, rule: str) -> None:
+        parsed = _RULE_PARSER.match(rule)
+        if parsed is None or parsed.end() != len(rule):
+            raise InvalidConfigError(
+                f"ssl.principal.mapping.rules: invalid rule {rule!r}; rules are "
+                "RULE:pattern/replacement/[LU] or DEFAULT, comma-separated"
+            )
+        if parsed.group(1) is not None:
+            self.rules.append(_Rule(None))
+        elif parsed.group(2) is not None:
+            try:
+                pattern = re.compile(parsed.group(2))
+            except re.error as exc:
+                raise InvalidConfigError(
+                    f"ssl.principal.mapping.rules: bad pattern in {rule!r}: {exc}"
+                ) from None
+            self.rules.append(_Rule(pattern, parsed.group(4), parsed.group(6)))
+        # an empty rule is ignored, as in Kafka
+
+    def name(self, distinguished_name: str) -> str:
+        """The principal name for a subject; InvalidConfigError if no rule applies."""
+        for rule in self.rules:
+            result = rule.apply(distinguished_name)
+            if result is not None:
+                return result
+        raise InvalidConfigError(
+            f"no ssl.principal.mapping.rules apply to {distinguished_name} (rules {self})"
+        )
+
+    def __str__(self) -> str:
+        return "[" + ", ".join(str(r) for r in self.rules) + "]"
+
+
+def peer_principal(
+    ssl_object: ssl.SSLObject | None, mapper: SslPrincipalMapper
+) -> KafkaPrincipal | None:
+    """``User:<mapped subject>`` of a verified client certificate, None without one."""
+    if ssl_object is None:
+        return None
+    cert = ssl_object.getpeercert()
+    if not cert:  # no certificate (ssl.client.auth=none, or requested and not sent)
+        return None
+    return KafkaPrincipal("User", mapper.name(subject_rfc2253(cert)))

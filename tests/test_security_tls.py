@@ -1,0 +1,224 @@
+"""TLS listeners against real clients: confluent-kafka and kafka-python produce and consume
+over SSL, a plaintext client on the SSL listener is refused while the broker keeps serving,
+mTLS names the principal ``User:<subject>``, and each listener advertises itself in
+Metadata.
+
+Two brokers serve the module: one with PLAINTEXT and SSL listeners and
+``ssl.client.auth=requested`` (a certificate is optional; given, it names the principal), one
+SSL-only with ``ssl.client.auth=required``.  Certificates are made here (``tls_certs``).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from broker_process import BrokerProcess, KafkaWire
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource
+from kafka import KafkaConsumer, KafkaProducer
+from tls_certs import CertificateAuthority, Identity
+
+from pystream.protocol.messages.api_versions import ApiVersionsRequest
+
+TIMEOUT = 30.0
+BROKER_KEY_PASSWORD = "broker-key-secret"
+
+
+class Pki:
+    def __init__(self, directory: Path) -> None:
+        self.ca = CertificateAuthority(directory)
+        self.broker = self.ca.issue(
+            "broker", "localhost", "brokers", "example", password=BROKER_KEY_PASSWORD
+        )
+        self.alice = self.ca.issue("alice", "alice", "eng", "example")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+def _tls_overrides(pki: Pki, client_auth: str) -> dict[str, str]:
+    return {
+        "ssl.keystore.location": str(pki.broker.pem),
+        "ssl.key.password": BROKER_KEY_PASSWORD,
+        "ssl.truststore.location": str(pki.ca.ca_file),
+        "ssl.client.auth": client_auth,
+        "auto.create.topics.enable": "true",
+    }
+
+
+@pytest.fixture(scope="module")
+def broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    process = BrokerProcess(
+        tmp_path_factory.mktemp("tls-broker"),
+        {
+            "listeners": "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0",
+            **_tls_overrides(pki, "requested"),
+        },
+    ).start()
+    yield process
+    process.close()
+
+
+@pytest.fixture(scope="module")
+def mtls_broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    process = BrokerProcess(
+        tmp_path_factory.mktemp("mtls-broker"),
+        {"listeners": "SSL://127.0.0.1:0", **_tls_overrides(pki, "required")},
+    ).start()
+    yield process
+    process.close()
+
+
+def _ssl_bootstrap(broker: BrokerProcess) -> str:
+    return f"127.0.0.1:{broker.listener_ports['SSL']}"
+
+
+def _confluent_ssl(pki: Pki, identity: Identity | None = None) -> dict[str, str]:
+    config = {"security.protocol": "SSL", "ssl.ca.location": str(pki.ca.ca_file)}
+    if identity is not None:
+        config["ssl.certificate.location"] = str(identity.cert)
+        config["ssl.key.location"] = str(identity.key)
+    return config
+
+
+def _client_context(pki: Pki, identity: Identity | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(pki.ca.ca_file))
+    if identity is not None:
+        context.load_cert_chain(str(identity.cert), str(identity.key))
+    return context
+
+
+def test_confluent_produce_consume_over_ssl(broker: BrokerProcess, pki: Pki) -> None:
+    config = {"bootstrap.servers": _ssl_bootstrap(broker), **_confluent_ssl(pki)}
+    producer = Producer({**config, "acks": "all"})
+    values = [f"tls-{i}".encode() * 50 for i in range(200)]
+    for value in values:
+        producer.produce("tls-confluent", value)
+    assert producer.flush(TIMEOUT) == 0
+    consumer = Consumer({**config, "group.id": "tls-g", "auto.offset.reset": "earliest"})
+    consumer.subscribe(["tls-confluent"])
+    got: list[bytes] = []
+    try:
+        import time
+
+        deadline = time.monotonic() + TIMEOUT
+        while len(got) < len(values) and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                got.append(message.value())
+    finally:
+        consumer.close()
+    assert got == values
+
+
+def test_kafka_python_produce_consume_over_ssl(broker: BrokerProcess, pki: Pki) -> None:
+    common = {
+        "bootstrap_servers": _ssl_bootstrap(broker),
+        "security_protocol": "SSL",
+        "ssl_cafile": str(pki.ca.ca_file),
+    }
+    producer = KafkaProducer(**common, acks="all")
+    values = [f"kp-{i}".encode() * 30 for i in range(100)]
+    for value in values:
+        producer.send("tls-kafka-python", value)
+    producer.flush(TIMEOUT)
+    producer.close()
+    consumer = KafkaConsumer(
+        "tls-kafka-python",
+        **common,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=int(TIMEOUT * 1000),
+    )
+    got = []
+    for message in consumer:
+        got.append(message.value)
+        if len(got) == len(values):
+            break
+    consumer.close()
+    assert got == values
+
+
+def test_plaintext_client_on_ssl_listener_is_refused(broker: BrokerProcess, pki: Pki) -> None:
+    port = broker.listener_ports["SSL"]
+    for _ in range(3):
+        with KafkaWire(("127.0.0.1", port), timeout=TIMEOUT) as wire:
+            wire.send(wire.frame(18, 0, ApiVersionsRequest()))
+            assert wire.recv_frame() is None  # no Kafka response: the TLS handshake failed
+    # The broker still serves TLS clients (and the plaintext listener).
+    with KafkaWire(("127.0.0.1", port), TIMEOUT, _client_context(pki)) as wire:
+        assert wire.request(18, 0, ApiVersionsRequest()).error_code == 0
+    with broker.wire() as wire:
+        assert wire.request(18, 0, ApiVersionsRequest()).error_code == 0
+
+
+def test_each_listener_advertises_itself(broker: BrokerProcess, pki: Pki) -> None:
+    ports = broker.listener_ports
+    assert set(ports) == {"PLAINTEXT", "SSL"} and ports["PLAINTEXT"] != ports["SSL"]
+    plain = AdminClient({"bootstrap.servers": f"127.0.0.1:{ports['PLAINTEXT']}"})
+    tls = AdminClient({"bootstrap.servers": _ssl_bootstrap(broker), **_confluent_ssl(pki)})
+    for client, name in ((plain, "PLAINTEXT"), (tls, "SSL")):
+        brokers = client.list_topics(timeout=TIMEOUT).brokers
+        assert [(b.host, b.port) for b in brokers.values()] == [("127.0.0.1", ports[name])]
+
+
+def test_client_certificate_names_the_principal(broker: BrokerProcess, pki: Pki) -> None:
+    mark = broker.output_lines()
+    port = broker.listener_ports["SSL"]
+    with KafkaWire(("127.0.0.1", port), TIMEOUT, _client_context(pki, pki.alice)) as wire:
+        assert wire.request(18, 0, ApiVersionsRequest()).error_code == 0
+    broker.wait_for_output("authenticated as User:CN=alice,OU=eng,O=example", since=mark)
+    # Without a certificate (requested, not required) the client is served as ANONYMOUS.
+    mark = broker.output_lines()
+    with KafkaWire(("127.0.0.1", port), TIMEOUT, _client_context(pki)) as wire:
+        assert wire.request(18, 0, ApiVersionsRequest()).error_code == 0
+    assert "authenticated as" not in broker.output_since(mark)
+
+
+def _api_versions_over_tls(port: int, context: ssl.SSLContext) -> bool:
+    """True if the broker answers ApiVersions; False if it refuses the connection."""
+    try:
+        with KafkaWire(("127.0.0.1", port), TIMEOUT, context) as wire:
+            wire.send(wire.frame(18, 0, ApiVersionsRequest()))
+            return wire.recv_frame() is not None
+    except (TimeoutError, ssl.SSLError, ConnectionError):
+        return False
+
+
+def test_mtls_required(mtls_broker: BrokerProcess, pki: Pki) -> None:
+    port = mtls_broker.listener_ports["SSL"]
+    assert not _api_versions_over_tls(port, _client_context(pki))
+    mark = mtls_broker.output_lines()
+    assert _api_versions_over_tls(port, _client_context(pki, pki.alice))
+    mtls_broker.wait_for_output("authenticated as User:CN=alice,OU=eng,O=example", since=mark)
+    # confluent-kafka with its certificate produces.
+    producer = Producer(
+        {
+            "bootstrap.servers": _ssl_bootstrap(mtls_broker),
+            **_confluent_ssl(pki, pki.alice),
+        }
+    )
+    producer.produce("mtls", b"hello")
+    assert producer.flush(TIMEOUT) == 0
+
+
+def test_key_password_is_sensitive(broker: BrokerProcess) -> None:
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{broker.port}"})
+    resource = ConfigResource(ConfigResource.Type.BROKER, "0")
+    entries = admin.describe_configs([resource])[resource].result(TIMEOUT)
+    password = entries["ssl.key.password"]
+    assert password.is_sensitive and password.value is None
+    assert BROKER_KEY_PASSWORD not in repr(entries)
+    location = entries["ssl.keystore.location"]
+    assert not location.is_sensitive and location.value.endswith("broker.pem")
+
+
+def test_broker_refuses_tls_listener_without_keystore(tmp_path: Path) -> None:
+    process = BrokerProcess(tmp_path, {"listeners": "SSL://127.0.0.1:0"})
+    with pytest.raises(RuntimeError, match="ssl.keystore.location"):
+        process.start(timeout=TIMEOUT)
+    process.close()
