@@ -46,8 +46,14 @@ from pystream.protocol import (
 from pystream.protocol.handlers import HandlerSpec
 from pystream.protocol.messages import RequestHeader
 from pystream.purgatory import Purgatory
+from pystream.security.client_security import ClientSecurity
 from pystream.security.listeners import Listener, ListenerConfig
-from pystream.security.ssl import SslPrincipalMapper, SslSettings, server_context
+from pystream.security.ssl import (
+    SslPrincipalMapper,
+    SslSettings,
+    broker_client_context,
+    server_context,
+)
 from pystream.storage.checkpoints import (
     LOG_START_OFFSET_CHECKPOINT,
     RECOVERY_POINT_CHECKPOINT,
@@ -126,6 +132,7 @@ class Broker:
         zk_store: ZkMetadataStore | None = None
         metadata: MetadataStore
         inter_broker_listener = self.inter_broker_listener_name
+        inter_broker_security = self._inter_broker_security()
         # First of all, as Kafka: a second broker on these log dirs stops here, before it
         # touches them (the single node's metadata store lives in the first one).  The
         # log manager holds the locks from then on and releases them on shutdown.
@@ -173,7 +180,7 @@ class Broker:
         )
         if zk_store is not None:  # before hosting: followers fetch at once
             fetchers = cluster_mode.attach_replication(
-                config, zk_store, replica_manager, inter_broker_listener
+                config, zk_store, replica_manager, inter_broker_listener, inter_broker_security
             )
         topic_manager = TopicManager(config, metadata, replica_manager)
         topic_manager.host_all()
@@ -200,6 +207,7 @@ class Broker:
                     metadata,
                     listener_name=inter_broker_listener,
                     request_timeout_ms=config.replica_socket_timeout_ms,
+                    security=inter_broker_security,
                 )
                 if zk_store is not None
                 else None
@@ -217,6 +225,7 @@ class Broker:
                     TRANSACTION_STATE_TOPIC: transaction_coordinator,
                 },
                 listener_name=inter_broker_listener,
+                security=inter_broker_security,
                 on_fatal=self.on_fatal,
             )
             cluster.watch_roles()
@@ -271,6 +280,19 @@ class Broker:
         self.log_cleaner.start()
         self.loop_monitor = LoopLagMonitor()  # logs every stall of the loop over 100 ms
         self.loop_monitor.start()
+
+    def _inter_broker_security(self) -> ClientSecurity:
+        """How this broker connects to its peers' inter-broker listener: on SSL, with its
+        trust store (their certificates) and key store (its own client certificate)."""
+        protocol = next(
+            a.security_protocol
+            for a in self.advertised_listeners
+            if a.name == self.inter_broker_listener_name
+        )
+        if protocol not in ("SSL", "SASL_SSL"):
+            return ClientSecurity(protocol)
+        settings = SslSettings.from_broker_config(self.config)
+        return ClientSecurity(protocol, broker_client_context(settings))
 
     def _new_connection(self, listener: Listener) -> KafkaConnection:
         connection = KafkaConnection(

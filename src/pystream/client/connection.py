@@ -28,6 +28,7 @@ from pystream.errors import RequestTimedOutError, error_for_code
 from pystream.protocol import ProtocolDecodeError, RequestHeader, Struct
 from pystream.protocol.headers import decode_response, encode_request_frame
 from pystream.protocol.messages.api_versions import ApiVersionsRequest, ApiVersionsResponse
+from pystream.security.client_security import PLAINTEXT, ClientSecurity
 from pystream.version import __version__
 
 from .errors import KafkaConnectionError
@@ -109,8 +110,10 @@ class BrokerConnection(asyncio.BufferedProtocol):
         request_timeout_ms: int,
         connect_timeout_ms: int,
         max_response_size: int,
+        security: ClientSecurity = PLAINTEXT,
     ) -> BrokerConnection:
-        """Connect and negotiate API versions; :class:`KafkaConnectionError` on failure."""
+        """Connect (over TLS if ``security`` says so) and negotiate API versions;
+        :class:`KafkaConnectionError` on failure."""
         loop = asyncio.get_running_loop()
         conn = cls(
             host,
@@ -122,8 +125,14 @@ class BrokerConnection(asyncio.BufferedProtocol):
         )
         try:
             async with asyncio.timeout(connect_timeout_ms / 1000):
-                await loop.create_connection(lambda: conn, host, port)
-        except (OSError, TimeoutError) as exc:
+                await loop.create_connection(
+                    lambda: conn,
+                    host,
+                    port,
+                    ssl=security.ssl_context,
+                    server_hostname=host if security.ssl_context is not None else None,
+                )
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             raise KafkaConnectionError(
                 f"cannot connect to broker {host}:{port}: {exc or type(exc).__name__}"
             ) from exc

@@ -9,8 +9,9 @@ connects, and after a failure (connection refused, broken, timed out) it drops
 the connection and connects again on the next request, re-reading the endpoint
 (a restarted broker may advertise a new one).
 
-Only PLAINTEXT endpoints are reachable (no inter-broker TLS/SASL yet); the
-endpoint of the listener this broker itself advertises first is preferred.
+Channels connect to the inter-broker listener (``inter.broker.listener.name``) with
+its security (:class:`~pystream.security.client_security.ClientSecurity`: TLS with the
+broker's trust store and key store on an SSL listener).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pystream.client.errors import KafkaConnectionError
 from pystream.cluster.metadata.store import MetadataStore
 from pystream.errors import NetworkException, RequestTimedOutError, UnsupportedVersionError
 from pystream.protocol import Struct
+from pystream.security.client_security import PLAINTEXT, ClientSecurity
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,10 @@ class BrokerChannel:
         client_id: str,
         request_timeout_ms: int,
         connect_timeout_ms: int,
+        security: ClientSecurity = PLAINTEXT,
     ) -> None:
         self.destination = destination
+        self._security = security
         self._resolve = resolve
         self._client_id = client_id
         self._request_timeout_ms = request_timeout_ms
@@ -89,6 +93,7 @@ class BrokerChannel:
                     request_timeout_ms=self._request_timeout_ms,
                     connect_timeout_ms=self._connect_timeout_ms,
                     max_response_size=MAX_RESPONSE_BYTES,
+                    security=self._security,
                 )
             except (KafkaConnectionError, RequestTimedOutError, OSError) as exc:
                 raise ChannelError(f"broker {self.destination} ({host}:{port}): {exc}") from exc
@@ -150,8 +155,10 @@ class BrokerChannels:
         listener_name: str | None = None,
         request_timeout_ms: int = 30_000,
         connect_timeout_ms: int = 10_000,
+        security: ClientSecurity = PLAINTEXT,
     ) -> None:
         self.local_id = local_id
+        self.security = security
         self.metadata = metadata
         self.listener_name = listener_name
         self.request_timeout_ms = request_timeout_ms
@@ -174,6 +181,7 @@ class BrokerChannels:
                 client_id=f"broker-{self.local_id}",
                 request_timeout_ms=self.request_timeout_ms,
                 connect_timeout_ms=self.connect_timeout_ms,
+                security=self.security,
             )
         return channel
 

@@ -40,6 +40,7 @@ from pystream.cluster.zookeeper.store import (
     ZkMetadataStore,
 )
 from pystream.errors import KafkaError
+from pystream.security.client_security import PLAINTEXT, ClientSecurity
 from pystream.security.listeners import Listener
 
 if TYPE_CHECKING:
@@ -94,7 +95,11 @@ def follow_broker_configs(store: ZkMetadataStore, refresh: Callable[[], None]) -
 
 
 def attach_replication(
-    config: BrokerConfig, store: ZkMetadataStore, replicas: ReplicaManager, listener_name: str
+    config: BrokerConfig,
+    store: ZkMetadataStore,
+    replicas: ReplicaManager,
+    listener_name: str,
+    security: ClientSecurity = PLAINTEXT,
 ) -> ReplicaFetcherManager:
     """Give the replica manager its fetchers (followers) and its ISR writer (leaders); before
     any partition is hosted, so followers start fetching at once."""
@@ -104,6 +109,7 @@ def attach_replication(
         metadata=store,
         replicas=replicas,
         listener_name=listener_name,
+        security=security,
     )
     replicas.fetcher = fetchers
     replicas.isr_updater = store.update_isr
@@ -129,16 +135,19 @@ class ClusterMode:
         fetchers: ReplicaFetcherManager,
         owners: Mapping[str, PartitionOwner],
         listener_name: str,
+        security: ClientSecurity = PLAINTEXT,
         on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         """``owners``: internal topic -> its coordinator, told when this broker starts or
         stops leading one of their partitions; ``listener_name``: the listener other
-        brokers reach this one on (replication, controller requests, transaction markers);
+        brokers reach this one on (replication, controller requests, transaction markers),
+        ``security`` how to connect to it;
         ``on_fatal(reason)``: called (on the loop) when this broker must stop serving,
         e.g. its ``broker.id`` was registered by another broker while its session was lost."""
         self.config = config
         self.broker_id = config.broker_id
         self.listener_name = listener_name
+        self.security = security
         self.store = store
         self.client: KazooClient | None = store.client
         self.registration: BrokerRegistration | None = None

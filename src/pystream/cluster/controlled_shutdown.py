@@ -92,7 +92,11 @@ async def controlled_shutdown(cluster: ClusterMode) -> bool:
     broker_epoch = cluster.registration.epoch
     listener = cluster.listener_name
     channels = BrokerChannels(
-        me, store, listener_name=listener, request_timeout_ms=REQUEST_TIMEOUT_MS
+        me,
+        store,
+        listener_name=listener,
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
+        security=cluster.security,
     )
     attempts = config.controlled_shutdown_max_retries
     backoff_s = config.controlled_shutdown_retry_backoff_ms / 1000

@@ -307,3 +307,16 @@ def peer_principal(
     if not cert:  # no certificate (ssl.client.auth=none, or requested and not sent)
         return None
     return KafkaPrincipal("User", mapper.name(subject_rfc2253(cert)))
+
+
+def broker_client_context(settings: SslSettings) -> ssl.SSLContext:
+    """The context a broker connects to its peers' SSL inter-broker listener with: their
+    certificates verified against the broker's trust store (hostname checked, as Kafka's
+    default ``ssl.endpoint.identification.algorithm=https``), the broker's own key store
+    presented as its client certificate."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _apply_protocols(context, settings)
+    if not _load_trust(context, settings):
+        context.load_default_certs()
+    _load_key_and_chain(context, settings)
+    return context

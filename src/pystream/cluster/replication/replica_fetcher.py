@@ -33,6 +33,7 @@ from pystream.cluster.broker_channel import BrokerChannel, broker_endpoint
 from pystream.errors import ErrorCode, KafkaError, error_for_code
 from pystream.protocol.messages.fetch import FetchRequest
 from pystream.protocol.messages.offset_for_leader_epoch import OffsetForLeaderEpochRequest
+from pystream.security.client_security import PLAINTEXT, ClientSecurity
 from pystream.storage.log import Log
 
 if TYPE_CHECKING:
@@ -85,8 +86,11 @@ class ReplicaFetcherManager:
         metadata: MetadataStore,
         replicas: ReplicaManager,
         listener_name: str,
+        security: ClientSecurity = PLAINTEXT,
     ) -> None:
-        """``listener_name``: the listener of the leaders that followers connect to."""
+        """``listener_name``: the listener of the leaders that followers connect to, with
+        ``security``."""
+        self.security = security
         self.config = config
         self.broker_id = broker_id
         self.metadata = metadata
@@ -153,6 +157,7 @@ class ReplicaFetcher:
             client_id=f"broker-{self.broker_id}-fetcher-{source_broker_id}",
             request_timeout_ms=self.config.replica_socket_timeout_ms,
             connect_timeout_ms=self.config.replica_socket_timeout_ms,
+            security=manager.security,
         )
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
