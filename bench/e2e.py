@@ -236,6 +236,7 @@ class Options:
     json_path: Path | None = None
     allow_non_loopback: bool = False
     verbose: bool = False
+    client_config: tuple[tuple[str, str], ...] = ()
 
     def record_count(self, scenario: Scenario) -> int:
         """Records a throughput scenario produces (``--records`` overrides the default)."""
@@ -427,6 +428,14 @@ def build_parser() -> OneLineParser:
         action="store_true",
         help="allow brokers that are not on this machine's loopback interface",
     )
+    p.add_argument(
+        "--client-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="librdkafka property for every client (and kcat), e.g. security.protocol=SSL "
+        "ssl.ca.location=ca.pem; repeat for several",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="show librdkafka's own logs")
     return p
 
@@ -438,6 +447,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     try:
         bootstraps = tuple(parse_bootstrap(b) for b in ns.bootstrap)
         scenarios = parse_scenarios(ns.scenario)
+        client_settings = tuple(parse_client_config(c) for c in ns.client_config)
     except ValueError as exc:
         parser.error(str(exc))
     if len({str(b) for b in bootstraps}) != len(bootstraps):
@@ -462,6 +472,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         json_path=ns.json_path,
         allow_non_loopback=ns.allow_non_loopback,
         verbose=ns.verbose,
+        client_config=client_settings,
     )
 
 
@@ -590,13 +601,31 @@ class Deadline:
 # --------------------------------------------------------------------------- client configs
 
 
+#: --client-config travels to spawned scenario processes in this environment variable.
+CLIENT_CONFIG_ENV = "PYSTREAM_BENCH_CLIENT_CONFIG"
+
+
+def parse_client_config(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` of --client-config; ValueError naming the bad entry."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--client-config {text!r} is not KEY=VALUE")
+    return key.strip(), value.strip()
+
+
+def extra_client_config() -> dict[str, str]:
+    """The --client-config properties (e.g. security.protocol=SSL)."""
+    return json.loads(os.environ.get(CLIENT_CONFIG_ENV, "{}"))
+
+
 def client_config(bootstrap: str, verbose: bool = False) -> dict[str, Any]:
-    """Settings every librdkafka client here shares."""
+    """Settings every librdkafka client here shares (and the --client-config ones)."""
     return {
         "bootstrap.servers": bootstrap,
         "client.id": "pystream-bench-e2e",
         "log_level": 6 if verbose else 0,  # librdkafka's logs only with --verbose
         "socket.connection.setup.timeout.ms": 10_000,
+        **extra_client_config(),
     }
 
 
@@ -664,7 +693,7 @@ def kcat_command(
 ) -> list[str]:
     """``kcat -P`` producing each line of ``path`` to partition 0 with the issue's settings."""
     cmd = [kcat, "-P", "-b", bootstrap, "-t", topic, "-p", "0", "-m", str(max(1, int(timeout)))]
-    for key, value in throughput_producer_settings().items():
+    for key, value in {**throughput_producer_settings(), **extra_client_config()}.items():
         cmd += ["-X", f"{key}={str(value).lower() if isinstance(value, bool) else value}"]
     return [*cmd, "-l", str(path)]
 
@@ -1711,6 +1740,8 @@ def fail(message: str, status: int = 1) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; return the exit status."""
     opts = parse_args(argv)
+    if opts.client_config:  # inherited by the spawned scenario processes
+        os.environ[CLIENT_CONFIG_ENV] = json.dumps(dict(opts.client_config))
     if confluent_kafka is None:
         return fail("confluent-kafka is not installed (pip install confluent-kafka)")
     log = Console(stderr=True, width=wide_width(Console(stderr=True)))

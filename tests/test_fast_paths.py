@@ -355,31 +355,43 @@ def test_fetch_plan_fields_are_the_ones_the_encoder_knows() -> None:
 
 
 @SETTINGS
-@given(st.data(), st.sampled_from(FETCH_VERSIONS), _I32, st.booleans(), st.sampled_from([0, 200]))
+@given(
+    st.data(),
+    st.sampled_from(FETCH_VERSIONS),
+    _I32,
+    st.sampled_from(["copy", "sendfile", "views"]),
+    st.sampled_from([0, 200]),
+)
 def test_fetch_encoder_equals_reference(
     scratch: tuple[int, _FakeSegment],
     data: st.DataObject,
     version: int,
     correlation_id: int,
-    sendfile: bool,
+    mode: str,
     sendfile_min: int,
 ) -> None:
     plan = data.draw(fetch_plans(*scratch))
     expected = b"".join(encode_reference(plan, version, correlation_id))
-    chunks = encode_fetch_response(plan, version, correlation_id, sendfile, sendfile_min)
+    chunks = encode_fetch_response(
+        plan, version, correlation_id, mode == "sendfile", sendfile_min, views=mode == "views"
+    )
     assert _resolve(chunks) == expected
     file_chunks = [c for c in chunks if isinstance(c, FileChunk)]
-    if not sendfile:
+    views = [c for c in chunks if isinstance(c, memoryview)]
+    wanted = [
+        p.data
+        for t in plan.topics
+        for p in t.partitions
+        if p.data is not None and p.data.size > 0 and p.data.size >= sendfile_min
+    ]
+    if mode == "copy":
         assert len(chunks) == 1 and not file_chunks  # one buffer, records copied in
-    else:
-        wanted = [
-            p.data.records
-            for t in plan.topics
-            for p in t.partitions
-            if p.data is not None and p.data.size > 0 and p.data.size >= sendfile_min
-        ]
+    elif mode == "sendfile":
         # The whole range, its FileHandle too: the chunk keeps the descriptor open.
-        assert [tuple(c) for c in file_chunks] == [tuple(r) for r in wanted]
+        assert [tuple(c) for c in file_chunks] == [tuple(d.records) for d in wanted]
+    else:  # TLS: each large record set is a view of the segment, not a copy
+        assert not file_chunks
+        assert [bytes(v) for v in views] == [bytes(d.view()) for d in wanted]
 
 
 @pytest.mark.parametrize("version", FETCH_VERSIONS)

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 from broker_process import BrokerProcess, KafkaWire
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 from kafka import KafkaConsumer, KafkaProducer
 from tls_certs import CertificateAuthority, Identity
+from waiting import wait_until
 
 from pystream.protocol.messages.api_versions import ApiVersionsRequest
 
@@ -104,16 +105,45 @@ def test_confluent_produce_consume_over_ssl(broker: BrokerProcess, pki: Pki) -> 
     consumer.subscribe(["tls-confluent"])
     got: list[bytes] = []
     try:
-        import time
-
-        deadline = time.monotonic() + TIMEOUT
-        while len(got) < len(values) and time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is not None and message.error() is None:
-                got.append(message.value())
+        wait_until(lambda: _consume_into(consumer, got) >= len(values), TIMEOUT, "200 records")
     finally:
         consumer.close()
     assert got == values
+
+
+def test_large_fetches_over_ssl(broker: BrokerProcess, pki: Pki) -> None:
+    """Record sets over 64 KiB go out as views of the segment's mmap on TLS: 4 MiB of
+    1 KiB records come back intact, in order."""
+    config = {"bootstrap.servers": _ssl_bootstrap(broker), **_confluent_ssl(pki)}
+    producer = Producer({**config, "linger.ms": 20, "batch.size": 1 << 20})
+    values = [i.to_bytes(4, "big") * 256 for i in range(4096)]
+    for value in values:
+        producer.produce("tls-large", value)
+    assert producer.flush(TIMEOUT) == 0
+    consumer = Consumer(
+        {
+            **config,
+            "group.id": "tls-large",
+            "auto.offset.reset": "earliest",
+            "fetch.max.bytes": 8 << 20,
+            "max.partition.fetch.bytes": 4 << 20,
+        }
+    )
+    consumer.assign([TopicPartition("tls-large", 0, 0)])
+    got: list[bytes] = []
+    try:
+        wait_until(lambda: _consume_into(consumer, got) >= len(values), TIMEOUT, "4096 records")
+    finally:
+        consumer.close()
+    assert got == values
+    assert "ERROR" not in broker.output() and "Traceback" not in broker.output()
+
+
+def _consume_into(consumer: Consumer, got: list[bytes]) -> int:
+    for message in consumer.consume(1000, 0.5):
+        if message.error() is None:
+            got.append(message.value())
+    return len(got)
 
 
 def test_kafka_python_produce_consume_over_ssl(broker: BrokerProcess, pki: Pki) -> None:

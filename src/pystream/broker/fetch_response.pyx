@@ -76,8 +76,9 @@ cdef class _Frame(FrameWriter):
 
 
 cdef int _records(_Frame out, object data, bint flexible, bint sendfile,
-                  Py_ssize_t sendfile_min) except -1:
-    """The records field: its length, then a file region or the bytes themselves."""
+                  Py_ssize_t sendfile_min, bint views) except -1:
+    """The records field: its length, then a file region, a view of the segment's mmap
+    (``views``: TLS, which encrypts from memory), or the bytes themselves."""
     cdef Py_ssize_t n = 0
     cdef Py_buffer view
     records = None
@@ -98,6 +99,13 @@ cdef int _records(_Frame out, object data, bint flexible, bint sendfile,
         out.total += n
         return 0
     mv = data.view()
+    if views and n >= sendfile_min:
+        # The view holds the segment's mapping (valid after the segment is deleted); the
+        # connection releases it once the TLS layer has encrypted it, at once.
+        out.cut()
+        out.chunks.append(mv)
+        out.total += n
+        return 0
     try:
         PyObject_GetBuffer(mv, &view, PyBUF_SIMPLE)
         try:
@@ -150,12 +158,14 @@ cdef int _tag_section(_Frame out, object plan, int version) except -1:
 
 
 def encode_fetch_response(plan, int version, int32_t correlation_id, bint sendfile=False,
-                          sendfile_min_bytes=None):
+                          sendfile_min_bytes=None, bint views=False):
     """The response frame for ``plan`` as chunks: bytes, and FileChunks if ``sendfile``.
 
     ``version`` is the request's (4..16); ``sendfile`` says whether the
-    connection can send file regions (plaintext).  Without it every record set is
-    copied into the frame, which is then a single bytearray.
+    connection can send file regions (plaintext).  ``views`` (TLS connections: no
+    sendfile) puts large record sets in as memoryviews over the segment's mmap instead.
+    Without either every record set is copied into the frame, which is then a single
+    bytearray.
     """
     cdef _Frame out = _Frame.__new__(_Frame)
     cdef bint flexible = version >= 12
@@ -210,7 +220,7 @@ def encode_fetch_response(plan, int version, int32_t correlation_id, bint sendfi
             _aborted(out, p.aborted_transactions, flexible)
             if version >= 11:
                 out.put32(-1)    # preferred_read_replica: none
-            _records(out, p.data, flexible, sendfile, sendfile_min)
+            _records(out, p.data, flexible, sendfile, sendfile_min, views)
             if flexible:
                 out.reserve(1)
                 out.put8(0)      # partition: no tagged fields

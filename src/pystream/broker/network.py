@@ -109,6 +109,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.peer: str = "?"
         self.supports_sendfile = False
+        self.sends_views = False
         # Responses held back while more requests are queued (see write()).
         self._pending: list[bytes | bytearray | memoryview] = []
         self._pending_bytes = 0
@@ -127,6 +128,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
         ssl_object = transport.get_extra_info("ssl_object")
         # sendfile needs the raw socket: plaintext only (TLS encrypts in user space).
         self.supports_sendfile = sock is not None and ssl_object is None
+        # TLS encrypts in user space: fetch responses hand it views of the segments' mmaps
+        # (asyncio's TLS layer encrypts written data at once, so the views are released
+        # right after the write and never block a log truncation for long).
+        self.sends_views = ssl_object is not None
         if ssl_object is not None and self._principal_mapper is not None:
             # asyncio calls connection_made once the TLS handshake is done: a verified
             # client certificate (mTLS) names the principal now.
@@ -282,6 +287,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         if transport is None or self._closed:
             raise ConnectionClosed
         pending = self._pending
+        views: list[memoryview] = []
         for chunk in chunks:
             if isinstance(chunk, FileChunk):
                 if self.supports_sendfile:
@@ -293,8 +299,16 @@ class KafkaConnection(asyncio.BufferedProtocol):
             else:
                 pending.append(chunk)
                 self._pending_bytes += len(chunk)
-        if not more_coming or self._pending_bytes >= _COALESCE_MAX_BYTES:
+                if self.sends_views and type(chunk) is memoryview:
+                    views.append(chunk)
+        if views or not more_coming or self._pending_bytes >= _COALESCE_MAX_BYTES:
             self._flush_pending()
+            if views and _tls_backlog_empty(transport):
+                # asyncio's TLS layer encrypted the views as they were written: let go of
+                # the segments' mappings now, not after a slow reader drains the socket
+                # (a held view makes a log truncation over it wait).
+                for view in views:
+                    view.release()
         if not self._writable.is_set():
             await self._writable.wait()
             if self._closed:
@@ -367,6 +381,13 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._closed = True
         if self.transport is not None:
             self.transport.close()
+
+
+def _tls_backlog_empty(transport: asyncio.BaseTransport) -> bool:
+    """True if the TLS transport holds none of the data written to it unencrypted (it
+    would, mid-renegotiation); False when that cannot be told (another event loop)."""
+    backlog = getattr(getattr(transport, "_ssl_protocol", None), "_write_backlog", None)
+    return backlog is not None and not backlog
 
 
 class _FileDescriptor:

@@ -219,9 +219,15 @@ async def handle_fetch(request: FetchRequest, context: RequestContext) -> list[C
         read_plan(services, plan)
         if plan.total_bytes < request.min_bytes and not plan.has_error and request.max_wait_ms > 0:
             await _wait_for_data(services, plan, request.min_bytes, request.max_wait_ms)
-    # Record sets go out as file regions (sendfile) on plaintext; encode_reference is the oracle.
+    # Record sets go out as file regions (sendfile) on plaintext, as views of the segments'
+    # mmaps on TLS (encrypted straight from them); encode_reference is the oracle.
+    connection = context.connection
     return encode_fetch_response(
-        plan, version, context.header.correlation_id, context.connection.supports_sendfile
+        plan,
+        version,
+        context.header.correlation_id,
+        connection.supports_sendfile,
+        views=connection.sends_views,
     )
 
 
