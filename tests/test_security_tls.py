@@ -10,18 +10,22 @@ SSL-only with ``ssl.client.auth=required``.  Certificates are made here (``tls_c
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from broker_process import BrokerProcess, KafkaWire
+from cli_helpers import run
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 from kafka import KafkaConsumer, KafkaProducer
 from tls_certs import CertificateAuthority, Identity
 from waiting import wait_until
 
+import pystream
+from pystream import aio
 from pystream.protocol.messages.api_versions import ApiVersionsRequest
 
 TIMEOUT = 30.0
@@ -171,6 +175,58 @@ def test_kafka_python_produce_consume_over_ssl(broker: BrokerProcess, pki: Pki) 
             break
     consumer.close()
     assert got == values
+
+
+def test_pystream_clients_over_ssl(broker: BrokerProcess, pki: Pki) -> None:
+    """pystream's own clients with kafka-python's ssl_* names: sync and asyncio, with a
+    client certificate (the principal is logged) and without."""
+    tls = {
+        "bootstrap_servers": _ssl_bootstrap(broker),
+        "security_protocol": "SSL",
+        "ssl_cafile": str(pki.ca.ca_file),
+    }
+    mark = broker.output_lines()
+    with pystream.Producer(
+        **tls, ssl_certfile=str(pki.alice.cert), ssl_keyfile=str(pki.alice.key)
+    ) as producer:
+        for i in range(20):
+            producer.send("tls-pystream", f"sync-{i}".encode())
+        producer.flush(TIMEOUT)
+    broker.wait_for_output("authenticated as User:CN=alice,OU=eng,O=example", since=mark)
+
+    async def consume_async() -> list[bytes]:
+        seen: list[bytes] = []
+        async with aio.Consumer("tls-pystream", **tls, auto_offset_reset="earliest") as consumer:
+            async with asyncio.timeout(TIMEOUT):
+                async for record in consumer:
+                    seen.append(record.value)
+                    if len(seen) == 20:
+                        return seen
+        return seen
+
+    assert asyncio.run(consume_async()) == [f"sync-{i}".encode() for i in range(20)]
+    # A client that does not trust the broker's CA fails with a clear error.
+    with pytest.raises(Exception, match="(?i)certificate"):
+        pystream.Producer(
+            bootstrap_servers=_ssl_bootstrap(broker),
+            security_protocol="SSL",
+            request_timeout_ms=5000,
+        ).partitions_for("tls-pystream")
+
+
+def test_cli_with_command_config(broker: BrokerProcess, pki: Pki, tmp_path: Path) -> None:
+    config = tmp_path / "client.properties"
+    config.write_text(
+        "security.protocol=SSL\n"
+        f"ssl.truststore.location={pki.ca.ca_file}\n"
+        "ssl.truststore.type=PEM\n"
+        f"ssl.keystore.location={pki.alice.pem}\n"
+    )
+    b = ("--bootstrap-server", _ssl_bootstrap(broker), "--command-config", str(config))
+    run("topics", "create", "tls-cli", "--partitions", "1", *b)
+    run("produce", "tls-cli", *b, stdin="one\ntwo\n")
+    out = run("consume", "tls-cli", "--from-beginning", "--max-messages", "2", *b)
+    assert out.stdout.splitlines() == ["one", "two"]
 
 
 def test_plaintext_client_on_ssl_listener_is_refused(broker: BrokerProcess, pki: Pki) -> None:

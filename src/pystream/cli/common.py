@@ -30,8 +30,18 @@ _CLIENT_KEYS = {
     "reconnect.backoff.max.ms": ("reconnect_backoff_max_ms", int),
     "socket.connection.setup.timeout.ms": ("socket_connection_setup_timeout_ms", int),
     "metadata.max.age.ms": ("metadata_max_age_ms", int),
+    "security.protocol": ("security_protocol", str.upper),
+    "ssl.truststore.location": ("ssl_cafile", str),  # PEM trust store (Java clients)
+    "ssl.ca.location": ("ssl_cafile", str),  # librdkafka's name
+    "ssl.keystore.location": ("ssl_certfile", str),  # PEM: key and certificate chain
+    "ssl.certificate.location": ("ssl_certfile", str),
+    "ssl.key.location": ("ssl_keyfile", str),
+    "ssl.key.password": ("ssl_password", str),
+    # Kafka's default "https" checks the host name; an empty value turns the check off.
+    "ssl.endpoint.identification.algorithm": ("ssl_check_hostname", bool),
 }
-_IGNORED_PREFIXES = ("security.", "sasl.", "ssl.")
+# Settings pystream's client accepts and does not need (PEM is its only store format).
+_IGNORED_PREFIXES = ("sasl.", "ssl.")
 
 
 def connection_options(func: F) -> F:
@@ -62,9 +72,9 @@ def client_settings(command_config: str | None) -> dict[str, Any]:
         raise click.ClickException(f"cannot read {command_config}: {exc.strerror}") from exc
     settings: dict[str, Any] = {}
     for key, value in props.items():
-        if key == "bootstrap.servers" or key.startswith(_IGNORED_PREFIXES):
-            continue
         if key not in _CLIENT_KEYS:
+            if key == "bootstrap.servers" or key.startswith(_IGNORED_PREFIXES):
+                continue
             raise click.ClickException(f"{command_config}: unknown client setting {key!r}")
         name, kind = _CLIENT_KEYS[key]
         try:

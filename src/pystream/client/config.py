@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
+
+from pystream.security.client_security import PLAINTEXT, ClientSecurity
+from pystream.security.ssl import client_context
 
 __all__ = ["ClientConfig", "parse_bootstrap_servers", "split_config"]
 
@@ -58,13 +62,52 @@ class ClientConfig:
     """Refresh metadata at least this often even without errors."""
     max_response_size: int = 256 * 1024 * 1024
     """Refuse response frames larger than this (bounded memory against a bad peer)."""
+    security_protocol: str = "PLAINTEXT"
+    """PLAINTEXT or SSL (kafka-python's names for the TLS settings below)."""
+    ssl_context: ssl.SSLContext | None = None
+    """A ready TLS context; None: one is made from the ``ssl_*`` files."""
+    ssl_cafile: str | None = None
+    """CA certificates (PEM) the brokers' certificates are verified with; None: the
+    system's."""
+    ssl_certfile: str | None = None
+    """This client's certificate chain (PEM; may hold the key too) for mTLS."""
+    ssl_keyfile: str | None = None
+    ssl_password: str | None = None
+    """Password of the (encrypted) private key."""
+    ssl_check_hostname: bool = True
+    """Check that the broker's certificate names the host connected to."""
 
     @classmethod
     def from_kwargs(cls, bootstrap_servers: str | Iterable[str], **kwargs: object) -> ClientConfig:
         config = cls(bootstrap_servers=parse_bootstrap_servers(bootstrap_servers))
         for name, value in kwargs.items():
             setattr(config, name, value)
+        if config.security_protocol not in ("PLAINTEXT", "SSL"):
+            raise ValueError(
+                f"security_protocol={config.security_protocol!r}: pystream's client speaks "
+                "PLAINTEXT or SSL"
+            )
+        try:
+            config.security()  # bad TLS files fail here, not at the first connection
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"cannot set up TLS from ssl_cafile/ssl_certfile/ssl_keyfile: {exc}"
+            ) from exc
         return config
+
+    def security(self) -> ClientSecurity:
+        """How connections are secured (the TLS context is made once, on first use)."""
+        if self.security_protocol != "SSL":
+            return PLAINTEXT
+        if self.ssl_context is None:
+            self.ssl_context = client_context(
+                cafile=self.ssl_cafile,
+                certfile=self.ssl_certfile,
+                keyfile=self.ssl_keyfile,
+                password=self.ssl_password,
+                check_hostname=self.ssl_check_hostname,
+            )
+        return ClientSecurity("SSL", self.ssl_context)
 
 
 _COMMON = frozenset(f.name for f in fields(ClientConfig)) - {"bootstrap_servers"}
