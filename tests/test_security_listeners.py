@@ -93,3 +93,25 @@ def test_broker_config_keys() -> None:
         BrokerConfig.from_properties({"ssl.client.auth": "always"})
     with pytest.raises(InvalidConfigError):
         BrokerConfig.from_properties({"security.inter.broker.protocol": "TLS"})
+
+
+def test_per_listener_ssl_overrides() -> None:
+    config = BrokerConfig.from_properties(
+        {
+            "ssl.client.auth": "none",
+            "listener.name.internal.ssl.client.auth": "required",
+            "listener.name.internal.ssl.enabled.protocols": "TLSv1.3",
+        }
+    )
+    assert config.for_listener("INTERNAL", "ssl.client.auth") == "required"
+    assert config.for_listener("INTERNAL", "ssl.enabled.protocols") == ("TLSv1.3",)
+    assert config.for_listener("EXTERNAL", "ssl.client.auth") == "none"
+    assert config.unknown_keys == ()
+    # Dynamic config layers keep them.
+    assert config.with_dynamic({}, {}).for_listener("INTERNAL", "ssl.client.auth") == "required"
+    with pytest.raises(InvalidConfigError, match="ssl.client.auth"):
+        BrokerConfig.from_properties({"listener.name.internal.ssl.client.auth": "always"})
+    with pytest.raises(InvalidConfigError, match="lower case"):
+        BrokerConfig.from_properties({"listener.name.INTERNAL.ssl.client.auth": "none"})
+    with pytest.raises(InvalidConfigError, match="ssl.nope"):
+        BrokerConfig.from_properties({"listener.name.internal.ssl.nope": "x"})

@@ -5,7 +5,8 @@ Metadata.
 
 Two brokers serve the module: one with PLAINTEXT and SSL listeners and
 ``ssl.client.auth=requested`` (a certificate is optional; given, it names the principal), one
-SSL-only with ``ssl.client.auth=required``.  Certificates are made here (``tls_certs``).
+SSL-only with ``listener.name.ssl.ssl.client.auth=required`` (over a broker-wide ``none``).
+Certificates are made here (``tls_certs``).
 """
 
 from __future__ import annotations
@@ -73,7 +74,12 @@ def broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broke
 def mtls_broker(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     process = BrokerProcess(
         tmp_path_factory.mktemp("mtls-broker"),
-        {"listeners": "SSL://127.0.0.1:0", **_tls_overrides(pki, "required")},
+        {
+            "listeners": "SSL://127.0.0.1:0",
+            **_tls_overrides(pki, "none"),
+            # Kafka's per-listener override decides for the SSL listener.
+            "listener.name.ssl.ssl.client.auth": "required",
+        },
     ).start()
     yield process
     process.close()

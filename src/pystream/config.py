@@ -1538,6 +1538,17 @@ class BrokerConfig:
     # and custom keys pystream does not know (reported by DescribeConfigs only).
     dynamic_broker: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     dynamic_default: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # Per-listener overrides, Kafka's ``listener.name.<name>.<key>`` (ssl.* keys), parsed:
+    # {"listener.name.internal.ssl.client.auth": "required", ...}.  Do not mutate.
+    listener_properties: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def for_listener(self, listener_name: str, key: str) -> Any:
+        """Broker key ``key`` (an ``ssl.*`` key) for listener ``listener_name``: its
+        ``listener.name.<name>.<key>`` override, else the broker-wide value."""
+        override = f"listener.name.{listener_name.lower()}.{key}"
+        if override in self.listener_properties:
+            return self.listener_properties[override]
+        return getattr(self, BROKER_CONFIGS[key].attribute)
 
     @classmethod
     def from_properties(
@@ -1565,7 +1576,12 @@ class BrokerConfig:
             for k, v in props.items()
             if k in BROKER_CONFIGS or k in topic_synonyms
         }
-        unknown = sorted(k for k in props if k not in BROKER_CONFIGS and k not in topic_synonyms)
+        listener_props = listener_overrides(props)
+        unknown = sorted(
+            k
+            for k in props
+            if k not in BROKER_CONFIGS and k not in topic_synonyms and k not in listener_props
+        )
         dynamic_default = {k: dynamic_default[k] for k in dynamic_default or {}}
         dynamic_broker = {k: dynamic_broker[k] for k in dynamic_broker or {}}
         merged = {**props, **dynamic_default, **dynamic_broker}
@@ -1579,6 +1595,7 @@ class BrokerConfig:
             **{BROKER_CONFIGS[k].attribute: v for k, v in values.items()},
             log_config=LogConfig.from_broker_properties(merged, sources),
             unknown_keys=tuple(unknown),
+            listener_properties=listener_props,
             static_properties=static,
             dynamic_broker=dynamic_broker,
             dynamic_default=dynamic_default,
@@ -1607,7 +1624,9 @@ class BrokerConfig:
         config = BrokerConfig.from_properties(
             self.static_properties, dynamic_broker=layers[0], dynamic_default=layers[1]
         )
-        return dataclasses.replace(config, unknown_keys=self.unknown_keys)
+        return dataclasses.replace(
+            config, unknown_keys=self.unknown_keys, listener_properties=self.listener_properties
+        )
 
     def value_of(self, key: str) -> str | None:
         """Broker key ``key``'s value as given in its highest layer, else its built-in
@@ -1633,6 +1652,29 @@ class BrokerConfig:
 SENSITIVE_BROKER_CONFIGS = frozenset(
     {"ssl.keystore.password", "ssl.key.password", "ssl.keystore.key"}
 )
+
+
+_LISTENER_OVERRIDE = re.compile(r"listener\.name\.([^.]+)\.(ssl\..+)")
+
+
+def listener_overrides(props: Mapping[str, Any]) -> dict[str, Any]:
+    """Kafka's per-listener ``listener.name.<name>.ssl.*`` keys, parsed and validated as
+    the ``ssl.*`` key they override (the listener name is lower case, as in Kafka)."""
+    out: dict[str, Any] = {}
+    for key, value in props.items():
+        match = _LISTENER_OVERRIDE.fullmatch(key)
+        if match is None:
+            continue
+        name, base = match.groups()
+        if base not in BROKER_CONFIGS:
+            raise InvalidConfigError(f"{key}: {base} is not a broker config pystream knows")
+        if name != name.lower():
+            raise InvalidConfigError(
+                f"{key}: the listener name in listener.name.<name>.* is lower case "
+                f"(listener.name.{name.lower()}.{base})"
+            )
+        out[key] = BROKER_CONFIGS[base].parse(value)
+    return out
 
 
 def _synonym_default(definition: ConfigDef, index: int) -> str | None:
@@ -1784,7 +1826,14 @@ _check_tables(TOPIC_CONFIGS.values(), LogConfig, {"sources"})
 _check_tables(
     BROKER_CONFIGS.values(),
     BrokerConfig,
-    {"log_config", "unknown_keys", "static_properties", "dynamic_broker", "dynamic_default"},
+    {
+        "log_config",
+        "unknown_keys",
+        "static_properties",
+        "dynamic_broker",
+        "dynamic_default",
+        "listener_properties",
+    },
 )
 
 __all__ = [

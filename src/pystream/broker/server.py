@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -98,12 +99,16 @@ class Broker:
         self.advertised_listeners: list[Listener] = list(listener_config.advertised)
         # The listener other brokers reach this one on (replication, markers, controller).
         self.inter_broker_listener_name = listener_config.inter_broker_listener_name
-        # TLS listeners share one context, built (and checked) before anything starts.
-        ssl_settings = SslSettings.from_broker_config(config)
-        self._ssl_context = (
-            server_context(ssl_settings) if any(lis.uses_tls for lis in self.listeners) else None
-        )
-        self._principal_mapper = SslPrincipalMapper(ssl_settings.principal_mapping_rules)
+        # Each TLS listener's context and principal mapping (its listener.name.<name>.ssl.*
+        # overrides over the broker's ssl.*), built and checked before anything starts.
+        self._tls: dict[str, tuple[ssl.SSLContext, SslPrincipalMapper]] = {}
+        for listener in self.listeners:
+            if listener.uses_tls:
+                settings = SslSettings.for_listener(config, listener.name)
+                self._tls[listener.name] = (
+                    server_context(settings),
+                    SslPrincipalMapper(settings.principal_mapping_rules),
+                )
         self.handlers: dict[int, HandlerSpec] = apis.registry()
         self.fetch_purgatory = Purgatory("fetch")
         self._services: BrokerServices | None = None
@@ -242,7 +247,7 @@ class Broker:
                 port=listener.port,
                 reuse_address=True,
                 backlog=1024,
-                ssl=self._ssl_context if listener.uses_tls else None,
+                ssl=self._tls[listener.name][0] if listener.uses_tls else None,
             )
             self._servers.append(server)
             self.bound_ports[listener.name] = server.sockets[0].getsockname()[1]
@@ -291,7 +296,7 @@ class Broker:
         )
         if protocol not in ("SSL", "SASL_SSL"):
             return ClientSecurity(protocol)
-        settings = SslSettings.from_broker_config(self.config)
+        settings = SslSettings.for_listener(self.config, self.inter_broker_listener_name)
         return ClientSecurity(protocol, broker_client_context(settings))
 
     def _new_connection(self, listener: Listener) -> KafkaConnection:
@@ -301,7 +306,7 @@ class Broker:
             listener.name,
             on_close=self._connections.discard,
             security_protocol=listener.security_protocol,
-            principal_mapper=self._principal_mapper if listener.uses_tls else None,
+            principal_mapper=self._tls[listener.name][1] if listener.uses_tls else None,
         )
         self._connections.add(connection)
         return connection

@@ -39,19 +39,24 @@ class SslSettings:
     cipher_suites: tuple[str, ...] = ()
 
     @classmethod
-    def from_broker_config(cls, config: Any) -> SslSettings:
-        """The broker-wide ``ssl.*`` keys of a :class:`~pystream.config.BrokerConfig`."""
+    def for_listener(cls, config: Any, listener_name: str) -> SslSettings:
+        """The ``ssl.*`` keys of a :class:`~pystream.config.BrokerConfig` for one listener
+        (its ``listener.name.<name>.ssl.*`` overrides first, as in Kafka)."""
+
+        def key(name: str) -> Any:
+            return config.for_listener(listener_name, name)
+
         return cls(
-            keystore_location=config.ssl_keystore_location,
-            key_password=config.ssl_key_password,
-            keystore_key=config.ssl_keystore_key,
-            keystore_certificate_chain=config.ssl_keystore_certificate_chain,
-            truststore_location=config.ssl_truststore_location,
-            truststore_certificates=config.ssl_truststore_certificates,
-            client_auth=config.ssl_client_auth,
-            principal_mapping_rules=config.ssl_principal_mapping_rules,
-            enabled_protocols=tuple(config.ssl_enabled_protocols),
-            cipher_suites=tuple(config.ssl_cipher_suites),
+            keystore_location=key("ssl.keystore.location"),
+            key_password=key("ssl.key.password"),
+            keystore_key=key("ssl.keystore.key"),
+            keystore_certificate_chain=key("ssl.keystore.certificate.chain"),
+            truststore_location=key("ssl.truststore.location"),
+            truststore_certificates=key("ssl.truststore.certificates"),
+            client_auth=key("ssl.client.auth"),
+            principal_mapping_rules=key("ssl.principal.mapping.rules"),
+            enabled_protocols=tuple(key("ssl.enabled.protocols")),
+            cipher_suites=tuple(key("ssl.cipher.suites")),
         )
 
 
