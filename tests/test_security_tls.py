@@ -15,6 +15,7 @@ import asyncio
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from broker_process import BrokerProcess, KafkaWire
@@ -314,3 +315,45 @@ def test_broker_refuses_tls_listener_without_keystore(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="ssl.keystore.location"):
         process.start(timeout=TIMEOUT)
     process.close()
+
+
+def test_failed_handshakes_leave_no_connection_behind(pki: Pki, tmp_path: Path) -> None:
+    """A broker in this process: connections whose TLS handshake fails (plaintext clients,
+    scanners) are never tracked, so they cannot pile up; a TLS client is, until it goes."""
+    from pystream.broker.server import Broker
+    from pystream.config import BrokerConfig
+
+    config = BrokerConfig.from_properties(
+        {
+            "log.dirs": str(tmp_path / "data"),
+            "listeners": "SSL://127.0.0.1:0",
+            **_tls_overrides(pki, "none"),
+        }
+    )
+
+    async def main() -> None:
+        broker = Broker(config)
+        await broker.start()
+        try:
+            port = broker.bound_ports["SSL"]
+            for _ in range(5):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"\x00\x00\x00\x0a" + b"\x00" * 10)  # a Kafka frame, not TLS
+                assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""  # closed
+                writer.close()
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=_client_context(pki), server_hostname="127.0.0.1"
+            )
+            await _until(lambda: len(broker._connections) == 1)
+            writer.close()
+            await _until(lambda: not broker._connections)
+        finally:
+            await broker.stop()
+
+    asyncio.run(main())
+
+
+async def _until(condition: Any, timeout: float = TIMEOUT) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.02)

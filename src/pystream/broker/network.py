@@ -81,15 +81,18 @@ class KafkaConnection(asyncio.BufferedProtocol):
         on_close: Callable[[KafkaConnection], None] | None = None,
         security_protocol: str = "PLAINTEXT",
         principal_mapper: SslPrincipalMapper | None = None,
+        on_open: Callable[[KafkaConnection], None] | None = None,
     ) -> None:
         """``principal_mapper``: on a TLS listener, names the principal of a client
-        certificate (mTLS)."""
+        certificate (mTLS).  ``on_open``/``on_close``: told when the connection opens (after
+        the TLS handshake) and closes; a connection whose handshake fails is told neither."""
         self._handler = handler
         #: The listener's security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL).
         self.security_protocol = security_protocol
         self._max_request_size = max_request_size
         self.listener_name = listener_name
         self._on_close = on_close
+        self._on_open = on_open
         self._principal_mapper = principal_mapper
         # Received bytes: a reusable scratch buffer, or one large frame being filled.
         self._scratch: bytearray | None = None
@@ -124,6 +127,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if self._on_open is not None:
+            self._on_open(self)
         sock = transport.get_extra_info("socket")
         ssl_object = transport.get_extra_info("ssl_object")
         # sendfile needs the raw socket: plaintext only (TLS encrypts in user space).

@@ -307,8 +307,9 @@ class Broker:
             on_close=self._connections.discard,
             security_protocol=listener.security_protocol,
             principal_mapper=self._tls[listener.name][1] if listener.uses_tls else None,
+            # Tracked once open: a failed TLS handshake never opens (nor closes) it.
+            on_open=self._connections.add,
         )
-        self._connections.add(connection)
         return connection
 
     async def stop(self) -> None:
