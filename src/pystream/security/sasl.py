@@ -1,0 +1,234 @@
+"""SASL server mechanisms: PLAIN (RFC 4616) and SCRAM-SHA-256/512 (RFC 5802, 7677).
+
+Each exchange is a :class:`SaslServer`: the broker feeds it the client's
+tokens (:meth:`SaslServer.evaluate`) and sends back what it returns until
+:attr:`SaslServer.complete`; then :attr:`SaslServer.username` is who logged
+in.  Failures raise :class:`SaslAuthenticationFailed`, whose ``detail`` is for
+the broker's log (never a secret) while the client only gets a generic
+message.  Credentials come from a lookup ``(username, mechanism) ->
+ScramCredential | None``: PLAIN checks the password against the same stored
+SCRAM hashes, so no plaintext password exists anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+
+from pystream.security.scram import (
+    MIN_ITERATIONS,
+    SCRAM_MECHANISMS,
+    ScramCredential,
+    hash_digest,
+    hmac_digest,
+)
+
+__all__ = [
+    "SUPPORTED_MECHANISMS",
+    "CredentialLookup",
+    "PlainServer",
+    "SaslAuthenticationFailed",
+    "SaslServer",
+    "ScramServer",
+    "new_server",
+]
+
+CredentialLookup = Callable[[str, str], "ScramCredential | None"]
+
+SUPPORTED_MECHANISMS = ("PLAIN", *SCRAM_MECHANISMS)
+
+#: What a client is told: never which part (user or password) was wrong.
+GENERIC_FAILURE = "Authentication failed: Invalid username or password"
+
+
+class SaslAuthenticationFailed(Exception):
+    """The login failed; ``detail`` says why, for the broker's log only."""
+
+    def __init__(self, detail: str, username: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.username = username
+
+
+class SaslServer:
+    """The server side of one SASL exchange."""
+
+    mechanism: str = ""
+
+    def __init__(self) -> None:
+        self.complete = False
+        self.username: str | None = None
+
+    def evaluate(self, token: bytes) -> bytes:
+        """Consume one client token, return the server's answer (may be b"")."""
+        raise NotImplementedError
+
+
+class PlainServer(SaslServer):
+    """PLAIN: one message ``authzid NUL authcid NUL passwd``."""
+
+    mechanism = "PLAIN"
+
+    def __init__(self, lookup: CredentialLookup) -> None:
+        super().__init__()
+        self._lookup = lookup
+
+    def evaluate(self, token: bytes) -> bytes:
+        if self.complete:
+            raise SaslAuthenticationFailed("PLAIN exchange already complete")
+        parts = bytes(token).split(b"\0")
+        if len(parts) != 3:
+            raise SaslAuthenticationFailed("malformed PLAIN message (want authzid\\0user\\0pass)")
+        try:
+            authzid, username, password = (p.decode() for p in parts)
+        except UnicodeDecodeError as exc:
+            raise SaslAuthenticationFailed("PLAIN message is not UTF-8") from exc
+        if not username:
+            raise SaslAuthenticationFailed("PLAIN message without a username")
+        if authzid and authzid != username:
+            raise SaslAuthenticationFailed(
+                "authorization id differs from the username (impersonation is not supported)",
+                username,
+            )
+        # PBKDF2 with the stored salt and iterations, compared with the StoredKey: the
+        # caller runs this in a thread (thousands of HMACs).
+        for mechanism in SCRAM_MECHANISMS:
+            credential = self._lookup(username, mechanism)
+            if credential is not None:
+                if credential.matches_password(mechanism, password):
+                    break
+                raise SaslAuthenticationFailed("wrong password", username)
+        else:
+            raise SaslAuthenticationFailed("unknown user", username)
+        self.username = username
+        self.complete = True
+        return b""
+
+
+def _sasl_name(text: str) -> str:
+    """RFC 5802 saslname decoding (``=2C`` is ``,``, ``=3D`` is ``=``)."""
+    if "=" in text.replace("=2C", "").replace("=3D", ""):
+        raise SaslAuthenticationFailed("invalid username encoding")
+    return text.replace("=2C", ",").replace("=3D", "=")
+
+
+class ScramServer(SaslServer):
+    """SCRAM-SHA-256 / SCRAM-SHA-512, server side (no channel binding, as Kafka)."""
+
+    def __init__(self, mechanism: str, lookup: CredentialLookup) -> None:
+        super().__init__()
+        self.mechanism = mechanism
+        self._lookup = lookup
+        self._state = 0
+        self._gs2_header = b""
+        self._client_first_bare = b""
+        self._server_first = b""
+        self._nonce = ""
+        self._credential: ScramCredential | None = None
+        self._known_user = False
+
+    def evaluate(self, token: bytes) -> bytes:
+        if self._state == 0:
+            return self._client_first(bytes(token))
+        if self._state == 1:
+            return self._client_final(bytes(token))
+        raise SaslAuthenticationFailed("SCRAM exchange already complete")
+
+    def _client_first(self, message: bytes) -> bytes:
+        try:
+            text = message.decode()
+        except UnicodeDecodeError as exc:
+            raise SaslAuthenticationFailed("client-first-message is not UTF-8") from exc
+        # gs2-header: "n," or "y," (no channel binding) then "[a=authzid],"
+        cbind, sep1, rest = text.partition(",")
+        authzid_part, sep2, bare = rest.partition(",")
+        if not (sep1 and sep2) or cbind not in ("n", "y"):
+            raise SaslAuthenticationFailed("invalid or unsupported SCRAM gs2 header")
+        if authzid_part and not authzid_part.startswith("a="):
+            raise SaslAuthenticationFailed("invalid SCRAM authzid")
+        attributes = bare.split(",")
+        if (
+            len(attributes) < 2
+            or not attributes[0].startswith("n=")
+            or not (attributes[1].startswith("r="))
+        ):
+            raise SaslAuthenticationFailed("invalid client-first-message")
+        username = _sasl_name(attributes[0][2:])
+        client_nonce = attributes[1][2:]
+        if not username or not client_nonce:
+            raise SaslAuthenticationFailed("client-first-message without a username or nonce")
+        extensions = dict(a.split("=", 1) for a in attributes[2:] if "=" in a)
+        if extensions.get("tokenauth", "false").lower() == "true":
+            raise SaslAuthenticationFailed("delegation tokens are not supported", username)
+        authzid = _sasl_name(authzid_part[2:]) if authzid_part else ""
+        if authzid and authzid != username:
+            raise SaslAuthenticationFailed(
+                "authorization id differs from the username (impersonation is not supported)",
+                username,
+            )
+        self.username = username
+        credential = self._lookup(username, self.mechanism)
+        self._known_user = credential is not None
+        if credential is None:
+            # Go on with a fake credential (salt derived from the name: stable per user)
+            # so an unknown user looks exactly like a wrong password.
+            salt = hashlib.sha256(b"pystream-unknown-user:" + username.encode()).digest()
+            credential = ScramCredential(salt, secrets.token_bytes(32), b"", MIN_ITERATIONS)
+        self._credential = credential
+        self._gs2_header = (text[: len(cbind) + len(authzid_part) + 2]).encode()
+        self._client_first_bare = bare.encode()
+        self._nonce = client_nonce + secrets.token_urlsafe(24)
+        salt_b64 = base64.b64encode(credential.salt).decode()
+        self._server_first = f"r={self._nonce},s={salt_b64},i={credential.iterations}".encode()
+        self._state = 1
+        return self._server_first
+
+    def _client_final(self, message: bytes) -> bytes:
+        try:
+            text = message.decode()
+        except UnicodeDecodeError as exc:
+            raise SaslAuthenticationFailed("client-final-message is not UTF-8") from exc
+        without_proof, sep, proof_b64 = text.rpartition(",p=")
+        attributes = dict(a.split("=", 1) for a in without_proof.split(",") if "=" in a)
+        if not sep or "c" not in attributes or "r" not in attributes:
+            raise SaslAuthenticationFailed("invalid client-final-message", self.username)
+        if attributes["r"] != self._nonce:
+            raise SaslAuthenticationFailed("nonce mismatch", self.username)
+        try:
+            channel_binding = base64.b64decode(attributes["c"], validate=True)
+            proof = base64.b64decode(proof_b64, validate=True)
+        except ValueError as exc:
+            raise SaslAuthenticationFailed("invalid base64 in client-final-message") from exc
+        if channel_binding != self._gs2_header:
+            raise SaslAuthenticationFailed("channel binding mismatch", self.username)
+        credential = self._credential
+        assert credential is not None
+        auth_message = b",".join(
+            (self._client_first_bare, self._server_first, without_proof.encode())
+        )
+        mechanism = self.mechanism
+        client_signature = hmac_digest(mechanism, credential.stored_key, auth_message)
+        if len(proof) != len(client_signature):
+            raise SaslAuthenticationFailed("client proof of the wrong length", self.username)
+        client_key = bytes(a ^ b for a, b in zip(proof, client_signature, strict=True))
+        valid = hmac.compare_digest(hash_digest(mechanism, client_key), credential.stored_key)
+        if not (valid and self._known_user):
+            raise SaslAuthenticationFailed(
+                "wrong password" if self._known_user else "unknown user", self.username
+            )
+        server_signature = hmac_digest(mechanism, credential.server_key, auth_message)
+        self._state = 2
+        self.complete = True
+        return b"v=" + base64.b64encode(server_signature)
+
+
+def new_server(mechanism: str, lookup: CredentialLookup) -> SaslServer:
+    """The server for an enabled mechanism name (ValueError if pystream has none)."""
+    if mechanism == "PLAIN":
+        return PlainServer(lookup)
+    if mechanism in SCRAM_MECHANISMS:
+        return ScramServer(mechanism, lookup)
+    raise ValueError(f"unsupported SASL mechanism {mechanism!r}")
