@@ -71,8 +71,12 @@ class BrokerProcess:
                 raise RuntimeError(
                     f"broker did not start (exit {self.process.poll()}):\n" + self.output()
                 )
-        # Keep the port across restarts so clients can reconnect.
-        self.overrides["listeners"] = f"PLAINTEXT://127.0.0.1:{self.port}"
+        # Keep the port across restarts so clients can reconnect (several listeners: the
+        # test gave fixed ports).
+        listeners = self.overrides["listeners"]
+        if "," not in listeners:
+            name = listeners.split("://", 1)[0]
+            self.overrides["listeners"] = f"{name}://127.0.0.1:{self.port}"
         return self
 
     def _pump(self, process: subprocess.Popen[str], found: threading.Event) -> None:
@@ -184,6 +188,18 @@ def paused(broker: BrokerProcess) -> Iterator[None]:
     finally:
         if broker.process is process and process.poll() is None:
             os.kill(process.pid, signal.SIGCONT)
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (for brokers with several listeners)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 class KafkaWire:

@@ -13,9 +13,11 @@ SCRAM hashes, so no plaintext password exists anywhere.
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import hmac
 import secrets
+import time
 from collections.abc import Callable
 
 from pystream.security.scram import (
@@ -27,11 +29,17 @@ from pystream.security.scram import (
 )
 
 __all__ = [
+    "SASL_API_KEYS",
+    "SASL_PROTOCOLS",
     "SUPPORTED_MECHANISMS",
     "CredentialLookup",
+    "LoginThrottle",
     "PlainServer",
     "SaslAuthenticationFailed",
+    "SaslAuthenticator",
     "SaslServer",
+    "SaslSession",
+    "SaslState",
     "ScramServer",
     "new_server",
 ]
@@ -57,6 +65,8 @@ class SaslServer:
     """The server side of one SASL exchange."""
 
     mechanism: str = ""
+    #: True if evaluating a token is CPU-heavy (PLAIN: PBKDF2): run it in a thread.
+    expensive = False
 
     def __init__(self) -> None:
         self.complete = False
@@ -71,6 +81,7 @@ class PlainServer(SaslServer):
     """PLAIN: one message ``authzid NUL authcid NUL passwd``."""
 
     mechanism = "PLAIN"
+    expensive = True
 
     def __init__(self, lookup: CredentialLookup) -> None:
         super().__init__()
@@ -232,3 +243,90 @@ def new_server(mechanism: str, lookup: CredentialLookup) -> SaslServer:
     if mechanism in SCRAM_MECHANISMS:
         return ScramServer(mechanism, lookup)
     raise ValueError(f"unsupported SASL mechanism {mechanism!r}")
+
+
+# --- the broker side of a connection --------------------------------------------------------
+#: Security protocols whose connections must authenticate with SASL first.
+SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
+#: What a connection may send before it has authenticated (Kafka: anything else is
+#: ILLEGAL_SASL_STATE and the connection is closed).
+SASL_API_KEYS = frozenset({17, 18, 36})  # SaslHandshake, ApiVersions, SaslAuthenticate
+
+
+class SaslState(enum.Enum):
+    """Where one connection's SASL exchange is."""
+
+    HANDSHAKE = "handshake"  # nothing yet: ApiVersions or SaslHandshake
+    AUTHENTICATE = "authenticate"  # after SaslHandshake v1: SaslAuthenticate requests
+    LEGACY_TOKENS = "legacy"  # after SaslHandshake v0: raw size-prefixed tokens, no header
+    AUTHENTICATED = "authenticated"
+    FAILED = "failed"  # the answer goes out, then the connection closes
+
+
+class SaslSession:
+    """The SASL state of one connection on a SASL listener."""
+
+    __slots__ = ("expires_at_ms", "server", "state", "username")
+
+    def __init__(self) -> None:
+        self.state = SaslState.HANDSHAKE
+        self.server: SaslServer | None = None
+        # Who logged in (kept while re-authenticating: KIP-368 keeps the session usable).
+        self.username: str | None = None
+        # KIP-368: the session ends here unless re-authenticated (0: never).
+        self.expires_at_ms = 0
+
+    def authenticated(self, now_ms: int) -> bool:
+        """Whether requests beyond the SASL ones may be served now."""
+        return self.username is not None and (
+            self.expires_at_ms == 0 or now_ms < self.expires_at_ms
+        )
+
+
+class LoginThrottle:
+    """Slows repeated failed logins from one address: each failure within
+    ``window_s`` of the previous one adds ``base_delay_ms`` to the delay before the
+    next failure is answered (capped at ``max_steps`` times it).  The delay is an
+    ``asyncio.sleep`` of the failing connection only: nobody else waits."""
+
+    def __init__(self, base_delay_ms: int, max_steps: int = 50, window_s: float = 60.0) -> None:
+        self.base_delay_ms = base_delay_ms
+        self.max_steps = max_steps
+        self.window_s = window_s
+        self._failures: dict[str, tuple[int, float]] = {}
+
+    def record_failure(self, host: str) -> float:
+        """Count a failure from ``host``; the delay (seconds) before answering it."""
+        now = time.monotonic()
+        count, last = self._failures.get(host, (0, now))
+        count = 1 if now - last > self.window_s else count + 1
+        self._failures[host] = (count, now)
+        if len(self._failures) > 10_000:  # forget quiet addresses: bounded memory
+            self._failures = {
+                h: v for h, v in self._failures.items() if now - v[1] <= self.window_s
+            }
+        return self.base_delay_ms * min(count, self.max_steps) / 1000
+
+
+class SaslAuthenticator:
+    """The broker's SASL settings and shared state: enabled mechanisms, the credential
+    lookup, session lifetime (``connections.max.reauth.ms``) and the login throttle."""
+
+    def __init__(
+        self,
+        enabled_mechanisms: tuple[str, ...],
+        lookup: CredentialLookup,
+        *,
+        max_reauth_ms: int = 0,
+        failed_delay_ms: int = 100,
+    ) -> None:
+        self.enabled_mechanisms = enabled_mechanisms
+        self.lookup = lookup
+        self.max_reauth_ms = max_reauth_ms
+        self.throttle = LoginThrottle(failed_delay_ms)
+
+    def new_server(self, mechanism: str) -> SaslServer | None:
+        """A server for ``mechanism``, None if it is not enabled here."""
+        if mechanism not in self.enabled_mechanisms:
+            return None
+        return new_server(mechanism, self.lookup)

@@ -31,6 +31,7 @@ module                    APIs
                           ListTransactions (66)
 :mod:`.configs`           DescribeConfigs (32), AlterConfigs (33), IncrementalAlterConfigs (44)
 :mod:`.cluster`           DescribeLogDirs (35), DescribeCluster (60)
+:mod:`.sasl`              SaslHandshake (17), SaslAuthenticate (36)
 ========================  =========================================================
 """
 
@@ -51,6 +52,7 @@ from pystream.broker.apis import (
     offsets,
     partitions,
     produce,
+    sasl,
     topics,
     transactions,
 )
@@ -71,6 +73,7 @@ API_MODULES: tuple[ModuleType, ...] = (
     transactions,
     configs,
     cluster,
+    sasl,
 )
 
 
