@@ -15,12 +15,18 @@ import kafka
 import kafka.errors
 import pytest
 from broker_process import BrokerProcess, KafkaWire, free_ports
-from cli_helpers import run
+from cli_helpers import assert_one_line_error, run
 from confluent_kafka.admin import AdminClient
 from waiting import wait_until
 
 from pystream.errors import ErrorCode
+from pystream.protocol.messages.alter_user_scram_credentials import (
+    AlterUserScramCredentialsRequest,
+)
 from pystream.protocol.messages.api_versions import ApiVersionsRequest
+from pystream.protocol.messages.describe_user_scram_credentials import (
+    DescribeUserScramCredentialsRequest,
+)
 from pystream.protocol.messages.metadata import MetadataRequest
 from pystream.protocol.messages.sasl_authenticate import SaslAuthenticateRequest
 from pystream.protocol.messages.sasl_handshake import SaslHandshakeRequest
@@ -96,7 +102,7 @@ def produce_one(config: dict[str, Any], topic: str, value: bytes) -> Any:
     """Produce one record; the delivery error (None: delivered) and the client's errors."""
     errors: list[Any] = []
     producer = confluent_kafka.Producer(
-        {**config, "error_cb": errors.append, "message.timeout.ms": 10000}
+        {"message.timeout.ms": 10000, **config, "error_cb": errors.append}
     )
     delivered: list[Any] = []
     producer.produce(topic, value, on_delivery=lambda err, msg: delivered.append(err))
@@ -312,3 +318,132 @@ def test_an_expired_session_is_closed_and_clients_reauthenticate(
         produce_and_flush(producer, "reauth")
         time.sleep(0.25)
     assert [e for e in errors if e.code() == confluent_kafka.KafkaError._AUTHENTICATION] == []
+
+
+def test_pystream_users_cli_through_the_broker_and_offline(sasl_broker: SaslBroker) -> None:
+    plain = f"127.0.0.1:{sasl_broker.plain_port}"
+    run("users", "add", "dave", "--password", "dave-Pw-9", "--mechanism", "SCRAM-SHA-512",
+        "--iterations", "4096", "--bootstrap-server", plain)  # fmt: skip
+    config = {**sasl_broker.confluent("SCRAM-SHA-512", "dave-Pw-9"), "sasl.username": "dave"}
+    assert produce_one(config, "daves-topic", b"hi") == (None, [])
+    listed = run("users", "list", "--bootstrap-server", plain).stdout
+    assert "user-principal 'dave' are SCRAM-SHA-512(iterations=4096)" in listed
+    assert f"user-principal '{USER}'" in listed
+    deleted = run("users", "delete", "dave", "--bootstrap-server", plain).stdout
+    assert "Completed deleting SCRAM-SHA-512 credentials for user dave" in deleted
+    assert "dave" not in run("users", "list", "--bootstrap-server", plain).stdout
+    # Offline writes are refused while a broker holds the log dirs.
+    refused = run(
+        "users", "add", "eve", "--password", "x", "--log-dirs", str(sasl_broker.process.log_dir),
+        check=False,
+    )  # fmt: skip
+    assert_one_line_error(refused, "a broker is running on these log dirs")
+
+
+def test_alter_user_scram_credentials_errors_per_user(sasl_broker: SaslBroker) -> None:
+    upsert = AlterUserScramCredentialsRequest.ScramCredentialUpsertion
+    delete = AlterUserScramCredentialsRequest.ScramCredentialDeletion
+    salted = b"s" * 32
+
+    def credential(name: str, mechanism: int = 1, iterations: int = 4096) -> Any:
+        return upsert(name=name, mechanism=mechanism, iterations=iterations, salt=b"salt",
+                      salted_password=salted)  # fmt: skip
+
+    request = AlterUserScramCredentialsRequest(
+        deletions=[delete(name="twice", mechanism=1), delete(name="ghost", mechanism=2)],
+        upsertions=[
+            credential("odd-mechanism", mechanism=7),
+            credential("too-many", iterations=16385),
+            credential("twice"),  # also deleted above: altered twice
+            credential(""),
+            credential("fine"),
+        ],
+    )
+    with KafkaWire(("127.0.0.1", sasl_broker.plain_port)) as wire:
+        response = wire.request(51, 0, request)
+        described = wire.request(
+            50, 0, DescribeUserScramCredentialsRequest(users=[
+                DescribeUserScramCredentialsRequest.UserName(name="fine"),
+                DescribeUserScramCredentialsRequest.UserName(name="fine"),
+            ]),
+        )  # fmt: skip
+    assert {r.user: (r.error_code, r.error_message) for r in response.results} == {
+        "twice": (
+            ErrorCode.DUPLICATE_RESOURCE,
+            "A user credential cannot be altered twice in the same request",
+        ),
+        "ghost": (
+            ErrorCode.RESOURCE_NOT_FOUND,
+            "Attempt to delete a user credential that does not exist",
+        ),
+        "odd-mechanism": (ErrorCode.UNSUPPORTED_SASL_MECHANISM, "Unknown SCRAM mechanism"),
+        "too-many": (ErrorCode.UNACCEPTABLE_CREDENTIAL, "Too many iterations"),
+        "": (ErrorCode.UNACCEPTABLE_CREDENTIAL, "Username must not be empty"),
+        "fine": (0, None),
+    }
+    (result,) = described.results
+    assert result.error_code == ErrorCode.DUPLICATE_RESOURCE
+
+
+def test_alter_and_describe_user_scram_credentials_with_confluent_admin(
+    sasl_broker: SaslBroker,
+) -> None:
+    from confluent_kafka.admin import (
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialDeletion,
+        UserScramCredentialUpsertion,
+    )
+
+    admin = AdminClient(sasl_broker.confluent("SCRAM-SHA-512"))
+
+    def alter(*alterations: Any) -> dict[str, Any]:
+        outcome: dict[str, Any] = {}
+        for user, future in admin.alter_user_scram_credentials(list(alterations)).items():
+            try:
+                future.result(20)
+                outcome[user] = None
+            except confluent_kafka.KafkaException as exc:
+                outcome[user] = exc.args[0].code()
+        return outcome
+
+    sha256 = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192)
+    assert alter(UserScramCredentialUpsertion("bob", sha256, b"bob-Pass-1")) == {"bob": None}
+    described = admin.describe_user_scram_credentials(["bob"])["bob"].result(20)
+    assert [(i.mechanism, i.iterations) for i in described.scram_credential_infos] == [
+        (ScramMechanism.SCRAM_SHA_256, 8192)
+    ]
+    everyone = admin.describe_user_scram_credentials().result(20)
+    assert {USER, "bob"} <= set(everyone)  # (other tests add users to this broker too)
+    assert {i.mechanism for i in everyone[USER].scram_credential_infos} == {
+        ScramMechanism.SCRAM_SHA_256,
+        ScramMechanism.SCRAM_SHA_512,
+    }
+    # bob logs in at once, with SCRAM and with PLAIN (checked against the same hash).
+    for mechanism in ("SCRAM-SHA-256", "PLAIN"):
+        config = {**sasl_broker.confluent(mechanism, "bob-Pass-1"), "sasl.username": "bob"}
+        assert produce_one(config, "bobs-topic", b"hi") == (None, [])
+    # Kafka's errors, per user.
+    too_few = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 1000)
+    assert alter(
+        UserScramCredentialUpsertion("carol", too_few, b"pw"),
+        UserScramCredentialDeletion("bob", ScramMechanism.SCRAM_SHA_512),
+    ) == {
+        "carol": confluent_kafka.KafkaError.UNACCEPTABLE_CREDENTIAL,
+        "bob": confluent_kafka.KafkaError.RESOURCE_NOT_FOUND,
+    }
+    with pytest.raises(confluent_kafka.KafkaException) as missing:
+        admin.describe_user_scram_credentials(["nobody"])["nobody"].result(20)
+    assert missing.value.args[0].code() == confluent_kafka.KafkaError.RESOURCE_NOT_FOUND
+
+    # Credentials survive a restart (the shared broker restarts last in this module).
+    sasl_broker.process.restart()
+    config = {**sasl_broker.confluent("SCRAM-SHA-256", "bob-Pass-1"), "sasl.username": "bob"}
+    assert produce_one(config, "bobs-topic", b"again") == (None, [])
+    assert produce_one(sasl_broker.confluent("SCRAM-SHA-512"), "bobs-topic", b"alice") == (None, [])
+    admin = AdminClient(sasl_broker.confluent("SCRAM-SHA-512"))
+    deletion = UserScramCredentialDeletion("bob", ScramMechanism.SCRAM_SHA_256)
+    assert alter(deletion) == {"bob": None}
+    error, client_errors = produce_one({**config, "message.timeout.ms": 3000}, "bobs-topic", b"no")
+    assert error is not None
+    assert any(e.code() == confluent_kafka.KafkaError._AUTHENTICATION for e in client_errors)

@@ -32,6 +32,7 @@ module                    APIs
 :mod:`.configs`           DescribeConfigs (32), AlterConfigs (33), IncrementalAlterConfigs (44)
 :mod:`.cluster`           DescribeLogDirs (35), DescribeCluster (60)
 :mod:`.sasl`              SaslHandshake (17), SaslAuthenticate (36)
+:mod:`.scram_users`       DescribeUserScramCredentials (50), AlterUserScramCredentials (51)
 ========================  =========================================================
 """
 
@@ -53,6 +54,7 @@ from pystream.broker.apis import (
     partitions,
     produce,
     sasl,
+    scram_users,
     topics,
     transactions,
 )
@@ -74,6 +76,7 @@ API_MODULES: tuple[ModuleType, ...] = (
     configs,
     cluster,
     sasl,
+    scram_users,
 )
 
 
