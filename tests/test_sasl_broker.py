@@ -385,6 +385,56 @@ def test_alter_user_scram_credentials_errors_per_user(sasl_broker: SaslBroker) -
     assert result.error_code == ErrorCode.DUPLICATE_RESOURCE
 
 
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_pystream_clients_speak_sasl(
+    sasl_broker: SaslBroker, mechanism: str, tmp_path: Path
+) -> None:
+    import asyncio
+
+    import pystream
+    import pystream.aio
+    from pystream.errors import SaslAuthenticationFailedError
+
+    settings = {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": mechanism,
+        "sasl_plain_username": USER,
+        "sasl_plain_password": PASSWORD,
+    }
+    topic = f"own-client-{mechanism.lower()}"
+    with pystream.Producer(sasl_broker.sasl_bootstrap, **settings) as producer:
+        assert producer.send_and_wait(topic, b"sync", timeout=20).offset == 0
+
+    async def aio_send() -> int:
+        async with pystream.aio.Producer(sasl_broker.sasl_bootstrap, **settings) as producer:
+            return (await producer.send_and_wait(topic, b"aio")).offset
+
+    assert asyncio.run(aio_send()) == 1
+    with pystream.Consumer(
+        bootstrap_servers=sasl_broker.sasl_bootstrap, auto_offset_reset="earliest", **settings
+    ) as consumer:
+        consumer.assign([(topic, 0)])
+        values: list[bytes] = []
+        wait_until(lambda: values.extend(r.value for r in consumer.poll(0.5)) or len(values) >= 2)
+        assert values == [b"sync", b"aio"]
+    with pytest.raises(SaslAuthenticationFailedError):
+        pystream.AdminClient(
+            sasl_broker.sasl_bootstrap, **{**settings, "sasl_plain_password": "wrong-One"}
+        )
+    # The CLI with Kafka's --command-config keys (sasl.jaas.config, as kafka-configs takes).
+    module = "scram.ScramLoginModule" if mechanism != "PLAIN" else "plain.PlainLoginModule"
+    properties = tmp_path / "client.properties"
+    properties.write_text(
+        "security.protocol=SASL_PLAINTEXT\n"
+        f"sasl.mechanism={mechanism}\n"
+        f"sasl.jaas.config=org.apache.kafka.common.security.{module} required "
+        f'username="{USER}" password="{PASSWORD}";\n'
+    )
+    listed = run("users", "list", "--bootstrap-server", sasl_broker.sasl_bootstrap,
+                 "--command-config", str(properties)).stdout  # fmt: skip
+    assert f"user-principal '{USER}'" in listed
+
+
 def test_alter_and_describe_user_scram_credentials_with_confluent_admin(
     sasl_broker: SaslBroker,
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from kafka.net.sasl.plain import SaslMechanismPlain
 from kafka.net.sasl.scram import ScramClient
@@ -79,3 +81,18 @@ def test_plain_checks_the_stored_scram_hash(mechanism: str) -> None:
     for bad in (b"\0alice\0nope", b"\0nobody\0s3cret", b"bob\0alice\0s3cret", b"alice"):
         with pytest.raises(SaslAuthenticationFailed):
             PlainServer(lookup).evaluate(bad)
+
+
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_pystreams_scram_client_checks_the_server_signature(mechanism: str) -> None:
+    from pystream.security.sasl import new_client
+
+    lookup = _store(mechanism, {"alice": "s3cret"})
+    client, server = new_client(mechanism, "alice", "s3cret"), ScramServer(mechanism, lookup)
+    final = server.evaluate(client.evaluate(server.evaluate(client.first_token())))
+    assert server.complete and client.evaluate(final) is None
+    # A server that does not know the password cannot forge its final message.
+    client, server = new_client(mechanism, "alice", "s3cret"), ScramServer(mechanism, lookup)
+    client.evaluate(server.evaluate(client.first_token()))
+    with pytest.raises(SaslAuthenticationFailed, match="signature"):
+        client.evaluate(b"v=" + base64.b64encode(b"x" * 32))

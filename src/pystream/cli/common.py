@@ -9,6 +9,7 @@ become one ``Error: ...`` line on stderr and exit code 1 (see
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -30,7 +31,14 @@ _CLIENT_KEYS = {
     "reconnect.backoff.max.ms": ("reconnect_backoff_max_ms", int),
     "socket.connection.setup.timeout.ms": ("socket_connection_setup_timeout_ms", int),
     "metadata.max.age.ms": ("metadata_max_age_ms", int),
+    "security.protocol": ("security_protocol", str),
+    "sasl.mechanism": ("sasl_mechanism", str),
+    # librdkafka's names for the login (Kafka's tools use sasl.jaas.config, below).
+    "sasl.username": ("sasl_plain_username", str),
+    "sasl.password": ("sasl_plain_password", str),
 }
+# username="..." / password="..." in Kafka's sasl.jaas.config login module line.
+_JAAS_OPTION = re.compile(r'\b(username|password)\s*=\s*"((?:[^"\\]|\\.)*)"')
 _IGNORED_PREFIXES = ("security.", "sasl.", "ssl.")
 
 
@@ -62,7 +70,13 @@ def client_settings(command_config: str | None) -> dict[str, Any]:
         raise click.ClickException(f"cannot read {command_config}: {exc.strerror}") from exc
     settings: dict[str, Any] = {}
     for key, value in props.items():
-        if key == "bootstrap.servers" or key.startswith(_IGNORED_PREFIXES):
+        if key == "sasl.jaas.config":
+            for option, text in _JAAS_OPTION.findall(value):
+                settings[f"sasl_plain_{option}"] = text.replace('\\"', '"')
+            continue
+        if key == "bootstrap.servers" or (
+            key not in _CLIENT_KEYS and key.startswith(_IGNORED_PREFIXES)
+        ):
             continue
         if key not in _CLIENT_KEYS:
             raise click.ClickException(f"{command_config}: unknown client setting {key!r}")

@@ -58,13 +58,45 @@ class ClientConfig:
     """Refresh metadata at least this often even without errors."""
     max_response_size: int = 256 * 1024 * 1024
     """Refuse response frames larger than this (bounded memory against a bad peer)."""
+    security_protocol: str = "PLAINTEXT"
+    """PLAINTEXT or SASL_PLAINTEXT (kafka-python's name; TLS comes with the SSL work)."""
+    sasl_mechanism: str = "PLAIN"
+    """PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with security_protocol=SASL_PLAINTEXT)."""
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = None
 
     @classmethod
     def from_kwargs(cls, bootstrap_servers: str | Iterable[str], **kwargs: object) -> ClientConfig:
         config = cls(bootstrap_servers=parse_bootstrap_servers(bootstrap_servers))
         for name, value in kwargs.items():
             setattr(config, name, value)
+        config.check_security()
         return config
+
+    def check_security(self) -> None:
+        """ValueError naming the setting if the security settings do not fit together."""
+        if self.security_protocol not in ("PLAINTEXT", "SASL_PLAINTEXT"):
+            raise ValueError(
+                f"security_protocol {self.security_protocol!r} is not supported by pystream's "
+                "client yet: use PLAINTEXT or SASL_PLAINTEXT"
+            )
+        if self.security_protocol == "SASL_PLAINTEXT":
+            if self.sasl_mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+                raise ValueError(
+                    f"sasl_mechanism {self.sasl_mechanism!r}: use PLAIN, SCRAM-SHA-256 or "
+                    "SCRAM-SHA-512"
+                )
+            if not self.sasl_plain_username or self.sasl_plain_password is None:
+                raise ValueError(
+                    "security_protocol SASL_PLAINTEXT needs sasl_plain_username and "
+                    "sasl_plain_password"
+                )
+
+    def sasl_credentials(self) -> tuple[str, str, str] | None:
+        """(mechanism, username, password) when connections must log in, else None."""
+        if self.security_protocol != "SASL_PLAINTEXT":
+            return None
+        return self.sasl_mechanism, self.sasl_plain_username or "", self.sasl_plain_password or ""
 
 
 _COMMON = frozenset(f.name for f in fields(ClientConfig)) - {"bootstrap_servers"}

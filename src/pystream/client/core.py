@@ -131,6 +131,7 @@ class ClientCore:
                     request_timeout_ms=config.request_timeout_ms,
                     connect_timeout_ms=config.socket_connection_setup_timeout_ms,
                     max_response_size=config.max_response_size,
+                    sasl=config.sasl_credentials(),
                 )
             except KafkaConnectionError:
                 backoff = min(

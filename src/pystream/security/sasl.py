@@ -26,6 +26,7 @@ from pystream.security.scram import (
     ScramCredential,
     hash_digest,
     hmac_digest,
+    salted_password,
 )
 
 __all__ = [
@@ -330,3 +331,82 @@ class SaslAuthenticator:
         if mechanism not in self.enabled_mechanisms:
             return None
         return new_server(mechanism, self.lookup)
+
+
+# --- the client side (pystream's own clients) --------------------------------------------------
+class SaslClient:
+    """The client side of one SASL exchange: send :meth:`first_token`, then feed each
+    server answer to :meth:`evaluate` while it returns a token to send."""
+
+    def __init__(self, mechanism: str, username: str, password: str) -> None:
+        self.mechanism = mechanism
+        self.username = username
+        self.password = password
+
+    def first_token(self) -> bytes:
+        raise NotImplementedError
+
+    def evaluate(self, challenge: bytes) -> bytes | None:
+        """The next token to send, or None when the exchange is complete."""
+        raise NotImplementedError
+
+
+class PlainClient(SaslClient):
+    """PLAIN: ``\\0user\\0password`` (send it over TLS where that matters)."""
+
+    def first_token(self) -> bytes:
+        return f"\0{self.username}\0{self.password}".encode()
+
+    def evaluate(self, challenge: bytes) -> bytes | None:
+        return None
+
+
+class ScramClient(SaslClient):
+    """SCRAM-SHA-256/512 client (RFC 5802), checking the server's signature."""
+
+    def __init__(self, mechanism: str, username: str, password: str) -> None:
+        super().__init__(mechanism, username, password)
+        name = username.replace("=", "=3D").replace(",", "=2C")
+        self._nonce = secrets.token_urlsafe(24)
+        self._client_first_bare = f"n={name},r={self._nonce}"
+        self._server_signature: bytes | None = None
+
+    def first_token(self) -> bytes:
+        return f"n,,{self._client_first_bare}".encode()
+
+    def evaluate(self, challenge: bytes) -> bytes | None:
+        mechanism = self.mechanism
+        if self._server_signature is not None:  # server-final-message
+            fields = dict(a.split("=", 1) for a in challenge.decode().split(",") if "=" in a)
+            if "e" in fields:
+                raise SaslAuthenticationFailed(f"server error: {fields['e']}")
+            if not hmac.compare_digest(
+                base64.b64decode(fields.get("v", "")), self._server_signature
+            ):
+                raise SaslAuthenticationFailed("the server's SCRAM signature is wrong")
+            return None
+        server_first = challenge.decode()
+        fields = dict(a.split("=", 1) for a in server_first.split(",") if "=" in a)
+        nonce, salt, iterations = fields["r"], base64.b64decode(fields["s"]), int(fields["i"])
+        if not nonce.startswith(self._nonce):
+            raise SaslAuthenticationFailed("the server's SCRAM nonce does not extend ours")
+        salted = salted_password(mechanism, self.password, salt, iterations)
+        client_key = hmac_digest(mechanism, salted, b"Client Key")
+        without_proof = f"c=biws,r={nonce}"
+        auth_message = f"{self._client_first_bare},{server_first},{without_proof}".encode()
+        signature = hmac_digest(mechanism, hash_digest(mechanism, client_key), auth_message)
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+        server_key = hmac_digest(mechanism, salted, b"Server Key")
+        self._server_signature = hmac_digest(mechanism, server_key, auth_message)
+        return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+
+
+def new_client(mechanism: str, username: str, password: str) -> SaslClient:
+    """A client for a mechanism pystream has (ValueError otherwise)."""
+    if mechanism == "PLAIN":
+        return PlainClient(mechanism, username, password)
+    if mechanism in SCRAM_MECHANISMS:
+        return ScramClient(mechanism, username, password)
+    raise ValueError(
+        f"unsupported sasl_mechanism {mechanism!r}: use one of {', '.join(SUPPORTED_MECHANISMS)}"
+    )
