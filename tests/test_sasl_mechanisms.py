@@ -96,3 +96,18 @@ def test_pystreams_scram_client_checks_the_server_signature(mechanism: str) -> N
     client.evaluate(server.evaluate(client.first_token()))
     with pytest.raises(SaslAuthenticationFailed, match="signature"):
         client.evaluate(b"v=" + base64.b64encode(b"x" * 32))
+
+
+def test_the_login_throttle_grows_per_address_caps_and_forgets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pystream.security import sasl
+
+    now = [1000.0]
+    monkeypatch.setattr(sasl.time, "monotonic", lambda: now[0])
+    throttle = sasl.LoginThrottle(base_delay_ms=100, max_steps=5, window_s=60)
+    delays = [throttle.record_failure("10.0.0.1") for _ in range(7)]
+    assert delays == [0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0.5]  # grows, then capped
+    assert throttle.record_failure("10.0.0.2") == 0.1  # another address starts afresh
+    now[0] += 61  # a quiet minute: forgotten
+    assert throttle.record_failure("10.0.0.1") == 0.1
