@@ -200,6 +200,18 @@ def paused(broker: BrokerProcess) -> Iterator[None]:
             os.kill(process.pid, signal.SIGCONT)
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports (for brokers with several listeners)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 class KafkaWire:
     """A plain socket speaking the Kafka protocol with pystream's codec, for raw tests."""
 

@@ -440,3 +440,46 @@ def test_requests_fail_fast_while_zookeeper_is_unreachable(
             proxy.close()
 
     run(scenario())
+
+
+def test_scram_credentials_live_in_config_users_and_reach_every_broker(
+    zk_nodes: NodeFactory,  # noqa: F811
+) -> None:
+    from pystream.security.scram import new_credential
+
+    async def scenario() -> None:
+        a_node, b_node = start_brokers(zk_nodes, 2)
+        a, b = await started_store(a_node), await started_store(b_node)
+        c256 = new_credential("SCRAM-SHA-256", "pw")
+        c512 = new_credential("SCRAM-SHA-512", "pw2", iterations=8192)
+        a.alter_scram_credentials_blocking(
+            [("alice", "SCRAM-SHA-256", c256), ("alice", "SCRAM-SHA-512", c512)]
+        )
+        # Kafka's layout: /config/users/<name> with credentialToString values.
+        stored = json.loads(a.zk.get("/config/users/alice")[0])
+        assert stored == {
+            "version": 1,
+            "config": {"SCRAM-SHA-256": c256.to_string(), "SCRAM-SHA-512": c512.to_string()},
+        }
+        changes = [
+            json.loads(a.zk.get(f"{CONFIG_CHANGES}/{c}")[0])
+            for c in a.zk.get_children(CONFIG_CHANGES)
+        ]
+        assert {"version": 2, "entity_path": "users/alice"} in changes
+        await b.wait_for(
+            lambda s: (
+                s.scram_credentials().get("alice") == {"SCRAM-SHA-256": c256, "SCRAM-SHA-512": c512}
+            ),
+            10,
+        )
+        b.alter_scram_credentials_blocking([("alice", "SCRAM-SHA-256", None)])
+        await a.wait_for(
+            lambda s: s.scram_credentials().get("alice") == {"SCRAM-SHA-512": c512}, 10
+        )
+        b.alter_scram_credentials_blocking([("alice", "SCRAM-SHA-512", None)])
+        await a.wait_for(lambda s: "alice" not in s.scram_credentials(), 10)
+        # A user created later (a new child of /config/users) is seen too.
+        a.alter_scram_credentials_blocking([("bob", "SCRAM-SHA-256", c256)])
+        await b.wait_for(lambda s: "bob" in s.scram_credentials(), 10)
+
+    run(scenario())

@@ -1024,6 +1024,33 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         doc="Largest request frame the broker reads; larger ones close the connection.",
     ),
     ConfigDef(
+        "sasl.enabled.mechanisms",
+        ConfigType.LIST,
+        ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"),
+        ListOf(("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
+        doc="SASL mechanisms offered on SASL_PLAINTEXT/SASL_SSL listeners. Kafka's default is "
+        "GSSAPI, which pystream does not have: the default here is every mechanism it has. "
+        "PLAIN sends the password itself, so offer it on SASL_SSL only where that matters.",
+    ),
+    ConfigDef(
+        "connections.max.reauth.ms",
+        ConfigType.LONG,
+        0,
+        AtLeast(0),
+        doc="KIP-368: a SASL session lasts at most this long (told to clients in "
+        "SaslAuthenticate v1+); a connection that does not re-authenticate in time is "
+        "closed at its next request. 0: sessions never expire.",
+    ),
+    ConfigDef(
+        "connection.failed.authentication.delay.ms",
+        ConfigType.INT,
+        100,
+        AtLeast(0),
+        doc="Delay before answering a failed SASL login (the connection is then closed). It "
+        "grows with each recent failure from the same address (up to 50 times this), which "
+        "slows password guessing without holding up anyone else.",
+    ),
+    ConfigDef(
         "fetch.max.bytes",
         ConfigType.INT,
         57_671_680,
@@ -1471,6 +1498,9 @@ class BrokerConfig:
     auto_create_topics_enable: bool = True
     delete_topic_enable: bool = True
     socket_request_max_bytes: int = 104_857_600
+    sasl_enabled_mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
+    connections_max_reauth_ms: int = 0
+    connection_failed_authentication_delay_ms: int = 100
     fetch_max_bytes: int = 57_671_680
     log_retention_check_interval_ms: int = 300_000
     log_flush_scheduler_interval_ms: int = INT64_MAX

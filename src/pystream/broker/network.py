@@ -26,6 +26,7 @@ from typing import NamedTuple, Protocol
 from pystream.errors import InvalidConfigError
 from pystream.protocol.framing import _hint as _traffic_hint
 from pystream.security.principal import ANONYMOUS, KafkaPrincipal
+from pystream.security.sasl import SASL_PROTOCOLS, SaslSession
 from pystream.security.ssl import SslPrincipalMapper, peer_principal
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.state: dict[str, object] = {}
         # Who the peer is: ANONYMOUS until TLS client auth or SASL says otherwise.
         self.principal: KafkaPrincipal = ANONYMOUS
+        # SASL listeners: the connection's authentication state (None: no SASL needed).
+        self.sasl: SaslSession | None = (
+            SaslSession() if security_protocol in SASL_PROTOCOLS else None
+        )
 
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from pystream.broker import apis
 from pystream.broker.apis import api_versions
+from pystream.broker.apis import sasl as sasl_api
 from pystream.broker.context import RequestContext
 from pystream.broker.loop_monitor import LoopLagMonitor
 from pystream.broker.network import Chunk, KafkaConnection
 from pystream.broker.services import BrokerServices
+from pystream.clock import now_ms
 from pystream.cluster.broker_channel import BrokerChannels
 from pystream.cluster.dynamic_config import DynamicBrokerConfig
 from pystream.cluster.metadata.local_store import LocalMetadataStore
@@ -49,6 +51,7 @@ from pystream.protocol.messages import RequestHeader
 from pystream.purgatory import Purgatory
 from pystream.security.client_security import ClientSecurity
 from pystream.security.listeners import Listener, ListenerConfig
+from pystream.security.sasl import SASL_API_KEYS, SaslAuthenticator, SaslState
 from pystream.security.ssl import (
     SslPrincipalMapper,
     SslSettings,
@@ -274,6 +277,12 @@ class Broker:
             handlers=self.handlers,
             advertised_listeners=tuple(self.advertised_listeners),
             cluster=cluster,
+            authenticator=SaslAuthenticator(
+                config.sasl_enabled_mechanisms,
+                lambda user, mechanism: metadata.scram_credentials().get(user, {}).get(mechanism),
+                max_reauth_ms=config.connections_max_reauth_ms,
+                failed_delay_ms=config.connection_failed_authentication_delay_ms,
+            ),
         )
         if cluster is not None:
             await cluster.register(self.advertised_listeners)
@@ -415,12 +424,33 @@ class Broker:
         self, frame: bytearray, connection: KafkaConnection
     ) -> Sequence[Chunk] | None:
         """Decode one request, run its handler, return the encoded response (None: no reply)."""
+        session = connection.sasl
+        if session is not None and session.state is SaslState.LEGACY_TOKENS:
+            # After SaslHandshake v0 the client sends raw SASL tokens, no request header.
+            return await sasl_api.handle_legacy_token(
+                frame, connection, self.services.authenticator
+            )
         try:
             header, reader = decode_request_header(frame)
         except ProtocolDecodeError as exc:
             connection.close(f"malformed request header: {exc}")
             return None
         api_key, version = header.request_api_key, header.request_api_version
+        if (
+            session is not None
+            and api_key not in SASL_API_KEYS
+            and not session.authenticated(now_ms())
+        ):
+            # Kafka: ILLEGAL_SASL_STATE, the connection is closed (no response).
+            connection.close(
+                f"{API_SPECS[api_key].name if api_key in API_SPECS else api_key} request "
+                + (
+                    "after the SASL session expired (connections.max.reauth.ms)"
+                    if session.username is not None
+                    else "before SASL authentication"
+                )
+            )
+            return None
         handler = self.handlers.get(api_key)
         if handler is None or not handler.min_version <= version <= handler.max_version:
             return self._unsupported(header, connection)
@@ -437,7 +467,13 @@ class Broker:
             return None
         if isinstance(response, list):  # a handler that encodes itself (Fetch: file regions)
             return response
-        return [encode_response_frame(api_key, version, header.correlation_id, response)]
+        encoded = [encode_response_frame(api_key, version, header.correlation_id, response)]
+        if session is not None and session.state is SaslState.FAILED:
+            # A failed login or an illegal SASL step: answer, then close (Kafka's way).
+            await connection.write(encoded)
+            connection.close("SASL authentication failed")
+            return None
+        return encoded
 
     def _unsupported(
         self, header: RequestHeader, connection: KafkaConnection

@@ -23,6 +23,7 @@ from pystream.groups.coordinator import GroupCoordinator
 from pystream.protocol.handlers import HandlerSpec
 from pystream.purgatory import Purgatory
 from pystream.security.listeners import Listener
+from pystream.security.sasl import SaslAuthenticator
 from pystream.storage.log_manager import LogManager
 from pystream.txn.coordinator import TransactionCoordinator
 
@@ -50,6 +51,8 @@ class BrokerServices:
     handlers: Mapping[int, HandlerSpec]
     advertised_listeners: tuple[Listener, ...]
     cluster: ClusterMode | None
+    # SASL: enabled mechanisms, the credential lookup, session lifetime, login throttle.
+    authenticator: SaslAuthenticator
 
     def live_brokers(self, listener_name: str) -> list[BrokerEndpoint]:
         """(id, host, port, rack) of every live broker, as clients on ``listener_name``

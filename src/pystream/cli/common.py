@@ -9,6 +9,7 @@ become one ``Error: ...`` line on stderr and exit code 1 (see
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -39,7 +40,13 @@ _CLIENT_KEYS = {
     "ssl.key.password": ("ssl_password", str),
     # Kafka's default "https" checks the host name; an empty value turns the check off.
     "ssl.endpoint.identification.algorithm": ("ssl_check_hostname", bool),
+    "sasl.mechanism": ("sasl_mechanism", str),
+    # librdkafka's names for the login (Kafka's tools use sasl.jaas.config, below).
+    "sasl.username": ("sasl_plain_username", str),
+    "sasl.password": ("sasl_plain_password", str),
 }
+# username="..." / password="..." in Kafka's sasl.jaas.config login module line.
+_JAAS_OPTION = re.compile(r'\b(username|password)\s*=\s*"((?:[^"\\]|\\.)*)"')
 # Settings pystream's client accepts and does not need (PEM is its only store format).
 _IGNORED_PREFIXES = ("sasl.", "ssl.")
 
@@ -72,6 +79,10 @@ def client_settings(command_config: str | None) -> dict[str, Any]:
         raise click.ClickException(f"cannot read {command_config}: {exc.strerror}") from exc
     settings: dict[str, Any] = {}
     for key, value in props.items():
+        if key == "sasl.jaas.config":
+            for option, text in _JAAS_OPTION.findall(value):
+                settings[f"sasl_plain_{option}"] = text.replace('\\"', '"')
+            continue
         if key not in _CLIENT_KEYS:
             if key == "bootstrap.servers" or key.startswith(_IGNORED_PREFIXES):
                 continue

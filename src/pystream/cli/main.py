@@ -17,6 +17,7 @@ from pystream.cli.groups import groups
 from pystream.cli.produce import produce
 from pystream.cli.serve import serve
 from pystream.cli.topics import topics
+from pystream.cli.users import users
 from pystream.version import __version__
 
 
@@ -36,7 +37,7 @@ def info() -> None:
     click.echo(f"crc32c: {'hardware' if hardware else 'table'}")
 
 
-for _command in (serve, cluster, topics, produce, consume, groups, configs, bench):
+for _command in (serve, cluster, topics, produce, consume, groups, configs, users, bench):
     cli.add_command(_command)
 
 

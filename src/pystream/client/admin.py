@@ -8,13 +8,16 @@ operations to the group's coordinator, DeleteRecords/ListOffsets to partition
 leaders, ListGroups to every broker.  An operation over several resources
 raises the first failure's Kafka error (the exception's ``errors`` attribute
 maps every failed resource to its error) after the others were applied.
-ACLs and SCRAM users join when the broker's security lands.
+SCRAM users: describe, upsert (the salted password is derived here, as Kafka's
+admin client does: the password never leaves the client) and delete.  ACLs join
+when the broker's authorization lands.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -24,6 +27,9 @@ from pystream.protocol.messages.alter_configs import AlterConfigsRequest
 from pystream.protocol.messages.alter_partition_reassignments import (
     AlterPartitionReassignmentsRequest,
 )
+from pystream.protocol.messages.alter_user_scram_credentials import (
+    AlterUserScramCredentialsRequest,
+)
 from pystream.protocol.messages.create_partitions import CreatePartitionsRequest
 from pystream.protocol.messages.create_topics import CreateTopicsRequest
 from pystream.protocol.messages.delete_groups import DeleteGroupsRequest
@@ -31,6 +37,9 @@ from pystream.protocol.messages.delete_records import DeleteRecordsRequest
 from pystream.protocol.messages.delete_topics import DeleteTopicsRequest
 from pystream.protocol.messages.describe_configs import DescribeConfigsRequest
 from pystream.protocol.messages.describe_groups import DescribeGroupsRequest
+from pystream.protocol.messages.describe_user_scram_credentials import (
+    DescribeUserScramCredentialsRequest,
+)
 from pystream.protocol.messages.elect_leaders import ElectLeadersRequest
 from pystream.protocol.messages.find_coordinator import FindCoordinatorRequest
 from pystream.protocol.messages.incremental_alter_configs import IncrementalAlterConfigsRequest
@@ -43,6 +52,7 @@ from pystream.protocol.messages.metadata import MetadataRequest
 from pystream.protocol.messages.offset_commit import OffsetCommitRequest
 from pystream.protocol.messages.offset_delete import OffsetDeleteRequest
 from pystream.protocol.messages.offset_fetch import OffsetFetchRequest
+from pystream.security.scram import MECHANISM_TYPES, mechanism_type, salted_password
 
 from .assignors import decode_assignment
 from .config import ClientConfig
@@ -852,6 +862,76 @@ class AdminClient:
                         raise _error(p.error_code, None, f"offsets of {t.name}-{p.partition_index}")
                     out[TopicPartition(t.name, p.partition_index)] = p.offset
         return out
+
+    # ------------------------------------------------------------------ SCRAM users
+
+    async def describe_user_scram_credentials(
+        self, users: Iterable[str] | None = None
+    ) -> dict[str, dict[str, int]]:
+        """``{user: {mechanism: iterations}}`` for ``users`` (None: every user)."""
+        names = None if users is None else list(users)
+
+        def build(version: int) -> DescribeUserScramCredentialsRequest:
+            return DescribeUserScramCredentialsRequest(
+                users=None
+                if names is None
+                else [DescribeUserScramCredentialsRequest.UserName(name=n) for n in names]
+            )
+
+        response = await self._core.request(None, 50, build)
+        if response.error_code:
+            raise _error(response.error_code, response.error_message, "describe users")
+        errors = {
+            r.user: _error(r.error_code, r.error_message, f"describe user {r.user!r}")
+            for r in response.results
+            if r.error_code
+        }
+        _raise_errors("describe_user_scram_credentials", errors)
+        return {
+            r.user: {
+                MECHANISM_TYPES.get(i.mechanism, "UNKNOWN"): i.iterations
+                for i in r.credential_infos
+            }
+            for r in response.results
+        }
+
+    async def upsert_user_scram_credential(
+        self, user: str, mechanism: str, password: str, iterations: int = 4096
+    ) -> None:
+        """Create or replace ``user``'s credential for a SCRAM mechanism."""
+        if mechanism_type(mechanism) == 0:
+            raise ValueError(f"unknown SCRAM mechanism {mechanism!r}")
+        salt = secrets.token_bytes(32)
+        upsertion = AlterUserScramCredentialsRequest.ScramCredentialUpsertion(
+            name=user,
+            mechanism=mechanism_type(mechanism),
+            iterations=iterations,
+            salt=salt,
+            salted_password=salted_password(mechanism, password, salt, iterations),
+        )
+        await self._alter_user_scram_credentials(
+            AlterUserScramCredentialsRequest(deletions=[], upsertions=[upsertion])
+        )
+
+    async def delete_user_scram_credential(self, user: str, mechanism: str) -> None:
+        """Delete ``user``'s credential for one SCRAM mechanism."""
+        deletion = AlterUserScramCredentialsRequest.ScramCredentialDeletion(
+            name=user, mechanism=mechanism_type(mechanism)
+        )
+        await self._alter_user_scram_credentials(
+            AlterUserScramCredentialsRequest(deletions=[deletion], upsertions=[])
+        )
+
+    async def _alter_user_scram_credentials(
+        self, request: AlterUserScramCredentialsRequest
+    ) -> None:
+        response = await self._core.request(None, 51, lambda version: request)
+        errors = {
+            r.user: _error(r.error_code, r.error_message, f"alter user {r.user!r}")
+            for r in response.results
+            if r.error_code
+        }
+        _raise_errors("alter_user_scram_credentials", errors)
 
 
 def _has_error(response: Any, code: int) -> bool:

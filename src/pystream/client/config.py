@@ -63,7 +63,8 @@ class ClientConfig:
     max_response_size: int = 256 * 1024 * 1024
     """Refuse response frames larger than this (bounded memory against a bad peer)."""
     security_protocol: str = "PLAINTEXT"
-    """PLAINTEXT or SSL (kafka-python's names for the TLS settings below)."""
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (kafka-python's names for the TLS and
+    SASL settings below)."""
     ssl_context: ssl.SSLContext | None = None
     """A ready TLS context; None: one is made from the ``ssl_*`` files."""
     ssl_cafile: str | None = None
@@ -76,17 +77,17 @@ class ClientConfig:
     """Password of the (encrypted) private key."""
     ssl_check_hostname: bool = True
     """Check that the broker's certificate names the host connected to."""
+    sasl_mechanism: str = "PLAIN"
+    """PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with security_protocol SASL_*)."""
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = None
 
     @classmethod
     def from_kwargs(cls, bootstrap_servers: str | Iterable[str], **kwargs: object) -> ClientConfig:
         config = cls(bootstrap_servers=parse_bootstrap_servers(bootstrap_servers))
         for name, value in kwargs.items():
             setattr(config, name, value)
-        if config.security_protocol not in ("PLAINTEXT", "SSL"):
-            raise ValueError(
-                f"security_protocol={config.security_protocol!r}: pystream's client speaks "
-                "PLAINTEXT or SSL"
-            )
+        config.check_security()
         try:
             config.security()  # bad TLS files fail here, not at the first connection
         except (OSError, ssl.SSLError) as exc:
@@ -95,9 +96,28 @@ class ClientConfig:
             ) from exc
         return config
 
+    def check_security(self) -> None:
+        """ValueError naming the setting if the security settings do not fit together."""
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(
+                f"security_protocol={self.security_protocol!r}: pystream's client speaks "
+                + ", ".join(SECURITY_PROTOCOLS)
+            )
+        if self.security_protocol.startswith("SASL_"):
+            if self.sasl_mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+                raise ValueError(
+                    f"sasl_mechanism {self.sasl_mechanism!r}: use PLAIN, SCRAM-SHA-256 or "
+                    "SCRAM-SHA-512"
+                )
+            if not self.sasl_plain_username or self.sasl_plain_password is None:
+                raise ValueError(
+                    f"security_protocol {self.security_protocol} needs sasl_plain_username "
+                    "and sasl_plain_password"
+                )
+
     def security(self) -> ClientSecurity:
         """How connections are secured (the TLS context is made once, on first use)."""
-        if self.security_protocol != "SSL":
+        if self.security_protocol not in ("SSL", "SASL_SSL"):
             return PLAINTEXT
         if self.ssl_context is None:
             self.ssl_context = client_context(
@@ -107,8 +127,16 @@ class ClientConfig:
                 password=self.ssl_password,
                 check_hostname=self.ssl_check_hostname,
             )
-        return ClientSecurity("SSL", self.ssl_context)
+        return ClientSecurity(self.security_protocol, self.ssl_context)
 
+    def sasl_credentials(self) -> tuple[str, str, str] | None:
+        """(mechanism, username, password) when connections must log in, else None."""
+        if not self.security_protocol.startswith("SASL_"):
+            return None
+        return self.sasl_mechanism, self.sasl_plain_username or "", self.sasl_plain_password or ""
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
 _COMMON = frozenset(f.name for f in fields(ClientConfig)) - {"bootstrap_servers"}
 

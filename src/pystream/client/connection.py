@@ -24,11 +24,15 @@ import struct
 from collections import deque
 from typing import Any
 
-from pystream.errors import RequestTimedOutError, error_for_code
+from pystream.errors import RequestTimedOutError, SaslAuthenticationFailedError, error_for_code
 from pystream.protocol import ProtocolDecodeError, RequestHeader, Struct
 from pystream.protocol.headers import decode_response, encode_request_frame
 from pystream.protocol.messages.api_versions import ApiVersionsRequest, ApiVersionsResponse
+from pystream.protocol.messages.sasl_authenticate import SaslAuthenticateRequest
+from pystream.protocol.messages.sasl_handshake import SaslHandshakeRequest
 from pystream.security.client_security import PLAINTEXT, ClientSecurity
+from pystream.security.sasl import SaslAuthenticationFailed
+from pystream.security.sasl import new_client as new_sasl_client
 from pystream.version import __version__
 
 from .errors import KafkaConnectionError
@@ -41,6 +45,8 @@ log = logging.getLogger("pystream.client")
 _SIZE = struct.Struct(">i")
 _SMALL = 65536
 _API_VERSIONS = 18
+_SASL_HANDSHAKE = 17
+_SASL_AUTHENTICATE = 36
 _UNSUPPORTED_VERSION = 35
 
 
@@ -111,9 +117,12 @@ class BrokerConnection(asyncio.BufferedProtocol):
         connect_timeout_ms: int,
         max_response_size: int,
         security: ClientSecurity = PLAINTEXT,
+        sasl: tuple[str, str, str] | None = None,
     ) -> BrokerConnection:
-        """Connect (over TLS if ``security`` says so) and negotiate API versions;
-        :class:`KafkaConnectionError` on failure."""
+        """Connect (over TLS if ``security`` says so), negotiate API versions and, with
+        ``sasl`` (mechanism, username, password), log in; :class:`KafkaConnectionError` on
+        failure, the broker's SASL_AUTHENTICATION_FAILED (or UNSUPPORTED_SASL_MECHANISM)
+        error if it refuses."""
         loop = asyncio.get_running_loop()
         conn = cls(
             host,
@@ -138,6 +147,8 @@ class BrokerConnection(asyncio.BufferedProtocol):
             ) from exc
         try:
             await conn._negotiate_versions()
+            if sasl is not None:
+                await conn._authenticate(*sasl)
         except BaseException:
             conn.close()
             raise
@@ -165,6 +176,34 @@ class BrokerConnection(asyncio.BufferedProtocol):
             }
             return
         raise KafkaConnectionError(f"broker {self.address}: ApiVersions negotiation failed")
+
+    async def _authenticate(self, mechanism: str, username: str, password: str) -> None:
+        """SaslHandshake v1 then SaslAuthenticate round trips until the mechanism is done."""
+        handshake = await self.request(
+            _SASL_HANDSHAKE, SaslHandshakeRequest(mechanism=mechanism), 1
+        )
+        if handshake.error_code:
+            raise error_for_code(handshake.error_code)(
+                f"broker {self.address} refused SASL mechanism {mechanism} "
+                f"(it offers {', '.join(handshake.mechanisms) or 'none'})"
+            )
+        client = new_sasl_client(mechanism, username, password)
+        token: bytes | None = client.first_token()
+        version = min(2, self.api_versions.get(_SASL_AUTHENTICATE, (0, 0))[1])
+        while token is not None:
+            response = await self.request(
+                _SASL_AUTHENTICATE, SaslAuthenticateRequest(auth_bytes=token), version
+            )
+            if response.error_code:
+                raise error_for_code(response.error_code)(
+                    f"broker {self.address}: {response.error_message or 'SASL login refused'}"
+                )
+            try:
+                token = client.evaluate(bytes(response.auth_bytes))
+            except SaslAuthenticationFailed as exc:
+                raise SaslAuthenticationFailedError(
+                    f"broker {self.address}: {exc.detail}"
+                ) from None
 
     def close(self, error: Exception | None = None) -> None:
         """Close now; every in-flight request fails with ``error`` (or a connection error)."""

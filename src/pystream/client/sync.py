@@ -388,5 +388,8 @@ for _name in (
     "elect_leaders",
     "alter_partition_reassignments",
     "list_partition_reassignments",
+    "describe_user_scram_credentials",
+    "upsert_user_scram_credential",
+    "delete_user_scram_credential",
 ):
     setattr(AdminClient, _name, _blocking(_name))

@@ -27,12 +27,14 @@ CLIENT_VERSIONS: dict[int, tuple[str, int, int]] = {
     14: ("SyncGroup", 0, 5),
     15: ("DescribeGroups", 0, 5),
     16: ("ListGroups", 0, 4),
+    17: ("SaslHandshake", 0, 1),
     18: ("ApiVersions", 0, 3),
     19: ("CreateTopics", 0, 7),
     20: ("DeleteTopics", 0, 6),
     21: ("DeleteRecords", 0, 2),
     32: ("DescribeConfigs", 0, 4),
     33: ("AlterConfigs", 0, 2),
+    36: ("SaslAuthenticate", 0, 2),
     37: ("CreatePartitions", 0, 3),
     42: ("DeleteGroups", 0, 2),
     43: ("ElectLeaders", 0, 2),
@@ -40,6 +42,8 @@ CLIENT_VERSIONS: dict[int, tuple[str, int, int]] = {
     45: ("AlterPartitionReassignments", 0, 0),
     46: ("ListPartitionReassignments", 0, 0),
     47: ("OffsetDelete", 0, 0),
+    50: ("DescribeUserScramCredentials", 0, 0),
+    51: ("AlterUserScramCredentials", 0, 0),
 }
 
 # What a missing API takes away, for the error message.

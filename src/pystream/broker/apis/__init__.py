@@ -31,6 +31,8 @@ module                    APIs
                           ListTransactions (66)
 :mod:`.configs`           DescribeConfigs (32), AlterConfigs (33), IncrementalAlterConfigs (44)
 :mod:`.cluster`           DescribeLogDirs (35), DescribeCluster (60)
+:mod:`.sasl`              SaslHandshake (17), SaslAuthenticate (36)
+:mod:`.scram_users`       DescribeUserScramCredentials (50), AlterUserScramCredentials (51)
 ========================  =========================================================
 """
 
@@ -51,6 +53,8 @@ from pystream.broker.apis import (
     offsets,
     partitions,
     produce,
+    sasl,
+    scram_users,
     topics,
     transactions,
 )
@@ -71,6 +75,8 @@ API_MODULES: tuple[ModuleType, ...] = (
     transactions,
     configs,
     cluster,
+    sasl,
+    scram_users,
 )
 
 

@@ -25,7 +25,12 @@ from pystream.cluster.metadata.model import (
     collision_name,
     validate_topic_name,
 )
-from pystream.cluster.metadata.store import BrokerEndpoint, ThreadedWrites
+from pystream.cluster.metadata.store import (
+    BrokerEndpoint,
+    ScramCredentialChange,
+    ThreadedWrites,
+    apply_scram_changes,
+)
 from pystream.errors import (
     InvalidPartitionsError,
     InvalidReplicaAssignmentError,
@@ -37,6 +42,7 @@ from pystream.errors import (
     UnknownTopicOrPartitionError,
 )
 from pystream.fileutil import atomic_write
+from pystream.security.scram import ScramCredential
 from pystream.storage.meta_properties import generate_cluster_id
 
 METADATA_FILE = "pystream-metadata.json"
@@ -55,6 +61,8 @@ class LocalMetadataStore(ThreadedWrites):
         self._topics: dict[str, TopicMetadata] = {}
         # Dynamic broker configs by entity (this broker's id, or "<default>").
         self._broker_configs: dict[str, dict[str, str]] = {}
+        # SCRAM credentials by user, then mechanism (salted hashes only, never a password).
+        self._scram: dict[str, dict[str, ScramCredential]] = {}
         # Writes run in threads (one at a time); reads on the loop see whole dict operations.
         self._lock = threading.Lock()
         # (listener name, host, port) this broker advertises, set once its listeners are bound.
@@ -79,6 +87,10 @@ class LocalMetadataStore(ThreadedWrites):
                 str(entity): {str(k): str(v) for k, v in configs.items()}
                 for entity, configs in data.get("broker_configs", {}).items()
             }
+            self._scram = {
+                str(user): {m: ScramCredential.from_string(c) for m, c in by_mech.items()}
+                for user, by_mech in data.get("scram_credentials", {}).items()
+            }
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise KafkaStorageError(
                 f"cannot read cluster metadata {self.path}: {exc}. Restore it from a backup "
@@ -92,6 +104,11 @@ class LocalMetadataStore(ThreadedWrites):
             "topics": [t.to_json() for _, t in sorted(self._topics.items())],
             # Optional (older files have none): the format version stays 1.
             "broker_configs": {e: dict(sorted(c.items())) for e, c in self._broker_configs.items()},
+            # Kafka's credential strings (salt, stored_key, server_key, iterations).
+            "scram_credentials": {
+                user: {m: c.to_string() for m, c in sorted(by_mech.items())}
+                for user, by_mech in sorted(self._scram.items())
+            },
         }
         atomic_write(self.path, json.dumps(data, indent=1).encode())
 
@@ -313,6 +330,19 @@ class LocalMetadataStore(ThreadedWrites):
                 self._broker_configs[str(entity)] = dict(configs)
             else:
                 self._broker_configs.pop(str(entity), None)
+            self._save()
+
+    def scram_credentials(self) -> dict[str, dict[str, ScramCredential]]:
+        """Every user's SCRAM credentials (do not mutate)."""
+        return self._scram
+
+    def alter_scram_credentials_blocking(self, changes: list[ScramCredentialChange]) -> None:
+        """Store or delete credentials, all in one durable write."""
+        with self._lock:
+            # A new dict each time: readers on the loop see the old or the new one whole.
+            scram = {user: dict(by_mech) for user, by_mech in self._scram.items()}
+            apply_scram_changes(scram, changes)
+            self._scram = scram
             self._save()
 
     def update_isr_blocking(

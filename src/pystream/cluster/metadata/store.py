@@ -16,9 +16,28 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from pystream.cluster.metadata.model import PartitionState, ProducerIdBlock, TopicMetadata
+from pystream.security.scram import ScramCredential
+
+# (user, mechanism, credential) to store, or (user, mechanism, None) to delete.
+ScramCredentialChange = tuple[str, str, ScramCredential | None]
 
 # (broker id, host, port, rack) of a live broker as clients on one listener reach it.
 BrokerEndpoint = tuple[int, str, int, str | None]
+
+
+def apply_scram_changes(
+    scram: dict[str, dict[str, ScramCredential]], changes: list[ScramCredentialChange]
+) -> None:
+    """Apply credential changes to a ``{user: {mechanism: credential}}`` map in place (a user
+    left with no mechanism disappears)."""
+    for user, mechanism, credential in changes:
+        if credential is None:
+            by_mech = scram.get(user, {})
+            by_mech.pop(mechanism, None)
+            if not by_mech:
+                scram.pop(user, None)
+        else:
+            scram.setdefault(user, {})[mechanism] = credential
 
 
 class MetadataStore(Protocol):
@@ -100,6 +119,15 @@ class MetadataStore(Protocol):
         every broker that reads ``entity`` sees the change."""
         ...
 
+    def scram_credentials(self) -> dict[str, dict[str, ScramCredential]]:
+        """Every user's SCRAM credentials by user then mechanism (do not mutate)."""
+        ...
+
+    async def alter_scram_credentials(self, changes: list[ScramCredentialChange]) -> None:
+        """Store or delete SCRAM credentials (callers validate them first); every broker
+        sees the change (within seconds in a cluster)."""
+        ...
+
     async def update_isr(
         self, topic: str, partition: int, isr: list[int], leader_epoch: int, partition_epoch: int
     ) -> PartitionState:
@@ -132,6 +160,9 @@ class ThreadedWrites:
         raise NotImplementedError
 
     def update_isr_blocking(self, *args: Any) -> PartitionState:
+        raise NotImplementedError
+
+    def alter_scram_credentials_blocking(self, changes: list[ScramCredentialChange]) -> None:
         raise NotImplementedError
 
     def allocate_producer_ids_blocking(self, broker_id: int, size: int) -> ProducerIdBlock:
@@ -181,6 +212,10 @@ class ThreadedWrites:
     async def set_broker_configs(self, entity: str, configs: dict[str, str]) -> None:
         """See the store's ``set_broker_configs_blocking``."""
         await asyncio.to_thread(self.set_broker_configs_blocking, entity, configs)
+
+    async def alter_scram_credentials(self, changes: list[ScramCredentialChange]) -> None:
+        """See the store's ``alter_scram_credentials_blocking``."""
+        await asyncio.to_thread(self.alter_scram_credentials_blocking, changes)
 
     async def update_isr(
         self, topic: str, partition: int, isr: list[int], leader_epoch: int, partition_epoch: int

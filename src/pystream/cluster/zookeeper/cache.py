@@ -44,6 +44,7 @@ from pystream.cluster.zookeeper.client import LoopHandoff
 from pystream.cluster.zookeeper.paths import (
     BROKER_IDS,
     BROKER_TOPICS,
+    CONFIG_USERS,
     CONTROLLER,
     DEFAULT_BROKER_ENTITY,
     NO_LEADER,
@@ -57,7 +58,9 @@ from pystream.cluster.zookeeper.paths import (
     partition_state_path,
     topic_config_path,
     topic_path,
+    user_config_path,
 )
+from pystream.security.scram import SCRAM_MECHANISMS, ScramCredential
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +148,9 @@ class ZkMetadataCache:
         self._configs: dict[str, Reading[dict[str, str]]] = {}
         self._broker_mzxid: dict[int, int] = {}
         self._broker_configs: dict[str, Reading[dict[str, str]]] = {}
+        # /config/users/<name>: each user's credential strings, and their parsed form.
+        self._user_configs: dict[str, Reading[dict[str, str]]] = {}
+        self.scram_credentials: dict[str, dict[str, ScramCredential]] = {}
         self._listeners: list[Callable[[MetadataEvent], None]] = []
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         # --- which znodes are watched: kazoo's threads, under the lock
@@ -152,6 +158,7 @@ class ZkMetadataCache:
         self._watched_topics: set[str] = set()
         self._watched_states: set[tuple[str, int]] = set()
         self._watched_brokers: set[int] = set()
+        self._watched_users: set[str] = set()
 
     # === lifecycle ===============================================================================
     def start(self, handoff: LoopHandoff) -> None:
@@ -164,6 +171,7 @@ class ZkMetadataCache:
         for entity in (str(self.broker_id), DEFAULT_BROKER_ENTITY):
             path = broker_config_path(entity)
             DataWatch(self.client, path, partial(self._on_broker_config, entity))
+        ChildrenWatch(self.client, CONFIG_USERS, self._on_user_names)
 
     def close(self) -> None:
         """Stop applying readings (each watch stops when it next fires; all end with the
@@ -328,6 +336,31 @@ class ZkMetadataCache:
         self._post(self.apply_broker_config, entity, configs, stat)
         return None
 
+    def _on_user_names(self, children: list[str]) -> bool | None:
+        if self._closed:
+            return False
+        with self._lock:
+            new = [u for u in children if u not in self._watched_users]
+            self._watched_users.update(new)
+        for user in new:
+            DataWatch(self.client, user_config_path(user), partial(self._on_user_config, user))
+        return None
+
+    def _on_user_config(self, user: str, data: Any, stat: Any, event: Any = None) -> Any:
+        if self._closed:
+            return False
+        configs = None
+        if stat is not None:
+            try:
+                configs = decode_config(data or b"", user_config_path(user))
+            except (ValueError, AttributeError) as exc:
+                log.warning("ignoring unreadable credentials of user %s: %s", user, exc)
+        else:
+            with self._lock:
+                self._watched_users.discard(user)  # re-armed if the user comes back
+        self._post(self.apply_user_config, user, configs, stat)
+        return False if stat is None else None
+
     # === applying readings and our own writes: the loop only =====================================
     @staticmethod
     def _newer(current: Reading[Any] | None, stat: Any) -> bool:
@@ -456,6 +489,32 @@ class ZkMetadataCache:
             self._emit(BrokerConfigChange(entity, dict(after)))
         else:
             self._check_waiters()
+
+    def apply_user_config(self, user: str, configs: dict[str, str] | None, stat: Any) -> None:
+        """A watch reading of (or our own write to) ``/config/users/<user>``."""
+        current = self._user_configs.get(user)
+        if not self._newer(current, stat):
+            return
+        if configs is None:
+            self._user_configs.pop(user, None)
+        else:
+            self._user_configs[user] = _reading(configs, stat)
+        credentials: dict[str, ScramCredential] = {}
+        for mechanism, text in (configs or {}).items():
+            if mechanism not in SCRAM_MECHANISMS:
+                continue  # quotas and other user configs share the znode
+            try:
+                credentials[mechanism] = ScramCredential.from_string(text)
+            except ValueError as exc:
+                log.warning("ignoring bad %s credential of user %s: %s", mechanism, user, exc)
+        # A new dict: readers on the loop never see a half-applied change.
+        scram = dict(self.scram_credentials)
+        if credentials:
+            scram[user] = credentials
+        else:
+            scram.pop(user, None)
+        self.scram_credentials = scram
+        self._check_waiters()
 
     def _emit(self, event: MetadataEvent) -> None:
         for listener in list(self._listeners):

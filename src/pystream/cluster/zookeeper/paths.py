@@ -68,6 +68,7 @@ BROKER_TOPICS = "/brokers/topics"
 CONFIG_TOPICS = "/config/topics"
 CONFIG_BROKERS = "/config/brokers"
 CONFIG_CHANGES = "/config/changes"
+CONFIG_USERS = "/config/users"
 DELETE_TOPICS = "/admin/delete_topics"
 ISR_CHANGE_NOTIFICATION = "/isr_change_notification"
 ISR_CHANGE_PREFIX = ISR_CHANGE_NOTIFICATION + "/isr_change_"
@@ -89,7 +90,7 @@ PERSISTENT_PATHS = (
     CONFIG_TOPICS,
     CONFIG_BROKERS,
     "/config/clients",
-    "/config/users",
+    CONFIG_USERS,
     ISR_CHANGE_NOTIFICATION,
     PRODUCER_ID_BLOCK,
 )
@@ -125,6 +126,11 @@ def topic_config_path(topic: str) -> str:
 def broker_config_path(entity: int | str) -> str:
     """``entity``: a broker id, or :data:`DEFAULT_BROKER_ENTITY` for the cluster default."""
     return f"{CONFIG_BROKERS}/{entity}"
+
+
+def user_config_path(user: str) -> str:
+    """A user's SCRAM credentials (Kafka's ``/config/users/<name>``)."""
+    return f"{CONFIG_USERS}/{user}"
 
 
 def config_change_entity_path(entity: int | str) -> str:

@@ -37,7 +37,7 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from pystream.clock import now_ms
 from pystream.cluster.metadata.local_store import LocalMetadataStore
 from pystream.cluster.metadata.model import PartitionState, ProducerIdBlock, TopicMetadata
-from pystream.cluster.metadata.store import BrokerEndpoint, ThreadedWrites
+from pystream.cluster.metadata.store import BrokerEndpoint, ScramCredentialChange, ThreadedWrites
 from pystream.cluster.zookeeper.assignment import assign_replicas
 from pystream.cluster.zookeeper.cache import (
     BrokerChange,
@@ -80,6 +80,7 @@ from pystream.cluster.zookeeper.paths import (
     partitions_path,
     topic_config_path,
     topic_path,
+    user_config_path,
 )
 from pystream.cluster.zookeeper.producer_ids import ZkProducerIdBlockStore
 from pystream.errors import (
@@ -94,6 +95,7 @@ from pystream.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
+from pystream.security.scram import ScramCredential
 from pystream.storage.meta_properties import generate_cluster_id
 
 log = logging.getLogger(__name__)
@@ -481,9 +483,62 @@ class ZkMetadataStore(ThreadedWrites):
         ``brokers/<entity>`` for brokers (and tools) that follow the change log, in one
         multi-op compare-and-set on the version just read.
         """
-        path = broker_config_path(entity)
+        self._write_entity_config(
+            broker_config_path(entity),
+            config_change_entity_path(entity),
+            configs,
+            lambda written: self.cache.apply_broker_config(str(entity), dict(configs), written),
+            f"the configs of broker {entity}",
+        )
+
+    def scram_credentials(self) -> dict[str, dict[str, ScramCredential]]:
+        """Every user's SCRAM credentials, from the watched ``/config/users`` (do not mutate)."""
+        return self.cache.scram_credentials
+
+    @kafka_errors
+    def alter_scram_credentials_blocking(self, changes: list[ScramCredentialChange]) -> None:
+        """Store or delete credentials: Kafka's ``/config/users/<name>`` znodes
+        (``{"version":1,"config":{"SCRAM-SHA-256":"salt=...,iterations=4096"}}``) with a
+        ``users/<name>`` change notification each; a user left with none loses the znode's
+        config (Kafka keeps the empty znode too)."""
+        by_user: dict[str, list[ScramCredentialChange]] = {}
+        for change in changes:
+            by_user.setdefault(change[0], []).append(change)
+        for user, user_changes in by_user.items():
+            path = user_config_path(user)
+            try:
+                data, _ = self.zk.get(path)
+                configs = decode_config(data, path)
+            except NoNodeError:
+                configs = {}
+            for _, mechanism, credential in user_changes:
+                if credential is None:
+                    configs.pop(mechanism, None)
+                else:
+                    configs[mechanism] = credential.to_string()
+            # The watches bring the change to every broker's cache, this one's included.
+            self._write_entity_config(
+                path,
+                f"users/{user}",
+                configs,
+                lambda written, u=user, c=dict(configs): self.cache.apply_user_config(
+                    u, c, written
+                ),
+                f"the credentials of user {user}",
+            )
+
+    def _write_entity_config(
+        self,
+        path: str,
+        entity_path: str,
+        configs: dict[str, str],
+        apply: Callable[[Any], None],
+        what: str,
+    ) -> None:
+        """Write a ``/config/<type>/<entity>`` znode and its change notification in one
+        multi-op compare-and-set on the version just read, then ``apply(stat)`` on the loop."""
         data = encode_config(configs)
-        notification = encode_config_change(config_change_entity_path(entity))
+        notification = encode_config_change(entity_path)
         for _ in range(MAX_CAS_ATTEMPTS):
             stat = self.zk.exists(path)
             txn = self.zk.transaction()
@@ -497,19 +552,13 @@ class ZkMetadataStore(ThreadedWrites):
             except TransactionFailed as failed:
                 if failed.index == 0:
                     continue  # written concurrently: read the version again
-                raise KafkaStorageError(
-                    f"could not write the configs of broker {entity}: {failed.error!r}"
-                ) from None
+                raise KafkaStorageError(f"could not write {what}: {failed.error!r}") from None
             written = results[0] if stat is not None else self.zk.exists(path)
             self._purge_config_changes()
             if written is not None:
-                self._apply_local(
-                    self.cache.apply_broker_config, str(entity), dict(configs), written
-                )
+                self._apply_local(apply, written)
             return
-        raise KafkaStorageError(
-            f"could not write the configs of broker {entity}: they keep changing"
-        )
+        raise KafkaStorageError(f"could not write {what}: they keep changing")
 
     def _purge_config_changes(self) -> None:
         """Delete config change notifications older than Kafka's 15 minutes, oldest first
