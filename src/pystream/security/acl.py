@@ -1,0 +1,226 @@
+"""ACL bindings and filters, with Kafka's enums, codes and matching rules.
+
+The codes are the wire values of Kafka's ``ResourceType``, ``PatternType``,
+``AclOperation`` and ``AclPermissionType``; the names (``Topic``, ``Read``,
+``Allow`` ...) are the ones Kafka writes in ZooKeeper's ``/kafka-acl`` JSON.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = [
+    "CLUSTER_NAME",
+    "WILDCARD",
+    "WILDCARD_PRINCIPAL",
+    "AclBinding",
+    "AclBindingFilter",
+    "AclOperation",
+    "AclPermissionType",
+    "PatternType",
+    "ResourceType",
+]
+
+# The one CLUSTER resource's name, and the wildcard resource name / host / principal.
+CLUSTER_NAME = "kafka-cluster"
+WILDCARD = "*"
+WILDCARD_PRINCIPAL = "User:*"
+
+
+class _Named(enum.IntEnum):
+    """An enum with Kafka's wire code and its CamelCase name (``IDEMPOTENT_WRITE`` ->
+    ``IdempotentWrite``), parsed case-insensitively with or without underscores."""
+
+    @property
+    def camel(self) -> str:
+        return "".join(part.capitalize() for part in self.name.split("_"))
+
+    @classmethod
+    def parse(cls, text: str) -> _Named:
+        key = text.replace("_", "").replace("-", "").lower()
+        for member in cls:
+            if member.name.replace("_", "").lower() == key:
+                return member
+        names = ", ".join(m.name for m in cls if m.name not in ("UNKNOWN", "ANY", "MATCH"))
+        raise ValueError(f"unknown {cls.__name__} {text!r}; use one of {names}")
+
+
+class ResourceType(_Named):
+    UNKNOWN = 0
+    ANY = 1
+    TOPIC = 2
+    GROUP = 3
+    CLUSTER = 4
+    TRANSACTIONAL_ID = 5
+    DELEGATION_TOKEN = 6
+    USER = 7
+
+
+class PatternType(_Named):
+    UNKNOWN = 0
+    ANY = 1  # filters only: any pattern type, exact name
+    MATCH = 2  # filters only: every pattern that would apply to the name
+    LITERAL = 3
+    PREFIXED = 4
+
+
+class AclOperation(_Named):
+    UNKNOWN = 0
+    ANY = 1
+    ALL = 2
+    READ = 3
+    WRITE = 4
+    CREATE = 5
+    DELETE = 6
+    ALTER = 7
+    DESCRIBE = 8
+    CLUSTER_ACTION = 9
+    DESCRIBE_CONFIGS = 10
+    ALTER_CONFIGS = 11
+    IDEMPOTENT_WRITE = 12
+    CREATE_TOKENS = 13
+    DESCRIBE_TOKENS = 14
+
+
+class AclPermissionType(_Named):
+    UNKNOWN = 0
+    ANY = 1
+    DENY = 2
+    ALLOW = 3
+
+
+# Kafka's implied operations: an ALLOW of any of these grants the key (AclAuthorizer).
+IMPLIED_BY: dict[AclOperation, frozenset[AclOperation]] = {
+    AclOperation.DESCRIBE: frozenset(
+        {
+            AclOperation.DESCRIBE,
+            AclOperation.READ,
+            AclOperation.WRITE,
+            AclOperation.DELETE,
+            AclOperation.ALTER,
+        }
+    ),
+    AclOperation.DESCRIBE_CONFIGS: frozenset(
+        {AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS}
+    ),
+}
+
+_CONCRETE_RESOURCES = frozenset(ResourceType) - {ResourceType.UNKNOWN, ResourceType.ANY}
+_CONCRETE_OPERATIONS = frozenset(AclOperation) - {AclOperation.UNKNOWN, AclOperation.ANY}
+
+
+@dataclass(frozen=True, slots=True)
+class AclBinding:
+    """One ACL: a resource pattern and an access-control entry."""
+
+    resource_type: ResourceType
+    resource_name: str
+    pattern_type: PatternType
+    principal: str
+    host: str
+    operation: AclOperation
+    permission_type: AclPermissionType
+
+    def validate(self) -> None:
+        """ValueError saying what is wrong with a binding CreateAcls was asked to store."""
+        if self.resource_type not in _CONCRETE_RESOURCES:
+            raise ValueError(f"resource type {self.resource_type.name} cannot hold an ACL")
+        if self.pattern_type not in (PatternType.LITERAL, PatternType.PREFIXED):
+            raise ValueError(
+                f"pattern type {self.pattern_type.name} cannot be stored; use LITERAL or PREFIXED"
+            )
+        if self.operation not in _CONCRETE_OPERATIONS:
+            raise ValueError(f"operation {self.operation.name} cannot be stored")
+        if self.permission_type not in (AclPermissionType.ALLOW, AclPermissionType.DENY):
+            raise ValueError(f"permission type {self.permission_type.name} cannot be stored")
+        if not self.resource_name:
+            raise ValueError("the resource name is empty")
+        if self.resource_type is ResourceType.CLUSTER and self.resource_name != CLUSTER_NAME:
+            raise ValueError(f"the CLUSTER resource is named {CLUSTER_NAME!r}")
+        if self.pattern_type is PatternType.PREFIXED and self.resource_name == WILDCARD:
+            raise ValueError("a PREFIXED pattern cannot be the wildcard '*'; use LITERAL '*'")
+        principal_type, sep, name = self.principal.partition(":")
+        if not sep or not principal_type or not name:
+            raise ValueError(f"principal {self.principal!r} must be <type>:<name>, e.g. User:bob")
+        if not self.host:
+            raise ValueError("the host is empty; use '*' for any host")
+
+    # -- ZooKeeper / local file form (Kafka's /kafka-acl JSON entries) -------------------
+    def entry_json(self) -> dict[str, str]:
+        return {
+            "principal": self.principal,
+            "permissionType": self.permission_type.camel,
+            "operation": self.operation.camel,
+            "host": self.host,
+        }
+
+    @classmethod
+    def from_entry_json(
+        cls,
+        resource_type: ResourceType,
+        resource_name: str,
+        pattern_type: PatternType,
+        entry: dict[str, str],
+    ) -> AclBinding:
+        return cls(
+            resource_type,
+            resource_name,
+            pattern_type,
+            str(entry["principal"]),
+            str(entry["host"]),
+            AclOperation.parse(entry["operation"]),  # type: ignore[arg-type]
+            AclPermissionType.parse(entry["permissionType"]),  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AclBindingFilter:
+    """What DescribeAcls / DeleteAcls select: None fields and ANY match everything; a MATCH
+    pattern type selects every pattern that would apply to the name (Kafka's
+    ``ResourcePatternFilter`` and ``AccessControlEntryFilter``)."""
+
+    resource_type: ResourceType = ResourceType.ANY
+    resource_name: str | None = None
+    pattern_type: PatternType = PatternType.ANY
+    principal: str | None = None
+    host: str | None = None
+    operation: AclOperation = AclOperation.ANY
+    permission_type: AclPermissionType = AclPermissionType.ANY
+
+    def validate(self) -> None:
+        """ValueError for filters Kafka rejects (UNKNOWN anywhere)."""
+        for value in (self.resource_type, self.pattern_type, self.operation, self.permission_type):
+            if value.name == "UNKNOWN":
+                raise ValueError(f"the filter has an UNKNOWN {type(value).__name__}")
+
+    def matches(self, binding: AclBinding) -> bool:
+        if (
+            self.resource_type is not ResourceType.ANY
+            and self.resource_type != binding.resource_type
+        ):
+            return False
+        if not self._matches_pattern(binding):
+            return False
+        if self.principal is not None and self.principal != binding.principal:
+            return False
+        if self.host is not None and self.host != binding.host:
+            return False
+        if self.operation is not AclOperation.ANY and self.operation != binding.operation:
+            return False
+        return (
+            self.permission_type is AclPermissionType.ANY
+            or self.permission_type == binding.permission_type
+        )
+
+    def _matches_pattern(self, binding: AclBinding) -> bool:
+        kind = self.pattern_type
+        if kind not in (PatternType.ANY, PatternType.MATCH) and kind != binding.pattern_type:
+            return False
+        if self.resource_name is None:
+            return True
+        if kind is not PatternType.MATCH:
+            return self.resource_name == binding.resource_name
+        if binding.pattern_type is PatternType.LITERAL:
+            return binding.resource_name in (self.resource_name, WILDCARD)
+        return self.resource_name.startswith(binding.resource_name)
