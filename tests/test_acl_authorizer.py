@@ -208,3 +208,23 @@ def test_binding_validation_and_json_round_trip() -> None:
             bad.validate()
     assert AclOperation.parse("idempotent-write") is AclOperation.IDEMPOTENT_WRITE
     assert ResourceType.parse("TransactionalId") is ResourceType.TRANSACTIONAL_ID
+
+
+def test_local_store_persists_acls_and_moves_the_version(tmp_path) -> None:
+    from pystream.cluster.metadata.local_store import LocalMetadataStore
+
+    store = LocalMetadataStore(tmp_path, 0)
+    literal, prefixed = acl("t"), acl("logs-", W, DENY, principal="User:*", pattern=PRE)
+    assert store.change_acls_blocking([literal, prefixed, literal], []) == []
+    assert store.acls() == [literal, prefixed]
+    version = store.acl_version
+    # Creating what exists changes nothing (the version stays: caches stay valid).
+    store.change_acls_blocking([literal], [])
+    assert store.acl_version == version
+    reopened = LocalMetadataStore(tmp_path, 0)
+    assert reopened.acls() == [literal, prefixed]
+    removed = reopened.change_acls_blocking(
+        [], [AclBindingFilter(pattern_type=PRE), AclBindingFilter()]
+    )
+    assert removed == [[prefixed], [literal, prefixed]]
+    assert LocalMetadataStore(tmp_path, 0).acls() == []

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pystream.protocol.messages import RequestHeader
+from pystream.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from pystream.security.principal import KafkaPrincipal
 
 if TYPE_CHECKING:
@@ -38,3 +39,23 @@ class RequestContext:
     def listener_name(self) -> str:
         """The listener the request arrived on."""
         return self.connection.listener_name
+
+    def authorize(
+        self, operation: AclOperation, resource_type: ResourceType, name: str = CLUSTER_NAME
+    ) -> bool:
+        """Whether the request's principal may do ``operation`` on the resource (always,
+        without an authorizer; a cached dictionary look-up with one)."""
+        authorizer = self.services.authorizer
+        if authorizer is None:
+            return True
+        return authorizer.authorize(
+            str(self.connection.principal),
+            self.connection.peer_host,
+            operation,
+            resource_type,
+            name,
+        )
+
+    def authorize_cluster(self, operation: AclOperation) -> bool:
+        """:meth:`authorize` on the CLUSTER resource."""
+        return self.authorize(operation, ResourceType.CLUSTER, CLUSTER_NAME)

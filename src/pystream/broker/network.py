@@ -102,6 +102,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._worker: asyncio.Task[None] | None = None
         self.transport: asyncio.Transport | None = None
         self.peer: str = "?"
+        # The peer's address alone: what ACL host entries name.
+        self.peer_host: str = "?"
         self.supports_sendfile = False
         # Responses held back while more requests are queued (see write()).
         self._pending: list[bytes | bytearray | memoryview] = []
@@ -117,6 +119,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.peer_host = str(peer[0]) if peer else "?"
         sock = transport.get_extra_info("socket")
         # sendfile needs the raw socket: plaintext only (TLS transports have no usable fd).
         self.supports_sendfile = sock is not None and transport.get_extra_info("sslcontext") is None

@@ -34,7 +34,7 @@ from pystream.cluster.metadata.store import MetadataStore
 from pystream.cluster.replication.replica_manager import ReplicaManager
 from pystream.cluster.topics import TopicManager
 from pystream.config import BrokerConfig, LogConfig
-from pystream.errors import UnsupportedVersionError
+from pystream.errors import BrokerStartupError, UnsupportedVersionError
 from pystream.groups.coordinator import GroupCoordinator
 from pystream.protocol import (
     API_SPECS,
@@ -46,6 +46,7 @@ from pystream.protocol import (
 from pystream.protocol.handlers import HandlerSpec
 from pystream.protocol.messages import RequestHeader
 from pystream.purgatory import Purgatory
+from pystream.security.authorizer import AclAuthorizer, authorizer_enabled
 from pystream.storage.checkpoints import (
     LOG_START_OFFSET_CHECKPOINT,
     RECOVERY_POINT_CHECKPOINT,
@@ -114,6 +115,10 @@ class Broker:
         metadata: MetadataStore
         # The listener other brokers reach this one on (replication, markers, controller).
         inter_broker_listener = self.advertised_listeners[0].name
+        try:  # an operator's typo in authorizer.class.name stops the broker, with its fix
+            authorizer_enabled(config.authorizer_class_name)
+        except ValueError as exc:
+            raise BrokerStartupError(str(exc)) from None
         # First of all, as Kafka: a second broker on these log dirs stops here, before it
         # touches them (the single node's metadata store lives in the first one).  The
         # log manager holds the locks from then on and releases them on shutdown.
@@ -245,6 +250,7 @@ class Broker:
             handlers=self.handlers,
             advertised_listeners=tuple(self.advertised_listeners),
             cluster=cluster,
+            authorizer=build_authorizer(config, metadata),
         )
         if cluster is not None:
             await cluster.register(endpoints)
@@ -417,6 +423,17 @@ class Broker:
             connection.close(f"{spec.name} v{version} is not supported and has no error field")
             return None
         return [encode_response_frame(api_key, version, header.correlation_id, response)]
+
+
+def build_authorizer(config: BrokerConfig, metadata: MetadataStore) -> AclAuthorizer | None:
+    """The ACL authorizer ``authorizer.class.name`` asks for, over the store's ACLs."""
+    if not authorizer_enabled(config.authorizer_class_name):
+        return None
+    return AclAuthorizer(
+        metadata,
+        AclAuthorizer.parse_super_users(config.super_users),
+        config.allow_everyone_if_no_acl_found,
+    )
 
 
 def error_response(response_cls: Any, error_code: int) -> Any | None:

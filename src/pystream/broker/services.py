@@ -23,6 +23,7 @@ from pystream.config import BrokerConfig
 from pystream.groups.coordinator import GroupCoordinator
 from pystream.protocol.handlers import HandlerSpec
 from pystream.purgatory import Purgatory
+from pystream.security.authorizer import AclAuthorizer
 from pystream.storage.log_manager import LogManager
 from pystream.txn.coordinator import TransactionCoordinator
 
@@ -50,6 +51,8 @@ class BrokerServices:
     handlers: Mapping[int, HandlerSpec]
     advertised_listeners: tuple[Listener, ...]
     cluster: ClusterMode | None
+    # The ACL authorizer (authorizer.class.name); None: every request is allowed.
+    authorizer: AclAuthorizer | None
 
     def live_brokers(self, listener_name: str) -> list[BrokerEndpoint]:
         """(id, host, port, rack) of every live broker, as clients on ``listener_name``

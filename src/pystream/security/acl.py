@@ -8,7 +8,9 @@ The codes are the wire values of Kafka's ``ResourceType``, ``PatternType``,
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "CLUSTER_NAME",
@@ -224,3 +226,42 @@ class AclBindingFilter:
         if binding.pattern_type is PatternType.LITERAL:
             return binding.resource_name in (self.resource_name, WILDCARD)
         return self.resource_name.startswith(binding.resource_name)
+
+
+ResourceKey = tuple[ResourceType, PatternType, str]
+
+
+def group_by_resource(bindings: Iterable[AclBinding]) -> dict[ResourceKey, list[AclBinding]]:
+    """Bindings per resource pattern, as stored (one ``/kafka-acl`` znode per resource)."""
+    grouped: dict[ResourceKey, list[AclBinding]] = {}
+    for b in bindings:
+        grouped.setdefault((b.resource_type, b.pattern_type, b.resource_name), []).append(b)
+    return grouped
+
+
+def resource_acls_json(bindings: Iterable[AclBinding]) -> dict[str, Any]:
+    """One resource's ACLs as Kafka stores them: ``{"version":1,"acls":[…]}``."""
+    return {"version": 1, "acls": [b.entry_json() for b in bindings]}
+
+
+def bindings_from_json(key: ResourceKey, data: dict[str, Any]) -> list[AclBinding]:
+    """The inverse of :func:`resource_acls_json` (ValueError/KeyError if malformed)."""
+    resource_type, pattern_type, name = key
+    return [
+        AclBinding.from_entry_json(resource_type, name, pattern_type, entry)
+        for entry in data["acls"]
+    ]
+
+
+def apply_acl_changes(
+    current: Iterable[AclBinding],
+    create: Iterable[AclBinding] = (),
+    delete_filters: Iterable[AclBindingFilter] = (),
+) -> tuple[list[AclBinding], list[list[AclBinding]]]:
+    """``current`` with ``create`` added (duplicates once) and whatever any filter matches
+    removed; also, per filter, the bindings it matched (what DeleteAcls reports: as in
+    Kafka, every filter sees the ACLs as they were, so two filters can report one binding)."""
+    before = list(dict.fromkeys([*current, *create]))
+    removed_per_filter = [[b for b in before if f.matches(b)] for f in delete_filters]
+    gone = {b for removed in removed_per_filter for b in removed}
+    return [b for b in before if b not in gone], removed_per_filter

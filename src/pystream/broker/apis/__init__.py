@@ -31,6 +31,7 @@ module                    APIs
                           ListTransactions (66)
 :mod:`.configs`           DescribeConfigs (32), AlterConfigs (33), IncrementalAlterConfigs (44)
 :mod:`.cluster`           DescribeLogDirs (35), DescribeCluster (60)
+:mod:`.acls`              DescribeAcls (29), CreateAcls (30), DeleteAcls (31)
 ========================  =========================================================
 """
 
@@ -39,6 +40,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from pystream.broker.apis import (
+    acls,
     api_versions,
     cluster,
     configs,
@@ -71,6 +73,7 @@ API_MODULES: tuple[ModuleType, ...] = (
     transactions,
     configs,
     cluster,
+    acls,
 )
 
 

@@ -40,6 +40,7 @@ from kazoo.exceptions import NoNodeError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from pystream.cluster.metadata.model import PartitionState, TopicMetadata
+from pystream.cluster.zookeeper.acls import ACL_CHANGE_DIRS, read_acls
 from pystream.cluster.zookeeper.client import LoopHandoff
 from pystream.cluster.zookeeper.paths import (
     BROKER_IDS,
@@ -58,6 +59,7 @@ from pystream.cluster.zookeeper.paths import (
     topic_config_path,
     topic_path,
 )
+from pystream.security.acl import AclBinding
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,10 @@ class ZkMetadataCache:
         self._broker_mzxid: dict[int, int] = {}
         self._broker_configs: dict[str, Reading[dict[str, str]]] = {}
         self._listeners: list[Callable[[MetadataEvent], None]] = []
+        # Every ACL binding, as of the change stamp it was read at (see zookeeper/acls.py).
+        self.acls: list[AclBinding] = []
+        self.acl_version = 0
+        self._acl_stamp = -1
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         # --- which znodes are watched: kazoo's threads, under the lock
         self._lock = threading.Lock()
@@ -164,6 +170,9 @@ class ZkMetadataCache:
         for entity in (str(self.broker_id), DEFAULT_BROKER_ENTITY):
             path = broker_config_path(entity)
             DataWatch(self.client, path, partial(self._on_broker_config, entity))
+        # Any new notification (another broker's CreateAcls/DeleteAcls): read the ACLs again.
+        for changes in ACL_CHANGE_DIRS:
+            ChildrenWatch(self.client, changes, self._on_acl_changes)
 
     def close(self) -> None:
         """Stop applying readings (each watch stops when it next fires; all end with the
@@ -328,6 +337,12 @@ class ZkMetadataCache:
         self._post(self.apply_broker_config, entity, configs, stat)
         return None
 
+    def _on_acl_changes(self, children: list[str]) -> bool | None:
+        if self._closed:
+            return False
+        self._post(self.apply_acls, *read_acls(self.client))
+        return None
+
     # === applying readings and our own writes: the loop only =====================================
     @staticmethod
     def _newer(current: Reading[Any] | None, stat: Any) -> bool:
@@ -456,6 +471,17 @@ class ZkMetadataCache:
             self._emit(BrokerConfigChange(entity, dict(after)))
         else:
             self._check_waiters()
+
+    def apply_acls(self, stamp: int, acls: list[AclBinding]) -> None:
+        """A reading of every ACL (a watch's, or after our own write), unless a newer one
+        was applied already."""
+        if stamp < self._acl_stamp:
+            return
+        self._acl_stamp = stamp
+        if acls != self.acls:
+            self.acls = acls
+            self.acl_version += 1
+        self._check_waiters()
 
     def _emit(self, event: MetadataEvent) -> None:
         for listener in list(self._listeners):
