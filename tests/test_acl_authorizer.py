@@ -228,3 +228,22 @@ def test_local_store_persists_acls_and_moves_the_version(tmp_path) -> None:
     )
     assert removed == [[prefixed], [literal, prefixed]]
     assert LocalMetadataStore(tmp_path, 0).acls() == []
+
+
+def test_authorize_any_topic_as_kafka_authorize_by_resource_type() -> None:
+    def any_write(*bindings: AclBinding, **kwargs: object) -> bool:
+        return AclAuthorizer(Source(*bindings), **kwargs).authorize_any(  # type: ignore[arg-type]
+            ALICE, "10.0.0.1", W, TOPIC
+        )
+
+    assert not any_write()
+    assert any_write(allow_everyone_if_no_acl_found=True)
+    assert any_write(acl("t", W))
+    assert any_write(acl("t", AclOperation.ALL))
+    assert not any_write(acl("t", R))
+    assert not any_write(acl("t", W, principal=BOB))
+    assert not any_write(acl("t", W), acl("t", W, DENY))
+    assert not any_write(acl("t-", W, pattern=PRE), acl("t", W, DENY, pattern=PRE))
+    assert any_write(acl("t-", W, pattern=PRE), acl("u", W, DENY, pattern=PRE))
+    assert not any_write(acl("t", W), acl("*", W, DENY, principal="User:*"))
+    assert any_write(acl("t", W), acl("u", W, DENY))

@@ -128,6 +128,59 @@ class AclAuthorizer:
             self._cache[key] = decision
         return decision
 
+    def authorize_any(
+        self, principal: str, host: str, operation: AclOperation, resource_type: ResourceType
+    ) -> bool:
+        """Whether ``operation`` is allowed on at least one resource of the type (Kafka's
+        ``authorizeByResourceType``, KIP-679's test for idempotent producers): an ALLOW
+        that no DENY for the same principal/host covers — a literal DENY of the same name,
+        a prefixed DENY of a prefix of it, or a DENY on everything (literal ``*``)."""
+        if self._version != self.source.acl_version:
+            self._rebuild()
+        key = (principal, host, operation, resource_type, None)
+        decision = self._cache.get(key)  # type: ignore[arg-type]
+        if decision is None:
+            decision = self._decide_any(principal, host, operation, resource_type)
+            self._cache[key] = decision  # type: ignore[index]
+        return decision
+
+    def _decide_any(
+        self, principal: str, host: str, operation: AclOperation, resource_type: ResourceType
+    ) -> bool:
+        if principal in self.super_users:
+            return True
+        acls = self._index.get(resource_type)
+        if acls is None:
+            return self.allow_everyone_if_no_acl_found
+        principals, hosts = (principal, WILDCARD_PRINCIPAL), (host, WILDCARD)
+        ops = (operation, AclOperation.ALL)
+
+        def names(by_name: dict[str, list[AclBinding]], permission: AclPermissionType) -> set[str]:
+            return {
+                name
+                for name, bindings in by_name.items()
+                for b in bindings
+                if b.permission_type is permission
+                and b.principal in principals
+                and b.host in hosts
+                and b.operation in ops
+            }
+
+        deny_literal = names(acls.literal, AclPermissionType.DENY)
+        deny_prefixed = names(acls.prefixed, AclPermissionType.DENY)
+        if WILDCARD in deny_literal or "" in deny_prefixed:
+            return False
+
+        def denied(name: str) -> bool:
+            return any(name.startswith(prefix) for prefix in deny_prefixed)
+
+        if any(not denied(n) for n in names(acls.prefixed, AclPermissionType.ALLOW)):
+            return True
+        return any(
+            n not in deny_literal and not denied(n)
+            for n in names(acls.literal, AclPermissionType.ALLOW)
+        )
+
     def _rebuild(self) -> None:
         # Read the version first: a change landing during the rebuild moves it again, and
         # the next call rebuilds once more rather than keeping a stale index.
