@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from admin_helpers import ck_error
+from admin_helpers import CK_ANY_ACL, ck_error
 from broker_process import BrokerProcess
+from cli_helpers import run
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import (
     AclBinding,
@@ -39,15 +40,7 @@ AUTHORIZER = "pystream.security.AclAuthorizer"
 TOPIC_AUTHORIZATION_FAILED = 29
 GROUP_AUTHORIZATION_FAILED = 30
 SECURITY_DISABLED = 54
-ANY_FILTER = AclBindingFilter(
-    ResourceType.ANY,
-    None,
-    ResourcePatternType.ANY,
-    None,
-    None,
-    AclOperation.ANY,
-    AclPermissionType.ANY,
-)
+ANY_FILTER = CK_ANY_ACL
 
 # DescribeAcls / DeleteAcls filter fields matching every ACL (ANY = 1 everywhere).
 ANY_WIRE_FILTER = {
@@ -343,3 +336,32 @@ def test_an_unknown_authorizer_class_stops_the_broker(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="not an authorizer pystream has"):
         broker.start(timeout=20)
     assert broker.process is not None and broker.process.wait(10) == 1
+
+
+def test_cli_adds_lists_and_removes_acls(secured: BrokerProcess, admin: AdminClient) -> None:
+    topic = new_topic(admin, "cli-")
+    connect = ["--bootstrap-server", secured.bootstrap]
+    added = run(
+        "acls", "add", "--allow-principal", ANON, "--operation", "Write",
+        "--topic", topic[:-3], "--resource-pattern-type", "prefixed", *connect,
+    )  # fmt: skip
+    assert "operation=WRITE, permissionType=ALLOW" in added.stdout
+    assert produce_error(secured, topic) == 0
+    listed = run("acls", "list", "--topic", topic, "--resource-pattern-type", "match", *connect)
+    assert f"name={topic[:-3]}, patternType=PREFIXED" in listed.stdout
+    removed = run(
+        "acls", "remove", "--topic", topic[:-3], "--resource-pattern-type", "prefixed",
+        "--force", *connect,
+    )  # fmt: skip
+    assert f"principal={ANON}, host=*, operation=WRITE" in removed.stdout
+    assert produce_error(secured, topic) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert f"name={topic[:-3]}" not in run("acls", "list", *connect).stdout
+
+
+def test_cli_says_when_the_broker_has_no_authorizer(open_broker: BrokerProcess) -> None:
+    result = run(
+        "acls", "add", "--allow-principal", ANON, "--topic", "t",
+        "--bootstrap-server", open_broker.bootstrap, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "No Authorizer is configured" in result.stderr

@@ -388,5 +388,8 @@ for _name in (
     "elect_leaders",
     "alter_partition_reassignments",
     "list_partition_reassignments",
+    "create_acls",
+    "describe_acls",
+    "delete_acls",
 ):
     setattr(AdminClient, _name, _blocking(_name))

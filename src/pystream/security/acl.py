@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "CLUSTER_NAME",
@@ -92,6 +92,28 @@ class AclPermissionType(_Named):
     ALLOW = 3
 
 
+E = TypeVar("E", bound=_Named)
+
+
+def _member(cls: type[E], code: int) -> E:
+    """The member for a wire code; UNKNOWN (0) for codes this side does not know."""
+    try:
+        return cls(code)
+    except ValueError:
+        return cls(0)
+
+
+def _decoded(
+    resource_type: int, pattern_type: int, operation: int, permission_type: int
+) -> tuple[ResourceType, PatternType, AclOperation, AclPermissionType]:
+    return (
+        _member(ResourceType, resource_type),
+        _member(PatternType, pattern_type),
+        _member(AclOperation, operation),
+        _member(AclPermissionType, permission_type),
+    )
+
+
 # Kafka's implied operations: an ALLOW of any of these grants the key (AclAuthorizer).
 IMPLIED_BY: dict[AclOperation, frozenset[AclOperation]] = {
     AclOperation.DESCRIBE: frozenset(
@@ -148,6 +170,22 @@ class AclBinding:
         if not self.host:
             raise ValueError("the host is empty; use '*' for any host")
 
+    @classmethod
+    def from_codes(
+        cls,
+        resource_type: int,
+        resource_name: str,
+        pattern_type: int,
+        principal: str,
+        host: str,
+        operation: int,
+        permission_type: int,
+    ) -> AclBinding:
+        """A binding from wire codes (a code this side does not know becomes UNKNOWN, which
+        :meth:`validate` refuses)."""
+        rtype, ptype, op, perm = _decoded(resource_type, pattern_type, operation, permission_type)
+        return cls(rtype, resource_name, ptype, principal, host, op, perm)
+
     # -- ZooKeeper / local file form (Kafka's /kafka-acl JSON entries) -------------------
     def entry_json(self) -> dict[str, str]:
         return {
@@ -189,6 +227,21 @@ class AclBindingFilter:
     host: str | None = None
     operation: AclOperation = AclOperation.ANY
     permission_type: AclPermissionType = AclPermissionType.ANY
+
+    @classmethod
+    def from_codes(
+        cls,
+        resource_type: int,
+        resource_name: str | None,
+        pattern_type: int,
+        principal: str | None,
+        host: str | None,
+        operation: int,
+        permission_type: int,
+    ) -> AclBindingFilter:
+        """A filter from wire codes (see :meth:`AclBinding.from_codes`)."""
+        rtype, ptype, op, perm = _decoded(resource_type, pattern_type, operation, permission_type)
+        return cls(rtype, resource_name, ptype, principal, host, op, perm)
 
     def validate(self) -> None:
         """ValueError for filters Kafka rejects (UNKNOWN anywhere)."""

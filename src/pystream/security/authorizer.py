@@ -17,7 +17,7 @@ change (here or, in a cluster, on another broker) applies to the next request.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from pystream.security.acl import (
     IMPLIED_BY,
@@ -101,7 +101,8 @@ class AclAuthorizer:
         self.allow_everyone_if_no_acl_found = allow_everyone_if_no_acl_found
         self._version = -1
         self._index: dict[ResourceType, _ResourceAcls] = {}
-        self._cache: dict[tuple[str, str, AclOperation, ResourceType, str], bool] = {}
+        # (principal, host, operation, resource type, name or None for "any") -> decision.
+        self._cache: dict[tuple[str, str, AclOperation, ResourceType, str | None], bool] = {}
 
     @staticmethod
     def parse_super_users(text: str) -> list[str]:
@@ -123,10 +124,13 @@ class AclAuthorizer:
         decision = self._cache.get(key)
         if decision is None:
             decision = self._decide(principal, host, operation, resource_type, resource_name)
-            if len(self._cache) >= _MAX_CACHED_DECISIONS:
-                self._cache.clear()
-            self._cache[key] = decision
+            self._remember(key, decision)
         return decision
+
+    def _remember(self, key: tuple[Any, ...], decision: bool) -> None:
+        if len(self._cache) >= _MAX_CACHED_DECISIONS:
+            self._cache.clear()
+        self._cache[key] = decision
 
     def authorize_any(
         self, principal: str, host: str, operation: AclOperation, resource_type: ResourceType
@@ -135,13 +139,14 @@ class AclAuthorizer:
         ``authorizeByResourceType``, KIP-679's test for idempotent producers): an ALLOW
         that no DENY for the same principal/host covers — a literal DENY of the same name,
         a prefixed DENY of a prefix of it, or a DENY on everything (literal ``*``)."""
+        # One decision per resource type: cached under the name None.
         if self._version != self.source.acl_version:
             self._rebuild()
         key = (principal, host, operation, resource_type, None)
-        decision = self._cache.get(key)  # type: ignore[arg-type]
+        decision = self._cache.get(key)
         if decision is None:
             decision = self._decide_any(principal, host, operation, resource_type)
-            self._cache[key] = decision  # type: ignore[index]
+            self._remember(key, decision)
         return decision
 
     def _decide_any(

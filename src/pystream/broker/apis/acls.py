@@ -7,8 +7,7 @@ on the cluster, describing needs DESCRIBE (CLUSTER_AUTHORIZATION_FAILED otherwis
 
 from __future__ import annotations
 
-import enum
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from pystream.errors import ErrorCode
 from pystream.protocol.handlers import api_handler
@@ -19,38 +18,25 @@ from pystream.security.acl import (
     AclBinding,
     AclBindingFilter,
     AclOperation,
-    AclPermissionType,
-    PatternType,
-    ResourceType,
     group_by_resource,
 )
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
 
-E = TypeVar("E", bound=enum.IntEnum)
-
 NO_AUTHORIZER = "No Authorizer is configured on the broker (set authorizer.class.name)."
 CLUSTER_DENIED = "Cluster authorization failed."
 
 
-def _enum(cls: type[E], code: int) -> E:
-    """The member for a wire code; UNKNOWN (0) for codes this broker does not know."""
-    try:
-        return cls(code)
-    except ValueError:
-        return cls(0)
-
-
 def _filter(request: DescribeAclsRequest | DeleteAclsRequest.DeleteAclsFilter) -> AclBindingFilter:
-    return AclBindingFilter(
-        _enum(ResourceType, request.resource_type_filter),
+    return AclBindingFilter.from_codes(
+        request.resource_type_filter,
         request.resource_name_filter,
-        _enum(PatternType, request.pattern_type_filter),
+        request.pattern_type_filter,
         request.principal_filter,
         request.host_filter,
-        _enum(AclOperation, request.operation),
-        _enum(AclPermissionType, request.permission_type),
+        request.operation,
+        request.permission_type,
     )
 
 
@@ -113,15 +99,15 @@ async def handle_create_acls(
     results: list[CreateAclsResponse.AclCreationResult] = []
     valid: list[AclBinding] = []
     for creation in request.creations:
-        binding = AclBinding(
-            _enum(ResourceType, creation.resource_type),
+        binding = AclBinding.from_codes(
+            creation.resource_type,
             creation.resource_name,
             # v0 has no pattern type: LITERAL, the field's default.
-            _enum(PatternType, creation.resource_pattern_type),
+            creation.resource_pattern_type,
             creation.principal,
             creation.host,
-            _enum(AclOperation, creation.operation),
-            _enum(AclPermissionType, creation.permission_type),
+            creation.operation,
+            creation.permission_type,
         )
         try:
             binding.validate()
