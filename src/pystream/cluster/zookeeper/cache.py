@@ -158,6 +158,8 @@ class ZkMetadataCache:
         self._watched_topics: set[str] = set()
         self._watched_states: set[tuple[str, int]] = set()
         self._watched_brokers: set[int] = set()
+        self._acls_stale = False
+        self._acl_reader_running = False
 
     # === lifecycle ===============================================================================
     def start(self, handoff: LoopHandoff) -> None:
@@ -173,6 +175,9 @@ class ZkMetadataCache:
         # Any new notification (another broker's CreateAcls/DeleteAcls): read the ACLs again.
         for changes in ACL_CHANGE_DIRS:
             ChildrenWatch(self.client, changes, self._on_acl_changes)
+        # The first reading here, not in the watch's thread: no request is authorized
+        # before the ACLs are loaded (the watches only keep them current).
+        self._post(self.apply_acls, *read_acls(self.client))
 
     def close(self) -> None:
         """Stop applying readings (each watch stops when it next fires; all end with the
@@ -340,8 +345,32 @@ class ZkMetadataCache:
     def _on_acl_changes(self, children: list[str]) -> bool | None:
         if self._closed:
             return False
-        self._post(self.apply_acls, *read_acls(self.client))
+        # One reader at a time, re-reading once for any number of notifications that
+        # arrived meanwhile: a CreateAcls of 1,000 bindings is 1,000 notifications, and
+        # each reading walks every ACL znode.
+        with self._lock:
+            self._acls_stale = True
+            if self._acl_reader_running:
+                return None
+            self._acl_reader_running = True
+        threading.Thread(target=self._read_acls_until_current, daemon=True).start()
         return None
+
+    def _read_acls_until_current(self) -> None:
+        try:
+            while not self._closed:
+                with self._lock:
+                    if not self._acls_stale:
+                        return
+                    self._acls_stale = False
+                try:
+                    self._post(self.apply_acls, *read_acls(self.client))
+                except Exception:  # kazoo trouble: the next notification reads again
+                    log.exception("could not read the ACLs from ZooKeeper")
+                    return
+        finally:
+            with self._lock:
+                self._acl_reader_running = False
 
     # === applying readings and our own writes: the loop only =====================================
     @staticmethod
