@@ -30,6 +30,21 @@ from confluent_kafka.admin import (
 )
 from waiting import wait_until
 
+from pystream.protocol.messages import controlled_shutdown as cs
+from pystream.protocol.messages import create_partitions as cp
+from pystream.protocol.messages import delete_groups as dg
+from pystream.protocol.messages import delete_records as dr
+from pystream.protocol.messages import delete_topics as dt
+from pystream.protocol.messages import describe_configs as dc
+from pystream.protocol.messages import describe_groups as dgr
+from pystream.protocol.messages import describe_producers as dp
+from pystream.protocol.messages import end_txn as et
+from pystream.protocol.messages import find_coordinator as fc
+from pystream.protocol.messages import init_producer_id as ip
+from pystream.protocol.messages import list_offsets as lo
+from pystream.protocol.messages import offset_fetch as of
+from pystream.protocol.messages import offset_for_leader_epoch as ofle
+from pystream.protocol.messages import write_txn_markers as wtm
 from pystream.protocol.messages.api_versions import ApiVersionsRequest
 from pystream.protocol.messages.create_acls import CreateAclsRequest
 from pystream.protocol.messages.delete_acls import DeleteAclsRequest
@@ -365,3 +380,138 @@ def test_cli_says_when_the_broker_has_no_authorizer(open_broker: BrokerProcess) 
     )  # fmt: skip
     assert result.returncode == 1
     assert "No Authorizer is configured" in result.stderr
+
+
+def test_each_api_refuses_with_kafkas_error(secured: BrokerProcess, admin: AdminClient) -> None:
+    """No ACL names this topic, group or transactional id: every API answers the error
+    Kafka's KafkaApis answers (ANONYMOUS holds only ALTER/DESCRIBE/CREATE on the cluster)."""
+    topic = new_topic(admin, "refused-")
+    group, txn = f"g-{topic}", f"tx-{topic}"
+    cluster_authorization_failed, txn_authorization_failed = 31, 53
+    with secured.wire() as wire:
+
+        def ask(key: int, version: int, request: object) -> object:
+            return wire.request(key, version, request)
+
+        fc_group = ask(10, 3, fc.FindCoordinatorRequest(key=group, key_type=0))
+        assert fc_group.error_code == GROUP_AUTHORIZATION_FAILED
+        fc_txn = ask(10, 3, fc.FindCoordinatorRequest(key=txn, key_type=1))
+        assert fc_txn.error_code == txn_authorization_failed
+        fetched = ask(9, 7, of.OffsetFetchRequest(group_id=group, topics=None))
+        assert fetched.error_code == GROUP_AUTHORIZATION_FAILED
+        deleted = ask(42, 2, dg.DeleteGroupsRequest(groups_names=[group]))
+        assert deleted.results[0].error_code == GROUP_AUTHORIZATION_FAILED
+        described = ask(15, 5, dgr.DescribeGroupsRequest(groups=[group]))
+        assert described.groups[0].error_code == GROUP_AUTHORIZATION_FAILED
+        offsets = lo.ListOffsetsRequest(
+            replica_id=-1,
+            topics=[
+                lo.ListOffsetsRequest.ListOffsetsTopic(
+                    name=topic,
+                    partitions=[
+                        lo.ListOffsetsRequest.ListOffsetsPartition(partition_index=0, timestamp=-1)
+                    ],
+                )
+            ],
+        )
+        listed = ask(2, 7, offsets)
+        assert listed.topics[0].partitions[0].error_code == TOPIC_AUTHORIZATION_FAILED
+        records = dr.DeleteRecordsRequest(
+            topics=[
+                dr.DeleteRecordsRequest.DeleteRecordsTopic(
+                    name=topic,
+                    partitions=[
+                        dr.DeleteRecordsRequest.DeleteRecordsPartition(partition_index=0, offset=0)
+                    ],
+                )
+            ],
+            timeout_ms=5000,
+        )
+        deleted_records = ask(21, 2, records)
+        assert deleted_records.topics[0].partitions[0].error_code == TOPIC_AUTHORIZATION_FAILED
+        grow = cp.CreatePartitionsRequest(
+            topics=[cp.CreatePartitionsRequest.CreatePartitionsTopic(name=topic, count=2)],
+            timeout_ms=5000,
+            validate_only=True,
+        )
+        assert ask(37, 3, grow).results[0].error_code == TOPIC_AUTHORIZATION_FAILED
+        drop = dt.DeleteTopicsRequest(topic_names=[topic], timeout_ms=5000)
+        assert ask(20, 4, drop).responses[0].error_code == TOPIC_AUTHORIZATION_FAILED
+        configs = dc.DescribeConfigsRequest(
+            resources=[
+                dc.DescribeConfigsRequest.DescribeConfigsResource(
+                    resource_type=2, resource_name=topic, configuration_keys=None
+                )
+            ]
+        )
+        assert ask(32, 4, configs).results[0].error_code == TOPIC_AUTHORIZATION_FAILED
+        producers = dp.DescribeProducersRequest(
+            topics=[dp.DescribeProducersRequest.TopicRequest(name=topic, partition_indexes=[0])]
+        )
+        answer = ask(61, 0, producers)
+        assert answer.topics[0].partitions[0].error_code == TOPIC_AUTHORIZATION_FAILED
+        epochs = ofle.OffsetForLeaderEpochRequest(
+            replica_id=-1,
+            topics=[
+                ofle.OffsetForLeaderEpochRequest.OffsetForLeaderTopic(
+                    topic=topic,
+                    partitions=[
+                        ofle.OffsetForLeaderEpochRequest.OffsetForLeaderPartition(
+                            partition=0, current_leader_epoch=-1, leader_epoch=0
+                        )
+                    ],
+                )
+            ],
+        )
+        answer = ask(23, 4, epochs)
+        assert answer.topics[0].partitions[0].error_code == TOPIC_AUTHORIZATION_FAILED
+        init = ip.InitProducerIdRequest(transactional_id=txn, transaction_timeout_ms=60_000)
+        assert ask(22, 4, init).error_code == txn_authorization_failed
+        end = et.EndTxnRequest(transactional_id=txn, producer_id=1, producer_epoch=0)
+        assert ask(26, 3, end).error_code == txn_authorization_failed
+        # Inter-broker APIs need CLUSTER_ACTION.
+        marker = wtm.WriteTxnMarkersRequest.WritableTxnMarker(
+            producer_id=1,
+            producer_epoch=0,
+            transaction_result=True,
+            coordinator_epoch=0,
+            topics=[
+                wtm.WriteTxnMarkersRequest.WritableTxnMarkerTopic(name=topic, partition_indexes=[0])
+            ],
+        )
+        markers = ask(27, 1, wtm.WriteTxnMarkersRequest(markers=[marker]))
+        assert markers.markers[0].topics[0].partitions[0].error_code == (
+            cluster_authorization_failed
+        )
+        shutdown = cs.ControlledShutdownRequest(broker_id=0, broker_epoch=-1)
+        assert ask(7, 3, shutdown).error_code == cluster_authorization_failed
+
+
+def test_idempotent_producer_needs_idempotent_write_or_write_on_a_topic(
+    secured: BrokerProcess, admin: AdminClient
+) -> None:
+    """KIP-679: InitProducerId without a transactional id needs IDEMPOTENT_WRITE on the
+    cluster or WRITE on some topic; a DENY of WRITE on every topic takes the latter away."""
+    deny_all = binding(
+        ResourceType.TOPIC, "*", AclOperation.WRITE, AclPermissionType.DENY, principal="User:*"
+    )
+    idempotent = binding(ResourceType.BROKER, "kafka-cluster", AclOperation.IDEMPOTENT_WRITE)
+    init = ip.InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)
+    create_acls(admin, [deny_all])
+    try:
+        with secured.wire() as wire:
+            assert wire.request(22, 4, init).error_code == 31  # CLUSTER_AUTHORIZATION_FAILED
+            create_acls(admin, [idempotent])
+            answer = wire.request(22, 4, init)
+            assert answer.error_code == 0
+            assert answer.producer_id >= 0
+    finally:
+        filters = [
+            AclBindingFilter(
+                b.restype, b.name, b.resource_pattern_type, b.principal, b.host,
+                b.operation, b.permission_type,
+            )
+            for b in (deny_all, idempotent)
+        ]  # fmt: skip
+        for future in admin.delete_acls(filters).values():
+            future.result(15)
