@@ -515,3 +515,22 @@ def test_idempotent_producer_needs_idempotent_write_or_write_on_a_topic(
         ]  # fmt: skip
         for future in admin.delete_acls(filters).values():
             future.result(15)
+
+
+def test_acl_hosts_match_the_client_address(secured: BrokerProcess, admin: AdminClient) -> None:
+    elsewhere, here = new_topic(admin, "host-a-"), new_topic(admin, "host-b-")
+    create_acls(
+        admin,
+        [
+            AclBinding(
+                ResourceType.TOPIC, elsewhere, ResourcePatternType.LITERAL, ANON, "10.9.9.9",
+                AclOperation.WRITE, AclPermissionType.ALLOW,
+            ),
+            AclBinding(
+                ResourceType.TOPIC, here, ResourcePatternType.LITERAL, ANON, "127.0.0.1",
+                AclOperation.WRITE, AclPermissionType.ALLOW,
+            ),
+        ],
+    )  # fmt: skip
+    assert produce_error(secured, elsewhere) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert produce_error(secured, here) == 0
