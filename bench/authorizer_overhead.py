@@ -7,7 +7,9 @@ first; the median and range of ``--runs`` rounds (issue 14's target: within 5%).
 
 The broker with the authorizer is started once with ``super.users=User:ANONYMOUS`` to
 load the ACLs through CreateAcls, then restarted without super users, so every
-request is decided by the ACLs (PLAINTEXT connections are ``User:ANONYMOUS``).
+request is decided by the ACLs (PLAINTEXT connections are ``User:ANONYMOUS``); the
+other broker is restarted too, so both have the same history.  ``--control`` runs
+the same procedure without the authorizer on either (an A/A run: the noise floor).
 """
 
 from __future__ import annotations
@@ -128,23 +130,32 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--records", default="1m")
     parser.add_argument("--acls", type=int, default=1000)
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="A/A run: the 'on' broker is started and restarted the same way, without the "
+        "authorizer (how much the two brokers differ by themselves)",
+    )
     ns = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="authz-bench-") as tmp:
-        on = Broker(
-            Path(tmp) / "on",
-            {
-                "authorizer.class.name": "pystream.security.AclAuthorizer",
-                "super.users": "User:ANONYMOUS",
-            },
-        ).start()
+        authorizer = {
+            "authorizer.class.name": "pystream.security.AclAuthorizer",
+            "super.users": "User:ANONYMOUS",
+        }
+        on = Broker(Path(tmp) / "on", {} if ns.control else authorizer).start()
         off = Broker(Path(tmp) / "off", {}).start()
         try:
-            admin = AdminClient({"bootstrap.servers": on.bootstrap})
-            for future in admin.create_acls(acls(ns.acls)).values():
-                future.result(60)
+            if not ns.control:
+                admin = AdminClient({"bootstrap.servers": on.bootstrap})
+                for future in admin.create_acls(acls(ns.acls)).values():
+                    future.result(60)
             on.stop()
             on.overrides["super.users"] = ""
             on.start()
+            # The same history for both (a restarted broker measured slower than a fresh one
+            # in an A/A run): restart the one without the authorizer too.
+            off.stop()
+            off.start()
             rates: dict[str, list[float]] = {"on": [], "off": []}
             for i in range(ns.runs):
                 order = [("on", on), ("off", off)] if i % 2 == 0 else [("off", off), ("on", on)]
