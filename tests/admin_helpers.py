@@ -8,11 +8,29 @@ from typing import Any, TypeVar
 
 from broker_process import BrokerProcess
 from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from pystream.protocol.messages.metadata import MetadataRequest
 
 T = TypeVar("T")
+
+# A confluent-kafka ACL filter that matches every ACL.
+CK_ANY_ACL = AclBindingFilter(
+    ResourceType.ANY,
+    None,
+    ResourcePatternType.ANY,
+    None,
+    None,
+    AclOperation.ANY,
+    AclPermissionType.ANY,
+)
 
 
 def ck_admin(broker: BrokerProcess) -> AdminClient:

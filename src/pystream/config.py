@@ -1005,6 +1005,27 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         doc="Replication factor of a topic created without one (or auto-created).",
     ),
     ConfigDef(
+        "authorizer.class.name",
+        ConfigType.STRING,
+        "",
+        doc="The authorizer: pystream.security.AclAuthorizer (Kafka's "
+        "kafka.security.authorizer.AclAuthorizer and kafka.security.auth.SimpleAclAuthorizer "
+        "are aliases) checks every request against the ACLs; empty: no authorization.",
+    ),
+    ConfigDef(
+        "super.users",
+        ConfigType.STRING,
+        "",
+        doc="Principals the authorizer allows everything, separated by semicolons "
+        "(User:admin;User:ops).",
+    ),
+    ConfigDef(
+        "allow.everyone.if.no.acl.found",
+        ConfigType.BOOLEAN,
+        False,
+        doc="With the authorizer on, allow a resource no ACL names to everyone (false: deny).",
+    ),
+    ConfigDef(
         "auto.create.topics.enable",
         ConfigType.BOOLEAN,
         True,
@@ -1496,6 +1517,9 @@ class BrokerConfig:
     num_partitions: int = 1
     default_replication_factor: int = 1
     auto_create_topics_enable: bool = True
+    authorizer_class_name: str = ""
+    super_users: str = ""
+    allow_everyone_if_no_acl_found: bool = False
     delete_topic_enable: bool = True
     socket_request_max_bytes: int = 104_857_600
     sasl_enabled_mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")

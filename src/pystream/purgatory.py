@@ -62,7 +62,10 @@ class DelayedOperation(Generic[T]):
     def _finish(self, result: T) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._future.set_result(result)
+        # on_expire may complete this very operation re-entrantly (a group's join timeout
+        # rebalances, which re-checks the operations on its key): the first result stands.
+        if not self._future.done():
+            self._future.set_result(result)
 
     def cancel(self) -> None:
         if self._timer is not None:

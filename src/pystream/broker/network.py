@@ -112,6 +112,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._worker: asyncio.Task[None] | None = None
         self.transport: asyncio.Transport | None = None
         self.peer: str = "?"
+        # The peer's address alone: what ACL host entries name.
+        self.peer_host: str = "?"
         self.supports_sendfile = False
         self.sends_views = False
         # Responses held back while more requests are queued (see write()).
@@ -132,6 +134,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.peer_host = str(peer[0]) if peer else "?"
         if self._on_open is not None:
             self._on_open(self)
         sock = transport.get_extra_info("socket")

@@ -37,7 +37,7 @@ from pystream.cluster.metadata.store import MetadataStore
 from pystream.cluster.replication.replica_manager import ReplicaManager
 from pystream.cluster.topics import TopicManager
 from pystream.config import BrokerConfig, LogConfig
-from pystream.errors import UnsupportedVersionError
+from pystream.errors import BrokerStartupError, UnsupportedVersionError
 from pystream.groups.coordinator import GroupCoordinator
 from pystream.protocol import (
     API_SPECS,
@@ -49,6 +49,7 @@ from pystream.protocol import (
 from pystream.protocol.handlers import HandlerSpec
 from pystream.protocol.messages import RequestHeader
 from pystream.purgatory import Purgatory
+from pystream.security.authorizer import AclAuthorizer, authorizer_enabled
 from pystream.security.client_security import ClientSecurity
 from pystream.security.listeners import Listener, ListenerConfig
 from pystream.security.sasl import SASL_API_KEYS, SaslAuthenticator, SaslState
@@ -141,6 +142,10 @@ class Broker:
         metadata: MetadataStore
         inter_broker_listener = self.inter_broker_listener_name
         inter_broker_security = self._inter_broker_security()
+        try:  # an operator's typo in authorizer.class.name stops the broker, with its fix
+            authorizer_enabled(config.authorizer_class_name)
+        except ValueError as exc:
+            raise BrokerStartupError(str(exc)) from None
         # First of all, as Kafka: a second broker on these log dirs stops here, before it
         # touches them (the single node's metadata store lives in the first one).  The
         # log manager holds the locks from then on and releases them on shutdown.
@@ -283,6 +288,7 @@ class Broker:
                 max_reauth_ms=config.connections_max_reauth_ms,
                 failed_delay_ms=config.connection_failed_authentication_delay_ms,
             ),
+            authorizer=build_authorizer(config, metadata),
         )
         if cluster is not None:
             await cluster.register(self.advertised_listeners)
@@ -497,6 +503,17 @@ class Broker:
             connection.close(f"{spec.name} v{version} is not supported and has no error field")
             return None
         return [encode_response_frame(api_key, version, header.correlation_id, response)]
+
+
+def build_authorizer(config: BrokerConfig, metadata: MetadataStore) -> AclAuthorizer | None:
+    """The ACL authorizer ``authorizer.class.name`` asks for, over the store's ACLs."""
+    if not authorizer_enabled(config.authorizer_class_name):
+        return None
+    return AclAuthorizer(
+        metadata,
+        AclAuthorizer.parse_super_users(config.super_users),
+        config.allow_everyone_if_no_acl_found,
+    )
 
 
 def error_response(response_cls: Any, error_code: int) -> Any | None:

@@ -22,6 +22,7 @@ from pystream.config import BrokerConfig
 from pystream.groups.coordinator import GroupCoordinator
 from pystream.protocol.handlers import HandlerSpec
 from pystream.purgatory import Purgatory
+from pystream.security.authorizer import AclAuthorizer
 from pystream.security.listeners import Listener
 from pystream.security.sasl import SaslAuthenticator
 from pystream.storage.log_manager import LogManager
@@ -53,6 +54,8 @@ class BrokerServices:
     cluster: ClusterMode | None
     # SASL: enabled mechanisms, the credential lookup, session lifetime, login throttle.
     authenticator: SaslAuthenticator
+    # The ACL authorizer (authorizer.class.name); None: every request is allowed.
+    authorizer: AclAuthorizer | None
 
     def live_brokers(self, listener_name: str) -> list[BrokerEndpoint]:
         """(id, host, port, rack) of every live broker, as clients on ``listener_name``

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from pystream.cli.acls import acls
 from pystream.cli.bench import bench
 from pystream.cli.cluster import cluster
 from pystream.cli.common import OneLineErrors
@@ -37,7 +38,7 @@ def info() -> None:
     click.echo(f"crc32c: {'hardware' if hardware else 'table'}")
 
 
-for _command in (serve, cluster, topics, produce, consume, groups, configs, users, bench):
+for _command in (serve, cluster, topics, produce, consume, groups, configs, users, acls, bench):
     cli.add_command(_command)
 
 

@@ -30,11 +30,14 @@ from pystream.protocol.messages.alter_partition_reassignments import (
 from pystream.protocol.messages.alter_user_scram_credentials import (
     AlterUserScramCredentialsRequest,
 )
+from pystream.protocol.messages.create_acls import CreateAclsRequest
 from pystream.protocol.messages.create_partitions import CreatePartitionsRequest
 from pystream.protocol.messages.create_topics import CreateTopicsRequest
+from pystream.protocol.messages.delete_acls import DeleteAclsRequest
 from pystream.protocol.messages.delete_groups import DeleteGroupsRequest
 from pystream.protocol.messages.delete_records import DeleteRecordsRequest
 from pystream.protocol.messages.delete_topics import DeleteTopicsRequest
+from pystream.protocol.messages.describe_acls import DescribeAclsRequest
 from pystream.protocol.messages.describe_configs import DescribeConfigsRequest
 from pystream.protocol.messages.describe_groups import DescribeGroupsRequest
 from pystream.protocol.messages.describe_user_scram_credentials import (
@@ -52,6 +55,10 @@ from pystream.protocol.messages.metadata import MetadataRequest
 from pystream.protocol.messages.offset_commit import OffsetCommitRequest
 from pystream.protocol.messages.offset_delete import OffsetDeleteRequest
 from pystream.protocol.messages.offset_fetch import OffsetFetchRequest
+from pystream.security.acl import (
+    AclBinding,
+    AclBindingFilter,
+)
 from pystream.security.scram import MECHANISM_TYPES, mechanism_type, salted_password
 
 from .assignors import decode_assignment
@@ -107,6 +114,19 @@ def _raise_errors(what: str, errors: dict[Any, KafkaError]) -> None:
     exc = type(first)(f"{what} failed for {len(errors)} resource(s): {detail}")
     exc.errors = errors  # type: ignore[attr-defined]
     raise exc
+
+
+def _filter_fields(acl_filter: AclBindingFilter) -> dict[str, Any]:
+    """The DescribeAcls / DeleteAcls filter fields of ``acl_filter``."""
+    return {
+        "resource_type_filter": acl_filter.resource_type,
+        "resource_name_filter": acl_filter.resource_name,
+        "pattern_type_filter": acl_filter.pattern_type,
+        "principal_filter": acl_filter.principal,
+        "host_filter": acl_filter.host,
+        "operation": acl_filter.operation,
+        "permission_type": acl_filter.permission_type,
+    }
 
 
 def _error(code: int, message: str | None, context: str) -> KafkaError:
@@ -589,6 +609,78 @@ class AdminClient:
         _raise_errors("alter_configs", errors)
 
     # ------------------------------------------------------------------ groups
+
+    # ------------------------------------------------------------------ ACLs
+
+    async def create_acls(self, bindings: Iterable[AclBinding]) -> None:
+        """Store ACL bindings (CreateAcls); raises the first error (SECURITY_DISABLED without
+        an authorizer, CLUSTER_AUTHORIZATION_FAILED without ALTER on the cluster)."""
+        wanted = list(bindings)
+        creations = [
+            CreateAclsRequest.AclCreation(
+                resource_type=b.resource_type,
+                resource_name=b.resource_name,
+                resource_pattern_type=b.pattern_type,
+                principal=b.principal,
+                host=b.host,
+                operation=b.operation,
+                permission_type=b.permission_type,
+            )
+            for b in wanted
+        ]
+        response = await self._core.request(
+            None, 30, lambda v: CreateAclsRequest(creations=creations)
+        )
+        errors = {
+            str(b): _error(r.error_code, r.error_message, "create ACL")
+            for b, r in zip(wanted, response.results, strict=False)
+            if r.error_code
+        }
+        _raise_errors("create_acls", errors)
+
+    async def describe_acls(self, acl_filter: AclBindingFilter) -> list[AclBinding]:
+        """The ACL bindings ``acl_filter`` matches (DescribeAcls)."""
+        response = await self._core.request(
+            None, 29, lambda v: DescribeAclsRequest(**_filter_fields(acl_filter))
+        )
+        if response.error_code:
+            raise _error(response.error_code, response.error_message, "DescribeAcls")
+        return [
+            AclBinding.from_codes(
+                resource.resource_type,
+                resource.resource_name,
+                resource.pattern_type,
+                acl.principal,
+                acl.host,
+                acl.operation,
+                acl.permission_type,
+            )
+            for resource in response.resources
+            for acl in resource.acls
+        ]
+
+    async def delete_acls(self, filters: Iterable[AclBindingFilter]) -> list[list[AclBinding]]:
+        """Remove what each filter matches (DeleteAcls); per filter, the bindings removed."""
+        wire_filters = [DeleteAclsRequest.DeleteAclsFilter(**_filter_fields(f)) for f in filters]
+        response = await self._core.request(
+            None, 31, lambda v: DeleteAclsRequest(filters=wire_filters)
+        )
+        errors = {
+            i: _error(r.error_code, r.error_message, "delete ACLs")
+            for i, r in enumerate(response.filter_results)
+            if r.error_code
+        }
+        _raise_errors("delete_acls", errors)
+        fields = ("resource_type", "resource_name", "pattern_type", "principal", "host")
+        return [
+            [
+                AclBinding.from_codes(
+                    *(getattr(m, f) for f in fields), m.operation, m.permission_type
+                )
+                for m in r.matching_acls
+            ]
+            for r in response.filter_results
+        ]
 
     async def list_groups(self) -> list[GroupListing]:
         """Every group on every broker."""

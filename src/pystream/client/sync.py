@@ -391,5 +391,8 @@ for _name in (
     "describe_user_scram_credentials",
     "upsert_user_scram_credential",
     "delete_user_scram_credential",
+    "create_acls",
+    "describe_acls",
+    "delete_acls",
 ):
     setattr(AdminClient, _name, _blocking(_name))

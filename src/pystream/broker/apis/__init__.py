@@ -33,6 +33,7 @@ module                    APIs
 :mod:`.cluster`           DescribeLogDirs (35), DescribeCluster (60)
 :mod:`.sasl`              SaslHandshake (17), SaslAuthenticate (36)
 :mod:`.scram_users`       DescribeUserScramCredentials (50), AlterUserScramCredentials (51)
+:mod:`.acls`              DescribeAcls (29), CreateAcls (30), DeleteAcls (31)
 ========================  =========================================================
 """
 
@@ -41,6 +42,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from pystream.broker.apis import (
+    acls,
     api_versions,
     cluster,
     configs,
@@ -77,6 +79,7 @@ API_MODULES: tuple[ModuleType, ...] = (
     cluster,
     sasl,
     scram_users,
+    acls,
 )
 
 

@@ -6,6 +6,7 @@ import os
 from typing import TYPE_CHECKING
 
 from pystream.errors import (
+    ErrorCode,
     InvalidRequestError,
     KafkaStorageError,
     MismatchedEndpointTypeError,
@@ -20,6 +21,7 @@ from pystream.protocol.messages.describe_log_dirs import (
     DescribeLogDirsRequest,
     DescribeLogDirsResponse,
 )
+from pystream.security.acl import AclOperation
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
@@ -121,6 +123,11 @@ async def handle_describe_log_dirs(
 ) -> DescribeLogDirsResponse:
     """Every log dir of this broker with the size of each partition in it."""
     log_manager = context.services.log_manager
+    if not context.authorize_cluster(AclOperation.DESCRIBE):
+        # Kafka: no log dirs, and (v3+) CLUSTER_AUTHORIZATION_FAILED.
+        return DescribeLogDirsResponse(
+            error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED, results=[]
+        )
     wanted = (
         None
         if request.topics is None

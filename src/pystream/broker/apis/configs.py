@@ -55,6 +55,8 @@ from pystream.protocol.messages.incremental_alter_configs import (
     IncrementalAlterConfigsRequest,
     IncrementalAlterConfigsResponse,
 )
+from pystream.security.acl import AclOperation
+from pystream.security.acl import ResourceType as AclResourceType
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
@@ -86,6 +88,17 @@ class OpType(enum.IntEnum):
     DELETE = 1
     APPEND = 2
     SUBTRACT = 3
+
+
+def _require_configs(
+    context: RequestContext, operation: AclOperation, code: int, name: str
+) -> None:
+    """DESCRIBE_CONFIGS / ALTER_CONFIGS on the topic, or on the cluster for broker
+    resources (Kafka's rule; TOPIC_ or CLUSTER_AUTHORIZATION_FAILED)."""
+    if _resource_type(code) is ResourceType.TOPIC:
+        context.require(operation, AclResourceType.TOPIC, name)
+    else:
+        context.require(operation, AclResourceType.CLUSTER)
 
 
 def _resource_type(code: int) -> ResourceType:
@@ -158,6 +171,12 @@ async def handle_describe_configs(
             configs=[],
         )
         try:
+            _require_configs(
+                context,
+                AclOperation.DESCRIBE_CONFIGS,
+                resource.resource_type,
+                resource.resource_name,
+            )
             entries = _described(context.services, resource.resource_type, resource.resource_name)
         except KafkaError as exc:
             result.error_code, result.error_message = exc.error_code, str(exc)
@@ -196,9 +215,10 @@ def _broker_type(name: str) -> ConfigType | None:
 
 
 async def _alter_resources(
-    services: BrokerServices, request: Any, result_cls: Any, new_configs: NewConfigs
+    context: RequestContext, request: Any, result_cls: Any, new_configs: NewConfigs
 ) -> list[Any]:
     """AlterConfigs and IncrementalAlterConfigs: one ``result_cls`` per distinct resource."""
+    services = context.services
     manager, dynamic = services.topic_manager, services.dynamic_config
     results = []
     resources = {(r.resource_type, r.resource_name): r for r in request.resources}
@@ -211,6 +231,7 @@ async def _alter_resources(
         try:
             if duplicate:
                 raise InvalidRequestError("Duplicate resource.")
+            _require_configs(context, AclOperation.ALTER_CONFIGS, resource.resource_type, name)
             if _resource_type(resource.resource_type) is ResourceType.TOPIC:
                 current = _topic_overrides(services, name)
                 config = manager.log_config_for(current)
@@ -246,7 +267,7 @@ async def handle_alter_configs(
     """Replace each resource's whole set of overrides (keys not given return to the next
     source; a null value means "no override", as in Kafka)."""
     responses = await _alter_resources(
-        context.services,
+        context,
         request,
         AlterResult,
         lambda resource, current, type_of, current_list: {
@@ -310,7 +331,7 @@ async def handle_incremental_alter_configs(
 ) -> IncrementalAlterConfigsResponse:
     """Change only the configs named, each by its operation."""
     responses = await _alter_resources(
-        context.services,
+        context,
         request,
         IncrementalAlterResult,
         lambda resource, current, type_of, current_list: apply_incremental(

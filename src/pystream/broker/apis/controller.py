@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pystream.cluster.zookeeper.election import PREFERRED_ELECTION, UNCLEAN_ELECTION
 from pystream.errors import (
+    ClusterAuthorizationFailedError,
     ElectionNotNeededError,
     InvalidReplicaAssignmentError,
     InvalidRequestError,
@@ -41,6 +42,7 @@ from pystream.protocol.messages.list_partition_reassignments import (
     ListPartitionReassignmentsRequest,
     ListPartitionReassignmentsResponse,
 )
+from pystream.security.acl import AclOperation, ResourceType
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
@@ -110,6 +112,7 @@ async def handle_controlled_shutdown(
 ) -> ControlledShutdownResponse:
     """Move leadership off a broker that is about to stop; answer what it still leads."""
     try:
+        context.require(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER)
         controller = _controller(context)
         if controller is None:
             return ControlledShutdownResponse(remaining_partitions=[])
@@ -153,6 +156,7 @@ async def handle_elect_leaders(
         )
     )
     try:
+        context.require(AclOperation.ALTER, ResourceType.CLUSTER)
         if request.election_type not in (PREFERRED_ELECTION, UNCLEAN_ELECTION):
             raise InvalidRequestError(f"unknown election type {request.election_type}")
         controller = _controller(context)
@@ -191,8 +195,9 @@ async def handle_alter_partition_reassignments(
                 duplicates.add(key)
             targets[key] = None if p.replicas is None else list(p.replicas)
     try:
+        context.require(AclOperation.ALTER, ResourceType.CLUSTER)
         controller = _controller(context)
-    except NotControllerError as exc:
+    except (NotControllerError, ClusterAuthorizationFailedError) as exc:
         return AlterPartitionReassignmentsResponse(
             error_code=exc.error_code, error_message=str(exc), responses=[]
         )
@@ -258,6 +263,7 @@ async def handle_list_partition_reassignments(
         else [(t.name, p) for t in request.topics for p in t.partition_indexes]
     )
     try:
+        context.require(AclOperation.DESCRIBE, ResourceType.CLUSTER)
         controller = _controller(context)
         ongoing: dict[TopicPartition, OngoingReassignment] = (
             {}

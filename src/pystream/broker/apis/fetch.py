@@ -19,6 +19,7 @@ from pystream.broker.fetch_response import encode_fetch_response
 from pystream.errors import (
     FetchSessionIdNotFoundError,
     KafkaError,
+    TopicAuthorizationFailedError,
     UnknownTopicIdError,
     UnknownTopicOrPartitionError,
 )
@@ -26,6 +27,7 @@ from pystream.protocol.handlers import api_handler
 from pystream.protocol.headers import encode_response_frame
 from pystream.protocol.messages.fetch import FetchRequest, FetchResponse
 from pystream.purgatory import DelayedOperation
+from pystream.security.acl import AclOperation, ResourceType
 from pystream.storage.log import FetchDataInfo
 
 if TYPE_CHECKING:
@@ -209,6 +211,8 @@ async def handle_fetch(request: FetchRequest, context: RequestContext) -> list[C
         isolation_level=request.isolation_level,
         replica_id=replica_id,
     )
+    if services.authorizer is not None:
+        _authorize(context, plan)
     if version >= 7 and request.session_id != 0:
         # We never hand out sessions, so any session id is one we do not know.
         plan.error_code = FetchSessionIdNotFoundError.error_code
@@ -229,6 +233,23 @@ async def handle_fetch(request: FetchRequest, context: RequestContext) -> list[C
         connection.supports_sendfile,
         views=connection.sends_views,
     )
+
+
+def _authorize(context: RequestContext, plan: FetchPlan) -> None:
+    """Kafka's rule: a follower needs CLUSTER_ACTION (else every partition is refused), a
+    consumer READ on each topic; refused topics answer TOPIC_AUTHORIZATION_FAILED."""
+    follower_allowed = plan.replica_id < 0 or context.authorize_cluster(AclOperation.CLUSTER_ACTION)
+    for topic in plan.topics:
+        if topic.error_code == UnknownTopicIdError.error_code:
+            continue  # an id nobody knows names nothing to authorize
+        if follower_allowed and (
+            plan.replica_id >= 0
+            or context.authorize(AclOperation.READ, ResourceType.TOPIC, topic.name)
+        ):
+            continue
+        topic.error_code = TopicAuthorizationFailedError.error_code
+        for p in topic.partitions:
+            p.error_code = topic.error_code
 
 
 def _record_follower_fetches(services: BrokerServices, plan: FetchPlan) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pystream.broker.apis.groups import coordinator_of
+from pystream.errors import ErrorCode
 from pystream.groups.group import ClassicGroup, GroupState
 from pystream.protocol.handlers import api_handler
 from pystream.protocol.messages.delete_groups import DeleteGroupsRequest, DeleteGroupsResponse
@@ -13,6 +14,7 @@ from pystream.protocol.messages.describe_groups import (
     DescribeGroupsResponse,
 )
 from pystream.protocol.messages.list_groups import ListGroupsRequest, ListGroupsResponse
+from pystream.security.acl import AclOperation, ResourceType
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
@@ -75,7 +77,10 @@ async def handle_describe_groups(
     operations = GROUP_OPERATIONS if wants_operations else OPERATIONS_NOT_REQUESTED
     groups = []
     for group_id in request.groups:
-        error, group = coordinator.describe_group(group_id)
+        if context.authorize(AclOperation.DESCRIBE, ResourceType.GROUP, group_id):
+            error, group = coordinator.describe_group(group_id)
+        else:
+            error, group = ErrorCode.GROUP_AUTHORIZATION_FAILED, None
         if error:
             groups.append(
                 Described(
@@ -101,6 +106,13 @@ async def handle_list_groups(
     states = {s.lower() for s in request.states_filter} if version >= 4 else set()
     types = {t.lower() for t in request.types_filter} if version >= 5 else set()
     error, groups = coordinator_of(context).list_groups()
+    if not context.authorize_cluster(AclOperation.DESCRIBE):
+        # Without DESCRIBE on the cluster: only the groups the principal may describe.
+        groups = [
+            g
+            for g in groups
+            if context.authorize(AclOperation.DESCRIBE, ResourceType.GROUP, g.group_id)
+        ]
     listed = []
     if not types or CLASSIC_GROUP_TYPE in types:
         for group in groups:
@@ -121,10 +133,15 @@ async def handle_list_groups(
 async def handle_delete_groups(
     request: DeleteGroupsRequest, context: RequestContext
 ) -> DeleteGroupsResponse:
-    results = coordinator_of(context).delete_groups(list(request.groups_names))
+    names = list(request.groups_names)
+    allowed = [g for g in names if context.authorize(AclOperation.DELETE, ResourceType.GROUP, g)]
+    results = coordinator_of(context).delete_groups(allowed) if allowed else {}
     return DeleteGroupsResponse(
         results=[
-            DeleteGroupsResponse.DeletableGroupResult(group_id=group_id, error_code=error)
-            for group_id, error in results.items()
+            DeleteGroupsResponse.DeletableGroupResult(
+                group_id=group_id,
+                error_code=results.get(group_id, ErrorCode.GROUP_AUTHORIZATION_FAILED),
+            )
+            for group_id in dict.fromkeys(names)
         ]
     )

@@ -19,6 +19,7 @@ from pystream.protocol.messages.heartbeat import HeartbeatRequest, HeartbeatResp
 from pystream.protocol.messages.join_group import JoinGroupRequest, JoinGroupResponse
 from pystream.protocol.messages.leave_group import LeaveGroupRequest, LeaveGroupResponse
 from pystream.protocol.messages.sync_group import SyncGroupRequest, SyncGroupResponse
+from pystream.security.acl import AclOperation, ResourceType
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
@@ -32,6 +33,11 @@ KEY_TYPE_TRANSACTION = 1
 
 def coordinator_of(context: RequestContext) -> GroupCoordinator:
     return context.services.group_coordinator
+
+
+def may_read_group(context: RequestContext, group_id: str) -> bool:
+    """READ on the group: what every member request (and offset commits/fetches) needs."""
+    return context.authorize(AclOperation.READ, ResourceType.GROUP, group_id)
 
 
 def client_host(context: RequestContext) -> str:
@@ -51,6 +57,16 @@ async def _find_coordinator(
     fewer brokers are alive than its replication factor, as in Kafka)."""
     services = context.services
     coordinator: CoordinatorBase
+    # DESCRIBE on the group or transactional id (Kafka's FindCoordinator check).
+    if key_type == KEY_TYPE_GROUP and not context.authorize(
+        AclOperation.DESCRIBE, ResourceType.GROUP, key
+    ):
+        return E.GROUP_AUTHORIZATION_FAILED, "Group authorization failed.", -1, "", -1
+    if key_type == KEY_TYPE_TRANSACTION and not context.authorize(
+        AclOperation.DESCRIBE, ResourceType.TRANSACTIONAL_ID, key
+    ):
+        message = "Transactional Id authorization failed."
+        return E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, message, -1, "", -1
     if key_type == KEY_TYPE_GROUP:
         coordinator = coordinator_of(context)
         partition_for = coordinator.partition_for
@@ -110,6 +126,15 @@ async def handle_join_group(
     request: JoinGroupRequest, context: RequestContext
 ) -> JoinGroupResponse:
     version = context.api_version
+    if not may_read_group(context, request.group_id):
+        return JoinGroupResponse(
+            error_code=E.GROUP_AUTHORIZATION_FAILED,
+            generation_id=-1,
+            protocol_name=None if version >= 7 else "",
+            leader="",
+            member_id="",
+            members=[],
+        )
     result = await coordinator_of(context).membership.join_group(
         request.group_id,
         request.member_id,
@@ -154,6 +179,8 @@ async def handle_sync_group(
     if version >= 5 and (request.protocol_type is None or request.protocol_name is None):
         # From v5 the member must say which protocol it thinks the group uses.
         return SyncGroupResponse(error_code=E.INCONSISTENT_GROUP_PROTOCOL)
+    if not may_read_group(context, request.group_id):
+        return SyncGroupResponse(error_code=E.GROUP_AUTHORIZATION_FAILED, assignment=b"")
     result = await coordinator_of(context).membership.sync_group(
         request.group_id,
         request.generation_id,
@@ -176,6 +203,8 @@ async def handle_sync_group(
 
 @api_handler(12, 0, 4)
 async def handle_heartbeat(request: HeartbeatRequest, context: RequestContext) -> HeartbeatResponse:
+    if not may_read_group(context, request.group_id):
+        return HeartbeatResponse(error_code=E.GROUP_AUTHORIZATION_FAILED)
     error = coordinator_of(context).membership.heartbeat(
         request.group_id,
         request.member_id,
@@ -190,6 +219,8 @@ async def handle_leave_group(
     request: LeaveGroupRequest, context: RequestContext
 ) -> LeaveGroupResponse:
     version = context.api_version
+    if not may_read_group(context, request.group_id):
+        return LeaveGroupResponse(error_code=E.GROUP_AUTHORIZATION_FAILED, members=[])
     if version >= 3:  # KIP-345: a batch of members, by member id or group instance id
         members = [
             (m.member_id, m.group_instance_id, m.reason if version >= 5 else None)

@@ -10,6 +10,7 @@ from pystream.errors import (
 )
 from pystream.protocol.handlers import api_handler
 from pystream.protocol.messages.list_offsets import ListOffsetsRequest, ListOffsetsResponse
+from pystream.security.acl import AclOperation, ResourceType
 from pystream.storage.log import LATEST_TIMESTAMP
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ async def handle_list_offsets(
         for p in topic.partitions:
             response = PartitionResponse(partition_index=p.partition_index)
             try:
+                context.require(AclOperation.DESCRIBE, ResourceType.TOPIC, topic.name)
                 partition = replicas.leader_partition(topic.name, p.partition_index)
                 partition.state.check_leader_epoch(
                     p.current_leader_epoch, f"{topic.name}-{p.partition_index}"

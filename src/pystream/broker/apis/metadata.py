@@ -9,12 +9,14 @@ from pystream.cluster.metadata.model import TopicMetadata
 from pystream.errors import (
     InvalidRequestError,
     KafkaError,
+    TopicAuthorizationFailedError,
     UnknownTopicIdError,
     UnknownTopicOrPartitionError,
     error_code_of,
 )
 from pystream.protocol.handlers import api_handler
 from pystream.protocol.messages.metadata import MetadataRequest, MetadataResponse
+from pystream.security.acl import AclOperation, ResourceType
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
@@ -75,7 +77,12 @@ async def handle_metadata(request: MetadataRequest, context: RequestContext) -> 
     auto_create = request.allow_auto_topic_creation if version >= 4 else True
     results: list[Topic] = []
     if all_topics:
-        results = [_topic_response(t) for _, t in sorted(store.topics().items())]
+        # Topics the principal may not describe are left out, as if they did not exist.
+        results = [
+            _topic_response(t)
+            for name, t in sorted(store.topics().items())
+            if context.authorize(AclOperation.DESCRIBE, ResourceType.TOPIC, name)
+        ]
     else:
         for wanted in requested:
             name, topic_id = wanted.name, wanted.topic_id
@@ -90,12 +97,23 @@ async def handle_metadata(request: MetadataRequest, context: RequestContext) -> 
                 if topic is None:
                     err = UnknownTopicIdError(f"no topic has id {topic_id}")
                     results.append(_error_topic(None, topic_id, err))
+                elif not context.authorize(AclOperation.DESCRIBE, ResourceType.TOPIC, topic.name):
+                    results.append(_error_topic(None, topic_id, TopicAuthorizationFailedError()))
                 else:
                     results.append(_topic_response(topic))
+                continue
+            if not context.authorize(AclOperation.DESCRIBE, ResourceType.TOPIC, name):
+                results.append(_error_topic(name, ZERO_UUID, TopicAuthorizationFailedError()))
                 continue
             topic = store.get_topic(name)
             if topic is None:
                 try:
+                    # Auto-creation needs CREATE on the cluster or on the topic (Kafka's rule).
+                    if auto_create and not (
+                        context.authorize_cluster(AclOperation.CREATE)
+                        or context.authorize(AclOperation.CREATE, ResourceType.TOPIC, name)
+                    ):
+                        raise TopicAuthorizationFailedError(f"not authorized to create {name!r}")
                     if auto_create:
                         topic = await _auto_create(services, name)
                     if topic is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pystream.broker.apis.groups import coordinator_of
+from pystream.broker.apis.groups import coordinator_of, may_read_group
 from pystream.clock import now_ms
 from pystream.errors import ErrorCode
 from pystream.groups.offsets_log import OffsetAndMetadata, TopicPartition
@@ -12,6 +12,7 @@ from pystream.protocol.handlers import api_handler
 from pystream.protocol.messages.offset_commit import OffsetCommitRequest, OffsetCommitResponse
 from pystream.protocol.messages.offset_delete import OffsetDeleteRequest, OffsetDeleteResponse
 from pystream.protocol.messages.offset_fetch import OffsetFetchRequest, OffsetFetchResponse
+from pystream.security.acl import AclOperation, ResourceType
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
@@ -23,6 +24,17 @@ NO_OFFSET = -1  # what OffsetFetch answers for a partition without a committed o
 def _partition_exists(context: RequestContext, topic: str, partition: int) -> bool:
     metadata = context.services.metadata.get_topic(topic)
     return metadata is not None and partition in metadata.partitions
+
+
+def _topic_error(
+    context: RequestContext, group_allowed: bool, operation: AclOperation, topic: str
+) -> int:
+    """GROUP_/TOPIC_AUTHORIZATION_FAILED for a topic's partitions, or 0 if allowed."""
+    if not group_allowed:
+        return E.GROUP_AUTHORIZATION_FAILED
+    if not context.authorize(operation, ResourceType.TOPIC, topic):
+        return E.TOPIC_AUTHORIZATION_FAILED
+    return 0
 
 
 # --- OffsetCommit -----------------------------------------------------------------------------
@@ -38,12 +50,15 @@ async def handle_offset_commit(
     retention = request.retention_time_ms if 2 <= version <= 4 else -1
     expire_timestamp = now + retention if retention != -1 else -1
     offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-    unknown: set[TopicPartition] = set()
+    # Kafka's checks: READ on the group (else every partition fails), READ on each topic.
+    group_allowed = may_read_group(context, request.group_id)
+    refused: dict[TopicPartition, int] = {}
     for topic in request.topics:
+        topic_error = _topic_error(context, group_allowed, AclOperation.READ, topic.name)
         for p in topic.partitions:
             tp = (topic.name, p.partition_index)
-            if not _partition_exists(context, *tp):
-                unknown.add(tp)
+            if topic_error or not _partition_exists(context, *tp):
+                refused[tp] = topic_error or E.UNKNOWN_TOPIC_OR_PARTITION
                 continue
             commit_timestamp = p.commit_timestamp if version == 1 else -1
             offsets[tp] = OffsetAndMetadata(
@@ -71,11 +86,8 @@ async def handle_offset_commit(
                 partitions=[
                     Partition(
                         partition_index=p.partition_index,
-                        error_code=(
-                            E.UNKNOWN_TOPIC_OR_PARTITION
-                            if (topic.name, p.partition_index) in unknown
-                            else results[(topic.name, p.partition_index)]
-                        ),
+                        error_code=refused.get((topic.name, p.partition_index))
+                        or results[(topic.name, p.partition_index)],
                     )
                     for p in topic.partitions
                 ],
@@ -94,7 +106,12 @@ def _fetch_group(
     requested: list[tuple[str, list[int]]] | None,
     require_stable: bool,
 ) -> tuple[int, list[tuple[str, list[tuple[int, OffsetAndMetadata | None, int]]]]]:
-    """(group error, [(topic, [(partition, offset or None, error)])]) in the request's order."""
+    """(group error, [(topic, [(partition, offset or None, error)])]) in the request's order.
+
+    Kafka's checks: READ on the group; DESCRIBE on each topic (a topic named but not
+    describable answers TOPIC_AUTHORIZATION_FAILED; one not named is left out)."""
+    if not may_read_group(context, group_id):
+        return E.GROUP_AUTHORIZATION_FAILED, []
     partitions = None
     if requested is not None:
         partitions = [(topic, index) for topic, indexes in requested for index in indexes]
@@ -107,11 +124,18 @@ def _fetch_group(
         by_topic: dict[str, list[int]] = {}
         for topic, index in sorted(found):
             by_topic.setdefault(topic, []).append(index)
-        requested = list(by_topic.items())
-    return 0, [
-        (topic, [(index, *found[(topic, index)]) for index in indexes])
-        for topic, indexes in requested
-    ]
+        requested = [
+            (topic, indexes)
+            for topic, indexes in by_topic.items()
+            if not _topic_error(context, True, AclOperation.DESCRIBE, topic)
+        ]
+    results = []
+    for topic, indexes in requested:
+        if denied := _topic_error(context, True, AclOperation.DESCRIBE, topic):
+            results.append((topic, [(index, None, denied) for index in indexes]))
+        else:
+            results.append((topic, [(index, *found[(topic, index)]) for index in indexes]))
+    return 0, results
 
 
 @api_handler(9, 0, 9)
@@ -195,15 +219,18 @@ def _partition(cls: type, index: int, offset: OffsetAndMetadata | None, error: i
 async def handle_offset_delete(
     request: OffsetDeleteRequest, context: RequestContext
 ) -> OffsetDeleteResponse:
+    if not context.authorize(AclOperation.DELETE, ResourceType.GROUP, request.group_id):
+        return OffsetDeleteResponse(error_code=E.GROUP_AUTHORIZATION_FAILED, topics=[])
     wanted: list[TopicPartition] = []
-    unknown: set[TopicPartition] = set()
+    refused: dict[TopicPartition, int] = {}
     for topic in request.topics:
+        topic_error = _topic_error(context, True, AclOperation.READ, topic.name)
         for p in topic.partitions:
             tp = (topic.name, p.partition_index)
-            if _partition_exists(context, *tp):
+            if not topic_error and _partition_exists(context, *tp):
                 wanted.append(tp)
             else:
-                unknown.add(tp)
+                refused[tp] = topic_error or E.UNKNOWN_TOPIC_OR_PARTITION
     error, results = coordinator_of(context).offsets.delete_offsets(request.group_id, wanted)
     if error:
         return OffsetDeleteResponse(error_code=error)
@@ -215,11 +242,8 @@ async def handle_offset_delete(
                 partitions=[
                     Partition(
                         partition_index=p.partition_index,
-                        error_code=(
-                            E.UNKNOWN_TOPIC_OR_PARTITION
-                            if (topic.name, p.partition_index) in unknown
-                            else results.get((topic.name, p.partition_index), 0)
-                        ),
+                        error_code=refused.get((topic.name, p.partition_index))
+                        or results.get((topic.name, p.partition_index), 0),
                     )
                     for p in topic.partitions
                 ],

@@ -11,6 +11,7 @@ from pystream.protocol.messages.offset_for_leader_epoch import (
     OffsetForLeaderEpochRequest,
     OffsetForLeaderEpochResponse,
 )
+from pystream.security.acl import AclOperation, ResourceType
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
@@ -51,6 +52,7 @@ async def handle_delete_records(
                 partition_index=p.partition_index, low_watermark=-1
             )
             try:
+                context.require(AclOperation.DELETE, ResourceType.TOPIC, topic.name)
                 result.low_watermark = _delete_records(
                     replicas, topic.name, p.partition_index, p.offset
                 )
@@ -78,12 +80,18 @@ async def handle_offset_for_leader_epoch(
     leader_epoch -1 and end_offset -1 with no error.
     """
     replicas = context.services.replica_manager
+    # Kafka: a follower (v3+ replica_id >= 0) needs CLUSTER_ACTION, a consumer DESCRIBE.
+    follower = context.api_version >= 3 and request.replica_id >= 0
     topics = []
     for topic in request.topics:
         partitions = []
         for p in topic.partitions:
             result = EpochEndOffset(partition=p.partition)
             try:
+                if follower:
+                    context.require(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER)
+                else:
+                    context.require(AclOperation.DESCRIBE, ResourceType.TOPIC, topic.topic)
                 partition = replicas.leader_partition(topic.topic, p.partition)
                 partition.state.check_leader_epoch(
                     p.current_leader_epoch, f"{topic.topic}-{p.partition}"

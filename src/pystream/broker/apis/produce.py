@@ -15,10 +15,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pystream.errors import InvalidRecordError, InvalidRequiredAcksError, KafkaError
+from pystream.errors import (
+    InvalidRecordError,
+    InvalidRequiredAcksError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailedError,
+)
 from pystream.protocol import fast_produce  # noqa: F401  (registers the Cython decoder)
 from pystream.protocol.handlers import api_handler
 from pystream.protocol.messages.produce import ProduceRequest, ProduceResponse
+from pystream.security.acl import AclOperation, ResourceType
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
@@ -43,6 +50,13 @@ async def handle_produce(
     # A transactional producer's batches must belong to a transaction the coordinator knows.
     transactional_id = request.transactional_id
     txn_coordinator = services.transaction_coordinator if transactional_id is not None else None
+    if transactional_id is not None and not context.authorize(
+        AclOperation.WRITE, ResourceType.TRANSACTIONAL_ID, transactional_id
+    ):
+        # Kafka answers every partition with TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+        acks_error = TransactionalIdAuthorizationFailedError(
+            f"not authorized to write transactional id {transactional_id!r}"
+        )
     responses = []
     # acks=all: (response, (topic, index, offset the high watermark must reach)).
     waiting: list[tuple[PartitionResponse, tuple[str, int, int]]] = []
@@ -51,11 +65,18 @@ async def handle_produce(
     flushing: list[tuple[str, int, int]] = []
     for topic_data in request.topic_data:
         partitions = []
+        topic_error = acks_error
+        if topic_error is None and not context.authorize(
+            AclOperation.WRITE, ResourceType.TOPIC, topic_data.name
+        ):
+            topic_error = TopicAuthorizationFailedError(
+                f"not authorized to write to topic {topic_data.name!r}"
+            )
         for partition_data in topic_data.partition_data:
             response = PartitionResponse(index=partition_data.index)
             try:
-                if acks_error is not None:
-                    raise acks_error
+                if topic_error is not None:
+                    raise topic_error
                 if partition_data.records is None:
                     raise InvalidRecordError("the request carries no records for this partition")
                 if txn_coordinator is not None:

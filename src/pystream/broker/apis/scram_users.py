@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from pystream.broker.apis.common import distinct
 from pystream.errors import (
+    ClusterAuthorizationFailedError,
     DuplicateResourceError,
     KafkaError,
     ResourceNotFoundError,
@@ -33,6 +34,7 @@ from pystream.protocol.messages.describe_user_scram_credentials import (
     DescribeUserScramCredentialsRequest,
     DescribeUserScramCredentialsResponse,
 )
+from pystream.security.acl import AclOperation
 from pystream.security.scram import (
     MAX_ITERATIONS,
     MECHANISM_TYPES,
@@ -48,12 +50,18 @@ if TYPE_CHECKING:
 AlterResult = AlterUserScramCredentialsResponse.AlterUserScramCredentialsResult
 DescribeResult = DescribeUserScramCredentialsResponse.DescribeUserScramCredentialsResult
 CredentialInfo = DescribeUserScramCredentialsResponse.CredentialInfo
+_DENIED = "Not authorized to use this resource"  # Kafka's message, as for other APIs
 
 
 @api_handler(50, 0, 0)
 async def handle_describe_user_scram_credentials(
     request: DescribeUserScramCredentialsRequest, context: RequestContext
 ) -> DescribeUserScramCredentialsResponse:
+    if not context.authorize_cluster(AclOperation.DESCRIBE):  # Kafka: DESCRIBE on the cluster
+        denied = ClusterAuthorizationFailedError(_DENIED)
+        return DescribeUserScramCredentialsResponse(
+            error_code=denied.error_code, error_message=denied.message, results=[]
+        )
     stored = context.services.metadata.scram_credentials()
     names = [u.name for u in request.users] if request.users else sorted(stored)
     results = []
@@ -96,6 +104,14 @@ async def handle_alter_user_scram_credentials(
     alterations = [(d.name, d.mechanism) for d in request.deletions] + [
         (u.name, u.mechanism) for u in request.upsertions
     ]
+    if not context.authorize_cluster(AclOperation.ALTER):  # Kafka: ALTER on the cluster
+        denied = ClusterAuthorizationFailedError(_DENIED)
+        return AlterUserScramCredentialsResponse(
+            results=[
+                AlterResult(user=name, error_code=denied.error_code, error_message=denied.message)
+                for name in dict.fromkeys(name for name, _ in alterations)
+            ]
+        )
     repeated = {key for key, count in Counter(alterations).items() if count > 1}
     users = list(dict.fromkeys(name for name, _ in alterations))
     errors: dict[str, KafkaError] = {}

@@ -30,6 +30,7 @@ from pystream.protocol.messages.create_partitions import (
 )
 from pystream.protocol.messages.create_topics import CreateTopicsRequest, CreateTopicsResponse
 from pystream.protocol.messages.delete_topics import DeleteTopicsRequest, DeleteTopicsResponse
+from pystream.security.acl import AclOperation, ResourceType
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
@@ -102,6 +103,9 @@ async def handle_create_topics(
                 raise InvalidRequestError(
                     f"Duplicate topic name {name!r}: the request names it more than once"
                 )
+            # CREATE on the cluster or on the topic (Kafka's rule).
+            if not context.authorize_cluster(AclOperation.CREATE):
+                context.require(AclOperation.CREATE, ResourceType.TOPIC, name)
             topic = await _create_topic(services, by_name[name], request.validate_only)
         except KafkaError as exc:
             result.error_code, result.error_message = exc.error_code, str(exc)
@@ -168,7 +172,10 @@ async def handle_delete_topics(
             if duplicate:
                 what = "name" if name is not None else "id"
                 raise InvalidRequestError(f"Duplicate topic {what}.")
+            if name is not None:  # refused before revealing whether it exists, as Kafka
+                context.require(AclOperation.DELETE, ResourceType.TOPIC, name)
             topic = _topic_to_delete(services, name, topic_id)
+            context.require(AclOperation.DELETE, ResourceType.TOPIC, topic.name)
             result.name = topic.name
             result.topic_id = (await manager.delete_topic(topic.name)).topic_id
         except TopicDeletionDisabledError as exc:
@@ -216,6 +223,7 @@ async def handle_create_partitions(
         try:
             if duplicate:
                 raise InvalidRequestError("Duplicate topic name.")
+            context.require(AclOperation.ALTER, ResourceType.TOPIC, name)
             assignments = (
                 None
                 if topic.assignments is None

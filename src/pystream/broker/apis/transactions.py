@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pystream.broker.apis.groups import may_read_group
 from pystream.clock import now_ms
 from pystream.errors import ErrorCode, KafkaError
 from pystream.groups.offsets_log import OffsetAndMetadata
@@ -48,6 +49,8 @@ from pystream.protocol.messages.write_txn_markers import (
     WriteTxnMarkersRequest,
     WriteTxnMarkersResponse,
 )
+from pystream.security.acl import AclOperation
+from pystream.security.acl import ResourceType as AclResourceType
 from pystream.txn.markers import wait_markers_replicated, write_markers
 from pystream.txn.metadata import TxnState
 
@@ -55,6 +58,11 @@ if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
 
 E = ErrorCode
+
+
+def _may_write_txn(context: RequestContext, transactional_id: str) -> bool:
+    """WRITE on the transactional id: what every transactional request needs."""
+    return context.authorize(AclOperation.WRITE, AclResourceType.TRANSACTIONAL_ID, transactional_id)
 
 
 def _fenced(code: int, version: int, first_version_with_fenced: int) -> int:
@@ -71,6 +79,21 @@ async def handle_init_producer_id(
 ) -> InitProducerIdResponse:
     coordinator = context.services.transaction_coordinator
     version = context.api_version
+    if request.transactional_id is not None:
+        if not _may_write_txn(context, request.transactional_id):
+            return InitProducerIdResponse(
+                error_code=E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                producer_id=-1,
+                producer_epoch=-1,
+            )
+    elif not (
+        context.authorize_cluster(AclOperation.IDEMPOTENT_WRITE)
+        or context.authorize_any(AclOperation.WRITE, AclResourceType.TOPIC)
+    ):
+        # KIP-679: an idempotent producer needs IDEMPOTENT_WRITE or WRITE on some topic.
+        return InitProducerIdResponse(
+            error_code=E.CLUSTER_AUTHORIZATION_FAILED, producer_id=-1, producer_epoch=-1
+        )
     if request.transactional_id is not None:
         # The id's coordinator partition must exist (usually FindCoordinator created it).
         code = await coordinator.ensure_topic()
@@ -105,9 +128,14 @@ async def handle_add_partitions_to_txn(
     version = context.api_version
     wanted = [(t.name, p) for t in request.v3_and_below_topics for p in t.partitions]
     errors: dict[tuple[str, int], int] = {}
+    txn_allowed = _may_write_txn(context, request.v3_and_below_transactional_id)
     for topic, partition in wanted:
         meta = services.metadata.get_topic(topic)
-        if meta is None or partition not in meta.partitions:
+        if not txn_allowed:
+            errors[(topic, partition)] = E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        elif not context.authorize(AclOperation.WRITE, AclResourceType.TOPIC, topic):
+            errors[(topic, partition)] = E.TOPIC_AUTHORIZATION_FAILED
+        elif meta is None or partition not in meta.partitions:
             errors[(topic, partition)] = E.UNKNOWN_TOPIC_OR_PARTITION
     if errors:
         # As Kafka: nothing is added when one partition is unknown.
@@ -141,6 +169,10 @@ async def handle_add_offsets_to_txn(
     request: AddOffsetsToTxnRequest, context: RequestContext
 ) -> AddOffsetsToTxnResponse:
     coordinator = context.services.transaction_coordinator
+    if not _may_write_txn(context, request.transactional_id):
+        return AddOffsetsToTxnResponse(error_code=E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    if not may_read_group(context, request.group_id):
+        return AddOffsetsToTxnResponse(error_code=E.GROUP_AUTHORIZATION_FAILED)
     if not request.group_id:
         return AddOffsetsToTxnResponse(error_code=E.INVALID_GROUP_ID)
     code = coordinator.add_partitions(
@@ -156,6 +188,8 @@ async def handle_add_offsets_to_txn(
 @api_handler(26, 0, 3)
 async def handle_end_txn(request: EndTxnRequest, context: RequestContext) -> EndTxnResponse:
     coordinator = context.services.transaction_coordinator
+    if not _may_write_txn(context, request.transactional_id):
+        return EndTxnResponse(error_code=E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
     code = coordinator.end_transaction(
         request.transactional_id, request.producer_id, request.producer_epoch, request.committed
     ) or await coordinator.wait_replicated(request.transactional_id)
@@ -187,12 +221,24 @@ async def handle_txn_offset_commit(
         for p in topic.partitions
     }
     coordinator = services.transaction_coordinator
+    refused: dict[tuple[str, int], int] = {}
+    if not _may_write_txn(context, request.transactional_id):
+        refused = dict.fromkeys(offsets, E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    elif not may_read_group(context, request.group_id):
+        refused = dict.fromkeys(offsets, E.GROUP_AUTHORIZATION_FAILED)
+    else:
+        for tp in offsets:
+            if not context.authorize(AclOperation.READ, AclResourceType.TOPIC, tp[0]):
+                refused[tp] = E.TOPIC_AUTHORIZATION_FAILED
+    offsets = {tp: o for tp, o in offsets.items() if tp not in refused}
     # The producer's transaction must have added the group's partition (AddOffsetsToTxn).
     code = coordinator.check_txn_offset_commit(
         request.transactional_id, request.producer_id, request.producer_epoch, request.group_id
     )
     store = services.group_coordinator.offsets
-    if code:
+    if not offsets:
+        results = {}
+    elif code:
         results = dict.fromkeys(offsets, code)
     else:
         results = await store.commit_transactional_offsets(
@@ -205,6 +251,7 @@ async def handle_txn_offset_commit(
             offsets,
         )
     results = {tp: _fenced(results.get(tp, E.UNKNOWN_SERVER_ERROR), version, 2) for tp in offsets}
+    results.update(refused)
     by_topic: dict[str, list[TxnPartitionResponse]] = {}
     for (topic, partition), error in results.items():
         by_topic.setdefault(topic, []).append(
@@ -227,21 +274,30 @@ async def handle_write_txn_markers(
 ) -> WriteTxnMarkersResponse:
     """Markers from a transaction coordinator (broker to broker) for partitions led here."""
     results = []
+    allowed = context.authorize_cluster(AclOperation.CLUSTER_ACTION)
     for marker in request.markers:
-        written = write_markers(
-            context.services.replica_manager,
-            context.services.group_coordinator,
-            marker.producer_id,
-            marker.producer_epoch,
-            marker.coordinator_epoch,
-            marker.transaction_result,
-            [(t.name, p) for t in marker.topics for p in t.partition_indexes],
-        )
-        written.update(
-            await wait_markers_replicated(
-                context.services.replica_manager, [tp for tp, code in written.items() if code == 0]
+        if not allowed:
+            written = {
+                (t.name, p): E.CLUSTER_AUTHORIZATION_FAILED
+                for t in marker.topics
+                for p in t.partition_indexes
+            }
+        else:
+            written = write_markers(
+                context.services.replica_manager,
+                context.services.group_coordinator,
+                marker.producer_id,
+                marker.producer_epoch,
+                marker.coordinator_epoch,
+                marker.transaction_result,
+                [(t.name, p) for t in marker.topics for p in t.partition_indexes],
             )
-        )
+            written.update(
+                await wait_markers_replicated(
+                    context.services.replica_manager,
+                    [tp for tp, code in written.items() if code == 0],
+                )
+            )
         by_topic: dict[str, list[MarkerPartitionResult]] = {}
         for (topic, partition), code in written.items():
             by_topic.setdefault(topic, []).append(
@@ -268,7 +324,12 @@ async def handle_describe_transactions(
     coordinator = context.services.transaction_coordinator
     states = []
     for transactional_id in request.transactional_ids:
-        code, metadata = coordinator.describe(transactional_id)
+        if context.authorize(
+            AclOperation.DESCRIBE, AclResourceType.TRANSACTIONAL_ID, transactional_id
+        ):
+            code, metadata = coordinator.describe(transactional_id)
+        else:
+            code, metadata = E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, None
         if metadata is None:
             states.append(
                 TxnDescription(error_code=code, transactional_id=transactional_id, topics=[])
@@ -276,7 +337,9 @@ async def handle_describe_transactions(
             continue
         by_topic: dict[str, list[int]] = {}
         for topic, partition in sorted(metadata.partitions):
-            by_topic.setdefault(topic, []).append(partition)
+            # Kafka leaves out the partitions of topics the principal may not describe.
+            if context.authorize(AclOperation.DESCRIBE, AclResourceType.TOPIC, topic):
+                by_topic.setdefault(topic, []).append(partition)
         states.append(
             TxnDescription(
                 error_code=0,
@@ -321,6 +384,10 @@ async def handle_list_transactions(
                 transaction_state=m.state.kafka_name,
             )
             for m in found
+            # Only the transactional ids the principal may describe (Kafka's filter).
+            if context.authorize(
+                AclOperation.DESCRIBE, AclResourceType.TRANSACTIONAL_ID, m.transactional_id
+            )
         ],
     )
 
@@ -344,6 +411,7 @@ async def handle_describe_producers(
                 partition_index=index, active_producers=[]
             )
             try:
+                context.require(AclOperation.READ, AclResourceType.TOPIC, topic.name)
                 partition = replicas.leader_partition(topic.name, index)
             except KafkaError as exc:
                 response.error_code = exc.error_code

@@ -42,6 +42,16 @@ from pystream.errors import (
     UnknownTopicOrPartitionError,
 )
 from pystream.fileutil import atomic_write
+from pystream.security.acl import (
+    AclBinding,
+    AclBindingFilter,
+    PatternType,
+    ResourceType,
+    apply_acl_changes,
+    bindings_from_json,
+    group_by_resource,
+    resource_acls_json,
+)
 from pystream.security.scram import ScramCredential
 from pystream.storage.meta_properties import generate_cluster_id
 
@@ -63,6 +73,9 @@ class LocalMetadataStore(ThreadedWrites):
         self._broker_configs: dict[str, dict[str, str]] = {}
         # SCRAM credentials by user, then mechanism (salted hashes only, never a password).
         self._scram: dict[str, dict[str, ScramCredential]] = {}
+        # ACL bindings (replaced whole on each change, so readers on the loop see one list).
+        self._acls: list[AclBinding] = []
+        self._acl_version = 0
         # Writes run in threads (one at a time); reads on the loop see whole dict operations.
         self._lock = threading.Lock()
         # (listener name, host, port) this broker advertises, set once its listeners are bound.
@@ -91,6 +104,18 @@ class LocalMetadataStore(ThreadedWrites):
                 str(user): {m: ScramCredential.from_string(c) for m, c in by_mech.items()}
                 for user, by_mech in data.get("scram_credentials", {}).items()
             }
+            self._acls = [
+                binding
+                for resource in data.get("acls", [])
+                for binding in bindings_from_json(
+                    (
+                        ResourceType.parse(resource["resource_type"]),
+                        PatternType.parse(resource["pattern_type"]),
+                        resource["name"],
+                    ),
+                    resource,
+                )
+            ]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise KafkaStorageError(
                 f"cannot read cluster metadata {self.path}: {exc}. Restore it from a backup "
@@ -109,6 +134,16 @@ class LocalMetadataStore(ThreadedWrites):
                 user: {m: c.to_string() for m, c in sorted(by_mech.items())}
                 for user, by_mech in sorted(self._scram.items())
             },
+            # Optional too: one entry per resource pattern, Kafka's /kafka-acl JSON inside.
+            "acls": [
+                {
+                    "resource_type": rtype.camel,
+                    "pattern_type": ptype.name,
+                    "name": name,
+                    **resource_acls_json(bindings),
+                }
+                for (rtype, ptype, name), bindings in group_by_resource(self._acls).items()
+            ],
         }
         atomic_write(self.path, json.dumps(data, indent=1).encode())
 
@@ -375,6 +410,34 @@ class LocalMetadataStore(ThreadedWrites):
             # repeat one.
             atomic_write(self.producer_id_block_path, json.dumps(data).encode())
         return ProducerIdBlock(broker_id, first, size)
+
+    # -- ACLs --------------------------------------------------------------------------
+    @property
+    def acl_version(self) -> int:
+        """Moves on every ACL change."""
+        return self._acl_version
+
+    def acls(self) -> list[AclBinding]:
+        """Every stored ACL binding (do not mutate)."""
+        return self._acls
+
+    def change_acls_blocking(
+        self, create: list[AclBinding], delete_filters: list[AclBindingFilter]
+    ) -> list[list[AclBinding]]:
+        """Add ``create``, remove what ``delete_filters`` match, save; per filter, what it
+        removed."""
+        with self._lock:
+            kept, removed = apply_acl_changes(self._acls, create, delete_filters)
+            if kept != self._acls:
+                previous = self._acls
+                self._acls = kept
+                try:
+                    self._save()
+                except BaseException:
+                    self._acls = previous
+                    raise
+                self._acl_version += 1
+        return removed
 
     def _require(self, name: str) -> TopicMetadata:
         topic = self._topics.get(name)

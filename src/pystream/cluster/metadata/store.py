@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from pystream.cluster.metadata.model import PartitionState, ProducerIdBlock, TopicMetadata
+from pystream.security.acl import AclBinding, AclBindingFilter
 from pystream.security.scram import ScramCredential
 
 # (user, mechanism, credential) to store, or (user, mechanism, None) to delete.
@@ -138,6 +139,23 @@ class MetadataStore(Protocol):
         """Reserve a block of producer ids durably (never handed out twice)."""
         ...
 
+    # --- ACLs (the authorizer's source) -------------------------------------------------------
+    @property
+    def acl_version(self) -> int:
+        """Moves on every ACL change seen here (own writes, or another broker's in a cluster)."""
+        ...
+
+    def acls(self) -> list[AclBinding]:
+        """Every stored ACL binding (do not mutate)."""
+        ...
+
+    async def change_acls(
+        self, create: list[AclBinding], delete_filters: list[AclBindingFilter]
+    ) -> list[list[AclBinding]]:
+        """Store ``create`` and remove what ``delete_filters`` match, durably; per filter, the
+        bindings it removed."""
+        ...
+
 
 class ThreadedWrites:
     """The async writes of :class:`MetadataStore`, each running the store's ``*_blocking``
@@ -166,6 +184,11 @@ class ThreadedWrites:
         raise NotImplementedError
 
     def allocate_producer_ids_blocking(self, broker_id: int, size: int) -> ProducerIdBlock:
+        raise NotImplementedError
+
+    def change_acls_blocking(
+        self, create: list[AclBinding], delete_filters: list[AclBindingFilter]
+    ) -> list[list[AclBinding]]:
         raise NotImplementedError
 
     async def create_topic(
@@ -228,3 +251,9 @@ class ThreadedWrites:
     async def allocate_producer_ids(self, broker_id: int, size: int) -> ProducerIdBlock:
         """See the store's ``allocate_producer_ids_blocking``."""
         return await asyncio.to_thread(self.allocate_producer_ids_blocking, broker_id, size)
+
+    async def change_acls(
+        self, create: list[AclBinding], delete_filters: list[AclBindingFilter]
+    ) -> list[list[AclBinding]]:
+        """See the store's ``change_acls_blocking``."""
+        return await asyncio.to_thread(self.change_acls_blocking, create, delete_filters)

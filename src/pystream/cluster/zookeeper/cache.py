@@ -40,6 +40,7 @@ from kazoo.exceptions import NoNodeError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from pystream.cluster.metadata.model import PartitionState, TopicMetadata
+from pystream.cluster.zookeeper.acls import ACL_CHANGE_DIRS, read_acls
 from pystream.cluster.zookeeper.client import LoopHandoff
 from pystream.cluster.zookeeper.paths import (
     BROKER_IDS,
@@ -60,6 +61,7 @@ from pystream.cluster.zookeeper.paths import (
     topic_path,
     user_config_path,
 )
+from pystream.security.acl import AclBinding
 from pystream.security.scram import SCRAM_MECHANISMS, ScramCredential
 
 log = logging.getLogger(__name__)
@@ -152,6 +154,10 @@ class ZkMetadataCache:
         self._user_configs: dict[str, Reading[dict[str, str]]] = {}
         self.scram_credentials: dict[str, dict[str, ScramCredential]] = {}
         self._listeners: list[Callable[[MetadataEvent], None]] = []
+        # Every ACL binding, as of the change stamp it was read at (see zookeeper/acls.py).
+        self.acls: list[AclBinding] = []
+        self.acl_version = 0
+        self._acl_stamp = -1
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         # --- which znodes are watched: kazoo's threads, under the lock
         self._lock = threading.Lock()
@@ -159,6 +165,8 @@ class ZkMetadataCache:
         self._watched_states: set[tuple[str, int]] = set()
         self._watched_brokers: set[int] = set()
         self._watched_users: set[str] = set()
+        self._acls_stale = False
+        self._acl_reader_running = False
 
     # === lifecycle ===============================================================================
     def start(self, handoff: LoopHandoff) -> None:
@@ -172,6 +180,12 @@ class ZkMetadataCache:
             path = broker_config_path(entity)
             DataWatch(self.client, path, partial(self._on_broker_config, entity))
         ChildrenWatch(self.client, CONFIG_USERS, self._on_user_names)
+        # Any new notification (another broker's CreateAcls/DeleteAcls): read the ACLs again.
+        for changes in ACL_CHANGE_DIRS:
+            ChildrenWatch(self.client, changes, self._on_acl_changes)
+        # The first reading here, not in the watch's thread: no request is authorized
+        # before the ACLs are loaded (the watches only keep them current).
+        self._post(self.apply_acls, *read_acls(self.client))
 
     def close(self) -> None:
         """Stop applying readings (each watch stops when it next fires; all end with the
@@ -361,6 +375,36 @@ class ZkMetadataCache:
         self._post(self.apply_user_config, user, configs, stat)
         return False if stat is None else None
 
+    def _on_acl_changes(self, children: list[str]) -> bool | None:
+        if self._closed:
+            return False
+        # One reader at a time, re-reading once for any number of notifications that
+        # arrived meanwhile: a CreateAcls of 1,000 bindings is 1,000 notifications, and
+        # each reading walks every ACL znode.
+        with self._lock:
+            self._acls_stale = True
+            if self._acl_reader_running:
+                return None
+            self._acl_reader_running = True
+        threading.Thread(target=self._read_acls_until_current, daemon=True).start()
+        return None
+
+    def _read_acls_until_current(self) -> None:
+        try:
+            while not self._closed:
+                with self._lock:
+                    if not self._acls_stale:
+                        return
+                    self._acls_stale = False
+                try:
+                    self._post(self.apply_acls, *read_acls(self.client))
+                except Exception:  # kazoo trouble: the next notification reads again
+                    log.exception("could not read the ACLs from ZooKeeper")
+                    return
+        finally:
+            with self._lock:
+                self._acl_reader_running = False
+
     # === applying readings and our own writes: the loop only =====================================
     @staticmethod
     def _newer(current: Reading[Any] | None, stat: Any) -> bool:
@@ -514,6 +558,17 @@ class ZkMetadataCache:
         else:
             scram.pop(user, None)
         self.scram_credentials = scram
+        self._check_waiters()
+
+    def apply_acls(self, stamp: int, acls: list[AclBinding]) -> None:
+        """A reading of every ACL (a watch's, or after our own write), unless a newer one
+        was applied already."""
+        if stamp < self._acl_stamp:
+            return
+        self._acl_stamp = stamp
+        if acls != self.acls:
+            self.acls = acls
+            self.acl_version += 1
         self._check_waiters()
 
     def _emit(self, event: MetadataEvent) -> None:

@@ -74,6 +74,13 @@ ISR_CHANGE_NOTIFICATION = "/isr_change_notification"
 ISR_CHANGE_PREFIX = ISR_CHANGE_NOTIFICATION + "/isr_change_"
 CONFIG_CHANGE_PREFIX = CONFIG_CHANGES + "/config_change_"
 PRODUCER_ID_BLOCK = "/latest_producer_id_block"
+# ACLs (Kafka's ZkAclStore): LITERAL and PREFIXED bindings, and their change notifications.
+LITERAL_ACLS = "/kafka-acl"
+PREFIXED_ACLS = "/kafka-acl-extended/prefixed"
+LITERAL_ACL_CHANGES = "/kafka-acl-changes"
+EXTENDED_ACL_CHANGES = "/kafka-acl-extended-changes"
+# Kafka's AclAuthorizer creates one znode per resource type under each root up front.
+ACL_RESOURCE_TYPES = ("Topic", "Group", "Cluster", "TransactionalId", "DelegationToken", "User")
 
 # Created by every broker at startup (Kafka's ZkData.PersistentZkPaths), so watches on
 # their children can be set before anything exists.
@@ -93,6 +100,9 @@ PERSISTENT_PATHS = (
     CONFIG_USERS,
     ISR_CHANGE_NOTIFICATION,
     PRODUCER_ID_BLOCK,
+    LITERAL_ACL_CHANGES,
+    EXTENDED_ACL_CHANGES,
+    *(f"{root}/{kind}" for root in (LITERAL_ACLS, PREFIXED_ACLS) for kind in ACL_RESOURCE_TYPES),
 )
 
 NO_LEADER = -1

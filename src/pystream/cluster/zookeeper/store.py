@@ -38,6 +38,7 @@ from pystream.clock import now_ms
 from pystream.cluster.metadata.local_store import LocalMetadataStore
 from pystream.cluster.metadata.model import PartitionState, ProducerIdBlock, TopicMetadata
 from pystream.cluster.metadata.store import BrokerEndpoint, ScramCredentialChange, ThreadedWrites
+from pystream.cluster.zookeeper import acls as zk_acls
 from pystream.cluster.zookeeper.assignment import assign_replicas
 from pystream.cluster.zookeeper.cache import (
     BrokerChange,
@@ -95,6 +96,7 @@ from pystream.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
+from pystream.security.acl import AclBinding, AclBindingFilter
 from pystream.security.scram import ScramCredential
 from pystream.storage.meta_properties import generate_cluster_id
 
@@ -561,13 +563,16 @@ class ZkMetadataStore(ThreadedWrites):
         raise KafkaStorageError(f"could not write {what}: they keep changing")
 
     def _purge_config_changes(self) -> None:
-        """Delete config change notifications older than Kafka's 15 minutes, oldest first
+        self._purge_changes(CONFIG_CHANGES, CONFIG_CHANGE_PREFIX.rsplit("/", 1)[1])
+
+    def _purge_changes(self, directory: str, node_prefix: str) -> None:
+        """Delete change notifications older than Kafka's 15 minutes, oldest first
         (Kafka's ``ZkNodeChangeNotificationListener`` does so): they would pile up."""
         now = now_ms()
-        for child in sorted(self.zk.get_children(CONFIG_CHANGES)):
-            if not child.startswith(CONFIG_CHANGE_PREFIX.rsplit("/", 1)[1]):
+        for child in sorted(self.zk.get_children(directory)):
+            if not child.startswith(node_prefix):
                 continue
-            path = f"{CONFIG_CHANGES}/{child}"
+            path = f"{directory}/{child}"
             stat = self.zk.exists(path)
             if stat is None:
                 continue
@@ -575,6 +580,28 @@ class ZkMetadataStore(ThreadedWrites):
                 break  # sequential: the rest are newer
             with contextlib.suppress(NoNodeError):  # another broker purged it
                 self.zk.delete(path)
+
+    # === ACLs ====================================================================================
+    @property
+    def acl_version(self) -> int:
+        """Moves on every ACL change this broker sees (its own, or another's via the watch)."""
+        return self.cache.acl_version
+
+    def acls(self) -> list[AclBinding]:
+        """Every ACL binding, as last read from ZooKeeper (do not mutate)."""
+        return self.cache.acls
+
+    @kafka_errors
+    def change_acls_blocking(
+        self, create: list[AclBinding], delete_filters: list[AclBindingFilter]
+    ) -> list[list[AclBinding]]:
+        """Write ACL changes at Kafka's layout (see zookeeper/acls.py), then read the ACLs
+        back into the cache so this broker enforces them at once."""
+        removed = zk_acls.change_acls(self.zk, create, delete_filters)
+        self._apply_local(self.cache.apply_acls, *zk_acls.read_acls(self.zk))
+        for directory in zk_acls.ACL_CHANGE_DIRS:
+            self._purge_changes(directory, zk_acls.ACL_CHANGE_NODE)
+        return removed
 
     # === partition state changes by the leader ===================================================
     @kafka_errors
