@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +37,12 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import (
+    ConnectionClosedError,
+    ConnectionLoss,
+    NoNodeError,
+    SessionExpiredError,
+)
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from pystream.cluster.metadata.model import PartitionState, TopicMetadata
@@ -65,6 +71,9 @@ from pystream.security.acl import AclBinding
 from pystream.security.scram import SCRAM_MECHANISMS, ScramCredential
 
 log = logging.getLogger(__name__)
+
+# How often the ACL reader looks whether kazoo has reconnected after a connection loss.
+_RECONNECT_POLL_S = 0.2
 
 __all__ = [
     "BrokerChange",
@@ -398,7 +407,20 @@ class ZkMetadataCache:
                     self._acls_stale = False
                 try:
                     self._post(self.apply_acls, *read_acls(self.client))
-                except Exception:  # kazoo trouble: the next notification reads again
+                except (ConnectionLoss, ConnectionClosedError, SessionExpiredError) as exc:
+                    # The children watch does not fire again on reconnect when the
+                    # notifications are unchanged: read again once connected, or the
+                    # cache would keep the old ACLs.
+                    log.warning(
+                        "could not read the ACLs from ZooKeeper (%s); reading them again "
+                        "once reconnected",
+                        type(exc).__name__,
+                    )
+                    with self._lock:
+                        self._acls_stale = True
+                    while not self._closed and not self.client.connected:
+                        time.sleep(_RECONNECT_POLL_S)
+                except Exception:  # a bug or unreadable data: the next notification reads again
                     log.exception("could not read the ACLs from ZooKeeper")
                     return
         finally:
