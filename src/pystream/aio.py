@@ -26,6 +26,7 @@ from pystream.client.consumer import Consumer
 from pystream.client.producer import Producer
 from pystream.client.types import (
     BatchMetadata,
+    ConsumerGroupMetadata,
     ConsumerRecord,
     NewPartitions,
     NewTopic,
@@ -38,6 +39,7 @@ __all__ = [
     "AdminClient",
     "BatchMetadata",
     "Consumer",
+    "ConsumerGroupMetadata",
     "ConsumerRecord",
     "NewPartitions",
     "NewTopic",

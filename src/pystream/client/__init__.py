@@ -22,6 +22,7 @@ from .sync import AdminClient, Consumer, Producer
 from .types import (
     BatchMetadata,
     ConfigEntry,
+    ConsumerGroupMetadata,
     ConsumerRecord,
     GroupDescription,
     GroupListing,
@@ -42,6 +43,7 @@ __all__ = [
     "ClientClosedError",
     "ConfigEntry",
     "Consumer",
+    "ConsumerGroupMetadata",
     "ConsumerRecord",
     "GroupDescription",
     "GroupListing",

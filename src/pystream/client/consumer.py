@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pystream.errors import KafkaError
+from pystream.errors import InvalidGroupIdError, KafkaError
 
 from .assignors import assignors_from_names
 from .config import ClientConfig
@@ -30,7 +30,7 @@ from .core import ClientCore
 from .errors import ClientClosedError
 from .fetcher import Fetcher
 from .subscription import OffsetResetStrategy, SubscriptionState
-from .types import ConsumerRecord, OffsetAndMetadata, TopicPartition
+from .types import ConsumerGroupMetadata, ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 __all__ = ["Consumer"]
 
@@ -453,8 +453,11 @@ class Consumer:
         return sorted(tp for tp, st in self._subs.assignment.items() if st.paused)
 
     def highwater(self, partition: TPLike) -> int | None:
-        """The partition's high watermark as of the last fetch (None before one)."""
-        hw = self._subs.state(_tp(partition)).high_watermark
+        """The partition's high watermark as of the last fetch (None before one); for
+        read_committed the last stable offset, as librdkafka reports it (what such a
+        consumer can reach, so lag computed from it is right)."""
+        st = self._subs.state(_tp(partition))
+        hw = st.last_stable_offset if self._isolation else st.high_watermark
         return None if hw < 0 else hw
 
     async def beginning_offsets(self, partitions: Iterable[TPLike]) -> dict[TopicPartition, int]:
@@ -520,3 +523,27 @@ class Consumer:
     @property
     def generation(self) -> int:
         return -1 if self._coordinator is None else self._coordinator.generation
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        """This member's group membership now, for a transactional producer's
+        ``send_offsets_to_transaction`` (KIP-447: the broker fences offsets sent with a
+        stale generation).  Call it after ``poll()``, so it reflects the latest rebalance;
+        before the first join the generation is -1 and the member id empty.
+
+        Raises InvalidGroupIdError if the consumer has no ``group_id``.
+        """
+        coordinator = self._coordinator
+        if self.group_id is None:
+            raise InvalidGroupIdError(
+                "group_metadata() needs a consumer group: create the consumer with group_id=..."
+            )
+        if coordinator is None:  # not started yet: no membership
+            return ConsumerGroupMetadata(
+                self.group_id, group_instance_id=self._group_settings["group_instance_id"]
+            )
+        return ConsumerGroupMetadata(
+            self.group_id,
+            coordinator.generation,
+            coordinator.member_id,
+            coordinator.group_instance_id,
+        )

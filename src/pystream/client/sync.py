@@ -25,7 +25,7 @@ from .futures import BatchSendFuture
 from .loop_thread import LoopThread
 from .producer import Headers, _busy_error
 from .producer import Producer as AsyncProducer
-from .types import ConsumerRecord, RecordMetadata, TopicPartition
+from .types import ConsumerGroupMetadata, ConsumerRecord, RecordMetadata, TopicPartition
 
 __all__ = ["AdminClient", "Consumer", "Producer"]
 
@@ -306,6 +306,18 @@ class Consumer:
     @property
     def member_id(self) -> str | None:
         return self._aio.member_id
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        """This member's group membership now (see the aio version); raises
+        InvalidGroupIdError without a ``group_id``."""
+        if self._aio.group_id is None or self._closed:
+            return self._aio.group_metadata()
+
+        async def snapshot() -> ConsumerGroupMetadata:
+            # Read on the loop thread: generation and member id change together there.
+            return self._aio.group_metadata()
+
+        return self._run(snapshot)
 
     def close(self) -> None:
         """Commit (auto-commit), leave the group, disconnect."""

@@ -10,6 +10,7 @@ from ._fast import ConsumerRecord
 __all__ = [
     "BatchMetadata",
     "ConfigEntry",
+    "ConsumerGroupMetadata",
     "ConsumerRecord",
     "GroupDescription",
     "GroupListing",
@@ -142,3 +143,15 @@ class GroupDescription:
     protocol: str
     members: list[MemberDescription]
     coordinator: int = -1
+
+
+@dataclass(frozen=True)
+class ConsumerGroupMetadata:
+    """What a transactional producer needs of a consumer's group membership
+    (``send_offsets_to_transaction``): the group and, for fencing zombies (KIP-447), the
+    member's generation, member id and static instance id."""
+
+    group_id: str
+    generation_id: int = -1
+    member_id: str = ""
+    group_instance_id: str | None = None
