@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pystream._core import records as R
+from pystream.client._fast import decode_records
 from pystream.config import LogConfig
 from pystream.storage.cleaner import Cleaner, CleanerConfig, LogCleaner
 from pystream.storage.cleaner_io import CleanAborted
@@ -103,6 +104,24 @@ def read_log(log: Log) -> list[tuple[int, bytes | None, bytes | None]]:
                 out.extend((r.offset, r.key, r.value) for r in batch if r.offset >= offset)
             offset = batch.header.last_offset + 1
     return out
+
+
+def read_committed(log: Log) -> list[tuple[bytes | None, bytes | None]]:
+    """The (key, value) of each record pystream's read_committed consumer returns, given
+    the aborted transactions a Fetch would list (``Log.aborted_transactions``)."""
+    records = []
+    offset = log.log_start_offset
+    while offset < log.log_end_offset:
+        fetched = log.read(offset, 1 << 20)
+        if fetched.records is None:
+            break
+        aborted = [
+            (t.producer_id, t.first_offset)
+            for t in log.aborted_transactions(offset, log.log_end_offset)
+        ]
+        got, offset, _ = decode_records(bytes(fetched.view()), "t", 0, offset, aborted=aborted)
+        records += [(r.key, r.value) for r in got]
+    return records
 
 
 def batch_headers(log: Log) -> list[R.BatchHeader]:
@@ -353,6 +372,10 @@ def test_last_batch_of_a_producer_survives_as_an_empty_batch(tmp_path: Path) -> 
     )
 
 
+def transactional_values(log: Log) -> list[bytes | None]:
+    return [v for k, v in read_committed(log) if not (k or b"").startswith(b"filler")]
+
+
 def test_aborted_records_go_and_markers_follow_when_safe(tmp_path: Path) -> None:
     log = open_log(tmp_path, **{"delete.retention.ms": "1000"})
     log.append(producer_batch(7, 0, [(b"a", b"aborted")], txn=True), 0)
@@ -364,6 +387,7 @@ def test_aborted_records_go_and_markers_follow_when_safe(tmp_path: Path) -> None
     history = History()
     append(log, history, [(b"filler-%d" % i, b"x" * 60) for i in range(30)])
     assert log.aborted_transactions(0, log.log_end_offset)
+    assert transactional_values(log) == [b"committed", b"committed too"]
     c = cleaner()
     first = c.clean(log, now_ms=NOW)
     data = {k: v for _, k, v in read_log(log)}
@@ -379,6 +403,15 @@ def test_aborted_records_go_and_markers_follow_when_safe(tmp_path: Path) -> None
     headers = {h.base_offset: h for h in batch_headers(log)}
     assert abort not in headers and commit in headers
     assert {k: v for _, k, v in read_log(log)}[b"c"] == b"committed"
+    # The ABORT marker left the transaction index with it (as in Kafka, whose cleaner
+    # indexes only the markers it keeps): otherwise a read_committed consumer would take
+    # producer 7 as aborted from its next batch on, with no marker to end that.
+    assert transactional_values(log) == [b"committed", b"committed too"]
+    assert log.aborted_transactions(0, log.log_end_offset) == []
+    log.close()
+    reopened = Log.open(log.directory, log.config)
+    assert reopened.aborted_transactions(0, reopened.log_end_offset) == []
+    reopened.close()
 
 
 def test_open_transactions_bound_the_clean(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from pystream._core.records import (
     ATTR_CODEC_MASK,
     ATTR_DELETE_HORIZON,
     BATCH_OVERHEAD,
+    CONTROL_ABORT,
     TIMESTAMP_LOG_APPEND_TIME,
     BatchHeader,
 )
@@ -96,6 +97,9 @@ class BatchCleaner:
         self.counts = BatchCounts()
         #: The earliest delete horizon of what was kept (tombstones, markers); None: none.
         self.earliest_horizon: int | None = None
+        #: (producer id, offset) of each ABORT marker dropped, in offset order: their
+        #: transactions must leave the ``.txnindex`` (see :meth:`Log.forget_aborted_transactions`).
+        self.dropped_abort_markers: list[tuple[int, int]] = []
 
     def clean(self, chunk: memoryview, pos: int, header: BatchHeader, out: bytearray) -> int:
         """Append what compaction keeps of the batch at ``chunk[pos:]`` to ``out``; returns
@@ -103,10 +107,13 @@ class BatchCleaner:
         now = self._now
         horizon = header.base_timestamp if header.has_delete_horizon else None
         if header.is_control:
-            if not self._txn.on_control_batch(header, control_type(chunk, pos, header)):
+            kind = control_type(chunk, pos, header)
+            if not self._txn.on_control_batch(header, kind):
                 out += chunk[pos : pos + header.size]
                 return VERBATIM
             if horizon is not None and horizon <= now:
+                if kind == CONTROL_ABORT:  # gone, or kept as an empty batch: no marker left
+                    self.dropped_abort_markers.append((header.producer_id, header.last_offset))
                 return self._drop(out, chunk, pos, header)
             self._track_horizon(header, horizon if horizon is not None else self._new_horizon)
             if horizon is None:  # a marker no data needs: keep it delete.retention.ms longer

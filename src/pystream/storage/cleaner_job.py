@@ -203,6 +203,8 @@ class CleanJob:
         self._reader = BatchReader(io_buffer_size, Throttler(max_io_bytes_per_second, self._stop))
         self._batches: BatchCleaner | None = None
         self._pending_cleaned: LogSegment | None = None
+        # Per cleaned group (by base offset): the ABORT markers its clean dropped.
+        self._dropped_aborts: dict[int, list[tuple[int, int]]] = {}
         self.stats = CleanStats()
         self._files: list[SegmentFile] = []
         try:
@@ -335,6 +337,7 @@ class CleanJob:
         out_last_offset = -1
         changed = len(group) > 1
         dropped_last: tuple[bytes, BatchHeader] | None = None
+        aborts_before = len(batches.dropped_abort_markers)
         for f in group:
             for chunk, pos, header in self._reader.batches(f):
                 self.check_stop()
@@ -363,6 +366,7 @@ class CleanJob:
             self._pending_cleaned = None
             cleaned.delete()
             return None
+        self._dropped_aborts[base] = batches.dropped_abort_markers[aborts_before:]
         cleaned.offset_index.trim_to_valid_size()
         cleaned.time_index.trim_to_valid_size()
         mtime = group[-1].mtime_ns
@@ -405,6 +409,10 @@ class CleanJob:
                 f"segments {group[0].base_offset}..{group[-1].base_offset} of {self.directory} "
                 "changed during the clean (retention, truncation or deletion); cleaning again later"
             )
+        # Before the swap: these transactions have no data left (a marker goes only then),
+        # so their entries matter to no reader of the old segments either, and a crash
+        # anywhere in the swap cannot leave an entry without its marker.
+        self.log.forget_aborted_transactions(self._dropped_aborts.pop(group[0].base_offset, ()))
         cleaned.change_file_suffix(CLEANED_SUFFIX, SWAP_SUFFIX)
         fsync_directory(self.directory)
         self._progress("swap")

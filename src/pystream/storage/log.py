@@ -30,7 +30,7 @@ import logging
 import os
 import random
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from pystream._core import records as core_records
@@ -978,6 +978,14 @@ class Log:
         segments[start:end] = [new]
         self._base_offsets[start:end] = [new.base_offset]
         self._schedule_delete(list(old))
+
+    def forget_aborted_transactions(self, markers: Iterable[tuple[int, int]]) -> None:
+        """The log cleaner dropped these ABORT markers ``(producer id, offset)``: their
+        transactions leave the ``.txnindex`` too, as in Kafka (whose cleaner indexes only
+        the markers it keeps).  A read_committed consumer told of an aborted transaction
+        skips that producer's batches until its ABORT marker: with the marker gone it would
+        skip the producer's later, committed records."""
+        self._txn_index.remove_ended_at(markers)
 
     def aborted_transactions(self, start_offset: int, end_offset: int) -> list[AbortedTxn]:
         """Aborted transactions overlapping [start_offset, end_offset) (``.txnindex``)."""

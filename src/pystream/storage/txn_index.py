@@ -144,6 +144,21 @@ class TransactionIndex:
         for base in touched:
             self._rewrite(base, [txn for b, txn in self._entries if b == base])
 
+    def remove_ended_at(self, markers: Iterable[tuple[int, int]]) -> None:
+        """Forget the transactions whose marker was at these ``(producer id, offset)``s."""
+        gone = set(markers)
+        if not gone:
+            return
+        touched = {b for b, t in self._entries if (t.producer_id, t.last_offset) in gone}
+        if not touched:
+            return
+        self._entries = [
+            (b, t) for b, t in self._entries if (t.producer_id, t.last_offset) not in gone
+        ]
+        self._last_offsets = [txn.last_offset for _, txn in self._entries]
+        for base in touched:
+            self._rewrite(base, [txn for b, txn in self._entries if b == base])
+
     def delete_segments(
         self, segment_base_offsets: Iterable[int], live_segment_bases: Iterable[int] = ()
     ) -> None:
