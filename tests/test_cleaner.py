@@ -10,6 +10,7 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,37 +92,28 @@ def updates(n: int, keys: int, *, seed: int = 1, tombstones: float = 0.0) -> lis
     return out
 
 
-def read_log(log: Log) -> list[tuple[int, bytes | None, bytes | None]]:
-    """Every data record a consumer would get, via Log.read (control batches skipped)."""
+def read_log(log: Log, read_committed: bool = False) -> list[tuple[int, Any, Any]]:
+    """Every data record a consumer would get, via Log.read and pystream's consumer
+    decoder (control batches skipped; ``read_committed``: aborted transactions too, given
+    the aborted transactions a Fetch would list, ``Log.aborted_transactions``)."""
     out = []
     offset = log.log_start_offset
     while offset < log.log_end_offset:
         fetched = log.read(offset, 1 << 20)
         if fetched.records is None:
             break
-        for batch in R.iter_batches(bytes(fetched.view())):
-            if not batch.is_control:
-                out.extend((r.offset, r.key, r.value) for r in batch if r.offset >= offset)
-            offset = batch.header.last_offset + 1
+        aborted = None
+        if read_committed:
+            aborted = [
+                (t.producer_id, t.first_offset)
+                for t in log.aborted_transactions(offset, log.log_end_offset)
+            ]
+        records, offset, batches = decode_records(
+            bytes(fetched.view()), "t", 0, offset, aborted=aborted
+        )
+        assert batches, f"no whole batch at offset {offset}"
+        out.extend((r.offset, r.key, r.value) for r in records)
     return out
-
-
-def read_committed(log: Log) -> list[tuple[bytes | None, bytes | None]]:
-    """The (key, value) of each record pystream's read_committed consumer returns, given
-    the aborted transactions a Fetch would list (``Log.aborted_transactions``)."""
-    records = []
-    offset = log.log_start_offset
-    while offset < log.log_end_offset:
-        fetched = log.read(offset, 1 << 20)
-        if fetched.records is None:
-            break
-        aborted = [
-            (t.producer_id, t.first_offset)
-            for t in log.aborted_transactions(offset, log.log_end_offset)
-        ]
-        got, offset, _ = decode_records(bytes(fetched.view()), "t", 0, offset, aborted=aborted)
-        records += [(r.key, r.value) for r in got]
-    return records
 
 
 def batch_headers(log: Log) -> list[R.BatchHeader]:
@@ -373,7 +365,7 @@ def test_last_batch_of_a_producer_survives_as_an_empty_batch(tmp_path: Path) -> 
 
 
 def transactional_values(log: Log) -> list[bytes | None]:
-    return [v for k, v in read_committed(log) if not (k or b"").startswith(b"filler")]
+    return [v for _, k, v in read_log(log, True) if not (k or b"").startswith(b"filler")]
 
 
 def test_aborted_records_go_and_markers_follow_when_safe(tmp_path: Path) -> None:

@@ -20,12 +20,16 @@ from typing import Any
 import pytest
 from broker_process import BrokerProcess
 from cli_helpers import run
+from confluent_kafka import Consumer as CKConsumer
 from confluent_kafka import Producer as CKProducer
+from confluent_kafka import TopicPartition as CKTopicPartition
 from confluent_kafka.admin import AdminClient as CKAdmin
+from confluent_kafka.admin import NewTopic as CKNewTopic
 from waiting import wait_until
 
 import pystream
 from pystream import aio
+from pystream._core import records as R
 from pystream.client.types import ConsumerGroupMetadata, TopicPartition
 from pystream.errors import InvalidGroupIdError
 from pystream.protocol.messages.heartbeat import HeartbeatRequest
@@ -37,6 +41,7 @@ BROKER_SETTINGS = {
     "transaction.state.log.num.partitions": "4",
     "offsets.topic.num.partitions": "4",
     "group.initial.rebalance.delay.ms": "0",
+    "log.cleaner.backoff.ms": "50",  # compacted topics of the module are cleaned at once
 }
 ILLEGAL_GENERATION = 22
 
@@ -296,6 +301,100 @@ def test_read_committed_stops_at_the_open_transaction(cluster: BrokerProcess, ou
         # The marker is offset 9: both isolation levels end at 10 now.
         assert committed.end_offsets([tp]) == {tp: 10}
         wait_until(lambda: committed.position(tp) == 10, 10, "position past the marker")
+
+
+# --- compaction ------------------------------------------------------------------------------
+
+
+def abort_markers(partition_dir: Any) -> list[int]:
+    """Offsets of the ABORT markers in a partition's segment files (read beside the broker:
+    a file the cleaner swaps away meanwhile is still readable)."""
+    found = []
+    for path in sorted(partition_dir.glob("*.log")):
+        for batch in R.iter_batches(path.read_bytes(), check_crc=False):
+            if batch.is_control and len(batch) and batch.control_record_type() == R.CONTROL_ABORT:
+                found.append(batch.header.base_offset)
+    return found
+
+
+def test_read_committed_after_the_cleaner_dropped_an_abort_marker(cluster: BrokerProcess) -> None:
+    """A compacted topic: an aborted transaction, then a committed one of the same
+    producer.  Once the cleaner removed the aborted records and then the ABORT marker,
+    read_committed must still return the committed transaction (the broker must stop
+    listing the aborted one, or the consumer skips the producer's records for good)."""
+    topic = "compact-rc-" + uuid.uuid4().hex[:8]
+    admin = CKAdmin({"bootstrap.servers": cluster.bootstrap})
+    config = {
+        "cleanup.policy": "compact",
+        "segment.bytes": "2048",
+        "min.cleanable.dirty.ratio": "0.01",
+        "delete.retention.ms": "0",
+    }
+    (created,) = admin.create_topics([CKNewTopic(topic, 1, 1, config=config)]).values()
+    created.result(30)
+    txn = txn_producer(cluster.bootstrap, "compact-" + topic)
+    txn.begin_transaction()
+    for i in range(5):
+        txn.produce(topic, b"aborted-%d" % i, key=b"a%d" % i, partition=0)
+    assert txn.flush(30) == 0
+    txn.abort_transaction(30)
+    txn.begin_transaction()
+    committed = [b"committed-%d" % i for i in range(5)]
+    for i, value in enumerate(committed):
+        txn.produce(topic, value, key=b"c%d" % i, partition=0)
+    txn.commit_transaction(30)
+    plain = CKProducer({"bootstrap.servers": cluster.bootstrap, "linger.ms": 0})
+    partition_dir = cluster.log_dir / f"{topic}-0"
+    assert abort_markers(partition_dir), "the ABORT marker is in the log"
+    filler = 0
+
+    def marker_cleaned() -> bool:
+        # Keyed filler rolls segments and dirties the log, so cleans keep coming.
+        nonlocal filler
+        for _ in range(20):
+            plain.produce(topic, b"f" * 100, key=b"filler-%d" % (filler % 50), partition=0)
+            filler += 1
+        assert plain.flush(30) == 0
+        return not abort_markers(partition_dir)
+
+    wait_until(marker_cleaned, 60, "the cleaner to remove the ABORT marker", interval=0.2)
+    with pystream.Consumer(
+        bootstrap_servers=cluster.bootstrap, isolation_level="read_committed"
+    ) as consumer:
+        tp = TP(topic, 0)
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        end = consumer.end_offsets([tp])[tp]
+        records: list[Any] = []
+        deadline = time.monotonic() + 30
+        while consumer.position(tp) < end and time.monotonic() < deadline:
+            records += consumer.poll(0.2)
+    values = [r.value for r in records if not r.key.startswith(b"filler")]
+    assert values == committed
+    # librdkafka's read_committed consumer, told the same by the broker, agrees.
+    ck = CKConsumer(
+        {
+            "bootstrap.servers": cluster.bootstrap,
+            "group.id": "ck-" + topic,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        ck.assign([CKTopicPartition(topic, 0, 0)])
+        seen: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            message = ck.poll(0.2)
+            if message is None or message.error() is not None:
+                continue
+            if not message.key().startswith(b"filler"):
+                seen.append(message.value())
+            if message.offset() >= end - 1:
+                break
+        assert seen == committed
+    finally:
+        ck.close()
 
 
 # --- group_metadata() ------------------------------------------------------------------------
