@@ -4,7 +4,7 @@ log, with confluent-kafka's read_committed consumer in the same run.
 Run against a running broker, or let the script start one (``pystream serve`` in a temp dir)::
 
     PYTHONPATH=src python bench/client_read_committed.py [--bootstrap 127.0.0.1:9092] \\
-        [--records-100b 200000] [--records-1k 50000] [--runs 3] [--json out.json]
+        [--records-100b 1000000] [--records-1k 200000] [--runs 3] [--json out.json]
 
 For each record size (100 B and 1 KiB) one topic (one partition) is filled by a
 confluent-kafka transactional producer with transactions of 100 records, every 10th
@@ -17,6 +17,8 @@ pystream read_committed        ``pystream.Consumer(isolation_level="read_committ
                                record arrived (aborted records are fetched and dropped)
 pystream read_uncommitted      the same consumer reading every data record of the log
 confluent read_committed       ``consume(10000, 1.0)`` with ``isolation.level=read_committed``
+confluent rc tuned             the same with librdkafka's prefetch limits raised (as
+                               ``bench_client.py``'s "confluent consume tuned")
 =============================  ==============================================================
 
 All use 10 MiB per-partition fetches (``e2e_transactions.bench_consume`` for confluent).
@@ -40,7 +42,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_client import own_broker  # noqa: E402
+from bench_client import CK_CONSUMER_TUNED, own_broker  # noqa: E402
 from e2e_transactions import bench_consume, fill_with_aborts  # noqa: E402
 
 import pystream  # noqa: E402
@@ -66,6 +68,12 @@ def pystream_consume(bootstrap: str, topic: str, isolation: str, expected: int) 
     return got / elapsed
 
 
+def tuned_consume(bootstrap: str, topic: str, isolation: str, expected: int) -> float:
+    """confluent-kafka with librdkafka's prefetch limits raised (``bench_client``'s
+    ``CK_CONSUMER_TUNED``: by default it pauses fetching 1 s whenever 100,000 records wait)."""
+    return bench_consume(bootstrap, topic, isolation, expected, **CK_CONSUMER_TUNED)
+
+
 def run(bootstrap: str, sizes: dict[int, int], runs: int) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {}
     for size, records in sizes.items():
@@ -76,6 +84,7 @@ def run(bootstrap: str, sizes: dict[int, int], runs: int) -> dict[str, list[floa
             (f"pystream read_committed {size} B", pystream_consume, "read_committed", committed),
             (f"pystream read_uncommitted {size} B", pystream_consume, "read_uncommitted", records),
             (f"confluent read_committed {size} B", bench_consume, "read_committed", committed),
+            (f"confluent rc tuned {size} B", tuned_consume, "read_committed", committed),
         ]
         pystream_consume(bootstrap, topic, "read_uncommitted", records)  # warm the page cache
         for round_ in range(runs):
@@ -89,8 +98,8 @@ def run(bootstrap: str, sizes: dict[int, int], runs: int) -> dict[str, list[floa
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bootstrap", help="a running broker (default: start one)")
-    parser.add_argument("--records-100b", type=int, default=200_000)
-    parser.add_argument("--records-1k", type=int, default=50_000)
+    parser.add_argument("--records-100b", type=int, default=1_000_000)
+    parser.add_argument("--records-1k", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", help="also write the per-run figures here")
     args = parser.parse_args()

@@ -126,7 +126,9 @@ def fill_with_aborts(bootstrap: str, topic: str, records: int, value: bytes) -> 
     return committed
 
 
-def bench_consume(bootstrap: str, topic: str, isolation: str, expected: int) -> float:
+def bench_consume(
+    bootstrap: str, topic: str, isolation: str, expected: int, **extra: object
+) -> float:
     c = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -135,6 +137,7 @@ def bench_consume(bootstrap: str, topic: str, isolation: str, expected: int) -> 
             "enable.auto.commit": False,
             "fetch.max.bytes": 52_428_800,
             "max.partition.fetch.bytes": 10_485_760,
+            **extra,
         }
     )
     started = time.perf_counter()
