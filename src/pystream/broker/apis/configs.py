@@ -90,26 +90,46 @@ class OpType(enum.IntEnum):
     SUBTRACT = 3
 
 
+# The ACL resource guarding each config resource type (Kafka: broker, broker-logger and
+# client-metrics configs are the cluster's).
+_CONFIG_ACL_RESOURCE: dict[int, AclResourceType] = {
+    ResourceType.TOPIC: AclResourceType.TOPIC,
+    ResourceType.GROUP: AclResourceType.GROUP,
+    ResourceType.BROKER: AclResourceType.CLUSTER,
+    ResourceType.BROKER_LOGGER: AclResourceType.CLUSTER,
+    ResourceType.CLIENT_METRICS: AclResourceType.CLUSTER,
+}
+
+
 def _require_configs(
     context: RequestContext, operation: AclOperation, code: int, name: str
 ) -> None:
-    """DESCRIBE_CONFIGS / ALTER_CONFIGS on the topic, or on the cluster for broker
-    resources (Kafka's rule; TOPIC_ or CLUSTER_AUTHORIZATION_FAILED)."""
-    if _resource_type(code) is ResourceType.TOPIC:
-        context.require(operation, AclResourceType.TOPIC, name)
+    """DESCRIBE_CONFIGS / ALTER_CONFIGS on the resource the config belongs to, as Kafka's
+    ConfigHelper / KafkaApis check it (TOPIC_, GROUP_ or CLUSTER_AUTHORIZATION_FAILED),
+    before saying whether pystream has configs of that type (a refused client learns
+    nothing more); a type Kafka does not know is INVALID_REQUEST."""
+    acl_type = _CONFIG_ACL_RESOURCE.get(code)
+    if acl_type is None:
+        raise _unsupported_type(code)
+    if acl_type is AclResourceType.CLUSTER:
+        context.require(operation, acl_type)
     else:
-        context.require(operation, AclResourceType.CLUSTER)
+        context.require(operation, acl_type, name)
 
 
 def _resource_type(code: int) -> ResourceType:
     """TOPIC or BROKER; any other resource type is INVALID_REQUEST (for that resource)."""
     if code in (ResourceType.TOPIC, ResourceType.BROKER):
         return ResourceType(code)
+    raise _unsupported_type(code)
+
+
+def _unsupported_type(code: int) -> InvalidRequestError:
     try:
         name = ResourceType(code).name
     except ValueError:
         name = "unknown"
-    raise InvalidRequestError(
+    return InvalidRequestError(
         f"Unsupported resource type {code} ({name}); pystream has configs for topics (2) "
         "and brokers (4)"
     )
