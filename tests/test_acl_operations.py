@@ -129,6 +129,7 @@ ACLS = [
     _allow(ResourceType.BROKER, "kafka-cluster", "alice", AclOperation.DESCRIBE),
     _allow(ResourceType.BROKER, "kafka-cluster", "alice", AclOperation.IDEMPOTENT_WRITE),
     _allow(ResourceType.TOPIC, TOPIC, "bob", AclOperation.DESCRIBE),
+    _allow(ResourceType.TOPIC, "ops-by-bob", "bob", AclOperation.CREATE),
 ]
 ALICE_TOPIC_OPS = {
     AclOperation.READ,
@@ -709,3 +710,27 @@ def test_a_follower_with_cluster_action_needs_no_topic_acl(secured: Secured) -> 
             topic=unique, partitions=[Ofle.OffsetForLeaderPartition(
                 partition=0, current_leader_epoch=-1, leader_epoch=0)])]))  # fmt: skip
     assert request.code(answer) == TOPIC_DENIED
+
+
+def test_create_topics_shows_configs_only_to_who_may_describe_them(secured: Secured) -> None:
+    """KIP-525 as Kafka checks it: bob may create the topic but not describe its configs,
+    so the answer has no configs, counts or id, and TOPIC_AUTHORIZATION_FAILED as the
+    topic_config_error_code; the admin's answer has them."""
+
+    def create(name: str, validate_only: bool) -> Any:
+        return ct.CreateTopicsRequest(
+            timeout_ms=5000, validate_only=validate_only, topics=[
+                ct.CreateTopicsRequest.CreatableTopic(
+                    name=name, num_partitions=2, replication_factor=1, assignments=[],
+                    configs=[])])  # fmt: skip
+
+    with secured.sasl_wire(BOB) as wire:
+        [bobs] = wire.request(19, 7, create("ops-by-bob", False)).topics
+    assert (bobs.error_code, bobs.topic_config_error_code) == (NONE, TOPIC_DENIED)
+    assert (bobs.num_partitions, bobs.replication_factor, bobs.configs) == (-1, -1, [])
+    assert bobs.topic_id == uuid.UUID(int=0)
+    with secured.sasl_wire(ADMIN) as wire:
+        [admins] = wire.request(19, 7, create("ops-by-admin", True)).topics
+    assert (admins.error_code, admins.topic_config_error_code) == (NONE, NONE)
+    assert (admins.num_partitions, admins.replication_factor) == (2, 1)
+    assert "retention.ms" in {c.name for c in admins.configs}
