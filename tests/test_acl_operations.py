@@ -87,6 +87,7 @@ TOPIC, OTHER_TOPIC, GROUP, TXN = "ops-topic", "ops-other", "ops-group", "ops-txn
 NOT_REQUESTED = -(2**31)
 # Kafka's error codes.
 NONE, TOPIC_DENIED, GROUP_DENIED, CLUSTER_DENIED, TXN_DENIED = 0, 29, 30, 31, 53
+INVALID_REQUEST = 42
 # The operations each resource type supports (Kafka's AclEntry.supportedOperations).
 ALL_TOPIC_OPS = {
     AclOperation.READ,
@@ -330,6 +331,12 @@ CONFIG_RESOURCES = (
     ("on the cluster for a broker", 4, "0", CLUSTER_DENIED),
     ("on the cluster for a broker logger", 8, "0", CLUSTER_DENIED),
     ("group", 32, GROUP, GROUP_DENIED),
+)
+
+# Legacy AlterConfigs has no broker-logger or group configs: INVALID_REQUEST, unauthorized.
+LEGACY_ALTER_RESOURCES = (
+    *CONFIG_RESOURCES[:2],
+    *((what, rtype, name, INVALID_REQUEST) for what, rtype, name, _ in CONFIG_RESOURCES[2:]),
 )
 
 
@@ -587,7 +594,7 @@ TABLE: dict[str, Check] = {
             ac.AlterConfigsRequest.AlterConfigsResource(
                 resource_type=rtype, resource_name=name, configs=[])]),
         lambda r: r.responses,
-        CONFIG_RESOURCES[:2],  # AlterConfigs has no broker-logger or group resources
+        LEGACY_ALTER_RESOURCES,
     ),
     "DescribeLogDirs(35) DESCRIBE cluster": Check(
         35, 4, lambda: dld.DescribeLogDirsRequest(topics=None),

@@ -101,14 +101,27 @@ _CONFIG_ACL_RESOURCE: dict[int, AclResourceType] = {
 }
 
 
+# Legacy AlterConfigs knows neither broker-logger nor group configs (Kafka: INVALID_REQUEST,
+# before any authorization).
+_LEGACY_ALTER_ACL_RESOURCE = {
+    code: acl
+    for code, acl in _CONFIG_ACL_RESOURCE.items()
+    if code not in (ResourceType.BROKER_LOGGER, ResourceType.GROUP)
+}
+
+
 def _require_configs(
-    context: RequestContext, operation: AclOperation, code: int, name: str
+    context: RequestContext,
+    operation: AclOperation,
+    code: int,
+    name: str,
+    acl_resources: dict[int, AclResourceType] = _CONFIG_ACL_RESOURCE,
 ) -> None:
     """DESCRIBE_CONFIGS / ALTER_CONFIGS on the resource the config belongs to, as Kafka's
     ConfigHelper / KafkaApis check it (TOPIC_, GROUP_ or CLUSTER_AUTHORIZATION_FAILED),
     before saying whether pystream has configs of that type (a refused client learns
     nothing more); a type Kafka does not know is INVALID_REQUEST."""
-    acl_type = _CONFIG_ACL_RESOURCE.get(code)
+    acl_type = acl_resources.get(code)
     if acl_type is None:
         raise _unsupported_type(code)
     if acl_type is AclResourceType.CLUSTER:
@@ -235,7 +248,11 @@ def _broker_type(name: str) -> ConfigType | None:
 
 
 async def _alter_resources(
-    context: RequestContext, request: Any, result_cls: Any, new_configs: NewConfigs
+    context: RequestContext,
+    request: Any,
+    result_cls: Any,
+    new_configs: NewConfigs,
+    acl_resources: dict[int, AclResourceType] = _CONFIG_ACL_RESOURCE,
 ) -> list[Any]:
     """AlterConfigs and IncrementalAlterConfigs: one ``result_cls`` per distinct resource."""
     services = context.services
@@ -251,7 +268,9 @@ async def _alter_resources(
         try:
             if duplicate:
                 raise InvalidRequestError("Duplicate resource.")
-            _require_configs(context, AclOperation.ALTER_CONFIGS, resource.resource_type, name)
+            _require_configs(
+                context, AclOperation.ALTER_CONFIGS, resource.resource_type, name, acl_resources
+            )
             if _resource_type(resource.resource_type) is ResourceType.TOPIC:
                 current = _topic_overrides(services, name)
                 config = manager.log_config_for(current)
@@ -293,6 +312,7 @@ async def handle_alter_configs(
         lambda resource, current, type_of, current_list: {
             c.name: c.value for c in resource.configs if c.value is not None
         },
+        _LEGACY_ALTER_ACL_RESOURCE,
     )
     return AlterConfigsResponse(responses=responses)
 
