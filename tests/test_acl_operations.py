@@ -741,3 +741,23 @@ def test_create_topics_shows_configs_only_to_who_may_describe_them(secured: Secu
     assert (admins.error_code, admins.topic_config_error_code) == (NONE, NONE)
     assert (admins.num_partitions, admins.replication_factor) == (2, 1)
     assert "retention.ms" in {c.name for c in admins.configs}
+
+
+def test_delete_topics_by_id_names_the_topic_only_to_who_may_describe_it(
+    secured: Secured, anonymous: KafkaWire
+) -> None:
+    """Both may not delete it (TOPIC_AUTHORIZATION_FAILED); bob, who may describe it, is
+    told its name, ANONYMOUS is not (as Kafka's handleDeleteTopicsRequest)."""
+    metadata = md.MetadataRequest(topics=[md.MetadataRequest.MetadataRequestTopic(name=TOPIC)])
+    with secured.sasl_wire(ADMIN) as wire:
+        topic_id = _first(wire.request(3, 12, metadata).topics).topic_id
+    by_id = dt.DeleteTopicsRequest(
+        topics=[dt.DeleteTopicsRequest.DeleteTopicState(name=None, topic_id=topic_id)],
+        timeout_ms=5000,
+    )
+    with secured.sasl_wire(BOB) as wire:
+        [bobs] = wire.request(20, 6, by_id).responses
+    [anonymous_result] = anonymous.request(20, 6, by_id).responses
+    assert (bobs.error_code, bobs.name, bobs.topic_id) == (TOPIC_DENIED, TOPIC, topic_id)
+    assert (anonymous_result.error_code, anonymous_result.name) == (TOPIC_DENIED, None)
+    assert anonymous_result.topic_id == topic_id

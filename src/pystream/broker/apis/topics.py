@@ -182,6 +182,10 @@ async def handle_delete_topics(
             if name is not None:  # refused before revealing whether it exists, as Kafka
                 context.require(AclOperation.DELETE, ResourceType.TOPIC, name)
             topic = _topic_to_delete(services, name, topic_id)
+            if name is None and context.authorize(
+                AclOperation.DESCRIBE, ResourceType.TOPIC, topic.name
+            ):
+                result.name = topic.name  # Kafka names a topic asked by id to who may see it
             context.require(AclOperation.DELETE, ResourceType.TOPIC, topic.name)
             result.name = topic.name
             result.topic_id = (await manager.delete_topic(topic.name)).topic_id
