@@ -131,6 +131,7 @@ ACLS = [
     _allow(ResourceType.BROKER, "kafka-cluster", "alice", AclOperation.IDEMPOTENT_WRITE),
     _allow(ResourceType.TOPIC, TOPIC, "bob", AclOperation.DESCRIBE),
     _allow(ResourceType.TOPIC, "ops-by-bob", "bob", AclOperation.CREATE),
+    _allow(ResourceType.TOPIC, "ops-missing", "bob", AclOperation.DESCRIBE),
 ]
 ALICE_TOPIC_OPS = {
     AclOperation.READ,
@@ -193,6 +194,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
             f"SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
             "authorizer.class.name": AUTHORIZER,
             "super.users": "User:admin",
+            # Metadata then creates no topic: no CREATE check either (see the last test).
+            "auto.create.topics.enable": "false",
         },
     )
     for user, password in (ADMIN, ALICE, BOB):
@@ -761,3 +764,16 @@ def test_delete_topics_by_id_names_the_topic_only_to_who_may_describe_it(
     assert (bobs.error_code, bobs.name, bobs.topic_id) == (TOPIC_DENIED, TOPIC, topic_id)
     assert (anonymous_result.error_code, anonymous_result.name) == (TOPIC_DENIED, None)
     assert anonymous_result.topic_id == topic_id
+
+
+def test_metadata_checks_create_only_when_the_broker_would_create(secured: Secured) -> None:
+    """auto.create.topics.enable=false: a missing topic the principal may describe is
+    UNKNOWN_TOPIC_OR_PARTITION even when the request allows auto-creation and the principal
+    may not create it (Kafka checks CREATE only when it would create the topic)."""
+    request = md.MetadataRequest(
+        topics=[md.MetadataRequest.MetadataRequestTopic(name="ops-missing")],
+        allow_auto_topic_creation=True,
+    )
+    with secured.sasl_wire(BOB) as wire:
+        [missing] = wire.request(3, 12, request).topics
+    assert missing.error_code == 3  # UNKNOWN_TOPIC_OR_PARTITION

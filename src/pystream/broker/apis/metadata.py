@@ -110,10 +110,15 @@ async def handle_metadata(request: MetadataRequest, context: RequestContext) -> 
             topic = store.get_topic(name)
             if topic is None:
                 try:
-                    # Auto-creation needs CREATE on the cluster or on the topic (Kafka's rule).
-                    if auto_create and not (
-                        context.authorize_cluster(AclOperation.CREATE)
-                        or context.authorize(AclOperation.CREATE, ResourceType.TOPIC, name)
+                    # Auto-creation needs CREATE on the cluster or on the topic (Kafka's
+                    # rule; no check when the broker would not create it anyway).
+                    if (
+                        auto_create
+                        and services.topic_manager.config.auto_create_topics_enable
+                        and not (
+                            context.authorize_cluster(AclOperation.CREATE)
+                            or context.authorize(AclOperation.CREATE, ResourceType.TOPIC, name)
+                        )
                     ):
                         raise TopicAuthorizationFailedError(f"not authorized to create {name!r}")
                     if auto_create:
