@@ -220,9 +220,12 @@ class KafkaWire:
         address: tuple[str, int],
         timeout: float = 15.0,
         ssl_context: ssl.SSLContext | None = None,
+        source_host: str | None = None,
     ) -> None:
-        """``ssl_context``: speak TLS (to an SSL listener)."""
-        self.sock = socket.create_connection(address, timeout=timeout)
+        """``ssl_context``: speak TLS (to an SSL listener); ``source_host``: connect from
+        this local address (e.g. another loopback address, 127.0.0.2)."""
+        source = (source_host, 0) if source_host is not None else None
+        self.sock = socket.create_connection(address, timeout=timeout, source_address=source)
         if ssl_context is not None:
             self.sock = ssl_context.wrap_socket(self.sock, server_hostname=address[0])
         self.correlation_id = 0

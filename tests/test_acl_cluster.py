@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("kazoo", reason="kazoo is not installed (pip install kazoo)")
 
-from admin_helpers import CK_ANY_ACL  # noqa: E402
+from admin_helpers import CK_ANY_ACL, ck_error  # noqa: E402
 from broker_process import BrokerProcess  # noqa: E402
 from cluster_fixtures import (  # noqa: E402
     NONE,
@@ -42,6 +42,7 @@ from zookeeper import (  # noqa: E402
 )
 
 TOPIC_AUTHORIZATION_FAILED = 29
+INVALID_REQUEST = 42
 
 
 @pytest.fixture
@@ -124,3 +125,20 @@ def test_an_acl_created_on_one_broker_is_enforced_by_all(
     for future in other.delete_acls([everything]).values():
         future.result(15)
     wait_until(lambda: produce_error(leader, "guarded") == NONE, 30, what="the topic reopened")
+    # Group and transactional ids may contain '/', znode names may not: such an ACL is
+    # refused with INVALID_REQUEST (Kafka's ZooKeeper layout names a znode after the
+    # resource), the others of the same request are stored.
+    slashed = AclBinding(
+        ResourceType.GROUP, "team/app", ResourcePatternType.LITERAL, "User:bob", "*",
+        AclOperation.READ, AclPermissionType.ALLOW,
+    )  # fmt: skip
+    plain = AclBinding(
+        ResourceType.GROUP, "team-app", ResourcePatternType.LITERAL, "User:bob", "*",
+        AclOperation.READ, AclPermissionType.ALLOW,
+    )  # fmt: skip
+    results = admin.create_acls([slashed, plain])
+    code, message = ck_error(results[slashed])
+    assert code == INVALID_REQUEST and "contains '/'" in message
+    assert ck_error(results[plain]) == (NONE, "")
+    assert [str(b) for b in other.describe_acls(everything).result(15)] == [str(plain)]
+    assert zk.get_children("/kafka-acl/Group") == ["team-app"]  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ Certificates are made here (``tls_certs``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from waiting import wait_until
 import pystream
 from pystream import aio
 from pystream.protocol.messages.api_versions import ApiVersionsRequest
+from pystream.security.ssl import HandshakeFailureLog
 
 TIMEOUT = 30.0
 BROKER_KEY_PASSWORD = "broker-key-secret"
@@ -41,6 +43,8 @@ class Pki:
             "broker", "localhost", "brokers", "example", password=BROKER_KEY_PASSWORD
         )
         self.alice = self.ca.issue("alice", "alice", "eng", "example")
+        # A certificate from a CA the brokers do not trust.
+        self.mallory = CertificateAuthority(directory / "rogue").issue("mallory", "mallory")
 
 
 @pytest.fixture(scope="module")
@@ -357,3 +361,79 @@ async def _until(condition: Any, timeout: float = TIMEOUT) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.02)
+
+
+def _handshake_from(source: str, port: int, context: ssl.SSLContext | None) -> bool:
+    """Connect from the loopback address ``source`` (each case its own: the failure log's
+    per-host rate limit leaves every case its line), over TLS with ``context`` or in
+    plaintext; True if the broker answered ApiVersions."""
+    try:
+        with KafkaWire(("127.0.0.1", port), TIMEOUT, context, source_host=source) as wire:
+            wire.send(wire.frame(18, 0, ApiVersionsRequest()))
+            return wire.recv_frame() is not None
+    except (TimeoutError, ssl.SSLError, ConnectionError):
+        return False
+
+
+@pytest.mark.parametrize(
+    ("source", "client", "reason"),
+    [
+        ("127.0.0.11", "plaintext", "wrong version number"),
+        ("127.0.0.12", "untrusted certificate", "certificate verify failed"),
+        ("127.0.0.13", "no certificate", "client certificate required"),
+    ],
+)
+def test_a_failed_handshake_is_logged_with_its_reason(
+    mtls_broker: BrokerProcess, pki: Pki, source: str, client: str, reason: str
+) -> None:
+    """ssl.client.auth=required: each refused client leaves one line naming the listener,
+    its address and why; the broker goes on serving a client with a trusted certificate."""
+    port = mtls_broker.listener_ports["SSL"]
+    contexts = {
+        "plaintext": None,
+        "untrusted certificate": _client_context(pki, pki.mallory),
+        "no certificate": _client_context(pki),
+    }
+    mark = mtls_broker.output_lines()
+    assert not _handshake_from(source, port, contexts[client])
+    prefix = f"Failed TLS handshake on listener SSL from {source}:"
+    output = mtls_broker.wait_for_output(prefix, since=mark)
+    [line] = [line for line in output.splitlines() if prefix in line]
+    assert reason in line, line
+    assert _handshake_from("127.0.0.1", port, _client_context(pki, pki.alice))
+
+
+def test_failed_handshakes_are_rate_limited_per_host() -> None:
+    """One line per host per interval; the next one counts those left out."""
+    now = [0.0]
+    logger = logging.getLogger("test.handshakes")
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler = Collect()
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        failures = HandshakeFailureLog(logger, interval_s=10, clock=lambda: now[0])
+        error = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+        error.reason = "WRONG_VERSION_NUMBER"
+        logged = [failures.failed("SSL", f"10.0.0.1:{p}", "10.0.0.1", error) for p in range(50)]
+        assert logged == [True] + [False] * 49
+        assert failures.failed("SSL", "10.0.0.2:1", "10.0.0.2", error)  # another host: logged
+        now[0] = 10.5
+        assert failures.failed("SSL", "10.0.0.1:99", "10.0.0.1", error)
+        assert failures.failed("SSL", "10.0.0.1:100", "10.0.0.1", error) is False
+    finally:
+        logger.removeHandler(handler)
+    assert len(lines) == 3
+    assert lines[0] == (
+        "Failed TLS handshake on listener SSL from 10.0.0.1:0: wrong version number "
+        "(a plaintext client on a TLS listener?)"
+    )
+    assert lines[1].startswith("Failed TLS handshake on listener SSL from 10.0.0.2:1: ")
+    assert lines[2].endswith(
+        "(49 more failed handshake(s) from 10.0.0.1 not logged in the last 10 s)"
+    )

@@ -13,7 +13,13 @@ from pystream.errors import (
     TransactionalIdAuthorizationFailedError,
 )
 from pystream.protocol.messages import RequestHeader
-from pystream.security.acl import CLUSTER_NAME, AclOperation, ResourceType
+from pystream.security.acl import (
+    CLUSTER_NAME,
+    SUPPORTED_OPERATIONS,
+    AclOperation,
+    ResourceType,
+    operations_bitfield,
+)
 from pystream.security.principal import KafkaPrincipal
 
 if TYPE_CHECKING:
@@ -85,6 +91,16 @@ class RequestContext:
     def authorize_cluster(self, operation: AclOperation) -> bool:
         """:meth:`authorize` on the CLUSTER resource."""
         return self.authorize(operation, ResourceType.CLUSTER, CLUSTER_NAME)
+
+    def authorized_operations(self, resource_type: ResourceType, name: str = CLUSTER_NAME) -> int:
+        """The ``*_authorized_operations`` bitfield of a resource: a bit per operation of
+        the type's supported ones the principal may do (Kafka's
+        ``AuthHelper.authorizedOperations``; every supported one without an authorizer).
+        Each check is one of the authorizer's cached decisions."""
+        supported = SUPPORTED_OPERATIONS[resource_type]
+        return operations_bitfield(
+            op for op in supported if self.authorize(op, resource_type, name)
+        )
 
     def require(
         self, operation: AclOperation, resource_type: ResourceType, name: str = CLUSTER_NAME

@@ -26,7 +26,7 @@ from pystream.broker.apis import api_versions
 from pystream.broker.apis import sasl as sasl_api
 from pystream.broker.context import RequestContext
 from pystream.broker.loop_monitor import LoopLagMonitor
-from pystream.broker.network import Chunk, KafkaConnection
+from pystream.broker.network import Chunk, KafkaConnection, TlsHandshake
 from pystream.broker.services import BrokerServices
 from pystream.clock import now_ms
 from pystream.cluster.broker_channel import BrokerChannels
@@ -54,6 +54,7 @@ from pystream.security.client_security import ClientSecurity
 from pystream.security.listeners import Listener, ListenerConfig
 from pystream.security.sasl import SASL_API_KEYS, SaslAuthenticator, SaslState
 from pystream.security.ssl import (
+    HandshakeFailureLog,
     SslPrincipalMapper,
     SslSettings,
     broker_client_context,
@@ -106,6 +107,9 @@ class Broker:
         # Each TLS listener's context and principal mapping (its listener.name.<name>.ssl.*
         # overrides over the broker's ssl.*), built and checked before anything starts.
         self._tls: dict[str, tuple[ssl.SSLContext, SslPrincipalMapper]] = {}
+        # TLS handshakes in progress, and the rate-limited log of the failed ones.
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self._handshake_failures = HandshakeFailureLog(log)
         for listener in self.listeners:
             if listener.uses_tls:
                 settings = SslSettings.for_listener(config, listener.name)
@@ -249,13 +253,13 @@ class Broker:
         await transaction_coordinator.start()
         loop = asyncio.get_running_loop()
         for listener in self.listeners:
+            # TLS listeners run the handshake themselves (TlsHandshake): plain TCP here.
             server = await loop.create_server(
                 lambda listener=listener: self._new_connection(listener),
                 host=listener.host or None,
                 port=listener.port,
                 reuse_address=True,
                 backlog=1024,
-                ssl=self._tls[listener.name][0] if listener.uses_tls else None,
             )
             self._servers.append(server)
             self.bound_ports[listener.name] = server.sockets[0].getsockname()[1]
@@ -314,7 +318,7 @@ class Broker:
         settings = SslSettings.for_listener(self.config, self.inter_broker_listener_name)
         return ClientSecurity(protocol, broker_client_context(settings))
 
-    def _new_connection(self, listener: Listener) -> KafkaConnection:
+    def _new_connection(self, listener: Listener) -> asyncio.Protocol:
         connection = KafkaConnection(
             self.handle_frame,
             self.config.socket_request_max_bytes,
@@ -325,6 +329,10 @@ class Broker:
             # Tracked once open: a failed TLS handshake never opens (nor closes) it.
             on_open=self._connections.add,
         )
+        if listener.uses_tls:
+            return TlsHandshake(
+                connection, self._tls[listener.name][0], self._handshake_failures, self._handshakes
+            )
         return connection
 
     async def stop(self) -> None:
@@ -344,6 +352,8 @@ class Broker:
         await asyncio.gather(*self._checkpoint_writes, return_exceptions=True)
         for server in self._servers:
             server.close()
+        for handshake in list(self._handshakes):
+            handshake.cancel()
         for connection in list(self._connections):
             connection.close()
         for server in self._servers:

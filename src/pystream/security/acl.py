@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 __all__ = [
+    "AUTHORIZED_OPERATIONS_OMITTED",
     "CLUSTER_NAME",
+    "SUPPORTED_OPERATIONS",
     "WILDCARD",
     "WILDCARD_PRINCIPAL",
     "AclBinding",
@@ -22,6 +24,7 @@ __all__ = [
     "AclPermissionType",
     "PatternType",
     "ResourceType",
+    "operations_bitfield",
 ]
 
 # The one CLUSTER resource's name, and the wildcard resource name / host / principal.
@@ -129,6 +132,53 @@ IMPLIED_BY: dict[AclOperation, frozenset[AclOperation]] = {
         {AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS}
     ),
 }
+
+# What each resource type can be asked about (Kafka's ``AclEntry.supportedOperations``): the
+# operations an ``authorized_operations`` bitfield covers.
+SUPPORTED_OPERATIONS: dict[ResourceType, tuple[AclOperation, ...]] = {
+    ResourceType.TOPIC: (
+        AclOperation.READ,
+        AclOperation.WRITE,
+        AclOperation.CREATE,
+        AclOperation.DESCRIBE,
+        AclOperation.DELETE,
+        AclOperation.ALTER,
+        AclOperation.DESCRIBE_CONFIGS,
+        AclOperation.ALTER_CONFIGS,
+    ),
+    ResourceType.GROUP: (
+        AclOperation.READ,
+        AclOperation.DESCRIBE,
+        AclOperation.DELETE,
+        AclOperation.DESCRIBE_CONFIGS,
+        AclOperation.ALTER_CONFIGS,
+    ),
+    ResourceType.CLUSTER: (
+        AclOperation.CREATE,
+        AclOperation.CLUSTER_ACTION,
+        AclOperation.DESCRIBE_CONFIGS,
+        AclOperation.ALTER_CONFIGS,
+        AclOperation.IDEMPOTENT_WRITE,
+        AclOperation.ALTER,
+        AclOperation.DESCRIBE,
+    ),
+    ResourceType.TRANSACTIONAL_ID: (AclOperation.DESCRIBE, AclOperation.WRITE),
+    ResourceType.DELEGATION_TOKEN: (AclOperation.DESCRIBE,),
+    ResourceType.USER: (AclOperation.CREATE_TOKENS, AclOperation.DESCRIBE_TOKENS),
+}
+
+# The ``*_authorized_operations`` value when the client did not ask (the schema default,
+# Java's Integer.MIN_VALUE).
+AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
+
+
+def operations_bitfield(operations: Iterable[AclOperation]) -> int:
+    """One bit per operation code (Kafka's ``Utils.to32BitField``)."""
+    field = 0
+    for operation in operations:
+        field |= 1 << operation
+    return field
+
 
 _CONCRETE_RESOURCES = frozenset(ResourceType) - {ResourceType.UNKNOWN, ResourceType.ANY}
 _CONCRETE_OPERATIONS = frozenset(AclOperation) - {AclOperation.UNKNOWN, AclOperation.ANY}

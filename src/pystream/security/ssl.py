@@ -5,10 +5,13 @@ principal of a client certificate (``User:<subject in RFC 2253>``, after
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import ssl
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -325,3 +328,77 @@ def broker_client_context(settings: SslSettings) -> ssl.SSLContext:
         context.load_default_certs()
     _load_key_and_chain(context, settings)
     return context
+
+
+# OpenSSL's reasons for a failed server-side handshake, said the way an operator reads them.
+_HANDSHAKE_REASONS = {
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "client certificate required (the client sent none)",
+    "WRONG_VERSION_NUMBER": "wrong version number (a plaintext client on a TLS listener?)",
+    "HTTP_REQUEST": "http request (a plaintext HTTP client on a TLS listener)",
+    "TLSV1_ALERT_UNKNOWN_CA": "unknown ca (the client does not trust the broker's certificate)",
+}
+
+
+def handshake_failure_reason(exc: BaseException) -> str:
+    """Why a TLS handshake failed, in words: OpenSSL's reason (``unknown ca``, ``wrong
+    version number`` ...) and, for a refused client certificate, the verification error."""
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        reason = _HANDSHAKE_REASONS.get(exc.reason, exc.reason.lower().replace("_", " "))
+        verify = getattr(exc, "verify_message", None)
+        return f"{reason}: {verify}" if verify else reason
+    if isinstance(exc, ConnectionError | EOFError):
+        return "the client closed the connection during the handshake"
+    return str(exc) or type(exc).__name__
+
+
+class HandshakeFailureLog:
+    """Logs failed TLS handshakes, one line per failure, at most one line per peer host
+    every ``interval_s`` (a port scanner or a misconfigured client retrying in a loop
+    cannot flood the log): the next line says how many were left out meanwhile."""
+
+    # Hosts remembered at most: a scan from many addresses cannot grow this without bound.
+    MAX_HOSTS = 10_000
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._interval_s = interval_s
+        self._clock = clock
+        # peer host -> (when its last line was logged, failures left out since).
+        self._hosts: dict[str, tuple[float, int]] = {}
+
+    def failed(self, listener_name: str, peer: str, peer_host: str, exc: BaseException) -> bool:
+        """Record one failed handshake; True if it was logged (False: left out)."""
+        now = self._clock()
+        last = self._hosts.get(peer_host)
+        if last is not None and now - last[0] < self._interval_s:
+            self._hosts[peer_host] = (last[0], last[1] + 1)
+            return False
+        if last is None and len(self._hosts) >= self.MAX_HOSTS:
+            self._forget_quiet_hosts(now)
+        suppressed = last[1] if last is not None else 0
+        self._hosts[peer_host] = (now, 0)
+        self._log.info(
+            "Failed TLS handshake on listener %s from %s: %s%s",
+            listener_name,
+            peer,
+            handshake_failure_reason(exc),
+            (
+                f" ({suppressed} more failed handshake(s) from {peer_host} not logged in "
+                f"the last {self._interval_s:g} s)"
+                if suppressed
+                else ""
+            ),
+        )
+        return True
+
+    def _forget_quiet_hosts(self, now: float) -> None:
+        quiet = [h for h, (at, _) in self._hosts.items() if now - at >= self._interval_s]
+        for host in quiet:
+            del self._hosts[host]
+        if len(self._hosts) >= self.MAX_HOSTS:
+            self._hosts.clear()  # every host is noisy: start over rather than grow

@@ -111,6 +111,7 @@ async def handle_create_acls(
         )
         try:
             binding.validate()
+            context.services.metadata.check_acl_resource_name(binding.resource_name)
         except ValueError as exc:
             results.append(
                 CreateAclsResponse.AclCreationResult(

@@ -21,7 +21,7 @@ from pystream.protocol.messages.describe_log_dirs import (
     DescribeLogDirsRequest,
     DescribeLogDirsResponse,
 )
-from pystream.security.acl import AclOperation
+from pystream.security.acl import AUTHORIZED_OPERATIONS_OMITTED, AclOperation, ResourceType
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
@@ -35,12 +35,14 @@ ClusterBroker = DescribeClusterResponse.DescribeClusterBroker
 # KIP-919 endpoint types: this is a broker endpoint (pystream has no separate controllers).
 ENDPOINT_BROKER = 1
 ENDPOINT_CONTROLLER = 2
-# Kafka's AclOperation codes a client may perform on the cluster resource: CREATE, ALTER,
-# DESCRIBE, CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE.  Without an
-# authorizer every one of them is allowed, as Kafka answers then.
-CLUSTER_OPERATIONS = (5, 7, 8, 9, 10, 11, 12)
-CLUSTER_AUTHORIZED_OPERATIONS = sum(1 << op for op in CLUSTER_OPERATIONS)
-NOT_REQUESTED = -(2**31)
+
+
+def cluster_authorized_operations(context: RequestContext) -> int:
+    """What the principal may do on the cluster, for DescribeCluster and Metadata v8-10:
+    0 without DESCRIBE on it (Kafka does not tell such a principal anything more)."""
+    if not context.authorize_cluster(AclOperation.DESCRIBE):
+        return 0
+    return context.authorized_operations(ResourceType.CLUSTER)
 
 
 @api_handler(60, 0, 1)
@@ -74,9 +76,9 @@ async def handle_describe_cluster(
             for node_id, host, port, rack in live
         ],
         cluster_authorized_operations=(
-            CLUSTER_AUTHORIZED_OPERATIONS
+            cluster_authorized_operations(context)
             if request.include_cluster_authorized_operations
-            else NOT_REQUESTED
+            else AUTHORIZED_OPERATIONS_OMITTED
         ),
     )
 

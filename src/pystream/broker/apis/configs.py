@@ -90,26 +90,59 @@ class OpType(enum.IntEnum):
     SUBTRACT = 3
 
 
+# The ACL resource guarding each config resource type (Kafka: broker, broker-logger and
+# client-metrics configs are the cluster's).
+_CONFIG_ACL_RESOURCE: dict[int, AclResourceType] = {
+    ResourceType.TOPIC: AclResourceType.TOPIC,
+    ResourceType.GROUP: AclResourceType.GROUP,
+    ResourceType.BROKER: AclResourceType.CLUSTER,
+    ResourceType.BROKER_LOGGER: AclResourceType.CLUSTER,
+    ResourceType.CLIENT_METRICS: AclResourceType.CLUSTER,
+}
+
+
+# Legacy AlterConfigs knows neither broker-logger nor group configs (Kafka: INVALID_REQUEST,
+# before any authorization).
+_LEGACY_ALTER_ACL_RESOURCE = {
+    code: acl
+    for code, acl in _CONFIG_ACL_RESOURCE.items()
+    if code not in (ResourceType.BROKER_LOGGER, ResourceType.GROUP)
+}
+
+
 def _require_configs(
-    context: RequestContext, operation: AclOperation, code: int, name: str
+    context: RequestContext,
+    operation: AclOperation,
+    code: int,
+    name: str,
+    acl_resources: dict[int, AclResourceType] = _CONFIG_ACL_RESOURCE,
 ) -> None:
-    """DESCRIBE_CONFIGS / ALTER_CONFIGS on the topic, or on the cluster for broker
-    resources (Kafka's rule; TOPIC_ or CLUSTER_AUTHORIZATION_FAILED)."""
-    if _resource_type(code) is ResourceType.TOPIC:
-        context.require(operation, AclResourceType.TOPIC, name)
+    """DESCRIBE_CONFIGS / ALTER_CONFIGS on the resource the config belongs to, as Kafka's
+    ConfigHelper / KafkaApis check it (TOPIC_, GROUP_ or CLUSTER_AUTHORIZATION_FAILED),
+    before saying whether pystream has configs of that type (a refused client learns
+    nothing more); a type Kafka does not know is INVALID_REQUEST."""
+    acl_type = acl_resources.get(code)
+    if acl_type is None:
+        raise _unsupported_type(code)
+    if acl_type is AclResourceType.CLUSTER:
+        context.require(operation, acl_type)
     else:
-        context.require(operation, AclResourceType.CLUSTER)
+        context.require(operation, acl_type, name)
 
 
 def _resource_type(code: int) -> ResourceType:
     """TOPIC or BROKER; any other resource type is INVALID_REQUEST (for that resource)."""
     if code in (ResourceType.TOPIC, ResourceType.BROKER):
         return ResourceType(code)
+    raise _unsupported_type(code)
+
+
+def _unsupported_type(code: int) -> InvalidRequestError:
     try:
         name = ResourceType(code).name
     except ValueError:
         name = "unknown"
-    raise InvalidRequestError(
+    return InvalidRequestError(
         f"Unsupported resource type {code} ({name}); pystream has configs for topics (2) "
         "and brokers (4)"
     )
@@ -215,7 +248,11 @@ def _broker_type(name: str) -> ConfigType | None:
 
 
 async def _alter_resources(
-    context: RequestContext, request: Any, result_cls: Any, new_configs: NewConfigs
+    context: RequestContext,
+    request: Any,
+    result_cls: Any,
+    new_configs: NewConfigs,
+    acl_resources: dict[int, AclResourceType] = _CONFIG_ACL_RESOURCE,
 ) -> list[Any]:
     """AlterConfigs and IncrementalAlterConfigs: one ``result_cls`` per distinct resource."""
     services = context.services
@@ -231,7 +268,9 @@ async def _alter_resources(
         try:
             if duplicate:
                 raise InvalidRequestError("Duplicate resource.")
-            _require_configs(context, AclOperation.ALTER_CONFIGS, resource.resource_type, name)
+            _require_configs(
+                context, AclOperation.ALTER_CONFIGS, resource.resource_type, name, acl_resources
+            )
             if _resource_type(resource.resource_type) is ResourceType.TOPIC:
                 current = _topic_overrides(services, name)
                 config = manager.log_config_for(current)
@@ -273,6 +312,7 @@ async def handle_alter_configs(
         lambda resource, current, type_of, current_list: {
             c.name: c.value for c in resource.configs if c.value is not None
         },
+        _LEGACY_ALTER_ACL_RESOURCE,
     )
     return AlterConfigsResponse(responses=responses)
 

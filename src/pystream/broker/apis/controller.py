@@ -171,10 +171,12 @@ async def handle_elect_leaders(
                 controller.elect_leaders(request.election_type, keys), request.timeout_ms
             )
     except KafkaError as exc:
-        if context.api_version >= 1:
-            return ElectLeadersResponse(error_code=exc.error_code, replica_election_results=[])
-        # v0 has no top-level error: every partition carries it.
-        outcomes = dict.fromkeys(keys or (), exc)
+        # Every partition asked for carries the error (Kafka's answer, e.g. to a principal
+        # without ALTER on the cluster); v1+ also has it at the top (v0 has no such field).
+        return ElectLeadersResponse(
+            error_code=exc.error_code if context.api_version >= 1 else 0,
+            replica_election_results=_election_results(dict.fromkeys(keys or (), exc)),
+        )
     return ElectLeadersResponse(replica_election_results=_election_results(outcomes))
 
 

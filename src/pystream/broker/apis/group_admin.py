@@ -14,15 +14,11 @@ from pystream.protocol.messages.describe_groups import (
     DescribeGroupsResponse,
 )
 from pystream.protocol.messages.list_groups import ListGroupsRequest, ListGroupsResponse
-from pystream.security.acl import AclOperation, ResourceType
+from pystream.security.acl import AUTHORIZED_OPERATIONS_OMITTED, AclOperation, ResourceType
 
 if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
 
-# What a principal may do to a group (READ, DELETE, DESCRIBE as AclOperation bits); without
-# an authorizer every operation is allowed.
-GROUP_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8)
-OPERATIONS_NOT_REQUESTED = -(2**31)
 CLASSIC_GROUP_TYPE = "classic"
 
 Described = DescribeGroupsResponse.DescribedGroup
@@ -74,7 +70,6 @@ async def handle_describe_groups(
 ) -> DescribeGroupsResponse:
     coordinator = coordinator_of(context)
     wants_operations = context.api_version >= 3 and request.include_authorized_operations
-    operations = GROUP_OPERATIONS if wants_operations else OPERATIONS_NOT_REQUESTED
     groups = []
     for group_id in request.groups:
         if context.authorize(AclOperation.DESCRIBE, ResourceType.GROUP, group_id):
@@ -89,10 +84,15 @@ async def handle_describe_groups(
                     group_state="",
                     protocol_type="",
                     protocol_data="",
-                    authorized_operations=operations,
+                    authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,  # Kafka's groupError
                 )
             )
         else:
+            operations = (
+                context.authorized_operations(ResourceType.GROUP, group_id)
+                if wants_operations
+                else AUTHORIZED_OPERATIONS_OMITTED
+            )
             groups.append(_describe(group_id, group, operations))
     return DescribeGroupsResponse(groups=groups)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
+from pystream.broker.apis.cluster import cluster_authorized_operations
 from pystream.cluster.metadata.model import TopicMetadata
 from pystream.errors import (
+    ErrorCode,
     InvalidRequestError,
     KafkaError,
     TopicAuthorizationFailedError,
@@ -108,10 +110,15 @@ async def handle_metadata(request: MetadataRequest, context: RequestContext) -> 
             topic = store.get_topic(name)
             if topic is None:
                 try:
-                    # Auto-creation needs CREATE on the cluster or on the topic (Kafka's rule).
-                    if auto_create and not (
-                        context.authorize_cluster(AclOperation.CREATE)
-                        or context.authorize(AclOperation.CREATE, ResourceType.TOPIC, name)
+                    # Auto-creation needs CREATE on the cluster or on the topic (Kafka's
+                    # rule; no check when the broker would not create it anyway).
+                    if (
+                        auto_create
+                        and services.topic_manager.config.auto_create_topics_enable
+                        and not (
+                            context.authorize_cluster(AclOperation.CREATE)
+                            or context.authorize(AclOperation.CREATE, ResourceType.TOPIC, name)
+                        )
                     ):
                         raise TopicAuthorizationFailedError(f"not authorized to create {name!r}")
                     if auto_create:
@@ -122,13 +129,30 @@ async def handle_metadata(request: MetadataRequest, context: RequestContext) -> 
                     results.append(_error_topic(name, ZERO_UUID, exc))
                     continue
             results.append(_topic_response(topic))
-    live = services.live_brokers(context.listener_name)
-    return MetadataResponse(
+    response = MetadataResponse(
         brokers=[
             BrokerInfo(node_id=node_id, host=host, port=port, rack=rack)
-            for node_id, host, port, rack in live
+            for node_id, host, port, rack in services.live_brokers(context.listener_name)
         ],
         cluster_id=store.cluster_id,
         controller_id=services.controller_id,
         topics=results,
     )
+    if version >= 8:
+        _set_authorized_operations(request, response, context)
+    return response
+
+
+def _set_authorized_operations(
+    request: MetadataRequest, response: MetadataResponse, context: RequestContext
+) -> None:
+    """v8+: the operations the principal may do on the cluster (v8-10) and on each topic,
+    when asked (Kafka's KafkaApis: topics refused or unknown by id keep the default)."""
+    if context.api_version <= 10 and request.include_cluster_authorized_operations:
+        response.cluster_authorized_operations = cluster_authorized_operations(context)
+    if request.include_topic_authorized_operations:
+        for topic in response.topics:
+            if topic.name and topic.error_code != ErrorCode.TOPIC_AUTHORIZATION_FAILED:
+                topic.topic_authorized_operations = context.authorized_operations(
+                    ResourceType.TOPIC, topic.name
+                )

@@ -80,17 +80,16 @@ async def handle_offset_for_leader_epoch(
     leader_epoch -1 and end_offset -1 with no error.
     """
     replicas = context.services.replica_manager
-    # Kafka: a follower (v3+ replica_id >= 0) needs CLUSTER_ACTION, a consumer DESCRIBE.
-    follower = context.api_version >= 3 and request.replica_id >= 0
+    # Kafka: CLUSTER_ACTION on the cluster (a follower) allows every topic; anyone else needs
+    # DESCRIBE on each topic (TOPIC_AUTHORIZATION_FAILED), whatever replica_id says.
+    inter_broker = context.authorize_cluster(AclOperation.CLUSTER_ACTION)
     topics = []
     for topic in request.topics:
         partitions = []
         for p in topic.partitions:
             result = EpochEndOffset(partition=p.partition)
             try:
-                if follower:
-                    context.require(AclOperation.CLUSTER_ACTION, ResourceType.CLUSTER)
-                else:
+                if not inter_broker:
                     context.require(AclOperation.DESCRIBE, ResourceType.TOPIC, topic.topic)
                 partition = replicas.leader_partition(topic.topic, p.partition)
                 partition.state.check_leader_epoch(

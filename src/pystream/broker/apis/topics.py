@@ -15,6 +15,7 @@ from pystream.broker.apis.common import distinct
 from pystream.broker.apis.config_entries import topic_config_entries
 from pystream.cluster.metadata.model import INTERNAL_TOPICS, TopicMetadata
 from pystream.errors import (
+    ErrorCode,
     InvalidReplicaAssignmentError,
     InvalidRequestError,
     KafkaError,
@@ -98,6 +99,11 @@ async def handle_create_topics(
     results = []
     for name, duplicate in distinct(topic.name for topic in request.topics):
         result = CreatableTopicResult(name=name, error_message=None)
+        # KIP-525: the configs, counts and id only for a principal that may describe the
+        # topic's configs (Kafka: TOPIC_AUTHORIZATION_FAILED in topic_config_error_code).
+        shows_configs = context.authorize(AclOperation.DESCRIBE_CONFIGS, ResourceType.TOPIC, name)
+        if not shows_configs:
+            result.topic_config_error_code = ErrorCode.TOPIC_AUTHORIZATION_FAILED
         try:
             if duplicate:
                 raise InvalidRequestError(
@@ -110,7 +116,8 @@ async def handle_create_topics(
         except KafkaError as exc:
             result.error_code, result.error_message = exc.error_code, str(exc)
         else:
-            _created(services, result, topic)
+            if shows_configs:
+                _created(services, result, topic)
         results.append(result)
     return CreateTopicsResponse(topics=results)
 
@@ -175,6 +182,10 @@ async def handle_delete_topics(
             if name is not None:  # refused before revealing whether it exists, as Kafka
                 context.require(AclOperation.DELETE, ResourceType.TOPIC, name)
             topic = _topic_to_delete(services, name, topic_id)
+            if name is None and context.authorize(
+                AclOperation.DESCRIBE, ResourceType.TOPIC, topic.name
+            ):
+                result.name = topic.name  # Kafka names a topic asked by id to who may see it
             context.require(AclOperation.DELETE, ResourceType.TOPIC, topic.name)
             result.name = topic.name
             result.topic_id = (await manager.delete_topic(topic.name)).topic_id

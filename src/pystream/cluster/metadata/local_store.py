@@ -421,6 +421,9 @@ class LocalMetadataStore(ThreadedWrites):
         """Every stored ACL binding (do not mutate)."""
         return self._acls
 
+    def check_acl_resource_name(self, name: str) -> None:
+        """The local file keeps any name."""
+
     def change_acls_blocking(
         self, create: list[AclBinding], delete_filters: list[AclBindingFilter]
     ) -> list[list[AclBinding]]:

@@ -149,6 +149,11 @@ class MetadataStore(Protocol):
         """Every stored ACL binding (do not mutate)."""
         ...
 
+    def check_acl_resource_name(self, name: str) -> None:
+        """ValueError saying why this store cannot keep ACLs of a resource so named (the
+        ZooKeeper layout names a znode after it); nothing otherwise."""
+        ...
+
     async def change_acls(
         self, create: list[AclBinding], delete_filters: list[AclBindingFilter]
     ) -> list[list[AclBinding]]:

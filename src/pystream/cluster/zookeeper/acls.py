@@ -48,6 +48,36 @@ _ROOTS = {PatternType.LITERAL: LITERAL_ACLS, PatternType.PREFIXED: PREFIXED_ACLS
 _MAX_CAS_ATTEMPTS = 10
 
 
+def check_resource_name(name: str) -> None:
+    """ValueError if ``name`` cannot be a znode name, which Kafka's layout makes it
+    (``/kafka-acl/<ResourceType>/<name>``): a ``/`` would nest it (Kafka itself then fails
+    the write after its retries), ``.``/``..`` are reserved, and ZooKeeper refuses control
+    and some unicode characters.  Encoding the name instead would show Kafka's tools (and a
+    Kafka broker reading the same ZooKeeper) another name, so such names are refused."""
+    problem = None
+    if "/" in name:
+        problem = "contains '/'"
+    elif name in (".", ".."):
+        problem = f"is {name!r}"
+    elif any(_bad_znode_char(c) for c in name):
+        problem = "contains a control or reserved unicode character"
+    if problem is not None:
+        raise ValueError(
+            f"the resource name {name!r} {problem}: ACLs are stored in ZooKeeper at Kafka's "
+            "layout, one znode named after each resource (/kafka-acl/<ResourceType>/<name>), "
+            "and a znode name cannot be that; name the resource without it (or use a "
+            "PREFIXED ACL on the part before the '/')"
+        )
+
+
+def _bad_znode_char(c: str) -> bool:
+    # ZooKeeper's PathUtils.validatePath.
+    code = ord(c)
+    return (
+        code <= 0x1F or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xF8FF or 0xFFF0 <= code <= 0xFFFF
+    )
+
+
 def acl_path(key: ResourceKey) -> str:
     resource_type, pattern_type, name = key
     return f"{_ROOTS[pattern_type]}/{resource_type.camel}/{name}"

@@ -591,6 +591,10 @@ class ZkMetadataStore(ThreadedWrites):
         """Every ACL binding, as last read from ZooKeeper (do not mutate)."""
         return self.cache.acls
 
+    def check_acl_resource_name(self, name: str) -> None:
+        """See :func:`~pystream.cluster.zookeeper.acls.check_resource_name`."""
+        zk_acls.check_resource_name(name)
+
     @kafka_errors
     def change_acls_blocking(
         self, create: list[AclBinding], delete_filters: list[AclBindingFilter]
