@@ -42,7 +42,10 @@ from waiting import wait_until  # noqa: E402
 from zookeeper import ZooKeeperServer, zookeeper  # noqa: E402, F401 - fixture
 
 from pystream.client.connection import BrokerConnection  # noqa: E402
-from pystream.errors import UnsupportedSaslMechanismError  # noqa: E402
+from pystream.errors import (  # noqa: E402
+    SaslAuthenticationFailedError,
+    UnsupportedSaslMechanismError,
+)
 from pystream.security.client_security import ClientSecurity, SaslLogin  # noqa: E402
 from pystream.security.ssl import client_context  # noqa: E402
 
@@ -250,12 +253,44 @@ def test_admin_was_written_to_zookeeper_as_kafka_configs_does(cluster: Cluster) 
     assert_one_line_error(both, "--log-dirs", "--zookeeper")
 
 
+def test_users_changed_in_zookeeper_apply_to_the_running_brokers(cluster: Cluster) -> None:
+    security = ClientSecurity(
+        "SASL_SSL",
+        client_context(cafile=str(cluster.ca.ca_file)),
+        SaslLogin("SCRAM-SHA-256", "carol", "carol-Secret-3"),
+    )
+
+    def login_error(broker: BrokerProcess) -> str:
+        async def login() -> str:
+            try:
+                (await open_connection(broker, "EXTERNAL", security)).close()
+            except SaslAuthenticationFailedError as exc:
+                return str(exc)
+            return ""
+
+        return asyncio.run(login())
+
+    assert "Authentication failed" in login_error(cluster.brokers[0])
+    connect = cluster.connect
+    run("users", "add", "carol", "--password", "carol-Secret-3", "--zookeeper", connect)
+    # The change notification reaches every running broker.
+    for broker in cluster.brokers:
+        wait_until(lambda b=broker: login_error(b) == "", TIMEOUT, what="carol's login")
+    deleted = run("users", "delete", "carol", "--zookeeper", connect).stdout
+    assert "Completed deleting SCRAM-SHA-256 credentials for user carol" in deleted
+    for broker in cluster.brokers:
+        wait_until(lambda b=broker: login_error(b) != "", TIMEOUT, what="carol refused")
+    again = run("users", "delete", "carol", "--zookeeper", connect, check=False)
+    assert_one_line_error(again, "user carol has no SCRAM credentials")
+
+
 def test_the_jaas_login_is_hidden_by_describe_configs(cluster: Cluster) -> None:
     resource = ConfigResource(ConfigResource.Type.BROKER, "0")
     admin = cluster.admin()  # kept: a collected client cancels its requests
     described = admin.describe_configs([resource])[resource].result(TIMEOUT)
     entry = described["sasl.jaas.config"]
     assert entry.is_sensitive and entry.value is None
+    assert entry.synonyms and all(s.value is None for s in entry.synonyms.values())
     assert described["sasl.mechanism.inter.broker.protocol"].value == "SCRAM-SHA-512"
 
 
@@ -390,6 +425,7 @@ def test_a_broker_with_a_wrong_inter_broker_password_stays_out_of_the_isr(
         assert "authentication failed" in outsider.output_since(mark).lower()
         assert isr() == [0]
         assert WRONG_PASSWORD not in outsider.output()
+        assert ADMIN_PASSWORD not in outsider.output()
         assert outsider.stop() == 0
     finally:
         outsider.close()
@@ -423,3 +459,16 @@ def test_replicas_in_sync_and_records_survive_killing_the_leader(cluster: Cluste
         assert got == values
     finally:
         killed.start()  # the module's cluster stays whole
+
+
+def test_a_controlled_shutdown_asks_the_controller_over_sasl_ssl(cluster: Cluster) -> None:
+    admin = cluster.admin()
+    controller = admin.describe_cluster().result(TIMEOUT).controller.id
+    # Not the controller: its ControlledShutdown request crosses the INTERNAL listener.
+    broker = next(b for b in cluster.brokers if int(b.overrides["broker.id"]) != controller)
+    mark = broker.output_lines()
+    try:
+        assert broker.stop() == 0
+        assert "controlled shutdown succeeded" in broker.output_since(mark)
+    finally:
+        broker.start()

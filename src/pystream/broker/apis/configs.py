@@ -140,10 +140,12 @@ def _described(services: BrokerServices, resource_type: int, name: str) -> list[
 def _describe_entry(
     entry: DescribedConfig, include_synonyms: bool, include_documentation: bool
 ) -> DescribeEntry:
-    synonyms = [
-        DescribeSynonym(name=s.name, value=s.value, source=int(s.source)) for s in entry.synonyms
-    ]
     sensitive = is_sensitive_broker_config(entry.name)
+    # A secret's synonyms carry the same secret: hidden too, as Kafka does.
+    synonyms = [
+        DescribeSynonym(name=s.name, value=None if sensitive else s.value, source=int(s.source))
+        for s in entry.synonyms
+    ]
     return DescribeEntry(
         name=entry.name,
         value=None if sensitive else entry.value,
