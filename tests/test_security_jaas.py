@@ -97,15 +97,31 @@ def test_plain_user_options_are_ignored_with_one_warning(caplog: pytest.LogCaptu
             "sasl.mechanism.inter.broker.protocol": "PLAIN",
             "sasl.jaas.config": f'{PLAIN} required username="admin" password="pw" '
             'user_admin="pw" user_alice="alice-pw";',
+            # Not the inter-broker listener's: still checked, and named in the warning.
+            "listener.name.external.plain.sasl.jaas.config": f'{PLAIN} required user_bob="b";',
         }
     )
     with caplog.at_level(logging.WARNING, logger="pystream.security.jaas"):
-        login = inter_broker_login(config, "INTERNAL")
+        login = Broker(config).inter_broker_security.sasl
+    assert login is not None
     assert (login.mechanism, login.username, login.password) == ("PLAIN", "admin", "pw")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "user_admin, user_alice" in warnings[0] and "ignored" in warnings[0]
+    assert "listener.name.external.plain.sasl.jaas.config, sasl.jaas.config" in warnings[0]
+    assert "user_<name> options" in warnings[0] and "ignored" in warnings[0]
     assert "alice-pw" not in warnings[0]
+
+
+def test_a_malformed_jaas_key_stops_the_broker_even_when_unused() -> None:
+    config = _config(
+        **{
+            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-256",
+            "sasl.jaas.config": _jaas("admin", "pw"),
+            "listener.name.external.sasl.jaas.config": f'{PLAIN} required username="a"',
+        }
+    )
+    with pytest.raises(InvalidConfigError, match="^listener.name.external.sasl.jaas.config: "):
+        Broker(config)
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ from pystream.protocol.messages import RequestHeader
 from pystream.purgatory import Purgatory
 from pystream.security.authorizer import AclAuthorizer, authorizer_enabled
 from pystream.security.client_security import ClientSecurity
-from pystream.security.jaas import inter_broker_login
+from pystream.security.jaas import check_jaas_configs, inter_broker_login
 from pystream.security.listeners import Listener, ListenerConfig
 from pystream.security.sasl import SASL_API_KEYS, SaslAuthenticator, SaslState
 from pystream.security.ssl import (
@@ -115,7 +115,8 @@ class Broker:
                     SslPrincipalMapper(settings.principal_mapping_rules),
                 )
         # How this broker connects to its peers (checked now: a SASL inter-broker listener
-        # needs a mechanism and a JAAS login).
+        # needs a mechanism and a JAAS login).  Every JAAS key given must parse.
+        check_jaas_configs(config)
         self.inter_broker_security = self._inter_broker_security()
         self.handlers: dict[int, HandlerSpec] = apis.registry()
         self.fetch_purgatory = Purgatory("fetch")

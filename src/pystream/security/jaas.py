@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CONTROL_FLAGS",
+    "check_jaas_configs",
     "JaasLoginModule",
     "LOGIN_MODULES",
     "inter_broker_login",
@@ -144,6 +145,29 @@ def jaas_config_keys(listener_name: str, mechanism: str) -> tuple[str, ...]:
     )
 
 
+def check_jaas_configs(config: Any) -> None:
+    """Parse every JAAS key given (``sasl.jaas.config`` and its ``listener.name.*``
+    forms): a malformed one stops the broker, naming the key.  PlainLoginModule's
+    ``user_<name>`` options (Kafka's server-side PLAIN users) get one warning: pystream
+    checks PLAIN logins against the SCRAM credentials."""
+    keys = sorted(k for k in config.listener_properties if k.endswith("sasl.jaas.config"))
+    if config.sasl_jaas_config:
+        keys.append("sasl.jaas.config")
+    with_users = []
+    for key in keys:
+        entry = parse_jaas_config(_jaas_text(config, key), key)
+        if LOGIN_MODULES.get(entry.login_module) == "PLAIN" and any(
+            name.startswith("user_") for name in entry.options
+        ):
+            with_users.append(key)
+    if with_users:
+        log.warning(
+            "the PlainLoginModule user_<name> options in %s are ignored: pystream checks PLAIN "
+            "logins against the SCRAM credentials (add users with pystream users add)",
+            ", ".join(with_users),
+        )
+
+
 def _jaas_text(config: Any, key: str) -> str:
     if key == "sasl.jaas.config":
         return str(config.sasl_jaas_config)
@@ -183,11 +207,11 @@ def _login_credentials(config: Any, listener_name: str, mechanism: str) -> tuple
     keys = jaas_config_keys(listener_name, mechanism)
     found = next(((key, text) for key in keys if (text := _jaas_text(config, key))), None)
     if found is None:
+        module = next(m for m, family in LOGIN_MODULES.items() if mechanism.startswith(family))
         raise InvalidConfigError(
             f"the inter-broker listener {listener_name} uses SASL ({mechanism}) but no JAAS "
-            f"login is configured: set {keys[0]}="
-            "org.apache.kafka.common.security.scram.ScramLoginModule required "
-            'username="<user>" password="<password>";'
+            f'login is configured: set {keys[0]}={module} required username="<user>" '
+            'password="<password>";'
         )
     key, text = found
     entry = parse_jaas_config(text, key)
@@ -195,14 +219,6 @@ def _login_credentials(config: Any, listener_name: str, mechanism: str) -> tuple
         raise InvalidConfigError(
             f"{key}: login module {entry.login_module} is not supported; pystream has "
             + " and ".join(LOGIN_MODULES)
-        )
-    ignored = sorted(name for name in entry.options if name.startswith("user_"))
-    if ignored and LOGIN_MODULES[entry.login_module] == "PLAIN":
-        log.warning(
-            "%s: the PlainLoginModule user_<name> options (%s) are ignored: pystream checks "
-            "PLAIN logins against the SCRAM credentials (pystream users add)",
-            key,
-            ", ".join(ignored),
         )
     missing = [name for name in ("username", "password") if not entry.options.get(name)]
     if missing:
