@@ -364,6 +364,35 @@ def test_acls_created_on_one_broker_are_enforced_by_every_broker(cluster: Cluste
         assert got.count(value) == 1
 
 
+def test_the_security_docs_cli_example(cluster: Cluster, tmp_path: Path) -> None:
+    """docs/security.md's admin commands, as written there (but for paths and ports)."""
+    admin_properties = tmp_path / "admin.properties"
+    admin_properties.write_text(
+        "security.protocol=SASL_SSL\n"
+        f"ssl.truststore.location={cluster.ca.ca_file}\n"
+        "sasl.mechanism=SCRAM-SHA-512\n"
+        f"sasl.jaas.config={SCRAM_LOGIN} required "
+        f'username="admin" password="{ADMIN_PASSWORD}";\n'
+    )
+    connection = ["--bootstrap-server", cluster.external(cluster.brokers[0])]
+    connection += ["--command-config", str(admin_properties)]
+    run(
+        "topics", "create", "orders", "--partitions", "3", "--replication-factor", "3",
+        *connection,
+    )  # fmt: skip
+    run(
+        "acls", "add", "--allow-principal", "User:alice", "--producer", "--consumer",
+        "--topic", "orders", "--group", "orders-app", *connection,
+    )  # fmt: skip
+    wait_full_isr(cluster.admin(), "orders", 3)
+    for broker in cluster.brokers:
+        wait_until(
+            lambda b=broker: raw_produce_error(cluster, b, "orders") != TOPIC_AUTHORIZATION_FAILED,
+            TIMEOUT,
+            what=f"broker {broker.overrides['broker.id']} allowing alice to produce to orders",
+        )
+
+
 def test_a_transaction_commits_with_markers_over_the_sasl_ssl_channel(cluster: Cluster) -> None:
     topic = "txn-topic"
     leaders = create_topic(cluster, topic, 3)
