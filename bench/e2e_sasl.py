@@ -21,12 +21,13 @@ import sys
 import time
 
 from pystream.client.connection import BrokerConnection
+from pystream.security.client_security import PLAINTEXT, ClientSecurity, SaslLogin
 
 USER, PASSWORD = "bench", "bench-pw"
 
 
 async def setups_per_second(
-    address: str, sasl: tuple[str, str, str] | None, seconds: float, clients: int
+    address: str, security: ClientSecurity, seconds: float, clients: int
 ) -> float:
     host, port = address.rsplit(":", 1)
     deadline = time.monotonic() + seconds
@@ -42,7 +43,7 @@ async def setups_per_second(
                 request_timeout_ms=30_000,
                 connect_timeout_ms=10_000,
                 max_response_size=1 << 20,
-                sasl=sasl,
+                security=security,
             )
             conn.close()
             done += 1
@@ -53,10 +54,11 @@ async def setups_per_second(
 
 
 async def main(plain: str, sasl: str, seconds: float, clients: int) -> None:
-    rate = await setups_per_second(plain, None, seconds, clients)
+    rate = await setups_per_second(plain, PLAINTEXT, seconds, clients)
     print(f"PLAINTEXT (no login)  {rate:8.0f} set-ups/s")
     for mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
-        rate = await setups_per_second(sasl, (mechanism, USER, PASSWORD), seconds, clients)
+        login = ClientSecurity("SASL_PLAINTEXT", sasl=SaslLogin(mechanism, USER, PASSWORD))
+        rate = await setups_per_second(sasl, login, seconds, clients)
         print(f"SASL {mechanism:<16} {rate:8.0f} set-ups/s")
 
 

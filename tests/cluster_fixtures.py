@@ -102,9 +102,10 @@ def _all_led(topic: Any, partitions: int) -> bool:
     )
 
 
-def produce(wire: KafkaWire, topic: str, partition: int, value: bytes) -> Any:
+def produce_request(topic: str, partition: int, value: bytes) -> ProduceRequest:
+    """An acks=1 Produce of one record."""
     records = core_records.build_batch([(None, None, value)])
-    request = ProduceRequest(
+    return ProduceRequest(
         acks=1,
         timeout_ms=5000,
         topic_data=[
@@ -116,6 +117,10 @@ def produce(wire: KafkaWire, topic: str, partition: int, value: bytes) -> Any:
             )
         ],
     )
+
+
+def produce(wire: KafkaWire, topic: str, partition: int, value: bytes) -> Any:
+    request = produce_request(topic, partition, value)
     return wire.request(0, 9, request).responses[0].partition_responses[0]
 
 

@@ -25,7 +25,7 @@ from zookeeper import (  # noqa: E402
     zookeeper,  # noqa: F401 - fixture
 )
 
-from pystream.cluster.zookeeper import store as zk_store_module  # noqa: E402
+from pystream.cluster.zookeeper import entity_configs  # noqa: E402
 from pystream.cluster.zookeeper.paths import (  # noqa: E402
     CONFIG_CHANGES,
     LeaderAndIsr,
@@ -260,7 +260,7 @@ def test_broker_config_changes_are_notified_and_old_notices_purged(
             {"version": 2, "entity_path": "brokers/1"},
         ]
         # Notices older than the expiry are removed by the next change (all of them here).
-        monkeypatch.setattr(zk_store_module, "CONFIG_CHANGE_EXPIRATION_MS", 0)
+        monkeypatch.setattr(entity_configs, "CONFIG_CHANGE_EXPIRATION_MS", 0)
         store.set_broker_configs_blocking(1, {})
         assert notices() == []
         assert store.broker_configs(1) == {}

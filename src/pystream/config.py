@@ -1051,7 +1051,30 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         ListOf(("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
         doc="SASL mechanisms offered on SASL_PLAINTEXT/SASL_SSL listeners. Kafka's default is "
         "GSSAPI, which pystream does not have: the default here is every mechanism it has. "
-        "PLAIN sends the password itself, so offer it on SASL_SSL only where that matters.",
+        "PLAIN sends the password itself, so offer it on SASL_SSL only where that matters. "
+        "listener.name.{listener}.sasl.enabled.mechanisms sets it for one listener.",
+    ),
+    ConfigDef(
+        "sasl.mechanism.inter.broker.protocol",
+        ConfigType.STRING,
+        "",
+        doc="SASL mechanism brokers log in to each other's SASL_PLAINTEXT/SASL_SSL "
+        "inter-broker listener with: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512. Kafka's default is "
+        "GSSAPI, which pystream does not have: with a SASL inter-broker listener it must be "
+        "set. The broker's own login comes from sasl.jaas.config.",
+    ),
+    ConfigDef(
+        "sasl.jaas.config",
+        ConfigType.STRING,
+        "",
+        doc="JAAS login of this broker on a SASL inter-broker listener, as Kafka's: "
+        '\'org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" '
+        'password="admin-secret";\' (or PlainLoginModule). '
+        "listener.name.{listener}.{mechanism}.sasl.jaas.config (e.g. "
+        "listener.name.internal.scram-sha-512.sasl.jaas.config), then "
+        "listener.name.{listener}.sasl.jaas.config take precedence. PlainLoginModule's "
+        "user_<name> options are ignored: logins are checked against the SCRAM credentials. "
+        "A secret: DescribeConfigs hides it.",
     ),
     ConfigDef(
         "connections.max.reauth.ms",
@@ -1523,6 +1546,8 @@ class BrokerConfig:
     delete_topic_enable: bool = True
     socket_request_max_bytes: int = 104_857_600
     sasl_enabled_mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
+    sasl_mechanism_inter_broker_protocol: str = ""
+    sasl_jaas_config: str = ""
     connections_max_reauth_ms: int = 0
     connection_failed_authentication_delay_ms: int = 100
     fetch_max_bytes: int = 57_671_680
@@ -1592,13 +1617,15 @@ class BrokerConfig:
     # and custom keys pystream does not know (reported by DescribeConfigs only).
     dynamic_broker: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
     dynamic_default: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
-    # Per-listener overrides, Kafka's ``listener.name.<name>.<key>`` (ssl.* keys), parsed:
+    # Per-listener overrides, Kafka's ``listener.name.<name>.<key>`` (ssl.* keys,
+    # sasl.enabled.mechanisms, [<mechanism>.]sasl.jaas.config), parsed:
     # {"listener.name.internal.ssl.client.auth": "required", ...}.  Do not mutate.
     listener_properties: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def for_listener(self, listener_name: str, key: str) -> Any:
-        """Broker key ``key`` (an ``ssl.*`` key) for listener ``listener_name``: its
-        ``listener.name.<name>.<key>`` override, else the broker-wide value."""
+        """Broker key ``key`` (``ssl.*``, ``sasl.enabled.mechanisms``, ``sasl.jaas.config``)
+        for listener ``listener_name``: its ``listener.name.<name>.<key>`` override, else
+        the broker-wide value."""
         override = f"listener.name.{listener_name.lower()}.{key}"
         if override in self.listener_properties:
             return self.listener_properties[override]
@@ -1704,22 +1731,37 @@ class BrokerConfig:
 #: Broker keys holding secrets: DescribeConfigs marks them sensitive and hides the value,
 #: as Kafka does for its PASSWORD-type configs.
 SENSITIVE_BROKER_CONFIGS = frozenset(
-    {"ssl.keystore.password", "ssl.key.password", "ssl.keystore.key"}
+    {"ssl.keystore.password", "ssl.key.password", "ssl.keystore.key", "sasl.jaas.config"}
 )
 
 
-_LISTENER_OVERRIDE = re.compile(r"listener\.name\.([^.]+)\.(ssl\..+)")
+# listener.name.<name>.<key>: ssl.* keys, sasl.enabled.mechanisms, and the JAAS login, which
+# may also be per mechanism (listener.name.internal.scram-sha-256.sasl.jaas.config).
+_LISTENER_OVERRIDE = re.compile(
+    r"listener\.name\.([^.]+)\."
+    r"(ssl\..+|sasl\.enabled\.mechanisms|(?:(?:plain|scram-sha-256|scram-sha-512)\.)?"
+    r"sasl\.jaas\.config)"
+)
+
+
+def is_sensitive_broker_config(key: str) -> bool:
+    """Whether broker key ``key`` (or a ``listener.name.*`` override) holds a secret."""
+    match = _LISTENER_OVERRIDE.fullmatch(key)
+    base = match[2] if match else key
+    return base in SENSITIVE_BROKER_CONFIGS or base.endswith(".sasl.jaas.config")
 
 
 def listener_overrides(props: Mapping[str, Any]) -> dict[str, Any]:
-    """Kafka's per-listener ``listener.name.<name>.ssl.*`` keys, parsed and validated as
-    the ``ssl.*`` key they override (the listener name is lower case, as in Kafka)."""
+    """Kafka's per-listener ``listener.name.<name>.<key>`` keys, parsed and validated as
+    the key they override (the listener name is lower case, as in Kafka)."""
     out: dict[str, Any] = {}
     for key, value in props.items():
         match = _LISTENER_OVERRIDE.fullmatch(key)
         if match is None:
             continue
         name, base = match.groups()
+        if base.endswith(".sasl.jaas.config"):  # per mechanism: parsed as sasl.jaas.config
+            base = "sasl.jaas.config"
         if base not in BROKER_CONFIGS:
             raise InvalidConfigError(f"{key}: {base} is not a broker config pystream knows")
         if name != name.lower():
@@ -1727,7 +1769,10 @@ def listener_overrides(props: Mapping[str, Any]) -> dict[str, Any]:
                 f"{key}: the listener name in listener.name.<name>.* is lower case "
                 f"(listener.name.{name.lower()}.{base})"
             )
-        out[key] = BROKER_CONFIGS[base].parse(value)
+        try:
+            out[key] = BROKER_CONFIGS[base].parse(value)
+        except InvalidConfigError as exc:
+            raise InvalidConfigError(f"{key}: {exc}") from None
     return out
 
 
@@ -1912,6 +1957,7 @@ __all__ = [
     "broker_key_type",
     "broker_property_names",
     "broker_synonyms",
+    "is_sensitive_broker_config",
     "format_value",
     "parse_overrides",
     "parse_properties",

@@ -51,6 +51,7 @@ from pystream.protocol.messages import RequestHeader
 from pystream.purgatory import Purgatory
 from pystream.security.authorizer import AclAuthorizer, authorizer_enabled
 from pystream.security.client_security import ClientSecurity
+from pystream.security.jaas import check_jaas_configs, inter_broker_login
 from pystream.security.listeners import Listener, ListenerConfig
 from pystream.security.sasl import SASL_API_KEYS, SaslAuthenticator, SaslState
 from pystream.security.ssl import (
@@ -117,6 +118,10 @@ class Broker:
                     server_context(settings),
                     SslPrincipalMapper(settings.principal_mapping_rules),
                 )
+        # How this broker connects to its peers (checked now: a SASL inter-broker listener
+        # needs a mechanism and a JAAS login).  Every JAAS key given must parse.
+        check_jaas_configs(config)
+        self.inter_broker_security = self._inter_broker_security()
         self.handlers: dict[int, HandlerSpec] = apis.registry()
         self.fetch_purgatory = Purgatory("fetch")
         self._services: BrokerServices | None = None
@@ -145,7 +150,7 @@ class Broker:
         zk_store: ZkMetadataStore | None = None
         metadata: MetadataStore
         inter_broker_listener = self.inter_broker_listener_name
-        inter_broker_security = self._inter_broker_security()
+        inter_broker_security = self.inter_broker_security
         try:  # an operator's typo in authorizer.class.name stops the broker, with its fix
             authorizer_enabled(config.authorizer_class_name)
         except ValueError as exc:
@@ -287,7 +292,11 @@ class Broker:
             advertised_listeners=tuple(self.advertised_listeners),
             cluster=cluster,
             authenticator=SaslAuthenticator(
-                config.sasl_enabled_mechanisms,
+                {
+                    listener.name: config.for_listener(listener.name, "sasl.enabled.mechanisms")
+                    for listener in self.listeners
+                    if listener.uses_sasl
+                },
                 lambda user, mechanism: metadata.scram_credentials().get(user, {}).get(mechanism),
                 max_reauth_ms=config.connections_max_reauth_ms,
                 failed_delay_ms=config.connection_failed_authentication_delay_ms,
@@ -306,17 +315,19 @@ class Broker:
         self.loop_monitor.start()
 
     def _inter_broker_security(self) -> ClientSecurity:
-        """How this broker connects to its peers' inter-broker listener: on SSL, with its
-        trust store (their certificates) and key store (its own client certificate)."""
-        protocol = next(
-            a.security_protocol
-            for a in self.advertised_listeners
-            if a.name == self.inter_broker_listener_name
+        """How this broker connects to its peers' inter-broker listener: on SSL/SASL_SSL,
+        with its trust store (their certificates) and key store (its own client
+        certificate); on SASL_*, logged in with ``sasl.mechanism.inter.broker.protocol`` and
+        its JAAS login.  InvalidConfigError saying what to set if that is incomplete."""
+        listener = next(
+            a for a in self.advertised_listeners if a.name == self.inter_broker_listener_name
         )
-        if protocol not in ("SSL", "SASL_SSL"):
-            return ClientSecurity(protocol)
-        settings = SslSettings.for_listener(self.config, self.inter_broker_listener_name)
-        return ClientSecurity(protocol, broker_client_context(settings))
+        ssl_context = None
+        if listener.uses_tls:
+            settings = SslSettings.for_listener(self.config, listener.name)
+            ssl_context = broker_client_context(settings)
+        login = inter_broker_login(self.config, listener.name) if listener.uses_sasl else None
+        return ClientSecurity(listener.security_protocol, ssl_context, login)
 
     def _new_connection(self, listener: Listener) -> asyncio.Protocol:
         connection = KafkaConnection(

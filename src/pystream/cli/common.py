@@ -9,7 +9,6 @@ become one ``Error: ...`` line on stderr and exit code 1 (see
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -17,6 +16,8 @@ from typing import Any, TypeVar
 import click
 
 from pystream.config import read_properties_file
+from pystream.errors import InvalidConfigError
+from pystream.security.jaas import parse_jaas_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,8 +46,6 @@ _CLIENT_KEYS = {
     "sasl.username": ("sasl_plain_username", str),
     "sasl.password": ("sasl_plain_password", str),
 }
-# username="..." / password="..." in Kafka's sasl.jaas.config login module line.
-_JAAS_OPTION = re.compile(r'\b(username|password)\s*=\s*"((?:[^"\\]|\\.)*)"')
 # Settings pystream's client accepts and does not need (PEM is its only store format).
 _IGNORED_PREFIXES = ("sasl.", "ssl.")
 
@@ -79,9 +78,14 @@ def client_settings(command_config: str | None) -> dict[str, Any]:
         raise click.ClickException(f"cannot read {command_config}: {exc.strerror}") from exc
     settings: dict[str, Any] = {}
     for key, value in props.items():
-        if key == "sasl.jaas.config":
-            for option, text in _JAAS_OPTION.findall(value):
-                settings[f"sasl_plain_{option}"] = text.replace('\\"', '"')
+        if key == "sasl.jaas.config":  # Kafka's tools: the login module's username/password
+            try:
+                options = parse_jaas_config(value, f"{command_config}: {key}").options
+            except InvalidConfigError as exc:
+                raise click.ClickException(str(exc)) from None
+            for option in ("username", "password"):
+                if option in options:
+                    settings[f"sasl_plain_{option}"] = options[option]
             continue
         if key not in _CLIENT_KEYS:
             if key == "bootstrap.servers" or key.startswith(_IGNORED_PREFIXES):

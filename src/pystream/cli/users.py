@@ -5,7 +5,11 @@ of a broker that is not running (the bootstrap admin before the first start, as
 ``kafka-storage format --add-scram`` does); the log dirs are locked first, so a
 running broker there is refused.  With ``--bootstrap-server`` the command goes
 through AlterUserScramCredentials / DescribeUserScramCredentials, as
-``kafka-configs --alter --entity-type users`` does.
+``kafka-configs --alter --entity-type users`` does.  With ``--zookeeper`` (a
+ZooKeeper cluster's ``zookeeper.connect``, chroot included) it writes Kafka's
+``/config/users/<name>`` znode and its change notification directly, as
+``kafka-configs --zookeeper ... --entity-type users`` does: the way to create the
+brokers' own inter-broker user before the cluster's first start.
 """
 
 from __future__ import annotations
@@ -23,6 +27,56 @@ _LOG_DIRS_HELP = (
     "Write to the local metadata in these log dirs (comma-separated, as log.dirs) of a "
     "broker that is not running, instead of going through --bootstrap-server."
 )
+
+
+_ZOOKEEPER_HELP = (
+    "Write to ZooKeeper at this zookeeper.connect (HOST:PORT[,...][/chroot]) directly, as "
+    "kafka-configs --zookeeper does: e.g. the brokers' inter-broker user before they start."
+)
+
+
+def _target(log_dirs: str | None, zookeeper: str | None) -> str:
+    """Where the command goes: "log-dirs", "zookeeper" or "bootstrap-server"; a usage
+    error if more than one is given."""
+    given = [opt for opt, value in (("--log-dirs", log_dirs), ("--zookeeper", zookeeper)) if value]
+    if click.get_current_context().get_parameter_source("bootstrap_server") not in (
+        None,
+        click.core.ParameterSource.DEFAULT,
+    ):
+        given.append("--bootstrap-server")
+    if len(given) > 1:
+        raise click.UsageError(f"give only one of {', '.join(given)}")
+    return given[0].removeprefix("--") if given else "bootstrap-server"
+
+
+def _zk() -> Any:
+    """The ZooKeeper writes, imported on use (kazoo only for --zookeeper)."""
+    from pystream.cluster.zookeeper import entity_configs
+
+    return entity_configs
+
+
+def _with_zookeeper(connect: str, action: Callable[[Any], Any]) -> Any:
+    """Run ``action(zk)`` with a client of ZooKeeper at ``connect`` (its chroot and Kafka's
+    base znodes created if missing, as a broker's first start does)."""
+    from kazoo.exceptions import KazooException
+
+    from pystream.cluster.zookeeper.client import TimedClient, close
+    from pystream.cluster.zookeeper.client import connect as zk_connect
+    from pystream.errors import KafkaError
+
+    try:
+        client = zk_connect(connect)
+    except KafkaError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        return action(TimedClient(client, 30.0))
+    except KazooException as exc:  # e.g. a lost connection: one line, not a traceback
+        raise click.ClickException(
+            f"ZooKeeper at {connect}: {type(exc).__name__} {exc}".rstrip()
+        ) from None
+    finally:
+        close(client)
 
 
 def _with_local_store(log_dirs: str, action: Callable[[Any], Any]) -> Any:
@@ -55,6 +109,7 @@ def users() -> None:
 @click.option("--mechanism", type=_MECHANISM, default="SCRAM-SHA-256", show_default=True)
 @click.option("--iterations", type=click.IntRange(MIN_ITERATIONS, 16384), default=MIN_ITERATIONS)
 @click.option("--log-dirs", default=None, help=_LOG_DIRS_HELP)
+@click.option("--zookeeper", default=None, metavar="CONNECT", help=_ZOOKEEPER_HELP)
 @connection_options
 def add(
     name: str,
@@ -62,16 +117,20 @@ def add(
     mechanism: str,
     iterations: int,
     log_dirs: str | None,
+    zookeeper: str | None,
     bootstrap_server: str,
     command_config: str | None,
 ) -> None:
     """Add a user (or change its password) for one SCRAM mechanism."""
-    if log_dirs:
-        credential = new_credential(mechanism, password, iterations)
-        _with_local_store(
-            log_dirs,
-            lambda store: store.alter_scram_credentials_blocking([(name, mechanism, credential)]),
-        )
+    target = _target(log_dirs, zookeeper)
+    if target != "bootstrap-server":
+        change = [(name, mechanism, new_credential(mechanism, password, iterations))]
+        if zookeeper:
+            _with_zookeeper(zookeeper, lambda zk: _zk().alter_scram_credentials(zk, change))
+        else:
+            _with_local_store(
+                log_dirs or "", lambda store: store.alter_scram_credentials_blocking(change)
+            )
     else:
         with admin_client(bootstrap_server, command_config) as admin:
             admin.upsert_user_scram_credential(name, mechanism, password, iterations)
@@ -82,16 +141,29 @@ def add(
 @click.argument("name")
 @click.option("--mechanism", type=_MECHANISM, default=None, help="Default: every mechanism.")
 @click.option("--log-dirs", default=None, help=_LOG_DIRS_HELP)
+@click.option("--zookeeper", default=None, metavar="CONNECT", help=_ZOOKEEPER_HELP)
 @connection_options
 def delete(
     name: str,
     mechanism: str | None,
     log_dirs: str | None,
+    zookeeper: str | None,
     bootstrap_server: str,
     command_config: str | None,
 ) -> None:
     """Delete a user's credentials (one mechanism, or all of them)."""
-    if log_dirs:
+    target = _target(log_dirs, zookeeper)
+    if target == "zookeeper":
+
+        def remove_in_zookeeper(zk: Any) -> list[str]:
+            have = sorted(_zk().read_scram_credentials(zk).get(name, {}))
+            gone = [m for m in have if mechanism in (None, m)]
+            if gone:
+                _zk().alter_scram_credentials(zk, [(name, m, None) for m in gone])
+            return gone
+
+        removed = _with_zookeeper(zookeeper or "", remove_in_zookeeper)
+    elif target == "log-dirs":
 
         def remove(store: Any) -> list[str]:
             have = sorted(store.scram_credentials().get(name, {}))
@@ -99,7 +171,7 @@ def delete(
             store.alter_scram_credentials_blocking([(name, m, None) for m in gone])
             return gone
 
-        removed = _with_local_store(log_dirs, remove)
+        removed = _with_local_store(log_dirs or "", remove)
     else:
         with admin_client(bootstrap_server, command_config) as admin:
             have = admin.describe_user_scram_credentials([name]).get(name, {})
@@ -113,17 +185,22 @@ def delete(
 
 @users.command(name="list")
 @click.option("--log-dirs", default=None, help=_LOG_DIRS_HELP)
+@click.option("--zookeeper", default=None, metavar="CONNECT", help=_ZOOKEEPER_HELP)
 @connection_options
-def list_users(log_dirs: str | None, bootstrap_server: str, command_config: str | None) -> None:
+def list_users(
+    log_dirs: str | None, zookeeper: str | None, bootstrap_server: str, command_config: str | None
+) -> None:
     """List users with their mechanisms and iterations (never a secret)."""
-    if log_dirs:
-        described = _with_local_store(
-            log_dirs,
-            lambda store: {
-                user: {m: c.iterations for m, c in by_mech.items()}
-                for user, by_mech in store.scram_credentials().items()
-            },
+    target = _target(log_dirs, zookeeper)
+    if target != "bootstrap-server":
+        stored = (
+            _with_zookeeper(zookeeper or "", lambda zk: _zk().read_scram_credentials(zk))
+            if zookeeper
+            else _with_local_store(log_dirs or "", lambda store: store.scram_credentials())
         )
+        described = {
+            user: {m: c.iterations for m, c in by_mech.items()} for user, by_mech in stored.items()
+        }
     else:
         with admin_client(bootstrap_server, command_config) as admin:
             described = admin.describe_user_scram_credentials(None)

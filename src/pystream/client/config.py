@@ -6,7 +6,12 @@ import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 
-from pystream.security.client_security import PLAINTEXT, ClientSecurity
+from pystream.security.client_security import (
+    CLIENT_SASL_MECHANISMS,
+    PLAINTEXT,
+    ClientSecurity,
+    SaslLogin,
+)
 from pystream.security.ssl import client_context
 
 __all__ = ["ClientConfig", "parse_bootstrap_servers", "split_config"]
@@ -104,7 +109,7 @@ class ClientConfig:
                 + ", ".join(SECURITY_PROTOCOLS)
             )
         if self.security_protocol.startswith("SASL_"):
-            if self.sasl_mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+            if self.sasl_mechanism not in CLIENT_SASL_MECHANISMS:
                 raise ValueError(
                     f"sasl_mechanism {self.sasl_mechanism!r}: use PLAIN, SCRAM-SHA-256 or "
                     "SCRAM-SHA-512"
@@ -116,10 +121,10 @@ class ClientConfig:
                 )
 
     def security(self) -> ClientSecurity:
-        """How connections are secured (the TLS context is made once, on first use)."""
-        if self.security_protocol not in ("SSL", "SASL_SSL"):
-            return PLAINTEXT
-        if self.ssl_context is None:
+        """How connections are secured: TLS (the context is made once, on first use) and
+        the SASL login, as ``security_protocol`` says."""
+        protocol = self.security_protocol
+        if protocol in ("SSL", "SASL_SSL") and self.ssl_context is None:
             self.ssl_context = client_context(
                 cafile=self.ssl_cafile,
                 certfile=self.ssl_certfile,
@@ -127,13 +132,16 @@ class ClientConfig:
                 password=self.ssl_password,
                 check_hostname=self.ssl_check_hostname,
             )
-        return ClientSecurity(self.security_protocol, self.ssl_context)
-
-    def sasl_credentials(self) -> tuple[str, str, str] | None:
-        """(mechanism, username, password) when connections must log in, else None."""
-        if not self.security_protocol.startswith("SASL_"):
-            return None
-        return self.sasl_mechanism, self.sasl_plain_username or "", self.sasl_plain_password or ""
+        if protocol == "PLAINTEXT":
+            return PLAINTEXT
+        sasl = None
+        if protocol.startswith("SASL_"):
+            sasl = SaslLogin(
+                self.sasl_mechanism, self.sasl_plain_username or "", self.sasl_plain_password or ""
+            )
+        return ClientSecurity(
+            protocol, self.ssl_context if protocol in ("SSL", "SASL_SSL") else None, sasl
+        )
 
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

@@ -30,7 +30,7 @@ from pystream.protocol.headers import decode_response, encode_request_frame
 from pystream.protocol.messages.api_versions import ApiVersionsRequest, ApiVersionsResponse
 from pystream.protocol.messages.sasl_authenticate import SaslAuthenticateRequest
 from pystream.protocol.messages.sasl_handshake import SaslHandshakeRequest
-from pystream.security.client_security import PLAINTEXT, ClientSecurity
+from pystream.security.client_security import PLAINTEXT, ClientSecurity, SaslLogin
 from pystream.security.sasl import SaslAuthenticationFailed
 from pystream.security.sasl import new_client as new_sasl_client
 from pystream.version import __version__
@@ -117,12 +117,11 @@ class BrokerConnection(asyncio.BufferedProtocol):
         connect_timeout_ms: int,
         max_response_size: int,
         security: ClientSecurity = PLAINTEXT,
-        sasl: tuple[str, str, str] | None = None,
     ) -> BrokerConnection:
-        """Connect (over TLS if ``security`` says so), negotiate API versions and, with
-        ``sasl`` (mechanism, username, password), log in; :class:`KafkaConnectionError` on
-        failure, the broker's SASL_AUTHENTICATION_FAILED (or UNSUPPORTED_SASL_MECHANISM)
-        error if it refuses."""
+        """Connect (over TLS if ``security`` has a TLS context), negotiate API versions and,
+        if it has a SASL login, log in; :class:`KafkaConnectionError` on failure, the
+        broker's SASL_AUTHENTICATION_FAILED (or UNSUPPORTED_SASL_MECHANISM) error if it
+        refuses."""
         loop = asyncio.get_running_loop()
         conn = cls(
             host,
@@ -147,8 +146,8 @@ class BrokerConnection(asyncio.BufferedProtocol):
             ) from exc
         try:
             await conn._negotiate_versions()
-            if sasl is not None:
-                await conn._authenticate(*sasl)
+            if security.sasl is not None:
+                await conn._authenticate(security.sasl)
         except BaseException:
             conn.close()
             raise
@@ -177,8 +176,9 @@ class BrokerConnection(asyncio.BufferedProtocol):
             return
         raise KafkaConnectionError(f"broker {self.address}: ApiVersions negotiation failed")
 
-    async def _authenticate(self, mechanism: str, username: str, password: str) -> None:
+    async def _authenticate(self, login: SaslLogin) -> None:
         """SaslHandshake v1 then SaslAuthenticate round trips until the mechanism is done."""
+        mechanism = login.mechanism
         handshake = await self.request(
             _SASL_HANDSHAKE, SaslHandshakeRequest(mechanism=mechanism), 1
         )
@@ -187,7 +187,7 @@ class BrokerConnection(asyncio.BufferedProtocol):
                 f"broker {self.address} refused SASL mechanism {mechanism} "
                 f"(it offers {', '.join(handshake.mechanisms) or 'none'})"
             )
-        client = new_sasl_client(mechanism, username, password)
+        client = new_sasl_client(mechanism, login.username, login.password)
         token: bytes | None = client.first_token()
         version = min(2, self.api_versions.get(_SASL_AUTHENTICATE, (0, 0))[1])
         while token is not None:

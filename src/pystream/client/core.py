@@ -132,7 +132,6 @@ class ClientCore:
                     connect_timeout_ms=config.socket_connection_setup_timeout_ms,
                     max_response_size=config.max_response_size,
                     security=config.security(),
-                    sasl=config.sasl_credentials(),
                 )
             except KafkaConnectionError:
                 backoff = min(

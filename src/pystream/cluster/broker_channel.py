@@ -11,7 +11,8 @@ the connection and connects again on the next request, re-reading the endpoint
 
 Channels connect to the inter-broker listener (``inter.broker.listener.name``) with
 its security (:class:`~pystream.security.client_security.ClientSecurity`: TLS with the
-broker's trust store and key store on an SSL listener).
+broker's trust store and key store on an SSL listener, the broker's SASL login on a
+SASL one).
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from typing import Any
 from pystream.client.connection import BrokerConnection
 from pystream.client.errors import KafkaConnectionError
 from pystream.cluster.metadata.store import MetadataStore
-from pystream.errors import NetworkException, RequestTimedOutError, UnsupportedVersionError
+from pystream.errors import (
+    NetworkException,
+    RequestTimedOutError,
+    SaslAuthenticationFailedError,
+    UnsupportedSaslMechanismError,
+    UnsupportedVersionError,
+)
 from pystream.protocol import Struct
 from pystream.security.client_security import PLAINTEXT, ClientSecurity
 
@@ -66,6 +73,7 @@ class BrokerChannel:
         # One connect at a time: concurrent requests wait for it rather than open several.
         self._connecting = asyncio.Lock()
         self._closed = False
+        self._login_failed = False  # the last connect was refused its SASL login
 
     def __repr__(self) -> str:
         return f"<BrokerChannel to broker {self.destination} connected={self.connected}>"
@@ -95,8 +103,29 @@ class BrokerChannel:
                     max_response_size=MAX_RESPONSE_BYTES,
                     security=self._security,
                 )
+            except (SaslAuthenticationFailedError, UnsupportedSaslMechanismError) as exc:
+                # The operator must fix this (sasl.jaas.config, the user's credentials,
+                # sasl.enabled.mechanisms): say so once per failure streak, not per retry.
+                if not self._login_failed:
+                    self._login_failed = True
+                    login = self._security.sasl
+                    log.warning(
+                        "authentication failed to broker %d at %s:%d as %s (%s): %s; check "
+                        "this broker's sasl.jaas.config and the user's SCRAM credentials "
+                        "(pystream users)",
+                        self.destination,
+                        host,
+                        port,
+                        login.username if login else "?",
+                        login.mechanism if login else "?",
+                        exc,
+                    )
+                raise ChannelError(
+                    f"broker {self.destination} ({host}:{port}): authentication failed: {exc}"
+                ) from exc
             except (KafkaConnectionError, RequestTimedOutError, OSError) as exc:
                 raise ChannelError(f"broker {self.destination} ({host}:{port}): {exc}") from exc
+            self._login_failed = False
             log.debug("connected to broker %d at %s:%d", self.destination, host, port)
             self._connection = connection
             return connection

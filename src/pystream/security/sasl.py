@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from pystream.security.scram import (
     MIN_ITERATIONS,
@@ -310,25 +310,31 @@ class LoginThrottle:
 
 
 class SaslAuthenticator:
-    """The broker's SASL settings and shared state: enabled mechanisms, the credential
-    lookup, session lifetime (``connections.max.reauth.ms``) and the login throttle."""
+    """The broker's SASL settings and shared state: the mechanisms enabled on each SASL
+    listener, the credential lookup, session lifetime (``connections.max.reauth.ms``) and
+    the login throttle."""
 
     def __init__(
         self,
-        enabled_mechanisms: tuple[str, ...],
+        enabled_mechanisms: Mapping[str, tuple[str, ...]],
         lookup: CredentialLookup,
         *,
         max_reauth_ms: int = 0,
         failed_delay_ms: int = 100,
     ) -> None:
-        self.enabled_mechanisms = enabled_mechanisms
+        """``enabled_mechanisms``: {listener name: its ``sasl.enabled.mechanisms``}."""
+        self.enabled_mechanisms = dict(enabled_mechanisms)
         self.lookup = lookup
         self.max_reauth_ms = max_reauth_ms
         self.throttle = LoginThrottle(failed_delay_ms)
 
-    def new_server(self, mechanism: str) -> SaslServer | None:
-        """A server for ``mechanism``, None if it is not enabled here."""
-        if mechanism not in self.enabled_mechanisms:
+    def mechanisms(self, listener_name: str) -> tuple[str, ...]:
+        """The mechanisms offered on ``listener_name`` (none on a listener without SASL)."""
+        return self.enabled_mechanisms.get(listener_name, ())
+
+    def new_server(self, mechanism: str, listener_name: str) -> SaslServer | None:
+        """A server for ``mechanism``, None if it is not enabled on ``listener_name``."""
+        if mechanism not in self.mechanisms(listener_name):
             return None
         return new_server(mechanism, self.lookup)
 

@@ -31,13 +31,13 @@ from pystream.broker.apis.config_entries import (
 )
 from pystream.cluster.metadata.model import DEFAULT_BROKER_ENTITY, validate_topic_name
 from pystream.config import (
-    SENSITIVE_BROKER_CONFIGS,
     TOPIC_CONFIGS,
     ConfigSource,
     ConfigType,
     broker_key_type,
     broker_property_names,
     format_value,
+    is_sensitive_broker_config,
 )
 from pystream.errors import (
     InvalidConfigError,
@@ -173,10 +173,12 @@ def _described(services: BrokerServices, resource_type: int, name: str) -> list[
 def _describe_entry(
     entry: DescribedConfig, include_synonyms: bool, include_documentation: bool
 ) -> DescribeEntry:
+    sensitive = is_sensitive_broker_config(entry.name)
+    # A secret's synonyms carry the same secret: hidden too, as Kafka does.
     synonyms = [
-        DescribeSynonym(name=s.name, value=s.value, source=int(s.source)) for s in entry.synonyms
+        DescribeSynonym(name=s.name, value=None if sensitive else s.value, source=int(s.source))
+        for s in entry.synonyms
     ]
-    sensitive = entry.name in SENSITIVE_BROKER_CONFIGS
     return DescribeEntry(
         name=entry.name,
         value=None if sensitive else entry.value,

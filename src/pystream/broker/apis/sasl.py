@@ -55,7 +55,7 @@ async def handle_sasl_handshake(
     request: SaslHandshakeRequest, context: RequestContext
 ) -> SaslHandshakeResponse:
     authenticator = context.services.authenticator
-    mechanisms = list(authenticator.enabled_mechanisms)
+    mechanisms = list(authenticator.mechanisms(context.listener_name))
     session = context.connection.sasl
     if session is None or session.state not in (SaslState.HANDSHAKE, SaslState.AUTHENTICATED):
         # Not a SASL listener (Kafka answers ILLEGAL_SASL_STATE), or a second handshake.
@@ -69,7 +69,7 @@ async def handle_sasl_handshake(
         return SaslHandshakeResponse(
             error_code=IllegalSaslStateError.error_code, mechanisms=mechanisms
         )
-    server = authenticator.new_server(request.mechanism)
+    server = authenticator.new_server(request.mechanism, context.listener_name)
     if server is None:
         log.info(
             "refusing SASL mechanism %r from %s (enabled: %s)",

@@ -48,6 +48,7 @@ from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from pystream.cluster.metadata.model import PartitionState, TopicMetadata
 from pystream.cluster.zookeeper.acls import ACL_CHANGE_DIRS, read_acls
 from pystream.cluster.zookeeper.client import LoopHandoff
+from pystream.cluster.zookeeper.entity_configs import user_scram_credentials
 from pystream.cluster.zookeeper.paths import (
     BROKER_IDS,
     BROKER_TOPICS,
@@ -68,7 +69,7 @@ from pystream.cluster.zookeeper.paths import (
     user_config_path,
 )
 from pystream.security.acl import AclBinding
-from pystream.security.scram import SCRAM_MECHANISMS, ScramCredential
+from pystream.security.scram import ScramCredential
 
 log = logging.getLogger(__name__)
 
@@ -565,14 +566,7 @@ class ZkMetadataCache:
             self._user_configs.pop(user, None)
         else:
             self._user_configs[user] = _reading(configs, stat)
-        credentials: dict[str, ScramCredential] = {}
-        for mechanism, text in (configs or {}).items():
-            if mechanism not in SCRAM_MECHANISMS:
-                continue  # quotas and other user configs share the znode
-            try:
-                credentials[mechanism] = ScramCredential.from_string(text)
-            except ValueError as exc:
-                log.warning("ignoring bad %s credential of user %s: %s", mechanism, user, exc)
+        credentials = user_scram_credentials(user, configs or {})
         # A new dict: readers on the loop never see a half-applied change.
         scram = dict(self.scram_credentials)
         if credentials:

@@ -24,7 +24,6 @@ and drops its replicas.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import uuid
@@ -34,11 +33,11 @@ from typing import Any
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
-from pystream.clock import now_ms
 from pystream.cluster.metadata.local_store import LocalMetadataStore
 from pystream.cluster.metadata.model import PartitionState, ProducerIdBlock, TopicMetadata
 from pystream.cluster.metadata.store import BrokerEndpoint, ScramCredentialChange, ThreadedWrites
 from pystream.cluster.zookeeper import acls as zk_acls
+from pystream.cluster.zookeeper import entity_configs
 from pystream.cluster.zookeeper.assignment import assign_replicas
 from pystream.cluster.zookeeper.cache import (
     BrokerChange,
@@ -55,10 +54,9 @@ from pystream.cluster.zookeeper.client import (
     TransactionFailed,
     kafka_errors,
 )
+from pystream.cluster.zookeeper.entity_configs import MAX_CAS_ATTEMPTS
 from pystream.cluster.zookeeper.paths import (
     CLUSTER_ID,
-    CONFIG_CHANGE_PREFIX,
-    CONFIG_CHANGES,
     CONTROLLER_EPOCH,
     DEFAULT_BROKER_ENTITY,
     ISR_CHANGE_PREFIX,
@@ -73,7 +71,6 @@ from pystream.cluster.zookeeper.paths import (
     delete_topic_path,
     encode_cluster_id,
     encode_config,
-    encode_config_change,
     encode_isr_change,
     new_topic_id,
     partition_path,
@@ -81,7 +78,6 @@ from pystream.cluster.zookeeper.paths import (
     partitions_path,
     topic_config_path,
     topic_path,
-    user_config_path,
 )
 from pystream.cluster.zookeeper.producer_ids import ZkProducerIdBlockStore
 from pystream.errors import (
@@ -112,9 +108,7 @@ __all__ = [
 ]
 
 ZERO_UUID = uuid.UUID(int=0)
-MAX_CAS_ATTEMPTS = 10  # a compare-and-set that keeps losing means others keep writing: give up
 DEFAULT_REQUEST_TIMEOUT_MS = 10_000
-CONFIG_CHANGE_EXPIRATION_MS = 15 * 60 * 1000  # Kafka's notification expiry
 
 
 class ZkMetadataStore(ThreadedWrites):
@@ -499,35 +493,11 @@ class ZkMetadataStore(ThreadedWrites):
 
     @kafka_errors
     def alter_scram_credentials_blocking(self, changes: list[ScramCredentialChange]) -> None:
-        """Store or delete credentials: Kafka's ``/config/users/<name>`` znodes
-        (``{"version":1,"config":{"SCRAM-SHA-256":"salt=...,iterations=4096"}}``) with a
-        ``users/<name>`` change notification each; a user left with none loses the znode's
-        config (Kafka keeps the empty znode too)."""
-        by_user: dict[str, list[ScramCredentialChange]] = {}
-        for change in changes:
-            by_user.setdefault(change[0], []).append(change)
-        for user, user_changes in by_user.items():
-            path = user_config_path(user)
-            try:
-                data, _ = self.zk.get(path)
-                configs = decode_config(data, path)
-            except NoNodeError:
-                configs = {}
-            for _, mechanism, credential in user_changes:
-                if credential is None:
-                    configs.pop(mechanism, None)
-                else:
-                    configs[mechanism] = credential.to_string()
-            # The watches bring the change to every broker's cache, this one's included.
-            self._write_entity_config(
-                path,
-                f"users/{user}",
-                configs,
-                lambda written, u=user, c=dict(configs): self.cache.apply_user_config(
-                    u, c, written
-                ),
-                f"the credentials of user {user}",
-            )
+        """Store or delete credentials (see :func:`entity_configs.alter_scram_credentials`),
+        then apply them to this broker's cache (the watches bring them to the others)."""
+        for user, configs, stat in entity_configs.alter_scram_credentials(self.zk, changes):
+            if stat is not None:
+                self._apply_local(self.cache.apply_user_config, user, configs, stat)
 
     def _write_entity_config(
         self,
@@ -537,49 +507,14 @@ class ZkMetadataStore(ThreadedWrites):
         apply: Callable[[Any], None],
         what: str,
     ) -> None:
-        """Write a ``/config/<type>/<entity>`` znode and its change notification in one
-        multi-op compare-and-set on the version just read, then ``apply(stat)`` on the loop."""
-        data = encode_config(configs)
-        notification = encode_config_change(entity_path)
-        for _ in range(MAX_CAS_ATTEMPTS):
-            stat = self.zk.exists(path)
-            txn = self.zk.transaction()
-            if stat is None:
-                txn.create(path, data)
-            else:
-                txn.set_data(path, data, stat.version)
-            txn.create(CONFIG_CHANGE_PREFIX, notification, sequence=True)
-            try:
-                results = self.zk.commit(txn)
-            except TransactionFailed as failed:
-                if failed.index == 0:
-                    continue  # written concurrently: read the version again
-                raise KafkaStorageError(f"could not write {what}: {failed.error!r}") from None
-            written = results[0] if stat is not None else self.zk.exists(path)
-            self._purge_config_changes()
-            if written is not None:
-                self._apply_local(apply, written)
-            return
-        raise KafkaStorageError(f"could not write {what}: they keep changing")
-
-    def _purge_config_changes(self) -> None:
-        self._purge_changes(CONFIG_CHANGES, CONFIG_CHANGE_PREFIX.rsplit("/", 1)[1])
+        """Write a ``/config/<type>/<entity>`` znode and its change notification (see
+        :func:`entity_configs.write_entity_config`), then ``apply(stat)`` on the loop."""
+        written = entity_configs.write_entity_config(self.zk, path, entity_path, configs, what)
+        if written is not None:
+            self._apply_local(apply, written)
 
     def _purge_changes(self, directory: str, node_prefix: str) -> None:
-        """Delete change notifications older than Kafka's 15 minutes, oldest first
-        (Kafka's ``ZkNodeChangeNotificationListener`` does so): they would pile up."""
-        now = now_ms()
-        for child in sorted(self.zk.get_children(directory)):
-            if not child.startswith(node_prefix):
-                continue
-            path = f"{directory}/{child}"
-            stat = self.zk.exists(path)
-            if stat is None:
-                continue
-            if now - stat.ctime < CONFIG_CHANGE_EXPIRATION_MS:
-                break  # sequential: the rest are newer
-            with contextlib.suppress(NoNodeError):  # another broker purged it
-                self.zk.delete(path)
+        entity_configs.purge_changes(self.zk, directory, node_prefix)
 
     # === ACLs ====================================================================================
     @property
