@@ -15,6 +15,7 @@ _CLIENT_NAMES = frozenset(
     {
         "AdminClient",
         "Consumer",
+        "ConsumerGroupMetadata",
         "NewPartitions",
         "NewTopic",
         "OffsetAndMetadata",
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from pystream.client import (
         AdminClient,
         Consumer,
+        ConsumerGroupMetadata,
         NewPartitions,
         NewTopic,
         OffsetAndMetadata,
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AdminClient",
     "Consumer",
+    "ConsumerGroupMetadata",
     "NewPartitions",
     "NewTopic",
     "OffsetAndMetadata",

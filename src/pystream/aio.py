@@ -26,6 +26,7 @@ from pystream.client.consumer import Consumer
 from pystream.client.producer import Producer
 from pystream.client.types import (
     BatchMetadata,
+    ConsumerGroupMetadata,
     ConsumerRecord,
     NewPartitions,
     NewTopic,
@@ -37,6 +38,7 @@ from pystream.client.types import (
 __all__ = [
     "AdminClient",
     "BatchMetadata",
+    "ConsumerGroupMetadata",
     "Consumer",
     "ConsumerRecord",
     "NewPartitions",

@@ -22,6 +22,7 @@ from .sync import AdminClient, Consumer, Producer
 from .types import (
     BatchMetadata,
     ConfigEntry,
+    ConsumerGroupMetadata,
     ConsumerRecord,
     GroupDescription,
     GroupListing,
@@ -41,6 +42,7 @@ __all__ = [
     "BatchSendFuture",
     "ClientClosedError",
     "ConfigEntry",
+    "ConsumerGroupMetadata",
     "Consumer",
     "ConsumerRecord",
     "GroupDescription",

@@ -10,6 +10,7 @@ from ._fast import ConsumerRecord
 __all__ = [
     "BatchMetadata",
     "ConfigEntry",
+    "ConsumerGroupMetadata",
     "ConsumerRecord",
     "GroupDescription",
     "GroupListing",
@@ -62,6 +63,18 @@ class OffsetAndMetadata(NamedTuple):
     offset: int
     metadata: str = ""
     leader_epoch: int = -1
+
+
+@dataclass(frozen=True)
+class ConsumerGroupMetadata:
+    """What ``Producer.send_offsets_to_transaction`` needs of a consumer's group
+    (``Consumer.group_metadata()``): with the generation and member id the group
+    coordinator fences offsets committed by a zombie member (KIP-447)."""
+
+    group_id: str
+    generation_id: int = -1
+    member_id: str = ""
+    group_instance_id: str | None = None
 
 
 @dataclass(slots=True)

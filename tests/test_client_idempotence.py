@@ -1,0 +1,152 @@
+"""pystream's producer is idempotent by default: retries neither duplicate nor reorder.
+
+A real broker process is SIGSTOPped mid-stream for longer than the producer's
+short ``request_timeout_ms``, so requests time out and are sent again while the
+broker may still append the first attempts once it runs again; librdkafka
+reads the topic back.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from broker_process import BrokerProcess, paused
+from confluent_kafka import Consumer as CKConsumer
+from confluent_kafka import TopicPartition as CKTopicPartition
+from waiting import wait_until
+
+import pystream
+from pystream import aio
+
+PARTITIONS = 3
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    process = BrokerProcess(
+        tmp_path_factory.mktemp("idempotence"), {"num.partitions": str(PARTITIONS)}
+    ).start()
+    try:
+        yield process
+    finally:
+        process.close()
+
+
+def ck_values(bootstrap: str, topic: str, count: int) -> dict[int, list[bytes]]:
+    """Each partition's values in offset order, read with librdkafka (waits for ``count``,
+    then reads on briefly so that duplicates beyond ``count`` show up too)."""
+    consumer = CKConsumer(
+        {"bootstrap.servers": bootstrap, "group.id": "oracle-" + topic, "enable.auto.commit": False}
+    )
+    consumer.assign([CKTopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    out: dict[int, list[bytes]] = {p: [] for p in range(PARTITIONS)}
+    try:
+
+        def drained() -> bool:
+            for m in consumer.consume(10_000, 0.5):
+                assert m.error() is None, m.error()
+                out[m.partition()].append(m.value())
+            return sum(map(len, out.values())) >= count
+
+        wait_until(drained, timeout=60, what=f"{count} records of {topic}")
+        for m in consumer.consume(10_000, 1.0):
+            out[m.partition()].append(m.value())
+    finally:
+        consumer.close()
+    return out
+
+
+def test_retries_after_sigstop_neither_duplicate_nor_reorder(broker: BrokerProcess) -> None:
+    topic = "idem-" + uuid.uuid4().hex[:8]
+    total = 30_000
+    producer = pystream.Producer(
+        broker.bootstrap,
+        request_timeout_ms=1_000,
+        retry_backoff_ms=50,
+        linger_ms=2,
+        batch_size=16_384,
+    )
+    assert producer._aio.enable_idempotence and producer._aio.acks == -1
+    sent = threading.Event()
+    halfway = threading.Event()
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for i in range(total):
+                p = i % PARTITIONS
+                if i % 1000 == 999:
+                    # Prebuilt batches (send_batch) carry producer id and sequence too.
+                    producer.send_batch(topic, [f"{p}:{i}".encode()], partition=p)
+                else:
+                    producer.send(topic, f"{p}:{i}".encode(), partition=p)
+                if i == total // 3:
+                    halfway.set()
+            producer.flush(120)
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+        finally:
+            sent.set()
+
+    try:
+        producer.send(topic, b"warm-up", partition=0).result(30)  # topic and producer id exist
+        thread = threading.Thread(target=produce)
+        thread.start()
+        halfway.wait(60)
+        with paused(broker):
+            # Stopped for longer than request_timeout_ms: in-flight requests time out
+            # and their batches are retried, while the stopped broker still holds them.
+            wait_until(
+                lambda: producer._aio._sender.retries > 0, timeout=30, what="a produce retry"
+            )
+        thread.join(180)
+        assert sent.is_set() and not errors, errors
+        retries = producer._aio._sender.retries
+    finally:
+        producer.close(30)
+    assert retries > 0
+    values = ck_values(broker.bootstrap, topic, total + 1)
+    values[0].remove(b"warm-up")
+    for p in range(PARTITIONS):
+        counters = [int(v.split(b":")[1]) for v in values[p]]
+        assert len(counters) == len(set(counters)), f"partition {p} has duplicates"
+        assert counters == list(range(p, total, PARTITIONS)), f"partition {p}: order or gap"
+
+
+def test_explicit_idempotence_refuses_acks_0_and_1() -> None:
+    for acks in (0, 1, "1"):
+        with pytest.raises(ValueError, match="acks"):
+            aio.Producer("localhost:1", acks=acks, enable_idempotence=True)
+    with pytest.raises(ValueError, match="max_in_flight"):
+        aio.Producer(
+            "localhost:1", enable_idempotence=True, max_in_flight_requests_per_connection=6
+        )
+    with pytest.raises(ValueError, match="transactional"):
+        aio.Producer("localhost:1", transactional_id="t", enable_idempotence=False)
+    # Not asked for explicitly: acks=1 turns it off, as in Kafka's Java client.
+    assert not aio.Producer("localhost:1", acks=1).enable_idempotence
+    assert aio.Producer("localhost:1").enable_idempotence
+
+
+@pytest.mark.parametrize("settings", [{"enable_idempotence": False}, {"acks": 1}])
+def test_without_idempotence_the_producer_still_works(
+    broker: BrokerProcess, settings: dict, tmp_path: Path
+) -> None:
+    topic = "plain-" + uuid.uuid4().hex[:8]
+    with pystream.Producer(broker.bootstrap, **settings) as producer:
+        assert producer._aio._txn is None
+        futures = [
+            producer.send(topic, f"{i % PARTITIONS}:{i}".encode(), partition=i % PARTITIONS)
+            for i in range(300)
+        ]
+        batch = producer.send_batch(topic, [b"0:300"], partition=0)
+        producer.flush(30)
+        assert all(f.result(0).offset >= 0 for f in futures)
+        assert batch.result(0)
+    values = ck_values(broker.bootstrap, topic, 301)
+    assert sum(map(len, values.values())) == 301
+    assert values[0][-1] == b"0:300"
