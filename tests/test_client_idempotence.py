@@ -21,6 +21,7 @@ from waiting import wait_until
 
 import pystream
 from pystream import aio
+from pystream.errors import KafkaError
 
 PARTITIONS = 3
 
@@ -150,3 +151,31 @@ def test_without_idempotence_the_producer_still_works(
     values = ck_values(broker.bootstrap, topic, 301)
     assert sum(map(len, values.values())) == 301
     assert values[0][-1] == b"0:300"
+
+
+def test_a_sequence_gap_bumps_the_epoch_and_later_records_still_arrive_once(
+    broker: BrokerProcess,
+) -> None:
+    """A batch the broker refuses for good (over the topic's max.message.bytes) leaves a
+    hole in the partition's sequences: the next batch gets OUT_OF_ORDER_SEQUENCE_NUMBER
+    unless the producer bumps its epoch and starts again at sequence 0 (KIP-360)."""
+    topic = "gap-" + uuid.uuid4().hex[:8]
+    with pystream.AdminClient(bootstrap_servers=broker.bootstrap) as admin:
+        admin.create_topics(
+            [pystream.NewTopic(topic, PARTITIONS, config={"max.message.bytes": "2000"})]
+        )
+    # batch_size below the large record: it goes alone in its batch.
+    with pystream.Producer(broker.bootstrap, linger_ms=0, batch_size=1000) as producer:
+        before = [producer.send(topic, f"0:{i}".encode(), partition=0) for i in range(50)]
+        producer.flush(30)
+        epoch = producer._aio._txn.producer_epoch
+        too_large = producer.send(topic, b"x" * 5000, partition=0)
+        after = [producer.send(topic, f"0:{i}".encode(), partition=0) for i in range(50, 100)]
+        producer.flush(60)
+        with pytest.raises(KafkaError, match="max.message.bytes"):
+            too_large.result(0)
+        offsets = [f.result(0).offset for f in before + after]
+        assert producer._aio._txn.producer_epoch > epoch
+    assert offsets == sorted(offsets) and len(set(offsets)) == 100
+    values = ck_values(broker.bootstrap, topic, 100)
+    assert values[0] == [f"0:{i}".encode() for i in range(100)]
