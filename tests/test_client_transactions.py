@@ -10,8 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from broker_process import BrokerProcess
-from confluent_kafka import Consumer as CKConsumer
-from confluent_kafka import TopicPartition as CKTopicPartition
+from txn_helpers import ck_read_committed
 from waiting import wait_until
 
 import pystream
@@ -43,30 +42,11 @@ def new_name(prefix: str) -> str:
 
 
 def ck_committed_values(bootstrap: str, topic: str, marker: bytes) -> list[bytes]:
-    """Every value a librdkafka read_committed consumer sees, up to a ``marker`` record
+    """Every value librdkafka's read_committed consumer sees, up to a ``marker`` record
     committed last (so an aborted transaction before it has been decided)."""
-    consumer = CKConsumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "oracle-" + topic,
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
+    return ck_read_committed(
+        bootstrap, topic, PARTITIONS, lambda seen: marker in seen, f"marker of {topic}"
     )
-    consumer.assign([CKTopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-    seen: list[bytes] = []
-    try:
-
-        def reached_marker() -> bool:
-            for m in consumer.consume(10_000, 0.5):
-                assert m.error() is None, m.error()
-                seen.append(m.value())
-            return marker in seen
-
-        wait_until(reached_marker, timeout=60, what=f"marker of {topic}")
-    finally:
-        consumer.close()
-    return seen
 
 
 def py_committed_values(bootstrap: str, topic: str, marker: bytes) -> list[bytes]:

@@ -16,6 +16,7 @@ import pytest
 from broker_process import BrokerProcess
 from confluent_kafka import Consumer as CKConsumer
 from confluent_kafka import TopicPartition as CKTopicPartition
+from txn_helpers import ck_read_committed
 from waiting import wait_until
 
 import pystream
@@ -62,33 +63,6 @@ def output_end(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
-def read_committed(bootstrap: str, topic: str, count: int) -> list[bytes]:
-    consumer = CKConsumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "oracle-" + topic,
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
-    consumer.assign([CKTopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-    seen: list[bytes] = []
-    try:
-
-        def enough() -> bool:
-            for m in consumer.consume(10_000, 0.5):
-                assert m.error() is None, m.error()
-                seen.append(m.value())
-            return len(seen) >= count
-
-        wait_until(enough, timeout=120, what=f"{count} committed records in {topic}")
-        for m in consumer.consume(10_000, 1.0):  # anything beyond count: duplicates
-            seen.append(m.value())
-    finally:
-        consumer.close()
-    return seen
-
-
 def test_sigkill_and_restart_gives_each_input_record_once(
     broker: BrokerProcess, tmp_path: Path
 ) -> None:
@@ -116,7 +90,13 @@ def test_sigkill_and_restart_gives_each_input_record_once(
         producer.send_batch(source, inputs[HALF:]).result(30)
     second = start_example(broker, (source, sink), group, log)
     try:
-        values = read_committed(broker.bootstrap, sink, 2 * HALF)
+        values = ck_read_committed(
+            broker.bootstrap,
+            sink,
+            PARTITIONS,
+            lambda seen: len(seen) >= 2 * HALF,
+            f"{2 * HALF} committed records in {sink}",
+        )
         second.send_signal(signal.SIGTERM)
         assert second.wait(60) == 0, log.read_text()[-3000:]
     finally:
