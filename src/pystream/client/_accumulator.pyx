@@ -217,9 +217,10 @@ cdef class ProducerBatch:
     def set_producer_state(self, int64_t producer_id, int16_t producer_epoch,
                            int32_t base_sequence, bint transactional):
         """Give the batch its producer id, epoch and base sequence (and the transactional
-        flag).  A batch already built (``send_batch``, or a retry after an epoch bump)
-        gets a copy with the header fields and the CRC rewritten: the old bytes may
-        still be referenced by a request on its way out."""
+        flag).  A batch already built gets its header fields and CRC rewritten: in place
+        the first time (a ``send_batch`` batch nobody else has seen yet), in a copy after
+        an epoch bump (the old bytes may still be referenced by a request going out)."""
+        cdef bint first = self.producer_id == -1
         self.producer_id = producer_id
         self.producer_epoch = producer_epoch
         self.base_sequence = base_sequence
@@ -230,7 +231,7 @@ cdef class ProducerBatch:
         cdef Py_ssize_t size = PyBytes_GET_SIZE(old)
         if size < BATCH_OVERHEAD:
             raise ValueError("a built batch is shorter than a RecordBatch header")
-        cdef bytes out = PyBytes_FromStringAndSize(PyBytes_AS_STRING(old), size)
+        cdef bytes out = old if first else PyBytes_FromStringAndSize(PyBytes_AS_STRING(old), size)
         cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
         cdef uint16_t attributes = (<uint16_t>p[ATTRIBUTES_OFFSET] << 8) | p[ATTRIBUTES_OFFSET + 1]
         if transactional:

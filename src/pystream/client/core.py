@@ -206,10 +206,10 @@ class ClientCore:
             code = response.error_code
             if code == 0:
                 return await self.connect(response.host, response.port)
-            if not error_for_code(code).retriable:
-                raise error_for_code(code)(
-                    f"FindCoordinator for {what} {key!r}: {response.error_message or ''}"
-                )
+            cls = error_for_code(code)
+            if not cls.retriable:
+                detail = response.error_message or cls.error_name
+                raise cls(f"FindCoordinator for {what} {key!r}: {detail}")
             await asyncio.sleep(backoff)
         raise error_for_code(ErrorCode.COORDINATOR_NOT_AVAILABLE)(
             f"no coordinator for {what} {key!r} after {attempts} attempts"
