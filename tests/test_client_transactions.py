@@ -5,6 +5,7 @@ consumer offsets committed with the transaction."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 
@@ -14,7 +15,7 @@ from txn_helpers import ck_read_committed
 from waiting import wait_until
 
 import pystream
-from pystream import ConsumerGroupMetadata, TopicPartition
+from pystream import ConsumerGroupMetadata, TopicPartition, aio
 from pystream.client.errors import TransactionAbortedError
 from pystream.errors import ProducerFencedError
 
@@ -183,3 +184,24 @@ def test_offsets_are_committed_only_with_the_transaction(broker: BrokerProcess) 
                 return None if value is None else value.offset
 
             wait_until(lambda: committed() == 7, timeout=30, what="offset 7 committed")
+
+
+def test_the_aio_producer_commits_and_aborts(broker: BrokerProcess) -> None:
+    topic = new_name("taio")
+
+    async def run() -> None:
+        async with aio.Producer(broker.bootstrap, transactional_id=new_name("aio")) as producer:
+            await producer.init_transactions()
+            async with producer.transaction():
+                await producer.send(topic, b"aio-kept", partition=0)
+            with pytest.raises(KeyError):
+                async with producer.transaction():
+                    await (await producer.send(topic, b"aio-dropped", partition=1))
+                    raise KeyError("the transform failed")
+            async with producer.transaction():
+                for p in range(PARTITIONS):
+                    await producer.send(topic, b"end", partition=p)
+
+    asyncio.run(run())
+    values = ck_committed_values(broker.bootstrap, topic, b"end")
+    assert b"aio-kept" in values and b"aio-dropped" not in values

@@ -763,6 +763,14 @@ cdef class RecordAccumulator:
         finally:
             self._release_lock()
 
+    def queued_partitions(self):
+        """The partitions with a batch queued (open or ready)."""
+        self._acquire()
+        try:
+            return list(self._queues)
+        finally:
+            self._release_lock()
+
     def queued(self):
         """Every queued batch (not in flight), in queue order per partition."""
         self._acquire()

@@ -161,6 +161,8 @@ class Sender:
             ready, next_at = acc.ready(now)
             if not self._running and not ready and not acc.incomplete:
                 return
+            if self.txn is not None and self.txn.is_transactional:
+                self.txn.add_partitions_early(acc.queued_partitions())
             if ready and self.txn is not None and not self._producer_state_ready():
                 ready = []
             if ready:

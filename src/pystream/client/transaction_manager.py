@@ -197,6 +197,21 @@ class TransactionManager:
         unacked = self._unacked.get(tp)
         return not unacked or unacked[0] is head
 
+    def add_partitions_early(self, partitions: list[TopicPartition]) -> None:
+        """AddPartitionsToTxn for partitions with records queued, before their batches are
+        ready: the round trip overlaps ``linger_ms`` instead of following it (as Java's
+        producer adds a partition at ``send()``)."""
+        if self.state is not TxnState.IN_TRANSACTION and self.state is not TxnState.COMMITTING:
+            return
+        new = [
+            tp
+            for tp in partitions
+            if tp not in self.partitions_in_txn and tp not in self._pending_partitions
+        ]
+        if new:
+            self._pending_partitions.update(new)
+            self._start_add_partitions()
+
     def assign(self, batch: ProducerBatch) -> None:
         """Give a batch drained for the first time its producer id, epoch and sequence."""
         if batch.base_sequence >= 0:
