@@ -13,10 +13,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from broker_process import BrokerProcess, paused
 from confluent_kafka import Consumer as CKConsumer
 from confluent_kafka import TopicPartition as CKTopicPartition
+from test_idempotence import describe_producers
 from waiting import wait_until
 
 import pystream
@@ -179,3 +181,24 @@ def test_a_sequence_gap_bumps_the_epoch_and_later_records_still_arrive_once(
     assert offsets == sorted(offsets) and len(set(offsets)) == 100
     values = ck_values(broker.bootstrap, topic, 100)
     assert values[0] == [f"0:{i}".encode() for i in range(100)]
+
+
+def test_send_and_send_batch_batches_carry_producer_id_and_sequences(
+    broker: BrokerProcess,
+) -> None:
+    """The broker's producer state (DescribeProducers) after a mix of send() and
+    send_batch() (list and numpy) to one partition: our producer id, epoch, and the last
+    sequence = records - 1, so every batch had the id and consecutive sequences."""
+    topic = "seq-" + uuid.uuid4().hex[:8]
+    with pystream.Producer(broker.bootstrap, batch_size=2_000) as producer:
+        for i in range(200):
+            producer.send(topic, f"{i}".encode(), partition=0)
+        producer.send_batch(topic, [b"list"] * 500, partition=0)
+        producer.send_batch(topic, np.zeros((700, 10), dtype=np.uint8), partition=0)
+        producer.flush(30)
+        txn = producer._aio._txn
+        producer_id, epoch = txn.producer_id, txn.producer_epoch
+    with broker.wire() as wire:
+        (state,) = describe_producers(wire, topic, 0)
+    assert (state.producer_id, state.producer_epoch) == (producer_id, epoch)
+    assert state.last_sequence == 200 + 500 + 700 - 1
