@@ -17,7 +17,7 @@ from waiting import wait_until
 import pystream
 from pystream import ConsumerGroupMetadata, TopicPartition, aio
 from pystream.client.errors import TransactionAbortedError
-from pystream.errors import ProducerFencedError
+from pystream.errors import KafkaError, ProducerFencedError
 
 PARTITIONS = 3
 # Few internal partitions: quicker to create, same code paths.
@@ -205,3 +205,33 @@ def test_the_aio_producer_commits_and_aborts(broker: BrokerProcess) -> None:
     asyncio.run(run())
     values = ck_committed_values(broker.bootstrap, topic, b"end")
     assert b"aio-kept" in values and b"aio-dropped" not in values
+
+
+def test_a_failed_batch_is_abortable_and_the_next_transaction_works(
+    broker: BrokerProcess,
+) -> None:
+    """A record the broker refuses (over the topic's max.message.bytes) fails its batch:
+    commit raises that error, send() refuses until abort_transaction(), which bumps the
+    epoch with the coordinator (KIP-360: the refused batch left a sequence gap)."""
+    topic = new_name("tab")
+    with pystream.AdminClient(bootstrap_servers=broker.bootstrap) as admin:
+        admin.create_topics(
+            [pystream.NewTopic(topic, PARTITIONS, config={"max.message.bytes": "2000"})]
+        )
+    with transactional(broker, batch_size=1000) as producer:
+        epoch = producer._aio._txn.producer_epoch
+        producer.begin_transaction()
+        producer.send(topic, b"before", partition=0)
+        producer.send(topic, b"x" * 5000, partition=0)
+        with pytest.raises(KafkaError, match="max.message.bytes"):
+            producer.commit_transaction(60)
+        with pytest.raises(KafkaError, match="abort_transaction"):
+            producer.send(topic, b"refused", partition=0)
+        producer.abort_transaction(60)
+        assert producer._aio._txn.producer_epoch > epoch
+        with producer.transaction():
+            producer.send(topic, b"after", partition=0)
+            for p in range(PARTITIONS):
+                producer.send(topic, b"end", partition=p)
+    values = ck_committed_values(broker.bootstrap, topic, b"end")
+    assert b"after" in values and b"before" not in values and b"refused" not in values

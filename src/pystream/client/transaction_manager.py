@@ -273,6 +273,11 @@ class TransactionManager:
         return False
 
     def needs_reset(self) -> bool:
+        """Must the sender stop and bump the epoch?  Idempotent producers only: a
+        transactional one bumps it with the coordinator when the transaction is aborted
+        (a local bump would not match the coordinator's epoch)."""
+        if self.is_transactional:
+            return False
         return self.epoch_bump_required or self.new_producer_id_required
 
     async def reset_producer_state(self) -> None:
