@@ -9,6 +9,7 @@ import sys
 import pytest
 from broker_process import BrokerProcess
 from cli_helpers import ENV, PYSTREAM, run
+from txn_helpers import ck_read_committed
 
 
 def test_produce_keys_headers_and_consume_with_properties(broker: BrokerProcess) -> None:
@@ -128,6 +129,8 @@ def test_consume_with_group_commits(broker: BrokerProcess) -> None:
         (("produce", "events", "--property", "parse.key=true"), "no-separator\n", "line 1"),
         (("produce", "events", "--property", "nonsense=1"), "", "nonsense"),
         (("produce", "events", "--producer-property", "no.such.setting=1"), "", "setting"),
+        (("produce", "events", "--transaction-size", "2"), "", "--transactional-id"),
+        (("produce", "events", "--acks", "1", "--idempotence"), "", "acks"),
         (("consume", "missing", "--timeout-ms", "100"), "", "missing"),
         (("consume", "events", "--partition", "9", "--timeout-ms", "100"), "", "partition 9"),
         (("consume", "events", "--offset", "3"), "", "--offset needs --partition"),
@@ -180,3 +183,31 @@ def test_consume_stops_cleanly_on_ctrl_c(broker: BrokerProcess) -> None:
     assert process.returncode == 130
     assert "Traceback" not in stderr
     assert stderr.strip() == "Processed a total of 1 messages"
+
+
+def test_produce_in_transactions_commits_each_and_aborts_on_error(broker: BrokerProcess) -> None:
+    b = ("--bootstrap-server", broker.bootstrap)
+    run("topics", "create", "txn", "--partitions", "1", *b)
+    # Transactions of 2 records: v1 v2 | v3 v4 | v5 + a bad line -> aborted.
+    lines = "".join(f"k:v{i}\n" for i in range(1, 6)) + "no-separator\n"
+    keyed = ("--property", "parse.key=true", "--property", "key.separator=:")
+    result = run(
+        "produce",
+        "txn",
+        *keyed,
+        "--transactional-id",
+        "cli-txn",
+        "--transaction-size",
+        "2",
+        *b,
+        stdin=lines,
+        check=False,
+    )
+    assert result.returncode != 0 and "line 6" in result.stderr, result.stderr
+    # The whole input in one transaction, then a non-idempotent producer.
+    run("produce", "txn", "--transactional-id", "cli-txn", *b, stdin="w1\nw2\nend\n")
+    run("produce", "txn", "--no-idempotence", "--acks", "1", *b, stdin="plain\n")
+    values = ck_read_committed(
+        broker.bootstrap, "txn", 1, lambda seen: b"plain" in seen, "the last record"
+    )
+    assert values == [b"v1", b"v2", b"v3", b"v4", b"w1", b"w2", b"end", b"plain"]

@@ -187,5 +187,5 @@ def make_client(factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Construct a client, turning an unknown setting into a one-line error."""
     try:
         return factory(*args, **kwargs)
-    except (TypeError, AttributeError) as exc:
+    except (TypeError, AttributeError, ValueError) as exc:
         raise click.ClickException(f"bad client setting: {one_line(exc)}") from None

@@ -5,6 +5,11 @@ Each line is a record value.  ``--property parse.key=true`` splits a key off at
 ``h1:v1,h2:v2`` before the key (``headers.delimiter`` tab, ``headers.separator``
 ``,``, ``headers.key.separator`` ``:``).  ``null.marker`` turns a matching key
 or value into null.  ``--header KEY=VALUE`` adds a header to every record.
+
+The producer is idempotent unless ``--no-idempotence`` (or ``--acks 0/1``).
+``--transactional-id`` writes the input in one transaction, or in transactions of
+``--transaction-size`` records, each committed when full and the last at the end
+of the input; an error aborts the open transaction (the ones committed stay).
 """
 
 from __future__ import annotations
@@ -137,6 +142,22 @@ class LineReader:
     help="A producer setting, e.g. linger.ms=10.",
 )
 @click.option(
+    "--idempotence/--no-idempotence",
+    default=None,
+    help="Idempotent producing (default: on, unless --acks is 0 or 1).",
+)
+@click.option(
+    "--transactional-id",
+    default=None,
+    help="Write the input in transactions with this transactional.id.",
+)
+@click.option(
+    "--transaction-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --transactional-id: commit every N records (default: one transaction).",
+)
+@click.option(
     "--input",
     "input_file",
     type=click.File("rb"),
@@ -153,6 +174,9 @@ def produce(
     compression_codec: str,
     sync: bool,
     producer_properties: tuple[str, ...],
+    idempotence: bool | None,
+    transactional_id: str | None,
+    transaction_size: int | None,
     input_file: BinaryIO,
     bootstrap_server: str,
     command_config: str | None,
@@ -160,6 +184,8 @@ def produce(
     """Send each line of stdin to TOPIC as a record."""
     from pystream.client import Producer
 
+    if transaction_size is not None and transactional_id is None:
+        raise click.UsageError("--transaction-size needs --transactional-id")
     reader = LineReader.from_properties(parse_properties(properties))
     fixed = [(k, v.encode()) for k, v in parse_properties(headers, "--header").items()]
     settings = {
@@ -168,10 +194,18 @@ def produce(
         "compression": None if compression_codec == "none" else compression_codec,
         **kafka_properties(producer_properties, "--producer-property"),
     }
+    if idempotence is not None:
+        settings["enable_idempotence"] = idempotence
+    if transactional_id is not None:
+        settings["transactional_id"] = transactional_id
     producer = make_client(Producer, bootstrap_server, **settings)
     pending: deque[Any] = deque()
     count = 0
+    in_transaction = 0
     try:
+        if transactional_id is not None:
+            producer.init_transactions(60)
+            producer.begin_transaction()
         for number, raw in enumerate(input_file, 1):
             line = raw.rstrip(b"\n").rstrip(b"\r")
             key, value, record_headers = reader.parse(line, number)
@@ -186,10 +220,19 @@ def produce(
             count += 1
             if sync or len(pending) > _MAX_PENDING:
                 pending.popleft().result(120)
+            if transactional_id is not None:
+                in_transaction += 1
+                if in_transaction == transaction_size:
+                    producer.commit_transaction(120)
+                    producer.begin_transaction()
+                    in_transaction = 0
+        if transactional_id is not None:
+            producer.commit_transaction(120)
         producer.flush()
         while pending:
             pending.popleft().result(60)
     finally:
+        # close() aborts a transaction still open (an error above).
         producer.close(5)
     if count and sys.stderr.isatty():
         click.echo(f"Produced {count} records to {topic}.", err=True)

@@ -32,9 +32,12 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
+from pystream._core.crc32c cimport crc32c_update
 from pystream._core.records cimport (
-    BATCH_OVERHEAD, now_ms, put_batch_header, put_record, record_body_size,
+    ATTRIBUTES_OFFSET, BASE_SEQUENCE_OFFSET, BATCH_OVERHEAD, CRC_OFFSET, PRODUCER_EPOCH_OFFSET,
+    PRODUCER_ID_OFFSET, now_ms, put_batch_header, put_record, record_body_size,
 )
+from pystream._core.endian cimport store_be16, store_be32, store_be64
 from pystream._core.wire cimport put_varint
 from pystream.client.murmur2 cimport murmur2 as _murmur2
 
@@ -119,6 +122,12 @@ cdef class ProducerBatch:
     cdef public int attempts
     cdef public bint closed
     cdef public object records    # the batch bytes once built
+    # Idempotence: set when the batch is first drained (kept on retry, renumbered
+    # only after an epoch bump); -1 = none (a plain at-least-once batch).
+    cdef readonly int64_t producer_id
+    cdef readonly int16_t producer_epoch
+    cdef readonly int32_t base_sequence
+    cdef readonly bint transactional
     cdef readonly object future   # concurrent.futures.Future of (base_offset, log_append_time)
     cdef object _aio
     cdef object __weakref__
@@ -130,6 +139,9 @@ cdef class ProducerBatch:
         self.size = BATCH_OVERHEAD
         self.future = concurrent.futures.Future()
         self._single_ts = -1
+        self.producer_id = -1
+        self.producer_epoch = -1
+        self.base_sequence = -1
 
     def __dealloc__(self):
         free(self._buf)
@@ -202,6 +214,38 @@ cdef class ProducerBatch:
         self._count = index + 1
         return index
 
+    def set_producer_state(self, int64_t producer_id, int16_t producer_epoch,
+                           int32_t base_sequence, bint transactional):
+        """Give the batch its producer id, epoch and base sequence (and the transactional
+        flag).  A batch already built gets its header fields and CRC rewritten: in place
+        the first time (a ``send_batch`` batch nobody else has seen yet), in a copy after
+        an epoch bump (the old bytes may still be referenced by a request going out)."""
+        cdef bint first = self.producer_id == -1
+        self.producer_id = producer_id
+        self.producer_epoch = producer_epoch
+        self.base_sequence = base_sequence
+        self.transactional = transactional
+        if self.records is None:
+            return
+        cdef bytes old = <bytes>self.records
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(old)
+        if size < BATCH_OVERHEAD:
+            raise ValueError("a built batch is shorter than a RecordBatch header")
+        cdef bytes out = old if first else PyBytes_FromStringAndSize(PyBytes_AS_STRING(old), size)
+        cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
+        cdef uint16_t attributes = (<uint16_t>p[ATTRIBUTES_OFFSET] << 8) | p[ATTRIBUTES_OFFSET + 1]
+        if transactional:
+            attributes |= 0x10
+        else:
+            attributes &= ~0x10
+        with nogil:
+            store_be16(p + ATTRIBUTES_OFFSET, attributes)
+            store_be64(p + PRODUCER_ID_OFFSET, <uint64_t>producer_id)
+            store_be16(p + PRODUCER_EPOCH_OFFSET, <uint16_t>producer_epoch)
+            store_be32(p + BASE_SEQUENCE_OFFSET, <uint32_t>base_sequence)
+            store_be32(p + CRC_OFFSET, crc32c_update(0, p + ATTRIBUTES_OFFSET, size - ATTRIBUTES_OFFSET))
+        self.records = out
+
     def build(self, int codec) -> bytes:
         """The RecordBatch bytes (built once; a retry resends the same bytes)."""
         if self.records is not None:
@@ -224,10 +268,10 @@ cdef class ProducerBatch:
         cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
         cdef Py_ssize_t size = BATCH_OVERHEAD + n
         with nogil:
-            # Base offset 0 (the broker assigns it); leader epoch, producer id and
-            # epoch, base sequence: none (-1).
-            put_batch_header(p, size, 0, -1, codec, self._count - 1, self._base_ts, self._max_ts,
-                             -1, -1, -1, self._count)
+            # Base offset 0 (the broker assigns it); leader epoch: none (-1).
+            put_batch_header(p, size, 0, -1, codec | (0x10 if self.transactional else 0),
+                             self._count - 1, self._base_ts, self._max_ts, self.producer_id,
+                             self.producer_epoch, self.base_sequence, self._count)
         free(self._buf)
         self._buf = NULL
         self._len = self._cap = 0
@@ -353,6 +397,7 @@ cdef class RecordAccumulator:
     cdef public bint closing
     cdef public bint closed
     cdef public bint sender_idle
+    cdef public bint gated            # send() takes the slow path (a transactional producer's checks)
     cdef public object wakeup         # called (any thread) when the sender should look again
     cdef public object slow_path      # send()'s fallback: (topic, value, key, headers, partition, ts)
     cdef object _space                # threading.Condition for blocked sync senders
@@ -432,7 +477,7 @@ cdef class RecordAccumulator:
     def send(self, str topic, value=None, key=None, headers=None, partition=None,
              timestamp_ms=None):
         """Queue one record (see ``Producer.send``); the fast path of the producer."""
-        if (self.closed or headers is not None
+        if (self.closed or self.gated or headers is not None
                 or (value is not None and not PyBytes_CheckExact(value))
                 or (key is not None and not PyBytes_CheckExact(key))
                 or self.buffered >= self.buffer_memory):
@@ -682,7 +727,14 @@ cdef class RecordAccumulator:
         return out
 
     def reenqueue(self, ProducerBatch batch, double backoff):
-        """Put a batch that failed with a retriable error back at the head of its queue."""
+        """Put a batch that failed with a retriable error back at the head of its queue.
+
+        Batches with a sequence number go back in sequence order (Java's
+        ``insertInSequenceOrder``): several in flight that fail together return
+        in the order they were first sent, before any batch not sent yet.
+        """
+        cdef Py_ssize_t i = 0
+        cdef ProducerBatch other
         self._acquire()
         try:
             batch.attempts += 1
@@ -691,8 +743,39 @@ cdef class RecordAccumulator:
             queue = self._queues.get(tp)
             if queue is None:
                 queue = self._queues[tp] = deque()
-            queue.appendleft(batch)
+            if batch.base_sequence >= 0:
+                for item in queue:
+                    other = <ProducerBatch>item
+                    if other.base_sequence < 0 or other.base_sequence > batch.base_sequence:
+                        break
+                    i += 1
+            queue.insert(i, batch)
             self.sender_idle = False
+        finally:
+            self._release_lock()
+
+    def head(self, tuple tp):
+        """The first queued batch of a partition, or None."""
+        self._acquire()
+        try:
+            queue = self._queues.get(tp)
+            return queue[0] if queue else None
+        finally:
+            self._release_lock()
+
+    def queued_partitions(self):
+        """The partitions with a batch queued (open or ready)."""
+        self._acquire()
+        try:
+            return list(self._queues)
+        finally:
+            self._release_lock()
+
+    def queued(self):
+        """Every queued batch (not in flight), in queue order per partition."""
+        self._acquire()
+        try:
+            return [b for q in self._queues.values() for b in q]
         finally:
             self._release_lock()
 

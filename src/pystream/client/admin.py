@@ -44,7 +44,6 @@ from pystream.protocol.messages.describe_user_scram_credentials import (
     DescribeUserScramCredentialsRequest,
 )
 from pystream.protocol.messages.elect_leaders import ElectLeadersRequest
-from pystream.protocol.messages.find_coordinator import FindCoordinatorRequest
 from pystream.protocol.messages.incremental_alter_configs import IncrementalAlterConfigsRequest
 from pystream.protocol.messages.list_groups import ListGroupsRequest
 from pystream.protocol.messages.list_offsets import ListOffsetsRequest
@@ -198,19 +197,7 @@ class AdminClient:
         raise AssertionError("unreachable")
 
     async def _group_coordinator(self, group_id: str) -> BrokerConnection:
-        for _ in range(20):
-            conn = await self._core.any_connection()
-            response = await conn.request(10, FindCoordinatorRequest(key=group_id, key_type=0))
-            if response.error_code == 0:
-                return await self._core.connect(response.host, response.port)
-            if response.error_code not in _COORDINATOR_RETRY:
-                raise _error(
-                    response.error_code,
-                    response.error_message,
-                    f"FindCoordinator for group {group_id!r}",
-                )
-            await asyncio.sleep(self.config.retry_backoff_ms / 1000)
-        raise error_for_code(15)(f"no coordinator for group {group_id!r}")
+        return await self._core.find_coordinator(group_id, 0, attempts=20)
 
     async def _to_coordinator(self, group_id: str, api_key: int, build: Any) -> Any:
         for _ in range(20):

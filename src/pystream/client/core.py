@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pystream.errors import ErrorCode, KafkaError, UnknownTopicOrPartitionError, error_for_code
+from pystream.protocol.messages.find_coordinator import FindCoordinatorRequest
 from pystream.protocol.messages.metadata import MetadataRequest
 
 from .config import ClientConfig
@@ -189,6 +190,29 @@ class ClientCore:
         conn = await (self.any_connection() if node_id is None else self.connection(node_id))
         version = conn.version(api_key)
         return await conn.request(api_key, build(version), version, timeout)
+
+    async def find_coordinator(
+        self, key: str, key_type: int, *, attempts: int = 100
+    ) -> BrokerConnection:
+        """A connection to the coordinator of a group (``key_type`` 0) or a transactional
+        id (1), found with FindCoordinator; retries while it is loading or moving."""
+        what = "group" if key_type == 0 else "transactional id"
+        backoff = self.config.retry_backoff_ms / 1000
+        for _ in range(attempts):
+            conn = await self.any_connection()
+            body = FindCoordinatorRequest(key=key, key_type=key_type)
+            response = await conn.request(10, body, conn.version(10))
+            code = response.error_code
+            if code == 0:
+                return await self.connect(response.host, response.port)
+            cls = error_for_code(code)
+            if not cls.retriable:
+                detail = response.error_message or cls.error_name
+                raise cls(f"FindCoordinator for {what} {key!r}: {detail}")
+            await asyncio.sleep(backoff)
+        raise error_for_code(ErrorCode.COORDINATOR_NOT_AVAILABLE)(
+            f"no coordinator for {what} {key!r} after {attempts} attempts"
+        )
 
     # ------------------------------------------------------------------ metadata
 

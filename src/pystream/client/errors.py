@@ -6,6 +6,7 @@ from pystream.errors import KafkaError, NetworkException, UnsupportedVersionErro
 
 __all__ = [
     "ClientClosedError",
+    "TransactionAbortedError",
     "KafkaConnectionError",
     "UnsupportedFeatureError",
 ]
@@ -28,3 +29,10 @@ class ClientClosedError(KafkaError):
     """The producer/consumer/admin client was closed; create a new one."""
 
     error_name = "CLIENT_CLOSED"
+
+
+class TransactionAbortedError(KafkaError):
+    """The record was not sent: its transaction was aborted (``abort_transaction``, or an
+    earlier error in the transaction)."""
+
+    error_name = "TRANSACTION_ABORTED"

@@ -7,20 +7,27 @@ when the topic's metadata is unknown or ``buffer_memory`` is full does it
 wait (at most ``max_block_ms``).  ``send_batch()`` builds whole RecordBatches
 in Cython from a list of values or a numpy array of fixed-size records.  The
 :class:`~pystream.client.sender.Sender` task ships batches to the leaders.
+
+Idempotence is on by default (as in Kafka's Java client since 3.0): no
+duplicates and no reordering on retries.  With ``transactional_id`` the
+producer writes transactions (``init_transactions()``, ``begin_transaction()``,
+``commit_transaction()``/``abort_transaction()``, or ``async with
+producer.transaction():``); the :class:`TransactionManager` keeps that state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from pystream._core.compression import codec_from_name
 from pystream._core.records import build_batch_from_values
-from pystream.errors import UnknownTopicOrPartitionError
+from pystream.errors import KafkaError, UnknownTopicOrPartitionError
 
 from ._fast import (
     build_fixed_batch,
@@ -33,11 +40,12 @@ from ._fast import (
 from .accumulator import NEED_METADATA, NEED_SPACE, ProducerBatch, RecordAccumulator, RecordFuture
 from .config import ClientConfig
 from .core import ClientCore
-from .errors import ClientClosedError
+from .errors import ClientClosedError, TransactionAbortedError
 from .futures import BatchSendFuture
 from .metadata import TopicInfo
 from .sender import Sender
-from .types import RecordMetadata
+from .transaction_manager import TransactionManager, TxnState
+from .types import ConsumerGroupMetadata, OffsetAndMetadata, RecordMetadata
 
 __all__ = ["Producer"]
 
@@ -49,6 +57,43 @@ def _parse_acks(acks: int | str) -> int:
     if value is None:
         raise ValueError(f"acks must be 'all', -1, 0 or 1, got {acks!r}")
     return value
+
+
+# Kafka's limit for idempotence: the broker keeps the last 5 batches per producer.
+_MAX_IN_FLIGHT_IDEMPOTENT = 5
+
+
+def _idempotence(
+    enable_idempotence: bool | None,
+    acks: int | str | None,
+    max_in_flight: int,
+    transactional_id: str | None,
+) -> bool:
+    """Java's rules: on unless turned off or unless settings it needs were changed
+    (then off if it was not asked for, a ValueError if it was)."""
+    if transactional_id is not None and enable_idempotence is False:
+        raise ValueError(
+            "a transactional producer is idempotent: remove enable_idempotence=False "
+            "or transactional_id"
+        )
+    explicit = enable_idempotence is True or transactional_id is not None
+    if enable_idempotence is False:
+        return False
+    conflicts = []
+    if acks is not None and _parse_acks(acks) != -1:
+        conflicts.append(f"acks={acks!r} (it needs acks='all')")
+    if max_in_flight > _MAX_IN_FLIGHT_IDEMPOTENT:
+        conflicts.append(
+            f"max_in_flight_requests_per_connection={max_in_flight} "
+            f"(it needs at most {_MAX_IN_FLIGHT_IDEMPOTENT})"
+        )
+    if conflicts and explicit:
+        raise ValueError(
+            "idempotence (enable_idempotence=True, or transactional_id) cannot work with "
+            + " and ".join(conflicts)
+            + ": change that setting or set enable_idempotence=False"
+        )
+    return not conflicts
 
 
 def _to_bytes(data: Any, what: str) -> bytes | None:
@@ -86,13 +131,20 @@ class Producer:
     ``client_id``, ``allow_auto_create_topics``, ``key_serializer`` /
     ``value_serializer`` (callables to bytes), plus the connection settings of
     :class:`~pystream.client.config.ClientConfig`.
+
+    ``enable_idempotence`` (default: on unless ``acks`` is 0/1 or more than 5
+    requests may be in flight): producer id and sequence numbers, so retries
+    neither duplicate nor reorder records; it forces ``acks='all'``.
+    ``transactional_id`` makes the producer transactional (call
+    :meth:`init_transactions` once), ``transaction_timeout_ms`` is how long the
+    coordinator lets a transaction stay open before aborting it.
     """
 
     def __init__(
         self,
         bootstrap_servers: str | Sequence[str],
         *,
-        acks: int | str = "all",
+        acks: int | str | None = None,
         linger_ms: float = 5,
         batch_size: int = 1_000_000,
         compression: str | None = None,
@@ -101,13 +153,25 @@ class Producer:
         max_block_ms: int = 60_000,
         delivery_timeout_ms: int = 120_000,
         max_in_flight_requests_per_connection: int = 5,
+        enable_idempotence: bool | None = None,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60_000,
         allow_auto_create_topics: bool = True,
         key_serializer: Any = None,
         value_serializer: Any = None,
         **client_settings: Any,
     ) -> None:
         self.config = ClientConfig.from_kwargs(bootstrap_servers, **client_settings)
-        self.acks = _parse_acks(acks)
+        self.enable_idempotence = _idempotence(
+            enable_idempotence, acks, max_in_flight_requests_per_connection, transactional_id
+        )
+        self.acks = -1 if acks is None else _parse_acks(acks)
+        if transactional_id is not None and not transactional_id:
+            raise ValueError("transactional_id must be a non-empty string (or None)")
+        if transaction_timeout_ms <= 0:
+            raise ValueError("transaction_timeout_ms must be positive")
+        self.transactional_id = transactional_id
+        self.transaction_timeout_ms = transaction_timeout_ms
         if batch_size <= 0 or max_request_size <= 0:
             raise ValueError("batch_size and max_request_size must be positive")
         self.batch_size = batch_size
@@ -131,6 +195,7 @@ class Producer:
         self._acc.max_record_size = max_request_size
         self._core.metadata_listeners.append(self._update_topics)
         self._sender: Sender | None = None
+        self._txn: TransactionManager | None = None
         self._closed = False
         self._started = False
 
@@ -141,6 +206,16 @@ class Producer:
         if self._started:
             return
         await self._core.start()
+        if self.enable_idempotence:
+            self._txn = TransactionManager(
+                self._core,
+                transactional_id=self.transactional_id,
+                transaction_timeout_ms=self.transaction_timeout_ms,
+                retry_backoff_ms=self.config.retry_backoff_ms,
+                wakeup=self._wakeup_sender,
+            )
+            self._txn.gate_sends = self._gate_sends
+            self._gate_sends(self.transactional_id is not None)
         self._sender = Sender(
             self._core,
             self._acc,
@@ -149,9 +224,17 @@ class Producer:
             max_in_flight=self.max_in_flight,
             max_request_size=self.max_request_size,
             retry_backoff_ms=self.config.retry_backoff_ms,
+            txn=self._txn,
         )
         self._sender.start()
         self._started = True
+
+    def _wakeup_sender(self) -> None:
+        if self._sender is not None:
+            self._sender.wakeup()
+
+    def _gate_sends(self, gated: bool) -> None:
+        self._acc.gated = gated
 
     async def __aenter__(self) -> Producer:
         await self.start()
@@ -181,6 +264,17 @@ class Producer:
             return
         self._closed = True
         acc = self._acc
+        txn = self._txn
+        try:
+            if txn is not None and txn.state in (
+                TxnState.IN_TRANSACTION,
+                TxnState.ABORTABLE_ERROR,
+            ):
+                # As Kafka's producer: an open transaction is aborted on close.
+                async with asyncio.timeout(timeout):
+                    await self.abort_transaction()
+        except (TimeoutError, KafkaError, RuntimeError):
+            pass
         acc.closed = True
         try:
             if self._started:
@@ -229,6 +323,8 @@ class Producer:
     ) -> Any:
         if self._closed:
             raise ClientClosedError("the producer is closed")
+        if self._txn is not None:
+            self._txn.check_can_send()
         key, value, hdrs = self._prepare(key, value, headers)
         return self._acc.try_send(topic, value, key, hdrs, partition, timestamp_ms)
 
@@ -264,6 +360,7 @@ class Producer:
             and self.key_serializer is None
             and self.value_serializer is None
             and not self._closed
+            and not self._acc.gated
         ):
             result = self._acc.try_send(topic, value, key, None, partition, timestamp_ms)
         else:
@@ -332,6 +429,8 @@ class Producer:
         """Build and queue the batches of a send_batch (any thread), or say what to wait for."""
         if self._closed:
             raise ClientClosedError("the producer is closed")
+        if self._txn is not None:
+            self._txn.check_can_send()
         info = self._core.metadata.topics.get(topic)
         if info is None or not info.partitions or self._acc.num_partitions(topic) < 0:
             return NEED_METADATA
@@ -465,6 +564,94 @@ class Producer:
                 else:
                     add(partition, None, start, min(per_batch, count - start))
         return batches
+
+    # ------------------------------------------------------------------ transactions
+
+    def _transactional(self) -> TransactionManager:
+        self._check_started()
+        if self._txn is None or not self._txn.is_transactional:
+            raise RuntimeError("transactions need a transactional_id (set it on the Producer)")
+        return self._txn
+
+    async def init_transactions(self) -> None:
+        """Register the ``transactional_id`` with its coordinator (InitProducerId): fences
+        any older producer with the same id and completes its open transaction."""
+        await self._transactional().init_transactions()
+
+    async def begin_transaction(self) -> None:
+        """Start a transaction: every record sent until commit/abort belongs to it."""
+        self._transactional().begin()
+
+    async def send_offsets_to_transaction(
+        self,
+        offsets: Mapping[Any, OffsetAndMetadata | int],
+        group_metadata: ConsumerGroupMetadata | str,
+    ) -> None:
+        """Commit consumer offsets as part of the transaction (consume-transform-produce).
+
+        ``offsets``: ``{TopicPartition: OffsetAndMetadata or offset}``, the next
+        record to consume per partition; ``group_metadata``: the consumer's
+        ``group_metadata()`` (or a group id).  They are committed only if the
+        transaction is.
+        """
+        txn = self._transactional()
+        if isinstance(group_metadata, str):
+            group_metadata = ConsumerGroupMetadata(group_metadata)
+        elif not isinstance(group_metadata, ConsumerGroupMetadata):
+            raise TypeError(
+                f"group_metadata must be a ConsumerGroupMetadata (consumer.group_metadata()) "
+                f"or a group id, got {type(group_metadata).__name__}"
+            )
+        await txn.send_offsets(offsets, group_metadata)
+
+    async def commit_transaction(self) -> None:
+        """Send every record of the transaction, then commit it (EndTxn).
+
+        Raises :class:`~pystream.errors.ProducerFencedError` (fatal: close the
+        producer) or the error that made the transaction fail (abortable: call
+        :meth:`abort_transaction`).
+        """
+        txn = self._transactional()
+        txn.check_in_transaction("commit")
+        txn.state = TxnState.COMMITTING
+        await self.flush()
+        if txn.state is not TxnState.COMMITTING:
+            assert txn.last_error is not None
+            raise txn.last_error
+        await txn.end(committed=True)
+
+    async def abort_transaction(self) -> None:
+        """Abort the transaction: unsent records fail with
+        :class:`~pystream.client.errors.TransactionAbortedError`, sent ones are
+        never seen by ``read_committed`` consumers."""
+        txn = self._transactional()
+        txn.raise_if_fatal()
+        if txn.state not in (TxnState.IN_TRANSACTION, TxnState.ABORTABLE_ERROR):
+            raise RuntimeError(f"no transaction to abort (state {txn.state.value})")
+        txn.state = TxnState.ABORTING
+        assert self._sender is not None
+        error = TransactionAbortedError("the record was not sent: its transaction was aborted")
+        for batch in self._acc.abort_all():
+            self._sender._fail(batch, error)
+        # Batches already sent finish first: EndTxn must come after them.
+        waits = [b.aio_future() for b in list(self._acc.incomplete)]
+        if waits:
+            await asyncio.gather(*waits)
+        await txn.end(committed=False)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Producer]:
+        """``async with producer.transaction():`` begins a transaction, commits it at the
+        end of the block, aborts it if the block raises (the exception goes on)."""
+        await self.begin_transaction()
+        try:
+            yield self
+        except BaseException:
+            txn = self._txn
+            if txn is not None and txn.state is not TxnState.FATAL_ERROR:
+                await self.abort_transaction()
+            raise
+        await self.commit_transaction()
 
     async def partitions_for(self, topic: str) -> list[int]:
         """The topic's partition ids (waits for its metadata up to ``max_block_ms``)."""

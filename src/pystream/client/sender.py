@@ -15,7 +15,11 @@ partition: success completes the batch; a retriable error (not leader,
 connection loss, timeout ...) puts it back at the head of its queue after
 ``retry_backoff_ms`` and asks for fresh metadata; anything else fails it.
 Without idempotence a retry can reorder batches of one partition when
-``max_in_flight > 1``, exactly as in Kafka.
+``max_in_flight > 1``, exactly as in Kafka.  With idempotence (a
+:class:`~pystream.client.transaction_manager.TransactionManager`) batches get
+their producer id, epoch and sequence when first drained, a retried batch goes
+out again only as the first unacknowledged one of its partition, and sequence
+errors bump the epoch once nothing is in flight.
 """
 
 from __future__ import annotations
@@ -27,12 +31,19 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from pystream.errors import KafkaError, RequestTimedOutError, error_for_code
+from pystream.errors import (
+    ErrorCode,
+    KafkaError,
+    ProducerFencedError,
+    RequestTimedOutError,
+    error_for_code,
+)
 from pystream.protocol.messages.produce import ProduceRequest
 
 from .accumulator import ProducerBatch, RecordAccumulator
 from .core import ClientCore
-from .errors import ClientClosedError
+from .errors import ClientClosedError, TransactionAbortedError
+from .transaction_manager import TransactionManager
 
 __all__ = ["Sender"]
 
@@ -41,6 +52,15 @@ log = logging.getLogger("pystream.client.producer")
 # Errors after which the partition's leader may have moved: refresh metadata.
 _METADATA_ERRORS = frozenset({3, 5, 6, 13, 19, 74, 75, 100})
 _MESSAGE_TOO_LARGE = 10
+# Produce errors the transaction manager decides on (retry, epoch bump, fenced).
+_SEQUENCE_ERRORS = frozenset(
+    {
+        ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
+        ErrorCode.UNKNOWN_PRODUCER_ID,
+        ErrorCode.INVALID_PRODUCER_EPOCH,
+        ErrorCode.PRODUCER_FENCED,
+    }
+)
 
 
 class Sender:
@@ -56,8 +76,12 @@ class Sender:
         max_in_flight: int,
         max_request_size: int,
         retry_backoff_ms: int,
+        txn: TransactionManager | None = None,
     ) -> None:
         self.core = core
+        self.txn = txn
+        self.retries = 0  # batches sent again after a retriable error (Java's record-retry-total)
+        self._resetting: asyncio.Task[None] | None = None
         self.acc = accumulator
         self.acks = acks
         self.request_timeout_ms = request_timeout_ms
@@ -126,7 +150,7 @@ class Sender:
         while True:
             now = time.monotonic()
             for batch in acc.expired(now):
-                acc.fail(
+                self._fail(
                     batch,
                     RequestTimedOutError(
                         f"{batch.record_count} record(s) for {batch.topic}-{batch.partition} "
@@ -137,14 +161,62 @@ class Sender:
             ready, next_at = acc.ready(now)
             if not self._running and not ready and not acc.incomplete:
                 return
+            if self.txn is not None and self.txn.is_transactional:
+                self.txn.add_partitions_early(acc.queued_partitions())
+            if ready and self.txn is not None and not self._producer_state_ready():
+                ready = []
             if ready:
                 blocked_until = self._send_ready(ready, now)
                 if blocked_until is not None and (next_at is None or blocked_until < next_at):
                     next_at = blocked_until
             await self._sleep(next_at)
 
+    def _producer_state_ready(self) -> bool:
+        """Idempotence: is there a producer id and epoch batches may be stamped with now?"""
+        txn = self.txn
+        assert txn is not None
+        if txn.blocks_sending:
+            # Java's abortUndrainedBatches: nothing queued may go out any more.
+            error = txn.last_error
+            if not isinstance(error, ProducerFencedError):
+                error = TransactionAbortedError(
+                    f"the record was not sent: its transaction hit an error and must be "
+                    f"aborted ({txn.last_error})"
+                )
+            for batch in self.acc.abort_all():
+                self._fail(batch, error)
+            return False
+        if not txn.has_producer_id:
+            if not txn.is_transactional:
+                txn.ensure_producer_id()  # wakes the sender when done
+            return False
+        if txn.needs_reset():
+            # Renumbering needs every batch back: wait until nothing is in flight.
+            if not any(self.in_flight.values()) and (
+                self._resetting is None or self._resetting.done()
+            ):
+                self._resetting = self._loop.create_task(self._reset_producer_state())
+            return False
+        return True
+
+    async def _reset_producer_state(self) -> None:
+        assert self.txn is not None
+        try:
+            await self.txn.reset_producer_state()
+        except KafkaError as exc:
+            log.warning("producer: cannot bump the producer epoch: %s", exc)
+            if not exc.retriable:
+                self.txn.fatal(exc)
+            await asyncio.sleep(self.retry_backoff)
+        finally:
+            self.wakeup()
+
     def _send_ready(self, ready: list[tuple[str, int]], now: float) -> float | None:
         """Send what can go now; return when to look again if something had to wait."""
+        txn = self.txn
+        if txn is not None:
+            head = self.acc.head
+            ready = [tp for tp in ready if txn.sendable(tp, head(tp))]
         metadata = self.core.metadata
         by_node: dict[int, list[tuple[str, int]]] = defaultdict(list)
         missing_leader = False
@@ -193,6 +265,10 @@ class Sender:
     def _produce(self, conn: Any, node: int, batches: list[ProducerBatch]) -> None:
         codec = self.acc.codec
         topics: dict[str, list[ProduceRequest.PartitionProduceData]] = defaultdict(list)
+        txn = self.txn
+        if txn is not None:
+            for batch in batches:
+                txn.assign(batch)
         try:
             for batch in batches:
                 topics[batch.topic].append(
@@ -203,12 +279,12 @@ class Sender:
         except Exception as exc:  # a record the builder refuses fails its batch only
             for batch in batches:
                 if batch.records is None:
-                    self.acc.fail(batch, exc)
+                    self._fail(batch, exc)
             batches = [b for b in batches if b.records is not None]
             if not batches:
                 return
         body = ProduceRequest(
-            transactional_id=None,
+            transactional_id=None if txn is None else txn.transactional_id,
             acks=self.acks,
             timeout_ms=self.request_timeout_ms,
             topic_data=[
@@ -247,7 +323,7 @@ class Sender:
         for batch in batches:
             result = results.get((batch.topic, batch.partition))
             if result is None:
-                self.acc.fail(
+                self._fail(
                     batch,
                     KafkaError(
                         f"the produce response has no result for {batch.topic}-{batch.partition}"
@@ -255,15 +331,24 @@ class Sender:
                 )
                 continue
             code = result.error_code
-            if code == 0:
-                self.acc.complete(batch, result.base_offset, result.log_append_time_ms)
+            if code == 0 or (code == ErrorCode.DUPLICATE_SEQUENCE_NUMBER and self.txn):
+                # A duplicate: the broker already has this batch (an earlier attempt).
+                self._complete(batch, result.base_offset, result.log_append_time_ms)
                 continue
             error_cls = error_for_code(code)
             detail = result.error_message or error_cls.error_name
-            error = error_cls(f"producing to {batch.topic}-{batch.partition}: {detail}")
+            where = f"producing to {batch.topic}-{batch.partition}"
             if code in _METADATA_ERRORS:
                 refresh = True
-            self._retry_or_fail(batch, error)
+            if code in _SEQUENCE_ERRORS and self.txn is not None:
+                if self.txn.can_retry(batch, code):
+                    self._retry_or_fail(batch, error_cls(f"{where}: {detail}"), force=True)
+                elif code in (ErrorCode.INVALID_PRODUCER_EPOCH, ErrorCode.PRODUCER_FENCED):
+                    self._fail(batch, ProducerFencedError(f"{where}: {detail}: fenced"))
+                else:
+                    self._fail(batch, error_cls(f"{where}: {detail}"))
+                continue
+            self._retry_or_fail(batch, error_cls(f"{where}: {detail}"))
         if refresh:
             self.core.request_update()
         self.wakeup()
@@ -271,20 +356,33 @@ class Sender:
     def _handle_failure(self, batches: list[ProducerBatch], exc: BaseException) -> None:
         if isinstance(exc, ClientClosedError) or not isinstance(exc, KafkaError):
             for batch in batches:
-                self.acc.fail(batch, exc)
+                self._fail(batch, exc)
             return
         self.core.request_update()
         for batch in batches:
             self._retry_or_fail(batch, exc)
 
-    def _retry_or_fail(self, batch: ProducerBatch, error: BaseException) -> None:
-        retriable = isinstance(error, KafkaError) and error.retriable
+    def _retry_or_fail(
+        self, batch: ProducerBatch, error: BaseException, force: bool = False
+    ) -> None:
+        retriable = force or (isinstance(error, KafkaError) and error.retriable)
         within = time.monotonic() - batch.created < self.acc.delivery_timeout
         if retriable and within and self._running_or_flushing():
             log.debug("retrying %r after %s", batch, error)
+            self.retries += 1
             self.acc.reenqueue(batch, self.retry_backoff)
         else:
-            self.acc.fail(batch, error)
+            self._fail(batch, error)
+
+    def _complete(self, batch: ProducerBatch, base_offset: int, log_append_time: int) -> None:
+        if self.txn is not None:
+            self.txn.completed(batch)
+        self.acc.complete(batch, base_offset, log_append_time)
+
+    def _fail(self, batch: ProducerBatch, error: BaseException) -> None:
+        if self.txn is not None:
+            self.txn.failed(batch, error)
+        self.acc.fail(batch, error)
 
     def _running_or_flushing(self) -> bool:
         return self._running or bool(self.acc.incomplete)

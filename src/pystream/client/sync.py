@@ -10,9 +10,10 @@ the loop, so the per-record cost is a few list appends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,14 @@ from .futures import BatchSendFuture
 from .loop_thread import LoopThread
 from .producer import Headers, _busy_error
 from .producer import Producer as AsyncProducer
-from .types import ConsumerGroupMetadata, ConsumerRecord, RecordMetadata, TopicPartition
+from .transaction_manager import TxnState
+from .types import (
+    ConsumerGroupMetadata,
+    ConsumerRecord,
+    OffsetAndMetadata,
+    RecordMetadata,
+    TopicPartition,
+)
 
 __all__ = ["AdminClient", "Consumer", "Producer"]
 
@@ -153,6 +161,49 @@ class Producer:
 
     def partitions_for(self, topic: str) -> list[int]:
         return self._thread.run(lambda: self._aio.partitions_for(topic))
+
+    # Transactions: see pystream.aio.Producer for what each step does.
+
+    def init_transactions(self, timeout: float | None = None) -> None:
+        """Register the ``transactional_id`` (fences older producers with the same id)."""
+        self._thread.run(self._aio.init_transactions, timeout)
+
+    def begin_transaction(self) -> None:
+        """Start a transaction: records sent until commit/abort belong to it."""
+        self._thread.run(self._aio.begin_transaction)
+
+    def send_offsets_to_transaction(
+        self,
+        offsets: Mapping[Any, OffsetAndMetadata | int],
+        group_metadata: ConsumerGroupMetadata | str,
+        timeout: float | None = None,
+    ) -> None:
+        """Commit consumer offsets with the transaction (committed only if it is)."""
+        self._thread.run(
+            lambda: self._aio.send_offsets_to_transaction(offsets, group_metadata), timeout
+        )
+
+    def commit_transaction(self, timeout: float | None = None) -> None:
+        """Send every record of the transaction and commit it."""
+        self._thread.run(self._aio.commit_transaction, timeout)
+
+    def abort_transaction(self, timeout: float | None = None) -> None:
+        """Abort the transaction: its records are never seen by read_committed consumers."""
+        self._thread.run(self._aio.abort_transaction, timeout)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Producer]:
+        """``with producer.transaction():`` commits at the end of the block, aborts if it
+        raises (the exception goes on)."""
+        self.begin_transaction()
+        try:
+            yield self
+        except BaseException:
+            txn = self._aio._txn
+            if txn is not None and txn.state is not TxnState.FATAL_ERROR:
+                self.abort_transaction()
+            raise
+        self.commit_transaction()
 
     def close(self, timeout: float | None = None) -> None:
         """Flush (up to ``timeout`` seconds) and release connections and the loop thread."""

@@ -65,6 +65,18 @@ class OffsetAndMetadata(NamedTuple):
     leader_epoch: int = -1
 
 
+@dataclass(frozen=True)
+class ConsumerGroupMetadata:
+    """What ``Producer.send_offsets_to_transaction`` needs of a consumer's group
+    (``Consumer.group_metadata()``): with the generation and member id the group
+    coordinator fences offsets committed by a zombie member (KIP-447)."""
+
+    group_id: str
+    generation_id: int = -1
+    member_id: str = ""
+    group_instance_id: str | None = None
+
+
 @dataclass(slots=True)
 class NewTopic:
     """A topic to create.  ``replication_factor`` -1 means the broker default;
@@ -143,15 +155,3 @@ class GroupDescription:
     protocol: str
     members: list[MemberDescription]
     coordinator: int = -1
-
-
-@dataclass(frozen=True)
-class ConsumerGroupMetadata:
-    """What a transactional producer needs of a consumer's group membership
-    (``send_offsets_to_transaction``): the group and, for fencing zombies (KIP-447), the
-    member's generation, member id and static instance id."""
-
-    group_id: str
-    generation_id: int = -1
-    member_id: str = ""
-    group_instance_id: str | None = None
