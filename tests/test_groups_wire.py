@@ -578,8 +578,9 @@ async def _follower_waiting_for_its_assignment(
     rejoined = await join(a, group, a_id, session_timeout_ms=session_timeout_ms)
     assert rejoined.leader == a_id and (await b_join).generation_id == 2
     b_sync = asyncio.ensure_future(sync(b, group, 2, b_id))
-    # b's SyncGroup reached the broker before what the test does next on another
-    # connection (a round trip on a after b's request was written); it is not answered yet.
+    # A round trip on a after b's SyncGroup was written: the broker has read b's request
+    # before whatever the test sends next on another connection (were it not, b would get
+    # the same answer at once instead of while waiting).  b is not answered yet.
     assert await heartbeat(a, group, 2, a_id) == NONE
     assert not b_sync.done()
     return a_id, b_id, b_sync
