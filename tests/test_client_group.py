@@ -18,11 +18,14 @@ from typing import Any
 import pytest
 from broker_process import BrokerProcess
 from confluent_kafka import Consumer as CKConsumer
+from librdkafka_close import unsubscribe_and_close
+from waiting import wait_until
 
 import pystream
+from pystream.client.admin import AdminClient
 from pystream.client.connection import BrokerConnection
 from pystream.client.errors import UnsupportedFeatureError
-from pystream.client.types import OffsetAndMetadata, TopicPartition
+from pystream.client.types import GroupDescription, OffsetAndMetadata, TopicPartition
 
 PARTITIONS = 3
 TP = TopicPartition
@@ -88,6 +91,30 @@ def ck_consumer(bootstrap: str, topic: str, group: str, strategy: str) -> CKCons
     )
     c.subscribe([topic])
     return c
+
+
+def describe_group(bootstrap: str, group: str) -> GroupDescription:
+    async def ask() -> GroupDescription:
+        async with AdminClient(bootstrap) as admin:
+            return (await admin.describe_groups([group]))[group]
+
+    return asyncio.run(ask())
+
+
+def group_members(bootstrap: str, group: str) -> list[str]:
+    """The member ids the broker has in ``group`` now."""
+    return [m.member_id for m in describe_group(bootstrap, group).members]
+
+
+def group_state(bootstrap: str, group: str) -> str:
+    return describe_group(bootstrap, group).state
+
+
+def leave_then_close(ck: CKConsumer, bootstrap: str, group: str) -> None:
+    """Close a librdkafka member once it has left the group (see :mod:`librdkafka_close`
+    for the librdkafka hang this avoids); the broker must answer its LeaveGroup and drop it."""
+    member_id = ck.memberid()
+    unsubscribe_and_close(ck, left=lambda: member_id not in group_members(bootstrap, group))
 
 
 def produce(bootstrap: str, topic: str, count: int, prefix: bytes = b"") -> list[bytes]:
@@ -218,9 +245,15 @@ def test_mixed_group_with_librdkafka(
         got = [v for records in seen.values() for _, _, v in records]
         assert sorted(got) == sorted([b"0"] + values)
         assert seen[py] and seen[ck]  # both really consumed
+        # Both members were in the group; each one's leave is answered and the group empties.
+        assert set(group_members(cluster.bootstrap, group)) == {py.member_id, ck.memberid()}
     finally:
         for m in members:
-            m.close()
+            if isinstance(m, CKConsumer):
+                leave_then_close(m, cluster.bootstrap, group)
+            else:
+                m.close()
+    wait_until(lambda: group_state(cluster.bootstrap, group) == "Empty", 30, what="an Empty group")
 
 
 def test_rebalance_callbacks_and_a_member_leaving(cluster: BrokerProcess, topic: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from broker_process import BrokerProcess
+from librdkafka_close import unsubscribe_and_close
 from test_groups_wire import Wire
 from waiting import wait_until
 
@@ -149,7 +150,9 @@ class Member:
             while not self._stop.is_set():
                 consumer.poll(0.1)
         finally:
-            consumer.close()
+            # Not close() straight away: librdkafka can hang in it while the revoke of a
+            # rebalance (e.g. another member just left) is queued (see librdkafka_close).
+            unsubscribe_and_close(consumer)
 
     def _run_kp(self) -> None:
         from kafka import ConsumerRebalanceListener, KafkaConsumer

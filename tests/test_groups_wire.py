@@ -9,6 +9,7 @@ so each test controls versions, member ids and generations exactly.  The
 from __future__ import annotations
 
 import asyncio
+import shutil
 import struct
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -46,6 +47,7 @@ INVALID_SESSION_TIMEOUT = 26
 REBALANCE_IN_PROGRESS = 27
 OFFSET_METADATA_TOO_LARGE = 12
 UNKNOWN_TOPIC_OR_PARTITION = 3
+NOT_COORDINATOR = 16
 NON_EMPTY_GROUP = 68
 GROUP_ID_NOT_FOUND = 69
 MEMBER_ID_REQUIRED = 79
@@ -559,6 +561,112 @@ def test_rebalance_timeout_bounds_the_wait_for_the_leaders_assignment(
             assert (alone.generation_id, alone.leader) == (3, b_id)
 
     run(main())
+
+
+async def _follower_waiting_for_its_assignment(
+    a: Wire, b: Wire, group: str, *, session_timeout_ms: int = 10_000
+) -> tuple[str, str, asyncio.Future[Any]]:
+    """Leader a and follower b in generation 2, CompletingRebalance, b's SyncGroup sent and
+    waiting for a's assignment: (a's id, b's id, b's SyncGroup response to come)."""
+    a_id = (await join_member(a, group, session_timeout_ms=session_timeout_ms)).member_id
+    await sync(a, group, 1, a_id, {a_id: assignment(TOPIC, [0, 1, 2, 3])})
+    b_id = (await join(b, group)).member_id
+    b_join = asyncio.ensure_future(join(b, group, b_id))
+    await eventually(
+        lambda: _is(heartbeat(a, group, 1, a_id), REBALANCE_IN_PROGRESS), what="a rebalance"
+    )
+    rejoined = await join(a, group, a_id, session_timeout_ms=session_timeout_ms)
+    assert rejoined.leader == a_id and (await b_join).generation_id == 2
+    b_sync = asyncio.ensure_future(sync(b, group, 2, b_id))
+    # A round trip on a after b's SyncGroup was written: the broker has read b's request
+    # before whatever the test sends next on another connection (were it not, b would get
+    # the same answer at once instead of while waiting).  b is not answered yet.
+    assert await heartbeat(a, group, 2, a_id) == NONE
+    assert not b_sync.done()
+    return a_id, b_id, b_sync
+
+
+@pytest.mark.parametrize(
+    "change", ["leader leaves", "follower removed", "leader rejoins", "leader goes silent"]
+)
+def test_a_waiting_sync_group_is_answered_when_the_group_changes(
+    broker: BrokerProcess, change: str
+) -> None:
+    # Kafka answers every pending SyncGroup: REBALANCE_IN_PROGRESS when the group starts
+    # another rebalance, UNKNOWN_MEMBER_ID when the waiting member itself is removed.  A
+    # SyncGroup left unanswered blocks that member's connection (and its client) for good.
+    group = "g-pending-sync-" + change.replace(" ", "-")
+
+    async def main() -> None:
+        async with Wire(broker.bootstrap) as a, Wire(broker.bootstrap) as b:
+            session = 1000 if change == "leader goes silent" else 10_000
+            a_id, b_id, b_sync = await _follower_waiting_for_its_assignment(
+                a, b, group, session_timeout_ms=session
+            )
+            expected = REBALANCE_IN_PROGRESS
+            if change == "leader leaves":
+                left = await a.call(LeaveGroupRequest(group_id=group, member_id=a_id), 1)
+                assert left.error_code == NONE
+            elif change == "follower removed":  # e.g. an admin removing it by member id
+                request = LeaveGroupRequest(
+                    group_id=group, members=[LeaveGroupRequest.MemberIdentity(member_id=b_id)]
+                )
+                assert [m.error_code for m in (await a.call(request, 3)).members] == [NONE]
+                expected = UNKNOWN_MEMBER_ID
+            elif change == "leader rejoins":  # with another subscription: a new rebalance
+                protocols = (("range", subscription(TOPIC, OTHER_TOPIC)),)
+                a_join = asyncio.ensure_future(join(a, group, a_id, protocols=protocols))
+            # "leader goes silent": a sends nothing more; its session timeout removes it.
+            answer = await asyncio.wait_for(b_sync, 30)
+            assert (answer.error_code, answer.assignment) == (expected, b"")
+            if change == "follower removed":
+                assert await heartbeat(b, group, 2, b_id) == UNKNOWN_MEMBER_ID
+            elif change == "leader rejoins":  # both members go on to the next generation
+                joined = await asyncio.gather(a_join, join(b, group, b_id))
+                assert [(j.error_code, j.generation_id) for j in joined] == [(NONE, 3)] * 2
+            else:  # a is gone; b, still a member, leads the next generation alone
+                alone = await join(b, group, b_id)
+                assert (alone.error_code, alone.generation_id, alone.leader) == (NONE, 3, b_id)
+                assert await heartbeat(a, group, 2, a_id) == UNKNOWN_MEMBER_ID
+
+    run(main())
+
+
+def test_a_failing_store_still_answers_every_waiting_sync_group(broker_factory: Any) -> None:
+    # The leader's assignment cannot be written (a disk error: the partition's directory
+    # is gone and the append must roll a new segment there).  The leader and the
+    # follower waiting for it are both told, with Kafka's mapping of the storage error
+    # (NOT_COORDINATOR), and the group rebalances; neither request is left unanswered.
+    failing: BrokerProcess = broker_factory(
+        **{
+            "group.initial.rebalance.delay.ms": "0",
+            "offsets.topic.num.partitions": "1",
+            # room for one group record, not two: the next append must roll a new segment
+            "offsets.topic.segment.bytes": "600",
+        }
+    )
+    group = "g-failing-store"
+
+    async def main() -> None:
+        async with Wire(failing.bootstrap) as a, Wire(failing.bootstrap) as b:
+
+            async def coordinator_ready() -> bool:
+                return (await a.call(FindCoordinatorRequest(key=group), 3)).error_code == NONE
+
+            await eventually(coordinator_ready, what="__consumer_offsets")  # created on demand
+            a_id, b_id, b_sync = await _follower_waiting_for_its_assignment(a, b, group)
+            shutil.rmtree(failing.log_dir / "__consumer_offsets-0")
+            plan = {a_id: assignment(TOPIC, [0, 1]), b_id: assignment(TOPIC, [2, 3])}
+            leader_sync = asyncio.ensure_future(sync(a, group, 2, a_id, plan))
+            follower = await asyncio.wait_for(b_sync, 30)  # before the fix: never answered
+            leader = await leader_sync  # before the fix: its connection was closed
+            assert (leader.error_code, leader.assignment) == (NOT_COORDINATOR, b"")
+            assert (follower.error_code, follower.assignment) == (NOT_COORDINATOR, b"")
+            [described] = await describe(a, group)
+            assert described.group_state == "PreparingRebalance"
+
+    run(main())
+    assert "appending to __consumer_offsets-0 failed unexpectedly" in failing.output()
 
 
 def test_group_max_size(broker: BrokerProcess) -> None:

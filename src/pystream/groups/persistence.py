@@ -87,6 +87,12 @@ def store_offsets_error(code: int) -> int:
     return code
 
 
+def _unexpected_error(exc: Exception) -> int:
+    """The error code of an exception that is not a KafkaError: a failing disk is
+    KAFKA_STORAGE_ERROR (Kafka's log-dir failure), anything else UNKNOWN_SERVER_ERROR."""
+    return E.KAFKA_STORAGE_ERROR if isinstance(exc, OSError) else E.UNKNOWN_SERVER_ERROR
+
+
 async def _mapped(stored: Awaitable[int], mapping: Callable[[int], int]) -> int:
     return mapping(await stored)
 
@@ -140,14 +146,14 @@ class GroupPersistence:
         """Append records to the group's partition: (raw Kafka error code, the offset after
         the appended batch).  Synchronous (the local log append is)."""
         partition = self.partition_for(group_id)
-        batch = build_records(
-            records,
-            now_ms(),
-            producer_id=producer_id,
-            producer_epoch=producer_epoch,
-            transactional=transactional,
-        )
         try:
+            batch = build_records(
+                records,
+                now_ms(),
+                producer_id=producer_id,
+                producer_epoch=producer_epoch,
+                transactional=transactional,
+            )
             info = self.replicas.append(
                 OFFSETS_TOPIC,
                 partition,
@@ -158,6 +164,12 @@ class GroupPersistence:
         except KafkaError as exc:
             log.warning("appending to %s-%d failed: %s", OFFSETS_TOPIC, partition, exc)
             return exc.error_code, -1
+        except Exception as exc:
+            # Never raise to the caller: it has requests waiting for this write's outcome
+            # (a leader's SyncGroup and its followers').  Kafka's appendToLocalLog turns an
+            # unexpected failure into an error code too.
+            log.exception("appending to %s-%d failed unexpectedly", OFFSETS_TOPIC, partition)
+            return _unexpected_error(exc), -1
         return NONE, info.last_offset + 1
 
     def append(self, group_id: str, records: Records) -> int:
@@ -175,7 +187,9 @@ class GroupPersistence:
         transactional: bool = False,
     ) -> Awaitable[int]:
         """Append records with acks=all now, and return what to await: the raw Kafka error
-        code once every ISR member has them (0) or the write failed.
+        code once every ISR member has them (0) or the write failed.  Neither this call nor
+        the awaitable raises (an unexpected failure is an error code), so whoever waits for
+        the write is always answered.
 
         The append happens in this call (synchronously), so a caller that reads a group
         and stores it sees no other request in between, and writes land in the log in
@@ -197,9 +211,15 @@ class GroupPersistence:
     async def _replicated(self, partition: int, code: int, required_offset: int) -> int:
         if code:
             return code
-        (error,) = await self.replicas.wait_for_replication(
-            [(OFFSETS_TOPIC, partition, required_offset)], OFFSETS_COMMIT_TIMEOUT_MS
-        )
+        try:
+            (error,) = await self.replicas.wait_for_replication(
+                [(OFFSETS_TOPIC, partition, required_offset)], OFFSETS_COMMIT_TIMEOUT_MS
+            )
+        except Exception as exc:  # as in _append: an error code, never an exception
+            log.exception(
+                "%s-%d: waiting for the ISR failed unexpectedly", OFFSETS_TOPIC, partition
+            )
+            return _unexpected_error(exc)
         if error is None:
             return NONE
         log.warning(
