@@ -982,7 +982,9 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         "ssl.cipher.suites",
         ConfigType.LIST,
         (),
-        doc="TLS 1.2 cipher suites allowed (OpenSSL or IANA names); empty: the defaults.",
+        doc="Cipher suites allowed, by IANA name as Kafka (Java) spells them or by OpenSSL "
+        "name; empty: OpenSSL's defaults. TLS 1.3 suites cannot be narrowed by Python's ssl: "
+        "listing only TLS 1.3 suites turns TLS 1.2 off, as in Kafka.",
     ),
     ConfigDef(
         "log.dirs",

@@ -128,13 +128,69 @@ def _apply_protocols(context: ssl.SSLContext, settings: SslSettings) -> None:
         )
     context.minimum_version, context.maximum_version = min(versions), max(versions)
     if settings.cipher_suites:
-        try:
-            context.set_ciphers(":".join(settings.cipher_suites))
-        except ssl.SSLError:
-            raise InvalidConfigError(
-                f"ssl.cipher.suites: no usable cipher in {','.join(settings.cipher_suites)} "
-                "(use OpenSSL names, e.g. ECDHE-RSA-AES128-GCM-SHA256)"
-            ) from None
+        tls12 = [openssl_cipher_name(name) for name in settings.cipher_suites]
+        tls12 = [name for name in tls12 if name not in TLS13_CIPHER_SUITES]
+        if not tls12:
+            # Only TLS 1.3 suites listed: as in Java, TLS 1.2 has no cipher left. Python's
+            # ssl cannot narrow the TLS 1.3 suites themselves (OpenSSL enables all three).
+            if ssl.TLSVersion.TLSv1_3 not in versions:
+                raise InvalidConfigError(
+                    "ssl.cipher.suites: only TLS 1.3 suites are listed but "
+                    "ssl.enabled.protocols does not include TLSv1.3"
+                )
+            context.minimum_version = ssl.TLSVersion.TLSv1_3
+            return
+        for name in tls12:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(name)
+            except ssl.SSLError:
+                raise InvalidConfigError(
+                    f"ssl.cipher.suites: {name} is not a cipher suite this OpenSSL "
+                    f"({ssl.OPENSSL_VERSION}) offers; use IANA names as Kafka does (e.g. "
+                    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256) or OpenSSL names"
+                ) from None
+        context.set_ciphers(":".join(tls12))
+
+
+#: TLS 1.3 suites: the same name in IANA and OpenSSL, and always on in Python's ssl.
+TLS13_CIPHER_SUITES = frozenset(
+    {
+        "TLS_AES_128_GCM_SHA256",
+        "TLS_AES_256_GCM_SHA384",
+        "TLS_CHACHA20_POLY1305_SHA256",
+        "TLS_AES_128_CCM_SHA256",
+        "TLS_AES_128_CCM_8_SHA256",
+    }
+)
+
+_IANA_SUITE = re.compile(r"TLS_(?:(\w+?)_)?WITH_(\w+)")
+_IANA_CIPHER = re.compile(r"(AES|CAMELLIA|ARIA)_(128|256)(?:_(GCM|CCM_8|CCM|CBC))?")
+
+
+def openssl_cipher_name(name: str) -> str:
+    """OpenSSL's name for a cipher suite given by its IANA name, as Java and so Kafka's
+    ``ssl.cipher.suites`` spell them (``TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`` is
+    ``ECDHE-RSA-AES128-GCM-SHA256``); OpenSSL names and TLS 1.3 names pass unchanged."""
+    name = name.strip()
+    match = _IANA_SUITE.fullmatch(name)
+    if match is None:
+        return name
+    exchange, rest = match.groups()
+    # Key exchange and authentication: RSA alone is implied in OpenSSL's names.
+    parts = [] if exchange in (None, "RSA") else [exchange.replace("_", "-")]
+    if rest.startswith("CHACHA20_POLY1305"):
+        return "-".join([*parts, "CHACHA20-POLY1305"])  # OpenSSL leaves the hash out
+    cipher = _IANA_CIPHER.match(rest)
+    if cipher is None:
+        return name  # left for the "not offered" check to report
+    family, bits, mode = cipher.groups()
+    parts.append(f"{family}{bits}")
+    if mode in ("GCM", "CCM", "CCM_8"):
+        parts.append(mode.replace("_", ""))
+    digest = rest[cipher.end() :].lstrip("_")
+    if digest and mode not in ("CCM", "CCM_8"):
+        parts.append(digest)
+    return "-".join(parts)
 
 
 def server_context(settings: SslSettings) -> ssl.SSLContext:
