@@ -313,14 +313,14 @@ async def seek(request: Request) -> Response:
 async def seek_to_beginning(request: Request) -> Response:
     partitions = _partitions(await _consumer_body(request))
     async with _use(request) as instance:
-        instance.seek_to(partitions, end=False)
+        await instance.seek_to(partitions, end=False)
     return _no_content()
 
 
 async def seek_to_end(request: Request) -> Response:
     partitions = _partitions(await _consumer_body(request))
     async with _use(request) as instance:
-        instance.seek_to(partitions, end=True)
+        await instance.seek_to(partitions, end=True)
     return _no_content()
 
 

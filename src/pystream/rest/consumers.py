@@ -167,12 +167,17 @@ class ConsumerInstance:
         for tp, offset in positions.items():
             self.consumer.seek(tp, offset)
 
-    def seek_to(self, partitions: list[TopicPartition], end: bool) -> None:
+    async def seek_to(self, partitions: list[TopicPartition], end: bool) -> None:
+        """Seek to the beginning or the end, and wait until the offset is looked up: a
+        record produced after this request returns is then always read (Kafka's lazy
+        seekToEnd would pick the end only at the next fetch)."""
         self._drop_pending(set(partitions))
         if end:
             self.consumer.seek_to_end(*partitions)
         else:
             self.consumer.seek_to_beginning(*partitions)
+        for tp in partitions:
+            await self.consumer.position(tp, timeout=self.request_timeout_ms / 1000 + 30)
 
     def _drop_pending(self, partitions: set[TopicPartition]) -> None:
         self.pending = deque(
