@@ -18,7 +18,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from pystream.aio import AdminClient, OffsetAndMetadata, Producer, TopicPartition
@@ -27,6 +27,7 @@ from .config import RestConfig
 from .consumers import ConsumerRegistry
 from .errors import EXCEPTION_HANDLERS, PARTITION_NOT_FOUND, V2_JSON, RestError
 from .formats import (
+    V2Response,
     accepted_format,
     conversion_error,
     json_int,
@@ -57,8 +58,8 @@ class ProxyState:
     consumers: ConsumerRegistry
 
 
-def _ok(content: Any, media_type: str = V2_JSON) -> JSONResponse:
-    return JSONResponse(content, media_type=media_type)
+def _ok(content: Any, media_type: str = V2_JSON) -> Response:
+    return V2Response(content, media_type=media_type)
 
 
 def _no_content() -> Response:

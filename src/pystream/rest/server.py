@@ -48,6 +48,8 @@ async def serve_proxy(
             port=port,
             lifespan="on",
             access_log=False,
+            # X-Forwarded-* rewriting is for proxies in front; it costs every request.
+            proxy_headers=False,
             log_config=None,  # the caller's logging set-up stays
         )
     )

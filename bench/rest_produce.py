@@ -1,0 +1,255 @@
+"""REST proxy produce throughput and latency, against direct Kafka-protocol produce.
+
+Starts a broker (``pystream serve``) and a proxy (``pystream rest``) as subprocesses
+on free ports, then, per round:
+
+* **1-record POSTs**: ``--clients`` concurrent keep-alive HTTP/1.1 connections (spread
+  over ``--client-procs`` processes; a minimal hand-written client, see ``_post_loop``)
+  POST one JSON record each to ``/topics/{t}`` for
+  ``--seconds``: requests/s, and p50/p99 of a request as the client sees it;
+* **100-record POSTs**: the same with 100 records per request: records/s;
+* **direct**: ``pystream.aio.Producer.send`` of the same records (one process, the
+  proxy's own client) for ``--seconds``: records/s -- the ceiling the proxy adds HTTP to.
+
+Prints each round and the median of ``--runs`` rounds with the range::
+
+    PYTHONPATH=src python bench/rest_produce.py [--runs 3] [--seconds 5] [--clients 32]
+
+Everything (broker, proxy, HTTP clients) shares the machine's cores: on 2 cores the
+clients' CPU is taken from the proxy and the broker, so the figures are a floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pystream import aio
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONUNBUFFERED": "1"}
+VALUE = {"id": 123456, "name": "a user", "amount": 12.5, "tags": ["x", "y"]}  # ~70 bytes
+
+
+def start(command: list[str], pattern: str, log: Path) -> tuple[subprocess.Popen[str], str]:
+    """Start ``command`` and return it with the first match of ``pattern`` in its output."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV
+    )
+    assert process.stdout is not None
+    with log.open("w") as out:
+        for line in process.stdout:
+            out.write(line)
+            match = re.search(pattern, line)
+            if match:
+                # Keep draining so the child never blocks on a full pipe.
+                threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
+                return process, match.group(1)
+    raise SystemExit(f"{command[3]} did not start; see {log}")
+
+
+async def _post_loop(
+    url: str, topic: str, records: int, seconds: float, clients: int
+) -> tuple[int, list[float]]:
+    """``clients`` keep-alive connections, each POSTing one request after another.
+
+    The requests are written and the responses parsed by hand (HTTP/1.1,
+    Content-Length): httpx's async client costs more CPU per request than the
+    proxy itself, so with it the bench would measure the client.  The first
+    response is checked with httpx in :func:`check_with_httpx`."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    payload = json.dumps({"records": [{"value": VALUE} for _ in range(records)]}).encode()
+    request = (
+        f"POST /topics/{topic} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: application/vnd.kafka.json.v2+json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def one() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while True:
+                started = time.perf_counter()
+                if started > deadline:
+                    return
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise SystemExit(f"POST failed: {head[:200]!r}")
+                at = head.lower().index(b"content-length:") + 15
+                body = await reader.readexactly(int(head[at : head.index(b"\r\n", at)]))
+                if b'"error_code":null' not in body[:200]:
+                    raise SystemExit(f"a record failed: {body[:300]!r}")
+                latencies.append(time.perf_counter() - started)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(one() for _ in range(clients)))
+    return len(latencies), latencies
+
+
+def check_with_httpx(url: str, topic: str) -> None:
+    """One POST through a real HTTP client library: the response is what the bench parses."""
+    response = httpx.post(
+        f"{url}/topics/{topic}",
+        json={"records": [{"value": VALUE}]},
+        headers={"Content-Type": "application/vnd.kafka.json.v2+json"},
+    )
+    response.raise_for_status()
+    assert response.json()["offsets"][0]["error_code"] is None, response.text
+
+
+def _client_process(args: tuple[str, str, int, float, int]) -> tuple[int, list[float]]:
+    return asyncio.run(_post_loop(*args))
+
+
+def http_round(
+    url: str, topic: str, records: int, seconds: float, clients: int, procs: int
+) -> dict[str, float]:
+    per_proc = max(1, clients // procs)
+    with multiprocessing.get_context("spawn").Pool(procs) as pool:
+        results = pool.map(_client_process, [(url, topic, records, seconds, per_proc)] * procs)
+    requests = sum(r[0] for r in results)
+    latencies = sorted(x for r in results for x in r[1])
+    return {
+        "requests/s": requests / seconds,
+        "records/s": requests * records / seconds,
+        "p50 ms": latencies[len(latencies) // 2] * 1000,
+        "p99 ms": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
+
+
+async def direct_round(bootstrap: str, topic: str, seconds: float) -> dict[str, float]:
+    value = json.dumps(VALUE, separators=(",", ":")).encode()
+    async with aio.Producer(bootstrap) as producer:
+        sent = 0
+        deadline = time.perf_counter() + seconds
+        started = time.perf_counter()
+        while time.perf_counter() < deadline:
+            for _ in range(1000):
+                await producer.send(topic, value)
+            sent += 1000
+        await producer.flush()
+        elapsed = time.perf_counter() - started
+    return {"records/s": sent / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--clients", type=int, default=32, help="concurrent HTTP connections")
+    parser.add_argument("--client-procs", type=int, default=2, help="HTTP client processes")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="rest-bench-") as tmp:
+        work = Path(tmp)
+        broker, bootstrap = start(
+            [
+                sys.executable,
+                "-m",
+                "pystream",
+                "serve",
+                "--override",
+                f"log.dirs={work / 'data'}",
+                "--override",
+                "listeners=PLAINTEXT://127.0.0.1:0",
+                "--override",
+                "num.partitions=4",
+                "--log-level",
+                "WARNING",
+            ],
+            r"bootstrap\.servers=(\S+)",
+            work / "broker.log",
+        )
+        proxy, url = start(
+            [
+                sys.executable,
+                "-m",
+                "pystream",
+                "rest",
+                "--bootstrap-server",
+                bootstrap,
+                "--port",
+                "0",
+                "--log-level",
+                "WARNING",
+            ],
+            r"listening on (http://\S+)",
+            work / "rest.log",
+        )
+        try:
+            with aio_admin(bootstrap) as create:
+                create("rest-bench")
+            check_with_httpx(url, "rest-bench")
+            rounds: list[dict[str, float]] = []
+            for run in range(args.runs):
+                one = http_round(
+                    url, "rest-bench", 1, args.seconds, args.clients, args.client_procs
+                )
+                hundred = http_round(
+                    url, "rest-bench", 100, args.seconds, args.clients // 4 or 1, args.client_procs
+                )
+                direct = asyncio.run(direct_round(bootstrap, "rest-bench", args.seconds))
+                row = {
+                    "1-record POSTs/s": one["requests/s"],
+                    "1-record p50 ms": one["p50 ms"],
+                    "1-record p99 ms": one["p99 ms"],
+                    "100-record POSTs: records/s": hundred["records/s"],
+                    "100-record p50 ms": hundred["p50 ms"],
+                    "direct aio Producer records/s": direct["records/s"],
+                }
+                rounds.append(row)
+                print(f"round {run + 1}: " + ", ".join(f"{k} {v:,.1f}" for k, v in row.items()))
+            print(
+                f"\nmedian of {args.runs} (min .. max); {args.clients} connections in "
+                f"{args.client_procs} processes, {args.seconds:g} s each:"
+            )
+            for key in rounds[0]:
+                values = [r[key] for r in rounds]
+                low, high = min(values), max(values)
+                print(
+                    f"  {key:32} {statistics.median(values):>12,.1f}   ({low:,.1f} .. {high:,.1f})"
+                )
+        finally:
+            for process in (proxy, broker):
+                process.terminate()
+                process.wait(30)
+
+
+class aio_admin:
+    """Create the bench topic with the blocking admin client."""
+
+    def __init__(self, bootstrap: str) -> None:
+        from pystream import AdminClient
+
+        self.admin = AdminClient(bootstrap)
+
+    def __enter__(self) -> Any:
+        from pystream import NewTopic
+
+        self.admin.__enter__()
+        return lambda name: self.admin.create_topics([NewTopic(name, 4, 1)])
+
+    def __exit__(self, *exc: object) -> None:
+        self.admin.__exit__(*exc)
+
+
+if __name__ == "__main__":
+    main()
