@@ -334,6 +334,11 @@ def test_assignments_and_positions(broker: BrokerProcess, http: httpx.Client) ->
         40901,
     )
 
+    # Seeking a partition the instance does not hold: Kafka's IllegalState, 409 / 40903.
+    elsewhere = {"offsets": [{"topic": topic, "partition": 0, "offset": 1}]}
+    assert_error(
+        http.post(f"{instance}/positions", headers={"Content-Type": V2}, json=elsewhere), 409, 40903
+    )
     seek = http.post(
         f"{instance}/positions",
         headers={"Content-Type": V2},
@@ -428,6 +433,7 @@ BAD_REQUESTS = {
         40401,
     ),
     "unknown topic GET": ("GET", "/topics/no-such-topic", None, None, 404, 40401),
+    "invalid topic name": ("GET", "/topics/not%20a%20topic/partitions", None, None, 404, 40401),
     "unknown partition": ("GET", "/topics/{topic}/partitions/5", None, None, 404, 40402),
     "produce to unknown partition": (
         "POST",

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -197,7 +198,7 @@ async def create_instance(request: Request) -> Response:
     return _ok(
         {
             "instance_id": instance.name,
-            "base_uri": f"{base}/consumers/{group}/instances/{instance.name}",
+            "base_uri": f"{base}/consumers/{quote(group, safe='')}/instances/{instance.name}",
         }
     )
 

@@ -14,7 +14,7 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,6 +24,7 @@ from .errors import (
     CONSUMER_ALREADY_EXISTS,
     CONSUMER_ALREADY_SUBSCRIBED,
     CONSUMER_INSTANCE_NOT_FOUND,
+    ILLEGAL_STATE,
     INVALID_CONSUMER_CONFIG,
     RestError,
 )
@@ -162,7 +163,22 @@ class ConsumerInstance:
                 return
         await self.consumer.commit(offsets)  # type: ignore[arg-type]
 
+    def _require_assigned(self, partitions: Iterable[TopicPartition]) -> None:
+        """Kafka's seek on a partition the consumer does not hold is an IllegalState:
+        Confluent's 409 / 40903."""
+        assignment = set(self.consumer.assignment())
+        missing = sorted(set(partitions) - assignment)
+        if missing:
+            names = ", ".join(f"{tp.topic}-{tp.partition}" for tp in missing)
+            raise RestError(
+                409,
+                ILLEGAL_STATE,
+                f"Illegal state: no current assignment for partition(s) {names}; subscribe "
+                f"and poll records until they are assigned, or assign them",
+            )
+
     def seek(self, positions: dict[TopicPartition, int]) -> None:
+        self._require_assigned(positions)
         self._drop_pending(set(positions))
         for tp, offset in positions.items():
             self.consumer.seek(tp, offset)
@@ -171,6 +187,7 @@ class ConsumerInstance:
         """Seek to the beginning or the end, and wait until the offset is looked up: a
         record produced after this request returns is then always read (Kafka's lazy
         seekToEnd would pick the end only at the next fetch)."""
+        self._require_assigned(partitions)
         self._drop_pending(set(partitions))
         if end:
             self.consumer.seek_to_end(*partitions)
