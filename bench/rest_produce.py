@@ -119,12 +119,20 @@ def _client_process(args: tuple[str, str, int, float, int]) -> tuple[int, list[f
     return asyncio.run(_post_loop(*args))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def http_round(
-    url: str, topic: str, records: int, seconds: float, clients: int, procs: int
+    url: str, topic: str, records: int, seconds: float, clients: int, procs: int, proxy_pid: int
 ) -> dict[str, float]:
     per_proc = max(1, clients // procs)
     with multiprocessing.get_context("spawn").Pool(procs) as pool:
+        cpu_before = cpu_seconds(proxy_pid)
         results = pool.map(_client_process, [(url, topic, records, seconds, per_proc)] * procs)
+        cpu = cpu_seconds(proxy_pid) - cpu_before
     requests = sum(r[0] for r in results)
     latencies = sorted(x for r in results for x in r[1])
     return {
@@ -132,6 +140,9 @@ def http_round(
         "records/s": requests * records / seconds,
         "p50 ms": latencies[len(latencies) // 2] * 1000,
         "p99 ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        # The proxy's own CPU per request: what it would sustain on a core of its own,
+        # whatever else ran (a shared machine makes the rates above a floor).
+        "proxy CPU ms/request": cpu * 1000 / max(requests, 1),
     }
 
 
@@ -201,18 +212,26 @@ def main() -> None:
             rounds: list[dict[str, float]] = []
             for run in range(args.runs):
                 one = http_round(
-                    url, "rest-bench", 1, args.seconds, args.clients, args.client_procs
+                    url, "rest-bench", 1, args.seconds, args.clients, args.client_procs, proxy.pid
                 )
                 hundred = http_round(
-                    url, "rest-bench", 100, args.seconds, args.clients // 4 or 1, args.client_procs
+                    url,
+                    "rest-bench",
+                    100,
+                    args.seconds,
+                    args.clients // 4 or 1,
+                    args.client_procs,
+                    proxy.pid,
                 )
                 direct = asyncio.run(direct_round(bootstrap, "rest-bench", args.seconds))
                 row = {
                     "1-record POSTs/s": one["requests/s"],
                     "1-record p50 ms": one["p50 ms"],
                     "1-record p99 ms": one["p99 ms"],
+                    "1-record proxy CPU ms/request": one["proxy CPU ms/request"],
                     "100-record POSTs: records/s": hundred["records/s"],
                     "100-record p50 ms": hundred["p50 ms"],
+                    "100-record proxy CPU ms/request": hundred["proxy CPU ms/request"],
                     "direct aio Producer records/s": direct["records/s"],
                 }
                 rounds.append(row)
@@ -225,7 +244,7 @@ def main() -> None:
                 values = [r[key] for r in rounds]
                 low, high = min(values), max(values)
                 print(
-                    f"  {key:32} {statistics.median(values):>12,.1f}   ({low:,.1f} .. {high:,.1f})"
+                    f"  {key:34} {statistics.median(values):>12,.2f}   ({low:,.2f} .. {high:,.2f})"
                 )
         finally:
             for process in (proxy, broker):
