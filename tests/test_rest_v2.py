@@ -178,6 +178,31 @@ def test_produce_json_and_binary_read_back_with_confluent_kafka(
     assert (None, b'"text"') in stored.values()
 
 
+def test_many_records_in_one_request_keep_their_order(
+    broker: BrokerProcess, http: httpx.Client
+) -> None:
+    """100 records without keys (the proxy builds them as one batch): consecutive
+    offsets in one partition, in request order, as confluent-kafka reads them."""
+    topic = create_topic(broker, partitions=3)
+    values = [f"record-{i}".encode() * (i % 7) for i in range(100)]  # a few are empty
+    response = http.post(
+        f"/topics/{topic}",
+        headers={"Content-Type": BINARY_V2},
+        json={"records": [{"value": base64.b64encode(v).decode()} for v in values]},
+    )
+    assert response.status_code == 200, response.text
+    offsets = response.json()["offsets"]
+    assert {o["error_code"] for o in offsets} == {None}
+    (partition,) = {o["partition"] for o in offsets}
+    first = offsets[0]["offset"]
+    assert [o["offset"] for o in offsets] == list(range(first, first + 100))
+    messages = read_with_confluent(broker, topic, 100)
+    assert [(m.partition(), m.offset()) for m in messages] == [
+        (partition, o["offset"]) for o in offsets
+    ]
+    assert [m.value() for m in messages] == values
+
+
 def test_a_record_for_a_missing_partition_fails_alone(
     broker: BrokerProcess, http: httpx.Client
 ) -> None:
