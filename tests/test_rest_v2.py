@@ -379,13 +379,21 @@ def test_assignments_and_positions(broker: BrokerProcess, http: httpx.Client) ->
         json={"partitions": [partition]},
     )
     assert beginning.status_code == 204
+
     # max_bytes 3: one 3-byte value per response, in order.
-    first = http.get(
-        f"{instance}/records",
-        params={"timeout": 5000, "max_bytes": 3},
-        headers={"Accept": BINARY_V2},
-    ).json()
+    def first_response() -> list[dict[str, Any]]:
+        response = http.get(
+            f"{instance}/records",
+            params={"timeout": 500, "max_bytes": 3},
+            headers={"Accept": BINARY_V2},
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    first = wait_until(first_response, timeout=60, what="records after seeking to the beginning")
     assert [(r["offset"], r["value"]) for r in first] == [(0, values[0])]
+    second = wait_until(first_response, timeout=60, what="the next record")
+    assert [(r["offset"], r["value"]) for r in second] == [(1, values[1])]
 
     end = http.post(
         f"{instance}/positions/end", headers={"Content-Type": V2}, json={"partitions": [partition]}

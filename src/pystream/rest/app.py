@@ -265,9 +265,8 @@ async def records(request: Request) -> Response:
     max_bytes = _query_int(request, "max_bytes")
     async with _use(request) as instance:
         accepted_format(request, instance.format)
-        documents = await instance.records(
-            timeout_ms, max_bytes or state.config.consumer_request_max_bytes
-        )
+        limit = state.config.consumer_request_max_bytes
+        documents = await instance.records(timeout_ms, min(max_bytes or limit, limit))
         return _ok(documents, instance.format.media_type)
 
 

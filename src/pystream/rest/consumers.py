@@ -114,7 +114,11 @@ class ConsumerInstance:
         A record is handed out (and counts as consumed) only once it is encoded: one that
         cannot be (JSON format, not JSON) fails the request and stays first in line, so
         nothing is skipped silently; seek past it or read with a binary instance."""
-        timeout = (self.request_timeout_ms if timeout_ms is None else timeout_ms) / 1000
+        # As Confluent's: the request's timeout, at most the instance's
+        # consumer.request.timeout.ms (also when none is given), so one request cannot
+        # hold the instance (and keep it from expiring) for long.
+        limit = self.request_timeout_ms
+        timeout = (limit if not timeout_ms else min(timeout_ms, limit)) / 1000
         if not self.pending:
             self.pending.extend(await self.consumer.poll(timeout))
         assignment = set(self.consumer.assignment())
