@@ -41,6 +41,7 @@ from .formats import (
 )
 from .produce import ProduceService
 from .topics import TopicCache, partition_document
+from .v3 import V3_ROUTES
 
 __all__ = ["create_app"]
 
@@ -57,6 +58,7 @@ class ProxyState:
     topics: TopicCache
     produce: ProduceService
     consumers: ConsumerRegistry
+    cluster_id: str | None = None  # API v3's, looked up on first use
 
 
 def _ok(content: Any, media_type: str = V2_JSON) -> Response:
@@ -392,4 +394,6 @@ def create_app(config: RestConfig) -> Starlette:
             await producer.close()
             await admin.close()
 
-    return Starlette(routes=ROUTES, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    return Starlette(
+        routes=[*ROUTES, *V3_ROUTES], exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan
+    )

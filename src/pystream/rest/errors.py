@@ -64,6 +64,10 @@ KAFKA_ERROR = 50002
 KAFKA_RETRIABLE_ERROR = 50003
 BROKER_NOT_AVAILABLE = 50302
 
+# Kafka errors that mean the request was wrong (rest-utils: 400 / 40002): an invalid
+# topic name, a topic that exists, bad partition counts, replication or configs.
+_BAD_REQUEST_ERRORS = frozenset({17, 36, 37, 38, 39, 40, 42, 44})
+
 
 class RestError(Exception):
     """A request that failed: HTTP ``status``, Confluent ``error_code`` and a message
@@ -87,6 +91,8 @@ def kafka_error_code(exc: BaseException) -> int:
     if isinstance(exc, KafkaError):
         if exc.error_code == 3:
             return UNKNOWN_TOPIC_OR_PARTITION
+        if exc.error_code in _BAD_REQUEST_ERRORS:
+            return KAFKA_BAD_REQUEST
         if exc.error_code in (29, 30, 31):
             return KAFKA_AUTHORIZATION
         if exc.error_code in (33, 34, 58):

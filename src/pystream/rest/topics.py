@@ -42,6 +42,10 @@ class TopicCache:
         self._topics[topic] = (now, description)
         return description
 
+    def forget(self, topic: str) -> None:
+        """Drop a topic from the cache (it was just deleted)."""
+        self._topics.pop(topic, None)
+
     async def partition(self, topic: str, partition: int) -> PartitionInfo:
         """One partition's description; 404 with 40402 if the topic has no such partition."""
         description = await self.describe(topic)

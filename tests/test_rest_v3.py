@@ -1,0 +1,126 @@
+"""The REST proxy's API v3, first part: clusters, topics, one record per request.
+
+A broker and a ``pystream rest`` process of this module's own (the fixtures of
+test_rest_v2); confluent-kafka reads back what was produced.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+
+import httpx
+from broker_process import BrokerProcess
+from test_rest_v2 import assert_error, broker, http, proxy, read_with_confluent
+
+__all__ = ["broker", "http", "proxy"]  # the fixtures this module uses
+
+
+def cluster_id(http: httpx.Client) -> str:
+    listing = http.get("/v3/clusters")
+    assert listing.status_code == 200, listing.text
+    assert listing.json()["kind"] == "KafkaClusterList"
+    (cluster,) = listing.json()["data"]
+    assert cluster["kind"] == "KafkaCluster"
+    assert cluster["metadata"]["resource_name"] == f"crn:///kafka={cluster['cluster_id']}"
+    return cluster["cluster_id"]
+
+
+def test_cluster_and_topic_lifecycle(http: httpx.Client) -> None:
+    cluster = cluster_id(http)
+    base = f"/v3/clusters/{cluster}"
+    assert http.get(base).json()["topics"]["related"].endswith(f"{base}/topics")
+    assert_error(http.get("/v3/clusters/not-this-one"), 404, 404)
+
+    name = f"v3-{uuid.uuid4().hex[:8]}"
+    created = http.post(
+        f"{base}/topics",
+        json={
+            "topic_name": name,
+            "partitions_count": 3,
+            "replication_factor": 1,
+            "configs": [{"name": "cleanup.policy", "value": "compact"}],
+        },
+    )
+    assert created.status_code == 201, created.text
+    topic = created.json()
+    assert (topic["kind"], topic["topic_name"], topic["partitions_count"]) == (
+        "KafkaTopic",
+        name,
+        3,
+    )
+    assert topic["metadata"]["self"].endswith(f"{base}/topics/{name}")
+    # The config reached the broker: v2's topic document lists it.
+    assert http.get(f"/topics/{name}").json()["configs"]["cleanup.policy"] == "compact"
+    again = http.post(f"{base}/topics", json={"topic_name": name, "partitions_count": 3})
+    assert "already exists" in assert_error(again, 400, 40002)["message"]
+
+    listed = http.get(f"{base}/topics").json()
+    assert listed["kind"] == "KafkaTopicList"
+    assert name in [t["topic_name"] for t in listed["data"]]
+    assert http.get(f"{base}/topics/{name}").json()["replication_factor"] == 1
+
+    assert http.delete(f"{base}/topics/{name}").status_code == 204
+    assert_error(http.get(f"{base}/topics/{name}"), 404, 40401)
+    assert_error(http.delete(f"{base}/topics/{name}"), 404, 40403)
+
+
+def test_produce_one_record_read_back_with_confluent_kafka(
+    broker: BrokerProcess, http: httpx.Client
+) -> None:
+    base = f"/v3/clusters/{cluster_id(http)}"
+    name = f"v3-{uuid.uuid4().hex[:8]}"
+    assert http.post(f"{base}/topics", json={"topic_name": name, "partitions_count": 2}).is_success
+    records = [
+        {
+            "partition_id": 1,
+            "headers": [{"name": "trace", "value": base64.b64encode(b"t-1").decode()}],
+            "key": {"type": "STRING", "data": "user-1"},
+            "value": {"type": "JSON", "data": {"amount": 3}},
+            "timestamp": "2024-01-02T03:04:05.678Z",
+        },
+        {
+            "partition_id": 1,
+            "value": {"type": "BINARY", "data": base64.b64encode(b"\x00\xff").decode()},
+        },
+    ]
+    answers = []
+    for record in records:
+        response = http.post(f"{base}/topics/{name}/records", json=record)
+        assert response.status_code == 200, response.text
+        answers.append(response.json())
+    assert [(a["error_code"], a["partition_id"], a["offset"]) for a in answers] == [
+        (200, 1, 0),
+        (200, 1, 1),
+    ]
+    assert answers[0]["timestamp"] == "2024-01-02T03:04:05.678Z"
+    assert answers[0]["key"] == {"type": "STRING", "size": 6}
+    assert answers[1]["key"] is None and answers[1]["value"] == {"type": "BINARY", "size": 2}
+
+    first, second = read_with_confluent(broker, name, 2)
+    assert (first.key(), first.value(), first.headers()) == (
+        b"user-1",
+        b'{"amount":3}',
+        [("trace", b"t-1")],
+    )
+    assert first.timestamp()[1] == 1704164645678
+    assert (second.key(), second.value()) == (None, b"\x00\xff")
+
+
+def test_v3_bad_records_are_4xx(http: httpx.Client) -> None:
+    base = f"/v3/clusters/{cluster_id(http)}"
+    cases = [
+        ("no-such-topic", {"value": {"type": "JSON", "data": 1}}, 404, 40401),
+        (None, {"value": {"type": "AVRO", "data": 1}}, 422, 42203),
+        (None, {"value": {"type": "BINARY", "data": "*not base64*"}}, 422, 42203),
+        (None, {"partition_id": -1}, 422, 42203),
+        (None, {"timestamp": "yesterday"}, 422, 42203),
+        (None, {"headers": [{"name": "h", "value": "!!"}]}, 422, 42203),
+    ]
+    name = f"v3-{uuid.uuid4().hex[:8]}"
+    assert http.post(f"{base}/topics", json={"topic_name": name, "partitions_count": 1}).is_success
+    for topic, body, status, code in cases:
+        response = http.post(f"{base}/topics/{topic or name}/records", json=body)
+        assert_error(response, status, code)
+    bad_create = http.post(f"{base}/topics", json={"topic_name": name, "partitions_count": "many"})
+    assert_error(bad_create, 422, 42203)
