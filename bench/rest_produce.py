@@ -8,8 +8,11 @@ on free ports, then, per round:
   POST one JSON record each to ``/topics/{t}`` for
   ``--seconds``: requests/s, and p50/p99 of a request as the client sees it;
 * **100-record POSTs**: the same with 100 records per request: records/s;
+* **v3 1-record POSTs**: the same against ``/v3/clusters/{id}/topics/{t}/records``;
 * **direct**: ``pystream.aio.Producer.send`` of the same records (one process, the
-  proxy's own client) for ``--seconds``: records/s -- the ceiling the proxy adds HTTP to.
+  proxy's own client) for ``--seconds``: records/s -- the ceiling the proxy adds HTTP to;
+* **consumed**: one consumer instance reading the topic from the beginning with
+  back-to-back ``GET .../records`` (httpx): records/s.
 
 Prints each round and the median of ``--runs`` rounds with the range::
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -62,22 +66,49 @@ def start(command: list[str], pattern: str, log: Path) -> tuple[subprocess.Popen
     raise SystemExit(f"{command[3]} did not start; see {log}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """One kind of POST: where, what, and the bytes a successful response contains."""
+
+    path: str
+    content_type: str
+    payload: bytes
+    ok_marker: bytes
+    records: int
+
+
+def v2_workload(topic: str, records: int) -> Workload:
+    payload = json.dumps({"records": [{"value": VALUE} for _ in range(records)]}).encode()
+    return Workload(
+        f"/topics/{topic}",
+        "application/vnd.kafka.json.v2+json",
+        payload,
+        b'"error_code":null',
+        records,
+    )
+
+
+def v3_workload(cluster_id: str, topic: str) -> Workload:
+    payload = json.dumps({"value": {"type": "JSON", "data": VALUE}}).encode()
+    path = f"/v3/clusters/{cluster_id}/topics/{topic}/records"
+    return Workload(path, "application/json", payload, b'"error_code":200', 1)
+
+
 async def _post_loop(
-    url: str, topic: str, records: int, seconds: float, clients: int
+    url: str, work: Workload, seconds: float, clients: int
 ) -> tuple[int, list[float]]:
     """``clients`` keep-alive connections, each POSTing one request after another.
 
     The requests are written and the responses parsed by hand (HTTP/1.1,
     Content-Length): httpx's async client costs more CPU per request than the
     proxy itself, so with it the bench would measure the client.  The first
-    response is checked with httpx in :func:`check_with_httpx`."""
+    response of each workload is checked with httpx in :func:`check_with_httpx`."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
-    payload = json.dumps({"records": [{"value": VALUE} for _ in range(records)]}).encode()
     request = (
-        f"POST /topics/{topic} HTTP/1.1\r\nHost: {host}\r\n"
-        f"Content-Type: application/vnd.kafka.json.v2+json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n"
-    ).encode() + payload
+        f"POST {work.path} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: {work.content_type}\r\n"
+        f"Content-Length: {len(work.payload)}\r\n\r\n"
+    ).encode() + work.payload
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
 
@@ -94,7 +125,7 @@ async def _post_loop(
                     raise SystemExit(f"POST failed: {head[:200]!r}")
                 at = head.lower().index(b"content-length:") + 15
                 body = await reader.readexactly(int(head[at : head.index(b"\r\n", at)]))
-                if b'"error_code":null' not in body[:200]:
+                if work.ok_marker not in body[:300]:
                     raise SystemExit(f"a record failed: {body[:300]!r}")
                 latencies.append(time.perf_counter() - started)
         finally:
@@ -104,18 +135,16 @@ async def _post_loop(
     return len(latencies), latencies
 
 
-def check_with_httpx(url: str, topic: str) -> None:
+def check_with_httpx(url: str, work: Workload) -> None:
     """One POST through a real HTTP client library: the response is what the bench parses."""
     response = httpx.post(
-        f"{url}/topics/{topic}",
-        json={"records": [{"value": VALUE}]},
-        headers={"Content-Type": "application/vnd.kafka.json.v2+json"},
+        url + work.path, content=work.payload, headers={"Content-Type": work.content_type}
     )
     response.raise_for_status()
-    assert response.json()["offsets"][0]["error_code"] is None, response.text
+    assert work.ok_marker in response.content, response.text
 
 
-def _client_process(args: tuple[str, str, int, float, int]) -> tuple[int, list[float]]:
+def _client_process(args: tuple[str, Workload, float, int]) -> tuple[int, list[float]]:
     return asyncio.run(_post_loop(*args))
 
 
@@ -126,12 +155,13 @@ def cpu_seconds(pid: int) -> float:
 
 
 def http_round(
-    url: str, topic: str, records: int, seconds: float, clients: int, procs: int, proxy_pid: int
+    url: str, work: Workload, seconds: float, clients: int, procs: int, proxy_pid: int
 ) -> dict[str, float]:
     per_proc = max(1, clients // procs)
+    records = work.records
     with multiprocessing.get_context("spawn").Pool(procs) as pool:
         cpu_before = cpu_seconds(proxy_pid)
-        results = pool.map(_client_process, [(url, topic, records, seconds, per_proc)] * procs)
+        results = pool.map(_client_process, [(url, work, seconds, per_proc)] * procs)
         cpu = cpu_seconds(proxy_pid) - cpu_before
     requests = sum(r[0] for r in results)
     latencies = sorted(x for r in results for x in r[1])
@@ -159,6 +189,34 @@ async def direct_round(bootstrap: str, topic: str, seconds: float) -> dict[str, 
         await producer.flush()
         elapsed = time.perf_counter() - started
     return {"records/s": sent / elapsed}
+
+
+def consume_round(url: str, topic: str, seconds: float) -> float:
+    """Records/s one consumer instance reads from the beginning of the bench topic with
+    back-to-back GET .../records (binary format, every partition assigned)."""
+    headers = {"Content-Type": "application/vnd.kafka.v2+json"}
+    with httpx.Client(base_url=url, timeout=60) as http:
+        created = http.post(
+            f"/consumers/bench-{time.monotonic_ns()}", json={"format": "binary"}, headers=headers
+        )
+        created.raise_for_status()
+        instance = created.json()["base_uri"].removeprefix(url)
+        partitions = {"partitions": [{"topic": topic, "partition": p} for p in range(4)]}
+        http.post(f"{instance}/assignments", json=partitions, headers=headers).raise_for_status()
+        http.post(
+            f"{instance}/positions/beginning", json=partitions, headers=headers
+        ).raise_for_status()
+        accept = {"Accept": "application/vnd.kafka.binary.v2+json"}
+        read = 0
+        started = time.perf_counter()
+        deadline = started + seconds
+        while time.perf_counter() < deadline:
+            response = http.get(f"{instance}/records", params={"timeout": 1000}, headers=accept)
+            response.raise_for_status()
+            read += len(response.json())
+        elapsed = time.perf_counter() - started
+        http.delete(instance).raise_for_status()
+    return read / elapsed
 
 
 def main() -> None:
@@ -208,22 +266,19 @@ def main() -> None:
         try:
             with aio_admin(bootstrap) as create:
                 create("rest-bench")
-            check_with_httpx(url, "rest-bench")
+            cluster = httpx.get(f"{url}/v3/clusters").json()["data"][0]["cluster_id"]
+            single, batch = v2_workload("rest-bench", 1), v2_workload("rest-bench", 100)
+            v3_single = v3_workload(cluster, "rest-bench")
+            for work in (single, batch, v3_single):
+                check_with_httpx(url, work)
             rounds: list[dict[str, float]] = []
             for run in range(args.runs):
-                one = http_round(
-                    url, "rest-bench", 1, args.seconds, args.clients, args.client_procs, proxy.pid
-                )
-                hundred = http_round(
-                    url,
-                    "rest-bench",
-                    100,
-                    args.seconds,
-                    args.clients // 4 or 1,
-                    args.client_procs,
-                    proxy.pid,
-                )
+                clients, procs = args.clients, args.client_procs
+                one = http_round(url, single, args.seconds, clients, procs, proxy.pid)
+                hundred = http_round(url, batch, args.seconds, clients // 4 or 1, procs, proxy.pid)
+                v3 = http_round(url, v3_single, args.seconds, clients, procs, proxy.pid)
                 direct = asyncio.run(direct_round(bootstrap, "rest-bench", args.seconds))
+                consumed = consume_round(url, "rest-bench", args.seconds)
                 row = {
                     "1-record POSTs/s": one["requests/s"],
                     "1-record p50 ms": one["p50 ms"],
@@ -232,7 +287,11 @@ def main() -> None:
                     "100-record POSTs: records/s": hundred["records/s"],
                     "100-record p50 ms": hundred["p50 ms"],
                     "100-record proxy CPU ms/request": hundred["proxy CPU ms/request"],
+                    "v3 1-record POSTs/s": v3["requests/s"],
+                    "v3 1-record p50 ms": v3["p50 ms"],
+                    "v3 1-record p99 ms": v3["p99 ms"],
                     "direct aio Producer records/s": direct["records/s"],
+                    "consumed over HTTP records/s": consumed,
                 }
                 rounds.append(row)
                 print(f"round {run + 1}: " + ", ".join(f"{k} {v:,.1f}" for k, v in row.items()))
