@@ -7,7 +7,9 @@ test_rest_v2); confluent-kafka reads back what was produced.
 from __future__ import annotations
 
 import base64
+import json
 import uuid
+from collections.abc import Iterator
 
 import httpx
 from broker_process import BrokerProcess
@@ -124,3 +126,34 @@ def test_v3_bad_records_are_4xx(http: httpx.Client) -> None:
         assert_error(response, status, code)
     bad_create = http.post(f"{base}/topics", json={"topic_name": name, "partitions_count": "many"})
     assert_error(bad_create, 422, 42203)
+
+
+def test_streamed_records_in_one_request(broker: BrokerProcess, http: httpx.Client) -> None:
+    """Confluent's streamed mode: many records in one chunked request, one result per
+    record in request order; a bad record gets its error and the others go on."""
+    base = f"/v3/clusters/{cluster_id(http)}"
+    name = f"v3-{uuid.uuid4().hex[:8]}"
+    assert http.post(f"{base}/topics", json={"topic_name": name, "partitions_count": 1}).is_success
+    records = [{"value": {"type": "JSON", "data": {"n": i}}} for i in range(200)]
+    records[50] = {"value": {"type": "BINARY", "data": "*not base64*"}}
+
+    def body() -> Iterator[bytes]:
+        for record in records:  # one record per chunk, split mid-record now and then
+            text = json.dumps(record).encode()
+            yield text[:7]
+            yield text[7:] + b"\n"
+
+    response = http.post(
+        f"{base}/topics/{name}/records",
+        headers={"Content-Type": "application/json"},
+        content=body(),
+    )
+    assert response.status_code == 200, response.text
+    results = [json.loads(line) for line in response.text.splitlines()]
+    assert len(results) == 200
+    assert results[50]["error_code"] == 42203 and "base64" in results[50]["message"]
+    good = [r for i, r in enumerate(results) if i != 50]
+    assert {r["error_code"] for r in good} == {200}
+    assert [r["offset"] for r in good] == list(range(199))
+    stored = read_with_confluent(broker, name, 199)
+    assert [json.loads(m.value())["n"] for m in stored] == [i for i in range(200) if i != 50]

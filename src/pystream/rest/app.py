@@ -42,6 +42,7 @@ from .formats import (
 from .produce import ProduceService
 from .topics import TopicCache, partition_document
 from .v3 import V3_ROUTES
+from .v3_records import RECORDS_ROUTES
 
 __all__ = ["create_app"]
 
@@ -395,5 +396,7 @@ def create_app(config: RestConfig) -> Starlette:
             await admin.close()
 
     return Starlette(
-        routes=[*ROUTES, *V3_ROUTES], exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan
+        routes=[*ROUTES, *V3_ROUTES, *RECORDS_ROUTES],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
     )

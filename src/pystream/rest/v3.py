@@ -1,18 +1,13 @@
-"""API v3, first part: clusters, topics (list, get, create, delete) and producing one
-record per request (``POST /v3/clusters/{id}/topics/{t}/records``).
+"""API v3, first part: clusters, topics (list, get, create, delete) and producing
+records (``POST /v3/clusters/{id}/topics/{t}/records``, in :mod:`.v3_records`).
 
 Documents follow Confluent's v3: a ``kind``, ``metadata.self`` (the URL of the
 resource), ``metadata.resource_name`` (``crn:///kafka=<cluster>/topic=<t>``) and
-``related`` links.  Not yet: the streamed records mode (many JSON records in one
-request, one response per record), partitions, configs, brokers, consumer groups
-and lag.
+``related`` links.  Not yet: partitions, configs, brokers, consumer groups and lag.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -21,11 +16,9 @@ from starlette.routing import Route
 
 from pystream.aio import NewTopic
 from pystream.client.types import TopicDescription
-from pystream.errors import KafkaError, UnknownTopicOrPartitionError
 
-from .errors import RestError, kafka_error_code
+from .errors import RestError
 from .formats import (
-    EmbeddedFormat,
     V2Response,
     conversion_error,
     json_object,
@@ -33,7 +26,7 @@ from .formats import (
     require_v2_json,
 )
 
-__all__ = ["V3_ROUTES"]
+__all__ = ["CLUSTER", "V3_ROUTES", "cluster_id_of"]
 
 _JSON = "application/json"
 
@@ -42,7 +35,7 @@ def _ok(content: Any, status: int = 200) -> Response:
     return V2Response(content, status_code=status, media_type=_JSON)
 
 
-async def _cluster_id(request: Request) -> str:
+async def cluster_id_of(request: Request) -> str:
     """The cluster id of the URL, checked against the cluster's (404 for another)."""
     state = request.app.state.proxy
     wanted = request.path_params["cluster_id"]
@@ -115,11 +108,11 @@ async def list_clusters(request: Request) -> Response:
 
 
 async def get_cluster(request: Request) -> Response:
-    return _ok(_cluster_document(request, await _cluster_id(request)))
+    return _ok(_cluster_document(request, await cluster_id_of(request)))
 
 
 async def list_topics(request: Request) -> Response:
-    cluster_id = await _cluster_id(request)
+    cluster_id = await cluster_id_of(request)
     descriptions = await request.app.state.proxy.admin.describe_topics()
     return _ok(
         {
@@ -136,14 +129,14 @@ async def list_topics(request: Request) -> Response:
 
 
 async def get_topic(request: Request) -> Response:
-    cluster_id = await _cluster_id(request)
+    cluster_id = await cluster_id_of(request)
     topics = request.app.state.proxy.topics
     description = await topics.describe(request.path_params["topic"], fresh=True)
     return _ok(_topic_document(request, cluster_id, description))
 
 
 async def create_topic(request: Request) -> Response:
-    cluster_id = await _cluster_id(request)
+    cluster_id = await cluster_id_of(request)
     state = request.app.state.proxy
     require_v2_json(request, body_expected=True)
     body = json_object(await read_json(request, state.config.max_request_body_bytes), "the body")
@@ -180,7 +173,7 @@ async def create_topic(request: Request) -> Response:
 
 
 async def delete_topic(request: Request) -> Response:
-    await _cluster_id(request)
+    await cluster_id_of(request)
     state = request.app.state.proxy
     topic = request.path_params["topic"]
     await state.admin.delete_topics([topic])
@@ -188,113 +181,13 @@ async def delete_topic(request: Request) -> Response:
     return Response(status_code=204)
 
 
-_TYPES = ("BINARY", "JSON", "STRING")
-
-
-def _data(body: dict[str, Any], what: str) -> tuple[bytes | None, str | None]:
-    """A v3 key or value ``{"type": "BINARY"|"JSON"|"STRING", "data": ...}`` as bytes."""
-    item = body.get(what)
-    if item is None:
-        return None, None
-    item = json_object(item, f"'{what}'")
-    kind = item.get("type", "BINARY" if isinstance(item.get("data"), str) else "JSON")
-    if kind not in _TYPES:
-        raise conversion_error(
-            f"{what}.type must be one of {', '.join(_TYPES)} (no schema registry), got {kind!r}"
-        )
-    data = item.get("data")
-    if data is None:
-        return None, kind
-    if kind == "STRING":
-        if not isinstance(data, str):
-            raise conversion_error(f"{what}.data must be a string for type STRING")
-        return data.encode(), kind
-    embedded = EmbeddedFormat.JSON if kind == "JSON" else EmbeddedFormat.BINARY
-    return embedded.decode(data, f"{what}.data"), kind
-
-
-def _headers(body: dict[str, Any]) -> list[tuple[str, bytes | None]] | None:
-    headers = body.get("headers")
-    if headers is None:
-        return None
-    if not isinstance(headers, list):
-        raise conversion_error('\'headers\' must be a list of {"name": ..., "value": base64}')
-    out: list[tuple[str, bytes | None]] = []
-    for i, header in enumerate(headers):
-        header = json_object(header, f"headers[{i}]")
-        name, value = header.get("name"), header.get("value")
-        if not isinstance(name, str) or not (value is None or isinstance(value, str)):
-            raise conversion_error(f"headers[{i}] needs a string name and a base64 value")
-        try:
-            out.append((name, None if value is None else base64.b64decode(value, validate=True)))
-        except (binascii.Error, ValueError):
-            raise conversion_error(f"headers[{i}].value is not valid base64") from None
-    return out
-
-
-def _timestamp_ms(body: dict[str, Any]) -> int | None:
-    raw = body.get("timestamp")
-    if raw is None:
-        return None
-    try:
-        return int(datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp() * 1000)
-    except ValueError:
-        raise conversion_error(f"'timestamp' must be an ISO-8601 date-time, got {raw!r}") from None
-
-
-async def produce_record(request: Request) -> Response:
-    """One record: ``{"partition_id", "headers", "key", "value", "timestamp"}``."""
-    cluster_id = await _cluster_id(request)
-    state = request.app.state.proxy
-    topic = request.path_params["topic"]
-    require_v2_json(request, body_expected=True)
-    body = json_object(await read_json(request, state.config.max_request_body_bytes), "the body")
-    partition = body.get("partition_id")
-    if partition is not None and (
-        isinstance(partition, bool) or not isinstance(partition, int) or partition < 0
-    ):
-        raise conversion_error(f"'partition_id' must be an integer >= 0, got {partition!r}")
-    key, key_type = _data(body, "key")
-    value, value_type = _data(body, "value")
-    headers = _headers(body)
-    timestamp = _timestamp_ms(body)
-    if partition is None:
-        await state.topics.describe(topic)
-    else:
-        await state.topics.partition(topic, partition)
-    try:
-        future = await state.producer.send(topic, value, key, headers, partition, timestamp)
-        metadata = await future
-    except UnknownTopicOrPartitionError as exc:
-        raise RestError(404, 404, str(exc)) from None
-    except (KafkaError, TimeoutError) as exc:
-        code = kafka_error_code(exc)
-        raise RestError(code // 100, code, f"Kafka error: {exc}") from None
-    when = datetime.fromtimestamp(metadata.timestamp / 1000, UTC)
-    return _ok(
-        {
-            "error_code": 200,
-            "cluster_id": cluster_id,
-            "topic_name": topic,
-            "partition_id": metadata.partition,
-            "offset": metadata.offset,
-            "timestamp": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "key": None if key_type is None else {"type": key_type, "size": len(key or b"")},
-            "value": None
-            if value_type is None
-            else {"type": value_type, "size": len(value or b"")},
-        }
-    )
-
-
-_CLUSTER = "/v3/clusters/{cluster_id}"
+CLUSTER = "/v3/clusters/{cluster_id}"
 
 V3_ROUTES = [
     Route("/v3/clusters", list_clusters, methods=["GET"]),
-    Route(_CLUSTER, get_cluster, methods=["GET"]),
-    Route(_CLUSTER + "/topics", list_topics, methods=["GET"]),
-    Route(_CLUSTER + "/topics", create_topic, methods=["POST"]),
-    Route(_CLUSTER + "/topics/{topic}", get_topic, methods=["GET"]),
-    Route(_CLUSTER + "/topics/{topic}", delete_topic, methods=["DELETE"]),
-    Route(_CLUSTER + "/topics/{topic}/records", produce_record, methods=["POST"]),
+    Route(CLUSTER, get_cluster, methods=["GET"]),
+    Route(CLUSTER + "/topics", list_topics, methods=["GET"]),
+    Route(CLUSTER + "/topics", create_topic, methods=["POST"]),
+    Route(CLUSTER + "/topics/{topic}", get_topic, methods=["GET"]),
+    Route(CLUSTER + "/topics/{topic}", delete_topic, methods=["DELETE"]),
 ]
