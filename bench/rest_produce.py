@@ -9,6 +9,8 @@ on free ports, then, per round:
   ``--seconds``: requests/s, and p50/p99 of a request as the client sees it;
 * **100-record POSTs**: the same with 100 records per request: records/s;
 * **v3 1-record POSTs**: the same against ``/v3/clusters/{id}/topics/{t}/records``;
+* **v3 streamed**: ``--client-procs`` httpx clients, 1,000 records per request in v3's
+  streamed mode (one JSON object per line, one result line per record): records/s;
 * **direct**: ``pystream.aio.Producer.send`` of the same records (one process, the
   proxy's own client) for ``--seconds``: records/s -- the ceiling the proxy adds HTTP to;
 * **consumed**: one consumer instance reading the topic from the beginning with
@@ -191,6 +193,34 @@ async def direct_round(bootstrap: str, topic: str, seconds: float) -> dict[str, 
     return {"records/s": sent / elapsed}
 
 
+def _streamed_client(args: tuple[str, str, float, int]) -> int:
+    """Records one client sends in v3's streamed mode: requests of ``per_request``
+    records (one JSON object per line), every result checked."""
+    url, path, seconds, per_request = args
+    line = json.dumps({"value": {"type": "JSON", "data": VALUE}}).encode() + b"\n"
+    body = line * per_request
+    sent = 0
+    deadline = time.perf_counter() + seconds
+    with httpx.Client(base_url=url, timeout=60) as http:
+        while time.perf_counter() < deadline:
+            response = http.post(path, content=body, headers={"Content-Type": "application/json"})
+            response.raise_for_status()
+            results = response.content.splitlines()
+            if len(results) != per_request or any(b'"error_code":200' not in r for r in results):
+                raise SystemExit(f"streamed produce failed: {response.content[:300]!r}")
+            sent += per_request
+    return sent
+
+
+def streamed_round(url: str, path: str, seconds: float, procs: int) -> float:
+    """Records/s in v3's streamed mode, ``procs`` client processes, 1,000 records a request."""
+    with multiprocessing.get_context("spawn").Pool(procs) as pool:
+        started = time.perf_counter()
+        sent = sum(pool.map(_streamed_client, [(url, path, seconds, 1000)] * procs))
+        elapsed = time.perf_counter() - started
+    return sent / elapsed
+
+
 def consume_round(url: str, topic: str, seconds: float) -> float:
     """Records/s one consumer instance reads from the beginning of the bench topic with
     back-to-back GET .../records (binary format, every partition assigned)."""
@@ -277,6 +307,7 @@ def main() -> None:
                 one = http_round(url, single, args.seconds, clients, procs, proxy.pid)
                 hundred = http_round(url, batch, args.seconds, clients // 4 or 1, procs, proxy.pid)
                 v3 = http_round(url, v3_single, args.seconds, clients, procs, proxy.pid)
+                streamed = streamed_round(url, v3_single.path, args.seconds, procs)
                 direct = asyncio.run(direct_round(bootstrap, "rest-bench", args.seconds))
                 consumed = consume_round(url, "rest-bench", args.seconds)
                 row = {
@@ -290,6 +321,7 @@ def main() -> None:
                     "v3 1-record POSTs/s": v3["requests/s"],
                     "v3 1-record p50 ms": v3["p50 ms"],
                     "v3 1-record p99 ms": v3["p99 ms"],
+                    "v3 streamed (1,000/request) records/s": streamed,
                     "direct aio Producer records/s": direct["records/s"],
                     "consumed over HTTP records/s": consumed,
                 }
@@ -303,7 +335,7 @@ def main() -> None:
                 values = [r[key] for r in rounds]
                 low, high = min(values), max(values)
                 print(
-                    f"  {key:34} {statistics.median(values):>12,.2f}   ({low:,.2f} .. {high:,.2f})"
+                    f"  {key:38} {statistics.median(values):>12,.2f}   ({low:,.2f} .. {high:,.2f})"
                 )
         finally:
             for process in (proxy, broker):

@@ -17,6 +17,7 @@ import base64
 import binascii
 import codecs
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -29,15 +30,24 @@ from starlette.types import Receive, Scope, Send
 from pystream.errors import KafkaError, UnknownTopicOrPartitionError
 
 from .errors import BAD_REQUEST, PAYLOAD_TOO_LARGE, RestError, kafka_error_code
-from .formats import EmbeddedFormat, V2Response, conversion_error, json_object, require_v2_json
+from .formats import (
+    EmbeddedFormat,
+    V2Response,
+    compact_json,
+    conversion_error,
+    json_object,
+    require_v2_json,
+)
 from .v3 import CLUSTER, cluster_id_of
 
 __all__ = ["RECORDS_ROUTES", "produce_records"]
 
 _TYPES = ("BINARY", "JSON", "STRING")
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_skip_space = re.compile(r"\s*").match
 # How many records of a stream may wait for their acknowledgement at once.
 _IN_FLIGHT = 10_000
+# At most this many results per write, so a stream that never pauses is still answered.
+_RESULTS_PER_WRITE = 1_000
 
 
 def _data(body: dict[str, Any], what: str) -> tuple[bytes | None, str | None]:
@@ -157,22 +167,23 @@ async def _objects(request: Request, limit: int) -> AsyncIterator[Any]:
     try:
         async for chunk in request.stream():
             buffer += text.decode(chunk)
-            while True:
-                buffer = buffer.lstrip()
-                if not buffer:
-                    break
+            # Walk the buffer by index (slicing after every record would copy the rest of
+            # a large chunk once per record); keep only the incomplete tail.
+            pos = _skip_space(buffer, 0).end()
+            while pos < len(buffer):
                 try:
-                    value, end = decoder.raw_decode(buffer)
+                    value, pos = decoder.raw_decode(buffer, pos)
                 except ValueError:
-                    if len(buffer) > limit:
+                    if len(buffer) - pos > limit:
                         raise RestError(
                             413,
                             PAYLOAD_TOO_LARGE,
                             f"a record is larger than max.request.body.bytes ({limit})",
                         ) from None
                     break  # not complete yet
-                buffer = buffer[end:]
+                pos = _skip_space(buffer, pos).end()
                 yield value
+            buffer = buffer[pos:]
         buffer += text.decode(b"", final=True)
     except UnicodeDecodeError:
         raise RestError(400, BAD_REQUEST, "the body is not UTF-8") from None
@@ -239,20 +250,38 @@ async def _stream(
 
     reader = asyncio.create_task(read(), name="rest-v3-records")
     try:
-        while (item := await queue.get()) is not None:
-            record, outcome = item
-            if isinstance(outcome, RestError):
-                document = {"error_code": outcome.error_code, "message": outcome.message}
-            else:
-                try:
-                    metadata = outcome.result(0) if outcome.done() else await outcome
-                    document = record.result(cluster_id, topic, metadata)  # type: ignore[union-attr]
-                except (KafkaError, TimeoutError) as exc:
-                    failure = _kafka_failure(exc)
-                    document = {"error_code": failure.error_code, "message": failure.message}
-            yield _ENCODE(document).encode() + b"\n"
+        done = False
+        while not done:
+            # Everything already acknowledged goes out in one write: a write per record
+            # would cost more than producing it.
+            out: list[bytes] = []
+            item = await queue.get()
+            while True:
+                if item is None:
+                    done = True
+                    break
+                out.append(await _result_line(cluster_id, topic, *item))
+                if queue.empty() or len(out) >= _RESULTS_PER_WRITE:
+                    break
+                item = queue.get_nowait()
+            if out:
+                yield b"".join(out)
     finally:
         reader.cancel()
+
+
+async def _result_line(cluster_id: str, topic: str, record: _Record | None, outcome: Any) -> bytes:
+    """One record's result as a line of the streamed response."""
+    if isinstance(outcome, RestError):
+        document = {"error_code": outcome.error_code, "message": outcome.message}
+    else:
+        try:
+            metadata = outcome.result(0) if outcome.done() else await outcome
+            document = record.result(cluster_id, topic, metadata)  # type: ignore[union-attr]
+        except (KafkaError, TimeoutError) as exc:
+            failure = _kafka_failure(exc)
+            document = {"error_code": failure.error_code, "message": failure.message}
+    return compact_json(document) + b"\n"
 
 
 async def _queued(producer: Any, topic: str, body: Any) -> tuple[_Record | None, Any]:
