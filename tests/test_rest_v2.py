@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import signal
 import uuid
 from collections.abc import Iterator
@@ -553,3 +554,36 @@ def test_sigterm_closes_instances_and_exits_cleanly(broker: BrokerProcess, tmp_p
         assert "Traceback" not in process.output()
     finally:
         process.close()
+
+
+def test_rest_proxy_inside_the_broker(tmp_path: Path) -> None:
+    """``rest.enable=true``: ``pystream serve`` alone serves Kafka and HTTP."""
+    inside = BrokerProcess(
+        tmp_path / "broker", {"rest.enable": "true", "rest.port": "0", "num.partitions": "1"}
+    ).start()
+    try:
+        match = re.search(r"rest proxy listening on (http://\S+)", inside.output())
+        assert match, inside.output()
+        with httpx.Client(base_url=match.group(1), timeout=30) as client:
+            produced = client.post(
+                "/topics/inside",
+                headers={"Content-Type": JSON_V2},
+                json={"records": [{"value": {"from": "http"}}]},
+            )
+            # The proxy checks that the topic exists (no auto-creation): unknown is 404.
+            assert_error(produced, 404, 40401)
+            with AdminClient(inside.bootstrap) as admin:
+                admin.create_topics([NewTopic("inside", 1, 1)])
+            produced = client.post(
+                "/topics/inside",
+                headers={"Content-Type": JSON_V2},
+                json={"records": [{"value": {"from": "http"}}]},
+            )
+            assert produced.status_code == 200, produced.text
+            assert produced.json()["offsets"][0]["offset"] == 0
+        (message,) = read_with_confluent(inside, "inside", 1)
+        assert message.value() == b'{"from":"http"}'
+        assert inside.stop() == 0
+        assert "Traceback" not in inside.output()
+    finally:
+        inside.close()

@@ -1,4 +1,8 @@
-"""Serving the proxy with uvicorn: listening, announcing the address, shutting down."""
+"""Serving the proxy with uvicorn: listening, announcing the address, shutting down.
+
+Standalone (``pystream rest``) the server owns SIGTERM/SIGINT; inside the broker
+process (``rest.enable``) ``pystream serve`` owns them and stops the proxy first.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +16,25 @@ import uvicorn
 from .app import create_app
 from .config import RestConfig
 
-__all__ = ["ProxyServer", "serve_proxy"]
+__all__ = ["ProxyServer", "RunningProxy", "serve_proxy", "start_proxy"]
 
 
 class ProxyServer(uvicorn.Server):
-    """uvicorn's server with loop signal handlers: SIGTERM or SIGINT starts a graceful
+    """uvicorn's server; with ``handle_signals`` SIGTERM or SIGINT starts a graceful
     shutdown (in-flight requests finish, consumer instances leave their groups, the
     producer flushes) and :func:`serve_proxy` then returns, instead of uvicorn's
-    re-raising the signal once it has stopped."""
+    re-raising the signal once it has stopped.  Without, whoever runs the loop stops it
+    with :meth:`RunningProxy.stop`."""
+
+    def __init__(self, config: uvicorn.Config, handle_signals: bool) -> None:
+        super().__init__(config)
+        self.handle_signals = handle_signals
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
+        if not self.handle_signals:
+            yield
+            return
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_exit)
@@ -36,11 +48,30 @@ class ProxyServer(uvicorn.Server):
         self.should_exit = True
 
 
-async def serve_proxy(
-    config: RestConfig, host: str, port: int, on_listening: Callable[[str], None]
-) -> bool:
-    """Serve until a signal; ``on_listening(url)`` once the socket accepts requests and
-    the clients are connected.  False if it never started (the reason is logged)."""
+class RunningProxy:
+    """A started proxy: its ``url`` (None if it failed to start) and how to stop it."""
+
+    def __init__(self, server: ProxyServer, task: asyncio.Task[None]) -> None:
+        self.server = server
+        self.task = task
+        self.url: str | None = None
+        if server.started:
+            host, port = server.servers[0].sockets[0].getsockname()[:2]
+            self.url = f"http://{host}:{port}"
+
+    async def wait(self) -> None:
+        await self.task
+
+    async def stop(self) -> None:
+        self.server.request_exit()
+        await self.task
+
+
+async def start_proxy(
+    config: RestConfig, host: str, port: int, *, handle_signals: bool
+) -> RunningProxy:
+    """Start serving; returns once the socket accepts requests and the clients are
+    connected, or once starting failed (``url`` None; the reason is logged)."""
     server = ProxyServer(
         uvicorn.Config(
             create_app(config),
@@ -51,13 +82,22 @@ async def serve_proxy(
             # X-Forwarded-* rewriting is for proxies in front; it costs every request.
             proxy_headers=False,
             log_config=None,  # the caller's logging set-up stays
-        )
+        ),
+        handle_signals,
     )
-    serving = asyncio.create_task(server.serve())
-    while not server.started and not serving.done():
+    task = asyncio.create_task(server.serve(), name="rest-proxy")
+    while not server.started and not task.done():
         await asyncio.sleep(0.02)
-    if server.started:
-        bound = server.servers[0].sockets[0].getsockname()
-        on_listening(f"http://{bound[0]}:{bound[1]}")
-    await serving
-    return server.started
+    return RunningProxy(server, task)
+
+
+async def serve_proxy(
+    config: RestConfig, host: str, port: int, on_listening: Callable[[str], None]
+) -> bool:
+    """Serve until SIGTERM/SIGINT; ``on_listening(url)`` once it accepts requests.
+    False if it never started (the reason is logged)."""
+    running = await start_proxy(config, host, port, handle_signals=True)
+    if running.url is not None:
+        on_listening(running.url)
+    await running.wait()
+    return running.url is not None
