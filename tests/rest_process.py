@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cli_helpers import ENV, PYSTREAM
 
-_LISTENING = re.compile(r"rest proxy listening on (http://\S+)")
+_LISTENING = re.compile(r"rest proxy listening on (https?://\S+)")
 
 
 class RestProxyProcess:

@@ -12,6 +12,7 @@ import base64
 import json
 import re
 import signal
+import ssl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from cli_helpers import assert_one_line_error, run
 from confluent_kafka import Consumer as CKConsumer
 from confluent_kafka import Producer as CKProducer
 from rest_process import RestProxyProcess
+from tls_certs import CertificateAuthority
 from waiting import wait_until
 
 from pystream import AdminClient, NewTopic
@@ -528,6 +530,18 @@ def test_bad_config_is_one_line_error(tmp_path: Path, broker: BrokerProcess) -> 
         check=False,
     )
     assert_one_line_error(result, "consumer.instance.timeout.ms must be an integer")
+    config.write_text("security.protocol=SSL\n")  # a client setting without client.
+    result = run(
+        "rest",
+        "--bootstrap-server",
+        broker.bootstrap,
+        "--port",
+        "0",
+        "--config",
+        str(config),
+        check=False,
+    )
+    assert_one_line_error(result, "unknown setting(s) security.protocol", "client.")
 
 
 def test_sigterm_closes_instances_and_exits_cleanly(broker: BrokerProcess, tmp_path: Path) -> None:
@@ -587,3 +601,37 @@ def test_rest_proxy_inside_the_broker(tmp_path: Path) -> None:
         assert "Traceback" not in inside.output()
     finally:
         inside.close()
+
+
+def test_https_listener_with_client_certificates(broker: BrokerProcess, tmp_path: Path) -> None:
+    """TLS on the HTTP listener (Confluent's ssl.* keys, PEM files); with
+    ssl.client.authentication=REQUIRED a client without a certificate is refused."""
+    ca = CertificateAuthority(tmp_path / "ca")
+    server = ca.issue("rest", "localhost", password="key-pw")
+    client = ca.issue("client", "reader")
+    process = RestProxyProcess(
+        tmp_path / "proxy",
+        broker.bootstrap,
+        {
+            "ssl.keystore.location": str(server.pem),
+            "ssl.key.password": "key-pw",
+            "ssl.truststore.location": str(ca.ca_file),
+            "ssl.client.authentication": "REQUIRED",
+        },
+    ).start()
+    try:
+        assert process.url.startswith("https://127.0.0.1:"), process.url
+        context = ssl.create_default_context(cafile=str(ca.ca_file))
+        context.load_cert_chain(str(client.cert), str(client.key))
+        with httpx.Client(base_url=process.url, verify=context, timeout=30) as https:
+            assert https.get("/topics").status_code == 200
+            created = https.post("/consumers/tls", headers={"Content-Type": V2}, json={})
+            assert created.json()["base_uri"].startswith("https://")
+            assert https.delete(created.json()["base_uri"]).status_code == 204
+        without_certificate = ssl.create_default_context(cafile=str(ca.ca_file))
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{process.url}/topics", verify=without_certificate, timeout=30)
+        with pytest.raises(httpx.ConnectError):  # a client that does not trust the CA
+            httpx.get(f"{process.url}/topics", timeout=30)
+    finally:
+        process.close()

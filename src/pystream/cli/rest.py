@@ -32,8 +32,9 @@ from pystream.cli.common import DEFAULT_BOOTSTRAP, client_settings_from, read_pr
     "config_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="A properties file: the proxy's settings (consumer.instance.timeout.ms, "
-    "max.request.body.bytes, producer.*, consumer.*) and Kafka client settings.",
+    help="A properties file as Confluent's kafka-rest.properties: the proxy's settings "
+    "(consumer.instance.timeout.ms, max.request.body.bytes ...), the HTTP listener's TLS "
+    "(ssl.keystore.location ...), client.* (Kafka connection), producer.*, consumer.*.",
 )
 @click.option(
     "--log-level",
@@ -52,8 +53,13 @@ def rest(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     props = read_properties(config_file) if config_file else {}
-    client_props = {k: v for k, v in props.items() if not RestConfig.is_rest_key(k)}
-    settings = client_settings_from(client_props, config_file or "")
+    unknown = RestConfig.unknown_keys(props)
+    if unknown:
+        raise click.ClickException(
+            f"{config_file}: unknown setting(s) {', '.join(unknown)} (Kafka client settings "
+            f"take the prefix client., e.g. client.security.protocol)"
+        )
+    settings = client_settings_from(RestConfig.client_properties(props), config_file or "")
     try:
         config = RestConfig.from_properties(bootstrap_server, props, settings)
     except ValueError as exc:

@@ -1,11 +1,14 @@
 """The REST proxy's settings: Confluent's key names where Confluent has one.
 
-Read from ``pystream rest --config FILE`` (a ``.properties`` file).  Keys the
-proxy itself uses are listed in :data:`REST_KEYS`; ``producer.<key>`` and
-``consumer.<key>`` pass a setting to the proxy's producer or to every
-consumer instance (``producer.linger.ms=10`` -> ``linger_ms=10``); the
-remaining keys are Kafka client settings (``client.id``, ``security.protocol``
-...), handed to every client as given by the caller.
+Read from ``pystream rest --config FILE`` (a ``.properties`` file), laid out as
+Confluent's ``kafka-rest.properties``: the proxy's own keys (:data:`REST_KEYS`), the
+HTTP listener's TLS (:data:`SSL_KEYS`: ``ssl.keystore.location`` -- a PEM file with
+the key and its certificate chain --, ``ssl.key.password``,
+``ssl.truststore.location``, ``ssl.client.authentication``), ``client.<key>`` for the
+Kafka connection of every client (``client.security.protocol``,
+``client.sasl.jaas.config`` ...; ``client.id`` as is), and ``producer.<key>`` /
+``consumer.<key>`` for the proxy's producer or every consumer instance
+(``producer.linger.ms=10`` -> ``linger_ms=10``).
 """
 
 from __future__ import annotations
@@ -13,7 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["REST_KEYS", "RestConfig"]
+__all__ = ["REST_KEYS", "SSL_KEYS", "RestConfig"]
+
+# The HTTP listener's TLS: key -> attribute.
+SSL_KEYS = {
+    "ssl.keystore.location": "ssl_keystore_location",
+    "ssl.key.password": "ssl_key_password",
+    "ssl.truststore.location": "ssl_truststore_location",
+    "ssl.client.authentication": "ssl_client_authentication",
+}
+CLIENT_AUTHENTICATION = ("NONE", "REQUESTED", "REQUIRED")
 
 # key -> (attribute, default, minimum)
 REST_KEYS: dict[str, tuple[str, int, int]] = {
@@ -40,6 +52,11 @@ class RestConfig:
     consumer_request_max_bytes: int = 67_108_864
     max_request_body_bytes: int = 16 * 1024 * 1024
     metadata_max_age_ms: int = 30_000
+    # TLS on the HTTP listener (see SSL_KEYS); without a key store the proxy speaks http.
+    ssl_keystore_location: str | None = None
+    ssl_key_password: str | None = None
+    ssl_truststore_location: str | None = None
+    ssl_client_authentication: str = "NONE"
     # Keyword arguments for every client (connection and security settings).
     client_settings: dict[str, Any] = field(default_factory=dict)
     # Extra keyword arguments for the producer and for every consumer instance.
@@ -63,18 +80,52 @@ class RestConfig:
                 if number < minimum:
                     raise ValueError(f"{key} must be >= {minimum}, got {number}")
                 setattr(config, attribute, number)
+            elif key in SSL_KEYS:
+                setattr(config, SSL_KEYS[key], value)
             elif key.startswith(("producer.", "consumer.")):
                 kind, _, name = key.partition(".")
                 target = (
                     config.producer_settings if kind == "producer" else config.consumer_settings
                 )
                 target[name.replace(".", "_")] = _scalar(value)
+        auth = config.ssl_client_authentication = config.ssl_client_authentication.upper()
+        if auth not in CLIENT_AUTHENTICATION:
+            raise ValueError(
+                f"ssl.client.authentication must be one of {', '.join(CLIENT_AUTHENTICATION)}, "
+                f"got {auth!r}"
+            )
+        if auth != "NONE" and not config.ssl_truststore_location:
+            raise ValueError(
+                "ssl.client.authentication needs ssl.truststore.location (the CAs that "
+                "sign client certificates)"
+            )
         return config
 
     @staticmethod
-    def is_rest_key(key: str) -> bool:
-        """True for the keys :meth:`from_properties` takes (not client settings)."""
-        return key in REST_KEYS or key.startswith(("producer.", "consumer."))
+    def client_properties(props: dict[str, str]) -> dict[str, str]:
+        """The Kafka client properties among ``props``: ``client.<key>`` without the
+        prefix, and ``client.id`` itself."""
+        return {
+            (key if key == "client.id" else key.removeprefix("client.")): value
+            for key, value in props.items()
+            if key.startswith("client.")
+        }
+
+    @staticmethod
+    def unknown_keys(props: dict[str, str]) -> list[str]:
+        """Keys that are none of the proxy's, the listener's or the clients'."""
+        return sorted(
+            key
+            for key in props
+            if key not in REST_KEYS
+            and key not in SSL_KEYS
+            and key != "bootstrap.servers"
+            and not key.startswith(("producer.", "consumer.", "client."))
+        )
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_keystore_location else "http"
 
 
 def _scalar(value: str) -> Any:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import uvicorn
 
@@ -51,13 +53,13 @@ class ProxyServer(uvicorn.Server):
 class RunningProxy:
     """A started proxy: its ``url`` (None if it failed to start) and how to stop it."""
 
-    def __init__(self, server: ProxyServer, task: asyncio.Task[None]) -> None:
+    def __init__(self, server: ProxyServer, task: asyncio.Task[None], scheme: str) -> None:
         self.server = server
         self.task = task
         self.url: str | None = None
         if server.started:
             host, port = server.servers[0].sockets[0].getsockname()[:2]
-            self.url = f"http://{host}:{port}"
+            self.url = f"{scheme}://{host}:{port}"
 
     async def wait(self) -> None:
         await self.task
@@ -82,13 +84,31 @@ async def start_proxy(
             # X-Forwarded-* rewriting is for proxies in front; it costs every request.
             proxy_headers=False,
             log_config=None,  # the caller's logging set-up stays
+            **_tls(config),
         ),
         handle_signals,
     )
     task = asyncio.create_task(server.serve(), name="rest-proxy")
     while not server.started and not task.done():
         await asyncio.sleep(0.02)
-    return RunningProxy(server, task)
+    return RunningProxy(server, task, config.scheme)
+
+
+def _tls(config: RestConfig) -> dict[str, Any]:
+    """uvicorn's TLS settings for the HTTP listener (none without a key store)."""
+    if not config.ssl_keystore_location:
+        return {}
+    return {
+        # A PEM key store holds the key and the certificate chain in one file.
+        "ssl_certfile": config.ssl_keystore_location,
+        "ssl_keyfile_password": config.ssl_key_password,
+        "ssl_ca_certs": config.ssl_truststore_location,
+        "ssl_cert_reqs": {
+            "NONE": ssl.CERT_NONE,
+            "REQUESTED": ssl.CERT_OPTIONAL,
+            "REQUIRED": ssl.CERT_REQUIRED,
+        }[config.ssl_client_authentication],
+    }
 
 
 async def serve_proxy(
