@@ -516,9 +516,18 @@ def test_oversize_body_is_413_and_nothing_is_written(
     assert http.get(f"/topics/{topic}/partitions/0/offsets").json()["end_offset"] == before
 
 
-def test_bad_config_is_one_line_error(tmp_path: Path, broker: BrokerProcess) -> None:
+BAD_CONFIGS = {
+    "consumer.instance.timeout.ms=soon": ("consumer.instance.timeout.ms must be an integer",),
+    # A Kafka client setting without its client. prefix.
+    "security.protocol=SSL": ("unknown setting(s) security.protocol", "client."),
+    "ssl.client.authentication=REQUIRED": ("needs ssl.truststore.location",),
+}
+
+
+@pytest.mark.parametrize("line", BAD_CONFIGS)
+def test_bad_config_is_one_line_error(tmp_path: Path, broker: BrokerProcess, line: str) -> None:
     config = tmp_path / "rest.properties"
-    config.write_text("consumer.instance.timeout.ms=soon\n")
+    config.write_text(line + "\n")
     result = run(
         "rest",
         "--bootstrap-server",
@@ -529,19 +538,7 @@ def test_bad_config_is_one_line_error(tmp_path: Path, broker: BrokerProcess) -> 
         str(config),
         check=False,
     )
-    assert_one_line_error(result, "consumer.instance.timeout.ms must be an integer")
-    config.write_text("security.protocol=SSL\n")  # a client setting without client.
-    result = run(
-        "rest",
-        "--bootstrap-server",
-        broker.bootstrap,
-        "--port",
-        "0",
-        "--config",
-        str(config),
-        check=False,
-    )
-    assert_one_line_error(result, "unknown setting(s) security.protocol", "client.")
+    assert_one_line_error(result, *BAD_CONFIGS[line])
 
 
 def test_sigterm_closes_instances_and_exits_cleanly(broker: BrokerProcess, tmp_path: Path) -> None:
