@@ -22,10 +22,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pystream.aio import AdminClient, OffsetAndMetadata, Producer, TopicPartition
+from pystream.aio import OffsetAndMetadata, TopicPartition
 
+from .clients import ClientPool, kafka_clients
 from .config import RestConfig
-from .consumers import ConsumerRegistry
+from .consumers import ConsumerInstance, ConsumerRegistry
 from .errors import EXCEPTION_HANDLERS, PARTITION_NOT_FOUND, V2_JSON, RestError
 from .formats import (
     V2Response,
@@ -39,8 +40,7 @@ from .formats import (
     read_json,
     require_v2_json,
 )
-from .produce import ProduceService
-from .topics import TopicCache, partition_document
+from .topics import partition_document
 from .v3 import V3_ROUTES
 from .v3_records import RECORDS_ROUTES
 
@@ -54,10 +54,7 @@ class ProxyState:
     """What the handlers use, built by the lifespan."""
 
     config: RestConfig
-    admin: AdminClient
-    producer: Producer
-    topics: TopicCache
-    produce: ProduceService
+    clients: ClientPool
     consumers: ConsumerRegistry
     cluster_id: str | None = None  # API v3's, looked up on first use
 
@@ -94,14 +91,14 @@ def _query_int(request: Request, name: str) -> int | None:
 
 
 async def list_topics(request: Request) -> Response:
-    return _ok(await _state(request).admin.list_topics())
+    return _ok(await (await kafka_clients(request)).admin.list_topics())
 
 
 async def get_topic(request: Request) -> Response:
-    state = _state(request)
+    kafka = await kafka_clients(request)
     topic = request.path_params["topic"]
-    description = await state.topics.describe(topic, fresh=True)
-    configs = await state.admin.describe_configs([("topic", topic)])
+    description = await kafka.topics.describe(topic, fresh=True)
+    configs = await kafka.admin.describe_configs([("topic", topic)])
     entries = next(iter(configs.values()), {})
     return _ok(
         {
@@ -113,41 +110,42 @@ async def get_topic(request: Request) -> Response:
 
 
 async def list_partitions(request: Request) -> Response:
-    description = await _state(request).topics.describe(request.path_params["topic"], fresh=True)
+    kafka = await kafka_clients(request)
+    description = await kafka.topics.describe(request.path_params["topic"], fresh=True)
     return _ok([partition_document(p) for p in description.partitions])
 
 
 async def get_partition(request: Request) -> Response:
-    info = await _state(request).topics.partition(
+    info = await (await kafka_clients(request)).topics.partition(
         request.path_params["topic"], _partition_param(request)
     )
     return _ok(partition_document(info))
 
 
 async def partition_offsets(request: Request) -> Response:
-    state = _state(request)
+    kafka = await kafka_clients(request)
     topic = request.path_params["topic"]
     partition = _partition_param(request)
-    await state.topics.partition(topic, partition)
+    await kafka.topics.partition(topic, partition)
     tp = TopicPartition(topic, partition)
-    beginning = await state.admin.list_offsets({tp: "earliest"})
-    end = await state.admin.list_offsets({tp: "latest"})
+    beginning = await kafka.admin.list_offsets({tp: "earliest"})
+    end = await kafka.admin.list_offsets({tp: "latest"})
     return _ok({"beginning_offset": beginning[tp], "end_offset": end[tp]})
 
 
 async def produce_to_topic(request: Request) -> Response:
-    state = _state(request)
+    kafka = await kafka_clients(request)
     embedded = produce_format(request)
-    body = await read_json(request, state.config.max_request_body_bytes)
-    return _ok(await state.produce.produce(request.path_params["topic"], body, embedded))
+    body = await read_json(request, _state(request).config.max_request_body_bytes)
+    return _ok(await kafka.produce.produce(request.path_params["topic"], body, embedded))
 
 
 async def produce_to_partition(request: Request) -> Response:
-    state = _state(request)
+    kafka = await kafka_clients(request)
     embedded = produce_format(request)
     partition = _partition_param(request)
-    body = await read_json(request, state.config.max_request_body_bytes)
-    result = await state.produce.produce(request.path_params["topic"], body, embedded, partition)
+    body = await read_json(request, _state(request).config.max_request_body_bytes)
+    result = await kafka.produce.produce(request.path_params["topic"], body, embedded, partition)
     return _ok(result)
 
 
@@ -196,7 +194,8 @@ async def create_instance(request: Request) -> Response:
     group = request.path_params["group"]
     body = await _consumer_body(request, optional=True)
     settings = {} if body is None else json_object(body, "the body")
-    instance = await state.consumers.create(group, settings)
+    kafka = await kafka_clients(request)
+    instance = await state.consumers.create(group, settings, kafka.settings, kafka.user)
     base = str(request.base_url).rstrip("/")
     return _ok(
         {
@@ -207,14 +206,20 @@ async def create_instance(request: Request) -> Response:
 
 
 async def delete_instance(request: Request) -> Response:
+    kafka = await kafka_clients(request)
     await _state(request).consumers.delete(
-        request.path_params["group"], request.path_params["name"]
+        request.path_params["group"], request.path_params["name"], kafka.user
     )
     return _no_content()
 
 
-def _use(request: Request) -> Any:
-    return _state(request).consumers.use(request.path_params["group"], request.path_params["name"])
+@asynccontextmanager
+async def _use(request: Request) -> AsyncIterator[ConsumerInstance]:
+    """The request's consumer instance (its creator's only), locked for the request."""
+    kafka = await kafka_clients(request)
+    params = request.path_params
+    async with _state(request).consumers.use(params["group"], params["name"], kafka.user) as it:
+        yield it
 
 
 async def subscribe(request: Request) -> Response:
@@ -234,7 +239,8 @@ async def subscribe(request: Request) -> Response:
         raise conversion_error("'topic_pattern' must be a non-empty regular expression")
     async with _use(request) as instance:
         if topics is None:
-            topics = await _state(request).consumers.matching_topics(pattern)
+            admin = (await kafka_clients(request)).admin
+            topics = await ConsumerRegistry.matching_topics(admin, pattern)
         await instance.subscribe(topics)
     return _no_content()
 
@@ -361,39 +367,21 @@ def create_app(config: RestConfig) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        settings = config.client_settings
-        admin = AdminClient(config.bootstrap_servers, **settings)
-        # The topic is checked before sending (404 for an unknown one): no auto-creation.
-        producer = Producer(
-            config.bootstrap_servers,
-            allow_auto_create_topics=False,
-            **{**settings, **config.producer_settings},
-        )
-        await admin.start()
-        try:
-            await producer.start()
-        except BaseException:
-            await admin.close()
-            raise
-        topics = TopicCache(admin, config.metadata_max_age_ms)
+        clients = ClientPool(config)
+        await clients.start()
         consumers = ConsumerRegistry(
             config.bootstrap_servers,
-            admin,
             instance_timeout_ms=config.consumer_instance_timeout_ms,
             request_timeout_ms=config.consumer_request_timeout_ms,
-            client_settings=settings,
             consumer_settings=config.consumer_settings,
         )
         consumers.start()
-        app.state.proxy = ProxyState(
-            config, admin, producer, topics, ProduceService(producer, topics), consumers
-        )
+        app.state.proxy = ProxyState(config, clients, consumers)
         try:
             yield
         finally:
             await consumers.close()
-            await producer.close()
-            await admin.close()
+            await clients.close()
 
     return Starlette(
         routes=[*ROUTES, *V3_ROUTES, *RECORDS_ROUTES],

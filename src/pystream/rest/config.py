@@ -26,6 +26,13 @@ SSL_KEYS = {
     "ssl.client.authentication": "ssl_client_authentication",
 }
 CLIENT_AUTHENTICATION = ("NONE", "REQUESTED", "REQUIRED")
+# HTTP authentication (Confluent's keys): NONE, or BASIC passed through to the broker as
+# the SASL login of each request's user.
+AUTH_KEYS = {
+    "authentication.method": "authentication_method",
+    "authentication.realm": "authentication_realm",
+}
+AUTHENTICATION_METHODS = ("NONE", "BASIC")
 
 # key -> (attribute, default, minimum)
 REST_KEYS: dict[str, tuple[str, int, int]] = {
@@ -57,6 +64,8 @@ class RestConfig:
     ssl_key_password: str | None = None
     ssl_truststore_location: str | None = None
     ssl_client_authentication: str = "NONE"
+    authentication_method: str = "NONE"
+    authentication_realm: str = "pystream"
     # Keyword arguments for every client (connection and security settings).
     client_settings: dict[str, Any] = field(default_factory=dict)
     # Extra keyword arguments for the producer and for every consumer instance.
@@ -82,12 +91,20 @@ class RestConfig:
                 setattr(config, attribute, number)
             elif key in SSL_KEYS:
                 setattr(config, SSL_KEYS[key], value)
+            elif key in AUTH_KEYS:
+                setattr(config, AUTH_KEYS[key], value)
             elif key.startswith(("producer.", "consumer.")):
                 kind, _, name = key.partition(".")
                 target = (
                     config.producer_settings if kind == "producer" else config.consumer_settings
                 )
                 target[name.replace(".", "_")] = _scalar(value)
+        method = config.authentication_method = config.authentication_method.upper()
+        if method not in AUTHENTICATION_METHODS:
+            raise ValueError(
+                f"authentication.method must be NONE or BASIC (passed through to the broker "
+                f"as SASL credentials), got {method!r}"
+            )
         auth = config.ssl_client_authentication = config.ssl_client_authentication.upper()
         if auth not in CLIENT_AUTHENTICATION:
             raise ValueError(
@@ -119,6 +136,7 @@ class RestConfig:
             for key in props
             if key not in REST_KEYS
             and key not in SSL_KEYS
+            and key not in AUTH_KEYS
             and key != "bootstrap.servers"
             and not key.startswith(("producer.", "consumer.", "client."))
         )

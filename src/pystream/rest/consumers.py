@@ -67,8 +67,10 @@ class ConsumerInstance:
         embedded: EmbeddedFormat,
         consumer: Consumer,
         request_timeout_ms: int,
+        owner: str | None,
     ) -> None:
         self.group = group
+        self.owner = owner  # the HTTP user who created it (None without authentication)
         self.name = name
         self.format = embedded
         self.consumer = consumer
@@ -216,18 +218,14 @@ class ConsumerRegistry:
     def __init__(
         self,
         bootstrap_servers: str,
-        admin: AdminClient,
         *,
         instance_timeout_ms: int,
         request_timeout_ms: int,
-        client_settings: dict[str, Any],
         consumer_settings: dict[str, Any],
     ) -> None:
         self._bootstrap = bootstrap_servers
-        self._admin = admin
         self._timeout = instance_timeout_ms / 1000
         self._request_timeout_ms = request_timeout_ms
-        self._client_settings = client_settings
         self._consumer_settings = consumer_settings
         self._instances: dict[tuple[str, str], ConsumerInstance] = {}
         self._creating: set[tuple[str, str]] = set()
@@ -247,7 +245,13 @@ class ConsumerRegistry:
         self._instances.clear()
         await asyncio.gather(*(i.close() for i in instances), return_exceptions=True)
 
-    async def create(self, group: str, settings: dict[str, Any]) -> ConsumerInstance:
+    async def create(
+        self,
+        group: str,
+        settings: dict[str, Any],
+        client_settings: dict[str, Any],
+        owner: str | None,
+    ) -> ConsumerInstance:
         """A new instance from a v2 create body (``name``, ``format``,
         ``auto.offset.reset``, ``auto.commit.enable``, ``fetch.min.bytes``,
         ``consumer.request.timeout.ms``); 409 if the name is taken in the group."""
@@ -269,7 +273,7 @@ class ConsumerRegistry:
             raise _invalid(
                 f"format must be 'json' or 'binary' (no schema registry), got {embedded!r}"
             )
-        kwargs: dict[str, Any] = {**self._client_settings, **self._consumer_settings}
+        kwargs: dict[str, Any] = {**client_settings, **self._consumer_settings}
         reset = settings.get("auto.offset.reset")
         if reset is not None:
             if reset not in _RESETS:
@@ -297,15 +301,16 @@ class ConsumerRegistry:
         finally:
             self._creating.discard(key)
         instance = ConsumerInstance(
-            group, name, EmbeddedFormat(embedded), consumer, request_timeout_ms
+            group, name, EmbeddedFormat(embedded), consumer, request_timeout_ms, owner
         )
         self._instances[key] = instance
         log.info("consumer instance %s created in group %s", name, group)
         return instance
 
-    def get(self, group: str, name: str) -> ConsumerInstance:
+    def get(self, group: str, name: str, owner: str | None) -> ConsumerInstance:
+        """The instance; 404 also when another user created it (it is not theirs to see)."""
         instance = self._instances.get((group, name))
-        if instance is None:
+        if instance is None or instance.owner != owner:
             raise RestError(
                 404,
                 CONSUMER_INSTANCE_NOT_FOUND,
@@ -315,27 +320,30 @@ class ConsumerRegistry:
         return instance
 
     @asynccontextmanager
-    async def use(self, group: str, name: str) -> AsyncIterator[ConsumerInstance]:
+    async def use(
+        self, group: str, name: str, owner: str | None
+    ) -> AsyncIterator[ConsumerInstance]:
         """The instance, locked for one request and not idle while it runs."""
-        instance = self.get(group, name)
+        instance = self.get(group, name, owner)
         instance.in_use += 1
         try:
             async with instance.lock:
                 if self._instances.get((group, name)) is not instance:
-                    self.get(group, name)  # deleted while this request waited: 404
+                    self.get(group, name, owner)  # deleted while this request waited: 404
                 yield instance
         finally:
             instance.in_use -= 1
             instance.touch()
 
-    async def delete(self, group: str, name: str) -> None:
-        instance = self.get(group, name)
+    async def delete(self, group: str, name: str, owner: str | None) -> None:
+        instance = self.get(group, name, owner)
         del self._instances[(group, name)]
         async with instance.lock:
             await instance.close()
         log.info("consumer instance %s of group %s deleted", name, group)
 
-    async def matching_topics(self, pattern: str) -> list[str]:
+    @staticmethod
+    async def matching_topics(admin: AdminClient, pattern: str) -> list[str]:
         """Topics whose whole name matches ``pattern`` now (a v2 ``topic_pattern``)."""
         try:
             regex = re.compile(pattern)
@@ -343,7 +351,7 @@ class ConsumerRegistry:
             raise _invalid(
                 f"topic_pattern {pattern!r} is not a regular expression: {exc}"
             ) from None
-        return [t for t in await self._admin.list_topics() if regex.fullmatch(t)]
+        return [t for t in await admin.list_topics() if regex.fullmatch(t)]
 
     async def _expire_idle(self) -> None:
         interval = min(max(self._timeout / 4, 0.05), 5.0)

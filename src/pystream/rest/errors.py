@@ -78,6 +78,7 @@ class RestError(Exception):
         self.status = status
         self.error_code = error_code
         self.message = message
+        self.headers: dict[str, str] | None = None  # e.g. WWW-Authenticate on a 401
 
 
 def error_response(status: int, error_code: int, message: str) -> JSONResponse:
@@ -117,7 +118,10 @@ def rest_error_from_kafka(exc: BaseException) -> RestError:
 
 async def handle_rest_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RestError)
-    return error_response(exc.status, exc.error_code, exc.message)
+    response = error_response(exc.status, exc.error_code, exc.message)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
 
 
 async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -17,6 +17,7 @@ from starlette.routing import Route
 from pystream.aio import NewTopic
 from pystream.client.types import TopicDescription
 
+from .clients import kafka_clients
 from .errors import RestError
 from .formats import (
     V2Response,
@@ -40,7 +41,8 @@ async def cluster_id_of(request: Request) -> str:
     state = request.app.state.proxy
     wanted = request.path_params["cluster_id"]
     if state.cluster_id != wanted:
-        state.cluster_id = (await state.admin.describe_cluster())["cluster_id"]
+        admin = (await kafka_clients(request)).admin
+        state.cluster_id = (await admin.describe_cluster())["cluster_id"]
         if state.cluster_id != wanted:
             raise RestError(404, 404, f"Cluster {wanted} cannot be found.")
     return wanted
@@ -97,7 +99,7 @@ def _topic_document(
 
 async def list_clusters(request: Request) -> Response:
     state = request.app.state.proxy
-    state.cluster_id = (await state.admin.describe_cluster())["cluster_id"]
+    state.cluster_id = (await (await kafka_clients(request)).admin.describe_cluster())["cluster_id"]
     return _ok(
         {
             "kind": "KafkaClusterList",
@@ -113,7 +115,7 @@ async def get_cluster(request: Request) -> Response:
 
 async def list_topics(request: Request) -> Response:
     cluster_id = await cluster_id_of(request)
-    descriptions = await request.app.state.proxy.admin.describe_topics()
+    descriptions = await (await kafka_clients(request)).admin.describe_topics()
     return _ok(
         {
             "kind": "KafkaTopicList",
@@ -130,7 +132,7 @@ async def list_topics(request: Request) -> Response:
 
 async def get_topic(request: Request) -> Response:
     cluster_id = await cluster_id_of(request)
-    topics = request.app.state.proxy.topics
+    topics = (await kafka_clients(request)).topics
     description = await topics.describe(request.path_params["topic"], fresh=True)
     return _ok(_topic_document(request, cluster_id, description))
 
@@ -156,7 +158,8 @@ async def create_topic(request: Request) -> Response:
     ):
         raise conversion_error('\'configs\' must be a list of {"name": ..., "value": ...}')
     validate_only = body.get("validate_only") is True
-    await state.admin.create_topics(
+    kafka = await kafka_clients(request)
+    await kafka.admin.create_topics(
         NewTopic(
             name,
             counts["partitions_count"],
@@ -168,16 +171,16 @@ async def create_topic(request: Request) -> Response:
     if validate_only:
         description = TopicDescription(name, "", False, [])
     else:
-        description = await state.topics.describe(name, fresh=True)
+        description = await kafka.topics.describe(name, fresh=True)
     return _ok(_topic_document(request, cluster_id, description), status=201)
 
 
 async def delete_topic(request: Request) -> Response:
     await cluster_id_of(request)
-    state = request.app.state.proxy
+    kafka = await kafka_clients(request)
     topic = request.path_params["topic"]
-    await state.admin.delete_topics([topic])
-    state.topics.forget(topic)
+    await kafka.admin.delete_topics([topic])
+    kafka.topics.forget(topic)
     return Response(status_code=204)
 
 

@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from pystream.errors import KafkaError, UnknownTopicOrPartitionError
 
+from .clients import kafka_clients
 from .errors import BAD_REQUEST, PAYLOAD_TOO_LARGE, RestError, kafka_error_code
 from .formats import (
     EmbeddedFormat,
@@ -202,7 +203,8 @@ async def produce_records(request: Request) -> Response:
     state = request.app.state.proxy
     topic = request.path_params["topic"]
     require_v2_json(request, body_expected=True)
-    await state.topics.describe(topic)  # 404 before anything is read or sent
+    kafka = await kafka_clients(request)
+    await kafka.topics.describe(topic)  # 404 before anything is read or sent
     objects = _objects(request, state.config.max_request_body_bytes)
     first = await anext(objects, None)
     if first is None:
@@ -211,15 +213,15 @@ async def produce_records(request: Request) -> Response:
     if second is None:
         record = _Record(first)
         if record.partition is not None:
-            await state.topics.partition(topic, record.partition)
+            await kafka.topics.partition(topic, record.partition)
         try:
-            future = await _send(state.producer, topic, record)
+            future = await _send(kafka.producer, topic, record)
             metadata = await future
         except (KafkaError, TimeoutError) as exc:
             raise _kafka_failure(exc) from None
         return V2Response(record.result(cluster_id, topic, metadata), media_type="application/json")
     return _DuplexStreamingResponse(
-        _stream(state.producer, cluster_id, topic, first, second, objects),
+        _stream(kafka.producer, cluster_id, topic, first, second, objects),
         media_type="application/json",
     )
 
