@@ -632,3 +632,32 @@ def test_https_listener_with_client_certificates(broker: BrokerProcess, tmp_path
             httpx.get(f"{process.url}/topics", timeout=30)
     finally:
         process.close()
+
+
+def test_openapi_document_covers_every_route(http: httpx.Client) -> None:
+    document = http.get("/openapi.json").json()
+    assert document["openapi"].startswith("3.")
+    operations = {
+        (method.upper(), path) for path, item in document["paths"].items() for method in item
+    }
+    for method, path in [
+        ("GET", "/topics"),
+        ("POST", "/topics/{topic}/partitions/{partition}"),
+        ("POST", "/consumers/{group}"),
+        ("GET", "/consumers/{group}/instances/{name}/records"),
+        ("POST", "/consumers/{group}/instances/{name}/positions/end"),
+        ("DELETE", "/consumers/{group}/instances/{name}"),
+        ("POST", "/v3/clusters/{cluster_id}/topics"),
+        ("POST", "/v3/clusters/{cluster_id}/topics/{topic}/records"),
+    ]:
+        assert (method, path) in operations, (method, path)
+    produce = document["paths"]["/topics/{topic}"]["post"]
+    assert set(produce["requestBody"]["content"]) == {JSON_V2, BINARY_V2, "application/json"}
+    records = document["paths"]["/consumers/{group}/instances/{name}/records"]["get"]
+    assert {p["name"] for p in records["parameters"]} == {"group", "name", "timeout", "max_bytes"}
+    ids = [op["operationId"] for item in document["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids)), "OpenAPI operation ids must be unique"
+    # Every POST that reads a body says what it takes.
+    for path, item in document["paths"].items():
+        if "post" in item and not path.endswith("/offsets"):
+            assert "requestBody" in item["post"], path

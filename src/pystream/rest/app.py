@@ -40,6 +40,7 @@ from .formats import (
     read_json,
     require_v2_json,
 )
+from .openapi import openapi_document
 from .topics import partition_document
 from .v3 import V3_ROUTES
 from .v3_records import RECORDS_ROUTES
@@ -362,6 +363,11 @@ ROUTES = [
 ]
 
 
+async def openapi(request: Request) -> Response:
+    """This API as an OpenAPI document."""
+    return V2Response(openapi_document(request.app.routes), media_type="application/json")
+
+
 def create_app(config: RestConfig) -> Starlette:
     """The proxy as an ASGI app; its clients connect when the server starts it."""
 
@@ -384,7 +390,7 @@ def create_app(config: RestConfig) -> Starlette:
             await clients.close()
 
     return Starlette(
-        routes=[*ROUTES, *V3_ROUTES, *RECORDS_ROUTES],
+        routes=[*ROUTES, *V3_ROUTES, *RECORDS_ROUTES, Route("/openapi.json", openapi)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
