@@ -46,6 +46,11 @@ PATHS = [
     ("GET", "/v3/clusters/{cluster}"),
     ("GET", "/v3/clusters/{cluster}/topics/{topic}"),
     ("POST", "/v3/clusters/{cluster}/topics/{topic}/records"),
+    ("GET", "/v3/clusters/{cluster}/consumer-groups"),
+    ("GET", "/v3/clusters/{cluster}/consumer-groups/{name}"),
+    ("GET", "/v3/clusters/{cluster}/consumer-groups/{name}/lags"),
+    ("GET", "/v3/clusters/{cluster}/consumer-groups/{name}/lag-summary"),
+    ("GET", "/openapi.json"),
     ("PATCH", "/topics/{topic}"),
 ]
 

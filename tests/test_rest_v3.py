@@ -13,7 +13,17 @@ from collections.abc import Iterator
 
 import httpx
 from broker_process import BrokerProcess
-from test_rest_v2 import assert_error, broker, http, proxy, read_with_confluent
+from test_rest_v2 import (
+    JSON_V2,
+    V2,
+    assert_error,
+    broker,
+    http,
+    new_instance,
+    poll_records,
+    proxy,
+    read_with_confluent,
+)
 
 __all__ = ["broker", "http", "proxy"]  # the fixtures this module uses
 
@@ -157,3 +167,45 @@ def test_streamed_records_in_one_request(broker: BrokerProcess, http: httpx.Clie
     assert [r["offset"] for r in good] == list(range(199))
     stored = read_with_confluent(broker, name, 199)
     assert [json.loads(m.value())["n"] for m in stored] == [i for i in range(200) if i != 50]
+
+
+def test_consumer_groups_and_lag(http: httpx.Client) -> None:
+    base = f"/v3/clusters/{cluster_id(http)}"
+    name = f"v3-{uuid.uuid4().hex[:8]}"
+    assert http.post(f"{base}/topics", json={"topic_name": name, "partitions_count": 1}).is_success
+    produced = http.post(
+        f"/topics/{name}",
+        headers={"Content-Type": JSON_V2},
+        json={"records": [{"value": i} for i in range(5)]},
+    )
+    assert produced.status_code == 200, produced.text
+    group = f"lagging-{uuid.uuid4().hex[:6]}"
+    instance = new_instance(
+        http,
+        group,
+        format="json",
+        **{"auto.offset.reset": "earliest", "auto.commit.enable": "false"},
+    )
+    http.post(f"{instance}/subscription", headers={"Content-Type": V2}, json={"topics": [name]})
+    assert len(poll_records(http, instance, 5)) == 5
+    # Processed up to offset 2: the committed offset is 3, two records behind the end.
+    commit = http.post(
+        f"{instance}/offsets",
+        headers={"Content-Type": V2},
+        json={"offsets": [{"topic": name, "partition": 0, "offset": 2}]},
+    )
+    assert commit.status_code == 204, commit.text
+
+    groups = http.get(f"{base}/consumer-groups").json()
+    assert groups["kind"] == "KafkaConsumerGroupList"
+    assert group in [g["consumer_group_id"] for g in groups["data"]]
+    described = http.get(f"{base}/consumer-groups/{group}").json()
+    assert (described["consumer_group_id"], described["state"]) == (group, "STABLE")
+    (lag,) = http.get(f"{base}/consumer-groups/{group}/lags").json()["data"]
+    assert (lag["topic_name"], lag["partition_id"]) == (name, 0)
+    assert (lag["current_offset"], lag["log_end_offset"], lag["lag"]) == (3, 5, 2)
+    assert lag["consumer_id"]  # the instance's member id: it holds the partition
+    summary = http.get(f"{base}/consumer-groups/{group}/lag-summary").json()
+    assert (summary["max_lag"], summary["total_lag"], summary["max_lag_topic_name"]) == (2, 2, name)
+    assert_error(http.get(f"{base}/consumer-groups/no-such-group"), 404, 40405)
+    assert http.delete(instance).status_code == 204

@@ -43,6 +43,7 @@ from .formats import (
 from .openapi import openapi_document
 from .topics import partition_document
 from .v3 import V3_ROUTES
+from .v3_groups import GROUP_ROUTES
 from .v3_records import RECORDS_ROUTES
 
 __all__ = ["create_app"]
@@ -390,7 +391,13 @@ def create_app(config: RestConfig) -> Starlette:
             await clients.close()
 
     return Starlette(
-        routes=[*ROUTES, *V3_ROUTES, *RECORDS_ROUTES, Route("/openapi.json", openapi)],
+        routes=[
+            *ROUTES,
+            *V3_ROUTES,
+            *RECORDS_ROUTES,
+            *GROUP_ROUTES,
+            Route("/openapi.json", openapi),
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
