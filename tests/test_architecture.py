@@ -35,6 +35,7 @@ LAYER = {
     "groups": 5,
     "txn": 6,
     "broker": 7,
+    "rest": 7.5,  # the REST proxy: over the client, below the CLI; never the broker
     "cli": 8,
     "aio": 2,  # the asyncio client, re-exported
     "__init__": 9,
@@ -42,7 +43,16 @@ LAYER = {
 }
 
 # Packages that must never import the broker, not even for a type.
-BELOW_THE_BROKER = ("storage", "cluster", "coordinator", "groups", "txn", "protocol", "_core")
+BELOW_THE_BROKER = (
+    "storage",
+    "cluster",
+    "coordinator",
+    "groups",
+    "txn",
+    "protocol",
+    "_core",
+    "rest",
+)
 
 
 def _package_of(module: str) -> str:

@@ -1040,6 +1040,27 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         doc="Allow DeleteTopics; false rejects it.",
     ),
     ConfigDef(
+        "rest.enable",
+        ConfigType.BOOLEAN,
+        False,
+        doc="Serve the REST proxy (Confluent's REST API v2 and v3, as `pystream rest`) in "
+        "the broker process on rest.host:rest.port, a client of the broker's first "
+        "PLAINTEXT listener.",
+    ),
+    ConfigDef(
+        "rest.host",
+        ConfigType.STRING,
+        "127.0.0.1",
+        doc="The address the in-broker REST proxy listens on (with rest.enable).",
+    ),
+    ConfigDef(
+        "rest.port",
+        ConfigType.INT,
+        8082,
+        AtLeast(0),
+        doc="The port of the in-broker REST proxy (with rest.enable); 0 picks a free one.",
+    ),
+    ConfigDef(
         "socket.request.max.bytes",
         ConfigType.INT,
         104_857_600,
@@ -1547,6 +1568,9 @@ class BrokerConfig:
     allow_everyone_if_no_acl_found: bool = False
     delete_topic_enable: bool = True
     socket_request_max_bytes: int = 104_857_600
+    rest_enable: bool = False
+    rest_host: str = "127.0.0.1"
+    rest_port: int = 8082
     sasl_enabled_mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
     sasl_mechanism_inter_broker_protocol: str = ""
     sasl_jaas_config: str = ""

@@ -72,10 +72,19 @@ def client_settings(command_config: str | None) -> dict[str, Any]:
     """Client keyword arguments from a ``--command-config`` properties file."""
     if not command_config:
         return {}
+    return client_settings_from(read_properties(command_config), command_config)
+
+
+def read_properties(path: str) -> dict[str, str]:
+    """A ``.properties`` file, or a one-line error saying why it cannot be read."""
     try:
-        props = read_properties_file(command_config)
+        return read_properties_file(path)
     except OSError as exc:
-        raise click.ClickException(f"cannot read {command_config}: {exc.strerror}") from exc
+        raise click.ClickException(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def client_settings_from(props: dict[str, str], command_config: str) -> dict[str, Any]:
+    """Client keyword arguments from Kafka client properties read from ``command_config``."""
     settings: dict[str, Any] = {}
     for key, value in props.items():
         if key == "sasl.jaas.config":  # Kafka's tools: the login module's username/password

@@ -16,6 +16,7 @@ from pystream.cli.configs import configs
 from pystream.cli.consume import consume
 from pystream.cli.groups import groups
 from pystream.cli.produce import produce
+from pystream.cli.rest import rest
 from pystream.cli.serve import serve
 from pystream.cli.topics import topics
 from pystream.cli.users import users
@@ -38,7 +39,19 @@ def info() -> None:
     click.echo(f"crc32c: {'hardware' if hardware else 'table'}")
 
 
-for _command in (serve, cluster, topics, produce, consume, groups, configs, users, acls, bench):
+for _command in (
+    serve,
+    cluster,
+    topics,
+    produce,
+    consume,
+    groups,
+    configs,
+    users,
+    acls,
+    bench,
+    rest,
+):
     cli.add_command(_command)
 
 

@@ -7,6 +7,7 @@ import gc
 import logging
 import signal
 import sys
+from typing import Any
 
 import click
 
@@ -56,16 +57,47 @@ async def run_broker(config: BrokerConfig) -> None:
         loop.add_signal_handler(signum, stop.set)
     addresses = ", ".join(str(listener) for listener in broker.advertised_listeners)
     bootstrap = ",".join(f"{a.host}:{a.port}" for a in broker.advertised_listeners)
+    proxy = await _start_rest_proxy(config, broker) if config.rest_enable else None
     click.echo(f"pystream broker {config.broker_id} listening on {addresses}")
+    if proxy is not None:
+        click.echo(f"pystream rest proxy listening on {proxy.url}")
     click.echo(f"clients: bootstrap.servers={bootstrap}")
     sys.stdout.flush()
     try:
         await stop.wait()
     finally:
         click.echo("shutting down")
+        if proxy is not None:  # its consumer instances leave their groups while the broker is up
+            await proxy.stop()
         await broker.stop()
     if fatal:
         raise click.ClickException(f"broker {config.broker_id} stopped serving: {fatal[0]}")
+
+
+async def _start_rest_proxy(config: BrokerConfig, broker: Any) -> Any:
+    """``rest.enable``: the REST proxy in this process, a client of the broker's first
+    PLAINTEXT listener (the proxy has no credentials of its own for the others)."""
+    from pystream.rest import RestConfig
+    from pystream.rest.server import start_proxy
+
+    plaintext = [a for a in broker.advertised_listeners if a.security_protocol == "PLAINTEXT"]
+    if not plaintext:
+        await broker.stop()
+        raise click.ClickException(
+            "rest.enable needs a PLAINTEXT listener for the proxy to connect to; add one to "
+            "listeners or run `pystream rest` with a --config holding client credentials"
+        )
+    bootstrap = f"{plaintext[0].host}:{plaintext[0].port}"
+    proxy = await start_proxy(
+        RestConfig(bootstrap), config.rest_host, config.rest_port, handle_signals=False
+    )
+    if proxy.url is None:
+        await broker.stop()
+        raise click.ClickException(
+            f"the REST proxy did not start on {config.rest_host}:{config.rest_port} "
+            f"(rest.port in use?); the log above says why"
+        )
+    return proxy
 
 
 @click.command()

@@ -1,0 +1,78 @@
+"""``pystream rest``: serve the REST proxy (Confluent's API v2) until SIGTERM / Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+
+from pystream.cli.common import DEFAULT_BOOTSTRAP, client_settings_from, read_properties
+
+
+@click.command()
+@click.option(
+    "--bootstrap-server",
+    default=DEFAULT_BOOTSTRAP,
+    show_default=True,
+    metavar="HOST:PORT[,...]",
+    help="The Kafka cluster the proxy connects to.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8082,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="HTTP port (0: any free port).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A properties file as Confluent's kafka-rest.properties: the proxy's settings "
+    "(consumer.instance.timeout.ms, max.request.body.bytes ...), the HTTP listener's TLS "
+    "(ssl.keystore.location ...), client.* (Kafka connection), producer.*, consumer.*.",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+def rest(
+    bootstrap_server: str, host: str, port: int, config_file: str | None, log_level: str
+) -> None:
+    """Serve Confluent's REST Proxy API v2 (topics, produce, consumer instances) over HTTP."""
+    from pystream.rest import RestConfig
+    from pystream.rest.server import serve_proxy
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    props = read_properties(config_file) if config_file else {}
+    unknown = RestConfig.unknown_keys(props)
+    if unknown:
+        raise click.ClickException(
+            f"{config_file}: unknown setting(s) {', '.join(unknown)} (Kafka client settings "
+            f"take the prefix client., e.g. client.security.protocol)"
+        )
+    settings = client_settings_from(RestConfig.client_properties(props), config_file or "")
+    try:
+        config = RestConfig.from_properties(bootstrap_server, props, settings)
+    except ValueError as exc:
+        raise click.ClickException(f"{config_file}: {exc}") from None
+
+    def announce(url: str) -> None:
+        click.echo(f"pystream rest proxy listening on {url}")
+        click.echo(f"kafka: bootstrap.servers={bootstrap_server}")
+        sys.stdout.flush()
+
+    if not asyncio.run(serve_proxy(config, host, port, announce)):
+        raise click.ClickException(
+            f"the REST proxy did not start: is a broker reachable at {bootstrap_server} "
+            f"and {host}:{port} free? (the log above says which)"
+        )
+    click.echo("shut down")
