@@ -342,8 +342,9 @@ def best_of(repeat: int, run: Callable[[], float]) -> float:
     return min(run() for _ in range(repeat))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def client_bench_parser(description: str) -> argparse.ArgumentParser:
+    """The options every client bench takes (broker, sizes, rounds, filter, JSON out)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--bootstrap", help="an existing broker (default: start pystream serve)")
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--size", type=int, default=100, help="value bytes per record")
@@ -351,11 +352,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", help="comma-separated scenario name substrings to run")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run_on_broker(args: argparse.Namespace, run: Callable[[argparse.Namespace, str], int]) -> int:
+    """``run(args, bootstrap)`` on ``--bootstrap``, or on a broker started for the run."""
     if args.bootstrap:
         return run(args, args.bootstrap)
     with own_broker(args.partitions) as bootstrap:
         return run(args, bootstrap)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = client_bench_parser(__doc__.split("\n")[0]).parse_args(argv)
+    return run_on_broker(args, run)
 
 
 def run(args: argparse.Namespace, bootstrap: str) -> int:

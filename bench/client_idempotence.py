@@ -38,10 +38,9 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
-from bench_client import end_offset_total, fresh_topic, own_broker
+from bench_client import client_bench_parser, end_offset_total, fresh_topic, run_on_broker
 from confluent_kafka import Producer as CKProducer
 
 import pystream
@@ -121,20 +120,9 @@ def ck_txn(bootstrap: str, topic: str, values: list[bytes], per_txn: int) -> flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bootstrap", help="an existing broker (default: start pystream serve)")
-    parser.add_argument("--records", type=int, default=1_000_000)
+    parser = client_bench_parser(__doc__.split("\n")[0])
     parser.add_argument("--txn-records", type=int, default=200_000)
-    parser.add_argument("--size", type=int, default=100, help="value bytes per record")
-    parser.add_argument("--partitions", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", help="comma-separated scenario name substrings to run")
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args(argv)
-    if args.bootstrap:
-        return run(args, args.bootstrap)
-    with own_broker(args.partitions) as bootstrap:
-        return run(args, bootstrap)
+    return run_on_broker(parser.parse_args(argv), run)
 
 
 def run(args: argparse.Namespace, bootstrap: str) -> int:

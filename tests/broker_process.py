@@ -27,6 +27,13 @@ _BOOTSTRAP = re.compile(r"clients: bootstrap\.servers=(\S+)")
 _LISTENING = re.compile(r"listening on (.+)$")
 
 
+def signal_and_wait(process: subprocess.Popen, signum: int, timeout: float) -> int:
+    """Send ``signum`` unless the process already ended, then wait: its exit code."""
+    if process.poll() is None:
+        process.send_signal(signum)
+    return process.wait(timeout)
+
+
 class BrokerProcess:
     """One broker in a subprocess, on a free loopback port, logging to ``<dir>/broker.log``."""
 
@@ -142,10 +149,8 @@ class BrokerProcess:
     def _signal(self, signum: int, timeout: float) -> int:
         process = self.process
         assert process is not None
-        if process.poll() is None:
-            process.send_signal(signum)
         try:
-            return process.wait(timeout)
+            return signal_and_wait(process, signum, timeout)
         finally:
             self.process = None
 

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+from broker_process import signal_and_wait
 from cli_helpers import ENV, PYSTREAM
 
 _LISTENING = re.compile(r"rest proxy listening on (https?://\S+)")
@@ -82,10 +83,8 @@ class RestProxyProcess:
         """Signal and wait: the clean shutdown path.  Returns the exit code."""
         process = self.process
         assert process is not None
-        if process.poll() is None:
-            process.send_signal(signum)
         try:
-            return process.wait(timeout)
+            return signal_and_wait(process, signum, timeout)
         finally:
             self.process = None
 
