@@ -36,6 +36,7 @@ LAYER = {
     "txn": 6,
     "broker": 7,
     "rest": 7.5,  # the REST proxy: over the client, below the CLI; never the broker
+    "connect": 7.6,  # Connect workers: over the client (may reuse rest's serving); never the broker
     "cli": 8,
     "aio": 2,  # the asyncio client, re-exported
     "__init__": 9,
@@ -52,6 +53,7 @@ BELOW_THE_BROKER = (
     "protocol",
     "_core",
     "rest",
+    "connect",
 )
 
 
