@@ -11,13 +11,22 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import signal
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 __all__ = ["LoopThread"]
 
 T = TypeVar("T")
+
+# How long the main thread blocks at a time before it looks for a Ctrl-C that CPython
+# (before 3.13) can leave pending: a signal that lands while the main thread still runs
+# bytecode sets the "eval breaker", but another thread taking the GIL (this loop's, most
+# often with uvloop's fast start) recomputes the breaker without it; the main thread
+# then blocks in the wait below with KeyboardInterrupt pending but never raised.
+_SIGNAL_CHECK_INTERVAL = 0.25
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -120,7 +129,9 @@ class LoopThread:
         call = _Call(make_coro())
         try:
             self.loop.call_soon_threadsafe(call.start)
-            return call.result.result(timeout)
+            if threading.current_thread() is not threading.main_thread():
+                return call.result.result(timeout)
+            return _wait_in_main_thread(call.result, timeout)
         except BaseException:
             # Whenever the interruption came (even before the hand-off was queued), the loop
             # cancels the task or closes the unstarted coroutine: never this thread, which
@@ -137,3 +148,21 @@ class LoopThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
             if not self.in_loop_thread:
                 self.thread.join()
+
+
+def _wait_in_main_thread(result: concurrent.futures.Future[T], timeout: float | None) -> T:
+    """``result.result(timeout)``, waking every :data:`_SIGNAL_CHECK_INTERVAL` to run
+    pending signal handlers, so a Ctrl-C is never held until the call ends."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        wait = _SIGNAL_CHECK_INTERVAL
+        if deadline is not None:
+            wait = min(wait, max(0.0, deadline - time.monotonic()))
+        try:
+            return result.result(wait)
+        except concurrent.futures.TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+        # Signal 0 sends nothing; CPython's pthread_kill then runs pending handlers
+        # (raising KeyboardInterrupt here if a Ctrl-C was held).
+        signal.pthread_kill(threading.get_ident(), 0)
