@@ -326,7 +326,7 @@ def main() -> None:
                     "consumed over HTTP records/s": consumed,
                 }
                 rounds.append(row)
-                print(f"round {run + 1}: " + ", ".join(f"{k} {v:,.1f}" for k, v in row.items()))
+                print(f"round {run + 1}: " + ", ".join(f"{k} {v:,.3g}" for k, v in row.items()))
             print(
                 f"\nmedian of {args.runs} (min .. max); {args.clients} connections in "
                 f"{args.client_procs} processes, {args.seconds:g} s each:"
@@ -334,8 +334,10 @@ def main() -> None:
             for key in rounds[0]:
                 values = [r[key] for r in rounds]
                 low, high = min(values), max(values)
+                digits = 3 if "CPU" in key else 2  # CPU per request is a fraction of a ms
                 print(
-                    f"  {key:38} {statistics.median(values):>12,.2f}   ({low:,.2f} .. {high:,.2f})"
+                    f"  {key:38} {statistics.median(values):>12,.{digits}f}   "
+                    f"({low:,.{digits}f} .. {high:,.{digits}f})"
                 )
         finally:
             for process in (proxy, broker):

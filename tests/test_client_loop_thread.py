@@ -16,11 +16,17 @@ from pystream.client.loop_thread import LoopThread
 INTERRUPTIONS = 100
 
 
-def test_ctrl_c_during_a_blocking_call_cancels_its_coroutine_on_the_loop() -> None:
+@pytest.mark.parametrize("uvloop", ["0", "1"], ids=["asyncio", "uvloop"])
+def test_ctrl_c_during_a_blocking_call_cancels_its_coroutine_on_the_loop(
+    uvloop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The Ctrl-C arrives as soon as the coroutine runs, wherever the caller then is:
     blocked on the result, or still handing the coroutine over.  Either way the loop
     cancels it (a coroutine closed from the caller's thread would skip its cleanup, or
-    fail with "coroutine already executing")."""
+    fail with "coroutine already executing").  With uvloop (``PYSTREAM_UVLOOP=1``) the
+    coroutine starts so fast that CPython often held the Ctrl-C pending until the call's
+    timeout: the main thread's sliced wait must still raise it at once."""
+    monkeypatch.setenv("PYSTREAM_UVLOOP", uvloop)
     main_thread = threading.main_thread().ident
     assert main_thread is not None
     # Set here, not inherited: a test run started in the background (``cmd &``) has SIGINT

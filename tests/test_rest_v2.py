@@ -181,6 +181,30 @@ def test_produce_json_and_binary_read_back_with_confluent_kafka(
     assert (None, b'"text"') in stored.values()
 
 
+def test_json_values_are_stored_exactly(broker: BrokerProcess, http: httpx.Client) -> None:
+    """Integers beyond 64 bits keep every digit and non-ASCII text stays UTF-8: the
+    stored bytes are the value's compact JSON, whichever parser read the body."""
+    topic = create_topic(broker, partitions=1)
+    values = [
+        {"big": 123456789012345678901234567890, "neg": -(2**63)},
+        {"text": "d\u00e9j\u00e0 vu \u2603", "n": [1.5, 0.1, True, None]},
+        18446744073709551616,
+    ]
+    response = http.post(
+        f"/topics/{topic}",
+        headers={"Content-Type": JSON_V2},
+        json={"records": [{"value": v} for v in values]},
+    )
+    assert response.status_code == 200, response.text
+    assert [o["error_code"] for o in response.json()["offsets"]] == [None] * len(values)
+    stored = [m.value() for m in read_with_confluent(broker, topic, len(values))]
+    assert stored == [
+        b'{"big":123456789012345678901234567890,"neg":-9223372036854775808}',
+        '{"text":"d\u00e9j\u00e0 vu \u2603","n":[1.5,0.1,true,null]}'.encode(),
+        b"18446744073709551616",
+    ]
+
+
 def test_many_records_in_one_request_keep_their_order(
     broker: BrokerProcess, http: httpx.Client
 ) -> None:
@@ -441,6 +465,8 @@ def topic(broker: BrokerProcess) -> str:
 
 BAD_REQUESTS = {
     "malformed JSON": ("POST", "/topics/{topic}", JSON_V2, b'{"records": [', 400, 400),
+    # Not JSON (Python's own parser would take it): refused, as Confluent's Jackson does.
+    "NaN value": ("POST", "/topics/{topic}", JSON_V2, b'{"records": [{"value": NaN}]}', 400, 400),
     "not an object": ("POST", "/topics/{topic}", JSON_V2, b"[1, 2]", 422, 42203),
     "no records": ("POST", "/topics/{topic}", JSON_V2, b'{"records": []}', 422, 42203),
     "wrong content type": ("POST", "/topics/{topic}", "text/plain", b'{"records": []}', 415, 415),
@@ -479,6 +505,15 @@ BAD_REQUESTS = {
         404,
         40402,
     ),
+    "produce to a partition that is not a number": (
+        "POST",
+        "/topics/{topic}/partitions/one",
+        JSON_V2,
+        b'{"records": [{"value": 1}]}',
+        404,
+        40402,
+    ),
+    "produce to an empty topic name": ("POST", "/topics//partitions/0", JSON_V2, b"{}", 404, 404),
     "unknown instance": ("GET", "/consumers/g/instances/nobody/records", None, None, 404, 40403),
     "delete unknown instance": ("DELETE", "/consumers/g/instances/nobody", None, None, 404, 40403),
     "bad consumer format": ("POST", "/consumers/g", V2, b'{"format": "avro"}', 422, 42204),

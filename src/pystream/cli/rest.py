@@ -46,6 +46,8 @@ def rest(
     bootstrap_server: str, host: str, port: int, config_file: str | None, log_level: str
 ) -> None:
     """Serve Confluent's REST Proxy API v2 (topics, produce, consumer instances) over HTTP."""
+    import uvloop
+
     from pystream.rest import RestConfig
     from pystream.rest.server import serve_proxy
 
@@ -70,7 +72,12 @@ def rest(
         click.echo(f"kafka: bootstrap.servers={bootstrap_server}")
         sys.stdout.flush()
 
-    if not asyncio.run(serve_proxy(config, host, port, announce)):
+    # uvloop (libuv, in C) for this process only: its socket writes and callbacks cost
+    # the proxy a fraction of asyncio's.  The broker's own loop (pystream serve, and the
+    # proxy inside it with rest.enable) stays asyncio's.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        started = runner.run(serve_proxy(config, host, port, announce))
+    if not started:
         raise click.ClickException(
             f"the REST proxy did not start: is a broker reachable at {bootstrap_server} "
             f"and {host}:{port} free? (the log above says which)"

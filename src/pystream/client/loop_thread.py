@@ -30,14 +30,12 @@ _SIGNAL_CHECK_INTERVAL = 0.25
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
-    # uvloop when installed (faster I/O callbacks); PYSTREAM_NO_UVLOOP=1 opts out.
-    if not os.environ.get("PYSTREAM_NO_UVLOOP"):
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return uvloop.new_event_loop()
+    # asyncio's loop unless PYSTREAM_UVLOOP=1: uvloop is installed with pystream (for
+    # `pystream rest`), but the sync client's figures and tests are asyncio's.
+    if os.environ.get("PYSTREAM_UVLOOP") == "1":
+        import uvloop
+
+        return uvloop.new_event_loop()
     return asyncio.new_event_loop()
 
 

@@ -17,6 +17,7 @@ from enum import StrEnum
 from json import encoder as json_encoder
 from typing import Any
 
+import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -35,6 +36,7 @@ __all__ = [
     "V2Response",
     "accepted_format",
     "compact_json",
+    "parse_json",
     "produce_format",
     "read_json",
     "require_v2_json",
@@ -50,23 +52,55 @@ def _not_json(value: Any) -> Any:
 # Compact JSON, the bytes Kafka stores for the json format and every response body.
 # json.dumps (and JSONEncoder.encode) build a new C encoder on every call, which is
 # most of the cost for a small value; this builds it once.  No cycle check: what is
-# encoded comes from a JSON parse or is built here.
+# encoded comes from a JSON parse or is built here.  It is the fallback for what
+# orjson refuses (integers beyond 64 bits).
 if json_encoder.c_make_encoder is not None:
     _ITERENCODE = json_encoder.c_make_encoder(
         None, _not_json, json_encoder.encode_basestring, None, ":", ",", False, False, True
     )
 
-    def compact_json(value: Any) -> bytes:
-        """``value`` as compact UTF-8 JSON (what ``json.dumps(separators=(",", ":"),
-        ensure_ascii=False)`` gives)."""
+    def _stdlib_compact_json(value: Any) -> bytes:
         return "".join(_ITERENCODE(value, 0)).encode()
 
 else:  # an interpreter without the C accelerator
-    _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    _stdlib_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # type: ignore[assignment]
 
-    def compact_json(value: Any) -> bytes:
-        """``value`` as compact UTF-8 JSON."""
-        return _ENCODE(value).encode()
+
+def compact_json(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON (what ``json.dumps(separators=(",", ":"),
+    ensure_ascii=False)`` gives, but for floats' exponents: ``1e16``, not ``1e+16``).
+
+    orjson first: on the produce path it is most of the proxy's own JSON cost, and
+    several times faster than the standard library's encoder."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # an int beyond 64 bits (a json.loads fallback parsed it): stdlib
+        return _stdlib_compact_json(value)
+
+
+def _not_a_number(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+# orjson reads an integer beyond 64 bits as a float, losing digits: a body with a run
+# of 19+ digits (maybe such an integer) goes to the standard library's parser.  Found
+# by mapping every digit to 0 and searching for 19 zeros: a tenth of a regex's cost.
+_DIGITS_TO_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_DIGITS = b"0" * 19
+
+
+def parse_json(body: bytes) -> Any:
+    """``body`` parsed as strict JSON (``ValueError`` if it is not; NaN and Infinity
+    are refused, as Confluent's proxy does).
+
+    orjson, several times faster than the standard library's parser, unless the body
+    may hold an integer beyond 64 bits, which only the standard library keeps exact."""
+    if body.translate(_DIGITS_TO_ZERO).find(_LONG_DIGITS) < 0:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass  # the standard library's message is the clearer one
+    return json.loads(body, parse_constant=_not_a_number)
 
 
 class EmbeddedFormat(StrEnum):
@@ -101,7 +135,7 @@ class EmbeddedFormat(StrEnum):
         if self is EmbeddedFormat.BINARY:
             return base64.b64encode(data).decode("ascii")
         try:
-            return json.loads(data)
+            return parse_json(data)
         except ValueError:
             raise RestError(
                 422,
@@ -220,7 +254,7 @@ async def read_json(request: Request, limit: int, *, optional: bool = False) -> 
             return None
         raise RestError(422, JSON_CONVERSION, "the request needs a JSON body")
     try:
-        return json.loads(body)
+        return parse_json(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RestError(400, BAD_REQUEST, f"the body is not valid JSON: {exc}") from None
 
