@@ -52,13 +52,17 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
         process.close()
 
 
-@pytest.fixture(scope="module")
-def proxy(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def running_proxy(
+    broker: BrokerProcess,
+    tmp_path_factory: pytest.TempPathFactory,
+    instance_timeout_ms: int = INSTANCE_TIMEOUT_MS,
+) -> Iterator[str]:
+    """A ``pystream rest`` over ``broker`` for a module fixture: yields its URL."""
     process = RestProxyProcess(
         tmp_path_factory.mktemp("rest") / "proxy",
         broker.bootstrap,
         {
-            "consumer.instance.timeout.ms": str(INSTANCE_TIMEOUT_MS),
+            "consumer.instance.timeout.ms": str(instance_timeout_ms),
             "max.request.body.bytes": str(BODY_LIMIT),
         },
     ).start()
@@ -66,6 +70,11 @@ def proxy(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
         yield process.url
     finally:
         process.close()
+
+
+@pytest.fixture(scope="module")
+def proxy(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from running_proxy(broker, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -519,6 +528,23 @@ BAD_REQUESTS = {
     "bad consumer format": ("POST", "/consumers/g", V2, b'{"format": "avro"}', 422, 42204),
     "bad offset reset": ("POST", "/consumers/g", V2, b'{"auto.offset.reset": "soon"}', 422, 42204),
     "consumer wrong content type": ("POST", "/consumers/g", "text/xml", b"<a/>", 415, 415),
+    # Found by schemathesis (test_rest_schemathesis.py): each was a 500.
+    "non-ASCII digit partition": (
+        "GET",
+        "/topics/{topic}/partitions/\u00b2",
+        None,
+        None,
+        404,
+        40402,
+    ),
+    "non-ASCII digit timeout": (
+        "GET",
+        "/consumers/g/instances/nobody/records?timeout=\u00b2",
+        None,
+        None,
+        422,
+        42203,
+    ),
     "no such route": ("GET", "/no/such/path", None, None, 404, 404),
     "wrong method": ("PUT", "/topics", None, None, 405, 405),
 }
@@ -530,6 +556,29 @@ def test_bad_requests_get_confluent_errors(http: httpx.Client, topic: str, case:
     headers = {"Content-Type": content_type} if content_type else {}
     response = http.request(method, path.format(topic=topic), headers=headers, content=body)
     assert_error(response, status, code)
+
+
+def test_numbers_past_kafkas_widths_are_422_not_500(http: httpx.Client, topic: str) -> None:
+    """Found by schemathesis: an int64 offset or int32 partition overflowed the client's
+    encoder (a 500) once the request reached a real instance."""
+    instance = new_instance(http, f"wide-{uuid.uuid4().hex[:8]}")
+    try:
+        too_far = http.post(
+            f"{instance}/offsets",
+            headers={"Content-Type": V2},
+            json={"offsets": [{"topic": topic, "partition": 0, "offset": 2**64}]},
+        )
+        assert "offset" in assert_error(too_far, 422, 42203)["message"]
+        too_wide = http.post(
+            f"{instance}/assignments",
+            headers={"Content-Type": V2},
+            json={"partitions": [{"topic": topic, "partition": 2**31}]},
+        )
+        assert "partition" in assert_error(too_wide, 422, 42203)["message"]
+        # The instance still works: the bad requests changed nothing.
+        assert http.get(f"{instance}/assignments").json() == {"partitions": []}
+    finally:
+        assert http.delete(instance).status_code == 204
 
 
 def test_oversize_body_is_413_and_nothing_is_written(

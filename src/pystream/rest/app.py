@@ -30,6 +30,7 @@ from .config import RestConfig
 from .consumers import ConsumerInstance, ConsumerRegistry
 from .errors import EXCEPTION_HANDLERS, PARTITION_NOT_FOUND, V2_JSON, RestError
 from .formats import (
+    INT32_MAX,
     V2Response,
     accepted_format,
     compact_json,
@@ -77,7 +78,8 @@ def _state(request: Request) -> ProxyState:
 
 def _partition_param(request: Request) -> int:
     raw = request.path_params["partition"]
-    if not raw.isdigit():
+    # isdigit alone lets "²" through, which int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > INT32_MAX:
         raise RestError(404, PARTITION_NOT_FOUND, f"Partition not found: {raw!r} is not a number")
     return int(raw)
 
@@ -86,8 +88,10 @@ def _query_int(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name)
     if raw is None:
         return None
-    if not raw.isdigit():
-        raise conversion_error(f"query parameter {name} must be an integer >= 0, got {raw!r}")
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > INT32_MAX:
+        raise conversion_error(
+            f"query parameter {name} must be an integer in [0, {INT32_MAX}], got {raw!r}"
+        )
     return int(raw)
 
 
@@ -172,7 +176,10 @@ def _partitions(body: Any) -> list[TopicPartition]:
         where = f"partitions[{i}]"
         item = json_object(item, where)
         out.append(
-            TopicPartition(json_str(item, "topic", where), json_int(item, "partition", where))
+            TopicPartition(
+                json_str(item, "topic", where),
+                json_int(item, "partition", where, maximum=INT32_MAX),
+            )
         )
     return out
 
@@ -183,7 +190,9 @@ def _offsets(body: Any) -> list[tuple[TopicPartition, int, str]]:
     for i, item in enumerate(items):
         where = f"offsets[{i}]"
         item = json_object(item, where)
-        tp = TopicPartition(json_str(item, "topic", where), json_int(item, "partition", where))
+        tp = TopicPartition(
+            json_str(item, "topic", where), json_int(item, "partition", where, maximum=INT32_MAX)
+        )
         metadata = item.get("metadata") or ""
         if not isinstance(metadata, str):
             raise conversion_error(f"{where}: 'metadata' must be a string")

@@ -286,10 +286,21 @@ def json_list(body: dict[str, Any], name: str) -> list[Any]:
     return value
 
 
-def json_int(item: dict[str, Any], name: str, where: str, *, minimum: int = 0) -> int:
+# Kafka's widths: partitions are int32, offsets int64; a JSON number past them
+# is a bad request, not an overflow in the client's encoder.
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+def json_int(
+    item: dict[str, Any], name: str, where: str, *, minimum: int = 0, maximum: int = INT64_MAX
+) -> int:
+    """``item[name]`` as an integer in [minimum, maximum], or a 422 saying what was wrong."""
     value = item.get(name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise conversion_error(f"{where}: {name!r} must be an integer >= {minimum}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise conversion_error(
+            f"{where}: {name!r} must be an integer in [{minimum}, {maximum}], got {value!r}"
+        )
     return value
 
 
