@@ -156,22 +156,63 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def _wrk(url: str, work: Workload, seconds: float, clients: int) -> tuple[int, float, float]:
+    """Requests made, p50 and p99 ms, with wrk (C, one thread): a load generator that
+    leaves the cores to the proxy and the broker.  Refuses a run with any non-2xx."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(
+            f'wrk.method = "POST"\nwrk.body = {json.dumps(work.payload.decode())}\n'
+            f'wrk.headers["Content-Type"] = "{work.content_type}"\n'
+        )
+        script.flush()
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(seconds))}s", "--latency"]
+            + ["-s", script.name, url + work.path],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise SystemExit(f"wrk saw failed requests:\n{out}")
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+
+    def percentile(p: str) -> float:
+        value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)$", out, re.M).groups()  # type: ignore[union-attr]
+        return float(value) * _WRK_UNITS[unit]
+
+    return requests, percentile("50"), percentile("99")
+
+
 def http_round(
-    url: str, work: Workload, seconds: float, clients: int, procs: int, proxy_pid: int
+    url: str,
+    work: Workload,
+    seconds: float,
+    clients: int,
+    procs: int,
+    proxy_pid: int,
+    load: str = "python",
 ) -> dict[str, float]:
     per_proc = max(1, clients // procs)
     records = work.records
-    with multiprocessing.get_context("spawn").Pool(procs) as pool:
-        cpu_before = cpu_seconds(proxy_pid)
-        results = pool.map(_client_process, [(url, work, seconds, per_proc)] * procs)
-        cpu = cpu_seconds(proxy_pid) - cpu_before
-    requests = sum(r[0] for r in results)
-    latencies = sorted(x for r in results for x in r[1])
+    cpu_before = cpu_seconds(proxy_pid)
+    if load == "wrk":
+        requests, p50, p99 = _wrk(url, work, seconds, clients)
+    else:
+        with multiprocessing.get_context("spawn").Pool(procs) as pool:
+            results = pool.map(_client_process, [(url, work, seconds, per_proc)] * procs)
+        requests = sum(r[0] for r in results)
+        latencies = sorted(x for r in results for x in r[1])
+        p50 = latencies[len(latencies) // 2] * 1000
+        p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    cpu = cpu_seconds(proxy_pid) - cpu_before
     return {
         "requests/s": requests / seconds,
         "records/s": requests * records / seconds,
-        "p50 ms": latencies[len(latencies) // 2] * 1000,
-        "p99 ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "p50 ms": p50,
+        "p99 ms": p99,
         # The proxy's own CPU per request: what it would sustain on a core of its own,
         # whatever else ran (a shared machine makes the rates above a floor).
         "proxy CPU ms/request": cpu * 1000 / max(requests, 1),
@@ -255,6 +296,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=32, help="concurrent HTTP connections")
     parser.add_argument("--client-procs", type=int, default=2, help="HTTP client processes")
+    parser.add_argument(
+        "--load",
+        choices=("python", "wrk"),
+        default="python",
+        help="what POSTs: pystream's minimal asyncio client in --client-procs processes, or "
+        "wrk (apt-get install wrk), whose C costs the proxy and broker far less CPU",
+    )
+    parser.add_argument(
+        "--proxy-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a line of the proxy's --config file (e.g. producer.linger.ms=0); repeatable",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="rest-bench-") as tmp:
@@ -277,12 +332,16 @@ def main() -> None:
             r"bootstrap\.servers=(\S+)",
             work / "broker.log",
         )
+        proxy_config = work / "rest.properties"
+        proxy_config.write_text("".join(f"{line}\n" for line in args.proxy_setting))
         proxy, url = start(
             [
                 sys.executable,
                 "-m",
                 "pystream",
                 "rest",
+                "--config",
+                str(proxy_config),
                 "--bootstrap-server",
                 bootstrap,
                 "--port",
@@ -304,9 +363,12 @@ def main() -> None:
             rounds: list[dict[str, float]] = []
             for run in range(args.runs):
                 clients, procs = args.clients, args.client_procs
-                one = http_round(url, single, args.seconds, clients, procs, proxy.pid)
-                hundred = http_round(url, batch, args.seconds, clients // 4 or 1, procs, proxy.pid)
-                v3 = http_round(url, v3_single, args.seconds, clients, procs, proxy.pid)
+                load = args.load
+                one = http_round(url, single, args.seconds, clients, procs, proxy.pid, load)
+                hundred = http_round(
+                    url, batch, args.seconds, clients // 4 or 1, procs, proxy.pid, load
+                )
+                v3 = http_round(url, v3_single, args.seconds, clients, procs, proxy.pid, load)
                 streamed = streamed_round(url, v3_single.path, args.seconds, procs)
                 direct = asyncio.run(direct_round(bootstrap, "rest-bench", args.seconds))
                 consumed = consume_round(url, "rest-bench", args.seconds)
@@ -328,8 +390,9 @@ def main() -> None:
                 rounds.append(row)
                 print(f"round {run + 1}: " + ", ".join(f"{k} {v:,.3g}" for k, v in row.items()))
             print(
-                f"\nmedian of {args.runs} (min .. max); {args.clients} connections in "
-                f"{args.client_procs} processes, {args.seconds:g} s each:"
+                f"\nmedian of {args.runs} (min .. max); {args.clients} connections "
+                + ("from wrk" if args.load == "wrk" else f"in {args.client_procs} Python processes")
+                + f", {args.seconds:g} s each:"
             )
             for key in rounds[0]:
                 values = [r[key] for r in rounds]

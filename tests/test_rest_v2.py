@@ -43,8 +43,10 @@ BODY_LIMIT = 65_536
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     process = BrokerProcess(
         tmp_path_factory.mktemp("rest") / "broker",
-        # One consumer instance per group joins at once: no need to wait for others.
-        {"group.initial.rebalance.delay.ms": "0"},
+        # One consumer instance per group joins at once: no need to wait for others.  No
+        # auto-creation: producing to an unknown topic is a 404 here (see
+        # test_rest_proxy_inside_the_broker for a broker that auto-creates).
+        {"group.initial.rebalance.delay.ms": "0", "auto.create.topics.enable": "false"},
     ).start()
     try:
         yield process
@@ -386,6 +388,22 @@ def test_assignments_and_positions(broker: BrokerProcess, http: httpx.Client) ->
     )
     assert assigned.status_code == 204, assigned.text
     assert http.get(f"{instance}/assignments").json() == {"partitions": [partition]}
+    # A partition or topic that does not exist: 404 with Confluent's codes, and the
+    # instance keeps the assignment it had.
+    for missing, code in (
+        ({"topic": topic, "partition": 2}, 40402),
+        ({"topic": "nope-x", "partition": 0}, 40401),
+    ):
+        assert_error(
+            http.post(
+                f"{instance}/assignments",
+                headers={"Content-Type": V2},
+                json={"partitions": [partition, missing]},
+            ),
+            404,
+            code,
+        )
+    assert http.get(f"{instance}/assignments").json() == {"partitions": [partition]}
     # Assigned partitions and a subscription do not mix (Confluent's 409 / 40901).
     assert_error(
         http.post(
@@ -665,17 +683,13 @@ def test_rest_proxy_inside_the_broker(tmp_path: Path) -> None:
                 headers={"Content-Type": JSON_V2},
                 json={"records": [{"value": {"from": "http"}}]},
             )
-            # The proxy checks that the topic exists (no auto-creation): unknown is 404.
-            assert_error(produced, 404, 40401)
-            with AdminClient(inside.bootstrap) as admin:
-                admin.create_topics([NewTopic("inside", 1, 1)])
-            produced = client.post(
-                "/topics/inside",
-                headers={"Content-Type": JSON_V2},
-                json={"records": [{"value": {"from": "http"}}]},
-            )
+            # An unknown topic is auto-created, as through Confluent's proxy (the broker's
+            # auto.create.topics.enable is on by default); GET alone never creates one.
+            assert_error(client.get("/topics/never-produced"), 404, 40401)
             assert produced.status_code == 200, produced.text
             assert produced.json()["offsets"][0]["offset"] == 0
+            assert client.get("/topics/inside").status_code == 200
+            assert_error(client.get("/topics/never-produced"), 404, 40401)
         (message,) = read_with_confluent(inside, "inside", 1)
         assert message.value() == b'{"from":"http"}'
         assert inside.stop() == 0

@@ -60,6 +60,8 @@ class ClientConfig:
     request_timeout_ms: int = 30_000
     """How long to wait for any response before failing the request and the connection."""
     retry_backoff_ms: int = 100
+    retry_backoff_max_ms: int = 1_000
+    """Repeated failures of the same step back off exponentially up to this (KIP-580)."""
     reconnect_backoff_ms: int = 50
     reconnect_backoff_max_ms: int = 1_000
     socket_connection_setup_timeout_ms: int = 10_000

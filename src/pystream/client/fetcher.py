@@ -98,6 +98,7 @@ class Fetcher:
         self.positions_known = asyncio.Event()  # set when a lookup or reset finished
         self._task: asyncio.Task[None] | None = None
         self._position_tasks: set[asyncio.Task[None]] = set()
+        self._reset_failures = 0  # offset resets failed in a row (for the backoff)
         core.metadata_listeners.append(self.wakeup)
         subscriptions.listeners.append(self.wakeup)
 
@@ -193,9 +194,23 @@ class Fetcher:
                 st = subs.assignment.get(tp)
                 if st is not None and st.epoch == wanted[tp][1] and st.reset_to is not None:
                     st.seek(offset)
+            self._reset_failures = 0
         except Exception as exc:
-            log.warning("offset reset failed (will retry): %s", exc)
-            await asyncio.sleep(self.core.config.retry_backoff_ms / 1000)
+            # An assigned partition that does not exist fails every time: back off
+            # exponentially and warn once, not every retry.backoff.ms forever.
+            config = self.core.config
+            self._reset_failures += 1
+            backoff_ms = min(
+                config.retry_backoff_ms * 2 ** min(self._reset_failures - 1, 16),
+                config.retry_backoff_max_ms,
+            )
+            log.log(
+                logging.WARNING if self._reset_failures == 1 else logging.DEBUG,
+                "offset reset failed (retrying with backoff up to %d ms): %s",
+                config.retry_backoff_max_ms,
+                exc,
+            )
+            await asyncio.sleep(backoff_ms / 1000)
         finally:
             for tp in tps:
                 st = subs.assignment.get(tp)

@@ -659,8 +659,12 @@ class Producer:
         info = await self._core.wait_for_topic(topic, self.max_block)
         return sorted(info.partitions)
 
-    async def wait_for_topic(self, topic: str) -> None:
-        await self._core.wait_for_topic(topic, self.max_block)
+    async def wait_for_topic(self, topic: str, missing_is_final: bool = False) -> None:
+        """Wait (up to ``max_block_ms``) until the topic's partitions are known; asking for
+        it lets the broker auto-create it (``allow_auto_create_topics``).  With
+        ``missing_is_final`` a broker that answers UNKNOWN_TOPIC_OR_PARTITION (it does not
+        auto-create) raises UnknownTopicOrPartitionError at once instead."""
+        await self._core.wait_for_topic(topic, self.max_block, missing_is_final)
 
 
 def _rows_as_bytes(array: np.ndarray) -> np.ndarray:

@@ -273,6 +273,11 @@ async def unsubscribe(request: Request) -> Response:
 
 async def assign(request: Request) -> Response:
     partitions = _partitions(await _consumer_body(request))
+    # A partition that does not exist is a 404 now, not an instance that looks up its
+    # offsets in vain until it expires (Kafka's consumer would accept it silently).
+    topics = (await kafka_clients(request)).topics
+    for tp in partitions:
+        await topics.partition(tp.topic, tp.partition)
     async with _use(request) as instance:
         await instance.assign(partitions)
     return _no_content()

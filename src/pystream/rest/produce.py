@@ -14,9 +14,9 @@ from typing import Any
 from pystream.aio import Producer
 from pystream.errors import KafkaError, UnknownTopicOrPartitionError
 
-from .errors import kafka_error_code
+from .errors import TOPIC_NOT_FOUND, RestError, kafka_error_code
 from .formats import EmbeddedFormat, conversion_error, json_list, json_object
-from .topics import TopicCache
+from .topics import TopicCache, topic_not_found
 
 __all__ = ["ProduceService"]
 
@@ -35,9 +35,9 @@ class ProduceService:
         ``{"records": [{"key", "value", "partition"}]}``; ``partition`` (the
         ``/partitions/{p}`` form) overrides the records' own."""
         records = _parse_records(body, embedded, partition is None)
+        count = len((await self._describe_or_create(topic)).partitions)
         if partition is not None:
             await self._topics.partition(topic, partition)  # 404 40402 if there is none
-        count = len((await self._topics.describe(topic)).partitions)
         if self._one_batch(records, partition):
             return _response(await self._send_one_batch(topic, records, partition))
         send = self._producer.send
@@ -77,6 +77,21 @@ class ProduceService:
                 }
             )
         return _response(offsets)
+
+    async def _describe_or_create(self, topic: str) -> Any:
+        """The topic's description; an unknown topic is asked for with auto-creation, as
+        Kafka's producer would (Confluent's proxy produces through one).  A broker with
+        ``auto.create.topics.enable=false`` answers at once, and the 404 (40401) stands."""
+        try:
+            return await self._topics.describe(topic)
+        except RestError as exc:
+            if exc.error_code != TOPIC_NOT_FOUND:
+                raise
+        try:
+            await self._producer.wait_for_topic(topic, missing_is_final=True)
+        except UnknownTopicOrPartitionError:
+            raise topic_not_found(topic) from None
+        return await self._topics.describe(topic, fresh=True)
 
     def _one_batch(
         self, records: list[tuple[bytes | None, bytes | None, int | None]], partition: int | None
