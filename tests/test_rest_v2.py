@@ -670,9 +670,18 @@ def test_sigterm_closes_instances_and_exits_cleanly(broker: BrokerProcess, tmp_p
 
 
 def test_rest_proxy_inside_the_broker(tmp_path: Path) -> None:
-    """``rest.enable=true``: ``pystream serve`` alone serves Kafka and HTTP."""
+    """``rest.enable=true``: ``pystream serve`` alone serves Kafka and HTTP, configured by
+    ``rest.config.file`` as ``pystream rest --config``."""
+    rest_properties = tmp_path / "kafka-rest.properties"
+    rest_properties.write_text("max.request.body.bytes=2000\nproducer.linger.ms=0\n")
     inside = BrokerProcess(
-        tmp_path / "broker", {"rest.enable": "true", "rest.port": "0", "num.partitions": "1"}
+        tmp_path / "broker",
+        {
+            "rest.enable": "true",
+            "rest.port": "0",
+            "num.partitions": "1",
+            "rest.config.file": str(rest_properties),
+        },
     ).start()
     try:
         match = re.search(r"rest proxy listening on (http://\S+)", inside.output())
@@ -690,6 +699,12 @@ def test_rest_proxy_inside_the_broker(tmp_path: Path) -> None:
             assert produced.json()["offsets"][0]["offset"] == 0
             assert client.get("/topics/inside").status_code == 200
             assert_error(client.get("/topics/never-produced"), 404, 40401)
+            too_large = client.post(
+                "/topics/inside",
+                headers={"Content-Type": JSON_V2},
+                json={"records": [{"value": "x" * 3000}]},
+            )
+            assert_error(too_large, 413, 413)  # rest.config.file's max.request.body.bytes
         (message,) = read_with_confluent(inside, "inside", 1)
         assert message.value() == b'{"from":"http"}'
         assert inside.stop() == 0

@@ -1061,6 +1061,15 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         doc="The port of the in-broker REST proxy (with rest.enable); 0 picks a free one.",
     ),
     ConfigDef(
+        "rest.config.file",
+        ConfigType.STRING,
+        "",
+        doc="The in-broker REST proxy's settings (with rest.enable): a properties file laid "
+        "out as Confluent's kafka-rest.properties, as `pystream rest --config` reads "
+        "(consumer.instance.timeout.ms, producer.*, ssl.keystore.location, client.* ...). "
+        "Empty: the proxy's defaults.",
+    ),
+    ConfigDef(
         "socket.request.max.bytes",
         ConfigType.INT,
         104_857_600,
@@ -1571,6 +1580,7 @@ class BrokerConfig:
     rest_enable: bool = False
     rest_host: str = "127.0.0.1"
     rest_port: int = 8082
+    rest_config_file: str = ""
     sasl_enabled_mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
     sasl_mechanism_inter_broker_protocol: str = ""
     sasl_jaas_config: str = ""

@@ -5,10 +5,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from pystream.cli.common import DEFAULT_BOOTSTRAP, client_settings_from, read_properties
+
+if TYPE_CHECKING:
+    from pystream.rest import RestConfig
+
+
+def rest_config(bootstrap_server: str, config_file: str | None) -> RestConfig:
+    """The proxy's settings from a kafka-rest.properties-style file (or the defaults);
+    a bad or unknown key is a ClickException naming the file and the key."""
+    from pystream.rest import RestConfig
+
+    props = read_properties(config_file) if config_file else {}
+    unknown = RestConfig.unknown_keys(props)
+    if unknown:
+        raise click.ClickException(
+            f"{config_file}: unknown setting(s) {', '.join(unknown)} (Kafka client settings "
+            f"take the prefix client., e.g. client.security.protocol)"
+        )
+    settings = client_settings_from(RestConfig.client_properties(props), config_file or "")
+    try:
+        return RestConfig.from_properties(bootstrap_server, props, settings)
+    except ValueError as exc:
+        raise click.ClickException(f"{config_file}: {exc}") from None
 
 
 @click.command()
@@ -48,24 +71,12 @@ def rest(
     """Serve Confluent's REST Proxy API v2 (topics, produce, consumer instances) over HTTP."""
     import uvloop
 
-    from pystream.rest import RestConfig
     from pystream.rest.server import serve_proxy
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    props = read_properties(config_file) if config_file else {}
-    unknown = RestConfig.unknown_keys(props)
-    if unknown:
-        raise click.ClickException(
-            f"{config_file}: unknown setting(s) {', '.join(unknown)} (Kafka client settings "
-            f"take the prefix client., e.g. client.security.protocol)"
-        )
-    settings = client_settings_from(RestConfig.client_properties(props), config_file or "")
-    try:
-        config = RestConfig.from_properties(bootstrap_server, props, settings)
-    except ValueError as exc:
-        raise click.ClickException(f"{config_file}: {exc}") from None
+    config = rest_config(bootstrap_server, config_file)
 
     def announce(url: str) -> None:
         click.echo(f"pystream rest proxy listening on {url}")

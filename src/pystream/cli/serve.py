@@ -75,22 +75,30 @@ async def run_broker(config: BrokerConfig) -> None:
 
 
 async def _start_rest_proxy(config: BrokerConfig, broker: Any) -> Any:
-    """``rest.enable``: the REST proxy in this process, a client of the broker's first
-    PLAINTEXT listener (the proxy has no credentials of its own for the others)."""
-    from pystream.rest import RestConfig
+    """``rest.enable``: the REST proxy in this process, configured by ``rest.config.file``
+    (as ``pystream rest --config``), a client of the broker's first listener of its
+    client's security protocol."""
+    from pystream.cli.rest import rest_config
     from pystream.rest.server import start_proxy
 
-    plaintext = [a for a in broker.advertised_listeners if a.security_protocol == "PLAINTEXT"]
-    if not plaintext:
+    try:
+        rest = rest_config("", config.rest_config_file or None)
+    except click.ClickException:
+        await broker.stop()
+        raise
+    # The listener whose protocol the proxy's client speaks (client.security.protocol in
+    # rest.config.file, with its credentials; PLAINTEXT without one).
+    protocol = rest.client_settings.get("security_protocol", "PLAINTEXT").upper()
+    listeners = [a for a in broker.advertised_listeners if a.security_protocol == protocol]
+    if not listeners:
         await broker.stop()
         raise click.ClickException(
-            "rest.enable needs a PLAINTEXT listener for the proxy to connect to; add one to "
-            "listeners or run `pystream rest` with a --config holding client credentials"
+            f"rest.enable needs a {protocol} listener for the proxy to connect to; add one "
+            f"to listeners, or set client.security.protocol and its credentials in "
+            f"rest.config.file"
         )
-    bootstrap = f"{plaintext[0].host}:{plaintext[0].port}"
-    proxy = await start_proxy(
-        RestConfig(bootstrap), config.rest_host, config.rest_port, handle_signals=False
-    )
+    rest.bootstrap_servers = f"{listeners[0].host}:{listeners[0].port}"
+    proxy = await start_proxy(rest, config.rest_host, config.rest_port, handle_signals=False)
     if proxy.url is None:
         await broker.stop()
         raise click.ClickException(
