@@ -69,7 +69,7 @@ def test_plugin_infos_shape():
     } in infos
     assert all(set(info) == {"class", "type", "version"} for info in infos)
     everything = plugins.plugin_infos()
-    assert {info["type"] for info in everything} >= {"converter"}
+    assert {info["type"] for info in everything} >= {"converter", "transformation", "predicate"}
     with pytest.raises(ValueError, match="unknown plugin kind"):
         plugins.plugin_infos("widget")
 
@@ -224,10 +224,12 @@ def test_a_missing_builtin_module_does_not_hide_the_others():
             error = str(exc)
         print(json.dumps({
             "error": error,
+            "transform": plugins.load_transformation("InsertField$Value").__name__,
             "types": sorted({i["type"] for i in plugins.plugin_infos()}),
         }))
         """
     )
     assert "JsonConverter is not available" in found["error"]
     assert "pystream.connect.converters" in found["error"]
-    assert "converter" not in found["types"]
+    assert found["transform"] == "InsertFieldValue"
+    assert "converter" not in found["types"] and "transformation" in found["types"]
