@@ -223,6 +223,10 @@ def test_cast_whole_value_and_java_narrowing():
     out = transform("Cast$Value", spec="string").apply(record(b"\x00\x01", Schema("bytes")))
     assert out.value == "AAE=" and out.value_schema == STRING
     assert transform("Cast$Key", spec="int64").apply(record("v", key=True)).key == 1
+    # Kafka's date formats for logical values cast to string.
+    when = dt.datetime(2017, 1, 1, 0, 0, 0, 123000, tzinfo=dt.UTC)
+    out = transform("Cast$Value", spec="string").apply(record(when, timestamp_schema()))
+    assert out.value == "2017-01-01T00:00:00.123Z"
     with pytest.raises(ConnectError, match="out of range"):
         transform("Cast$Value", spec="int8").apply(record("300"))
     with pytest.raises(ConnectError, match="does not support casting from STRUCT"):

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import plugins
 from ..api import (
     ConfigDef,
     ConfigError,
@@ -66,8 +67,6 @@ def _prefixed(props: Mapping[str, Any], prefix: str) -> dict[str, Any]:
 def _configured(kind: str, prefix: str, props: Mapping[str, Any]) -> Any:
     """Load ``<prefix>type`` and configure an instance with the ``<prefix>*`` settings;
     a ConfigError's message is prefixed so that it names the full key."""
-    from .. import plugins  # plugins names these modules: imported late, no cycle
-
     configs = _prefixed(props, prefix)
     type_name = configs.pop("type", None)
     if not type_name:
@@ -123,7 +122,6 @@ class TransformationChain:
         try:
             for alias in _aliases(props, "predicates"):
                 predicates[alias] = _configured("predicate", f"predicates.{alias}.", props)
-            used = set()
             for alias in _aliases(props, "transforms"):
                 prefix = f"transforms.{alias}."
                 transformation = _configured("transformation", prefix, props)
@@ -139,7 +137,6 @@ class TransformationChain:
                             f"{props.get('predicates') or ''!r}"
                         )
                     stage.predicate = predicates[predicate_alias]
-                    used.add(predicate_alias)
                     stage.negate = ConfigDef.convert(
                         ConfigKey(negate_key, ConfigType.BOOLEAN), props.get(negate_key, False)
                     )
