@@ -256,9 +256,7 @@ class JsonConverter(_HeaderMethods, Converter):
         # Unique per instance, so that no user string can look like a numeric marker.
         self._marker = "\x00" + os.urandom(6).hex() + ":"
         self._escaped_marker = json.dumps(self._marker)[1:-1]
-        self._marker_re = re.compile(
-            '"' + re.escape(self._escaped_marker) + r'([^"\\]*)\\u0000"'
-        )
+        self._marker_re = re.compile('"' + re.escape(self._escaped_marker) + r'([^"\\]*)\\u0000"')
 
     def config(self) -> ConfigDef:
         return self.CONFIG_DEF
