@@ -289,3 +289,17 @@ def test_transform_listing_matches_kafkas_names():
     # Every listed class name loads back to a class.
     for info in plugins.plugin_infos("transformation"):
         assert plugins.load_transformation(info["class"])
+
+
+def test_docs_list_every_builtin_and_its_settings():
+    """docs/connect-plugins.md stays current: each converter, transform and predicate and
+    each of its settings is named there."""
+    docs = (SRC.parent / "docs" / "connect-plugins.md").read_text()
+    for builtin in plugins._BUILTINS:
+        if builtin.kind == "connector":
+            continue  # connectors are the runtime's and the connectors' pages
+        short = builtin.attr.split(".")[0]
+        assert f"`{short}`" in docs, short
+        cls = plugins._import_path(builtin.class_name)
+        for key in cls().config().keys:
+            assert f"`{key}`" in docs, f"{short}: {key}"
