@@ -527,3 +527,30 @@ def test_insert_and_drop_headers():
     assert drop.apply(out).headers == (Header("source", 42, Schema("int8")),)
     with pytest.raises(ConfigError, match='"value.literal"'):
         transform("InsertHeader", header="h")
+
+
+def test_new_record_copies_with_changes():
+    # Transforms make a record per record: new_record copies the attributes instead of
+    # re-running __init__, and must still be dataclasses.replace's equal.
+    import dataclasses
+
+    original = record({"a": 1}, headers=[Header("h", b"1")])
+    changed = original.new_record(topic="other", value={"b": 2})
+    assert changed == dataclasses.replace(original, topic="other", value={"b": 2})
+    assert type(changed) is SinkRecord and changed.kafka_offset == 42
+    assert original.topic == "people" and original.value == {"a": 1}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        changed.topic = "x"  # type: ignore[misc]
+    with pytest.raises(TypeError, match="valu"):
+        original.new_record(valu=1)
+
+    @dataclasses.dataclass(frozen=True)
+    class Checked(SourceRecord):
+        def __post_init__(self) -> None:
+            if self.topic == "":
+                raise ValueError("empty topic")
+
+    checked = Checked("t", None, None, None, None, 1)
+    assert checked.new_record(value=2).value == 2
+    with pytest.raises(ValueError, match="empty topic"):
+        checked.new_record(topic="")  # a subclass's __post_init__ still runs

@@ -131,14 +131,20 @@ class SchemaCache:
 
     def __init__(self) -> None:
         self._cache: dict[Schema, Schema] = {}
+        self._last: tuple[Schema, Schema] | None = None
 
     def get(self, schema: Schema, build: Callable[[Schema], Schema]) -> Schema:
+        # The same schema object, record after record: skip hashing it (recursive).
+        last = self._last
+        if last is not None and last[0] is schema:
+            return last[1]
         updated = self._cache.get(schema)
         if updated is None:
             updated = build(schema)
             if len(self._cache) >= _SCHEMA_CACHE_SIZE:
                 self._cache.clear()
             self._cache[schema] = updated
+        self._last = (schema, updated)
         return updated
 
 
