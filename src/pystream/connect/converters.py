@@ -251,6 +251,7 @@ class JsonConverter(_HeaderMethods, Converter):
         self._cache_size = 1000
         self._schema_cache: dict[Schema, dict[str, Any]] = {}
         self._last_schema: tuple[Schema, dict[str, Any]] | None = None
+        self._last_head: tuple[Schema | None, str] | None = None
         # Parsed schemas by the repr of their JSON (repr is C-fast and tells 1, "1", 1.0
         # and true apart): a topic's records share one schema.
         self._connect_schema_cache: dict[str, Schema | None] = {}
@@ -271,6 +272,7 @@ class JsonConverter(_HeaderMethods, Converter):
         self._cache_size = parsed["schemas.cache.size"]
         self._schema_cache.clear()
         self._last_schema = None
+        self._last_head = None
         self._connect_schema_cache.clear()
         self._last_envelope = None
 
@@ -279,18 +281,28 @@ class JsonConverter(_HeaderMethods, Converter):
     def from_connect_data(self, topic: str, schema: Schema | None, value: Any) -> bytes | None:
         if schema is None and value is None:
             return None
-        payload = self._to_json(schema, value)
+        text = self._dumps(self._to_json(schema, value))
         if self.schemas_enable:
-            payload = {"schema": self.as_json_schema(schema), "payload": payload}
+            text = self._envelope_head(schema) + text + "}"
+        return text.encode()
+
+    def _dumps(self, node: Any) -> str:
         text = json.dumps(
-            payload,
-            ensure_ascii=False,
-            separators=(",", ":"),
-            default=self._json_default,
+            node, ensure_ascii=False, separators=(",", ":"), default=self._json_default
         )
         if self._escaped_marker in text:  # a NUMERIC decimal was written
             text = self._marker_re.sub(r"\1", text)
-        return text.encode()
+        return text
+
+    def _envelope_head(self, schema: Schema | None) -> str:
+        """'{"schema":<schema>,"payload":', written once for a run of records that share
+        one schema object."""
+        last = self._last_head
+        if last is not None and last[0] is schema:
+            return last[1]
+        head = '{"schema":' + self._dumps(self.as_json_schema(schema)) + ',"payload":'
+        self._last_head = (schema, head)
+        return head
 
     def _json_default(self, value: Any) -> Any:
         if isinstance(value, _NumericDecimal):
