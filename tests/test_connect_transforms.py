@@ -554,3 +554,29 @@ def test_new_record_copies_with_changes():
     assert checked.new_record(value=2).value == 2
     with pytest.raises(ValueError, match="empty topic"):
         checked.new_record(topic="")  # a subclass's __post_init__ still runs
+
+
+@pytest.mark.parametrize(
+    ("name", "configs", "key"),
+    [
+        ("HoistField$Value", {}, '"field"'),
+        ("ExtractField$Key", {}, '"field"'),
+        ("ValueToKey", {}, '"fields"'),
+        ("MaskField$Key", {"fields": " , "}, "fields"),
+        ("Cast$Key", {}, '"spec"'),
+        ("RegexRouter", {"replacement": "x"}, '"regex"'),
+        ("TimestampRouter", {"timestamp.format": "yyyy'"}, "timestamp.format"),
+        ("TimestampConverter$Key", {}, '"target.type"'),
+        ("InsertHeader", {"value.literal": "1"}, '"header"'),
+        ("DropHeaders", {"headers": ""}, "headers"),
+        ("SetSchemaMetadata$Key", {"schema.version": "v1"}, "schema.version"),
+    ],
+)
+def test_bad_or_missing_setting_names_the_key(name, configs, key):
+    with pytest.raises(ConfigError, match=key):
+        transform(name, **configs)
+
+
+def test_predicate_missing_setting_names_the_key():
+    with pytest.raises(ConfigError, match='"name"'):
+        load_predicate("HasHeaderKey")().configure({})
