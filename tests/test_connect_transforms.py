@@ -629,6 +629,7 @@ def _smts_for(rec) -> list[tuple[str, dict[str, str]]]:
         ("HoistField$Value", {"field": "wrapped"}),
         ("ExtractField$Value", {"field": second}),
         ("SetSchemaMetadata$Value", {"schema.name": "x.Y", "schema.version": "2"}),
+        ("HeaderFrom$Value", {"fields": first, "headers": "h", "operation": "move"}),
     ]
 
 
@@ -649,3 +650,24 @@ def test_every_smt_output_fits_its_schema(rec):
             # A struct reads back with every field of its schema, in order.
             expected = {f.name: expected.get(f.name) for f in out.value_schema.fields}
         assert back.value == expected, name
+
+
+def test_header_from():
+    copy = transform(
+        "HeaderFrom$Value", fields="name,age", headers="h-name,h-age", operation="copy"
+    )
+    value = {"name": "ann", "age": 7, "ssn": None}
+    out = copy.apply(record(value, PERSON))
+    assert out.value == value and out.value_schema == PERSON
+    assert out.headers == (Header("h-name", "ann", STRING), Header("h-age", 7, INT32))
+    move = transform("HeaderFrom$Value", fields="ssn", headers="secret", operation="move")
+    out = move.apply(record({"name": "ann", "age": 7, "ssn": "1"}, PERSON))
+    assert out.value == {"name": "ann", "age": 7}
+    assert [f.name for f in out.value_schema.fields] == ["name", "age"]
+    assert out.headers == (Header("secret", "1", Schema("string", optional=True)),)
+    schemaless = move.apply(record({"ssn": "1", "x": 2}))
+    assert schemaless.value == {"x": 2} and schemaless.headers == (Header("secret", "1"),)
+    with pytest.raises(ConfigError, match="same number of elements"):
+        transform("HeaderFrom$Value", fields="a,b", headers="h", operation="copy")
+    with pytest.raises(ConfigError, match="operation"):
+        transform("HeaderFrom$Value", fields="a", headers="h", operation="steal")

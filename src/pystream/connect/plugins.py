@@ -167,6 +167,7 @@ _BUILTINS: tuple[_Builtin, ...] = (
     *_transform(_T + "set_schema_metadata", "SetSchemaMetadata", True),
     *_transform(_T + "headers", "InsertHeader", False),
     *_transform(_T + "headers", "DropHeaders", False),
+    *_transform(_T + "headers", "HeaderFrom", True),
     *(
         _Builtin(
             "predicate",

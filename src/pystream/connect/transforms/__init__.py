@@ -4,7 +4,7 @@
 One module per family: ``insert_field``, ``replace_field``, ``mask_field``,
 ``value_to_key``, ``extract_field``, ``cast``, ``hoist_field``, ``routers``
 (RegexRouter, TimestampRouter), ``filter``, ``timestamp_converter``, ``flatten``,
-``set_schema_metadata``, ``headers`` (InsertHeader, DropHeaders), ``predicates``.
+``set_schema_metadata``, ``headers`` (InsertHeader, DropHeaders, HeaderFrom), ``predicates``.
 The classes are found by name through :mod:`pystream.connect.plugins` (``InsertField$Value``,
 ``org.apache.kafka.connect.transforms.InsertField$Value``…).
 
