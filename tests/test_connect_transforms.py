@@ -14,7 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pystream.connect.api import ConfigError, ConnectError, Header, SinkRecord, SourceRecord
+from pystream.connect.api import (
+    ConfigError,
+    ConnectError,
+    Header,
+    SinkRecord,
+    SourceRecord,
+    Transformation,
+)
 from pystream.connect.converters import JsonConverter
 from pystream.connect.data import Schema, timestamp_schema
 from pystream.connect.plugins import load_predicate, load_transformation
@@ -671,3 +678,24 @@ def test_header_from():
         transform("HeaderFrom$Value", fields="a,b", headers="h", operation="copy")
     with pytest.raises(ConfigError, match="operation"):
         transform("HeaderFrom$Value", fields="a", headers="h", operation="steal")
+
+
+class Grumpy(Transformation):
+    """A third-party transform that rejects its settings with a plain ValueError."""
+
+    def configure(self, configs):
+        raise ValueError(f"mood must be happy, not {configs.get('mood')!r}")
+
+    def apply(self, record):
+        return record
+
+
+def test_a_plugins_own_value_error_is_a_config_error_naming_the_alias():
+    with pytest.raises(ConfigError, match=r"transforms\.g\..*mood must be happy, not 'sad'"):
+        TransformationChain.from_config(
+            {
+                "transforms": "g",
+                "transforms.g.type": f"{__name__}.Grumpy",
+                "transforms.g.mood": "sad",
+            }
+        )

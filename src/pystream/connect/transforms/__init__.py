@@ -81,7 +81,8 @@ def _configured(kind: str, prefix: str, props: Mapping[str, Any]) -> Any:
             configs.pop("predicate", None)
             configs.pop("negate", None)
         instance.configure(configs)
-    except ConfigError as exc:
+    except (ConfigError, ValueError, TypeError) as exc:
+        # A plugin's own ValueError/TypeError is a bad setting too: name where it was set.
         raise ConfigError(
             f"Invalid configuration {prefix}* ({prefix}type={type_name}): {exc}"
         ) from None
