@@ -26,6 +26,7 @@ from pystream.connect.converters import JsonConverter
 from pystream.connect.data import Schema, timestamp_schema
 from pystream.connect.plugins import load_predicate, load_transformation
 from pystream.connect.transforms import TransformationChain
+from pystream.connect.transforms.field_path import parse_steps
 
 TS = 1_483_228_800_123  # 2017-01-01T00:00:00.123Z
 
@@ -197,7 +198,7 @@ def test_extract_field():
     out = smt.apply(record("v", key={"id": 5, "x": 1}, key_schema=key_schema))
     assert out.key == 5 and out.key_schema == INT64
     assert transform("ExtractField$Value", field="a").apply(record(None)).value is None
-    with pytest.raises(ConnectError, match="Field does not exist: nope"):
+    with pytest.raises(ConnectError, match="Unknown field: nope"):
         transform("ExtractField$Value", field="nope").apply(record({"name": "a"}, PERSON))
     with pytest.raises(ConfigError, match='"field"'):
         transform("ExtractField$Value")
@@ -699,3 +700,77 @@ def test_a_plugins_own_value_error_is_a_config_error_naming_the_alias():
                 "transforms.g.mood": "sad",
             }
         )
+
+
+# -- field paths (KIP-821), with Kafka's FieldPathNotationTest cases ------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "steps"),
+    [
+        ("foobarbaz", ["foobarbaz"]),
+        ("foo.bar.baz", ["foo", "bar", "baz"]),
+        ("foo`bar`baz", ["foo`bar`baz"]),
+        ("`foo.bar.baz`", ["foo.bar.baz"]),
+        ("foo.`bar.baz`", ["foo", "bar.baz"]),
+        ("`foo.bar`.baz", ["foo.bar", "baz"]),
+        ("foo.`bar`.baz", ["foo", "bar", "baz"]),
+        ("foo.``bar.baz`", ["foo", "`bar.baz"]),
+        ("foo.`bar.baz``", ["foo", "bar.baz`"]),
+        ("foo.`ba`r.baz`", ["foo", "ba`r.baz"]),
+        ("foo.ba`r.baz", ["foo", "ba`r", "baz"]),
+        ("foo.``bar``.baz", ["foo", "`bar`", "baz"]),
+        ("``foo.bar.baz``", ["`foo.bar.baz`"]),
+        ("foo.`bar\\`.baz`", ["foo", "bar`.baz"]),
+        ("foo.`bar.`baz`", ["foo", "bar.`baz"]),
+        ("foo.`bar\\`.`baz`", ["foo", "bar`.`baz"]),
+        ("foo.`bar\\\\`.\\`baz`", ["foo", "bar\\`.\\`baz"]),
+        ("foo.", ["foo", ""]),
+    ],
+)
+def test_field_path_v2_steps(path, steps):
+    assert parse_steps(path, "V2") == steps
+    assert parse_steps(path, "V1") == [path]
+
+
+@pytest.mark.parametrize(
+    ("path", "position"),
+    [("`foo.bar.baz", 0), ("foo.`bar.baz", 4), ("foo.bar.`baz", 8), ("foo.bar.`baz\\`", 8)],
+)
+def test_field_path_v2_incomplete_backticks(path, position):
+    message = (
+        f"Incomplete backtick pair in path: [{path}], consider adding a backslash before "
+        f"backtick at position {position} to escape it"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_steps(path, "V2")
+    assert str(info.value) == message
+
+
+def test_extract_nested_field():
+    v2 = {"field.syntax.version": "V2"}
+    value = {"foo": {"bar": 42, "baz": None}, "a.b": "dotted"}
+    assert transform("ExtractField$Value", field="foo.bar", **v2).apply(record(value)).value == 42
+    assert (
+        transform("ExtractField$Value", field="foo.baz.x", **v2).apply(record(value)).value is None
+    )
+    assert (
+        transform("ExtractField$Value", field="`a.b`", **v2).apply(record(value)).value == "dotted"
+    )
+    assert transform("ExtractField$Value", field="a.b").apply(record(value)).value == "dotted"  # V1
+    inner = Schema.struct([("bar", INT32), ("baz", Schema("string", optional=True))], optional=True)
+    schema = Schema.struct([("foo", inner)])
+    out = transform("ExtractField$Value", field="foo.bar", **v2).apply(
+        record({"foo": {"bar": 42, "baz": None}}, schema)
+    )
+    assert out.value == 42 and out.value_schema == INT32
+    assert (
+        transform("ExtractField$Value", field="foo.bar", **v2)
+        .apply(record({"foo": None}, schema))
+        .value
+        is None
+    )
+    with pytest.raises(ConnectError, match="Unknown field: foo.nope"):
+        transform("ExtractField$Value", field="foo.nope", **v2).apply(record({"foo": None}, schema))
+    with pytest.raises(ConfigError, match="field.syntax.version"):
+        transform("ExtractField$Value", field="a", **{"field.syntax.version": "V3"})
