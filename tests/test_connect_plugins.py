@@ -149,6 +149,8 @@ def third_party(tmp_path_factory) -> Path:
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-connect\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    # A module that exists but needs a dependency that is not installed.
+    (site / "acme_broken.py").write_text("import acme_missing_dependency\n")
     return site
 
 
@@ -165,12 +167,18 @@ def test_third_party_plugin_found_through_its_entry_points(third_party):
         transform = plugins.load_transformation("Upper$Value")
         by_path = plugins.load_transformation("acme_connect.Upper$Value")
         predicate = plugins.load_predicate("always")
+        try:
+            plugins.load_connector("acme_broken.SomeConnector")
+            broken = None
+        except plugins.ConfigError as exc:
+            broken = str(exc)
         print(json.dumps({
             "connectors": names,
             "converter": converter().from_connect_data("t", None, "hi").decode(),
             "transform": transform.__qualname__,
             "same": transform is by_path,
             "predicate": predicate.__name__,
+            "broken": broken,
             "sources": [i for i in plugins.plugin_infos("source")],
             "connectors_listed": [i["class"] for i in plugins.plugin_infos("connector")],
             "transforms": [i["class"] for i in plugins.plugin_infos("transformation")],
@@ -182,6 +190,9 @@ def test_third_party_plugin_found_through_its_entry_points(third_party):
     assert found["converter"] == "HI"
     assert found["transform"] == "Upper.Value" and found["same"]
     assert found["predicate"] == "Always"
+    # Found but failing to import: said as such, with the cause.
+    assert "acme_broken.SomeConnector was found but could not be loaded" in found["broken"]
+    assert "acme_missing_dependency" in found["broken"]
     assert {
         "class": "acme_connect.AcmeSourceConnector",
         "type": "source",
