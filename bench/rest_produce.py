@@ -9,8 +9,8 @@ on free ports, then, per round:
   ``--seconds``: requests/s, and p50/p99 of a request as the client sees it;
 * **100-record POSTs**: the same with 100 records per request: records/s;
 * **v3 1-record POSTs**: the same against ``/v3/clusters/{id}/topics/{t}/records``;
-* **v3 streamed**: ``--client-procs`` httpx clients, 1,000 records per request in v3's
-  streamed mode (one JSON object per line, one result line per record): records/s;
+* **v3 streamed**: ``--client-procs`` httpx clients, 100 and 1,000 records per request
+  in v3's streamed mode (one JSON object per line, one result line per record): records/s;
 * **direct**: ``pystream.aio.Producer.send`` of the same records (one process, the
   proxy's own client) for ``--seconds``: records/s -- the ceiling the proxy adds HTTP to;
 * **consumed**: one consumer instance reading the topic from the beginning with
@@ -253,11 +253,12 @@ def _streamed_client(args: tuple[str, str, float, int]) -> int:
     return sent
 
 
-def streamed_round(url: str, path: str, seconds: float, procs: int) -> float:
-    """Records/s in v3's streamed mode, ``procs`` client processes, 1,000 records a request."""
+def streamed_round(url: str, path: str, seconds: float, procs: int, per_request: int) -> float:
+    """Records/s in v3's streamed mode, ``procs`` client processes, ``per_request``
+    records a request."""
     with multiprocessing.get_context("spawn").Pool(procs) as pool:
         started = time.perf_counter()
-        sent = sum(pool.map(_streamed_client, [(url, path, seconds, 1000)] * procs))
+        sent = sum(pool.map(_streamed_client, [(url, path, seconds, per_request)] * procs))
         elapsed = time.perf_counter() - started
     return sent / elapsed
 
@@ -365,11 +366,13 @@ def main() -> None:
                 clients, procs = args.clients, args.client_procs
                 load = args.load
                 one = http_round(url, single, args.seconds, clients, procs, proxy.pid, load)
+                alone = http_round(url, single, min(args.seconds, 3), 1, 1, proxy.pid, load)
                 hundred = http_round(
                     url, batch, args.seconds, clients // 4 or 1, procs, proxy.pid, load
                 )
                 v3 = http_round(url, v3_single, args.seconds, clients, procs, proxy.pid, load)
-                streamed = streamed_round(url, v3_single.path, args.seconds, procs)
+                streamed = streamed_round(url, v3_single.path, args.seconds, procs, 1000)
+                streamed_100 = streamed_round(url, v3_single.path, args.seconds, procs, 100)
                 direct = asyncio.run(direct_round(bootstrap, "rest-bench", args.seconds))
                 consumed = consume_round(url, "rest-bench", args.seconds)
                 row = {
@@ -377,12 +380,15 @@ def main() -> None:
                     "1-record p50 ms": one["p50 ms"],
                     "1-record p99 ms": one["p99 ms"],
                     "1-record proxy CPU ms/request": one["proxy CPU ms/request"],
+                    "1-record p50 ms, 1 connection": alone["p50 ms"],
+                    "1-record p99 ms, 1 connection": alone["p99 ms"],
                     "100-record POSTs: records/s": hundred["records/s"],
                     "100-record p50 ms": hundred["p50 ms"],
                     "100-record proxy CPU ms/request": hundred["proxy CPU ms/request"],
                     "v3 1-record POSTs/s": v3["requests/s"],
                     "v3 1-record p50 ms": v3["p50 ms"],
                     "v3 1-record p99 ms": v3["p99 ms"],
+                    "v3 streamed (100/request) records/s": streamed_100,
                     "v3 streamed (1,000/request) records/s": streamed,
                     "direct aio Producer records/s": direct["records/s"],
                     "consumed over HTTP records/s": consumed,
