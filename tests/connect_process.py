@@ -3,10 +3,14 @@ written from dicts, the REST API on a free port, SIGTERM (clean) or SIGKILL."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from service_process import ServiceProcess
+
+# Test plugins (``connect_plugins``) live beside the tests.
+TESTS_DIR = str(Path(__file__).resolve().parent)
 
 
 def write_properties(path: Path, props: dict[str, str]) -> Path:
@@ -44,6 +48,11 @@ class ConnectWorkerProcess(ServiceProcess):
             **(worker or {}),
         }
         self.connectors = connectors or {}
+
+    def environment(self) -> dict[str, str]:
+        env = super().environment()
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), TESTS_DIR]))
+        return env
 
     def arguments(self) -> list[str]:
         files = [str(write_properties(self.directory / "worker.properties", self.worker))]

@@ -1,0 +1,58 @@
+"""Connectors for Connect's tests, loaded by dotted path (``connect_plugins.X``) in a
+worker process started by :class:`connect_process.ConnectWorkerProcess`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pystream.connect.api import (
+    ConnectError,
+    SinkConnector,
+    SinkRecord,
+    SinkTask,
+    Task,
+    TopicPartition,
+)
+
+
+class RejectingSinkConnector(SinkConnector):
+    """Writes each record's value as a JSON line to ``file``, except values whose
+    ``ok`` field is false: those go to ``errant_record_reporter`` (the DLQ)."""
+
+    def start(self, props: dict[str, str]) -> None:
+        self.props = props
+
+    def task_class(self) -> type[Task]:
+        return RejectingSinkTask
+
+    def task_configs(self, max_tasks: int) -> list[dict[str, str]]:
+        return [{"file": self.props["file"]}]
+
+    def stop(self) -> None:
+        return None
+
+
+class RejectingSinkTask(SinkTask):
+    def start(self, props: dict[str, str]) -> None:
+        self.stream = open(props["file"], "a")  # noqa: SIM115 - open until stop
+        self.reporter = self.context.errant_record_reporter()
+
+    def put(self, records: list[SinkRecord]) -> None:
+        for record in records:
+            value: Any = record.value
+            if isinstance(value, dict) and value.get("ok") is False:
+                assert self.reporter is not None
+                self.reporter(record, ConnectError(f"rejected n={value.get('n')}"))
+                continue
+            self.stream.write(json.dumps(value, sort_keys=True) + "\n")
+
+    def flush(self, current_offsets: Mapping[TopicPartition, int]) -> None:
+        self.stream.flush()
+
+    def stop(self) -> None:
+        self.stream.close()
+
+
+__all__ = ["RejectingSinkConnector", "RejectingSinkTask"]
