@@ -9,11 +9,14 @@ from typing import Any
 
 from pystream.connect.api import (
     ConnectError,
+    ConnectRecord,
+    RetriableError,
     SinkConnector,
     SinkRecord,
     SinkTask,
     Task,
     TopicPartition,
+    Transformation,
 )
 
 
@@ -55,4 +58,21 @@ class RejectingSinkTask(SinkTask):
         self.stream.close()
 
 
-__all__ = ["RejectingSinkConnector", "RejectingSinkTask"]
+__all__ = ["FlakyTransform", "RejectingSinkConnector", "RejectingSinkTask"]
+
+
+class FlakyTransform(Transformation):
+    """Fails each record ``failures`` times with a :class:`RetriableError` before
+    passing it on unchanged (exercises ``errors.retry.timeout``)."""
+
+    def configure(self, configs: Mapping[str, Any]) -> None:
+        self.failures = int(configs.get("failures", "2"))
+        self.seen: dict[Any, int] = {}
+
+    def apply(self, record: ConnectRecord) -> ConnectRecord | None:
+        key = (record.topic, record.kafka_partition, getattr(record, "kafka_offset", None))
+        count = self.seen.get(key, 0)
+        if count < self.failures:
+            self.seen[key] = count + 1
+            raise RetriableError(f"flaky: attempt {count + 1} for {key}")
+        return record

@@ -175,3 +175,43 @@ def test_without_tolerance_a_bad_record_fails_the_task(
     wait_until(lambda: task_states(http, topic) == ["FAILED"], 60, "the task failed")
     trace = http.get(f"/connectors/{topic}/tasks/0/status").json()["trace"]
     assert "Tolerance exceeded" in trace and "VALUE_CONVERTER" in trace
+
+
+def test_retriable_transform_failures_are_retried(
+    http: httpx.Client, broker: BrokerProcess, tmp_path: Path
+):
+    topic = f"retry-{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "out.txt"
+    produce(broker.bootstrap, topic, [f"v{i}".encode() for i in range(5)])
+    config = {
+        "connector.class": "FileStreamSink",
+        "topics": topic,
+        "file": str(out),
+        "transforms": "flaky",
+        "transforms.flaky.type": "connect_plugins.FlakyTransform",
+        "transforms.flaky.failures": "2",
+        "errors.retry.timeout": "60000",
+        "errors.retry.delay.max.ms": "50",
+    }
+    response = http.post("/connectors", json={"name": topic, "config": config})
+    assert response.status_code == 201, response.text
+    # Each record failed twice, then passed: all arrive, in order, none skipped.
+    wait_until(
+        lambda: out.exists() and out.read_text().splitlines() == [f"v{i}" for i in range(5)],
+        60,
+        "every record after its retries",
+    )
+    assert task_states(http, topic) == ["RUNNING"]
+
+    # Without retries (the default errors.retry.timeout=0) the first failure is final.
+    strict = f"{topic}-strict"
+    response = http.post(
+        "/connectors",
+        json={
+            "name": strict,
+            "config": {**config, "errors.retry.timeout": "0", "file": str(tmp_path / "strict.txt")},
+        },
+    )
+    assert response.status_code == 201, response.text
+    wait_until(lambda: task_states(http, strict) == ["FAILED"], 60, "the task failed")
+    assert "TRANSFORMATION" in http.get(f"/connectors/{strict}/tasks/0/status").json()["trace"]

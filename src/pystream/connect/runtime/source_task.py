@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from ...client import Producer
-from ..api import ConnectError, SourceRecord, SourceTask, SourceTaskContext
+from ..api import ConnectError, RetriableError, SourceRecord, SourceTask, SourceTaskContext
 from .errors import FailedRecord, Stage
 from .offsets import OffsetBackingStore, TaskOffsetReader, offset_key
 from .states import State
@@ -79,7 +79,12 @@ class SourceTaskRunner(WorkerTask):
             while not self.stopping.is_set():
                 if self.wait_while_paused():
                     continue
-                records = self.errors.retry(self.task.poll, Stage.TASK_POLL)
+                try:
+                    records = self.task.poll()
+                except RetriableError as exc:
+                    # As Kafka: log it and let the framework poll again.
+                    log.warning("%s: retriable error from poll, polling again: %s", self.id, exc)
+                    continue
                 if records:
                     self._send(records)
                 self._drain()
