@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from broker_process import BrokerProcess
-from connect_process import ConnectWorkerProcess
+from connect_process import ConnectWorkerProcess, running_broker
 from waiting import wait_until
 
 from pystream.client import AdminClient, TopicPartition
@@ -21,14 +21,7 @@ SOURCE = "pystream.connect.connectors.file.FileStreamSourceConnector"
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    process = BrokerProcess(
-        tmp_path_factory.mktemp("connect-rest") / "broker",
-        {"group.initial.rebalance.delay.ms": "0"},
-    ).start()
-    try:
-        yield process
-    finally:
-        process.close()
+    yield from running_broker(tmp_path_factory, "connect-rest")
 
 
 @pytest.fixture(scope="module")
