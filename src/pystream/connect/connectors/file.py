@@ -36,6 +36,7 @@ from ..api import (
     TopicPartition,
 )
 from ..data import Schema
+from ..runtime.records import source_record
 
 __all__ = [
     "FileStreamSinkConnector",
@@ -216,8 +217,24 @@ class FileStreamSourceTask(SourceTask):
         ends, self.ends = self.ends[:count], self.ends[count:]
         topic = self.topic
         partition = self.partition
+        if not partition:  # stdin: no offsets
+            return [
+                source_record(
+                    topic,
+                    None,
+                    None,
+                    None,
+                    _STRING,
+                    line.decode("utf-8", "replace"),
+                    None,
+                    (),
+                    partition,
+                    {},
+                )
+                for line in lines
+            ]
         return [
-            SourceRecord(
+            source_record(
                 topic,
                 None,
                 None,
@@ -227,7 +244,7 @@ class FileStreamSourceTask(SourceTask):
                 None,
                 (),
                 partition,
-                {POSITION_FIELD: end} if partition else {},
+                {POSITION_FIELD: end},
             )
             for line, end in zip(lines, ends, strict=True)
         ]
@@ -312,7 +329,9 @@ class FileStreamSinkTask(SinkTask):
         lines = []
         for record in records:
             value = record.value
-            if value is None:
+            if value.__class__ is str:
+                lines.append(value.encode() + b"\n")
+            elif value is None:
                 lines.append(b"null\n")
             elif isinstance(value, bytes | bytearray | memoryview):
                 lines.append(bytes(value) + b"\n")

@@ -23,6 +23,7 @@ from ...client import Consumer
 from ...client import TopicPartition as KafkaTopicPartition
 from ..api import RetriableError, SinkRecord, SinkTask, SinkTaskContext, TopicPartition
 from .errors import FailedRecord, Stage, ToleranceExceeded
+from .records import sink_record
 from .states import State
 from .task import WorkerTask
 
@@ -37,7 +38,7 @@ _REGEX_REFRESH = 5.0
 
 def _sink_record(raw: Any, key: Any, value: Any, headers: Any) -> SinkRecord:
     """The consumer record ``raw`` as Connect data, with its converted key and value."""
-    return SinkRecord(
+    return sink_record(
         raw.topic,
         raw.partition,
         key.schema,
@@ -46,8 +47,8 @@ def _sink_record(raw: Any, key: Any, value: Any, headers: Any) -> SinkRecord:
         value.value,
         raw.timestamp,
         headers,
-        kafka_offset=raw.offset,
-        timestamp_type=_TIMESTAMP_TYPES[raw.timestamp_type],
+        raw.offset,
+        _TIMESTAMP_TYPES[raw.timestamp_type],
     )
 
 
@@ -203,28 +204,32 @@ class SinkTaskRunner(WorkerTask):
         key_to_data = self.converters.key.to_connect_data
         value_to_data = self.converters.value.to_connect_data
         headers_from_bytes = self.converters.headers_from_bytes
-        apply = self.transforms.apply
+        # No transforms (the common case): skip the call per record.
+        apply = self.transforms.apply if self.transforms.stages else None
         originals = self._originals
         originals.clear()
-        current = self.current
+        ends: dict[tuple[str, int], int] = {}
         batch = []
         for raw in records:
             topic = raw.topic
-            current[TopicPartition(topic, raw.partition)] = raw.offset + 1
+            ends[topic, raw.partition] = raw.offset + 1
             try:
-                record = apply(
-                    _sink_record(
-                        raw,
-                        key_to_data(topic, raw.key),
-                        value_to_data(topic, raw.value),
-                        headers_from_bytes(topic, raw.headers),
-                    )
+                record = _sink_record(
+                    raw,
+                    key_to_data(topic, raw.key),
+                    value_to_data(topic, raw.value),
+                    headers_from_bytes(topic, raw.headers),
                 )
+                if apply is not None:
+                    record = apply(record)
             except Exception:
                 record = self._convert_with_errors(raw)
             if record is not None:
                 originals[id(record)] = raw
                 batch.append(record)
+        # Next offsets per partition (a TopicPartition per record would cost more).
+        for (topic, partition), offset in ends.items():
+            self.current[TopicPartition(topic, partition)] = offset
         return batch
 
     def _failed(self, raw: Any, exc: BaseException) -> FailedRecord:

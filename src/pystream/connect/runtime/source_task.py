@@ -165,7 +165,7 @@ class SourceTaskRunner(WorkerTask):
     def _send(self, records: list[SourceRecord]) -> None:
         # The fast path converts a record in one go; any failure redoes that record
         # stage by stage through the error handler (retries, tolerance, reporting).
-        apply = self.transforms.apply
+        apply = self.transforms.apply if self.transforms.stages else None
         key_to_bytes = self.converters.key.from_connect_data
         value_to_bytes = self.converters.value.from_connect_data
         headers_to_bytes = self.converters.headers_to_bytes
@@ -173,7 +173,7 @@ class SourceTaskRunner(WorkerTask):
         in_flight = self._in_flight
         for record in records:
             try:
-                out = apply(record)
+                out = apply(record) if apply is not None else record
                 if out is not None:
                     topic = out.topic
                     key = key_to_bytes(topic, out.key_schema, out.key)
@@ -217,29 +217,45 @@ class SourceTaskRunner(WorkerTask):
 
     def _drain(self) -> None:
         """Move the acknowledged prefix of the in-flight records to committable offsets,
-        calling ``commit_record`` for each."""
+        calling ``commit_record`` for each (if the task has one)."""
         in_flight = self._in_flight
         committable = self._committable
-        commit_record = self.task.commit_record
+        task = self.task
+        # Most tasks do not override commit_record: then no metadata is built.
+        commit_record = (
+            task.commit_record if type(task).commit_record is not SourceTask.commit_record else None
+        )
+        # Records of one producer batch succeed or fail together: check each batch once.
+        # Consecutive records mostly share a source partition: make its key once.
+        last_batch = None
+        last_partition: Any = None
+        last_key = ""
+        connector = self.id.connector
         while in_flight:
             record, future = in_flight[0]
+            metadata = None
             if future is not None:
-                if not future.done():
-                    break
-                error = future.exception(0)
-                if error is not None:
-                    raise ConnectError(
-                        f"Unrecoverable exception from producer send for topic {record.topic}"
-                    ) from error
-                metadata = future.result(0)
-            else:
-                metadata = None
+                batch = future.batch
+                if batch is not last_batch:
+                    if not batch.future.done():
+                        break
+                    error = batch.future.exception(0)
+                    if error is not None:
+                        raise ConnectError(
+                            f"Unrecoverable exception from producer send for topic {record.topic}"
+                        ) from error
+                    last_batch = batch
+                if commit_record is not None:
+                    metadata = future.result(0)
             in_flight.popleft()
-            if record.source_partition:  # empty: the source keeps no offsets (stdin)
-                committable[offset_key(self.id.connector, record.source_partition)] = dict(
-                    record.source_offset
-                )
-            commit_record(record, metadata)
+            partition = record.source_partition
+            if partition:  # empty: the source keeps no offsets (stdin)
+                if partition is not last_partition:
+                    last_partition = partition
+                    last_key = offset_key(connector, partition)
+                committable[last_key] = record.source_offset
+            if commit_record is not None:
+                commit_record(record, metadata)
 
     def commit_offsets(self, flush: bool = False) -> None:
         """Write the committable offsets to the store; with ``flush``, first wait (up to
@@ -257,7 +273,7 @@ class SourceTaskRunner(WorkerTask):
         if not self._committable:
             return
         pending, self._committable = self._committable, {}
-        self.offsets.set(pending)
+        self.offsets.set({key: dict(offset) for key, offset in pending.items()})
         log.debug("%s: committed offsets of %d source partitions", self.id, len(pending))
         self.task.commit()
 
