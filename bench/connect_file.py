@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -116,6 +117,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100, help="bytes per line, newline included")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     args = parser.parse_args()
+    # A SIGTERM (e.g. from timeout) still stops the broker and worker in ``finally``.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     with tempfile.TemporaryDirectory(prefix="connect-bench-") as tmp:
         work = Path(tmp)
         broker, bootstrap = start(

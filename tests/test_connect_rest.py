@@ -299,3 +299,29 @@ def test_validate(http: httpx.Client):
     assert good.json()["error_count"] == 0
     unknown = http.put("/connector-plugins/Nope/config/validate", json={})
     assert unknown.status_code == 400
+
+
+def test_sink_created_before_its_topic(http: httpx.Client, tmp_path: Path):
+    name = unique("later")
+    out = tmp_path / "out.txt"
+    sink = f"{name}-sink"
+    response = http.post(
+        "/connectors",
+        json={
+            "name": sink,
+            "config": {"connector.class": "FileStreamSink", "file": str(out), "topics": name},
+        },
+    )
+    assert response.status_code == 201, response.text
+    wait_until(lambda: states(http, sink) == ("RUNNING", ["RUNNING"]), 60, "sink running")
+    # The group formed without the topic; once a source creates it, records arrive.
+    config = source_config(tmp_path, name)
+    Path(config["file"]).write_text("first\nsecond\n")
+    create(http, name, config)
+    wait_until(
+        lambda: out.exists() and out.read_text().splitlines() == ["first", "second"],
+        60,
+        "the records in the sink",
+    )
+    for connector in (name, sink):
+        http.delete(f"/connectors/{connector}")

@@ -32,8 +32,9 @@ __all__ = ["SinkTaskRunner"]
 log = logging.getLogger("pystream.connect.sink")
 
 _TIMESTAMP_TYPES = ("CreateTime", "LogAppendTime")
-# How often topics.regex is matched against the cluster's topics again (ms).
-_REGEX_REFRESH = 5.0
+# How often (s) topics.regex is matched against the cluster's topics again, and missing
+# topics are looked for.
+_TOPICS_REFRESH = 2.0
 
 
 def _sink_record(raw: Any, key: Any, value: Any, headers: Any) -> SinkRecord:
@@ -122,6 +123,7 @@ class SinkTaskRunner(WorkerTask):
         self._originals: dict[int, Any] = {}
         self._started = False
         self._subscribed: list[str] = []
+        self._complete = True
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -132,7 +134,7 @@ class SinkTaskRunner(WorkerTask):
         self._subscribe()
         self.set_state(State.RUNNING)
         next_commit = time.monotonic() + self.flush_interval
-        next_regex = time.monotonic() + _REGEX_REFRESH
+        next_refresh = time.monotonic() + _TOPICS_REFRESH
         while not self.stopping.is_set():
             if self.paused:
                 self._pause_all()
@@ -142,23 +144,32 @@ class SinkTaskRunner(WorkerTask):
             self._sync_assignment()
             if self.seeks:
                 self._apply_seeks()
-            records = self.consumer.poll(0.5)
+            if not self._subscribed:
+                self.stopping.wait(0.5)  # none of the topics exists yet
+                records = []
+            else:
+                records = self.consumer.poll(0.5)
             if records:
                 self._deliver(self._convert(records))
             now = time.monotonic()
             if now >= next_commit or self.commit_requested:
                 self.commit_offsets()
                 next_commit = time.monotonic() + self.flush_interval
-            if self.regex is not None and now >= next_regex:
+            if (self.regex is not None or not self._complete) and now >= next_refresh:
                 self._subscribe()
-                next_regex = now + _REGEX_REFRESH
+                next_refresh = now + _TOPICS_REFRESH
 
     def _subscribe(self) -> None:
+        """Subscribe to the configured topics that exist (all matches of topics.regex).
+        Topics created later are picked up by the next refresh: a group's assignment
+        does not follow a topic that was missing when the group formed."""
+        existing = set(self.list_topics())
         if self.regex is None:
-            topics = self.topics
+            topics = [t for t in self.topics if t in existing]
+            self._complete = len(topics) == len(self.topics)
         else:
-            topics = sorted(t for t in self.list_topics() if self.regex.fullmatch(t))
-        if topics != self._subscribed:
+            topics = sorted(t for t in existing if self.regex.fullmatch(t))
+        if topics != self._subscribed and topics:
             self.consumer.subscribe(topics)
             self._subscribed = list(topics)
             for topic in topics:
