@@ -4,7 +4,8 @@ worker's idle CPU.
 Starts a broker (``pystream serve``) and a standalone worker (``pystream connect
 standalone``, String converters) as subprocesses on free ports, then per round writes
 ``--lines`` lines of ``--size`` bytes (newline included) to a new file, creates a
-source and a sink connector over REST and times until the sink's file has every line:
+topic (one partition), then a source and a sink connector over REST, and times until
+the sink's file has every line:
 
 * **end-to-end**: lines / (time from creating the connectors to the last line in the
   sink's file);
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import httpx
 
-from pystream.client import AdminClient, TopicPartition
+from pystream.client import AdminClient, NewTopic, TopicPartition
 from pystream.errors import UnknownTopicOrPartitionError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +82,8 @@ def one_round(
     sink = work / f"{name}.out"
     line = b"x" * (size - 1) + b"\n"
     source.write_bytes(line * lines)
+    # The topic exists first, so the sink's group gets it at once.
+    admin.create_topics([NewTopic(name, 1, 1)])
     start_time = time.perf_counter()
     for kind, config in (
         ("sink", {"connector.class": "FileStreamSink", "file": str(sink), "topics": name}),
