@@ -58,7 +58,13 @@ class RejectingSinkTask(SinkTask):
         self.stream.close()
 
 
-__all__ = ["FlakyTransform", "RejectingSinkConnector", "RejectingSinkTask"]
+__all__ = [
+    "FlakyTransform",
+    "RecordingSinkConnector",
+    "RecordingSinkTask",
+    "RejectingSinkConnector",
+    "RejectingSinkTask",
+]
 
 
 class FlakyTransform(Transformation):
@@ -76,3 +82,47 @@ class FlakyTransform(Transformation):
             self.seen[key] = count + 1
             raise RetriableError(f"flaky: attempt {count + 1} for {key}")
         return record
+
+
+class RecordingSinkConnector(SinkConnector):
+    """Writes ``<topic> <partition> <offset> <value>`` lines to ``file`` and the
+    partitions ``open`` was given to ``file``.open; with ``start.offset`` it asks the
+    worker (``SinkTaskContext.offset``) to start each new partition there, and with
+    ``commit.each.put`` it asks for a commit after every ``put``."""
+
+    def start(self, props: dict[str, str]) -> None:
+        self.props = props
+
+    def task_class(self) -> type[Task]:
+        return RecordingSinkTask
+
+    def task_configs(self, max_tasks: int) -> list[dict[str, str]]:
+        return [dict(self.props)]
+
+    def stop(self) -> None:
+        return None
+
+
+class RecordingSinkTask(SinkTask):
+    def start(self, props: dict[str, str]) -> None:
+        self.path = props["file"]
+        self.stream = open(self.path, "a")  # noqa: SIM115 - open until stop
+        self.start_offset = props.get("start.offset")
+        self.commit_each_put = props.get("commit.each.put") == "true"
+
+    def open(self, partitions: set[TopicPartition]) -> None:
+        with open(self.path + ".open", "a") as handle:
+            for tp in sorted(partitions, key=lambda p: (p.topic, p.partition)):
+                handle.write(f"{tp.topic} {tp.partition}\n")
+        if self.start_offset is not None:
+            self.context.offset({tp: int(self.start_offset) for tp in partitions})
+
+    def put(self, records: list[SinkRecord]) -> None:
+        for r in records:
+            self.stream.write(f"{r.topic} {r.kafka_partition} {r.kafka_offset} {r.value}\n")
+        self.stream.flush()
+        if self.commit_each_put:
+            self.context.request_commit()
+
+    def stop(self) -> None:
+        self.stream.close()

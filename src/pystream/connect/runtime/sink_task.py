@@ -149,6 +149,14 @@ class SinkTaskRunner(WorkerTask):
                 records = []
             else:
                 records = self.consumer.poll(0.5)
+            if records and self._sync_assignment() | bool(self.seeks):
+                # The group changed while polling: the task opens its new partitions
+                # before it sees their records, and records of partitions taken away or
+                # sought elsewhere are dropped (they are read again from the right place).
+                sought = set(self.seeks)
+                self._apply_seeks()
+                keep = {(tp.topic, tp.partition) for tp in self.assigned - sought}
+                records = [r for r in records if (r.topic, r.partition) in keep]
             if records:
                 self._deliver(self._convert(records))
             now = time.monotonic()
@@ -175,13 +183,20 @@ class SinkTaskRunner(WorkerTask):
             for topic in topics:
                 self.on_topic(topic)
 
-    def _sync_assignment(self) -> None:
-        """Call the task's ``open``/``close`` for partitions the group gave or took."""
+    def _sync_assignment(self) -> bool:
+        """Call the task's ``open``/``close`` for partitions the group gave or took;
+        True if it changed."""
         now = {TopicPartition(tp.topic, tp.partition) for tp in self.consumer.assignment()}
         if now == self.assigned:
-            return
+            return False
         revoked = self.assigned - now
         added = now - self.assigned
+        log.info(
+            "%s: partitions assigned %s, revoked %s",
+            self.id,
+            sorted(f"{tp.topic}-{tp.partition}" for tp in added),
+            sorted(f"{tp.topic}-{tp.partition}" for tp in revoked),
+        )
         if revoked:
             # The group moved these on: their offsets are no longer ours to commit.
             self.task.close(revoked)
@@ -192,6 +207,7 @@ class SinkTaskRunner(WorkerTask):
         self.assigned = now
         if added:
             self.task.open(added)
+        return True
 
     def _apply_seeks(self) -> None:
         seeks, self.seeks = self.seeks, {}
