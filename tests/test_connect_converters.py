@@ -487,3 +487,36 @@ def test_simple_header_converter_null():
     converter = SimpleHeaderConverter()
     assert converter.to_connect_header(TOPIC, "h", None) == SchemaAndValue(None, None)
     assert converter.from_connect_header(TOPIC, "h", None, None) is None
+
+
+def test_json_schema_cache_tells_schemas_apart():
+    converter = json_converter()
+    read = converter.to_connect_data
+    for _ in range(2):  # the second round is served from the cache
+        assert read(TOPIC, b'{"schema":{"type":"int32"},"payload":1}').schema == Schema("int32")
+        assert read(TOPIC, b'{"schema":{"type":"int64"},"payload":1}').schema == Schema("int64")
+        optional = read(TOPIC, b'{"schema":{"type":"int64","optional":true},"payload":1}')
+        assert optional.schema == Schema("int64", optional=True)
+        assert read(TOPIC, b'{"schema":null,"payload":1}').schema is None
+
+
+def test_json_reading_a_run_of_messages_with_one_schema():
+    # After one message, those starting with the same '{"schema":…,"payload":' read only
+    # their payload; anything else still takes the full path.
+    converter = json_converter()
+    read = converter.to_connect_data
+    first = read(TOPIC, b'{"schema":{"type":"int32","optional":false},"payload":1}')
+    second = read(TOPIC, b'{"schema":{"type":"int32","optional":false},"payload":2}')
+    assert second == SchemaAndValue(Schema("int32"), 2) and second.schema is first.schema
+    # A longer schema that shares the text up to the previous schema's end is not it.
+    named = read(TOPIC, b'{"schema":{"type":"int32","optional":false,"name":"n"},"payload":3}')
+    assert named.schema == Schema("int32", name="n")
+    read(TOPIC, b'{"schema":{"type":"int32","optional":false},"payload":1}')
+    spaced = read(TOPIC, b'{"schema":{"type":"int32","optional":false},"payload": 4 }')
+    assert spaced.value == 4
+    with pytest.raises(ConnectError, match="may not contain additional fields"):
+        read(TOPIC, b'{"schema":{"type":"int32","optional":false},"payload":5,"x":1}')
+    with pytest.raises(ConnectError, match="serialization error"):
+        read(TOPIC, b'{"schema":{"type":"int32","optional":false},"payload":[}')
+    with pytest.raises(ConnectError, match="Invalid JSON STRING for a int32 value"):
+        read(TOPIC, b'{"schema":{"type":"int32","optional":false},"payload":"x"}')

@@ -11,11 +11,22 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pystream.connect.api import ConfigError, ConnectError, Header, SinkRecord, SourceRecord
+from pystream.connect.api import (
+    ConfigError,
+    ConnectError,
+    Header,
+    SinkRecord,
+    SourceRecord,
+    Transformation,
+)
+from pystream.connect.converters import JsonConverter
 from pystream.connect.data import Schema, timestamp_schema
 from pystream.connect.plugins import load_predicate, load_transformation
 from pystream.connect.transforms import TransformationChain
+from pystream.connect.transforms.field_path import parse_steps
 
 TS = 1_483_228_800_123  # 2017-01-01T00:00:00.123Z
 
@@ -187,7 +198,7 @@ def test_extract_field():
     out = smt.apply(record("v", key={"id": 5, "x": 1}, key_schema=key_schema))
     assert out.key == 5 and out.key_schema == INT64
     assert transform("ExtractField$Value", field="a").apply(record(None)).value is None
-    with pytest.raises(ConnectError, match="Field does not exist: nope"):
+    with pytest.raises(ConnectError, match="Unknown field: nope"):
         transform("ExtractField$Value", field="nope").apply(record({"name": "a"}, PERSON))
     with pytest.raises(ConfigError, match='"field"'):
         transform("ExtractField$Value")
@@ -223,6 +234,10 @@ def test_cast_whole_value_and_java_narrowing():
     out = transform("Cast$Value", spec="string").apply(record(b"\x00\x01", Schema("bytes")))
     assert out.value == "AAE=" and out.value_schema == STRING
     assert transform("Cast$Key", spec="int64").apply(record("v", key=True)).key == 1
+    # Kafka's date formats for logical values cast to string.
+    when = dt.datetime(2017, 1, 1, 0, 0, 0, 123000, tzinfo=dt.UTC)
+    out = transform("Cast$Value", spec="string").apply(record(when, timestamp_schema()))
+    assert out.value == "2017-01-01T00:00:00.123Z"
     with pytest.raises(ConnectError, match="out of range"):
         transform("Cast$Value", spec="int8").apply(record("300"))
     with pytest.raises(ConnectError, match="does not support casting from STRUCT"):
@@ -402,3 +417,360 @@ def test_chain_with_predicates_and_negate():
 def test_chain_bad_config_names_the_key(props, message):
     with pytest.raises(ConfigError, match=message):
         TransformationChain.from_config(props)
+
+
+# -- TimestampConverter ---------------------------------------------------------------
+
+WHEN = dt.datetime(2017, 1, 1, 0, 0, 0, 123000, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("configs", "given", "given_schema", "expected", "expected_schema"),
+    [
+        ({"target.type": "unix"}, WHEN, timestamp_schema(), TS, INT64),
+        (
+            {"target.type": "Timestamp", "unix.precision": "seconds"},
+            TS // 1000,
+            INT64,
+            WHEN.replace(microsecond=0),
+            timestamp_schema(),
+        ),
+        ({"target.type": "unix", "unix.precision": "microseconds"}, WHEN, None, TS * 1000, None),
+        (
+            {"target.type": "string", "format": "yyyy-MM-dd'T'HH:mm:ss.SSSX"},
+            WHEN,
+            timestamp_schema(),
+            "2017-01-01T00:00:00.123Z",
+            STRING,
+        ),
+        (
+            {"target.type": "Timestamp", "format": "yyyy-MM-dd HH:mm:ss.SSS"},
+            "2017-01-01 00:00:00.123",
+            STRING,
+            WHEN,
+            timestamp_schema(),
+        ),
+        ({"target.type": "Date"}, WHEN, None, dt.date(2017, 1, 1), None),
+        ({"target.type": "Time"}, TS, None, dt.time(0, 0, 0, 123000), None),
+    ],
+)
+def test_timestamp_converter_whole_value(configs, given, given_schema, expected, expected_schema):
+    smt = transform("org.apache.kafka.connect.transforms.TimestampConverter$Value", **configs)
+    out = smt.apply(record(given, given_schema))
+    assert out.value == expected
+    if expected_schema is not None:
+        assert out.value_schema.type == expected_schema.type
+        assert out.value_schema.name == expected_schema.name
+
+
+def test_timestamp_converter_field():
+    schema = Schema.struct([("id", INT32), ("ts", timestamp_schema(optional=True))])
+    smt = transform("TimestampConverter$Value", field="ts", **{"target.type": "unix"})
+    out = smt.apply(record({"id": 1, "ts": WHEN}, schema))
+    assert out.value == {"id": 1, "ts": TS}
+    assert out.value_schema.field("ts").schema == Schema("int64", optional=True)
+    assert smt.apply(record({"id": 2, "ts": None}, schema)).value == {"id": 2, "ts": None}
+    assert smt.apply(record({"id": 1, "ts": WHEN})).value == {"id": 1, "ts": TS}
+
+
+def test_timestamp_converter_errors():
+    with pytest.raises(ConfigError, match="requires format"):
+        transform("TimestampConverter$Value", **{"target.type": "string"})
+    with pytest.raises(ConfigError, match="target.type"):
+        transform("TimestampConverter$Value", **{"target.type": "epoch"})
+    with pytest.raises(ConfigError, match="unix.precision"):
+        transform("TimestampConverter$Value", **{"target.type": "unix", "unix.precision": "days"})
+    smt = transform("TimestampConverter$Value", **{"target.type": "unix", "format": "yyyy"})
+    with pytest.raises(ConnectError, match=r"does not match pattern \(yyyy\)"):
+        smt.apply(record("not a year"))
+
+
+# -- Flatten, SetSchemaMetadata, InsertHeader, DropHeaders ------------------------------
+
+
+def test_flatten_schemaless_kafka_example():
+    value = {"content": {"id": 42, "name": {"first": "David", "middle": None}}, "tags": ["a"]}
+    out = transform("Flatten$Value").apply(record(value))
+    assert out.value == {
+        "content.id": 42,
+        "content.name.first": "David",
+        "content.name.middle": None,
+        "tags": ["a"],
+    }
+    underscore = transform("Flatten$Value", delimiter="_").apply(record(value))
+    assert "content_name_first" in underscore.value
+
+
+def test_flatten_with_schema():
+    name = Schema.struct([("first", STRING), ("last", STRING)], optional=True)
+    schema = Schema.struct([("id", INT32), ("name", name)], name="com.example.P")
+    smt = transform("Flatten$Value")
+    out = smt.apply(record({"id": 1, "name": {"first": "a", "last": "b"}}, schema))
+    assert out.value == {"id": 1, "name.first": "a", "name.last": "b"}
+    assert [(f.name, f.schema.optional) for f in out.value_schema.fields] == [
+        ("id", False),
+        ("name.first", True),  # under an optional struct: may be absent
+        ("name.last", True),
+    ]
+    assert out.value_schema.name == "com.example.P"
+    absent = smt.apply(record({"id": 2, "name": None}, schema))
+    assert absent.value == {"id": 2, "name.first": None, "name.last": None}
+
+
+def test_set_schema_metadata():
+    smt = transform("SetSchemaMetadata$Value", **{"schema.name": "com.example.V2"})
+    out = smt.apply(record({"name": "a", "age": 1, "ssn": None}, PERSON))
+    assert out.value_schema.name == "com.example.V2"
+    assert out.value_schema.fields == PERSON.fields
+    versioned = transform("SetSchemaMetadata$Key", **{"schema.version": "3"})
+    assert versioned.apply(record("v", key=1, key_schema=INT64)).key_schema.version == 3
+    with pytest.raises(ConnectError, match="Schema required"):
+        smt.apply(record({"a": 1}))
+    with pytest.raises(ConfigError, match="schema.name or schema.version"):
+        transform("SetSchemaMetadata$Value")
+
+
+def test_insert_and_drop_headers():
+    insert = transform("InsertHeader", header="source", **{"value.literal": "42"})
+    out = insert.apply(record("v", headers=[Header("trace", b"1")]))
+    assert out.headers == (Header("trace", b"1"), Header("source", 42, Schema("int8")))
+    drop = transform("org.apache.kafka.connect.transforms.DropHeaders", headers="trace,x")
+    assert drop.apply(out).headers == (Header("source", 42, Schema("int8")),)
+    with pytest.raises(ConfigError, match='"value.literal"'):
+        transform("InsertHeader", header="h")
+
+
+def test_new_record_copies_with_changes():
+    # Transforms make a record per record: new_record copies the attributes instead of
+    # re-running __init__, and must still be dataclasses.replace's equal.
+    import dataclasses
+
+    original = record({"a": 1}, headers=[Header("h", b"1")])
+    changed = original.new_record(topic="other", value={"b": 2})
+    assert changed == dataclasses.replace(original, topic="other", value={"b": 2})
+    assert type(changed) is SinkRecord and changed.kafka_offset == 42
+    assert original.topic == "people" and original.value == {"a": 1}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        changed.topic = "x"  # type: ignore[misc]
+    with pytest.raises(TypeError, match="valu"):
+        original.new_record(valu=1)
+
+    @dataclasses.dataclass(frozen=True)
+    class Checked(SourceRecord):
+        def __post_init__(self) -> None:
+            if self.topic == "":
+                raise ValueError("empty topic")
+
+    checked = Checked("t", None, None, None, None, 1)
+    assert checked.new_record(value=2).value == 2
+    with pytest.raises(ValueError, match="empty topic"):
+        checked.new_record(topic="")  # a subclass's __post_init__ still runs
+
+
+@pytest.mark.parametrize(
+    ("name", "configs", "key"),
+    [
+        ("HoistField$Value", {}, '"field"'),
+        ("ExtractField$Key", {}, '"field"'),
+        ("ValueToKey", {}, '"fields"'),
+        ("MaskField$Key", {"fields": " , "}, "fields"),
+        ("Cast$Key", {}, '"spec"'),
+        ("RegexRouter", {"replacement": "x"}, '"regex"'),
+        ("TimestampRouter", {"timestamp.format": "yyyy'"}, "timestamp.format"),
+        ("TimestampConverter$Key", {}, '"target.type"'),
+        ("InsertHeader", {"value.literal": "1"}, '"header"'),
+        ("DropHeaders", {"headers": ""}, "headers"),
+        ("SetSchemaMetadata$Key", {"schema.version": "v1"}, "schema.version"),
+    ],
+)
+def test_bad_or_missing_setting_names_the_key(name, configs, key):
+    with pytest.raises(ConfigError, match=key):
+        transform(name, **configs)
+
+
+def test_predicate_missing_setting_names_the_key():
+    with pytest.raises(ConfigError, match='"name"'):
+        load_predicate("HasHeaderKey")().configure({})
+
+
+# -- every SMT's output fits its output schema -----------------------------------------
+
+_FIELD_VALUES = {
+    "int32": st.integers(-(2**31), 2**31 - 1),
+    "int64": st.integers(-(2**63), 2**63 - 1),
+    "float64": st.floats(allow_nan=False, allow_infinity=False),
+    "boolean": st.booleans(),
+    "string": st.text(max_size=8),
+}
+
+
+@st.composite
+def struct_records(draw):
+    names = draw(st.lists(st.sampled_from("abcdefgh"), min_size=2, max_size=6, unique=True))
+    kinds = [draw(st.sampled_from(sorted(_FIELD_VALUES))) for _ in names]
+    optional = [draw(st.booleans()) for _ in names]
+    schema = Schema.struct(
+        [(n, Schema(k, optional=o)) for n, k, o in zip(names, kinds, optional, strict=True)]
+    )
+    value = {
+        n: None if o and draw(st.booleans()) else draw(_FIELD_VALUES[k])
+        for n, k, o in zip(names, kinds, optional, strict=True)
+    }
+    return record(value, schema)
+
+
+def _smts_for(rec) -> list[tuple[str, dict[str, str]]]:
+    names = [f.name for f in rec.value_schema.fields]
+    first, second = names[0], names[1]
+    kind = rec.value_schema.field(first).schema.type
+    castable = "string" if kind != "string" else "boolean"
+    return [
+        (
+            "InsertField$Value",
+            {"topic.field": "topic!", "offset.field": "z", "timestamp.field": "t"},
+        ),
+        ("ReplaceField$Value", {"exclude": first, "renames": f"{second}:renamed"}),
+        ("ReplaceField$Value", {"include": second}),
+        ("MaskField$Value", {"fields": ",".join(names)}),
+        ("Cast$Value", {"spec": f"{first}:{castable}"}),
+        ("Flatten$Value", {}),
+        ("HoistField$Value", {"field": "wrapped"}),
+        ("ExtractField$Value", {"field": second}),
+        ("SetSchemaMetadata$Value", {"schema.name": "x.Y", "schema.version": "2"}),
+        ("HeaderFrom$Value", {"fields": first, "headers": "h", "operation": "move"}),
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(struct_records())
+def test_every_smt_output_fits_its_schema(rec):
+    # JsonConverter checks a value against its schema field by field: each transform's
+    # rebuilt schema must describe the value it produced, and survive a round trip.
+    converter = JsonConverter()
+    converter.configure({}, False)
+    for name, configs in _smts_for(rec):
+        out = transform(name, **configs).apply(rec)
+        data = converter.from_connect_data(out.topic, out.value_schema, out.value)
+        back = converter.to_connect_data(out.topic, data)
+        assert back.schema == out.value_schema, name
+        expected = out.value
+        if isinstance(expected, dict):
+            # A struct reads back with every field of its schema, in order.
+            expected = {f.name: expected.get(f.name) for f in out.value_schema.fields}
+        assert back.value == expected, name
+
+
+def test_header_from():
+    copy = transform(
+        "HeaderFrom$Value", fields="name,age", headers="h-name,h-age", operation="copy"
+    )
+    value = {"name": "ann", "age": 7, "ssn": None}
+    out = copy.apply(record(value, PERSON))
+    assert out.value == value and out.value_schema == PERSON
+    assert out.headers == (Header("h-name", "ann", STRING), Header("h-age", 7, INT32))
+    move = transform("HeaderFrom$Value", fields="ssn", headers="secret", operation="move")
+    out = move.apply(record({"name": "ann", "age": 7, "ssn": "1"}, PERSON))
+    assert out.value == {"name": "ann", "age": 7}
+    assert [f.name for f in out.value_schema.fields] == ["name", "age"]
+    assert out.headers == (Header("secret", "1", Schema("string", optional=True)),)
+    schemaless = move.apply(record({"ssn": "1", "x": 2}))
+    assert schemaless.value == {"x": 2} and schemaless.headers == (Header("secret", "1"),)
+    with pytest.raises(ConfigError, match="same number of elements"):
+        transform("HeaderFrom$Value", fields="a,b", headers="h", operation="copy")
+    with pytest.raises(ConfigError, match="operation"):
+        transform("HeaderFrom$Value", fields="a", headers="h", operation="steal")
+
+
+class Grumpy(Transformation):
+    """A third-party transform that rejects its settings with a plain ValueError."""
+
+    def configure(self, configs):
+        raise ValueError(f"mood must be happy, not {configs.get('mood')!r}")
+
+    def apply(self, record):
+        return record
+
+
+def test_a_plugins_own_value_error_is_a_config_error_naming_the_alias():
+    with pytest.raises(ConfigError, match=r"transforms\.g\..*mood must be happy, not 'sad'"):
+        TransformationChain.from_config(
+            {
+                "transforms": "g",
+                "transforms.g.type": f"{__name__}.Grumpy",
+                "transforms.g.mood": "sad",
+            }
+        )
+
+
+# -- field paths (KIP-821), with Kafka's FieldPathNotationTest cases ------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "steps"),
+    [
+        ("foobarbaz", ["foobarbaz"]),
+        ("foo.bar.baz", ["foo", "bar", "baz"]),
+        ("foo`bar`baz", ["foo`bar`baz"]),
+        ("`foo.bar.baz`", ["foo.bar.baz"]),
+        ("foo.`bar.baz`", ["foo", "bar.baz"]),
+        ("`foo.bar`.baz", ["foo.bar", "baz"]),
+        ("foo.`bar`.baz", ["foo", "bar", "baz"]),
+        ("foo.``bar.baz`", ["foo", "`bar.baz"]),
+        ("foo.`bar.baz``", ["foo", "bar.baz`"]),
+        ("foo.`ba`r.baz`", ["foo", "ba`r.baz"]),
+        ("foo.ba`r.baz", ["foo", "ba`r", "baz"]),
+        ("foo.``bar``.baz", ["foo", "`bar`", "baz"]),
+        ("``foo.bar.baz``", ["`foo.bar.baz`"]),
+        ("foo.`bar\\`.baz`", ["foo", "bar`.baz"]),
+        ("foo.`bar.`baz`", ["foo", "bar.`baz"]),
+        ("foo.`bar\\`.`baz`", ["foo", "bar`.`baz"]),
+        ("foo.`bar\\\\`.\\`baz`", ["foo", "bar\\`.\\`baz"]),
+        ("foo.", ["foo", ""]),
+    ],
+)
+def test_field_path_v2_steps(path, steps):
+    assert parse_steps(path, "V2") == steps
+    assert parse_steps(path, "V1") == [path]
+
+
+@pytest.mark.parametrize(
+    ("path", "position"),
+    [("`foo.bar.baz", 0), ("foo.`bar.baz", 4), ("foo.bar.`baz", 8), ("foo.bar.`baz\\`", 8)],
+)
+def test_field_path_v2_incomplete_backticks(path, position):
+    message = (
+        f"Incomplete backtick pair in path: [{path}], consider adding a backslash before "
+        f"backtick at position {position} to escape it"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_steps(path, "V2")
+    assert str(info.value) == message
+
+
+def test_extract_nested_field():
+    v2 = {"field.syntax.version": "V2"}
+    value = {"foo": {"bar": 42, "baz": None}, "a.b": "dotted"}
+    assert transform("ExtractField$Value", field="foo.bar", **v2).apply(record(value)).value == 42
+    assert (
+        transform("ExtractField$Value", field="foo.baz.x", **v2).apply(record(value)).value is None
+    )
+    assert (
+        transform("ExtractField$Value", field="`a.b`", **v2).apply(record(value)).value == "dotted"
+    )
+    assert transform("ExtractField$Value", field="a.b").apply(record(value)).value == "dotted"  # V1
+    inner = Schema.struct([("bar", INT32), ("baz", Schema("string", optional=True))], optional=True)
+    schema = Schema.struct([("foo", inner)])
+    out = transform("ExtractField$Value", field="foo.bar", **v2).apply(
+        record({"foo": {"bar": 42, "baz": None}}, schema)
+    )
+    assert out.value == 42 and out.value_schema == INT32
+    assert (
+        transform("ExtractField$Value", field="foo.bar", **v2)
+        .apply(record({"foo": None}, schema))
+        .value
+        is None
+    )
+    with pytest.raises(ConnectError, match="Unknown field: foo.nope"):
+        transform("ExtractField$Value", field="foo.nope", **v2).apply(record({"foo": None}, schema))
+    with pytest.raises(ConfigError, match="field.syntax.version"):
+        transform("ExtractField$Value", field="a", **{"field.syntax.version": "V3"})

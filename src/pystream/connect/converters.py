@@ -161,6 +161,7 @@ _FROM_JSON_TYPE = {"float": "float32", "double": "float64", **{t: t for t in (
     "boolean", "int8", "int16", "int32", "int64", "string", "bytes", "array", "map", "struct"
 )}}  # fmt: skip
 _INT_BITS = {"int8": 8, "int16": 16, "int32": 32, "int64": 64}
+_DECODER = json.JSONDecoder(parse_float=decimal.Decimal)
 
 
 class _NumericDecimal:
@@ -249,12 +250,16 @@ class JsonConverter(_HeaderMethods, Converter):
         self.replace_null_with_default = True
         self._cache_size = 1000
         self._schema_cache: dict[Schema, dict[str, Any]] = {}
-        self._numeric_seen = False
+        self._last_schema: tuple[Schema, dict[str, Any]] | None = None
+        self._last_head: tuple[Schema | None, str] | None = None
+        # Parsed schemas by the repr of their JSON (repr is C-fast and tells 1, "1", 1.0
+        # and true apart): a topic's records share one schema.
+        self._connect_schema_cache: dict[str, Schema | None] = {}
+        self._last_envelope: tuple[str, Schema | None] | None = None
         # Unique per instance, so that no user string can look like a numeric marker.
         self._marker = "\x00" + os.urandom(6).hex() + ":"
-        self._marker_re = re.compile(
-            '"' + re.escape(json.dumps(self._marker)[1:-1]) + r'([^"\\]*)\\u0000"'
-        )
+        self._escaped_marker = json.dumps(self._marker)[1:-1]
+        self._marker_re = re.compile('"' + re.escape(self._escaped_marker) + r'([^"\\]*)\\u0000"')
 
     def config(self) -> ConfigDef:
         return self.CONFIG_DEF
@@ -266,29 +271,41 @@ class JsonConverter(_HeaderMethods, Converter):
         self.replace_null_with_default = parsed["replace.null.with.default"]
         self._cache_size = parsed["schemas.cache.size"]
         self._schema_cache.clear()
+        self._last_schema = None
+        self._last_head = None
+        self._connect_schema_cache.clear()
+        self._last_envelope = None
 
     # -- Connect → JSON
 
     def from_connect_data(self, topic: str, schema: Schema | None, value: Any) -> bytes | None:
         if schema is None and value is None:
             return None
-        self._numeric_seen = False
-        payload = self._to_json(schema, value)
+        text = self._dumps(self._to_json(schema, value))
         if self.schemas_enable:
-            payload = {"schema": self.as_json_schema(schema), "payload": payload}
-        text = json.dumps(
-            payload,
-            ensure_ascii=False,
-            separators=(",", ":"),
-            default=self._json_default,
-        )
-        if self._numeric_seen:
-            text = self._marker_re.sub(r"\1", text)
+            text = self._envelope_head(schema) + text + "}"
         return text.encode()
+
+    def _dumps(self, node: Any) -> str:
+        text = json.dumps(
+            node, ensure_ascii=False, separators=(",", ":"), default=self._json_default
+        )
+        if self._escaped_marker in text:  # a NUMERIC decimal was written
+            text = self._marker_re.sub(r"\1", text)
+        return text
+
+    def _envelope_head(self, schema: Schema | None) -> str:
+        """'{"schema":<schema>,"payload":', written once for a run of records that share
+        one schema object."""
+        last = self._last_head
+        if last is not None and last[0] is schema:
+            return last[1]
+        head = '{"schema":' + self._dumps(self.as_json_schema(schema)) + ',"payload":'
+        self._last_head = (schema, head)
+        return head
 
     def _json_default(self, value: Any) -> Any:
         if isinstance(value, _NumericDecimal):
-            self._numeric_seen = True
             return self._marker + value.text + "\x00"
         raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
@@ -296,8 +313,13 @@ class JsonConverter(_HeaderMethods, Converter):
         """``schema`` as Kafka's JSON schema (``{"type": "int32", "optional": false}``…)."""
         if schema is None:
             return None
+        # Records of a topic share one schema object: skip hashing it (recursive).
+        last = self._last_schema
+        if last is not None and last[0] is schema:
+            return last[1]
         cached = self._schema_cache.get(schema)
         if cached is not None:
+            self._last_schema = (schema, cached)
             return cached
         kind = schema.type
         node: dict[str, Any] = {"type": _TO_JSON_TYPE.get(kind, kind)}
@@ -326,6 +348,7 @@ class JsonConverter(_HeaderMethods, Converter):
         if len(self._schema_cache) >= self._cache_size:
             self._schema_cache.clear()
         self._schema_cache[schema] = node
+        self._last_schema = (schema, node)
         return node
 
     def _to_json(self, schema: Schema | None, value: Any) -> Any:
@@ -379,12 +402,13 @@ class JsonConverter(_HeaderMethods, Converter):
                 ]
         elif kind == "struct":
             if isinstance(value, Mapping):
-                for key in value:
-                    if schema.field(key) is None:
-                        raise ConnectError(
-                            f"Invalid struct value: {key!r} is not a field of its schema "
-                            f"(fields: {', '.join(f.name for f in schema.fields)})"
-                        )
+                # A C-level subset test of the keys (the schema's own index of its fields).
+                if not value.keys() <= schema._by_name.keys():
+                    extra = [key for key in value if schema.field(key) is None]
+                    raise ConnectError(
+                        f"Invalid struct value: {', '.join(map(repr, extra))} is not a field of "
+                        f"its schema (fields: {', '.join(f.name for f in schema.fields)})"
+                    )
                 return {f.name: self._to_json(f.schema, value.get(f.name)) for f in schema.fields}
         raise ConnectError(f"Invalid type for {kind.upper()}: {type(value).__name__}")
 
@@ -452,8 +476,13 @@ class JsonConverter(_HeaderMethods, Converter):
         if data is None or len(data) == 0:
             return SchemaAndValue(None, None)
         try:
+            text = bytes(data).decode()
+            if self.schemas_enable:
+                same = self._with_last_schema(text)
+                if same is not None:
+                    return same
             # Decimals keep every digit until the schema says what the number is.
-            node = json.loads(bytes(data), parse_float=decimal.Decimal)
+            node = _DECODER.decode(text)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ConnectError(
                 f"Converting byte[] to Kafka Connect data failed due to serialization error: {exc}"
@@ -468,8 +497,47 @@ class JsonConverter(_HeaderMethods, Converter):
                 "may not contain additional fields. If you are trying to deserialize plain "
                 "JSON data, set schemas.enable=false in your converter configuration."
             )
-        schema = self.as_connect_schema(node["schema"])
+        schema_node = node["schema"]
+        key = repr(schema_node)
+        try:
+            schema = self._connect_schema_cache[key]
+        except KeyError:
+            schema = self.as_connect_schema(schema_node)
+            if len(self._connect_schema_cache) >= self._cache_size:
+                self._connect_schema_cache.clear()
+            self._connect_schema_cache[key] = schema
+        self._remember_envelope(text, schema)
         return SchemaAndValue(schema, self._to_connect(schema, node["payload"]))
+
+    # Kafka's JsonConverter writes '{"schema":<S>,"payload":<P>}' with no spaces.  When a
+    # message starts with the previous one's '{"schema":<S>,"payload":', its schema is <S>
+    # (a complete JSON value parses one way only): read just the payload.  Anything else
+    # takes the general path.
+    _ENVELOPE_START = '{"schema":'
+    _PAYLOAD_KEY = ',"payload":'
+
+    def _with_last_schema(self, text: str) -> SchemaAndValue | None:
+        last = self._last_envelope
+        if last is None or not text.startswith(last[0]):
+            return None
+        prefix, schema = last
+        try:
+            payload, end = _DECODER.raw_decode(text, len(prefix))
+        except ValueError:
+            return None  # e.g. a space before the payload: the general path reads it
+        if text[end:].strip() != "}":
+            return None  # more keys: the general path says what is wrong
+        return SchemaAndValue(schema, self._to_connect(schema, payload))
+
+    def _remember_envelope(self, text: str, schema: Schema | None) -> None:
+        if not text.startswith(self._ENVELOPE_START):
+            return
+        try:
+            _, end = _DECODER.raw_decode(text, len(self._ENVELOPE_START))
+        except ValueError:
+            return  # not Kafka's compact layout: no fast path for it
+        if text.startswith(self._PAYLOAD_KEY, end):
+            self._last_envelope = (text[: end + len(self._PAYLOAD_KEY)], schema)
 
     def as_connect_schema(self, node: Any) -> Schema | None:
         """Kafka's JSON schema (as parsed JSON) as a :class:`Schema`."""
@@ -688,8 +756,6 @@ class SimpleHeaderConverter(_HeaderMethods, Converter):
             return b"true" if value else b"false"
         if isinstance(value, bytes | bytearray | memoryview):
             return base64.b64encode(value)  # Kafka's Values.convertToString for bytes
-        if isinstance(value, float) and math.isfinite(value) and value == int(value):
-            return repr(value).encode()
         return str(value).encode()
 
     def to_connect_data(self, topic: str, data: bytes | None) -> SchemaAndValue:

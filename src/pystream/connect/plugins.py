@@ -162,6 +162,12 @@ _BUILTINS: tuple[_Builtin, ...] = (
     *_transform(_T + "routers", "RegexRouter", False),
     *_transform(_T + "routers", "TimestampRouter", False),
     *_transform(_T + "filter", "Filter", False),
+    *_transform(_T + "timestamp_converter", "TimestampConverter", True),
+    *_transform(_T + "flatten", "Flatten", True),
+    *_transform(_T + "set_schema_metadata", "SetSchemaMetadata", True),
+    *_transform(_T + "headers", "InsertHeader", False),
+    *_transform(_T + "headers", "DropHeaders", False),
+    *_transform(_T + "headers", "HeaderFrom", True),
     *(
         _Builtin(
             "predicate",
@@ -183,24 +189,39 @@ def _resolve_attr(obj: Any, path: str) -> Any:
     return obj
 
 
+class _BrokenPlugin(Exception):
+    """The module was found but importing it failed (a missing dependency, a syntax
+    error): reported as such, not as "not found"."""
+
+
+def _import_module(name: str) -> Any | None:
+    """The module ``name``, None if there is none, or _BrokenPlugin if it fails."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            return None
+        raise _BrokenPlugin(f"importing {name} failed: {exc}") from exc
+    except Exception as exc:
+        raise _BrokenPlugin(f"importing {name} failed: {exc!r}") from exc
+
+
 def _import_path(path: str) -> Any:
-    """``pkg.mod:Class``, ``pkg.mod.Class`` or ``pkg.mod.Class$Inner`` → the object, or
-    raise ImportError/AttributeError."""
+    """``pkg.mod:Class``, ``pkg.mod.Class`` or ``pkg.mod.Class$Inner`` → the object;
+    ImportError/AttributeError if there is none, _BrokenPlugin if its module fails."""
     if ":" in path:
-        module, _, attr = path.partition(":")
-        return _resolve_attr(importlib.import_module(module), attr)
-    head = path.split("$", 1)[0]
-    parts = head.split(".")
+        module_name, _, attr = path.partition(":")
+        module = _import_module(module_name)
+        if module is None:
+            raise ImportError(f"no module {module_name!r}")
+        return _resolve_attr(module, attr)
+    parts = path.split("$", 1)[0].split(".")
     # The longest importable prefix is the module; the rest are attributes.
     for cut in range(len(parts) - 1, 0, -1):
         module_name = ".".join(parts[:cut])
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and not module_name.startswith(exc.name):
-                raise  # the module exists but one of its own imports is missing
-            continue
-        return _resolve_attr(module, path[len(module_name) + 1 :])
+        module = _import_module(module_name)
+        if module is not None:
+            return _resolve_attr(module, path[len(module_name) + 1 :])
     raise ImportError(f"no module in {path!r}")
 
 
@@ -248,7 +269,7 @@ def _load(kind: str, name: str) -> type:
     if builtin is not None:
         try:
             module = importlib.import_module(builtin.module)
-        except ImportError as exc:
+        except Exception as exc:  # absent, or failing: either way not usable here
             raise ConfigError(
                 f"The built-in {kind} {name} is not available: its module "
                 f"{builtin.module} could not be imported ({exc})"
@@ -267,6 +288,10 @@ def _load(kind: str, name: str) -> type:
     if "." in name or ":" in name:
         try:
             return _check(kind, name, _import_path(name))
+        except _BrokenPlugin as exc:
+            raise ConfigError(
+                f"The {kind} {name} was found but could not be loaded: {exc}"
+            ) from None
         except (ImportError, AttributeError) as exc:
             log.debug("%s %s is not importable: %s", kind, name, exc)
     word = _KIND_WORD[kind]
