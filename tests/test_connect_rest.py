@@ -325,3 +325,76 @@ def test_sink_created_before_its_topic(http: httpx.Client, tmp_path: Path):
     )
     for connector in (name, sink):
         http.delete(f"/connectors/{connector}")
+
+
+def test_alter_and_reset_offsets_of_stopped_connectors(
+    http: httpx.Client, broker: BrokerProcess, tmp_path: Path
+):
+    name = unique("alter")
+    config = source_config(tmp_path, name)
+    Path(config["file"]).write_text("one\ntwo\n")
+    create(http, name, config)
+    partition = {"filename": config["file"]}
+    wait_until(
+        lambda: (
+            http.get(f"/connectors/{name}/offsets").json()["offsets"]
+            == [{"partition": partition, "offset": {"position": 8}}]
+        ),
+        60,
+        "the source's offset",
+    )
+    body = {"offsets": [{"partition": partition, "offset": {"position": 4}}]}
+    running = http.patch(f"/connectors/{name}/offsets", json=body)
+    assert running.status_code == 400 and "STOPPED" in running.json()["message"]
+
+    assert http.put(f"/connectors/{name}/stop").status_code == 204
+    wait_until(lambda: states(http, name) == ("STOPPED", []), 60, "stopped")
+    altered = http.patch(f"/connectors/{name}/offsets", json=body)
+    assert altered.status_code == 200, altered.text
+    assert altered.json() == {
+        "message": "The offsets for this connector have been altered successfully"
+    }
+    assert http.get(f"/connectors/{name}/offsets").json()["offsets"] == body["offsets"]
+    # Resumed from byte 4: "two" is read again.
+    assert http.put(f"/connectors/{name}/resume").status_code == 202
+    wait_until(lambda: high_watermark(broker.bootstrap, name) == 3, 60, "'two' sent again")
+
+    sink = f"{name}-sink"
+    response = http.post(
+        "/connectors",
+        json={
+            "name": sink,
+            "config": {
+                "connector.class": "FileStreamSink",
+                "file": str(tmp_path / "out.txt"),
+                "topics": name,
+            },
+        },
+    )
+    assert response.status_code == 201
+    sink_partition = {"kafka_topic": name, "kafka_partition": 0}
+    wait_until(
+        lambda: (
+            http.get(f"/connectors/{sink}/offsets").json()["offsets"]
+            == [{"partition": sink_partition, "offset": {"kafka_offset": 3}}]
+        ),
+        60,
+        "the sink's offsets",
+    )
+    for connector in (name, sink):
+        assert http.put(f"/connectors/{connector}/stop").status_code == 204
+    sink_body = {"offsets": [{"partition": sink_partition, "offset": {"kafka_offset": 1}}]}
+    assert http.patch(f"/connectors/{sink}/offsets", json=sink_body).status_code == 200
+    assert http.get(f"/connectors/{sink}/offsets").json()["offsets"] == sink_body["offsets"]
+    bad = http.patch(
+        f"/connectors/{sink}/offsets",
+        json={"offsets": [{"partition": {"kafka_topic": name}, "offset": None}]},
+    )
+    assert bad.status_code == 400
+
+    for connector in (name, sink):
+        reset = http.delete(f"/connectors/{connector}/offsets")
+        assert reset.status_code == 200, reset.text
+        assert reset.json()["message"].endswith("reset successfully")
+        assert http.get(f"/connectors/{connector}/offsets").json() == {"offsets": []}
+        http.delete(f"/connectors/{connector}")

@@ -16,9 +16,11 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from ..api import ConfigError, ConfigKey, ConfigType
+from ...client import TopicPartition as KafkaTopicPartition
+from ..api import ConfigError, ConfigKey, ConfigType, TopicPartition
 from .config import SINK_CONFIG_DEF, SOURCE_CONFIG_DEF, check_sink_topics
 from .loading import load_connector, plugin_infos
+from .offsets import offset_key
 from .states import State, Status, TargetState, TaskId
 from .worker import Worker, connector_type, parse_connector_config
 
@@ -93,6 +95,11 @@ class Herder(abc.ABC):
 
     @abc.abstractmethod
     def connector_offsets(self, name: str) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def alter_offsets(self, name: str, offsets: list[Any] | None) -> str:
+        """``PATCH`` (``offsets``) or ``DELETE`` (None) ``/connectors/{c}/offsets`` of a
+        STOPPED connector; Kafka's success message."""
 
     @abc.abstractmethod
     def stop(self) -> None: ...
@@ -378,6 +385,87 @@ class StandaloneHerder(Herder):
                     self._start_tasks(name)
 
         threading.Thread(target=reconfigure, name=f"connect-reconfigure-{name}").start()
+
+    def alter_offsets(self, name: str, offsets: list[Any] | None) -> str:
+        with self._lock:
+            config = self._config(name)
+            if self._targets.get(name) is not TargetState.STOPPED:
+                raise HerderError(
+                    400,
+                    f"Connectors must be in the STOPPED state before their offsets can be "
+                    f"modified. This can be done for the specified connector by issuing a "
+                    f"'PUT' request to the '/connectors/{name}/stop' endpoint",
+                )
+            cls = load_connector(config["connector.class"])
+            if connector_type(cls) == "sink":
+                self._alter_sink_offsets(name, cls, config, offsets)
+            else:
+                self._alter_source_offsets(name, cls, config, offsets)
+        if offsets is None:
+            return "The offsets for this connector have been reset successfully"
+        return "The offsets for this connector have been altered successfully"
+
+    def _alter_source_offsets(
+        self, name: str, cls: type[Any], config: dict[str, str], offsets: list[Any] | None
+    ) -> None:
+        store = self.worker.offsets
+        if offsets is None:
+            wanted: dict[str, Any] = {
+                offset_key(name, partition): None
+                for partition, _offset in store.connector_offsets(name)
+            }
+        else:
+            wanted = {}
+            for entry in offsets:
+                partition, offset = entry.get("partition"), entry.get("offset")
+                if not isinstance(partition, dict) or not (
+                    offset is None or isinstance(offset, dict)
+                ):
+                    raise HerderError(
+                        400, "Each offset needs a 'partition' object and an 'offset' object or null"
+                    )
+                wanted[offset_key(name, partition)] = offset
+        as_partitions = {k: v for k, v in wanted.items()}
+        if not cls().alter_offsets(config, as_partitions):
+            raise HerderError(400, f"{cls.__qualname__} does not support altering its offsets")
+        store.set(wanted)
+
+    def _alter_sink_offsets(
+        self, name: str, cls: type[Any], config: dict[str, str], offsets: list[Any] | None
+    ) -> None:
+        admin = self.worker.admin()
+        group = f"connect-{name}"
+        if offsets is None:
+            committed = admin.list_consumer_group_offsets(group)
+            if committed:
+                admin.delete_consumer_group_offsets(group, list(committed))
+            return
+        alter: dict[KafkaTopicPartition, int] = {}
+        delete: list[KafkaTopicPartition] = []
+        for entry in offsets:
+            partition, offset = entry.get("partition") or {}, entry.get("offset")
+            topic, index = partition.get("kafka_topic"), partition.get("kafka_partition")
+            if not isinstance(topic, str) or not isinstance(index, int):
+                raise HerderError(
+                    400,
+                    'A sink\'s partition is {"kafka_topic": <string>, "kafka_partition": <int>}',
+                )
+            tp = KafkaTopicPartition(topic, index)
+            if offset is None:
+                delete.append(tp)
+            elif isinstance(offset, dict) and isinstance(offset.get("kafka_offset"), int):
+                alter[tp] = offset["kafka_offset"]
+            else:
+                raise HerderError(400, 'A sink\'s offset is {"kafka_offset": <int>} or null')
+        requested = {
+            TopicPartition(tp.topic, tp.partition): alter.get(tp) for tp in [*alter, *delete]
+        }
+        if not cls().alter_offsets(config, requested):
+            raise HerderError(400, f"{cls.__qualname__} does not support altering its offsets")
+        if alter:
+            admin.alter_consumer_group_offsets(group, alter)
+        if delete:
+            admin.delete_consumer_group_offsets(group, delete)
 
     def delete_connector(self, name: str) -> None:
         with self._lock:

@@ -163,6 +163,21 @@ def create_app(herder: Herder) -> Starlette:
         found = await call(herder.connector_offsets, request.path_params["connector"])
         return JSONResponse({"offsets": found})
 
+    async def alter_offsets(request: Request) -> Response:
+        body = await _body(request)
+        offsets = body.get("offsets") if isinstance(body, dict) else None
+        if not isinstance(offsets, list):
+            raise HerderError(
+                400,
+                'The request body must be {"offsets": [{"partition": ..., "offset": ...}, ...]}',
+            )
+        message = await call(herder.alter_offsets, request.path_params["connector"], offsets)
+        return JSONResponse({"message": message})
+
+    async def reset_offsets(request: Request) -> Response:
+        message = await call(herder.alter_offsets, request.path_params["connector"], None)
+        return JSONResponse({"message": message})
+
     async def plugins(request: Request) -> Response:
         only = request.query_params.get("connectorsOnly", "true").lower() != "false"
         return JSONResponse(await call(herder.plugins, only))
@@ -209,6 +224,8 @@ def create_app(herder: Herder) -> Starlette:
         Route(c + "/topics", topics, methods=["GET"]),
         Route(c + "/topics/reset", topics_reset, methods=["PUT"]),
         Route(c + "/offsets", offsets, methods=["GET"]),
+        Route(c + "/offsets", alter_offsets, methods=["PATCH"]),
+        Route(c + "/offsets", reset_offsets, methods=["DELETE"]),
         Route("/connector-plugins", plugins, methods=["GET"]),
         Route("/connector-plugins/{plugin}/config/validate", validate, methods=["PUT"]),
     ]
