@@ -15,6 +15,7 @@ from connect_process import ConnectWorkerProcess, running_broker
 from waiting import wait_until
 
 from pystream.client import AdminClient, TopicPartition
+from pystream.errors import UnknownTopicOrPartitionError
 
 SOURCE = "pystream.connect.connectors.file.FileStreamSourceConnector"
 
@@ -73,9 +74,12 @@ def create(http: httpx.Client, name: str, config: dict[str, str]) -> dict:
 
 def high_watermark(bootstrap: str, topic: str) -> int:
     with AdminClient(bootstrap) as admin:
-        if topic not in admin.list_topics():
-            return 0
-        return admin.list_offsets({TopicPartition(topic, 0): "latest"})[TopicPartition(topic, 0)]
+        try:
+            return admin.list_offsets({TopicPartition(topic, 0): "latest"})[
+                TopicPartition(topic, 0)
+            ]
+        except UnknownTopicOrPartitionError:
+            return 0  # not created yet, or created and not ready yet
 
 
 def test_root_and_plugins(http: httpx.Client):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from broker_process import BrokerProcess
+from cli_helpers import run
 from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from connect_process import ConnectWorkerProcess, running_broker
@@ -94,3 +95,21 @@ def test_file_source_to_topic_to_file_sink_and_restart(broker: BrokerProcess, tm
         assert lines(sink_file) == expected
     finally:
         assert worker.stop() == 0, worker.output()
+
+
+def test_bad_configuration_is_one_clear_line(tmp_path: Path):
+    worker = tmp_path / "worker.properties"
+    worker.write_text("bootstrap.servers=127.0.0.1:1\nlisteners=http://127.0.0.1:0\n")
+    result = run("connect", "standalone", str(worker), check=False)
+    assert result.returncode == 1
+    assert "offset.storage.file.filename is required" in result.stderr
+
+    worker.write_text(
+        "bootstrap.servers=127.0.0.1:1\nlisteners=http://127.0.0.1:0\n"
+        f"offset.storage.file.filename={tmp_path / 'offsets.json'}\n"
+    )
+    connector = tmp_path / "bad.properties"
+    connector.write_text("name=bad\nconnector.class=NoSuchConnector\n")
+    result = run("connect", "standalone", str(worker), str(connector), check=False)
+    assert result.returncode == 1
+    assert str(connector) in result.stderr and "NoSuchConnector" in result.stderr

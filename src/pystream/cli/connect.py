@@ -48,7 +48,8 @@ def standalone(worker_config: str, connector_configs: tuple[str, ...], log_level
     try:
         asyncio.run(run_standalone(worker_props, connectors, announce))
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        # One line: a multi-line validation report becomes "; "-separated.
+        raise click.ClickException(str(exc).replace(":\n", ": ").replace("\n", "; ")) from None
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo("shut down")

@@ -66,20 +66,23 @@ def client_settings(props: Mapping[str, str]) -> dict[str, Any]:
     return settings
 
 
-def _positive(value: Any) -> None:
-    if value is not None and value <= 0:
-        raise ConfigError(f"must be at least 1, got {value}")
+def _at_least(name: str, low: int) -> Any:
+    def check(value: Any) -> None:
+        if value is not None and value < low:
+            raise ConfigError(
+                f"Invalid value {value} for configuration {name}: must be at least {low}"
+            )
+
+    return check
 
 
-def _at_least_zero(value: Any) -> None:
-    if value is not None and value < 0:
-        raise ConfigError(f"must be at least 0, got {value}")
-
-
-def _one_of(*choices: str) -> Any:
+def _one_of(name: str, *choices: str) -> Any:
     def check(value: Any) -> None:
         if value is not None and str(value).lower() not in choices:
-            raise ConfigError(f"must be one of {', '.join(choices)}, got {value!r}")
+            raise ConfigError(
+                f"Invalid value {value!r} for configuration {name}: must be one of "
+                + ", ".join(choices)
+            )
 
     return check
 
@@ -123,7 +126,7 @@ CONNECTOR_CONFIG_DEF = ConfigDef(
             1,
             "The most tasks to run for this connector.",
             importance=Importance.HIGH,
-            validator=_positive,
+            validator=_at_least("tasks.max", 1),
         ),
         _key(
             "key.converter",
@@ -158,7 +161,7 @@ CONNECTOR_CONFIG_DEF = ConfigDef(
             60_000,
             "The longest wait (ms) between retries.",
             _ERRORS,
-            validator=_at_least_zero,
+            validator=_at_least("errors.retry.delay.max.ms", 0),
         ),
         _key(
             "errors.tolerance",
@@ -166,7 +169,7 @@ CONNECTOR_CONFIG_DEF = ConfigDef(
             "none",
             "none: an error fails the task; all: the record is skipped (and reported).",
             _ERRORS,
-            validator=_one_of("none", "all"),
+            validator=_one_of("errors.tolerance", "none", "all"),
         ),
         _key(
             "errors.log.enable",
@@ -194,7 +197,7 @@ SOURCE_CONFIG_DEF = CONNECTOR_CONFIG_DEF.merge(
                 "requested",
                 "required: refuse to run if the connector cannot give exactly-once "
                 "delivery; requested: run anyway.",
-                validator=_one_of("requested", "required"),
+                validator=_one_of("exactly.once.support", "requested", "required"),
             ),
             _key(
                 "transaction.boundary",
@@ -202,7 +205,7 @@ SOURCE_CONFIG_DEF = CONNECTOR_CONFIG_DEF.merge(
                 "poll",
                 "With exactly-once support: poll (one transaction per batch), interval "
                 "(every transaction.boundary.interval.ms) or connector (the task says).",
-                validator=_one_of("poll", "interval", "connector"),
+                validator=_one_of("transaction.boundary", "poll", "interval", "connector"),
             ),
             _key(
                 "transaction.boundary.interval.ms",
@@ -240,7 +243,7 @@ SINK_CONFIG_DEF = CONNECTOR_CONFIG_DEF.merge(
                 3,
                 "Replication factor of the dead letter queue topic, if it is created.",
                 _ERRORS,
-                validator=_positive,
+                validator=_at_least(_DLQ + "topic.replication.factor", 1),
             ),
             _key(
                 _DLQ + "context.headers.enable",

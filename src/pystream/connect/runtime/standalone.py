@@ -48,8 +48,8 @@ async def run_standalone(
     path = config.offset_storage_file
     if not path:
         raise ConfigError(
-            "offset.storage.file.filename is required in standalone mode: the file source "
-            "offsets are kept in"
+            "offset.storage.file.filename is required in standalone mode: set it to the file "
+            "source offsets are kept in"
         )
     config.exactly_once_source  # noqa: B018 - validates the setting now
     host, port = parse_listener(config.listeners[0])

@@ -395,7 +395,7 @@ class Worker:
         """Exactly-once source support for a task: the offsets topic (created compacted
         if missing), the transaction boundary, and how committed offsets are read."""
         config = self.config
-        if parsed["exactly.once.support"] == "required":
+        if str(parsed["exactly.once.support"]).lower() == "required":
             support = cls().exactly_once_support(connector_props)
             if support is not ExactlyOnceSupport.SUPPORTED:
                 raise ConfigError(
@@ -423,7 +423,7 @@ class Worker:
         interval = parsed.get("transaction.boundary.interval.ms")
         return TransactionSettings(
             topic,
-            parsed["transaction.boundary"],
+            str(parsed["transaction.boundary"]).lower(),
             config.offset_flush_interval_ms if interval is None else interval,
             lambda: read_offsets_topic(consumer, topic, task_id.connector),
         )
