@@ -75,8 +75,10 @@ def count_lines(path: Path) -> int:
 
 
 def one_round(
-    http: httpx.Client, admin: AdminClient, work: Path, lines: int, size: int
+    http: httpx.Client, admin: AdminClient, work: Path, lines: int, size: int, keep: bool
 ) -> tuple[float, float]:
+    """One measurement; the connectors are deleted after it unless ``keep`` (so idle
+    connectors of earlier rounds do not load later ones)."""
     name = f"bench-{uuid.uuid4().hex[:8]}"
     source = work / f"{name}.in"
     sink = work / f"{name}.out"
@@ -106,6 +108,9 @@ def one_round(
     total = time.perf_counter() - start_time
     if source_done is None:
         source_done = total
+    if not keep:
+        for kind in ("sink", "source"):
+            http.delete(f"/connectors/{name}-{kind}").raise_for_status()
     return lines / total, lines / source_done
 
 
@@ -167,7 +172,9 @@ def main() -> None:
             with httpx.Client(base_url=url, timeout=60) as http, AdminClient(bootstrap) as admin:
                 end_to_end, source = [], []
                 for run in range(args.runs):
-                    e2e, src = one_round(http, admin, work, args.lines, args.size)
+                    e2e, src = one_round(
+                        http, admin, work, args.lines, args.size, run == args.runs - 1
+                    )
                     end_to_end.append(e2e)
                     source.append(src)
                     print(
