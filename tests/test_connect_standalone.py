@@ -167,3 +167,29 @@ def test_worker_over_sasl_scram(tmp_path: Path):
     finally:
         worker.close()
         broker.close()
+
+
+def test_file_source_without_a_file_reads_stdin(broker: BrokerProcess, tmp_path: Path):
+    sink_file = tmp_path / "out.txt"
+    worker = ConnectWorkerProcess(
+        tmp_path / "worker",
+        broker.bootstrap,
+        connectors={
+            "stdin": {"connector.class": "FileStreamSource", "topic": "stdin-lines"},
+            "sink": {
+                "connector.class": "FileStreamSink",
+                "file": str(sink_file),
+                "topics": "stdin-lines",
+            },
+        },
+    ).start()
+    try:
+        assert worker.process is not None and worker.process.stdin is not None
+        worker.process.stdin.write("typed 1\ntyped 2\n")
+        worker.process.stdin.flush()
+        wait_until(lambda: lines(sink_file) == ["typed 1", "typed 2"], 60, "stdin's lines")
+        # Nothing is stored for stdin: it cannot be read again.
+        offsets = tmp_path / "worker" / "offsets.json"
+        assert not offsets.exists() or "stdin" not in offsets.read_text()
+    finally:
+        assert worker.stop() == 0, worker.output()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import sys
 import threading
 from collections.abc import Mapping
@@ -254,7 +255,9 @@ class FileStreamSourceTask(SourceTask):
         as Kafka's); an unfinished last line waits for its end."""
         assert self.stream is not None
         if self.filename is None:
-            chunk = self.stream.readline() if not self.stopped.is_set() else b""
+            # Wait for input at most a moment, so that stop is prompt (Kafka's ready()).
+            ready, _, _ = select.select([self.stream], [], [], _IDLE_WAIT)
+            chunk = os.read(self.stream.fileno(), _READ_SIZE) if ready else b""
         else:
             chunk = self.stream.read(_READ_SIZE)
         if not chunk:
