@@ -1,0 +1,1 @@
+"""Connect's built-in connectors (each module imported on its own, lazily)."""
