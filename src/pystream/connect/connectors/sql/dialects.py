@@ -15,7 +15,6 @@ between the two (upserts).  Values go between Connect and the database through
 from __future__ import annotations
 
 import abc
-import base64
 import datetime as dt
 import decimal
 import json
@@ -28,6 +27,7 @@ from typing import Any
 
 from ...api import ConfigError, ConfigKey, ConfigType, ConnectError, Importance, RetriableError
 from ...data import DATE_NAME, DECIMAL_NAME, TIME_NAME, TIMESTAMP_NAME, Schema
+from ..common import json_default
 
 __all__ = [
     "CONNECTION_KEYS",
@@ -167,17 +167,6 @@ def to_connect(value: Any, schema: Schema) -> Any:
             return json.dumps(value, separators=(",", ":"))
         return str(value)  # uuid, and the like
     return value
-
-
-def json_default(value: Any) -> Any:
-    """``json.dumps``'s fallback for the values Connect records may hold."""
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 # -- dialects -------------------------------------------------------------------------

@@ -38,13 +38,13 @@ from ...api import (
     ConnectError,
     Importance,
     RetriableError,
-    SinkConnector,
     SinkRecord,
     SinkTask,
     Task,
     TopicPartition,
 )
 from ...data import Schema
+from ..common import SharedConfigSinkConnector, at_least, one_of
 from .dialects import (
     CONNECTION_KEYS,
     Column,
@@ -53,7 +53,6 @@ from .dialects import (
     dialect_for,
     schema_for_value,
 )
-from .source import _at_least, _one_of
 
 __all__ = ["SqlSinkConnector", "SqlSinkTask"]
 
@@ -70,10 +69,10 @@ SINK_CONFIG = ConfigDef(
                   group="Connector"),
         ConfigKey("insert.mode", ConfigType.STRING, "insert", Importance.HIGH,
                   "insert, upsert (insert or replace the row with the same primary key) or "
-                  "update.", _one_of("insert.mode", ("insert", "upsert", "update")), "Writes"),
+                  "update.", one_of("insert.mode", ("insert", "upsert", "update")), "Writes"),
         ConfigKey("pk.mode", ConfigType.STRING, "none", Importance.HIGH,
                   "Where the primary key comes from: none, record_key, record_value or "
-                  "kafka.", _one_of("pk.mode", ("none", "record_key", "record_value", "kafka")),
+                  "kafka.", one_of("pk.mode", ("none", "record_key", "record_value", "kafka")),
                   "Data mapping"),
         ConfigKey("pk.fields", ConfigType.LIST, [], Importance.MEDIUM,
                   "The primary key's columns (see pk.mode).", group="Data mapping"),
@@ -93,7 +92,7 @@ SINK_CONFIG = ConfigDef(
                   group="Writes"),
         ConfigKey("batch.size", ConfigType.INT, 3000, Importance.MEDIUM,
                   "Rows written per statement batch and transaction.",
-                  _at_least("batch.size", 1), "Writes"),
+                  at_least("batch.size", 1), "Writes"),
     ]
 )  # fmt: skip
 
@@ -112,25 +111,18 @@ def parse_sink_config(props: Mapping[str, Any]) -> dict[str, Any]:
     return parsed
 
 
-class SqlSinkConnector(SinkConnector):
+class SqlSinkConnector(SharedConfigSinkConnector):
     """Writes topics into database tables (aliases ``JdbcSinkConnector``,
     ``io.confluent.connect.jdbc.JdbcSinkConnector``)."""
 
-    def start(self, props: dict[str, str]) -> None:
-        parse_sink_config(props)
-        self.props = dict(props)
+    config_def = SINK_CONFIG
 
-    def task_class(self) -> type[Task]:
+    @property
+    def task(self) -> type[Task]:  # type: ignore[override]
         return SqlSinkTask
 
-    def task_configs(self, max_tasks: int) -> list[dict[str, str]]:
-        return [dict(self.props) for _ in range(max(1, max_tasks))]
-
-    def stop(self) -> None:
-        return None
-
-    def config(self) -> ConfigDef:
-        return SINK_CONFIG
+    def check(self, props: dict[str, str]) -> None:
+        parse_sink_config(props)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from ...api import (
     Task,
 )
 from ...data import Schema
+from ..common import at_least, one_of
 from .dialects import (
     CONNECTION_KEYS,
     EPOCH,
@@ -68,33 +69,12 @@ MODES = ("bulk", "incrementing", "timestamp", "timestamp+incrementing")
 TABLES_KEY = "tables"  # the task config key listing a task's tables (Confluent's)
 
 
-def _one_of(key: str, choices: tuple[str, ...]):  # noqa: ANN202 (a validator)
-    def check(value: Any) -> None:
-        if value not in choices:
-            raise ConfigError(
-                f"Invalid value {value!r} for configuration {key}: expected one of "
-                + ", ".join(choices)
-            )
-
-    return check
-
-
-def _at_least(key: str, minimum: int):  # noqa: ANN202 (a validator)
-    def check(value: Any) -> None:
-        if value < minimum:
-            raise ConfigError(
-                f"Invalid value {value} for configuration {key}: must be at least {minimum}"
-            )
-
-    return check
-
-
 SOURCE_CONFIG = ConfigDef(
     [
         *CONNECTION_KEYS,
         ConfigKey("mode", ConfigType.STRING, NO_DEFAULT, Importance.HIGH,
                   "How new rows are found: bulk, incrementing, timestamp or "
-                  "timestamp+incrementing.", _one_of("mode", MODES), "Mode"),
+                  "timestamp+incrementing.", one_of("mode", MODES), "Mode"),
         ConfigKey("incrementing.column.name", ConfigType.STRING, "", Importance.MEDIUM,
                   "The strictly increasing column (modes incrementing and "
                   "timestamp+incrementing).", group="Mode"),
@@ -104,7 +84,7 @@ SOURCE_CONFIG = ConfigDef(
         ConfigKey("timestamp.delay.interval.ms", ConfigType.LONG, 0, Importance.HIGH,
                   "How long after its timestamp a row is read, giving transactions with "
                   "earlier timestamps time to commit.",
-                  _at_least("timestamp.delay.interval.ms", 0), "Mode"),
+                  at_least("timestamp.delay.interval.ms", 0), "Mode"),
         ConfigKey("timestamp.initial", ConfigType.LONG, None, Importance.LOW,
                   "Where timestamp modes start with no stored offset: epoch ms, or -1 for "
                   "now (default: from the beginning).", group="Mode"),
@@ -125,13 +105,13 @@ SOURCE_CONFIG = ConfigDef(
                   "query).", group="Connector"),
         ConfigKey("poll.interval.ms", ConfigType.INT, 5000, Importance.HIGH,
                   "How often each table is queried for new rows.",
-                  _at_least("poll.interval.ms", 1), "Connector"),
+                  at_least("poll.interval.ms", 1), "Connector"),
         ConfigKey("batch.max.rows", ConfigType.INT, 100, Importance.LOW,
                   "Rows returned by one poll at most.",
-                  _at_least("batch.max.rows", 1), "Connector"),
+                  at_least("batch.max.rows", 1), "Connector"),
         ConfigKey("numeric.mapping", ConfigType.STRING, "none", Importance.LOW,
                   "NUMERIC columns: none (Decimal when the scale is declared) or best_fit "
-                  "(int64 or float64).", _one_of("numeric.mapping", ("none", "best_fit")), "Mode"),
+                  "(int64 or float64).", one_of("numeric.mapping", ("none", "best_fit")), "Mode"),
     ]
 )  # fmt: skip
 
