@@ -169,6 +169,8 @@ def to_connect(value: Any, schema: Schema) -> Any:
     return value
 
 
+_PLAIN = frozenset({int, str, float, bool, bytes})
+
 # -- dialects -------------------------------------------------------------------------
 
 
@@ -262,17 +264,21 @@ class Dialect(abc.ABC):
 
     def to_db(self, value: Any, schema: Schema | None) -> Any:
         """A Connect value as a statement parameter."""
-        if value is None:
-            return None
         name = schema.name if schema is not None else None
+        if value is None or (name is None and type(value) in _PLAIN):
+            return value  # the common case first: the sink calls this for every field
         if name == TIMESTAMP_NAME or isinstance(value, dt.datetime):
-            return to_datetime(value)
+            return self.adapt(to_datetime(value))
         if name == DATE_NAME and isinstance(value, int):
-            return dt.date(1970, 1, 1) + dt.timedelta(days=value)
+            return self.adapt(dt.date(1970, 1, 1) + dt.timedelta(days=value))
         if name == TIME_NAME and isinstance(value, int):
-            return (dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=value)).time()
+            return self.adapt((dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=value)).time())
         if isinstance(value, dict | list):
             return json.dumps(value, separators=(",", ":"), default=json_default)
+        return self.adapt(value)
+
+    def adapt(self, value: Any) -> Any:
+        """A datetime, date, time or Decimal as this database's driver takes it."""
         return value
 
 
@@ -336,8 +342,7 @@ class SqliteDialect(Dialect):
     def is_transient(error: BaseException) -> bool:
         return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
 
-    def to_db(self, value: Any, schema: Schema | None) -> Any:
-        value = super().to_db(value, schema)
+    def adapt(self, value: Any) -> Any:
         if isinstance(value, dt.datetime):
             # ISO text in UTC without the offset: what CURRENT_TIMESTAMP writes, so
             # comparisons between both sort in time order.
@@ -435,8 +440,7 @@ class PostgresDialect(Dialect):
             error, psycopg.errors.QueryCanceled
         )
 
-    def to_db(self, value: Any, schema: Schema | None) -> Any:
-        value = super().to_db(value, schema)
+    def adapt(self, value: Any) -> Any:
         if isinstance(value, dt.datetime):
             return value.astimezone(UTC).replace(tzinfo=None)  # TIMESTAMP columns hold UTC
         return value
