@@ -13,6 +13,7 @@ from pystream.cli.bench import bench
 from pystream.cli.cluster import cluster
 from pystream.cli.common import OneLineErrors
 from pystream.cli.configs import configs
+from pystream.cli.connect import connect
 from pystream.cli.consume import consume
 from pystream.cli.groups import groups
 from pystream.cli.produce import produce
@@ -51,6 +52,7 @@ for _command in (
     acls,
     bench,
     rest,
+    connect,
 ):
     cli.add_command(_command)
 

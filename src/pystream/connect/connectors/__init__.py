@@ -1,1 +1,4 @@
-"""Connect's built-in connectors (each module imported on its own, lazily)."""
+"""Built-in connectors: ``file`` (FileStreamSource/FileStreamSink), ``sql`` (SQLite and
+PostgreSQL source and sink) and ``http_sink``."""
+
+from __future__ import annotations

@@ -1,0 +1,96 @@
+"""Standalone mode (``pystream connect standalone``): one worker, connectors from
+properties files, source offsets in ``offset.storage.file.filename``, the REST API on
+``listeners``; SIGTERM/SIGINT stop the tasks cleanly (offsets committed)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit
+
+import uvicorn
+
+from ...rest.server import ProxyServer, RunningProxy
+from ..api import ConfigError
+from .config import WorkerConfig
+from .herder import HerderError, StandaloneHerder
+from .offsets import FileOffsetBackingStore
+from .rest import create_app
+from .states import StatusStore
+from .worker import Worker
+
+__all__ = ["parse_listener", "run_standalone"]
+
+log = logging.getLogger("pystream.connect.standalone")
+
+
+def parse_listener(listener: str) -> tuple[str, int]:
+    """``http://host:port`` → (host, port); only plain HTTP for now."""
+    parts = urlsplit(listener if "://" in listener else f"http://{listener}")
+    if parts.scheme != "http":
+        raise ConfigError(f"listeners={listener}: only http:// listeners are supported yet")
+    try:
+        port = parts.port if parts.port is not None else 8083
+    except ValueError:
+        raise ConfigError(f"listeners={listener}: the port is not a number") from None
+    return parts.hostname or "0.0.0.0", port
+
+
+async def run_standalone(
+    worker_props: Mapping[str, str],
+    connectors: list[tuple[str, dict[str, str]]],
+    on_listening: Callable[[str], None],
+) -> None:
+    """Serve until SIGTERM/SIGINT.  ``connectors`` are (source file, properties);
+    a connector that cannot be created raises :class:`ConfigError` naming its file."""
+    config = WorkerConfig(dict(worker_props))
+    path = config.offset_storage_file
+    if not path:
+        raise ConfigError(
+            "offset.storage.file.filename is required in standalone mode: the file source "
+            "offsets are kept in"
+        )
+    config.exactly_once_source  # noqa: B018 - validates the setting now
+    host, port = parse_listener(config.listeners[0])
+    offsets = await asyncio.to_thread(FileOffsetBackingStore, path)
+    worker = Worker(config, "", offsets, StatusStore())
+    herder = StandaloneHerder(worker)
+    server = ProxyServer(
+        uvicorn.Config(
+            create_app(herder),
+            host=host,
+            port=port,
+            lifespan="off",
+            access_log=False,
+            proxy_headers=False,
+            log_config=None,
+        ),
+        handle_signals=True,
+    )
+    task = asyncio.create_task(server.serve(), name="connect-rest")
+    while not server.started and not task.done():
+        await asyncio.sleep(0.02)
+    running = RunningProxy(server, task, "http")
+    if running.url is None:
+        await task
+        raise ConfigError(f"listeners={config.listeners[0]}: cannot listen (see the log)")
+    bound = running.url.split("://", 1)[1]
+    worker.worker_id = herder.worker_id = bound
+    try:
+        for source, props in connectors:
+            name = props.get("name", "").strip()
+            if not name:
+                raise ConfigError(f"{source}: 'name' is required")
+            try:
+                await asyncio.to_thread(herder.put_connector_config, name, props, False)
+            except HerderError as exc:
+                raise ConfigError(f"{source}: {exc.message}") from None
+        on_listening(running.url)
+        await task
+    finally:
+        if not task.done():
+            await running.stop()
+        log.info("stopping connectors and tasks")
+        await asyncio.to_thread(herder.stop)
+        await asyncio.to_thread(offsets.close)

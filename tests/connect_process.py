@@ -1,0 +1,57 @@
+"""A real ``pystream connect standalone`` worker process for tests: properties files
+written from dicts, the REST API on a free port, SIGTERM (clean) or SIGKILL."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from service_process import ServiceProcess
+
+
+def write_properties(path: Path, props: dict[str, str]) -> Path:
+    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    return path
+
+
+class ConnectWorkerProcess(ServiceProcess):
+    """``pystream connect standalone worker.properties <connector>.properties…``.
+
+    ``worker`` settings go into ``worker.properties`` (``listeners`` defaults to a free
+    port, ``offset.storage.file.filename`` to ``<directory>/offsets.json``, String
+    converters, offsets flushed every 500 ms); ``connectors`` are properties by
+    connector name."""
+
+    listening = re.compile(r"connect worker listening on (https?://\S+)")
+    log_name = "worker.log"
+    what = "pystream connect standalone"
+
+    def __init__(
+        self,
+        directory: Path,
+        bootstrap: str,
+        worker: dict[str, str] | None = None,
+        connectors: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        super().__init__(directory)
+        self.worker = {
+            "bootstrap.servers": bootstrap,
+            "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+            "value.converter": "org.apache.kafka.connect.storage.StringConverter",
+            "offset.storage.file.filename": str(directory / "offsets.json"),
+            "offset.flush.interval.ms": "500",
+            "listeners": "http://127.0.0.1:0",
+            **(worker or {}),
+        }
+        self.connectors = connectors or {}
+
+    def arguments(self) -> list[str]:
+        files = [str(write_properties(self.directory / "worker.properties", self.worker))]
+        for name, props in self.connectors.items():
+            path = write_properties(self.directory / f"{name}.properties", {"name": name, **props})
+            files.append(str(path))
+        return ["connect", "standalone", *files, "--log-level", "INFO"]
+
+    def start(self, timeout: float = 60.0) -> ConnectWorkerProcess:
+        super().start(timeout)
+        return self
