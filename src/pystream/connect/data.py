@@ -24,6 +24,10 @@ __all__ = [
     "DECIMAL_NAME",
     "TIME_NAME",
     "TIMESTAMP_NAME",
+    "date_schema",
+    "decimal_schema",
+    "time_schema",
+    "timestamp_schema",
 ]
 
 PRIMITIVE_TYPES = (
@@ -105,3 +109,32 @@ class SchemaAndValue:
 
 
 SchemaAndValue.NULL = SchemaAndValue(None, None)  # type: ignore[attr-defined]
+
+
+# -- logical types --------------------------------------------------------------------
+# Kafka's logical schemas (``Decimal.schema(scale)``, ``Date.SCHEMA`` …): a base type,
+# Kafka's name and version 1, so that JsonConverter writes them as Kafka does.  Their
+# Python values are ``decimal.Decimal``, ``datetime.date``, ``datetime.time`` and an
+# aware ``datetime.datetime`` (UTC).
+
+
+def decimal_schema(scale: int, *, optional: bool = False) -> Schema:
+    """Kafka's ``Decimal.schema(scale)``: bytes holding the unscaled two's-complement value."""
+    return Schema(
+        "bytes", optional=optional, name=DECIMAL_NAME, version=1, parameters={"scale": str(scale)}
+    )
+
+
+def date_schema(*, optional: bool = False) -> Schema:
+    """Kafka's ``Date.SCHEMA``: int32 days since the epoch."""
+    return Schema("int32", optional=optional, name=DATE_NAME, version=1)
+
+
+def time_schema(*, optional: bool = False) -> Schema:
+    """Kafka's ``Time.SCHEMA``: int32 milliseconds since midnight."""
+    return Schema("int32", optional=optional, name=TIME_NAME, version=1)
+
+
+def timestamp_schema(*, optional: bool = False) -> Schema:
+    """Kafka's ``Timestamp.SCHEMA``: int64 milliseconds since the epoch."""
+    return Schema("int64", optional=optional, name=TIMESTAMP_NAME, version=1)

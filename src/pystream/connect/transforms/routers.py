@@ -1,0 +1,260 @@
+"""Routers: change a record's topic.  RegexRouter (``regex``, ``replacement`` with Java's
+``$1``/``${name}`` group references) and TimestampRouter (``topic.format`` with
+``${topic}``/``${timestamp}``, ``timestamp.format`` in Java's SimpleDateFormat letters,
+in UTC)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..api import (
+    ConfigDef,
+    ConfigError,
+    ConfigKey,
+    ConfigType,
+    ConnectError,
+    ConnectRecord,
+    Importance,
+    Transformation,
+)
+from ._util import Defined
+
+
+def compile_java_regex(pattern: str, key: str) -> re.Pattern[str]:
+    """A Java regular expression as Python's: ``(?<name>…)`` becomes ``(?P<name>…)``; the
+    rest of the common syntax is the same.  A bad pattern raises ConfigError naming ``key``."""
+    translated = re.sub(r"(?<!\\)\(\?<(?=[A-Za-z])", "(?P<", pattern)
+    try:
+        return re.compile(translated)
+    except re.error as exc:
+        raise ConfigError(
+            f"Invalid value {pattern!r} for configuration {key}: not a regular expression ({exc})"
+        ) from None
+
+
+# One part of a parsed replacement: (True, literal text) or (False, group number or name).
+_Part = tuple[bool, int | str]
+
+
+def parse_java_replacement(text: str, regex: re.Pattern[str], key: str) -> list[_Part]:
+    """Java's ``Matcher.replaceFirst`` replacement syntax: ``$n`` (as many digits as name
+    a group), ``${name}``, and ``\\`` escaping the next character."""
+    parts: list[_Part] = []
+    literal: list[str] = []
+
+    def bad(reason: str) -> ConfigError:
+        return ConfigError(f"Invalid value {text!r} for configuration {key}: {reason}")
+
+    def group(ref: int | str) -> None:
+        if literal:
+            parts.append((True, "".join(literal)))
+            literal.clear()
+        parts.append((False, ref))
+
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            if i + 1 == len(text):
+                raise bad("character to be escaped is missing")
+            literal.append(text[i + 1])
+            i += 2
+        elif char == "$":
+            i += 1
+            if i == len(text):
+                raise bad("Illegal group reference: group index is missing")
+            if text[i] == "{":
+                end = text.find("}", i)
+                name = text[i + 1 : end] if end > 0 else ""
+                if name not in regex.groupindex:
+                    raise bad(f"No group with name {{{name}}}")
+                group(name)
+                i = end + 1
+            elif text[i].isdigit():
+                number = int(text[i])
+                if number > regex.groups:
+                    raise bad(f"No group {number}")
+                i += 1
+                # Java takes more digits while they still name an existing group.
+                while i < len(text) and text[i].isdigit():
+                    longer = number * 10 + int(text[i])
+                    if longer > regex.groups:
+                        break
+                    number = longer
+                    i += 1
+                group(number)
+            else:
+                raise bad("Illegal group reference")
+        else:
+            literal.append(char)
+            i += 1
+    if literal:
+        parts.append((True, "".join(literal)))
+    return parts
+
+
+class RegexRouter(Defined, Transformation):
+    """If the topic matches ``regex`` as a whole, it becomes ``replacement``."""
+
+    CONFIG_DEF = ConfigDef(
+        [
+            ConfigKey(
+                "regex",
+                ConfigType.STRING,
+                documentation="Regular expression to use for matching.",
+                importance=Importance.HIGH,
+            ),
+            ConfigKey(
+                "replacement",
+                ConfigType.STRING,
+                documentation="Replacement string.",
+                importance=Importance.HIGH,
+            ),
+        ]
+    )
+
+    def configure(self, configs: Mapping[str, Any]) -> None:
+        parsed = self.CONFIG_DEF.parse(configs)
+        self.regex = compile_java_regex(parsed["regex"], "regex")
+        self.replacement = parse_java_replacement(parsed["replacement"], self.regex, "replacement")
+
+    def apply(self, record: ConnectRecord) -> ConnectRecord:
+        match = self.regex.fullmatch(record.topic)
+        if match is None:
+            return record
+        topic = "".join(
+            ref if is_literal else (match.group(ref) or "")  # type: ignore[misc]
+            for is_literal, ref in self.replacement
+        )
+        return record.new_record(topic=topic)
+
+
+# -- Java's SimpleDateFormat, the letters people use in topic names ------------------------
+
+_MONTHS = ("January February March April May June July August September October November "
+           "December").split()  # fmt: skip
+_DAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
+
+
+def _number(get: Callable[[dt.datetime], int], width: int) -> Callable[[dt.datetime], str]:
+    return lambda t: str(get(t)).zfill(width)
+
+
+def _letter(letter: str, count: int) -> Callable[[dt.datetime], str] | None:
+    if letter == "y":
+        return (
+            (lambda t: str(t.year % 100).zfill(2))
+            if count == 2
+            else _number(lambda t: t.year, count)
+        )
+    if letter == "M":
+        if count >= 4:
+            return lambda t: _MONTHS[t.month - 1]
+        if count == 3:
+            return lambda t: _MONTHS[t.month - 1][:3]
+        return _number(lambda t: t.month, count)
+    simple: dict[str, Callable[[dt.datetime], int]] = {
+        "d": lambda t: t.day,
+        "H": lambda t: t.hour,
+        "k": lambda t: t.hour or 24,
+        "K": lambda t: t.hour % 12,
+        "h": lambda t: t.hour % 12 or 12,
+        "m": lambda t: t.minute,
+        "s": lambda t: t.second,
+        "S": lambda t: t.microsecond // 1000,
+        "D": lambda t: t.timetuple().tm_yday,
+        "u": lambda t: t.isoweekday(),
+    }
+    if letter in simple:
+        return _number(simple[letter], count)
+    if letter == "E":
+        return (lambda t: _DAYS[t.weekday()]) if count >= 4 else (lambda t: _DAYS[t.weekday()][:3])
+    if letter == "a":
+        return lambda t: "AM" if t.hour < 12 else "PM"
+    if letter == "z":
+        return lambda t: "UTC"
+    if letter == "Z":
+        return lambda t: "+0000"
+    if letter == "X":
+        return lambda t: "Z"
+    return None
+
+
+def compile_simple_date_format(pattern: str, key: str) -> Callable[[dt.datetime], str]:
+    """Java's SimpleDateFormat ``pattern`` as a function of a datetime: letters ``y M d H
+    k K h m s S D u E a z Z X`` and ``'quoted text'``; another letter is a ConfigError
+    naming ``key``."""
+    parts: list[Callable[[dt.datetime], str]] = []
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "'":
+            end = pattern.find("'", i + 1)
+            if end < 0:
+                raise ConfigError(
+                    f"Invalid value {pattern!r} for configuration {key}: unterminated quote"
+                )
+            text = pattern[i + 1 : end] or "'"  # '' is a literal quote
+            parts.append(lambda t, text=text: text)
+            i = end + 1
+        elif char.isalpha():
+            count = 1
+            while i + count < len(pattern) and pattern[i + count] == char:
+                count += 1
+            part = _letter(char, count)
+            if part is None:
+                raise ConfigError(
+                    f"Invalid value {pattern!r} for configuration {key}: the pattern letter "
+                    f"{char!r} is not supported (use y M d H h k K m s S D u E a z Z X)"
+                )
+            parts.append(part)
+            i += count
+        else:
+            parts.append(lambda t, char=char: char)
+            i += 1
+    return lambda t: "".join(part(t) for part in parts)
+
+
+class TimestampRouter(Defined, Transformation):
+    """The topic becomes ``topic.format`` with ``${topic}`` and ``${timestamp}`` (the
+    record's timestamp in ``timestamp.format``, UTC) filled in."""
+
+    CONFIG_DEF = ConfigDef(
+        [
+            ConfigKey(
+                "topic.format",
+                ConfigType.STRING,
+                "${topic}-${timestamp}",
+                Importance.HIGH,
+                "Format string which can contain ${topic} and ${timestamp} as placeholders "
+                "for the topic and timestamp, respectively.",
+            ),
+            ConfigKey(
+                "timestamp.format",
+                ConfigType.STRING,
+                "yyyyMMdd",
+                Importance.HIGH,
+                "Format string for the timestamp that is compatible with "
+                "java.text.SimpleDateFormat.",
+            ),
+        ]
+    )
+
+    def configure(self, configs: Mapping[str, Any]) -> None:
+        parsed = self.CONFIG_DEF.parse(configs)
+        self.topic_format: str = parsed["topic.format"]
+        self.format_timestamp = compile_simple_date_format(
+            parsed["timestamp.format"], "timestamp.format"
+        )
+
+    def apply(self, record: ConnectRecord) -> ConnectRecord:
+        if record.timestamp is None:
+            raise ConnectError(f"Timestamp missing on record: {record!r}")
+        when = dt.datetime.fromtimestamp(record.timestamp / 1000, dt.UTC)
+        topic = self.topic_format.replace("${topic}", record.topic).replace(
+            "${timestamp}", self.format_timestamp(when)
+        )
+        return record.new_record(topic=topic)
