@@ -116,7 +116,7 @@ def schema_for_value(value: Any) -> Schema:
         return Schema("boolean", optional=True)
     if isinstance(value, int):
         return Schema("int64", optional=True)
-    if isinstance(value, float):
+    if isinstance(value, float | decimal.Decimal):  # schemaless JSON numbers may be Decimals
         return Schema("float64", optional=True)
     if isinstance(value, bytes | bytearray | memoryview):
         return Schema("bytes", optional=True)

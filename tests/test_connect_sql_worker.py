@@ -1,0 +1,140 @@
+"""End to end through a real ``pystream connect standalone`` worker and a real broker:
+a SQLite table → (SQL source, ValueToKey, JsonConverter with schemas) → topic →
+(SQL sink, upserts by the record key, auto.create) → a PostgreSQL table; updated rows
+replace theirs, and a restarted worker resumes from its stored offsets."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from broker_process import BrokerProcess
+from connect_process import ConnectWorkerProcess
+from postgres import PostgresServer, postgres, postgres_database  # noqa: F401 (fixtures)
+from waiting import wait_until
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    process = BrokerProcess(
+        tmp_path_factory.mktemp("connect-sql") / "broker",
+        {"group.initial.rebalance.delay.ms": "0"},
+    ).start()
+    try:
+        yield process
+    finally:
+        process.close()
+
+
+def sqlite_execute(path: Path, sql: str, rows: list[tuple] | None = None) -> None:
+    with sqlite3.connect(path) as conn:  # commits on leaving
+        if rows is None:
+            conn.execute(sql)
+        else:
+            conn.executemany(sql, rows)
+    conn.close()
+
+
+def test_sqlite_source_to_topic_to_postgres_upserts(
+    broker: BrokerProcess,
+    postgres: PostgresServer,  # noqa: F811
+    postgres_database: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    source_db = tmp_path / "shop.db"
+    sqlite_execute(
+        source_db,
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, item TEXT NOT NULL, qty INTEGER, "
+        "updated DATETIME NOT NULL)",
+    )
+    sqlite_execute(
+        source_db,
+        "INSERT INTO orders VALUES (?, ?, ?, ?)",
+        [(i, f"item {i}", i, "2024-01-01 00:00:00") for i in range(1, 51)],
+    )
+
+    def pg_rows() -> list[tuple]:
+        with psycopg.connect(postgres.dsn(postgres_database)) as conn:
+            exists = conn.execute("SELECT to_regclass('orders_copy')").fetchone()[0]
+            if exists is None:
+                return []
+            return conn.execute(
+                "SELECT id, item, qty, updated FROM orders_copy ORDER BY id"
+            ).fetchall()
+
+    worker = ConnectWorkerProcess(
+        tmp_path / "worker",
+        broker.bootstrap,
+        worker={
+            "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "key.converter.schemas.enable": "true",
+            "value.converter.schemas.enable": "true",
+        },
+        connectors={
+            "sqlite-source": {
+                "connector.class": "JdbcSourceConnector",
+                "connection.url": f"jdbc:sqlite:{source_db}",
+                "mode": "timestamp+incrementing",
+                "incrementing.column.name": "id",
+                "timestamp.column.name": "updated",
+                "table.whitelist": "orders",
+                "topic.prefix": "sqlite-",
+                "poll.interval.ms": "200",
+                "transforms": "createKey",
+                "transforms.createKey.type": "org.apache.kafka.connect.transforms.ValueToKey",
+                "transforms.createKey.fields": "id",
+            },
+            "postgres-sink": {
+                "connector.class": "io.confluent.connect.jdbc.JdbcSinkConnector",
+                "connection.url": postgres.url(postgres_database),
+                "topics": "sqlite-orders",
+                "table.name.format": "orders_copy",
+                "insert.mode": "upsert",
+                "pk.mode": "record_key",
+                "auto.create": "true",
+                "batch.size": "20",
+            },
+        },
+    ).start()
+    try:
+        wait_until(lambda: len(pg_rows()) == 50, 60, "the 50 rows in PostgreSQL")
+        rows = pg_rows()
+        assert rows[0][:3] == (1, "item 1", 1)
+        assert str(rows[0][3]) == "2024-01-01 00:00:00"  # a TIMESTAMP column, in UTC
+        # Updated rows come through again and replace theirs (upsert by the key).
+        sqlite_execute(
+            source_db,
+            "UPDATE orders SET qty = qty * 100, updated = '2024-01-02 00:00:00' WHERE id <= 10",
+        )
+        wait_until(
+            lambda: [r[2] for r in pg_rows()[:10]] == [i * 100 for i in range(1, 11)],
+            60,
+            "the updated quantities in PostgreSQL",
+        )
+        assert len(pg_rows()) == 50
+        assert worker.stop() == 0, worker.output()
+    finally:
+        worker.close()
+
+    # Rows added while the worker is down are read after the restart, from the stored
+    # offset: the earlier rows are not read again (their PostgreSQL copies are changed
+    # here, and stay changed).
+    with psycopg.connect(postgres.dsn(postgres_database)) as conn:
+        conn.execute("UPDATE orders_copy SET item = 'kept' WHERE id <= 50")
+    sqlite_execute(
+        source_db,
+        "INSERT INTO orders VALUES (?, ?, ?, ?)",
+        [(i, f"item {i}", i, "2024-01-03 00:00:00") for i in range(51, 61)],
+    )
+    worker.start()
+    try:
+        wait_until(lambda: len(pg_rows()) == 60, 60, "the rows added while the worker was down")
+        rows = pg_rows()
+        assert {r[1] for r in rows[:50]} == {"kept"}
+        assert [r[1] for r in rows[50:]] == [f"item {i}" for i in range(51, 61)]
+    finally:
+        assert worker.stop() == 0, worker.output()
