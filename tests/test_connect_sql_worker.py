@@ -1,7 +1,8 @@
 """End to end through a real ``pystream connect standalone`` worker and a real broker:
 a SQLite table → (SQL source, ValueToKey, JsonConverter with schemas) → topic →
 (SQL sink, upserts by the record key, auto.create) → a PostgreSQL table; updated rows
-replace theirs, and a restarted worker resumes from its stored offsets."""
+replace theirs, and a restarted worker resumes from its stored offsets.  Records the
+sink rejects (no primary key, not an object) go to the dead letter queue."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from pathlib import Path
 import psycopg
 import pytest
 from broker_process import BrokerProcess
+from confluent_kafka import Consumer as KafkaConsumer
+from confluent_kafka import Producer as KafkaProducer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
 from connect_process import ConnectWorkerProcess
 from postgres import PostgresServer, postgres, postgres_database  # noqa: F401 (fixtures)
 from waiting import wait_until
@@ -138,3 +142,87 @@ def test_sqlite_source_to_topic_to_postgres_upserts(
         assert [r[1] for r in rows[50:]] == [f"item {i}" for i in range(51, 61)]
     finally:
         assert worker.stop() == 0, worker.output()
+
+
+def test_records_the_postgres_sink_rejects_go_to_the_dead_letter_queue(
+    broker: BrokerProcess,
+    postgres: PostgresServer,  # noqa: F811
+    postgres_database: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    produced = [
+        b'{"code": "a", "n": 1}',
+        b'"not an object"',  # no columns in it
+        b'{"n": 2}',  # no "code": the primary key is missing
+        b'{"code": "b", "n": 3}',
+        b'{"code": "a", "n": 4}',  # replaces the first
+    ]
+    producer = KafkaProducer({"bootstrap.servers": broker.bootstrap})
+    for value in produced:
+        producer.produce("events-in", value=value)
+    assert producer.flush(30) == 0
+
+    def pg_rows() -> list[tuple]:
+        with psycopg.connect(postgres.dsn(postgres_database)) as conn:
+            if conn.execute("SELECT to_regclass('events_out')").fetchone()[0] is None:
+                return []
+            return conn.execute("SELECT code, n FROM events_out ORDER BY code").fetchall()
+
+    worker = ConnectWorkerProcess(
+        tmp_path / "worker",
+        broker.bootstrap,
+        worker={
+            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "value.converter.schemas.enable": "false",
+        },
+        connectors={
+            "events-sink": {
+                "connector.class": "JdbcSink",
+                "connection.url": postgres.url(postgres_database),
+                "topics": "events-in",
+                "table.name.format": "events_out",
+                "insert.mode": "upsert",
+                "pk.mode": "record_value",
+                "pk.fields": "code",
+                "auto.create": "true",
+                "errors.tolerance": "all",
+                "errors.deadletterqueue.topic.name": "events-dlq",
+                "errors.deadletterqueue.topic.replication.factor": "1",
+                "errors.deadletterqueue.context.headers.enable": "true",
+            },
+        },
+    ).start()
+    try:
+        wait_until(lambda: pg_rows() == [("a", 4), ("b", 3)], 60, "the good rows in PostgreSQL")
+        dead = wait_until(
+            lambda: (lambda m: m if len(m) >= 2 else None)(topic_messages(broker, "events-dlq")),
+            60,
+            "the rejected records in the dead letter queue",
+        )
+        assert [m.value() for m in dead] == [produced[1], produced[2]]
+        headers = dict(dead[1].headers() or [])
+        assert b"pk.fields" in headers["__connect.errors.exception.message"]
+    finally:
+        assert worker.stop() == 0, worker.output()
+
+
+def topic_messages(broker: BrokerProcess, topic: str) -> list:
+    """Every message of partition 0 of ``topic`` (none if it does not exist yet)."""
+    consumer = KafkaConsumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": "dlq-check",
+         "enable.auto.commit": False}
+    )  # fmt: skip
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        if topic not in metadata.topics or metadata.topics[topic].error is not None:
+            return []
+        low, high = consumer.get_watermark_offsets(KafkaTopicPartition(topic, 0), timeout=10)
+        consumer.assign([KafkaTopicPartition(topic, 0, low)])
+        messages = []
+        while len(messages) < high - low:
+            message = consumer.poll(5)
+            assert message is not None and message.error() is None
+            messages.append(message)
+        return messages
+    finally:
+        consumer.close()
