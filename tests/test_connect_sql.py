@@ -327,7 +327,7 @@ VALUE = Schema.struct(
 
 def person(i: int, name: str, score: float | None = None) -> dict[str, Any]:
     return {"id": i, "name": name, "score": score, "active": i % 2 == 0,
-            "at": dt.datetime(2024, 1, 1, 0, 0, i, tzinfo=UTC)}  # fmt: skip
+            "at": dt.datetime(2024, 1, 1, tzinfo=UTC) + dt.timedelta(seconds=i)}  # fmt: skip
 
 
 def test_sink_upserts_by_record_key_with_auto_create_and_deletes(db: Database) -> None:
@@ -473,3 +473,40 @@ def test_sink_config_errors() -> None:
         connector.start({"connection.url": "sqlite:///x.db", "insert.mode": "merge"})
     connector.start({"connection.url": "sqlite:///x.db", "topics": "a"})
     assert len(connector.task_configs(3)) == 3
+
+
+def test_sink_large_batches_keep_the_last_write_of_each_key(db: Database) -> None:
+    """Batches big enough for PostgreSQL's staged COPY path (and SQLite's executemany):
+    keys repeat within one batch, and deletes split the runs."""
+    table = db.table()
+    props = {"connection.url": db.url, "topics": table, "insert.mode": "upsert",
+             "pk.mode": "record_key", "auto.create": "true", "delete.enabled": "true",
+             "batch.size": "1000"}  # fmt: skip
+    task = sink_task(props)
+    try:
+        records = [
+            sink_record(table, i, person(i % 50, f"v{i}", float(i)), {"id": i % 50}, VALUE, KEY)
+            for i in range(300)
+        ]
+        records.insert(280, sink_record(table, 1000, None, {"id": 7}, None, KEY))
+        task.put(records)
+        task.flush({})
+        rows = db.query(f"SELECT id, name, score FROM {table} ORDER BY id")
+        # Key 7's last write (i=257) came before its delete; every other key's is 250..299.
+        assert rows == [(k, f"v{250 + k}", float(250 + k)) for k in range(50) if k != 7]
+    finally:
+        task.stop()
+    inserts = sink_task({"connection.url": db.url, "topics": table, "pk.mode": "record_key"})
+    try:
+        inserts.put([sink_record(table, i, person(100 + i, "new"), {"id": 100 + i}, VALUE, KEY)
+                     for i in range(100)])  # fmt: skip
+        inserts.flush({})
+        assert db.query(f"SELECT count(*) FROM {table} WHERE name = 'new'") == [(100,)]
+        inserts.put(
+            [sink_record(table, i, person(i, "dup"), {"id": i}, VALUE, KEY) for i in range(100)]
+        )
+        with pytest.raises(ConnectError, match="writing to the database"):
+            inserts.flush({})
+        assert db.query(f"SELECT count(*) FROM {table}") == [(149,)]  # nothing half-written
+    finally:
+        inserts.stop()

@@ -224,14 +224,18 @@ class Dialect(abc.ABC):
         return f"INSERT INTO {self.quote_table(table)} ({names}) VALUES ({marks})"
 
     def upsert_sql(self, table: str, columns: Sequence[str], keys: Sequence[str]) -> str:
-        """Insert, or update the row with the same key (both databases speak
-        ``ON CONFLICT … DO UPDATE``; SQLite since 3.24)."""
+        """Insert, or update the row with the same key."""
+        return f"{self.insert_sql(table, columns)} {self.on_conflict(columns, keys)}"
+
+    def on_conflict(self, columns: Sequence[str], keys: Sequence[str]) -> str:
+        """What makes an INSERT an upsert (both databases speak ``ON CONFLICT … DO
+        UPDATE``; SQLite since 3.24)."""
         conflict = ", ".join(self.quote(k) for k in keys)
         rest = [c for c in columns if c not in keys]
         if not rest:
-            return f"{self.insert_sql(table, columns)} ON CONFLICT ({conflict}) DO NOTHING"
+            return f"ON CONFLICT ({conflict}) DO NOTHING"
         updates = ", ".join(f"{self.quote(c)} = excluded.{self.quote(c)}" for c in rest)
-        return f"{self.insert_sql(table, columns)} ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
+        return f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}"
 
     def update_sql(self, table: str, columns: Sequence[str], keys: Sequence[str]) -> str:
         """Parameters: the non-key columns, then the keys."""
@@ -239,6 +243,19 @@ class Dialect(abc.ABC):
         sets = ", ".join(f"{self.quote(c)} = {self.placeholder}" for c in rest)
         where = " AND ".join(f"{self.quote(k)} = {self.placeholder}" for k in keys)
         return f"UPDATE {self.quote_table(table)} SET {sets} WHERE {where}"
+
+    def bulk_write(
+        self,
+        conn: Any,
+        table: str,
+        columns: Sequence[str],
+        keys: Sequence[str] | None,
+        rows: Sequence[Sequence[Any]],
+    ) -> bool:
+        """Insert (or, with ``keys``, upsert) many rows at once, faster than one
+        statement per row; False if this database has no such way (then the caller
+        uses ``executemany``).  Rows of an upsert have distinct keys."""
+        return False
 
     def delete_sql(self, table: str, keys: Sequence[str]) -> str:
         where = " AND ".join(f"{self.quote(k)} = {self.placeholder}" for k in keys)
@@ -362,6 +379,7 @@ class PostgresDialect(Dialect):
         self.conninfo = conninfo
         self.user = user
         self.password = password
+        self._stages = 0  # staging tables made, for unique names
 
     def connect(self) -> Any:
         import psycopg
@@ -422,6 +440,32 @@ class PostgresDialect(Dialect):
             "string": "TEXT",
             "bytes": "BYTEA",
         }.get(schema.type, "TEXT")
+
+    def bulk_write(
+        self,
+        conn: Any,
+        table: str,
+        columns: Sequence[str],
+        keys: Sequence[str] | None,
+        rows: Sequence[Sequence[Any]],
+    ) -> bool:
+        # COPY into a temporary table shaped like the target (dropped at commit), then
+        # one INSERT … SELECT: a few round trips for the whole batch.
+        self._stages += 1
+        stage = self.quote(f"pystream_stage_{self._stages}")
+        names = ", ".join(self.quote(c) for c in columns)
+        conn.execute(
+            f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS "
+            f"SELECT {names} FROM {self.quote_table(table)} WITH NO DATA"
+        )
+        with conn.cursor().copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        insert = f"INSERT INTO {self.quote_table(table)} ({names}) SELECT {names} FROM {stage}"
+        if keys:
+            insert += " " + self.on_conflict(columns, keys)
+        conn.execute(insert)
+        return True
 
     def query_types(self, cursor: Any) -> list[str | None]:
         import psycopg

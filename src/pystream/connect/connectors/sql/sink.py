@@ -58,6 +58,7 @@ __all__ = ["SqlSinkConnector", "SqlSinkTask"]
 
 log = logging.getLogger(__name__)
 
+BULK_MIN_ROWS = 64  # below this, executemany's pipeline is as quick as staging with COPY
 KAFKA_PK = ("__connect_topic", "__connect_partition", "__connect_offset")
 KAFKA_PK_SCHEMAS = (Schema("string"), Schema("int32"), Schema("int64"))
 
@@ -305,6 +306,16 @@ class SqlSinkTask(SinkTask):
                 self.dialect.delete_sql(first.table, first.keys), [o.values for o in ops]
             )
             return
+        if self.insert_mode != "update" and len(ops) >= BULK_MIN_ROWS:
+            rows = [o.values for o in ops]
+            if self.insert_mode == "upsert":
+                # One statement may not touch a row twice: the last write of a key wins,
+                # as it would statement by statement.
+                positions = [first.columns.index(k) for k in first.keys]
+                rows = list({tuple(r[i] for i in positions): r for r in rows}.values())
+            keys = first.keys if self.insert_mode == "upsert" else None
+            if self.dialect.bulk_write(conn, first.table, first.columns, keys, rows):
+                return
         if self.insert_mode == "insert":
             sql = self.dialect.insert_sql(first.table, first.columns)
             rows = [o.values for o in ops]
