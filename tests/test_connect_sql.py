@@ -510,3 +510,14 @@ def test_sink_large_batches_keep_the_last_write_of_each_key(db: Database) -> Non
         assert db.query(f"SELECT count(*) FROM {table}") == [(149,)]  # nothing half-written
     finally:
         inserts.stop()
+
+
+def test_every_setting_is_documented() -> None:
+    from pystream.connect.connectors.http_sink import HTTP_SINK_CONFIG
+    from pystream.connect.connectors.sql.sink import SINK_CONFIG
+    from pystream.connect.connectors.sql.source import SOURCE_CONFIG
+
+    text = (Path(__file__).parent.parent / "docs" / "connect-sql-http.md").read_text()
+    for config in (SOURCE_CONFIG, SINK_CONFIG, HTTP_SINK_CONFIG):
+        missing = [name for name in config.keys if f"`{name}`" not in text]
+        assert not missing, f"docs/connect-sql-http.md does not describe {missing}"
