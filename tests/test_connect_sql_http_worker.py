@@ -2,10 +2,12 @@
 a SQLite table → (SQL source, ValueToKey, JsonConverter with schemas) → topic →
 (SQL sink, upserts by the record key, auto.create) → a PostgreSQL table; updated rows
 replace theirs, and a restarted worker resumes from its stored offsets.  Records the
-sink rejects (no primary key, not an object) go to the dead letter queue."""
+sink rejects (no primary key, not an object) go to the dead letter queue.  The HTTP
+sink posts a topic to a real local HTTP server, retrying the calls it fails."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import Producer as KafkaProducer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from connect_process import ConnectWorkerProcess
+from http_endpoint import Endpoint
 from postgres import PostgresServer, postgres, postgres_database  # noqa: F401 (fixtures)
 from waiting import wait_until
 
@@ -226,3 +229,42 @@ def topic_messages(broker: BrokerProcess, topic: str) -> list:
         return messages
     finally:
         consumer.close()
+
+
+def test_http_sink_posts_a_topic_and_retries_through_the_worker(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    values = [{"n": i, "text": f"record {i}"} for i in range(40)]
+    producer = KafkaProducer({"bootstrap.servers": broker.bootstrap})
+    for value in values:
+        producer.produce("http-out", value=json.dumps(value).encode())
+    assert producer.flush(30) == 0
+    endpoint = Endpoint()
+    endpoint.failures.extend([503, 503])  # the first two attempts fail, then retries work
+    worker = ConnectWorkerProcess(
+        tmp_path / "worker",
+        broker.bootstrap,
+        worker={
+            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "value.converter.schemas.enable": "false",
+        },
+        connectors={
+            "http": {
+                "connector.class": "HttpSink",
+                "topics": "http-out",
+                "http.api.url": endpoint.url,
+                "batch.max.size": "15",
+                "retry.backoff.ms": "50",
+                "headers": "X-Pipeline:connect-test",
+            },
+        },
+    ).start()
+    try:
+        received = lambda: [item for body in endpoint.bodies()[2:] for item in body]  # noqa: E731
+        wait_until(lambda: len(received()) >= 40, 60, "the 40 records at the endpoint")
+        assert received() == values  # in order, once each: failed attempts were not accepted
+        assert len(endpoint.requests) >= 2 + 3 and endpoint.failures == []
+        assert {r["headers"]["X-Pipeline"] for r in endpoint.requests} == {"connect-test"}
+    finally:
+        assert worker.stop() == 0, worker.output()
+        endpoint.close()
