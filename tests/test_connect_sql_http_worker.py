@@ -36,6 +36,19 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
         process.close()
 
 
+SCHEMALESS_JSON = {
+    "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+    "value.converter.schemas.enable": "false",
+}
+
+
+def produce(broker: BrokerProcess, topic: str, values: list[bytes]) -> None:
+    producer = KafkaProducer({"bootstrap.servers": broker.bootstrap})
+    for value in values:
+        producer.produce(topic, value=value)
+    assert producer.flush(30) == 0
+
+
 def sqlite_execute(path: Path, sql: str, rows: list[tuple] | None = None) -> None:
     with sqlite3.connect(path) as conn:  # commits on leaving
         if rows is None:
@@ -160,10 +173,7 @@ def test_records_the_postgres_sink_rejects_go_to_the_dead_letter_queue(
         b'{"code": "b", "n": 3}',
         b'{"code": "a", "n": 4}',  # replaces the first
     ]
-    producer = KafkaProducer({"bootstrap.servers": broker.bootstrap})
-    for value in produced:
-        producer.produce("events-in", value=value)
-    assert producer.flush(30) == 0
+    produce(broker, "events-in", produced)
 
     def pg_rows() -> list[tuple]:
         with psycopg.connect(postgres.dsn(postgres_database)) as conn:
@@ -174,10 +184,7 @@ def test_records_the_postgres_sink_rejects_go_to_the_dead_letter_queue(
     worker = ConnectWorkerProcess(
         tmp_path / "worker",
         broker.bootstrap,
-        worker={
-            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-            "value.converter.schemas.enable": "false",
-        },
+        worker=SCHEMALESS_JSON,
         connectors={
             "events-sink": {
                 "connector.class": "JdbcSink",
@@ -235,19 +242,13 @@ def test_http_sink_posts_a_topic_and_retries_through_the_worker(
     broker: BrokerProcess, tmp_path: Path
 ) -> None:
     values = [{"n": i, "text": f"record {i}"} for i in range(40)]
-    producer = KafkaProducer({"bootstrap.servers": broker.bootstrap})
-    for value in values:
-        producer.produce("http-out", value=json.dumps(value).encode())
-    assert producer.flush(30) == 0
+    produce(broker, "http-out", [json.dumps(value).encode() for value in values])
     endpoint = Endpoint()
     endpoint.failures.extend([503, 503])  # the first two attempts fail, then retries work
     worker = ConnectWorkerProcess(
         tmp_path / "worker",
         broker.bootstrap,
-        worker={
-            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-            "value.converter.schemas.enable": "false",
-        },
+        worker=SCHEMALESS_JSON,
         connectors={
             "http": {
                 "connector.class": "HttpSink",
