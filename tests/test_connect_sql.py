@@ -521,3 +521,15 @@ def test_every_setting_is_documented() -> None:
     for config in (SOURCE_CONFIG, SINK_CONFIG, HTTP_SINK_CONFIG):
         missing = [name for name in config.keys if f"`{name}`" not in text]
         assert not missing, f"docs/connect-sql-http.md does not describe {missing}"
+
+
+def test_validate_reports_rules_between_keys_under_their_key() -> None:
+    results = SqlSinkConnector().validate(
+        {"connection.url": "sqlite:///x.db", "delete.enabled": "true"}
+    )
+    assert results["delete.enabled"].errors == ["delete.enabled=true needs pk.mode=record_key"]
+    assert not results["connection.url"].errors
+    results = SqlSourceConnector().validate(
+        {"connection.url": "sqlite:///x.db", "mode": "timestamp", "topic.prefix": "p"}
+    )
+    assert results["mode"].errors == ["mode=timestamp needs timestamp.column.name"]

@@ -5,12 +5,18 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..api import ConfigDef, ConfigError, SinkConnector, Task
+from ..api import ConfigDef, ConfigError, ConfigValue, SinkConnector, Task
 
-__all__ = ["SharedConfigSinkConnector", "at_least", "json_default", "one_of"]
+__all__ = [
+    "SharedConfigSinkConnector",
+    "at_least",
+    "json_default",
+    "one_of",
+    "validate_with",
+]
 
 
 def one_of(key: str, choices: tuple[str, ...]) -> Callable[[Any], None]:
@@ -49,6 +55,24 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def validate_with(
+    config_def: ConfigDef, props: Mapping[str, Any], check: Callable[[dict[str, str]], Any]
+) -> dict[str, ConfigValue]:
+    """``config_def``'s per-key results, then, if those pass, the connector's rules
+    between keys (``check``); a rule's error is filed under the first key its message
+    names, so that the validate endpoint shows it where it belongs."""
+    results = config_def.validate(props)
+    if not any(result.errors for result in results.values()):
+        try:
+            check(dict(props))
+        except ConfigError as exc:
+            message = str(exc)
+            named = [name for name in results if name in message]
+            key = min(named, key=message.index) if named else next(iter(results))
+            results[key].errors.append(message)
+    return results
+
+
 class SharedConfigSinkConnector(SinkConnector):
     """A sink connector whose tasks all run the connector's own config (the worker
     shares the topics' partitions among them): subclasses set ``task`` and
@@ -76,3 +100,6 @@ class SharedConfigSinkConnector(SinkConnector):
 
     def config(self) -> ConfigDef:
         return self.config_def
+
+    def validate(self, props: Mapping[str, Any]) -> dict[str, ConfigValue]:
+        return validate_with(self.config_def, props, self.check)

@@ -47,7 +47,7 @@ from ...api import (
     Task,
 )
 from ...data import Schema
-from ..common import at_least, one_of
+from ..common import at_least, one_of, validate_with
 from .dialects import (
     CONNECTION_KEYS,
     EPOCH,
@@ -175,13 +175,7 @@ class SqlSourceConnector(SourceConnector):
         return SOURCE_CONFIG
 
     def validate(self, props: Any) -> dict[str, Any]:
-        results = SOURCE_CONFIG.validate(props)
-        if not any(r.errors for r in results.values()):
-            try:
-                _check_mode(SOURCE_CONFIG.parse(props))
-            except ConfigError as exc:
-                results["mode"].errors.append(str(exc))
-        return results
+        return validate_with(SOURCE_CONFIG, props, parse_source_config)
 
 
 @dataclass
