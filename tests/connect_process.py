@@ -3,10 +3,17 @@ written from dicts, the REST API on a free port, SIGTERM (clean) or SIGKILL."""
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+from broker_process import BrokerProcess
 from service_process import ServiceProcess
+
+# Test plugins (``connect_plugins``) live beside the tests.
+TESTS_DIR = str(Path(__file__).resolve().parent)
 
 
 def write_properties(path: Path, props: dict[str, str]) -> Path:
@@ -45,6 +52,11 @@ class ConnectWorkerProcess(ServiceProcess):
         }
         self.connectors = connectors or {}
 
+    def environment(self) -> dict[str, str]:
+        env = super().environment()
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), TESTS_DIR]))
+        return env
+
     def arguments(self) -> list[str]:
         files = [str(write_properties(self.directory / "worker.properties", self.worker))]
         for name, props in self.connectors.items():
@@ -55,3 +67,23 @@ class ConnectWorkerProcess(ServiceProcess):
     def start(self, timeout: float = 60.0) -> ConnectWorkerProcess:
         super().start(timeout)
         return self
+
+
+def running_broker(
+    tmp_path_factory: pytest.TempPathFactory, name: str, overrides: dict[str, str] | None = None
+) -> Iterator[BrokerProcess]:
+    """A broker for a module's Connect tests (``yield from`` it in a module fixture):
+    groups rebalance at once, internal topics are small."""
+    process = BrokerProcess(
+        tmp_path_factory.mktemp(name) / "broker",
+        {
+            "group.initial.rebalance.delay.ms": "0",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.num.partitions": "4",
+            **(overrides or {}),
+        },
+    ).start()
+    try:
+        yield process
+    finally:
+        process.close()

@@ -33,6 +33,10 @@ class ServiceProcess:
         """The ``pystream`` sub-command and its arguments (files may be written here)."""
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str]:
+        """The process's environment (this checkout's pystream on the path)."""
+        return {**ENV, "PYTHONUNBUFFERED": "1"}
+
     def start(self, timeout: float = 30.0) -> ServiceProcess:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.url = ""
@@ -41,7 +45,7 @@ class ServiceProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**ENV, "PYTHONUNBUFFERED": "1"},
+            env=self.environment(),
             cwd=self.directory,
         )
         found = threading.Event()

@@ -12,20 +12,13 @@ import pytest
 from broker_process import BrokerProcess
 from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
-from connect_process import ConnectWorkerProcess
+from connect_process import ConnectWorkerProcess, running_broker
 from waiting import wait_until
 
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    process = BrokerProcess(
-        tmp_path_factory.mktemp("connect") / "broker",
-        {"group.initial.rebalance.delay.ms": "0"},
-    ).start()
-    try:
-        yield process
-    finally:
-        process.close()
+    yield from running_broker(tmp_path_factory, "connect")
 
 
 def topic_values(bootstrap: str, topic: str) -> list[str]:

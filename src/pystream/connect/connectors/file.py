@@ -24,6 +24,7 @@ from ..api import (
     ConfigKey,
     ConfigType,
     ConnectError,
+    ExactlyOnceSupport,
     Importance,
     SinkConnector,
     SinkRecord,
@@ -143,6 +144,12 @@ class FileStreamSourceConnector(SourceConnector):
 
     def alter_offsets(self, props: Mapping[str, str], offsets: Mapping[Any, Any]) -> bool:
         return True
+
+    def exactly_once_support(self, props: Mapping[str, str]) -> ExactlyOnceSupport | None:
+        # A file's byte positions can be restored exactly; stdin's cannot.
+        if props.get(FILE_CONFIG):
+            return ExactlyOnceSupport.SUPPORTED
+        return ExactlyOnceSupport.UNSUPPORTED
 
 
 class FileStreamSourceTask(SourceTask):

@@ -132,3 +132,30 @@ class TaskOffsetReader(OffsetStorageReader):
 
     def offset(self, partition: Mapping[str, Any]) -> dict[str, Any] | None:
         return self.store.get(offset_key(self.connector, partition))
+
+
+def read_offsets_topic(
+    consumer_factory: Any, topic: str, connector: str | None = None
+) -> dict[str, dict[str, Any] | None]:
+    """Every committed offset in the offsets topic (Kafka's ``offset.storage.topic``
+    layout: key ``[connector, partition]`` JSON, value the offset JSON or null), read to
+    its end with ``read_committed``; only ``connector``'s if given.  The latest wins.
+    ``consumer_factory()`` makes a group-less pystream consumer."""
+    consumer = consumer_factory()
+    try:
+        partitions = [(topic, p) for p in consumer.partitions_for(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        found: dict[str, dict[str, Any] | None] = {}
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            for record in consumer.poll(1.0):
+                if record.key is None:
+                    continue
+                key = bytes(record.key).decode()
+                if connector is not None and json.loads(key)[0] != connector:
+                    continue
+                found[key] = None if record.value is None else json.loads(bytes(record.value))
+        return found
+    finally:
+        consumer.close()

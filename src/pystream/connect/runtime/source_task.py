@@ -11,18 +11,28 @@ to the offset store every ``offset.flush.interval.ms``, when paused and at stop.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ...client import Producer
-from ..api import ConnectError, SourceRecord, SourceTask, SourceTaskContext
+from ..api import (
+    ConnectError,
+    RetriableError,
+    SourceRecord,
+    SourceTask,
+    SourceTaskContext,
+    TransactionContext,
+)
 from .errors import FailedRecord, Stage
 from .offsets import OffsetBackingStore, TaskOffsetReader, offset_key
 from .states import State
 from .task import WorkerTask
 
-__all__ = ["SourceTaskRunner"]
+__all__ = ["SourceTaskRunner", "TransactionSettings"]
 
 log = logging.getLogger("pystream.connect.source")
 
@@ -31,9 +41,40 @@ class _Context(SourceTaskContext):
     def __init__(self, configs: dict[str, str], reader: TaskOffsetReader) -> None:
         self.configs = configs
         self._reader = reader
+        self.transactions: TransactionContext | None = None
 
     def offset_storage_reader(self) -> TaskOffsetReader:
         return self._reader
+
+    def transaction_context(self) -> TransactionContext | None:
+        return self.transactions
+
+
+@dataclass(frozen=True)
+class TransactionSettings:
+    """Exactly-once source support for one task: its offsets go to ``offsets_topic`` in
+    the same producer transaction as its records; ``boundary`` is the connector's
+    ``transaction.boundary`` (poll, interval or connector)."""
+
+    offsets_topic: str
+    boundary: str
+    interval_ms: int
+    read_offsets: Callable[[], dict[str, dict[str, Any] | None]]
+
+
+class _TransactionContext(TransactionContext):
+    """``transaction.boundary=connector``: the task says when to commit or abort."""
+
+    def __init__(self, runner: SourceTaskRunner) -> None:
+        self._runner = runner
+
+    def commit_transaction(self, record: SourceRecord | None = None) -> None:
+        self._runner._commit_requested = True
+
+    def abort_transaction(self, record: SourceRecord | None = None) -> None:
+        raise ConnectError(
+            "abort_transaction is not supported yet by pystream's exactly-once source support"
+        )
 
 
 class SourceTaskRunner(WorkerTask):
@@ -48,9 +89,14 @@ class SourceTaskRunner(WorkerTask):
         offsets: OffsetBackingStore,
         flush_interval_ms: int,
         flush_timeout_ms: int,
+        transactions: TransactionSettings | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.transactions = transactions
+        self._in_transaction = False
+        self._transaction_started = 0.0
+        self._commit_requested = False
         self.producer = producer
         self.offsets = offsets
         self.flush_interval = flush_interval_ms / 1000
@@ -69,26 +115,52 @@ class SourceTaskRunner(WorkerTask):
                 log.exception("%s: error in the task's stop()", self.id)
 
     def execute(self) -> None:
+        if self.transactions is not None:
+            self._restore_transactional_offsets()
         reader = TaskOffsetReader(self.offsets, self.id.connector)
-        self.task.initialize(_Context(self.task_props, reader))
+        context = _Context(self.task_props, reader)
+        if self.transactions is not None and self.transactions.boundary == "connector":
+            context.transactions = _TransactionContext(self)
+        self.task.initialize(context)
         self.task.start(self.task_props)
         self._started = True
         self.set_state(State.RUNNING)
         next_commit = time.monotonic() + self.flush_interval
         try:
             while not self.stopping.is_set():
+                if self.paused and self._in_transaction:
+                    self._commit_transaction()  # a paused task holds no transaction open
                 if self.wait_while_paused():
                     continue
-                records = self.errors.retry(self.task.poll, Stage.TASK_POLL)
+                try:
+                    records = self.task.poll()
+                except RetriableError as exc:
+                    # As Kafka: log it and let the framework poll again.
+                    log.warning("%s: retriable error from poll, polling again: %s", self.id, exc)
+                    continue
+                if self.transactions is not None:
+                    self._transactional_batch(records or [])
+                    continue
                 if records:
                     self._send(records)
                 self._drain()
                 if time.monotonic() >= next_commit:
                     self.commit_offsets()
                     next_commit = time.monotonic() + self.flush_interval
+        except BaseException:
+            if self.transactions is not None and self._in_transaction:
+                # Nothing of a failed transaction may become visible.
+                try:
+                    self.producer.abort_transaction()
+                except Exception:
+                    log.exception("%s: could not abort the open transaction", self.id)
+            raise
         finally:
             # Whatever was polled is sent and its offsets committed before the task ends.
-            self.commit_offsets(flush=True)
+            if self.transactions is None:
+                self.commit_offsets(flush=True)
+        if self._in_transaction:
+            self._commit_transaction()
 
     def _send(self, records: list[SourceRecord]) -> None:
         # The fast path converts a record in one go; any failure redoes that record
@@ -188,6 +260,64 @@ class SourceTaskRunner(WorkerTask):
         self.offsets.set(pending)
         log.debug("%s: committed offsets of %d source partitions", self.id, len(pending))
         self.task.commit()
+
+    # -- exactly-once (exactly.once.source.support=enabled) ------------------------------
+
+    def _restore_transactional_offsets(self) -> None:
+        """Fence older producers of this task, then take the committed offsets from the
+        offsets topic (what aborted transactions wrote is not read)."""
+        assert self.transactions is not None
+        self.producer.init_transactions()
+        committed = self.transactions.read_offsets()
+        if committed:
+            self.offsets.set(committed)
+
+    def _transactional_batch(self, records: list[SourceRecord]) -> None:
+        """Records and their offsets go out in one transaction; it commits after each
+        batch (``poll``), when ``transaction.boundary.interval.ms`` passed
+        (``interval``) or when the task asked (``connector``)."""
+        assert self.transactions is not None
+        if records:
+            if not self._in_transaction:
+                self.producer.begin_transaction()
+                self._in_transaction = True
+                self._transaction_started = time.monotonic()
+            self._send(records)
+            self._write_offsets(records)
+        if not self._in_transaction:
+            return
+        boundary = self.transactions.boundary
+        due = (
+            (boundary == "poll" and records)
+            or (
+                boundary == "interval"
+                and time.monotonic() - self._transaction_started
+                >= self.transactions.interval_ms / 1000
+            )
+            or (boundary == "connector" and self._commit_requested)
+        )
+        if due:
+            self._commit_transaction()
+
+    def _write_offsets(self, records: list[SourceRecord]) -> None:
+        assert self.transactions is not None
+        latest: dict[str, dict[str, Any]] = {}
+        for record in records:
+            if record.source_partition:
+                latest[offset_key(self.id.connector, record.source_partition)] = dict(
+                    record.source_offset
+                )
+        topic = self.transactions.offsets_topic
+        for key, offset in latest.items():
+            self.producer.send(topic, json.dumps(offset, separators=(",", ":")), key)
+
+    def _commit_transaction(self) -> None:
+        self.producer.commit_transaction()
+        self._in_transaction = False
+        self._commit_requested = False
+        self._drain()
+        # The topic has them; the local store is a cache of what was committed.
+        self.commit_offsets()
 
     def close(self) -> None:
         if self._started and not self.stopping.is_set():

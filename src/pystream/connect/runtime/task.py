@@ -35,15 +35,15 @@ class Converters:
     ) -> list[tuple[str, bytes | None]] | None:
         if not headers:
             return None
-        convert = self.header.from_connect_data
-        return [(h.key, convert(topic, h.schema, h.value)) for h in headers]
+        convert = self.header.from_connect_header  # type: ignore[attr-defined]
+        return [(h.key, convert(topic, h.key, h.schema, h.value)) for h in headers]
 
     def headers_from_bytes(self, topic: str, headers: Any) -> tuple[Header, ...]:
         if not headers:
             return ()
         out = []
         for key, raw in headers:
-            data = self.header.to_connect_data(topic, raw)
+            data = self.header.to_connect_header(topic, key, raw)  # type: ignore[attr-defined]
             out.append(Header(key, data.value, data.schema))
         return tuple(out)
 

@@ -20,6 +20,7 @@ from ..api import (
     ConfigError,
     Connector,
     ConnectorContext,
+    ExactlyOnceSupport,
     SinkConnector,
     SinkTask,
     SourceConnector,
@@ -35,9 +36,9 @@ from .config import (
 )
 from .errors import DeadLetterQueue, ErrorHandler
 from .loading import load_connector, make_converter, make_transforms
-from .offsets import OffsetBackingStore
+from .offsets import OffsetBackingStore, read_offsets_topic
 from .sink_task import SinkTaskRunner
-from .source_task import SourceTaskRunner
+from .source_task import SourceTaskRunner, TransactionSettings
 from .states import State, Status, StatusStore, TargetState, TaskId, trace_of
 from .task import Converters, WorkerTask
 
@@ -295,10 +296,19 @@ class Worker:
         )
         task = task_class()
         if isinstance(task, SourceTask):
+            producer_settings = config.producer_settings(
+                prefixed(connector_props, "producer.override.")
+            )
+            transactions = None
+            if config.exactly_once_source:
+                transactions = self._transaction_settings(task_id, cls, connector_props, parsed)
+                producer_settings["transactional_id"] = (
+                    f"{config.group_id or 'connect'}-{task_id.connector}-{task_id.task}"
+                )
             producer = Producer(
                 config.bootstrap_servers,
                 client_id=f"connector-producer-{task_id}",
-                **config.producer_settings(prefixed(connector_props, "producer.override.")),
+                **producer_settings,
             )
             errors = ErrorHandler.from_config(parsed, str(task_id), None, stopping)
             return SourceTaskRunner(
@@ -311,6 +321,7 @@ class Worker:
                 errors,
                 producer=producer,
                 offsets=self.offsets,
+                transactions=transactions,
                 **common,
             )
         if not isinstance(task, SinkTask):
@@ -319,8 +330,8 @@ class Worker:
         dlq = None
         dlq_topic = parsed["errors.deadletterqueue.topic.name"].strip()
         if dlq_topic:
-            self._create_dlq_topic(
-                dlq_topic, parsed["errors.deadletterqueue.topic.replication.factor"]
+            self._create_topic(
+                dlq_topic, 1, parsed["errors.deadletterqueue.topic.replication.factor"], {}
             )
             dlq_producer = Producer(
                 config.bootstrap_servers,
@@ -362,15 +373,60 @@ class Worker:
             **common,
         )
 
-    def _create_dlq_topic(self, topic: str, replication_factor: int) -> None:
-        """Create the DLQ topic if it is missing (one partition, as Kafka)."""
+    def _create_topic(
+        self, topic: str, partitions: int, replication_factor: int, configs: dict[str, str]
+    ) -> None:
+        """Create ``topic`` if it is missing (the DLQ, the offsets topic)."""
         admin = self.admin()
         if topic in admin.list_topics():
             return
         try:
-            admin.create_topics(NewTopic(topic, 1, replication_factor))
+            admin.create_topics(NewTopic(topic, partitions, replication_factor, configs))
         except TopicAlreadyExistsError:
             pass
+
+    def _transaction_settings(
+        self,
+        task_id: TaskId,
+        cls: type[Connector],
+        connector_props: dict[str, str],
+        parsed: dict[str, Any],
+    ) -> TransactionSettings:
+        """Exactly-once source support for a task: the offsets topic (created compacted
+        if missing), the transaction boundary, and how committed offsets are read."""
+        config = self.config
+        if parsed["exactly.once.support"] == "required":
+            support = cls().exactly_once_support(connector_props)
+            if support is not ExactlyOnceSupport.SUPPORTED:
+                raise ConfigError(
+                    f"exactly.once.support=required but {cls.__qualname__} does not say it "
+                    "supports exactly-once delivery: set exactly.once.support=requested"
+                )
+        topic = config.props.get("offset.storage.topic", "connect-offsets")
+        self._create_topic(
+            topic,
+            int(config.props.get("offset.storage.partitions", "25")),
+            int(config.props.get("offset.storage.replication.factor", "-1")),
+            {"cleanup.policy": "compact"},
+        )
+        consumer_settings = config.consumer_settings()
+
+        def consumer() -> Consumer:
+            return Consumer(
+                bootstrap_servers=config.bootstrap_servers,
+                client_id=f"connector-offsets-reader-{task_id}",
+                isolation_level="read_committed",
+                enable_auto_commit=False,
+                **consumer_settings,
+            )
+
+        interval = parsed.get("transaction.boundary.interval.ms")
+        return TransactionSettings(
+            topic,
+            parsed["transaction.boundary"],
+            config.offset_flush_interval_ms if interval is None else interval,
+            lambda: read_offsets_topic(consumer, topic, task_id.connector),
+        )
 
     def set_task_target(self, task_id: TaskId, target: TargetState) -> None:
         task = self.tasks.get(task_id)
