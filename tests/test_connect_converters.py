@@ -487,3 +487,14 @@ def test_simple_header_converter_null():
     converter = SimpleHeaderConverter()
     assert converter.to_connect_header(TOPIC, "h", None) == SchemaAndValue(None, None)
     assert converter.from_connect_header(TOPIC, "h", None, None) is None
+
+
+def test_json_schema_cache_tells_schemas_apart():
+    converter = json_converter()
+    read = converter.to_connect_data
+    for _ in range(2):  # the second round is served from the cache
+        assert read(TOPIC, b'{"schema":{"type":"int32"},"payload":1}').schema == Schema("int32")
+        assert read(TOPIC, b'{"schema":{"type":"int64"},"payload":1}').schema == Schema("int64")
+        optional = read(TOPIC, b'{"schema":{"type":"int64","optional":true},"payload":1}')
+        assert optional.schema == Schema("int64", optional=True)
+        assert read(TOPIC, b'{"schema":null,"payload":1}').schema is None

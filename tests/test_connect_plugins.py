@@ -233,3 +233,73 @@ def test_a_missing_builtin_module_does_not_hide_the_others():
     assert "pystream.connect.converters" in found["error"]
     assert found["transform"] == "InsertFieldValue"
     assert "converter" not in found["types"] and "transformation" in found["types"]
+
+
+def test_pyproject_entry_points_name_the_builtins_of_the_table():
+    # An installed pystream is found through these; a source tree through the table.
+    import tomllib
+
+    pyproject = tomllib.loads((SRC.parent / "pyproject.toml").read_text())
+    groups = pyproject["project"]["entry-points"]
+    kinds = {group: kind for kind, group in plugins.ENTRY_POINT_GROUPS.items()}
+    assert set(groups) == set(kinds)
+    listed = set()
+    for group, entries in groups.items():
+        for name, target in entries.items():
+            module, _, attr = target.partition(":")
+            builtin = plugins._BY_ALIAS[(kinds[group], name)]
+            assert (builtin.module, builtin.attr) == (module, attr), name
+            listed.add(builtin)
+    assert listed == set(plugins._BUILTINS)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "InsertField$Value",
+        "org.apache.kafka.connect.transforms.ReplaceField$Key",
+        "Cast$Value",
+        "ExtractField$Key",
+        "HoistField$Value",
+        "MaskField$Value",
+        "ValueToKey",
+        "org.apache.kafka.connect.transforms.RegexRouter",
+        "TimestampRouter",
+        "Filter",
+        "pystream.connect.transforms.insert_field.InsertField$Key",
+        "pystream.connect.transforms.insert_field:InsertField.Key",
+    ],
+)
+def test_every_builtin_transform_loads(name):
+    cls = plugins.load_transformation(name)
+    assert cls.__module__.startswith("pystream.connect.transforms.")
+    assert name.rsplit(".", 1)[-1].split("$")[0].split(":")[-1] in cls.__qualname__
+
+
+def test_transform_listing_matches_kafkas_names():
+    classes = {info["class"] for info in plugins.plugin_infos("transformation")}
+    assert "pystream.connect.transforms.insert_field.InsertField$Value" in classes
+    assert "pystream.connect.transforms.routers.RegexRouter" in classes
+    predicates = {info["class"] for info in plugins.plugin_infos("predicate")}
+    assert predicates == {
+        "pystream.connect.transforms.predicates.HasHeaderKey",
+        "pystream.connect.transforms.predicates.RecordIsTombstone",
+        "pystream.connect.transforms.predicates.TopicNameMatches",
+    }
+    # Every listed class name loads back to a class.
+    for info in plugins.plugin_infos("transformation"):
+        assert plugins.load_transformation(info["class"])
+
+
+def test_docs_list_every_builtin_and_its_settings():
+    """docs/connect-plugins.md stays current: each converter, transform and predicate and
+    each of its settings is named there."""
+    docs = (SRC.parent / "docs" / "connect-plugins.md").read_text()
+    for builtin in plugins._BUILTINS:
+        if builtin.kind == "connector":
+            continue  # connectors are the runtime's and the connectors' pages
+        short = builtin.attr.split(".")[0]
+        assert f"`{short}`" in docs, short
+        cls = plugins._import_path(builtin.class_name)
+        for key in cls().config().keys:
+            assert f"`{key}`" in docs, f"{short}: {key}"

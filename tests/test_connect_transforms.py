@@ -223,6 +223,10 @@ def test_cast_whole_value_and_java_narrowing():
     out = transform("Cast$Value", spec="string").apply(record(b"\x00\x01", Schema("bytes")))
     assert out.value == "AAE=" and out.value_schema == STRING
     assert transform("Cast$Key", spec="int64").apply(record("v", key=True)).key == 1
+    # Kafka's date formats for logical values cast to string.
+    when = dt.datetime(2017, 1, 1, 0, 0, 0, 123000, tzinfo=dt.UTC)
+    out = transform("Cast$Value", spec="string").apply(record(when, timestamp_schema()))
+    assert out.value == "2017-01-01T00:00:00.123Z"
     with pytest.raises(ConnectError, match="out of range"):
         transform("Cast$Value", spec="int8").apply(record("300"))
     with pytest.raises(ConnectError, match="does not support casting from STRUCT"):
@@ -402,3 +406,151 @@ def test_chain_with_predicates_and_negate():
 def test_chain_bad_config_names_the_key(props, message):
     with pytest.raises(ConfigError, match=message):
         TransformationChain.from_config(props)
+
+
+# -- TimestampConverter ---------------------------------------------------------------
+
+WHEN = dt.datetime(2017, 1, 1, 0, 0, 0, 123000, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("configs", "given", "given_schema", "expected", "expected_schema"),
+    [
+        ({"target.type": "unix"}, WHEN, timestamp_schema(), TS, INT64),
+        (
+            {"target.type": "Timestamp", "unix.precision": "seconds"},
+            TS // 1000,
+            INT64,
+            WHEN.replace(microsecond=0),
+            timestamp_schema(),
+        ),
+        ({"target.type": "unix", "unix.precision": "microseconds"}, WHEN, None, TS * 1000, None),
+        (
+            {"target.type": "string", "format": "yyyy-MM-dd'T'HH:mm:ss.SSSX"},
+            WHEN,
+            timestamp_schema(),
+            "2017-01-01T00:00:00.123Z",
+            STRING,
+        ),
+        (
+            {"target.type": "Timestamp", "format": "yyyy-MM-dd HH:mm:ss.SSS"},
+            "2017-01-01 00:00:00.123",
+            STRING,
+            WHEN,
+            timestamp_schema(),
+        ),
+        ({"target.type": "Date"}, WHEN, None, dt.date(2017, 1, 1), None),
+        ({"target.type": "Time"}, TS, None, dt.time(0, 0, 0, 123000), None),
+    ],
+)
+def test_timestamp_converter_whole_value(configs, given, given_schema, expected, expected_schema):
+    smt = transform("org.apache.kafka.connect.transforms.TimestampConverter$Value", **configs)
+    out = smt.apply(record(given, given_schema))
+    assert out.value == expected
+    if expected_schema is not None:
+        assert out.value_schema.type == expected_schema.type
+        assert out.value_schema.name == expected_schema.name
+
+
+def test_timestamp_converter_field():
+    schema = Schema.struct([("id", INT32), ("ts", timestamp_schema(optional=True))])
+    smt = transform("TimestampConverter$Value", field="ts", **{"target.type": "unix"})
+    out = smt.apply(record({"id": 1, "ts": WHEN}, schema))
+    assert out.value == {"id": 1, "ts": TS}
+    assert out.value_schema.field("ts").schema == Schema("int64", optional=True)
+    assert smt.apply(record({"id": 2, "ts": None}, schema)).value == {"id": 2, "ts": None}
+    assert smt.apply(record({"id": 1, "ts": WHEN})).value == {"id": 1, "ts": TS}
+
+
+def test_timestamp_converter_errors():
+    with pytest.raises(ConfigError, match="requires format"):
+        transform("TimestampConverter$Value", **{"target.type": "string"})
+    with pytest.raises(ConfigError, match="target.type"):
+        transform("TimestampConverter$Value", **{"target.type": "epoch"})
+    with pytest.raises(ConfigError, match="unix.precision"):
+        transform("TimestampConverter$Value", **{"target.type": "unix", "unix.precision": "days"})
+    smt = transform("TimestampConverter$Value", **{"target.type": "unix", "format": "yyyy"})
+    with pytest.raises(ConnectError, match=r"does not match pattern \(yyyy\)"):
+        smt.apply(record("not a year"))
+
+
+# -- Flatten, SetSchemaMetadata, InsertHeader, DropHeaders ------------------------------
+
+
+def test_flatten_schemaless_kafka_example():
+    value = {"content": {"id": 42, "name": {"first": "David", "middle": None}}, "tags": ["a"]}
+    out = transform("Flatten$Value").apply(record(value))
+    assert out.value == {
+        "content.id": 42,
+        "content.name.first": "David",
+        "content.name.middle": None,
+        "tags": ["a"],
+    }
+    underscore = transform("Flatten$Value", delimiter="_").apply(record(value))
+    assert "content_name_first" in underscore.value
+
+
+def test_flatten_with_schema():
+    name = Schema.struct([("first", STRING), ("last", STRING)], optional=True)
+    schema = Schema.struct([("id", INT32), ("name", name)], name="com.example.P")
+    smt = transform("Flatten$Value")
+    out = smt.apply(record({"id": 1, "name": {"first": "a", "last": "b"}}, schema))
+    assert out.value == {"id": 1, "name.first": "a", "name.last": "b"}
+    assert [(f.name, f.schema.optional) for f in out.value_schema.fields] == [
+        ("id", False),
+        ("name.first", True),  # under an optional struct: may be absent
+        ("name.last", True),
+    ]
+    assert out.value_schema.name == "com.example.P"
+    absent = smt.apply(record({"id": 2, "name": None}, schema))
+    assert absent.value == {"id": 2, "name.first": None, "name.last": None}
+
+
+def test_set_schema_metadata():
+    smt = transform("SetSchemaMetadata$Value", **{"schema.name": "com.example.V2"})
+    out = smt.apply(record({"name": "a", "age": 1, "ssn": None}, PERSON))
+    assert out.value_schema.name == "com.example.V2"
+    assert out.value_schema.fields == PERSON.fields
+    versioned = transform("SetSchemaMetadata$Key", **{"schema.version": "3"})
+    assert versioned.apply(record("v", key=1, key_schema=INT64)).key_schema.version == 3
+    with pytest.raises(ConnectError, match="Schema required"):
+        smt.apply(record({"a": 1}))
+    with pytest.raises(ConfigError, match="schema.name or schema.version"):
+        transform("SetSchemaMetadata$Value")
+
+
+def test_insert_and_drop_headers():
+    insert = transform("InsertHeader", header="source", **{"value.literal": "42"})
+    out = insert.apply(record("v", headers=[Header("trace", b"1")]))
+    assert out.headers == (Header("trace", b"1"), Header("source", 42, Schema("int8")))
+    drop = transform("org.apache.kafka.connect.transforms.DropHeaders", headers="trace,x")
+    assert drop.apply(out).headers == (Header("source", 42, Schema("int8")),)
+    with pytest.raises(ConfigError, match='"value.literal"'):
+        transform("InsertHeader", header="h")
+
+
+def test_new_record_copies_with_changes():
+    # Transforms make a record per record: new_record copies the attributes instead of
+    # re-running __init__, and must still be dataclasses.replace's equal.
+    import dataclasses
+
+    original = record({"a": 1}, headers=[Header("h", b"1")])
+    changed = original.new_record(topic="other", value={"b": 2})
+    assert changed == dataclasses.replace(original, topic="other", value={"b": 2})
+    assert type(changed) is SinkRecord and changed.kafka_offset == 42
+    assert original.topic == "people" and original.value == {"a": 1}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        changed.topic = "x"  # type: ignore[misc]
+    with pytest.raises(TypeError, match="valu"):
+        original.new_record(valu=1)
+
+    @dataclasses.dataclass(frozen=True)
+    class Checked(SourceRecord):
+        def __post_init__(self) -> None:
+            if self.topic == "":
+                raise ValueError("empty topic")
+
+    checked = Checked("t", None, None, None, None, 1)
+    assert checked.new_record(value=2).value == 2
+    with pytest.raises(ValueError, match="empty topic"):
+        checked.new_record(topic="")  # a subclass's __post_init__ still runs

@@ -161,6 +161,7 @@ _FROM_JSON_TYPE = {"float": "float32", "double": "float64", **{t: t for t in (
     "boolean", "int8", "int16", "int32", "int64", "string", "bytes", "array", "map", "struct"
 )}}  # fmt: skip
 _INT_BITS = {"int8": 8, "int16": 16, "int32": 32, "int64": 64}
+_DECODER = json.JSONDecoder(parse_float=decimal.Decimal)
 
 
 class _NumericDecimal:
@@ -249,12 +250,13 @@ class JsonConverter(_HeaderMethods, Converter):
         self.replace_null_with_default = True
         self._cache_size = 1000
         self._schema_cache: dict[Schema, dict[str, Any]] = {}
-        self._numeric_seen = False
+        # Parsed schemas by the repr of their JSON (repr is C-fast and tells 1, "1", 1.0
+        # and true apart): a topic's records share one schema.
+        self._connect_schema_cache: dict[str, Schema | None] = {}
         # Unique per instance, so that no user string can look like a numeric marker.
         self._marker = "\x00" + os.urandom(6).hex() + ":"
-        self._marker_re = re.compile(
-            '"' + re.escape(json.dumps(self._marker)[1:-1]) + r'([^"\\]*)\\u0000"'
-        )
+        self._escaped_marker = json.dumps(self._marker)[1:-1]
+        self._marker_re = re.compile('"' + re.escape(self._escaped_marker) + r'([^"\\]*)\\u0000"')
 
     def config(self) -> ConfigDef:
         return self.CONFIG_DEF
@@ -266,13 +268,13 @@ class JsonConverter(_HeaderMethods, Converter):
         self.replace_null_with_default = parsed["replace.null.with.default"]
         self._cache_size = parsed["schemas.cache.size"]
         self._schema_cache.clear()
+        self._connect_schema_cache.clear()
 
     # -- Connect → JSON
 
     def from_connect_data(self, topic: str, schema: Schema | None, value: Any) -> bytes | None:
         if schema is None and value is None:
             return None
-        self._numeric_seen = False
         payload = self._to_json(schema, value)
         if self.schemas_enable:
             payload = {"schema": self.as_json_schema(schema), "payload": payload}
@@ -282,13 +284,12 @@ class JsonConverter(_HeaderMethods, Converter):
             separators=(",", ":"),
             default=self._json_default,
         )
-        if self._numeric_seen:
+        if self._escaped_marker in text:  # a NUMERIC decimal was written
             text = self._marker_re.sub(r"\1", text)
         return text.encode()
 
     def _json_default(self, value: Any) -> Any:
         if isinstance(value, _NumericDecimal):
-            self._numeric_seen = True
             return self._marker + value.text + "\x00"
         raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
@@ -453,7 +454,7 @@ class JsonConverter(_HeaderMethods, Converter):
             return SchemaAndValue(None, None)
         try:
             # Decimals keep every digit until the schema says what the number is.
-            node = json.loads(bytes(data), parse_float=decimal.Decimal)
+            node = _DECODER.decode(bytes(data).decode())
         except (ValueError, UnicodeDecodeError) as exc:
             raise ConnectError(
                 f"Converting byte[] to Kafka Connect data failed due to serialization error: {exc}"
@@ -468,7 +469,15 @@ class JsonConverter(_HeaderMethods, Converter):
                 "may not contain additional fields. If you are trying to deserialize plain "
                 "JSON data, set schemas.enable=false in your converter configuration."
             )
-        schema = self.as_connect_schema(node["schema"])
+        schema_node = node["schema"]
+        key = repr(schema_node)
+        try:
+            schema = self._connect_schema_cache[key]
+        except KeyError:
+            schema = self.as_connect_schema(schema_node)
+            if len(self._connect_schema_cache) >= self._cache_size:
+                self._connect_schema_cache.clear()
+            self._connect_schema_cache[key] = schema
         return SchemaAndValue(schema, self._to_connect(schema, node["payload"]))
 
     def as_connect_schema(self, node: Any) -> Schema | None:
@@ -688,8 +697,6 @@ class SimpleHeaderConverter(_HeaderMethods, Converter):
             return b"true" if value else b"false"
         if isinstance(value, bytes | bytearray | memoryview):
             return base64.b64encode(value)  # Kafka's Values.convertToString for bytes
-        if isinstance(value, float) and math.isfinite(value) and value == int(value):
-            return repr(value).encode()
         return str(value).encode()
 
     def to_connect_data(self, topic: str, data: bytes | None) -> SchemaAndValue:

@@ -162,6 +162,11 @@ _BUILTINS: tuple[_Builtin, ...] = (
     *_transform(_T + "routers", "RegexRouter", False),
     *_transform(_T + "routers", "TimestampRouter", False),
     *_transform(_T + "filter", "Filter", False),
+    *_transform(_T + "timestamp_converter", "TimestampConverter", True),
+    *_transform(_T + "flatten", "Flatten", True),
+    *_transform(_T + "set_schema_metadata", "SetSchemaMetadata", True),
+    *_transform(_T + "headers", "InsertHeader", False),
+    *_transform(_T + "headers", "DropHeaders", False),
     *(
         _Builtin(
             "predicate",

@@ -3,8 +3,9 @@
 
 One module per family: ``insert_field``, ``replace_field``, ``mask_field``,
 ``value_to_key``, ``extract_field``, ``cast``, ``hoist_field``, ``routers``
-(RegexRouter, TimestampRouter), ``filter``, ``predicates``.  The classes are found by
-name through :mod:`pystream.connect.plugins` (``InsertField$Value``,
+(RegexRouter, TimestampRouter), ``filter``, ``timestamp_converter``, ``flatten``,
+``set_schema_metadata``, ``headers`` (InsertHeader, DropHeaders), ``predicates``.
+The classes are found by name through :mod:`pystream.connect.plugins` (``InsertField$Value``,
 ``org.apache.kafka.connect.transforms.InsertField$Value``…).
 
 A connector configuration such as::
@@ -31,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import plugins
 from ..api import (
     ConfigDef,
     ConfigError,
@@ -66,8 +68,6 @@ def _prefixed(props: Mapping[str, Any], prefix: str) -> dict[str, Any]:
 def _configured(kind: str, prefix: str, props: Mapping[str, Any]) -> Any:
     """Load ``<prefix>type`` and configure an instance with the ``<prefix>*`` settings;
     a ConfigError's message is prefixed so that it names the full key."""
-    from .. import plugins  # plugins names these modules: imported late, no cycle
-
     configs = _prefixed(props, prefix)
     type_name = configs.pop("type", None)
     if not type_name:
@@ -123,7 +123,6 @@ class TransformationChain:
         try:
             for alias in _aliases(props, "predicates"):
                 predicates[alias] = _configured("predicate", f"predicates.{alias}.", props)
-            used = set()
             for alias in _aliases(props, "transforms"):
                 prefix = f"transforms.{alias}."
                 transformation = _configured("transformation", prefix, props)
@@ -139,7 +138,6 @@ class TransformationChain:
                             f"{props.get('predicates') or ''!r}"
                         )
                     stage.predicate = predicates[predicate_alias]
-                    used.add(predicate_alias)
                     stage.negate = ConfigDef.convert(
                         ConfigKey(negate_key, ConfigType.BOOLEAN), props.get(negate_key, False)
                     )

@@ -4,6 +4,7 @@ rebuilding and the checks on what a transform was given."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -70,6 +71,19 @@ class KeyOrValueTransformation(Defined, Transformation):
     def operating_value(self, record: ConnectRecord) -> Any:
         return record.key if self.is_key else record.value
 
+    def operating_fields(
+        self, record: ConnectRecord, purpose: str
+    ) -> tuple[Schema | None, Mapping[str, Any]] | None:
+        """The key's or value's schema and fields (a map without a schema, a struct with
+        one); None for a tombstone, which these SMTs pass unchanged."""
+        value = self.operating_value(record)
+        if value is None:
+            return None
+        schema = self.operating_schema(record)
+        if schema is None:
+            return None, require_map(value, purpose)
+        return schema, require_struct(schema, value, purpose)
+
     def new_record(self, record: ConnectRecord, schema: Schema | None, value: Any) -> ConnectRecord:
         if self.is_key:
             return record.new_record(key_schema=schema, key=value)
@@ -117,14 +131,20 @@ class SchemaCache:
 
     def __init__(self) -> None:
         self._cache: dict[Schema, Schema] = {}
+        self._last: tuple[Schema, Schema] | None = None
 
     def get(self, schema: Schema, build: Callable[[Schema], Schema]) -> Schema:
+        # The same schema object, record after record: skip hashing it (recursive).
+        last = self._last
+        if last is not None and last[0] is schema:
+            return last[1]
         updated = self._cache.get(schema)
         if updated is None:
             updated = build(schema)
             if len(self._cache) >= _SCHEMA_CACHE_SIZE:
                 self._cache.clear()
             self._cache[schema] = updated
+        self._last = (schema, updated)
         return updated
 
 
@@ -135,3 +155,8 @@ def field_or_error(schema: Schema, name: str) -> Field:
             f"Field does not exist: {name} (fields: {', '.join(f.name for f in schema.fields)})"
         )
     return field
+
+
+def schema_with(schema: Schema, **changes: Any) -> Schema:
+    """``schema`` with some attributes changed (``optional=True``, ``name=…``)."""
+    return dataclasses.replace(schema, _by_name={}, **changes)

@@ -96,8 +96,15 @@ def _to_string(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, bytes | bytearray):
         return base64.b64encode(value).decode("ascii")
-    if isinstance(value, dt.date | dt.time):
+    # Kafka's Values.dateFormatFor: ISO 8601 in UTC, milliseconds, a literal Z.
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC)
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if isinstance(value, dt.date):
         return value.isoformat()
+    if isinstance(value, dt.time):
+        return value.strftime("%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
     return str(value)
 
 

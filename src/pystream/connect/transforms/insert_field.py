@@ -27,8 +27,6 @@ from ._util import (
     KeyOrValueTransformation,
     SchemaCache,
     key_value_variants,
-    require_map,
-    require_struct,
     struct_schema_like,
 )
 
@@ -116,16 +114,12 @@ class InsertField(KeyOrValueTransformation):
         return record.kafka_offset
 
     def apply(self, record: ConnectRecord) -> ConnectRecord:
-        value = self.operating_value(record)
-        if value is None:
+        operating = self.operating_fields(record, PURPOSE)
+        if operating is None:
             return record
-        schema = self.operating_schema(record)
-        if schema is None:
-            updated = dict(require_map(value, PURPOSE))
-            schemaless = True
-        else:
-            updated = dict(require_struct(schema, value, PURPOSE))
-            schemaless = False
+        schema, source = operating
+        updated = dict(source)
+        schemaless = schema is None
         if self.topic_field is not None:
             updated[self.topic_field.name] = record.topic
         if self.partition_field is not None and record.kafka_partition is not None:

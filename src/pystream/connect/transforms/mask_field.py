@@ -22,8 +22,6 @@ from ._util import (
     KeyOrValueTransformation,
     key_value_variants,
     non_empty_list,
-    require_map,
-    require_struct,
 )
 
 PURPOSE = "mask fields"
@@ -113,13 +111,9 @@ class MaskField(KeyOrValueTransformation):
         return _masked(value) if self.replacement is None else _replaced(value, self.replacement)
 
     def apply(self, record: ConnectRecord) -> ConnectRecord:
-        value = self.operating_value(record)
-        if value is None:
+        operating = self.operating_fields(record, PURPOSE)
+        if operating is None:
             return record
-        schema = self.operating_schema(record)
-        if schema is None:
-            source = require_map(value, PURPOSE)
-        else:
-            source = require_struct(schema, value, PURPOSE)
+        schema, source = operating
         updated = {k: self._mask(v) if k in self.fields else v for k, v in source.items()}
         return self.new_record(record, schema, updated)

@@ -13,8 +13,6 @@ from ._util import (
     KeyOrValueTransformation,
     SchemaCache,
     key_value_variants,
-    require_map,
-    require_struct,
     struct_schema_like,
 )
 
@@ -76,27 +74,13 @@ class ReplaceField(KeyOrValueTransformation):
         return name not in self.exclude and (not self.include or name in self.include)
 
     def apply(self, record: ConnectRecord) -> ConnectRecord:
-        value = self.operating_value(record)
-        if value is None:
+        operating = self.operating_fields(record, PURPOSE)
+        if operating is None:
             return record
-        schema = self.operating_schema(record)
-        if schema is None:
-            return self.new_record(
-                record,
-                None,
-                {
-                    self.renames.get(k, k): v
-                    for k, v in require_map(value, PURPOSE).items()
-                    if self._keep(k)
-                },
-            )
-        struct = require_struct(schema, value, PURPOSE)
-        new_schema = self._schemas.get(schema, self._updated_schema)
-        updated = {
-            self.renames.get(f.name, f.name): struct.get(f.name)
-            for f in schema.fields
-            if self._keep(f.name)
-        }
+        schema, source = operating
+        # A struct's dict holds its schema's fields, in order: one comprehension serves both.
+        updated = {self.renames.get(k, k): v for k, v in source.items() if self._keep(k)}
+        new_schema = None if schema is None else self._schemas.get(schema, self._updated_schema)
         return self.new_record(record, new_schema, updated)
 
     def _updated_schema(self, schema: Schema) -> Schema:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..api import (
@@ -20,6 +20,7 @@ from ..api import (
     Importance,
     Transformation,
 )
+from ._dateformat import SimpleDateFormat
 from ._util import Defined
 
 
@@ -132,92 +133,6 @@ class RegexRouter(Defined, Transformation):
         return record.new_record(topic=topic)
 
 
-# -- Java's SimpleDateFormat, the letters people use in topic names ------------------------
-
-_MONTHS = ("January February March April May June July August September October November "
-           "December").split()  # fmt: skip
-_DAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
-
-
-def _number(get: Callable[[dt.datetime], int], width: int) -> Callable[[dt.datetime], str]:
-    return lambda t: str(get(t)).zfill(width)
-
-
-def _letter(letter: str, count: int) -> Callable[[dt.datetime], str] | None:
-    if letter == "y":
-        return (
-            (lambda t: str(t.year % 100).zfill(2))
-            if count == 2
-            else _number(lambda t: t.year, count)
-        )
-    if letter == "M":
-        if count >= 4:
-            return lambda t: _MONTHS[t.month - 1]
-        if count == 3:
-            return lambda t: _MONTHS[t.month - 1][:3]
-        return _number(lambda t: t.month, count)
-    simple: dict[str, Callable[[dt.datetime], int]] = {
-        "d": lambda t: t.day,
-        "H": lambda t: t.hour,
-        "k": lambda t: t.hour or 24,
-        "K": lambda t: t.hour % 12,
-        "h": lambda t: t.hour % 12 or 12,
-        "m": lambda t: t.minute,
-        "s": lambda t: t.second,
-        "S": lambda t: t.microsecond // 1000,
-        "D": lambda t: t.timetuple().tm_yday,
-        "u": lambda t: t.isoweekday(),
-    }
-    if letter in simple:
-        return _number(simple[letter], count)
-    if letter == "E":
-        return (lambda t: _DAYS[t.weekday()]) if count >= 4 else (lambda t: _DAYS[t.weekday()][:3])
-    if letter == "a":
-        return lambda t: "AM" if t.hour < 12 else "PM"
-    if letter == "z":
-        return lambda t: "UTC"
-    if letter == "Z":
-        return lambda t: "+0000"
-    if letter == "X":
-        return lambda t: "Z"
-    return None
-
-
-def compile_simple_date_format(pattern: str, key: str) -> Callable[[dt.datetime], str]:
-    """Java's SimpleDateFormat ``pattern`` as a function of a datetime: letters ``y M d H
-    k K h m s S D u E a z Z X`` and ``'quoted text'``; another letter is a ConfigError
-    naming ``key``."""
-    parts: list[Callable[[dt.datetime], str]] = []
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "'":
-            end = pattern.find("'", i + 1)
-            if end < 0:
-                raise ConfigError(
-                    f"Invalid value {pattern!r} for configuration {key}: unterminated quote"
-                )
-            text = pattern[i + 1 : end] or "'"  # '' is a literal quote
-            parts.append(lambda t, text=text: text)
-            i = end + 1
-        elif char.isalpha():
-            count = 1
-            while i + count < len(pattern) and pattern[i + count] == char:
-                count += 1
-            part = _letter(char, count)
-            if part is None:
-                raise ConfigError(
-                    f"Invalid value {pattern!r} for configuration {key}: the pattern letter "
-                    f"{char!r} is not supported (use y M d H h k K m s S D u E a z Z X)"
-                )
-            parts.append(part)
-            i += count
-        else:
-            parts.append(lambda t, char=char: char)
-            i += 1
-    return lambda t: "".join(part(t) for part in parts)
-
-
 class TimestampRouter(Defined, Transformation):
     """The topic becomes ``topic.format`` with ``${topic}`` and ``${timestamp}`` (the
     record's timestamp in ``timestamp.format``, UTC) filled in."""
@@ -246,15 +161,13 @@ class TimestampRouter(Defined, Transformation):
     def configure(self, configs: Mapping[str, Any]) -> None:
         parsed = self.CONFIG_DEF.parse(configs)
         self.topic_format: str = parsed["topic.format"]
-        self.format_timestamp = compile_simple_date_format(
-            parsed["timestamp.format"], "timestamp.format"
-        )
+        self.timestamp_format = SimpleDateFormat(parsed["timestamp.format"], "timestamp.format")
 
     def apply(self, record: ConnectRecord) -> ConnectRecord:
         if record.timestamp is None:
             raise ConnectError(f"Timestamp missing on record: {record!r}")
         when = dt.datetime.fromtimestamp(record.timestamp / 1000, dt.UTC)
         topic = self.topic_format.replace("${topic}", record.topic).replace(
-            "${timestamp}", self.format_timestamp(when)
+            "${timestamp}", self.timestamp_format.format(when)
         )
         return record.new_record(topic=topic)
