@@ -18,7 +18,7 @@ from broker_process import BrokerProcess
 from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import Producer as KafkaProducer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
-from connect_process import ConnectWorkerProcess
+from connect_process import ConnectWorkerProcess, running_broker
 from http_endpoint import Endpoint
 from postgres import PostgresServer, postgres, postgres_database  # noqa: F401 (fixtures)
 from waiting import wait_until
@@ -26,14 +26,7 @@ from waiting import wait_until
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    process = BrokerProcess(
-        tmp_path_factory.mktemp("connect-sql") / "broker",
-        {"group.initial.rebalance.delay.ms": "0"},
-    ).start()
-    try:
-        yield process
-    finally:
-        process.close()
+    yield from running_broker(tmp_path_factory, "connect-sql")
 
 
 SCHEMALESS_JSON = {
