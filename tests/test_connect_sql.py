@@ -533,3 +533,35 @@ def test_validate_reports_rules_between_keys_under_their_key() -> None:
         {"connection.url": "sqlite:///x.db", "mode": "timestamp", "topic.prefix": "p"}
     )
     assert results["mode"].errors == ["mode=timestamp needs timestamp.column.name"]
+
+
+def test_sink_kafka_coordinates_key_and_update_mode(db: Database) -> None:
+    table = db.table()
+    kafka_keyed = sink_task({"connection.url": db.url, "topics": table, "pk.mode": "kafka",
+                             "auto.create": "true", "fields.whitelist": "name"})  # fmt: skip
+    try:
+        kafka_keyed.put([sink_record(table, 10 + i, {"name": f"n{i}", "dropped": i}, partition=2)
+                         for i in range(3)])  # fmt: skip
+        kafka_keyed.flush({})
+        assert db.query(
+            f"SELECT __connect_topic, __connect_partition, __connect_offset, name FROM {table} "
+            "ORDER BY __connect_offset"
+        ) == [(table, 2, 10 + i, f"n{i}") for i in range(3)]
+        columns = [
+            c.name for c in kafka_keyed.dialect.describe_table(kafka_keyed._connection(), table)
+        ]
+        assert "dropped" not in columns  # fields.whitelist
+    finally:
+        kafka_keyed.stop()
+    updates = sink_task({"connection.url": db.url, "topics": table, "pk.mode": "kafka",
+                         "insert.mode": "update"})  # fmt: skip
+    try:
+        # Updates change existing rows only: offset 99 matches none.
+        updates.put([sink_record(table, 11, {"name": "changed"}, partition=2),
+                     sink_record(table, 99, {"name": "nowhere"}, partition=2)])  # fmt: skip
+        updates.flush({})
+        assert db.query(f"SELECT name FROM {table} ORDER BY __connect_offset") == [
+            ("n0",), ("changed",), ("n2",),
+        ]  # fmt: skip
+    finally:
+        updates.stop()
