@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pystream.connect.api import (
+    ConnectorContext,
     OffsetStorageReader,
     SinkRecord,
     SinkTaskContext,
@@ -18,6 +19,20 @@ from pystream.connect.api import (
     TopicPartition,
 )
 from pystream.connect.data import Schema
+
+
+class RecordingConnectorContext(ConnectorContext):
+    """Counts task reconfiguration requests and keeps the errors raised."""
+
+    def __init__(self) -> None:
+        self.reconfigurations = 0
+        self.errors: list[Exception] = []
+
+    def request_task_reconfiguration(self) -> None:
+        self.reconfigurations += 1
+
+    def raise_error(self, error: Exception) -> None:
+        self.errors.append(error)
 
 
 class DictOffsetReader(OffsetStorageReader):

@@ -14,11 +14,13 @@ import pytest
 from connect_contexts import (
     DictSourceTaskContext,
     ListSinkTaskContext,
+    RecordingConnectorContext,
     committed_offsets,
     poll_until,
     sink_record,
 )
 from postgres import PostgresServer, postgres, postgres_database  # noqa: F401 (fixtures)
+from waiting import wait_until
 
 from pystream.connect.api import ConfigError, ConnectError
 from pystream.connect.connectors.sql import (
@@ -269,21 +271,33 @@ def test_source_connector_shares_tables_between_tasks(db: Database) -> None:
     tables = sorted(db.table() for _ in range(3))
     for table in tables:
         db.execute(f"CREATE TABLE {table} (id INTEGER)")
+    assert JdbcSourceConnector is SqlSourceConnector
     connector = JdbcSourceConnector()
-    assert connector is not None and JdbcSourceConnector is SqlSourceConnector
+    context = RecordingConnectorContext()
+    connector.initialize(context)
     connector.start(
         {"connection.url": db.url, "mode": "bulk", "topic.prefix": "x-",
          "table.whitelist": ",".join(tables)}
     )  # fmt: skip
     configs = connector.task_configs(2)
+    connector.stop()
     assert [c["tables"].split(",") for c in configs] == [[tables[0], tables[2]], [tables[1]]]
-    # Without a whitelist: every table of the database but the excluded ones.
+    # Without a whitelist: every table of the database but the excluded ones, and
+    # tables created later too (the tasks are reconfigured).
     connector.start(
         {"connection.url": db.url, "mode": "bulk", "topic.prefix": "x-",
-         "table.exclude.list": tables[0]}
+         "table.exclude.list": tables[0], "table.poll.interval.ms": "50"}
     )  # fmt: skip
-    listed = {t for c in connector.task_configs(1) for t in c["tables"].split(",")}
-    assert tables[0] not in listed and set(tables[1:]) <= listed
+    try:
+        listed = {t for c in connector.task_configs(1) for t in c["tables"].split(",")}
+        assert tables[0] not in listed and set(tables[1:]) <= listed
+        later = db.table()
+        db.execute(f"CREATE TABLE {later} (id INTEGER)")
+        wait_until(lambda: context.reconfigurations, 30, "a task reconfiguration request")
+        listed = {t for c in connector.task_configs(4) for t in c["tables"].split(",")}
+        assert later in listed and tables[0] not in listed
+    finally:
+        connector.stop()
 
 
 def test_source_config_errors_name_the_key(tmp_path: Path) -> None:

@@ -96,6 +96,10 @@ SOURCE_CONFIG = ConfigDef(
                   "Tables not to read when no whitelist is given.", group="Database"),
         ConfigKey("table.exclude.list", ConfigType.LIST, [], Importance.MEDIUM,
                   "Same as table.blacklist (the newer name).", group="Database"),
+        ConfigKey("table.poll.interval.ms", ConfigType.LONG, 60000, Importance.LOW,
+                  "How often the database is asked for its tables, when no whitelist is "
+                  "given (new tables are then read too).",
+                  at_least("table.poll.interval.ms", 1), "Connector"),
         ConfigKey("query", ConfigType.STRING, "", Importance.MEDIUM,
                   "Read this query's result instead of tables (its rows are filtered and "
                   "ordered by the mode's columns, so it needs no WHERE for them).",
@@ -142,34 +146,60 @@ class SqlSourceConnector(SourceConnector):
     def start(self, props: dict[str, str]) -> None:
         self.props = dict(props)
         parsed = parse_source_config(self.props)
-        if parsed["query"]:
-            self.tables: list[str] = []
+        self._stopping = threading.Event()
+        self._monitor: threading.Thread | None = None
+        self.query = parsed["query"]
+        self.tables: list[str] = list(parsed["table.whitelist"] or parsed["table.include.list"])
+        if self.query or self.tables:
             return
-        self.tables = list(parsed["table.whitelist"] or parsed["table.include.list"])
+        # Every table but the excluded ones, looked up again every table.poll.interval.ms:
+        # when tables come or go the tasks are given the new list.
+        self.dialect = dialect_for(parsed)
+        self.excluded = set(parsed["table.blacklist"] or parsed["table.exclude.list"])
+        self.tables = self._list_tables()
         if not self.tables:
-            dialect = dialect_for(parsed)
-            conn = dialect.connect()
+            log.warning("SQL source: no tables to read in %s", parsed["connection.url"])
+        self._monitor = threading.Thread(
+            target=self._watch_tables,
+            args=(parsed["table.poll.interval.ms"] / 1000,),
+            name=f"sql-source-tables-{self.props.get('name', '')}",
+            daemon=True,
+        )
+        self._monitor.start()
+
+    def _list_tables(self) -> list[str]:
+        conn = self.dialect.connect()
+        try:
+            return [t for t in self.dialect.list_tables(conn) if t not in self.excluded]
+        finally:
+            close_quietly(conn)
+
+    def _watch_tables(self, interval: float) -> None:
+        while not self._stopping.wait(interval):
             try:
-                excluded = set(parsed["table.blacklist"] or parsed["table.exclude.list"])
-                self.tables = [t for t in dialect.list_tables(conn) if t not in excluded]
-            finally:
-                conn.close()
-            if not self.tables:
-                log.warning("SQL source: no tables to read in %s", parsed["connection.url"])
+                tables = self._list_tables()
+            except Exception:  # noqa: BLE001 (the database may be away for a while)
+                log.warning("SQL source: listing the tables failed", exc_info=True)
+                continue
+            if tables != self.tables:
+                log.info("SQL source: the tables changed to %s", tables)
+                self.tables = tables
+                self.context.request_task_reconfiguration()
 
     def task_class(self) -> type[Task]:
         return SqlSourceTask
 
     def task_configs(self, max_tasks: int) -> list[dict[str, str]]:
-        if not self.tables:  # a query (or nothing yet): one task
+        if self.query:
             return [dict(self.props, **{TABLES_KEY: ""})]
-        count = max(1, min(max_tasks, len(self.tables)))
-        return [
-            dict(self.props, **{TABLES_KEY: ",".join(self.tables[i::count])}) for i in range(count)
-        ]
+        tables = list(self.tables)
+        count = min(max_tasks, len(tables))  # no tables, no tasks (as Confluent's)
+        return [dict(self.props, **{TABLES_KEY: ",".join(tables[i::count])}) for i in range(count)]
 
     def stop(self) -> None:
-        return None
+        self._stopping.set()
+        if self._monitor is not None:
+            self._monitor.join(10)
 
     def config(self) -> ConfigDef:
         return SOURCE_CONFIG
