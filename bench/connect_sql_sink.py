@@ -10,24 +10,36 @@ from ``--keys`` distinct ids, so about half the rows update an existing one) in
 and the database (psycopg's pipelined ``executemany`` of ``INSERT … ON CONFLICT DO
 UPDATE``), not the worker or the converter.
 
+With ``--through-worker`` the records go the whole way instead: a broker (``pystream
+serve``) and, per round, a standalone worker (``pystream connect standalone``) with
+JsonConverter (schemas on) and the sink connector; the records are produced to a topic
+first (untimed, with confluent-kafka) and the figure is records / (time from the
+first row in PostgreSQL to the last record's row), i.e. consuming, converting and
+upserting once the sink's group has formed; the time from the worker being up is
+printed too.
+
 Prints each round and the median of ``--runs`` rounds with the range::
 
     PYTHONPATH=src python bench/connect_sql_sink.py [--runs 3] [--rows 100000] [--batch-size 3000]
+    PYTHONPATH=src python bench/connect_sql_sink.py --through-worker [--runs 3]
 
-The client and the server share the machine's cores.
+Everything (the client or the worker, the broker, PostgreSQL) shares the machine's cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import random
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -92,6 +104,97 @@ def one_round(url: str, args: argparse.Namespace) -> float:
     return args.rows / elapsed
 
 
+def json_records(count: int, keys: int) -> list[tuple[bytes, bytes]]:
+    """``records()`` as JsonConverter (schemas on) writes them; the last one has a key of
+    its own, so that its row marks the end."""
+    key_schema = {"type": "struct", "fields": [{"field": "id", "type": "int64"}], "optional": False}
+    value_schema = {
+        "type": "struct",
+        "optional": False,
+        "fields": [
+            {"field": "id", "type": "int64"},
+            {"field": "name", "type": "string"},
+            {"field": "email", "type": "string"},
+            {"field": "amount", "type": "double"},
+            {"field": "updated", "type": "int64", "name": TIMESTAMP_NAME, "version": 1},
+        ],
+    }
+    rng = random.Random(42)
+    out = []
+    for offset in range(count):
+        i = keys if offset == count - 1 else rng.randrange(keys)
+        value = {
+            "id": i,
+            "name": f"user number {i}",
+            "email": f"user{i}@example.com",
+            "amount": rng.random() * 1000,
+            "updated": 1704067200000 + offset * 1000,
+        }
+        out.append(
+            (
+                json.dumps({"schema": key_schema, "payload": {"id": i}}).encode(),
+                json.dumps({"schema": value_schema, "payload": value}).encode(),
+            )
+        )
+    return out
+
+
+def worker_round(broker: Any, url: str, dsn: str, work: Path, args: argparse.Namespace) -> float:
+    import psycopg
+    from confluent_kafka import Producer
+    from connect_process import ConnectWorkerProcess
+
+    table = f"bench_{uuid.uuid4().hex[:8]}"
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20})
+    for key, value in json_records(args.rows, args.keys):
+        while True:
+            try:
+                producer.produce(table, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(60) == 0
+    converters = {
+        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "offset.flush.interval.ms": "10000",
+    }
+    sink = {
+        "connector.class": "JdbcSinkConnector",
+        "connection.url": url,
+        "topics": table,
+        "insert.mode": "upsert",
+        "pk.mode": "record_key",
+        "auto.create": "true",
+        "batch.size": str(args.batch_size),
+    }
+    worker = ConnectWorkerProcess(work / table, broker.bootstrap, converters, {"sink": sink})
+    worker.start()
+    try:
+        up = time.perf_counter()
+        first = None
+        deadline = up + 600
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while time.perf_counter() < deadline:
+                if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is not None:
+                    if first is None:
+                        first = time.perf_counter()
+                    found = conn.execute(
+                        f'SELECT 1 FROM "{table}" WHERE id = %s', (args.keys,)
+                    ).fetchone()
+                    if found:
+                        break
+                time.sleep(0.02)
+            else:
+                raise SystemExit(f"the last record did not arrive: {worker.output()[-2000:]}")
+        done = time.perf_counter()
+    finally:
+        worker.stop()
+        worker.close()
+    print(f"  from the worker being up: {args.rows / (done - up):,.0f} records/s", flush=True)
+    return args.rows / (done - (first or up))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -102,30 +205,52 @@ def main() -> None:
     parser.add_argument(
         "--dsn", help="jdbc:postgresql://… of a running server (default: start one)"
     )
+    parser.add_argument(
+        "--through-worker",
+        action="store_true",
+        help="topic → standalone worker → PostgreSQL, with a broker (see above)",
+    )
     args = parser.parse_args()
 
-    server = None
-    if args.dsn:
-        url = args.dsn
-    else:
-        from postgres import start_server
-
-        server = start_server(Path(tempfile.mkdtemp(prefix="pystream-bench-pg-")))
-        url = server.url()
+    server = broker = None
+    work = Path(tempfile.mkdtemp(prefix="pystream-bench-sql-"))
     try:
+        if args.dsn:
+            url = args.dsn
+        else:
+            from postgres import start_server
+
+            # A directory of its own: the server may run as another user (see postgres.py).
+            server = start_server(Path(tempfile.mkdtemp(prefix="pystream-bench-pg-")))
+            url = server.url()
+        if args.through_worker:
+            from broker_process import BrokerProcess
+
+            broker = BrokerProcess(work / "broker", {"group.initial.rebalance.delay.ms": "0"})
+            broker.start()
         rates = []
         for run in range(args.runs):
-            rate = one_round(url, args)
+            if broker is not None:
+                dsn = server.dsn() if server is not None else url.removeprefix("jdbc:")
+                rate = worker_round(broker, url, dsn, work, args)
+            else:
+                rate = one_round(url, args)
             rates.append(rate)
             print(f"round {run + 1}: {rate:,.0f} rows/s", flush=True)
+        path = "topic -> worker -> " if broker is not None else ""
         print(
-            f"PostgreSQL sink upserts, 1 task, batch.size={args.batch_size}, {args.rows:,} rows "
-            f"over {args.keys:,} keys: median {statistics.median(rates):,.0f} rows/s "
+            f"{path}PostgreSQL sink upserts, 1 task, batch.size={args.batch_size}, "
+            f"{args.rows:,} rows over {args.keys:,} keys: median "
+            f"{statistics.median(rates):,.0f} rows/s "
             f"(range {min(rates):,.0f}-{max(rates):,.0f}, {args.runs} runs)"
         )
     finally:
+        if broker is not None:
+            broker.close()
         if server is not None:
             server.stop()
+            shutil.rmtree(server.directory, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -96,11 +96,13 @@ def start_server(directory: Path) -> PostgresServer:
         os.chown(directory, uid, gid or -1)
     data = directory / "data"
     env = {**os.environ, "LC_ALL": "C", "HOME": str(directory)}
-    subprocess.run(
+    initdb = subprocess.run(
         [bindir / "initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8",
          "--locale=C", "--no-sync"],
-        check=True, capture_output=True, env=env, cwd=directory, **as_user,
+        capture_output=True, text=True, env=env, cwd=directory, **as_user,
     )  # fmt: skip
+    if initdb.returncode != 0:
+        raise RuntimeError(f"initdb in {directory} failed:\n{initdb.stdout}{initdb.stderr}")
     port = free_port()
     log = open(directory / "postgres.log", "wb")  # noqa: SIM115 (the server's lifetime)
     process = subprocess.Popen(

@@ -579,3 +579,40 @@ def test_sink_kafka_coordinates_key_and_update_mode(db: Database) -> None:
         ]  # fmt: skip
     finally:
         updates.stop()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"pk.mode": "record_key"},
+        {"pk.mode": "record_key", "pk.fields": "id"},
+        {"pk.mode": "record_value", "pk.fields": "id,name"},
+        {"pk.mode": "kafka"},
+        {"pk.mode": "none", "fields.whitelist": "name,at"},
+    ],
+)
+def test_sink_rows_from_the_shape_cache_match_the_first_record(
+    settings: dict[str, str], tmp_path: Path
+) -> None:
+    """Records with the schemas of an earlier one take a cached row shape: the rows it
+    makes are those the full conversion makes."""
+    task = sink_task({"connection.url": f"jdbc:sqlite:{tmp_path}/t.db", "topics": "t", **settings})
+    primitive_key = Schema("int64")
+    for key_schema in (KEY, primitive_key):
+        if key_schema is primitive_key and settings.get("pk.fields") != "id":
+            continue
+        records = [
+            sink_record(
+                "t",
+                i,
+                person(i, f"n{i}", i / 3),
+                {"id": i} if key_schema is KEY else i,
+                VALUE,
+                key_schema,
+            )
+            for i in range(5)
+        ]
+        ops = [task._op(r) for r in records]
+        assert len(task._shapes) >= 1
+        assert ops == [task._new_op(r) for r in records]
+    task.stop()

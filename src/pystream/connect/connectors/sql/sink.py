@@ -151,6 +151,7 @@ class SqlSinkTask(SinkTask):
         self.whitelist = set(self.config["fields.whitelist"])
         self._buffer: list[_Op] = []
         self._tables: dict[str, dict[str, Column]] = {}  # described tables, by name
+        self._shapes: dict[tuple[str, int, int], _Shape] = {}
         self._conn: Any = None
 
     # -- records to rows ---------------------------------------------------------------
@@ -195,6 +196,21 @@ class SqlSinkTask(SinkTask):
         return [(name, schema, record.key)]
 
     def _op(self, record: SinkRecord) -> _Op | None:
+        """``record`` as a buffered write; records with the same schemas as an earlier
+        one reuse the row shape worked out for it (the common case: one schema per topic)."""
+        schema = record.value_schema
+        if record.value is None or schema is None or schema.type != "struct":
+            return self._new_op(record)
+        cache_key = (record.topic, id(record.key_schema), id(schema))
+        shape = self._shapes.get(cache_key)
+        if shape is not None and shape.fits(record):
+            return shape.op(record)
+        op = self._new_op(record)
+        if op is not None and len(self._shapes) < 1000:  # (a bound, should schemas churn)
+            self._shapes[cache_key] = _Shape(self, record, op)
+        return op
+
+    def _new_op(self, record: SinkRecord) -> _Op | None:
         table = self._table_name(record)
         keys = self._key_fields(record)
         key_names = tuple(name for name, _, _ in keys)
@@ -359,6 +375,65 @@ class SqlSinkTask(SinkTask):
             log.info("SQL sink: added column %s to %s", name, op.table)
         self._tables.pop(op.table)
         self._ensure_table(conn, op)
+
+
+class _Shape:
+    """Where each column of a struct record's row comes from, and how its value is
+    converted, for records with the same schemas as ``record`` (kept alive here, so that
+    their ids stay theirs)."""
+
+    def __init__(self, task: SqlSinkTask, record: SinkRecord, op: _Op) -> None:
+        self.key_schema = record.key_schema
+        self.value_schema = record.value_schema
+        self.key_is_map = isinstance(record.key, Mapping)
+        self.needs_key = task.pk_mode == "record_key"
+        self.template = op
+        kafka = task.pk_fields or list(KAFKA_PK) if task.pk_mode == "kafka" else []
+        to_db = task.dialect.to_db
+        self.key_parts: list[tuple[str, str, Any]] = []
+        self.value_names: list[str] = []
+        self.value_convs: list[Any] = []
+        plain = {"int8", "int16", "int32", "int64", "float32", "float64", "boolean", "string"}
+        for name, schema in op.schemas:
+            conv = None if schema.name is None and schema.type in plain else schema
+            if name in kafka:
+                self.key_parts.append(("kafka", name, kafka.index(name)))
+            elif self.needs_key and name in op.keys:
+                self.key_parts.append(("key", name, conv))
+            else:
+                self.value_names.append(name)
+                self.value_convs.append(conv)
+        self.plain_values = not any(self.value_convs)
+        self.to_db = to_db
+
+    def fits(self, record: SinkRecord) -> bool:
+        if record.key_schema is not self.key_schema or record.value_schema is not self.value_schema:
+            return False
+        return not self.needs_key or (
+            record.key is not None and isinstance(record.key, Mapping) == self.key_is_map
+        )
+
+    def op(self, record: SinkRecord) -> _Op:
+        values: list[Any] = []
+        key = record.key
+        for source, name, how in self.key_parts:
+            if source == "kafka":
+                value = (record.topic, record.kafka_partition, record.kafka_offset)[how]
+            else:
+                value = key.get(name) if self.key_is_map else key
+                if how is not None:
+                    value = self.to_db(value, how)
+            values.append(value)
+        fields = record.value
+        if self.plain_values:
+            values.extend([fields.get(name) for name in self.value_names])
+        else:
+            to_db = self.to_db
+            for name, how in zip(self.value_names, self.value_convs, strict=True):
+                value = fields.get(name)
+                values.append(value if how is None else to_db(value, how))
+        t = self.template
+        return _Op(t.table, t.kind, t.columns, tuple(values), t.schemas, t.keys)
 
 
 def _runs(ops: Sequence[_Op]) -> list[list[_Op]]:
