@@ -79,10 +79,9 @@ def records(count: int, keys: int, topic: str) -> list:
     return out
 
 
-def one_round(url: str, args: argparse.Namespace) -> float:
-    table = f"bench_{uuid.uuid4().hex[:8]}"
-    batch = records(args.rows, args.keys, table)
-    props = {
+def sink_props(url: str, table: str, args: argparse.Namespace) -> dict[str, str]:
+    """Upserts by the record key into a table created on first use."""
+    return {
         "connection.url": url,
         "topics": table,
         "insert.mode": "upsert",
@@ -90,6 +89,12 @@ def one_round(url: str, args: argparse.Namespace) -> float:
         "auto.create": "true",
         "batch.size": str(args.batch_size),
     }
+
+
+def one_round(url: str, args: argparse.Namespace) -> float:
+    table = f"bench_{uuid.uuid4().hex[:8]}"
+    batch = records(args.rows, args.keys, table)
+    props = sink_props(url, table, args)
     task = SqlSinkTask()
     task.initialize(ListSinkTaskContext(props))
     task.start(props)
@@ -159,15 +164,7 @@ def worker_round(broker: Any, url: str, dsn: str, work: Path, args: argparse.Nam
         "value.converter": "org.apache.kafka.connect.json.JsonConverter",
         "offset.flush.interval.ms": "10000",
     }
-    sink = {
-        "connector.class": "JdbcSinkConnector",
-        "connection.url": url,
-        "topics": table,
-        "insert.mode": "upsert",
-        "pk.mode": "record_key",
-        "auto.create": "true",
-        "batch.size": str(args.batch_size),
-    }
+    sink = {"connector.class": "JdbcSinkConnector", **sink_props(url, table, args)}
     worker = ConnectWorkerProcess(work / table, broker.bootstrap, converters, {"sink": sink})
     worker.start()
     try:
