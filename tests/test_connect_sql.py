@@ -22,7 +22,7 @@ from connect_contexts import (
 from postgres import PostgresServer, postgres, postgres_database  # noqa: F401 (fixtures)
 from waiting import wait_until
 
-from pystream.connect.api import ConfigError, ConnectError
+from pystream.connect.api import ConfigError, ConnectError, ExactlyOnceSupport, RetriableError
 from pystream.connect.connectors.sql import (
     JdbcSourceConnector,
     SqlSinkConnector,
@@ -616,3 +616,57 @@ def test_sink_rows_from_the_shape_cache_match_the_first_record(
         assert len(task._shapes) >= 1
         assert ops == [task._new_op(r) for r in records]
     task.stop()
+
+
+def test_a_lost_postgres_connection_is_retriable_and_nothing_is_lost(
+    db: Database, request: pytest.FixtureRequest
+) -> None:
+    """The server ends the tasks' sessions (as a restart or failover would): the next
+    call raises RetriableError, and the one after reconnects and carries on."""
+    if db.kind != "postgresql":
+        pytest.skip("SQLite has no server connection to lose")
+    server: PostgresServer = request.getfixturevalue("postgres")
+
+    def terminate(conn: Any) -> None:
+        import psycopg
+
+        with psycopg.connect(server.dsn(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+
+    table = db.table()
+    db.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, name TEXT)")
+    sink = sink_task({"connection.url": db.url, "topics": table, "insert.mode": "upsert",
+                      "pk.mode": "record_value", "pk.fields": "id"})  # fmt: skip
+    source = source_task({"connection.url": db.url, "mode": "incrementing",
+                          "incrementing.column.name": "id", "table.whitelist": table,
+                          "topic.prefix": "", "poll.interval.ms": "50"})  # fmt: skip
+    try:
+        sink.put([sink_record(table, 0, {"id": 1, "name": "a"})])
+        sink.flush({})
+        assert [r.value["id"] for r in poll_until(source, 1)] == [1]
+        terminate(sink._conn)
+        terminate(source._conn)
+        sink.put([sink_record(table, 1, {"id": 2, "name": "b"})])
+        with pytest.raises(RetriableError):
+            sink.flush({})
+        # The worker delivers again what was not committed: now it is written.
+        sink.put([sink_record(table, 1, {"id": 2, "name": "b"})])
+        sink.flush({})
+        with pytest.raises(RetriableError):  # polls return nothing until the table is due
+            wait_until(lambda: source.poll() and False, 30, "the source to notice")
+        assert [r.value["id"] for r in poll_until(source, 1)] == [2]
+        assert db.query(f"SELECT id, name FROM {table} ORDER BY id") == [(1, "a"), (2, "b")]
+    finally:
+        sink.stop()
+        source.stop()
+
+
+def test_exactly_once_support_follows_the_mode() -> None:
+    connector = SqlSourceConnector()
+    assert connector.exactly_once_support({"mode": "incrementing"}) is ExactlyOnceSupport.SUPPORTED
+    assert (
+        connector.exactly_once_support({"mode": "timestamp+incrementing"})
+        is ExactlyOnceSupport.SUPPORTED
+    )
+    for mode in ("bulk", "timestamp"):
+        assert connector.exactly_once_support({"mode": mode}) is ExactlyOnceSupport.UNSUPPORTED

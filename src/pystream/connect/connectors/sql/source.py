@@ -29,6 +29,7 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ from ...api import (
     ConfigKey,
     ConfigType,
     ConnectError,
+    ExactlyOnceSupport,
     Importance,
     RetriableError,
     SourceConnector,
@@ -188,6 +190,15 @@ class SqlSourceConnector(SourceConnector):
 
     def task_class(self) -> type[Task]:
         return SqlSourceTask
+
+    def exactly_once_support(self, props: Mapping[str, str]) -> ExactlyOnceSupport | None:
+        """Reading again from a stored offset gives the same rows in the modes ordered by
+        a strictly increasing column; ``bulk`` has no offsets, and ``timestamp`` alone
+        may meet rows committed later with a timestamp already passed."""
+        mode = props.get("mode")
+        if mode in ("incrementing", "timestamp+incrementing"):
+            return ExactlyOnceSupport.SUPPORTED
+        return ExactlyOnceSupport.UNSUPPORTED
 
     def task_configs(self, max_tasks: int) -> list[dict[str, str]]:
         if self.query:
