@@ -134,15 +134,21 @@ def test_incrementing_source_reads_new_rows_in_batches_and_resumes(db: Database)
 
         db.execute(f"INSERT INTO {table} VALUES (?, ?, ?)", (6, "late", None))
         assert [r.value["id"] for r in poll_until(task, 1)] == [6]
+        # A column added later: its rows carry it, with its declared type.
+        db.execute(f"ALTER TABLE {table} ADD COLUMN flag BOOLEAN")
+        db.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?)", (100, "flagged", 2.0, True))
+        (flagged,) = poll_until(task, 1)
+        assert flagged.value == {"id": 100, "name": "flagged", "score": 2.0, "flag": True}
+        assert flagged.value_schema.field("flag").schema == Schema("boolean", optional=True)
         offsets = committed_offsets(records)  # acknowledged up to id 5
     finally:
         task.stop()
 
     # A new task given the stored offset (id 5) reads only what came after it.
-    db.execute(f"INSERT INTO {table} VALUES (?, ?, ?)", (7, "after restart", 1.5))
+    db.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?)", (101, "after restart", 1.5, None))
     restarted = source_task(props, offsets)
     try:
-        assert [r.value["id"] for r in poll_until(restarted, 2)] == [6, 7]
+        assert [r.value["id"] for r in poll_until(restarted, 3)] == [6, 100, 101]
     finally:
         restarted.stop()
 

@@ -342,6 +342,9 @@ class SqlSourceTask(SourceTask):
                         raise ConnectError(f"table {table.name!r} does not exist")
                     self._check_columns(table)
                 rows, names, types = self._query(conn, table)
+                if table.schema is not None and tuple(names) != table.column_names:
+                    # The table was altered: its column types and nullability again.
+                    table.columns = self.dialect.describe_table(conn, table.name) or table.columns
             finally:
                 conn.commit()  # end the read transaction: SQLite's lock, PostgreSQL's snapshot
         except ConnectError:
