@@ -16,7 +16,8 @@ JsonConverter (schemas on) and the sink connector; the records are produced to a
 first (untimed, with confluent-kafka) and the figure is records / (time from the
 first row in PostgreSQL to the last record's row), i.e. consuming, converting and
 upserting once the sink's group has formed; the time from the worker being up is
-printed too.
+printed too, and then the idle worker's CPU over ``--idle-seconds`` (utime+stime from
+``/proc``, as % of one core).
 
 Prints each round and the median of ``--runs`` rounds with the range::
 
@@ -45,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from connect_contexts import ListSinkTaskContext, sink_record  # noqa: E402
+from connect_file import cpu_seconds  # noqa: E402  (bench/, next to this script)
 
 from pystream.connect.connectors.sql import SqlSinkTask  # noqa: E402
 from pystream.connect.data import TIMESTAMP_NAME, Schema  # noqa: E402
@@ -77,6 +79,9 @@ def records(count: int, keys: int, topic: str) -> list:
         }
         out.append(sink_record(topic, offset, value, {"id": i}, VALUE, KEY))
     return out
+
+
+IDLE: list[float] = []  # the idle worker's CPU, per --through-worker round
 
 
 def sink_props(url: str, table: str, args: argparse.Namespace) -> dict[str, str]:
@@ -185,10 +190,21 @@ def worker_round(broker: Any, url: str, dsn: str, work: Path, args: argparse.Nam
             else:
                 raise SystemExit(f"the last record did not arrive: {worker.output()[-2000:]}")
         done = time.perf_counter()
+        # Then idle: everything consumed, the sink task polling an empty topic.
+        time.sleep(1)
+        pid = worker.process.pid
+        cpu_before, wall_before = cpu_seconds(pid), time.perf_counter()
+        time.sleep(args.idle_seconds)
+        idle = (cpu_seconds(pid) - cpu_before) / (time.perf_counter() - wall_before)
     finally:
         worker.stop()
         worker.close()
-    print(f"  from the worker being up: {args.rows / (done - up):,.0f} records/s", flush=True)
+    print(
+        f"  from the worker being up: {args.rows / (done - up):,.0f} records/s; "
+        f"idle worker CPU {idle:.1%} of a core",
+        flush=True,
+    )
+    IDLE.append(idle)
     return args.rows / (done - (first or up))
 
 
@@ -202,6 +218,7 @@ def main() -> None:
     parser.add_argument(
         "--dsn", help="jdbc:postgresql://… of a running server (default: start one)"
     )
+    parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument(
         "--through-worker",
         action="store_true",
@@ -235,6 +252,11 @@ def main() -> None:
             rates.append(rate)
             print(f"round {run + 1}: {rate:,.0f} rows/s", flush=True)
         path = "topic -> worker -> " if broker is not None else ""
+        if IDLE:
+            print(
+                f"idle worker (PostgreSQL sink) CPU: median {statistics.median(IDLE):.1%} "
+                f"of a core (range {min(IDLE):.1%}-{max(IDLE):.1%})"
+            )
         print(
             f"{path}PostgreSQL sink upserts, 1 task, batch.size={args.batch_size}, "
             f"{args.rows:,} rows over {args.keys:,} keys: median "
