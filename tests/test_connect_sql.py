@@ -74,11 +74,15 @@ def db(
         path = tmp_path_factory.mktemp("sqlite") / "test.db"
         yield Database("sqlite", f"jdbc:sqlite:{path}", lambda: sqlite3.connect(path))
         return
+    yield postgres_db(
+        request.getfixturevalue("postgres"), request.getfixturevalue("postgres_database")
+    )
+
+
+def postgres_db(server: PostgresServer, name: str) -> Database:
     import psycopg
 
-    server: PostgresServer = request.getfixturevalue("postgres")
-    name = request.getfixturevalue("postgres_database")
-    yield Database("postgresql", server.url(name), lambda: psycopg.connect(server.dsn(name)))
+    return Database("postgresql", server.url(name), lambda: psycopg.connect(server.dsn(name)))
 
 
 def source_task(props: dict[str, str], offsets: Any = None) -> SqlSourceTask:
@@ -625,13 +629,13 @@ def test_sink_rows_from_the_shape_cache_match_the_first_record(
 
 
 def test_a_lost_postgres_connection_is_retriable_and_nothing_is_lost(
-    db: Database, request: pytest.FixtureRequest
+    postgres: PostgresServer,  # noqa: F811
+    postgres_database: str,  # noqa: F811
 ) -> None:
     """The server ends the tasks' sessions (as a restart or failover would): the next
     call raises RetriableError, and the one after reconnects and carries on."""
-    if db.kind != "postgresql":
-        pytest.skip("SQLite has no server connection to lose")
-    server: PostgresServer = request.getfixturevalue("postgres")
+    server = postgres
+    db = postgres_db(postgres, postgres_database)
 
     def terminate(conn: Any) -> None:
         import psycopg
