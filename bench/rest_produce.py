@@ -287,6 +287,8 @@ def consume_round(url: str, topic: str, seconds: float) -> float:
             response.raise_for_status()
             read += len(response.json())
         elapsed = time.perf_counter() - started
+        if not read:
+            print(f"consume round read nothing: last response {response.text[:300]!r}")
         http.delete(instance).raise_for_status()
     return read / elapsed
 
@@ -310,6 +312,9 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="a line of the proxy's --config file (e.g. producer.linger.ms=0); repeatable",
+    )
+    parser.add_argument(
+        "--keep-logs", metavar="DIR", help="copy the broker's and proxy's logs here"
     )
     args = parser.parse_args()
 
@@ -359,8 +364,8 @@ def main() -> None:
             cluster = httpx.get(f"{url}/v3/clusters").json()["data"][0]["cluster_id"]
             single, batch = v2_workload("rest-bench", 1), v2_workload("rest-bench", 100)
             v3_single = v3_workload(cluster, "rest-bench")
-            for work in (single, batch, v3_single):
-                check_with_httpx(url, work)
+            for workload in (single, batch, v3_single):
+                check_with_httpx(url, workload)
             rounds: list[dict[str, float]] = []
             for run in range(args.runs):
                 clients, procs = args.clients, args.client_procs
@@ -412,6 +417,9 @@ def main() -> None:
             for process in (proxy, broker):
                 process.terminate()
                 process.wait(30)
+            if args.keep_logs:
+                for name in ("broker.log", "rest.log"):
+                    (Path(args.keep_logs) / name).write_bytes((work / name).read_bytes())
 
 
 class aio_admin:

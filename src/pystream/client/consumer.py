@@ -368,10 +368,18 @@ class Consumer:
     async def _committed_positions(self, tps: list[TopicPartition]) -> None:
         """Fetcher hook (group mode): start new partitions at the committed offset."""
         assert self._coordinator is not None
+        # A seek (or seek_to_beginning/end) while the lookup runs wins over its answer,
+        # as in Kafka: only partitions untouched since the lookup began take it.
+        epochs = {tp: st.epoch for tp in tps if (st := self._subs.assignment.get(tp))}
         committed = await self._coordinator.fetch_committed(tps)
         for tp in tps:
             st = self._subs.assignment.get(tp)
-            if st is None or st.position is not None:
+            if (
+                st is None
+                or st.position is not None
+                or st.reset_to is not None
+                or st.epoch != epochs.get(tp)
+            ):
                 continue
             om = committed.get(tp)
             if om is not None:
