@@ -7,13 +7,15 @@ readiness against a ZooKeeper cluster broker cut off from ZooKeeper.
 
 from __future__ import annotations
 
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from broker_process import BrokerProcess
+from broker_process import BrokerProcess, free_ports
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
@@ -186,6 +188,41 @@ def test_consumer_group_lag_is_the_true_lag(broker: BrokerProcess) -> None:
         )
     finally:
         consumer.close()
+
+
+def test_readyz_is_503_while_the_logs_load(tmp_path: Path) -> None:
+    """After a SIGKILL the broker recovers every log before it serves; meanwhile /healthz
+    says the process is up and /readyz answers 503 naming the log loading."""
+    port = free_ports(1)[0]  # known before the broker prints it: polled while it starts
+    base = f"http://127.0.0.1:{port}"
+    process = BrokerProcess(tmp_path, {"metrics.listener": base})
+    process.start()
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                seen.append(get(f"{base}/readyz"))
+            except OSError:
+                pass  # not listening (yet, or any more)
+            time.sleep(0.002)
+
+    try:
+        admin = AdminClient({"bootstrap.servers": process.bootstrap})
+        admin.create_topics([NewTopic("many", 600, 1)])["many"].result(60)
+        process.kill()  # no clean-shutdown marker: every log is recovered at start
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        process.start()
+        stop.set()
+        poller.join(15)
+        assert (503, "not ready: loading logs\n") in seen, sorted(set(seen))
+        assert get(f"{base}/readyz") == (200, "ready\n")
+        assert get(f"{base}/healthz") == (200, "ok\n")
+    finally:
+        stop.set()
+        process.close()
 
 
 def test_metrics_enable_false_serves_no_endpoint(tmp_path: Path) -> None:

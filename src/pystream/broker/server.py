@@ -187,7 +187,10 @@ class Broker:
             locked_dirs.release()
             raise
         self._starting = "loading logs"
-        log_manager = LogManager(
+        # In a thread: recovery, deleting stale logs and fsyncs would stall the loop (and
+        # /readyz, which answers 503 meanwhile) for as long as the logs take to load.
+        log_manager = await asyncio.to_thread(
+            LogManager,
             config.log_dirs,
             config.log_config,
             broker_id=self.broker_id,
