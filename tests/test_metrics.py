@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 from waiting import wait_until
-from zookeeper import ZkProxy, zookeeper  # noqa: F401 - fixture
+from zookeeper import ZkProxy, zk_connect, zookeeper  # noqa: F401 - fixtures
 
 RECORDS = 500
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -53,7 +53,8 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     process = BrokerProcess(
-        tmp_path_factory.mktemp("metrics"), {"group.initial.rebalance.delay.ms": "0"}
+        tmp_path_factory.mktemp("metrics"),
+        {"group.initial.rebalance.delay.ms": "0", "log.retention.check.interval.ms": "200"},
     ).start()
     try:
         yield process
@@ -190,6 +191,31 @@ def test_consumer_group_lag_is_the_true_lag(broker: BrokerProcess) -> None:
         consumer.close()
 
 
+def test_retention_deletions_are_counted(broker: BrokerProcess) -> None:
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    # Small segments, and only the newest kept: retention deletes every older one.
+    configs = {"segment.bytes": "1024", "retention.bytes": "1", "file.delete.delay.ms": "0"}
+    admin.create_topics([NewTopic("retained", 1, 1, config=configs)])["retained"].result(30)
+    counter = "kafka_log_logmanager_retentionsegmentsdeleted_total"
+    before = value(scrape(broker), counter)
+    # One batch per record (flushed each time): the 1 KiB segments roll every few.
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    for _ in range(60):
+        producer.produce("retained", value=b"r" * 100)
+        assert producer.flush(30) == 0
+    samples = wait_until(
+        lambda: (
+            (s := scrape(broker))
+            and value(s, "kafka_log_log_logstartoffset", topic="retained", partition="0") > 0
+            and value(s, counter) > before
+            and s
+        ),
+        30,
+        "retention to delete segments of 'retained'",
+    )
+    assert value(samples, "kafka_log_log_logendoffset", topic="retained", partition="0") == 60
+
+
 def test_readyz_is_503_while_the_logs_load(tmp_path: Path) -> None:
     """After a SIGKILL the broker recovers every log before it serves; meanwhile /healthz
     says the process is up and /readyz answers 503 naming the log loading."""
@@ -265,3 +291,50 @@ def test_readyz_is_503_while_a_cluster_broker_has_lost_zookeeper(
     finally:
         broker.close()
         proxy.close()
+
+
+def test_isr_shrinks_and_expands_are_counted_by_the_leader(
+    tmp_path: Path,
+    zk_connect: str,  # noqa: F811
+) -> None:
+    """A follower killed leaves the ISR (the leader shrinks it: under-replicated); restarted,
+    it catches up and rejoins (the leader expands it)."""
+    from cluster_fixtures import by_id, create_topic, leaders, start_cluster
+
+    brokers = start_cluster(tmp_path, zk_connect, {"replica.lag.time.max.ms": "1000"})
+    try:
+        create_topic(brokers, "replicated", 1, 3)
+        leader = by_id(brokers)[leaders(brokers[0], "replicated")[0]]
+        follower = next(b for b in brokers if b is not leader)
+        prefix = "kafka_server_replicamanager_"
+        assert value(scrape(leader), f"{prefix}underreplicatedpartitions") == 0
+        follower.kill()
+        shrunk = wait_until(
+            lambda: (
+                (s := scrape(leader)) and value(s, f"{prefix}underreplicatedpartitions") >= 1 and s
+            ),
+            30,
+            "the leader to report an under-replicated partition",
+        )
+        assert value(shrunk, f"{prefix}isrshrinks_total") >= 1
+        expands = value(shrunk, f"{prefix}isrexpands_total")
+        follower.start()
+        grown = wait_until(
+            lambda: (
+                (s := scrape(leader)) and value(s, f"{prefix}underreplicatedpartitions") == 0 and s
+            ),
+            60,
+            "the follower back in the ISR",
+        )
+        assert value(grown, f"{prefix}isrexpands_total") > expands
+        # One active controller among the three.
+        assert (
+            sum(
+                value(scrape(b), "kafka_controller_kafkacontroller_activecontrollercount")
+                for b in brokers
+            )
+            == 1
+        )
+    finally:
+        for b in brokers:
+            b.close()
