@@ -96,7 +96,7 @@ async def _start_metrics_server(config: BrokerConfig, broker: Any) -> Any:
     from pystream.metrics import MetricsServer, parse_metrics_listener
 
     host, port = parse_metrics_listener(config.metrics_listener)
-    server = MetricsServer(host, port, broker.metrics.render, broker.not_ready_reason)
+    server = MetricsServer(host, port, broker.metrics.snapshot, broker.not_ready_reason)
     try:
         await server.start()
     except OSError as exc:

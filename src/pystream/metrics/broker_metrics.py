@@ -149,6 +149,11 @@ class BrokerMetrics:
         """Every metric in Prometheus text format (what ``GET /metrics`` answers)."""
         return generate_latest(self.registry)
 
+    def snapshot(self) -> list[Metric]:
+        """Every metric family, read now (on the loop: the state does not move under it);
+        :func:`render_families` turns them into text anywhere (a thread)."""
+        return list(self.collect())
+
     def collect(self) -> Iterable[Metric]:
         """The ``prometheus_client`` Collector interface."""
         for attribute, (name, help_text) in _TOPIC_COUNTERS.items():
@@ -195,6 +200,16 @@ class BrokerMetrics:
         )
         for source in self._sources:
             yield from source()
+
+
+def render_families(families: list[Metric]) -> bytes:
+    """Families from :meth:`BrokerMetrics.snapshot` in Prometheus text format."""
+
+    class Snapshot:
+        def collect(self) -> list[Metric]:
+            return families
+
+    return generate_latest(Snapshot())  # type: ignore[arg-type]  # a Collector by duck type
 
 
 def gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:

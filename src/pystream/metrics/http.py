@@ -14,8 +14,10 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import Metric
 
 from pystream.errors import InvalidConfigError
+from pystream.metrics.broker_metrics import render_families
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +43,21 @@ def parse_metrics_listener(listener: str) -> tuple[str, int]:
 class MetricsServer:
     """The metrics and health endpoints; ``await start()``, then ``await stop()``.
 
-    ``render()`` gives the Prometheus text; ``not_ready()`` gives why the broker is not
-    ready (``/readyz`` answers 503 with it) or None (200).
+    ``snapshot()`` gives the metric families (read on the loop, cheap); their text is
+    rendered in a thread, the costly part with thousands of partitions.  ``not_ready()``
+    gives why the broker is not ready (``/readyz`` answers 503 with it) or None (200).
     """
 
     def __init__(
         self,
         host: str,
         port: int,
-        render: Callable[[], bytes],
+        snapshot: Callable[[], list[Metric]],
         not_ready: Callable[[], str | None],
     ) -> None:
         self.host = host
         self.port = port
-        self._render = render
+        self._snapshot = snapshot
         self._not_ready = not_ready
         self._server: asyncio.AbstractServer | None = None
 
@@ -82,7 +85,9 @@ class MetricsServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT_S)
-            status, content_type, body = self._respond(head)
+            status, content_type, answer = self._respond(head)
+            # None: /metrics, read now on the loop and rendered in a thread.
+            body = answer if answer is not None else await self._metrics(head)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
             status, content_type, body = 400, "text/plain", b"malformed HTTP request\n"
         except ConnectionError:
@@ -102,7 +107,11 @@ class MetricsServer:
             await writer.drain()
         writer.close()
 
-    def _respond(self, head: bytes) -> tuple[int, str, bytes]:
+    async def _metrics(self, head: bytes) -> bytes:
+        rendered = await asyncio.to_thread(render_families, self._snapshot())
+        return b"" if head.startswith(b"HEAD ") else rendered
+
+    def _respond(self, head: bytes) -> tuple[int, str, bytes | None]:
         request_line = head.split(b"\r\n", 1)[0].decode("latin-1").split()
         if len(request_line) != 3:
             return 400, "text/plain", b"malformed HTTP request line\n"
@@ -111,8 +120,7 @@ class MetricsServer:
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"only GET is served here\n"
         if path == "/metrics":
-            body = self._render()
-            return 200, CONTENT_TYPE_LATEST, b"" if method == "HEAD" else body
+            return 200, CONTENT_TYPE_LATEST, None
         if path == "/healthz":
             return 200, "text/plain", b"ok\n"
         if path == "/readyz":
