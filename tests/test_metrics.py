@@ -54,7 +54,11 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     process = BrokerProcess(
         tmp_path_factory.mktemp("metrics"),
-        {"group.initial.rebalance.delay.ms": "0", "log.retention.check.interval.ms": "200"},
+        {
+            "group.initial.rebalance.delay.ms": "0",
+            "log.retention.check.interval.ms": "200",
+            "log.cleaner.backoff.ms": "50",
+        },
     ).start()
     try:
         yield process
@@ -214,6 +218,30 @@ def test_retention_deletions_are_counted(broker: BrokerProcess) -> None:
         "retention to delete segments of 'retained'",
     )
     assert value(samples, "kafka_log_log_logendoffset", topic="retained", partition="0") == 60
+
+
+def test_log_cleaner_runs_are_counted(broker: BrokerProcess) -> None:
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    configs = {
+        "cleanup.policy": "compact",
+        "segment.bytes": "1024",
+        "min.cleanable.dirty.ratio": "0.01",
+    }
+    admin.create_topics([NewTopic("compacted", 1, 1, config=configs)])["compacted"].result(30)
+    before = scrape(broker)
+    # Ten keys written over and over, one batch each: closed segments full of duplicates.
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+    for i in range(80):
+        producer.produce("compacted", key=f"key-{i % 10}".encode(), value=b"c" * 50)
+        assert producer.flush(30) == 0
+    runs = "kafka_log_logcleaner_cleanerruns_total"
+    after = wait_until(
+        lambda: (s := scrape(broker)) and value(s, runs) > value(before, runs) and s,
+        30,
+        "the log cleaner to clean 'compacted'",
+    )
+    read = "kafka_log_logcleaner_cleanerbytesread_total"
+    assert value(after, read) > value(before, read)
 
 
 def test_readyz_is_503_while_the_logs_load(tmp_path: Path) -> None:
