@@ -37,6 +37,7 @@ from confluent_kafka.admin import (
 
 ROOT = Path(__file__).resolve().parent.parent
 _BOOTSTRAP = re.compile(r"clients: bootstrap\.servers=(\S+)")
+_METRICS = re.compile(r"pystream metrics on (\S+)")
 
 
 class Broker:
@@ -47,10 +48,12 @@ class Broker:
         self.overrides = {
             "log.dirs": str(directory / "data"),
             "listeners": "PLAINTEXT://127.0.0.1:0",
+            "metrics.listener": "http://127.0.0.1:0",  # two brokers: never both on 9644
             **overrides,
         }
         self.process: subprocess.Popen[str] | None = None
         self.bootstrap = ""
+        self.metrics_url = ""  # GET /metrics, when the broker serves it
 
     def start(self) -> Broker:
         command = [sys.executable, "-m", "pystream", "serve"]
@@ -65,6 +68,9 @@ class Broker:
         assert self.process.stdout is not None
         deadline = time.monotonic() + 60
         for line in self.process.stdout:
+            metrics = _METRICS.search(line)
+            if metrics:
+                self.metrics_url = metrics.group(1)
             found = _BOOTSTRAP.search(line)
             if found:
                 self.bootstrap = found.group(1)
@@ -115,8 +121,11 @@ def acls(count: int) -> list[AclBinding]:
     return mine + filler
 
 
-def run_e2e(bootstraps: list[str], records: str, out: Path) -> dict[str, float]:
-    command = [sys.executable, str(ROOT / "bench" / "e2e.py"), "--scenario", "produce-100b"]
+def run_e2e(
+    bootstraps: list[str], records: str, out: Path, scenario: str = "produce-100b"
+) -> dict[str, float]:
+    """``e2e.py --scenario <scenario>`` against each bootstrap in turn: records/s by broker."""
+    command = [sys.executable, str(ROOT / "bench" / "e2e.py"), "--scenario", scenario]
     command += ["--records", records, "--json", str(out)]
     for bootstrap in bootstraps:
         command += ["--bootstrap", bootstrap]

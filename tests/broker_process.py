@@ -24,6 +24,7 @@ from pystream.protocol import decode_response, encode_request_frame
 from pystream.protocol.messages import API_SPECS, RequestHeader
 
 _BOOTSTRAP = re.compile(r"clients: bootstrap\.servers=(\S+)")
+_METRICS = re.compile(r"pystream metrics on (\S+)")
 _LISTENING = re.compile(r"listening on (.+)$")
 
 
@@ -44,10 +45,14 @@ class BrokerProcess:
         self.overrides = {
             "log.dirs": str(self.log_dir),
             "listeners": "PLAINTEXT://127.0.0.1:0",
+            # Brokers of parallel tests never share the metrics port (9644 by default).
+            "metrics.listener": "http://127.0.0.1:0",
             **(overrides or {}),
         }
         self.process: subprocess.Popen[str] | None = None
         self.bootstrap = ""
+        # GET /metrics of this broker ("" until it printed it, or with metrics.enable=false).
+        self.metrics_url = ""
         # Each advertised listener's port, by name (from the "listening on" line).
         self.listener_ports: dict[str, int] = {}
         self._output: list[str] = []
@@ -103,6 +108,9 @@ class BrokerProcess:
                     for address in listening.group(1).split(", "):
                         name, _, rest = address.partition("://")
                         self.listener_ports[name] = int(rest.rsplit(":", 1)[1])
+                metrics = _METRICS.search(line)
+                if metrics:
+                    self.metrics_url = metrics.group(1)
                 match = _BOOTSTRAP.search(line)
                 if match:
                     self.bootstrap = match.group(1)

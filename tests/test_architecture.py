@@ -25,6 +25,7 @@ LAYER = {
     "version": 0,
     "fileutil": 0,
     "config": 1,
+    "metrics": 1,  # a leaf (prometheus-client): storage, cluster, groups and broker count in it
     "protocol": 1,
     "security": 1.5,  # principals, TLS, SASL, ACLs: used by the client, cluster and broker
     "storage": 2,
@@ -46,6 +47,7 @@ LAYER = {
 # Packages that must never import the broker, not even for a type.
 BELOW_THE_BROKER = (
     "storage",
+    "metrics",
     "cluster",
     "coordinator",
     "groups",

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import threading
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from broker_process import process_state  # noqa: E402
 from cli_helpers import ENV, PYSTREAM, assert_one_line_error  # noqa: E402
 from confluent_kafka import Consumer, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from zookeeper import (  # noqa: E402
     INSTALL_HINT,
     ZooKeeperNotInstalledError,
@@ -40,6 +42,7 @@ from zookeeper import (  # noqa: E402
 
 BROKERS = 3
 _BROKER_LINE = re.compile(r"^broker (\d+): 127\.0\.0\.1:(\d+) \(pid (\d+),")
+_METRICS = re.compile(r"^broker \d+: .*, metrics (http://\S+)\)$")
 _ZOOKEEPER_LINE = re.compile(r"^zookeeper\.connect=(\S+)(?: \(pid (\d+),)?")
 
 
@@ -188,6 +191,22 @@ def test_cluster_up_serves_clients_and_ctrl_c_stops_every_process(
     logs = tmp_path / "cluster" / "logs"
     assert f"logs: {logs}" in command.lines
     assert {p.name for p in logs.iterdir()} >= {"zookeeper.log", "broker-0.log"}
+    # Each broker's metrics URL, printed and serving (this broker's own id in its gauges).
+    metrics_urls = [m[1] for m in command.printed(_METRICS)]
+    assert len(metrics_urls) == BROKERS
+
+    def active_controllers() -> int:
+        count = 0
+        for url in metrics_urls:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                text = response.read().decode()
+            families = {f.name: f for f in text_string_to_metric_families(text)}
+            gauge = families["kafka_controller_kafkacontroller_activecontrollercount"]
+            count += int(gauge.samples[0].value)
+        return count
+
+    # One active controller in the cluster (once elected).
+    assert wait_until(lambda: active_controllers() == 1, 30, what="one active controller")
 
     # Every broker is in the metadata, on its port.
     admin = AdminClient({"bootstrap.servers": bootstrap})

@@ -1070,6 +1070,20 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         "Empty: the proxy's defaults.",
     ),
     ConfigDef(
+        "metrics.enable",
+        ConfigType.BOOLEAN,
+        True,
+        doc="Serve Prometheus metrics (GET /metrics, named as Kafka's JMX exporter renders "
+        "its MBeans) and the health checks GET /healthz and GET /readyz on metrics.listener.",
+    ),
+    ConfigDef(
+        "metrics.listener",
+        ConfigType.STRING,
+        "http://127.0.0.1:9644",
+        doc="Where the metrics endpoint listens (with metrics.enable): http://HOST:PORT; "
+        "port 0 picks a free one (printed at start).",
+    ),
+    ConfigDef(
         "socket.request.max.bytes",
         ConfigType.INT,
         104_857_600,
@@ -1581,6 +1595,8 @@ class BrokerConfig:
     rest_host: str = "127.0.0.1"
     rest_port: int = 8082
     rest_config_file: str = ""
+    metrics_enable: bool = True
+    metrics_listener: str = "http://127.0.0.1:9644"
     sasl_enabled_mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
     sasl_mechanism_inter_broker_protocol: str = ""
     sasl_jaas_config: str = ""

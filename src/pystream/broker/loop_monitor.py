@@ -48,6 +48,7 @@ class LoopLagMonitor:
         self.max_lag_ms = 0.0
         self.stalls = 0
         self.samples = 0
+        self.lag_sum_ms = 0.0
         self._counts = [0] * (len(self.buckets_ms) + 1)  # the extra one: above every bound
         self._task: asyncio.Task[None] | None = None
 
@@ -83,6 +84,7 @@ class LoopLagMonitor:
         """Account one measured lag (public so tests and other probes can feed it)."""
         lag_ms = max(lag_ms, 0.0)  # a timer firing a hair early is no lag
         self.samples += 1
+        self.lag_sum_ms += lag_ms
         self._counts[bisect.bisect_left(self.buckets_ms, lag_ms)] += 1
         if lag_ms > self.max_lag_ms:
             self.max_lag_ms = lag_ms

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pystream.broker import apis
+from pystream.broker import apis, metrics_sources
 from pystream.broker.apis import api_versions
 from pystream.broker.apis import sasl as sasl_api
 from pystream.broker.context import RequestContext
@@ -39,6 +39,7 @@ from pystream.cluster.topics import TopicManager
 from pystream.config import BrokerConfig, LogConfig
 from pystream.errors import BrokerStartupError, UnsupportedVersionError
 from pystream.groups.coordinator import GroupCoordinator
+from pystream.metrics import BrokerMetrics
 from pystream.protocol import (
     API_SPECS,
     ProtocolDecodeError,
@@ -134,6 +135,10 @@ class Broker:
         self._checkpoint_writes: set[asyncio.Future[None]] = set()
         self.bound_ports: dict[str, int] = {}
         self.started_ms = 0
+        # Counted by every component it is handed to; scraped by pystream serve's endpoint.
+        self.metrics = BrokerMetrics({key: spec.name for key, spec in API_SPECS.items()})
+        # Why the broker is not ready yet (/readyz), None once start() has finished.
+        self._starting: str | None = "starting"
 
     @property
     def services(self) -> BrokerServices:
@@ -164,6 +169,7 @@ class Broker:
                 # Imported only here: a single node never imports kazoo.
                 from pystream.cluster import cluster_mode
 
+                self._starting = "connecting to ZooKeeper"
                 zk_store = await cluster_mode.connect_zookeeper(config)
                 metadata = zk_store
             else:
@@ -180,7 +186,11 @@ class Broker:
         except BaseException:
             locked_dirs.release()
             raise
-        log_manager = LogManager(
+        self._starting = "loading logs"
+        # In a thread: recovery, deleting stale logs and fsyncs would stall the loop (and
+        # /readyz, which answers 503 meanwhile) for as long as the logs take to load.
+        log_manager = await asyncio.to_thread(
+            LogManager,
             config.log_dirs,
             config.log_config,
             broker_id=self.broker_id,
@@ -199,6 +209,7 @@ class Broker:
             on_data_changed=self.fetch_purgatory.check_and_complete,
             partition_exists=partition_exists if zk_store is not None else None,
             replica_lag_time_max_ms=config.replica_lag_time_max_ms,
+            metrics=self.metrics,
         )
         if zk_store is not None:  # before hosting: followers fetch at once
             fetchers = cluster_mode.attach_replication(
@@ -251,6 +262,7 @@ class Broker:
                 on_fatal=self.on_fatal,
             )
             cluster.watch_roles()
+        self._starting = "loading the group and transaction coordinators' partitions"
         # Loads the __consumer_offsets partitions led here (groups answer
         # COORDINATOR_LOAD_IN_PROGRESS until theirs is loaded).
         await group_coordinator.start()
@@ -302,6 +314,7 @@ class Broker:
                 failed_delay_ms=config.connection_failed_authentication_delay_ms,
             ),
             authorizer=build_authorizer(config, metadata),
+            metrics=self.metrics,
         )
         if cluster is not None:
             await cluster.register(self.advertised_listeners)
@@ -309,10 +322,41 @@ class Broker:
             local_store.register(endpoints, config.broker_rack or None)
         self.started_ms = int(time.time() * 1000)
         self._start_maintenance(self._services)
-        self.log_cleaner = LogCleaner.for_broker(log_manager, config)
+        self.log_cleaner = LogCleaner.for_broker(log_manager, config, self.metrics)
         self.log_cleaner.start()
         self.loop_monitor = LoopLagMonitor()  # logs every stall of the loop over 100 ms
         self.loop_monitor.start()
+        self._add_metric_sources(self._services)
+        self._starting = None
+
+    def _add_metric_sources(self, services: BrokerServices) -> None:
+        """The scrape-time gauges, read from the wired services."""
+        metrics = self.metrics
+        metrics.add_source(lambda: metrics_sources.partition_families(services))
+        metrics.add_source(lambda: metrics_sources.consumer_group_families(services))
+        metrics.add_source(
+            lambda: metrics_sources.runtime_families(
+                services, lambda: self._connections, lambda: self.loop_monitor
+            )
+        )
+
+    def not_ready_reason(self) -> str | None:
+        """Why the broker cannot serve yet (``/readyz`` answers 503 with it), or None:
+        starting (logs loading ...), its ZooKeeper session lost, or a partition hosted
+        here without a leader."""
+        if self._starting is not None:
+            return self._starting
+        if self._cluster is not None and not self._cluster.zookeeper_connected:
+            return "the ZooKeeper session is lost"
+        services = self.services
+        offline = [
+            partition.name
+            for partition in services.replica_manager.partitions().values()
+            if partition.state.leader < 0
+        ]
+        if offline:
+            return f"{len(offline)} partition(s) hosted here have no leader: {offline[:5]}"
+        return None
 
     def _inter_broker_security(self) -> ClientSecurity:
         """How this broker connects to its peers' inter-broker listener: on SSL/SASL_SSL,
@@ -334,17 +378,26 @@ class Broker:
             self.handle_frame,
             self.config.socket_request_max_bytes,
             listener.name,
-            on_close=self._connections.discard,
+            on_close=self._connection_closed,
             security_protocol=listener.security_protocol,
             principal_mapper=self._tls[listener.name][1] if listener.uses_tls else None,
             # Tracked once open: a failed TLS handshake never opens (nor closes) it.
-            on_open=self._connections.add,
+            on_open=self._connection_opened,
         )
         if listener.uses_tls:
             return TlsHandshake(
                 connection, self._tls[listener.name][0], self._handshake_failures, self._handshakes
             )
         return connection
+
+    def _connection_opened(self, connection: KafkaConnection) -> None:
+        self._connections.add(connection)
+        self.metrics.connections_created[connection.listener_name] += 1
+
+    def _connection_closed(self, connection: KafkaConnection) -> None:
+        if connection in self._connections:
+            self._connections.discard(connection)
+            self.metrics.connections_closed[connection.listener_name] += 1
 
     async def stop(self) -> None:
         """Clean shutdown: stop listening, close connections, flush and checkpoint the logs."""
@@ -384,7 +437,7 @@ class Broker:
         lm = services.log_manager
         config = self.config
         jobs: list[tuple[str, int, Callable[[], Any]]] = [
-            ("retention", config.log_retention_check_interval_ms, lm.cleanup_logs_in_background),
+            ("retention", config.log_retention_check_interval_ms, self._retention_job(lm)),
             ("flush", config.log_flush_scheduler_interval_ms, lm.flush_dirty_logs_in_background),
             (
                 "recovery-point",
@@ -418,6 +471,20 @@ class Broker:
         for name, interval_ms, job in jobs:
             if 0 < interval_ms < 10**12:
                 self._tasks.append(asyncio.create_task(self._every(name, interval_ms, job)))
+
+    def _retention_job(self, lm: LogManager) -> Callable[[], asyncio.Future[int]]:
+        """Retention, counting the segments it deletes."""
+
+        def job() -> asyncio.Future[int]:
+            future = lm.cleanup_logs_in_background()
+            future.add_done_callback(self._count_retention)
+            return future
+
+        return job
+
+    def _count_retention(self, future: asyncio.Future[int]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.metrics.retention_segments_deleted += future.result()
 
     def _checkpoint_job(
         self, lm: LogManager, name: str, offset_of: Callable[[Log], int]
@@ -489,7 +556,9 @@ class Broker:
             connection.close(f"malformed {API_SPECS[api_key].name} v{version} request: {exc}")
             return None
         context = RequestContext(header, connection, self.services)
+        started = time.perf_counter()
         response = await handler.func(request, context)
+        self.metrics.requests.record(api_key, (time.perf_counter() - started) * 1000.0)
         if response is None:
             return None
         if isinstance(response, list):  # a handler that encodes itself (Fetch: file regions)

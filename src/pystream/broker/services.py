@@ -20,6 +20,7 @@ from pystream.cluster.replication.replica_manager import ReplicaManager
 from pystream.cluster.topics import TopicManager
 from pystream.config import BrokerConfig
 from pystream.groups.coordinator import GroupCoordinator
+from pystream.metrics import BrokerMetrics
 from pystream.protocol.handlers import HandlerSpec
 from pystream.purgatory import Purgatory
 from pystream.security.authorizer import AclAuthorizer
@@ -56,6 +57,8 @@ class BrokerServices:
     authenticator: SaslAuthenticator
     # The ACL authorizer (authorizer.class.name); None: every request is allowed.
     authorizer: AclAuthorizer | None
+    # The broker's counters: the request path bumps them once per partition of a request.
+    metrics: BrokerMetrics
 
     def live_brokers(self, listener_name: str) -> list[BrokerEndpoint]:
         """(id, host, port, rack) of every live broker, as clients on ``listener_name``

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pystream.cli.child_process import terminate_with_parent
+from pystream.cli.serve import METRICS_MARK
 from pystream.config import BrokerConfig, parse_overrides
 
 if TYPE_CHECKING:
@@ -95,6 +97,15 @@ class BrokerChild:
         except OSError:
             return False
 
+    def metrics_url(self) -> str:
+        """The ``GET /metrics`` URL the broker printed ('' with metrics.enable=false)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        found = re.search(re.escape(METRICS_MARK) + r"(\S+)", text)
+        return found.group(1) if found else ""
+
     def last_log_line(self) -> str:
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()
@@ -146,6 +157,8 @@ class LocalCluster:
             "log.dirs": str(broker.data_dir),
             "listeners": f"PLAINTEXT://{broker.address}",
             "zookeeper.connect": self.connect,
+            # A free port each (printed by describe()): the brokers never share 9644.
+            "metrics.listener": "http://127.0.0.1:0",
             **cluster_defaults(len(self.brokers)),
             **self.overrides,
         }
@@ -421,7 +434,11 @@ def describe(local: LocalCluster) -> None:
     click.echo(f"zookeeper.connect={local.connect}{started}")
     for b in local.brokers:
         pid = b.process.pid if b.process is not None else "?"
-        click.echo(f"broker {b.broker_id}: {b.address} (pid {pid}, data {b.data_dir})")
+        metrics = b.metrics_url()
+        click.echo(
+            f"broker {b.broker_id}: {b.address} (pid {pid}, data {b.data_dir}"
+            + (f", metrics {metrics})" if metrics else ")")
+        )
     click.echo(f"logs: {local.log_dir}")
     click.echo("bootstrap.servers=" + ",".join(b.address for b in local.brokers))
     click.echo("Ctrl-C (or SIGTERM) stops the cluster.")

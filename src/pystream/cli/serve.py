@@ -16,6 +16,9 @@ from pystream.errors import BrokerStartupError, KafkaError
 
 log = logging.getLogger("pystream")
 
+# What ``pystream serve`` prints before the metrics URL (``pystream cluster up`` reads it).
+METRICS_MARK = "pystream metrics on "
+
 
 def load_config(config_file: str | None, overrides: tuple[str, ...]) -> BrokerConfig:
     """server.properties (if given) with ``--override key=value`` on top."""
@@ -45,7 +48,14 @@ async def run_broker(config: BrokerConfig) -> None:
         stop.set()
 
     broker = Broker(config, on_fatal=on_fatal)
-    await broker.start()
+    # First: /readyz answers 503 while the logs load, and /healthz from the start.
+    metrics_server = await _start_metrics_server(config, broker)
+    try:
+        await broker.start()
+    except BaseException:
+        if metrics_server is not None:
+            await metrics_server.stop()
+        raise
     # Everything built so far (modules, generated codecs, loaded logs) lives as long as
     # the process: keep it out of the garbage collector's full passes, which would
     # otherwise stall request handling for milliseconds.
@@ -61,6 +71,8 @@ async def run_broker(config: BrokerConfig) -> None:
     click.echo(f"pystream broker {config.broker_id} listening on {addresses}")
     if proxy is not None:
         click.echo(f"pystream rest proxy listening on {proxy.url}")
+    if metrics_server is not None:
+        click.echo(f"{METRICS_MARK}{metrics_server.url}/metrics")
     click.echo(f"clients: bootstrap.servers={bootstrap}")
     sys.stdout.flush()
     try:
@@ -70,8 +82,33 @@ async def run_broker(config: BrokerConfig) -> None:
         if proxy is not None:  # its consumer instances leave their groups while the broker is up
             await proxy.stop()
         await broker.stop()
+        if metrics_server is not None:
+            await metrics_server.stop()
     if fatal:
         raise click.ClickException(f"broker {config.broker_id} stopped serving: {fatal[0]}")
+
+
+async def _start_metrics_server(config: BrokerConfig, broker: Any) -> Any:
+    """``metrics.enable``: GET /metrics, /healthz, /readyz on ``metrics.listener``.  A port
+    in use is a warning, not a failed start: the broker serves clients either way."""
+    if not config.metrics_enable:
+        return None
+    from pystream.metrics import MetricsServer, parse_metrics_listener
+
+    host, port = parse_metrics_listener(config.metrics_listener)
+    server = MetricsServer(host, port, broker.metrics.snapshot, broker.not_ready_reason)
+    try:
+        await server.start()
+    except OSError as exc:
+        log.warning(
+            "metrics.listener %s: %s; the metrics and health endpoints are off (set "
+            "metrics.listener=http://%s:0 for a free port, or metrics.enable=false)",
+            config.metrics_listener,
+            exc.strerror or exc,
+            host,
+        )
+        return None
+    return server
 
 
 async def _start_rest_proxy(config: BrokerConfig, broker: Any) -> Any:

@@ -247,6 +247,11 @@ class ClusterMode:
         self.store.close()
         await self._close_client()
 
+    @property
+    def zookeeper_connected(self) -> bool:
+        """Whether the ZooKeeper client is connected (its session live and reachable)."""
+        return self.client is not None and self.client.connected
+
     def _zookeeper_lost_event(self) -> asyncio.Event:
         """An event set (now, or later from kazoo's thread) once the client is not connected."""
         lost = asyncio.Event()

@@ -40,6 +40,7 @@ from typing import Any
 
 from pystream._core.offset_map import OffsetMap
 from pystream.clock import now_ms
+from pystream.metrics import BrokerMetrics
 from pystream.storage.cleaner_config import CleanerConfig
 from pystream.storage.cleaner_io import CleanAborted
 from pystream.storage.cleaner_job import CleanJob, CleanResult, Progress
@@ -145,8 +146,11 @@ class LogCleaner:
         config: CleanerConfig | None = None,
         *,
         clock: Callable[[], int] = now_ms,
+        metrics: BrokerMetrics | None = None,
     ) -> None:
+        """``metrics``: the broker's (cleans and their bytes are counted there)."""
         self.config = config if config is not None else CleanerConfig()
+        self.metrics = metrics if metrics is not None else BrokerMetrics()
         self.log_manager = log_manager
         self.manager = LogCleanerManager(
             log_manager, clock=clock, retry_backoff_ms=self.config.backoff_ms
@@ -160,9 +164,11 @@ class LogCleaner:
         self.last_result: CleanResult | None = None
 
     @classmethod
-    def for_broker(cls, log_manager: LogManager, broker_config: Any) -> LogCleaner:
+    def for_broker(
+        cls, log_manager: LogManager, broker_config: Any, metrics: BrokerMetrics | None = None
+    ) -> LogCleaner:
         """A cleaner configured by the broker's ``log.cleaner.*`` settings."""
-        return cls(log_manager, CleanerConfig.from_broker_config(broker_config))
+        return cls(log_manager, CleanerConfig.from_broker_config(broker_config), metrics=metrics)
 
     # --- one clean on the calling thread ----------------------------------------------------
 
@@ -185,6 +191,9 @@ class LogCleaner:
             ltc, CleanOutcome(result.end_offset, result.earliest_horizon_ms, result.progressed)
         )
         self.last_result = result
+        self.metrics.cleaner_runs += 1
+        self.metrics.cleaner_bytes_read += result.stats.bytes_read_total
+        self.metrics.cleaner_bytes_written += result.stats.bytes_written
         _log_result(ltc, result)
         return result
 

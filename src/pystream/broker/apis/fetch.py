@@ -223,6 +223,7 @@ async def handle_fetch(request: FetchRequest, context: RequestContext) -> list[C
         read_plan(services, plan)
         if plan.total_bytes < request.min_bytes and not plan.has_error and request.max_wait_ms > 0:
             await _wait_for_data(services, plan, request.min_bytes, request.max_wait_ms)
+    _record_metrics(services, plan)
     # Record sets go out as file regions (sendfile) on plaintext, as views of the segments'
     # mmaps on TLS (encrypted straight from them); encode_reference is the oracle.
     connection = context.connection
@@ -233,6 +234,15 @@ async def handle_fetch(request: FetchRequest, context: RequestContext) -> list[C
         connection.supports_sendfile,
         views=connection.sends_views,
     )
+
+
+def _record_metrics(services: BrokerServices, plan: FetchPlan) -> None:
+    """Kafka's BrokerTopicMetrics of a fetch: once per partition, with its bytes out."""
+    record = services.metrics.record_fetch
+    follower = plan.replica_id >= 0
+    for topic in plan.topics:
+        for p in topic.partitions:
+            record(topic.name, p.size, follower=follower, failed=p.error_code != 0)
 
 
 def _authorize(context: RequestContext, plan: FetchPlan) -> None:

@@ -62,6 +62,7 @@ async def handle_produce(
     waiting: list[tuple[PartitionResponse, tuple[str, int, int]]] = []
     # flush.messages reached: (topic, index, offset the fsync must cover) before answering.
     log_manager = services.log_manager
+    metrics = services.metrics
     flushing: list[tuple[str, int, int]] = []
     for topic_data in request.topic_data:
         partitions = []
@@ -93,6 +94,7 @@ async def handle_produce(
                     required_acks=acks,
                 )
             except KafkaError as exc:
+                metrics.record_failed_produce(topic_data.name)
                 response.error_code = exc.error_code
                 response.error_message = str(exc)
                 response.base_offset = -1
@@ -102,6 +104,7 @@ async def handle_produce(
                     for index, message in exc.record_errors
                 ]
             else:
+                metrics.record_produce(topic_data.name, info.record_count, info.size)
                 response.base_offset = info.first_offset
                 response.log_append_time_ms = info.log_append_time_ms
                 response.log_start_offset = info.log_start_offset

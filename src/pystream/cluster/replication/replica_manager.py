@@ -37,6 +37,7 @@ from pystream.errors import (
     RequestTimedOutError,
     UnknownTopicOrPartitionError,
 )
+from pystream.metrics import BrokerMetrics
 from pystream.purgatory import DelayedOperation, Purgatory
 from pystream.storage.log import AppendOrigin, FetchDataInfo, Log, LogAppendInfo
 from pystream.storage.log_manager import LogManager
@@ -110,8 +111,11 @@ class ReplicaManager:
         *,
         replica_lag_time_max_ms: int = 30_000,
         clock: Callable[[], int] = now_ms,
+        metrics: BrokerMetrics | None = None,
     ) -> None:
+        """``metrics``: the broker's (ISR shrinks and expansions are counted there)."""
         self.broker_id = broker_id
+        self.metrics = metrics if metrics is not None else BrokerMetrics()
         self.log_manager = log_manager
         self.replica_lag_time_max_ms = replica_lag_time_max_ms
         self._clock = clock
@@ -423,6 +427,11 @@ class ReplicaManager:
         except Exception:
             log.exception("%s: ISR change to %s failed", partition.name, isr)
         else:
+            # Kafka's IsrShrinksPerSec / IsrExpandsPerSec count ISR changes written.
+            if len(isr) < len(state.isr):
+                self.metrics.isr_shrinks += 1
+            elif len(isr) > len(state.isr):
+                self.metrics.isr_expands += 1
             current = self._partitions.get((partition.topic, partition.index))
             if current is partition and partition.leader_epoch == written.leader_epoch:
                 if written.partition_epoch >= partition.state.partition_epoch:
