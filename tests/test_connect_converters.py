@@ -520,3 +520,50 @@ def test_json_reading_a_run_of_messages_with_one_schema():
         read(TOPIC, b'{"schema":{"type":"int32","optional":false},"payload":[}')
     with pytest.raises(ConnectError, match="Invalid JSON STRING for a int32 value"):
         read(TOPIC, b'{"schema":{"type":"int32","optional":false},"payload":"x"}')
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"id":1,"name":"x","amount":2,"ok":true}',
+        '{"id":1e3,"name":"x","amount":1.5,"ok":false}',
+        '{"id":123456789012345678901234567890,"name":"x","amount":1.5,"ok":true}',
+        '{"id":1,"name":null,"amount":0.1000000000000000055511151231257827,"ok":true}',
+        '{"id":1,"name":"x","amount":1.5,"ok":1}',
+        '{"id":null,"name":"x","amount":1.5,"ok":true}',
+        '{"id":1,"name":"x","amount":1.5,"ok":true},"extra":1',
+        '{"id":1,"name":"x","amount":1.5,"ok":true,"unknown":[1]}',
+        ' {"id": 1, "name": "y", "amount": -0.0, "ok": true} ',
+    ],
+)
+def test_the_plain_struct_fast_path_reads_what_the_general_path_reads(payload: str) -> None:
+    """After one message, a message with the same schema text has its payload read by
+    orjson when every field is plain; the result (or the error) is the general path's."""
+    schema = (
+        '{"type":"struct","fields":[{"type":"int64","optional":false,"field":"id"},'
+        '{"type":"string","optional":true,"field":"name"},'
+        '{"type":"double","optional":true,"field":"amount"},'
+        '{"type":"boolean","optional":false,"field":"ok"}],"optional":false}'
+    )
+    first = (
+        '{"schema":' + schema + ',"payload":{"id":0,"name":"a","amount":1.0,"ok":true}}'
+    ).encode()
+    message = ('{"schema":' + schema + ',"payload":' + payload + "}").encode()
+
+    def read(converter: JsonConverter) -> object:
+        try:
+            return converter.to_connect_data("t", message)
+        except ConnectError as exc:
+            return ("error", str(exc))
+
+    warm, cold = JsonConverter(), JsonConverter()
+    warm.configure({}, False)
+    cold.configure({}, False)
+    warm.to_connect_data("t", first)  # primes the fast path
+    result = read(warm)
+    assert result == read(cold)
+    if not isinstance(result, tuple):
+        assert [type(v) for v in result.value.values()] == [  # type: ignore[union-attr]
+            type(v)
+            for v in read(cold).value.values()  # type: ignore[union-attr]
+        ]

@@ -23,6 +23,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from .api import (
     ConfigDef,
     ConfigError,
@@ -255,7 +257,7 @@ class JsonConverter(_HeaderMethods, Converter):
         # Parsed schemas by the repr of their JSON (repr is C-fast and tells 1, "1", 1.0
         # and true apart): a topic's records share one schema.
         self._connect_schema_cache: dict[str, Schema | None] = {}
-        self._last_envelope: tuple[str, Schema | None] | None = None
+        self._last_envelope: tuple[str, Schema | None, _Plan | None] | None = None
         # Unique per instance, so that no user string can look like a numeric marker.
         self._marker = "\x00" + os.urandom(6).hex() + ":"
         self._escaped_marker = json.dumps(self._marker)[1:-1]
@@ -509,35 +511,51 @@ class JsonConverter(_HeaderMethods, Converter):
         self._remember_envelope(text, schema)
         return SchemaAndValue(schema, self._to_connect(schema, node["payload"]))
 
-    # Kafka's JsonConverter writes '{"schema":<S>,"payload":<P>}' with no spaces.  When a
-    # message starts with the previous one's '{"schema":<S>,"payload":', its schema is <S>
-    # (a complete JSON value parses one way only): read just the payload.  Anything else
-    # takes the general path.
-    _ENVELOPE_START = '{"schema":'
-    _PAYLOAD_KEY = ',"payload":'
+    # Kafka's JsonConverter writes '{"schema":<S>,"payload":<P>}' (other producers, e.g.
+    # Python's json.dumps, put spaces in).  When a message starts with the previous one's
+    # '{"schema":<S>,"payload":' text, spaces and all, its schema is <S> (a complete JSON
+    # value parses one way only): read just the payload.  Anything else takes the general
+    # path.
+    _ENVELOPE_START = re.compile(r'\{[ \t\n\r]*"schema"[ \t\n\r]*:[ \t\n\r]*')
+    _PAYLOAD_KEY = re.compile(r'[ \t\n\r]*,[ \t\n\r]*"payload"[ \t\n\r]*:[ \t\n\r]*')
 
     def _with_last_schema(self, text: str) -> SchemaAndValue | None:
         last = self._last_envelope
         if last is None or not text.startswith(last[0]):
             return None
-        prefix, schema = last
+        prefix, schema, plan = last
+        if plan is not None:
+            # A struct of plain fields: orjson reads the payload, and any value that is not
+            # exactly the field's JSON type sends the message down the exact path below.
+            body = text[len(prefix) :].rstrip()
+            if body.endswith("}"):
+                try:
+                    payload = orjson.loads(body[:-1])
+                except orjson.JSONDecodeError:
+                    payload = None
+                if type(payload) is dict:
+                    value = _apply_plan(plan, payload)
+                    if value is not None:
+                        return SchemaAndValue(schema, value)
         try:
             payload, end = _DECODER.raw_decode(text, len(prefix))
         except ValueError:
-            return None  # e.g. a space before the payload: the general path reads it
+            return None  # the general path says what is wrong
         if text[end:].strip() != "}":
             return None  # more keys: the general path says what is wrong
         return SchemaAndValue(schema, self._to_connect(schema, payload))
 
     def _remember_envelope(self, text: str, schema: Schema | None) -> None:
-        if not text.startswith(self._ENVELOPE_START):
+        start = self._ENVELOPE_START.match(text)
+        if start is None:
             return
         try:
-            _, end = _DECODER.raw_decode(text, len(self._ENVELOPE_START))
+            _, end = _DECODER.raw_decode(text, start.end())
         except ValueError:
-            return  # not Kafka's compact layout: no fast path for it
-        if text.startswith(self._PAYLOAD_KEY, end):
-            self._last_envelope = (text[: end + len(self._PAYLOAD_KEY)], schema)
+            return
+        payload_key = self._PAYLOAD_KEY.match(text, end)
+        if payload_key is not None:
+            self._last_envelope = (text[: payload_key.end()], schema, _plan(schema))
 
     def as_connect_schema(self, node: Any) -> Schema | None:
         """Kafka's JSON schema (as parsed JSON) as a :class:`Schema`."""
@@ -703,6 +721,54 @@ def _logical_to_connect(schema: Schema, node: Any) -> Any:
 
 
 _LOGICAL_NAMES = frozenset((DECIMAL_NAME, DATE_NAME, TIME_NAME, TIMESTAMP_NAME))
+
+# A struct of plain fields read without the general converter: (field name, the one
+# Python type its JSON value must have, whether null is its value).
+_Plan = tuple[tuple[str, type, bool], ...]
+_PLAIN_TYPES: dict[str, type] = {
+    "string": str,
+    "boolean": bool,
+    "int8": int,
+    "int16": int,
+    "int32": int,
+    "int64": int,
+    "float32": float,
+    "float64": float,
+}
+
+
+def _plan(schema: Schema | None) -> _Plan | None:
+    """The plan for a struct schema whose fields are all plain (no logical types, no
+    nested values, no defaults for null), else None."""
+    if schema is None or schema.type != "struct" or schema.name in _LOGICAL_NAMES:
+        return None
+    plan = []
+    for field in schema.fields:
+        kind = _PLAIN_TYPES.get(field.schema.type)
+        if kind is None or field.schema.name in _LOGICAL_NAMES:
+            return None
+        plan.append((field.name, kind, field.schema.optional and field.schema.default is None))
+    return tuple(plan)
+
+
+def _apply_plan(plan: _Plan, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The struct value as ``_to_connect`` would make it, or None if any value is not
+    exactly its field's plain JSON type (the caller then takes the general path)."""
+    out = {}
+    for name, kind, nullable in plan:
+        value = payload.get(name)
+        found = type(value)
+        if found is kind:
+            out[name] = value
+        elif value is None and nullable:
+            out[name] = None
+        elif kind is float and found is int:
+            out[name] = float(value)
+        else:
+            return None
+    return out
+
+
 _LOGICAL_PYTHON = {
     DECIMAL_NAME: "decimal.Decimal",
     DATE_NAME: "datetime.date",
