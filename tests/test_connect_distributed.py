@@ -16,10 +16,11 @@ import httpx
 import pytest
 from broker_process import BrokerProcess
 from confluent_kafka import Consumer as KafkaConsumer
+from confluent_kafka import KafkaException
 from confluent_kafka import Producer as KafkaProducer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from connect_process import ConnectWorkerProcess, running_broker
-from test_connect_standalone import topic_values
+from test_connect_standalone import topic_values as read_topic
 from waiting import wait_until
 
 from pystream.connect.runtime.config import WorkerConfig
@@ -81,6 +82,14 @@ class DistributedWorker(ConnectWorkerProcess):
     @property
     def worker_id(self) -> str:
         return self.url.split("://", 1)[1]
+
+
+def topic_values(bootstrap: str, topic: str) -> list[str] | None:
+    """Every value of partition 0 of ``topic``; None while the topic does not exist."""
+    try:
+        return read_topic(bootstrap, topic)
+    except KafkaException:
+        return None
 
 
 def status(url: str, name: str) -> dict:
@@ -289,7 +298,7 @@ def test_stores_read_and_write_kafkas_record_layout(broker: BrokerProcess):
         raw = raw_records(broker.bootstrap, "layout-configs")
         assert raw["task-y-0"] == {"properties": {"file": "d"}}
         assert raw["commit-y"] == {"tasks": 1}
-        assert raw["target-state-y"] == {"state": "STOPPED"}
+        assert raw["target-state-y"] == {"state": "PAUSED", "state.v2": "STOPPED"}
 
         statuses.generation = 3
         statuses.put_task(TaskId("x", 1), Status(State.RUNNING, "h:8083"))
@@ -325,3 +334,77 @@ def test_stores_read_and_write_kafkas_record_layout(broker: BrokerProcess):
         configs.stop()
         statuses.stop()
         offsets.close()
+
+
+def test_rest_calls_on_any_worker_reach_the_connector(broker: BrokerProcess, tmp_path: Path):
+    """Pause, resume, restart, reconfigure, stop and delete through the worker that
+    does not run the task: the config topic (or a forwarded call) gets them there."""
+    workers = [
+        DistributedWorker(tmp_path / name, broker.bootstrap, "ops-group") for name in ("a", "b")
+    ]
+    path = tmp_path / "ops.txt"
+    append(path, 0, 10)
+    try:
+        for worker in workers:
+            worker.start()
+        config = {"connector.class": "FileStreamSource", "file": str(path), "topic": "dist-ops"}
+        response = httpx.put(f"{workers[0].url}/connectors/ops/config", json=config, timeout=30)
+        assert response.status_code == 201, response.text
+        owner = wait_until(lambda: running_on(workers[0].url, "ops"), 60, "ops running")[0]
+        other = next(w for w in workers if w.worker_id != owner)
+        wait_each_line_once(broker.bootstrap, {"ops": path}, 10, "at first")
+
+        def states() -> tuple[str, list[str]]:
+            doc = status(workers[0].url, "ops")
+            return doc["connector"]["state"], [t["state"] for t in doc["tasks"]]
+
+        assert httpx.put(f"{other.url}/connectors/ops/pause", timeout=30).status_code == 202
+        wait_until(lambda: states() == ("PAUSED", ["PAUSED"]), 30, "ops paused")
+        assert httpx.put(f"{other.url}/connectors/ops/resume", timeout=30).status_code == 202
+        wait_until(lambda: states() == ("RUNNING", ["RUNNING"]), 30, "ops resumed")
+
+        # Restarting the task through the other worker is forwarded to its owner.
+        restart = httpx.post(f"{other.url}/connectors/ops/tasks/0/restart", timeout=30)
+        assert restart.status_code == 204, restart.text
+        wait_until(lambda: running_on(other.url, "ops") == {0: owner}, 30, "task restarted")
+        append(path, 10, 20)
+        wait_each_line_once(broker.bootstrap, {"ops": path}, 20, "after pause and restart")
+
+        # A new config reaches the connector and its task (the same file offsets go on).
+        config["topic"] = "dist-ops2"
+        response = httpx.put(f"{other.url}/connectors/ops/config", json=config, timeout=30)
+        assert response.status_code == 200, response.text
+        wait_until(
+            lambda: (
+                httpx.get(f"{other.url}/connectors/ops/tasks").json()[0]["config"].get("topic")
+                == "dist-ops2"
+            ),
+            30,
+            "the new task config",
+        )
+        wait_until(lambda: running_on(other.url, "ops"), 30, "ops running again")
+        append(path, 20, 30)
+        wanted = [f"ops {i}" for i in range(20, 30)]
+        wait_until(
+            lambda: topic_values(broker.bootstrap, "dist-ops2") == wanted,
+            30,
+            "only the new lines in the new topic",
+        )
+
+        assert httpx.put(f"{other.url}/connectors/ops/stop", timeout=30).status_code == 204
+        wait_until(lambda: states() == ("STOPPED", []), 30, "ops stopped with no tasks")
+        assert httpx.put(f"{other.url}/connectors/ops/resume", timeout=30).status_code == 202
+        wait_until(lambda: running_on(workers[0].url, "ops"), 30, "ops started again")
+
+        assert httpx.delete(f"{other.url}/connectors/ops", timeout=30).status_code == 204
+        for worker in workers:
+            wait_until(
+                lambda w=worker: httpx.get(f"{w.url}/connectors", timeout=10).json() == [],
+                30,
+                "ops gone from every worker",
+            )
+            gone = httpx.get(f"{worker.url}/connectors/ops/status", timeout=10)
+            assert gone.status_code == 404
+    finally:
+        for worker in workers:
+            worker.close()

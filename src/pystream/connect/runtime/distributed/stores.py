@@ -6,7 +6,7 @@ config topic (one partition, so that its order is the order of changes):
   ``connector-<c>`` → ``{"properties": {...}}`` (tombstone: deleted),
   ``task-<c>-<n>`` → ``{"properties": {...}}``, applied only when
   ``commit-<c>`` → ``{"tasks": n}`` follows them,
-  ``target-state-<c>`` → ``{"state": "STARTED|PAUSED|STOPPED"}``;
+  ``target-state-<c>`` → ``{"state": "STARTED|PAUSED", "state.v2": "STARTED|PAUSED|STOPPED"}``;
 status topic: ``status-connector-<c>``, ``status-task-<c>-<n>`` →
   ``{"state", "trace", "worker_id", "generation"}`` (tombstone: forgotten);
 offset topic: ``["<c>", {source partition}]`` → the offset JSON (null: deleted).
@@ -178,7 +178,11 @@ class KafkaConfigBackingStore:
         self.log.send(TARGET_PREFIX + name, None)
 
     def put_target_state(self, name: str, target: TargetState) -> None:
-        self.log.send(TARGET_PREFIX + name, _json({"state": target.value}))
+        # Kafka's TARGET_STATE_V1: workers that predate STOPPED read "state" (PAUSED).
+        legacy = TargetState.PAUSED if target is TargetState.STOPPED else target
+        self.log.send(
+            TARGET_PREFIX + name, _json({"state": legacy.value, "state.v2": target.value})
+        )
 
     def put_task_configs(self, name: str, configs: list[dict[str, str]]) -> None:
         for index, props in enumerate(configs):
