@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from broker_process import BrokerProcess
+from cli_helpers import run
 from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import KafkaException
 from confluent_kafka import Producer as KafkaProducer
@@ -408,3 +409,11 @@ def test_rest_calls_on_any_worker_reach_the_connector(broker: BrokerProcess, tmp
     finally:
         for worker in workers:
             worker.close()
+
+
+def test_distributed_needs_a_group_id(tmp_path: Path):
+    worker = tmp_path / "worker.properties"
+    worker.write_text("bootstrap.servers=127.0.0.1:1\nlisteners=http://127.0.0.1:0\n")
+    result = run("connect", "distributed", str(worker), check=False)
+    assert result.returncode == 1
+    assert "group.id is required in distributed mode" in result.stderr

@@ -196,7 +196,10 @@ class DistributedHerder(StandaloneHerder):
 
     def _config_changed(self, change: ConfigChange) -> None:
         """From the config log's thread: handle on the herder thread, in order."""
-        self.executor.submit(self._handle_change, change)
+        try:
+            self.executor.submit(self._handle_change, change)
+        except RuntimeError:
+            pass  # the worker is stopping: nothing more to start or stop
 
     def _handle_change(self, change: ConfigChange) -> None:
         kind, name = change
