@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import uvicorn
+from starlette.routing import BaseRoute
 
 from ...rest.server import ProxyServer, RunningProxy
 from ..api import ConfigError
@@ -37,12 +38,17 @@ def parse_listener(listener: str) -> tuple[str, int]:
     return parts.hostname or "0.0.0.0", port
 
 
-async def serve_rest(herder: Herder, host: str, port: int) -> RunningProxy:
-    """Start Kafka Connect's REST API for ``herder`` (SIGTERM/SIGINT stop it); returns
-    once it accepts requests, or raises ConfigError if it cannot listen."""
+async def serve_rest(
+    herder: Herder, host: str, port: int, routes: Sequence[BaseRoute] = ()
+) -> RunningProxy:
+    """Start Kafka Connect's REST API for ``herder``, with ``routes`` added (SIGTERM/SIGINT
+    stop it); returns once it accepts requests, or raises ConfigError if it cannot listen."""
+    app = create_app(herder)
+    # After the public routes: a path they serve with other methods still reaches these.
+    app.router.routes.extend(routes)
     server = ProxyServer(
         uvicorn.Config(
-            create_app(herder),
+            app,
             host=host,
             port=port,
             lifespan="off",

@@ -17,11 +17,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from ....client.config import ClientConfig
 from ....client.core import ClientCore
@@ -55,6 +59,7 @@ __all__ = ["DistributedHerder", "run_distributed"]
 log = logging.getLogger("pystream.connect.distributed")
 
 FORWARD_TIMEOUT = 30.0
+RETRY_BACKOFF = 1.0
 # Kafka's answer while the owner of a connector or task is not known.
 REBALANCING = "Cannot complete request because of a conflicting operation (e.g. worker rebalance)"
 
@@ -71,6 +76,7 @@ class DistributedHerder(StandaloneHerder):
         self.url = url
         self.executor = concurrent.futures.ThreadPoolExecutor(1, "connect-herder")
         self.member: ConnectGroupMember | None = None
+        self.leader_url = ""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.owned_connectors: set[str] = set()
         self.owned_tasks: set[TaskId] = set()
@@ -255,7 +261,7 @@ class DistributedHerder(StandaloneHerder):
             connector.set_target(target)
             if target is TargetState.STOPPED and self._task_configs.get(name):
                 # A stopped connector has no tasks (Kafka writes an empty set).
-                self.config_store.put_task_configs(name, [])
+                self._write_task_configs(name, [])
 
     def _start_owned_connector(self, name: str) -> None:
         snap = self.config_store.snapshot()
@@ -268,7 +274,7 @@ class DistributedHerder(StandaloneHerder):
             return
         if target is TargetState.STOPPED:
             if snap.tasks.get(name):
-                self.config_store.put_task_configs(name, [])
+                self._write_task_configs(name, [])
             return
         self._reconfigure(name)
 
@@ -288,11 +294,51 @@ class DistributedHerder(StandaloneHerder):
             return
         if configs != self._task_configs.get(name):
             log.info("%s: writing %d task configs", name, len(configs))
+            self._write_task_configs(name, configs)
+
+    def _write_task_configs(self, name: str, configs: list[dict[str, str]]) -> None:
+        """The leader writes task configs (Kafka's rule); others send them to it with
+        Kafka's internal ``POST /connectors/{c}/tasks``, and try again shortly if the
+        leader cannot be reached (it may be moving)."""
+        member = self.member
+        if member is None or member.is_leader:
             self.config_store.put_task_configs(name, configs)
+            return
+        try:
+            response = httpx.post(
+                f"{self.leader_url}/connectors/{quote(name)}/tasks",
+                json=configs,
+                timeout=FORWARD_TIMEOUT,
+            )
+            failed = response.status_code >= 400
+            reason = response.text
+        except httpx.HTTPError as exc:
+            failed, reason = True, str(exc)
+        if failed:
+            log.warning("%s: the leader did not take the task configs (%s); retrying", name, reason)
+            timer = threading.Timer(RETRY_BACKOFF, self._request_reconfiguration, [name])
+            timer.daemon = True
+            timer.start()
+
+    def accept_task_configs(self, name: str, configs: Any) -> None:
+        """``POST /connectors/{c}/tasks`` from the worker running the connector: the
+        leader writes them; another worker answers 409."""
+        member = self.member
+        if member is None or not member.is_leader:
+            raise HerderError(409, "Cannot write task configs: this worker is not the leader")
+        self._config(name)
+        if not isinstance(configs, list) or not all(isinstance(c, dict) for c in configs):
+            raise HerderError(400, "The body must be a list of task configs (JSON objects)")
+        self.config_store.put_task_configs(
+            name, [{str(k): str(v) for k, v in c.items()} for c in configs]
+        )
 
     def _request_reconfiguration(self, name: str) -> None:
-        # From the connector's thread.
-        self.executor.submit(self._reconfigure, name)
+        # From the connector's thread (or a retry timer).
+        try:
+            self.executor.submit(self._reconfigure, name)
+        except RuntimeError:
+            pass  # the worker is stopping
 
     def _restart_task(self, task_id: TaskId) -> None:
         if task_id in self.owned_tasks:
@@ -346,6 +392,7 @@ class DistributedHerder(StandaloneHerder):
         """Start what this worker was given (after reading the config topic as far as
         the leader had)."""
         assignment = decode_assignment(raw)
+        self.leader_url = assignment.leader_url
         if self.config_store.offset < assignment.config_offset:
             self.config_store.read_to_end()
         statuses = self.worker.statuses
@@ -375,6 +422,25 @@ class DistributedHerder(StandaloneHerder):
                 configs[task.task],
                 snap.targets.get(task.connector, TargetState.STARTED),
             )
+
+
+def internal_tasks_route(herder: DistributedHerder) -> Route:
+    """Kafka's internal ``POST /connectors/{connector}/tasks`` (task configs for the
+    leader to write)."""
+
+    async def put_task_configs(request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"error_code": 400, "message": "The body is not JSON"}, 400)
+        name = request.path_params["connector"]
+        try:
+            await asyncio.to_thread(herder.accept_task_configs, name, body)
+        except HerderError as exc:
+            return JSONResponse({"error_code": exc.status, "message": exc.message}, exc.status)
+        return Response(status_code=204)
+
+    return Route("/connectors/{connector}/tasks", put_task_configs, methods=["POST"])
 
 
 def advertised_url(config: WorkerConfig, bound: str) -> str:
@@ -414,7 +480,7 @@ async def run_distributed(
     try:
         for store in (config_store, statuses, offsets):
             await asyncio.to_thread(store.start)
-        running = await serve_rest(herder, host, port)
+        running = await serve_rest(herder, host, port, [internal_tasks_route(herder)])
         assert running.url is not None
         bound = running.url.split("://", 1)[1]
         url = advertised_url(config, bound)
