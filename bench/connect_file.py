@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -35,6 +36,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -51,15 +53,24 @@ def start(command: list[str], pattern: str, log: Path) -> tuple[subprocess.Popen
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV
     )
     assert process.stdout is not None
-    with log.open("w") as out:
+    out = log.open("w")
+    for line in process.stdout:
+        out.write(line)
+        match = re.search(pattern, line)
+        if match:
+            # Keep draining (into the log) so the child never blocks on a full pipe.
+            threading.Thread(target=_drain, args=(process, out), daemon=True).start()
+            return process, match.group(1)
+    out.close()
+    raise SystemExit(f"{' '.join(command[2:5])} did not start; see {log}")
+
+
+def _drain(process: subprocess.Popen[str], out: Any) -> None:
+    assert process.stdout is not None
+    with out:
         for line in process.stdout:
             out.write(line)
-            match = re.search(pattern, line)
-            if match:
-                # Keep draining so the child never blocks on a full pipe.
-                threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
-                return process, match.group(1)
-    raise SystemExit(f"{' '.join(command[2:5])} did not start; see {log}")
+            out.flush()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -75,8 +86,10 @@ def count_lines(path: Path) -> int:
 
 
 def one_round(
-    http: httpx.Client, admin: AdminClient, work: Path, lines: int, size: int
+    http: httpx.Client, admin: AdminClient, work: Path, lines: int, size: int, keep: bool
 ) -> tuple[float, float]:
+    """One measurement; the connectors are deleted after it unless ``keep`` (so idle
+    connectors of earlier rounds do not load later ones)."""
     name = f"bench-{uuid.uuid4().hex[:8]}"
     source = work / f"{name}.in"
     sink = work / f"{name}.out"
@@ -106,6 +119,9 @@ def one_round(
     total = time.perf_counter() - start_time
     if source_done is None:
         source_done = total
+    if not keep:
+        for kind in ("sink", "source"):
+            http.delete(f"/connectors/{name}-{kind}").raise_for_status()
     return lines / total, lines / source_done
 
 
@@ -119,6 +135,9 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=500_000)
     parser.add_argument("--size", type=int, default=100, help="bytes per line, newline included")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--keep-logs", metavar="DIR", help="copy the broker's and worker's logs here at the end"
+    )
     args = parser.parse_args()
     # A SIGTERM (e.g. from timeout) still stops the broker and worker in ``finally``.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -158,7 +177,7 @@ def main() -> None:
                 "standalone",
                 str(worker_props),
                 "--log-level",
-                "WARNING",
+                "INFO" if args.keep_logs else "WARNING",
             ],
             r"connect worker listening on (\S+)",
             work / "worker.log",
@@ -167,7 +186,9 @@ def main() -> None:
             with httpx.Client(base_url=url, timeout=60) as http, AdminClient(bootstrap) as admin:
                 end_to_end, source = [], []
                 for run in range(args.runs):
-                    e2e, src = one_round(http, admin, work, args.lines, args.size)
+                    e2e, src = one_round(
+                        http, admin, work, args.lines, args.size, run == args.runs - 1
+                    )
                     end_to_end.append(e2e)
                     source.append(src)
                     print(
@@ -190,6 +211,10 @@ def main() -> None:
             for process in (worker, broker):
                 process.terminate()
                 process.wait(60)
+            if args.keep_logs:
+                Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
+                for log in ("worker.log", "broker.log"):
+                    shutil.copy(work / log, Path(args.keep_logs) / log)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,8 @@ class RecordingSinkTask(SinkTask):
         self.stream = open(self.path, "a")  # noqa: SIM115 - open until stop
         self.start_offset = props.get("start.offset")
         self.commit_each_put = props.get("commit.each.put") == "true"
+        # put() fails this many times with a RetriableError (asking for a 100 ms pause).
+        self.retriable_failures = int(props.get("retriable.failures", "0"))
 
     def open(self, partitions: set[TopicPartition]) -> None:
         with open(self.path + ".open", "a") as handle:
@@ -118,6 +120,10 @@ class RecordingSinkTask(SinkTask):
             self.context.offset({tp: int(self.start_offset) for tp in partitions})
 
     def put(self, records: list[SinkRecord]) -> None:
+        if records and self.retriable_failures > 0:
+            self.retriable_failures -= 1
+            self.context.timeout(100)
+            raise RetriableError("not now")
         for r in records:
             self.stream.write(f"{r.topic} {r.kafka_partition} {r.kafka_offset} {r.value}\n")
         self.stream.flush()

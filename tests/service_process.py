@@ -42,6 +42,8 @@ class ServiceProcess:
         self.url = ""
         self.process = subprocess.Popen(
             [*PYSTREAM, *self.arguments()],
+            # Its own stdin (a pipe the test may write to), never the test runner's.
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -26,15 +26,22 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
 
 
 @pytest.fixture(scope="module")
-def http(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    worker = ConnectWorkerProcess(
+def worker(
+    broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ConnectWorkerProcess]:
+    process = ConnectWorkerProcess(
         tmp_path_factory.mktemp("connect-errors") / "worker", broker.bootstrap
     ).start()
     try:
-        with httpx.Client(base_url=worker.url, timeout=60) as client:
-            yield client
+        yield process
     finally:
-        assert worker.stop() == 0, worker.output()
+        assert process.stop() == 0, process.output()
+
+
+@pytest.fixture(scope="module")
+def http(worker: ConnectWorkerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=worker.url, timeout=60) as client:
+        yield client
 
 
 def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
@@ -100,7 +107,7 @@ def sink_config(topic: str, out: Path, tolerance: str) -> dict[str, str]:
 
 
 def test_rejected_and_unreadable_records_go_to_the_dlq(
-    http: httpx.Client, broker: BrokerProcess, tmp_path: Path
+    http: httpx.Client, broker: BrokerProcess, worker: ConnectWorkerProcess, tmp_path: Path
 ):
     topic = f"errors-{uuid.uuid4().hex[:8]}"
     out = tmp_path / "out.jsonl"
@@ -139,6 +146,15 @@ def test_rejected_and_unreadable_records_go_to_the_dlq(
     assert b"ConnectError" in rejected["__connect.errors.exception.class.name"]
     assert b"rejected n=4" in rejected["__connect.errors.exception.stacktrace"]
     assert task_states(http, topic) == ["RUNNING"]
+    # errors.log.enable: each failure logged, naming the stage and where the record was;
+    # without errors.log.include.messages, not the record itself.
+    log = worker.output()
+    assert (
+        f"Executing stage 'VALUE_CONVERTER' with class 'JsonConverter' consuming topic={topic}"
+        in log
+    )
+    assert "Executing stage 'TASK_PUT'" in log
+    assert "not json" not in log
     # Every record was handled (written or in the DLQ): all 7 offsets are committed.
     wait_until(
         lambda: (

@@ -1,6 +1,7 @@
 """The sink task runner against a real worker and broker: ``topics.regex``, the
 task's ``open`` with its partitions, ``SinkTaskContext.offset`` (where to start) and
-``request_commit`` (offsets committed without waiting for the flush interval)."""
+``request_commit`` (offsets committed without waiting for the flush interval), and
+a ``RetriableError`` from ``put`` (the batch delivered again after ``timeout``)."""
 
 from __future__ import annotations
 
@@ -113,4 +114,31 @@ def test_request_commit_commits_before_the_interval(
         60,
         "offsets committed on request",
     )
+    http.delete(f"/connectors/{topic}")
+
+
+def test_retriable_put_delivers_the_same_batch_again(
+    http: httpx.Client, broker: BrokerProcess, tmp_path: Path
+):
+    topic = f"again-{uuid.uuid4().hex[:6]}"
+    produce(broker.bootstrap, {topic: ["p", "q", "r"]})
+    out = tmp_path / "out.txt"
+    response = http.post(
+        "/connectors",
+        json={
+            "name": topic,
+            "config": {
+                "connector.class": "connect_plugins.RecordingSinkConnector",
+                "topics": topic,
+                "file": str(out),
+                "retriable.failures": "3",
+            },
+        },
+    )
+    assert response.status_code == 201, response.text
+    # Three refusals later the records arrive, each once, in order; the task never failed.
+    expected = [f"{topic} 0 {i} {v}" for i, v in enumerate("pqr")]
+    wait_until(lambda: read(out) == expected, 60, "the records after the retries")
+    states = [t["state"] for t in http.get(f"/connectors/{topic}/status").json()["tasks"]]
+    assert states == ["RUNNING"]
     http.delete(f"/connectors/{topic}")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from broker_process import BrokerProcess
+from broker_process import BrokerProcess, free_ports
 from cli_helpers import run
 from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
@@ -113,3 +113,83 @@ def test_bad_configuration_is_one_clear_line(tmp_path: Path):
     result = run("connect", "standalone", str(worker), str(connector), check=False)
     assert result.returncode == 1
     assert str(connector) in result.stderr and "NoSuchConnector" in result.stderr
+
+
+def test_worker_over_sasl_scram(tmp_path: Path):
+    """The worker's clients log in with the worker's Kafka client settings
+    (``security.protocol``, ``sasl.mechanism``, ``sasl.jaas.config``)."""
+    plain_port, sasl_port = free_ports(2)
+    broker = BrokerProcess(
+        tmp_path / "broker",
+        {
+            "listeners": f"PLAINTEXT://127.0.0.1:{plain_port},"
+            f"SASL_PLAINTEXT://127.0.0.1:{sasl_port}",
+            "group.initial.rebalance.delay.ms": "0",
+            "offsets.topic.num.partitions": "4",
+        },
+    )
+    run("users", "add", "connect", "--password", "connect-Pw-1", "--mechanism",
+        "SCRAM-SHA-256", "--log-dirs", str(broker.log_dir))  # fmt: skip
+    broker.start()
+    source_file = tmp_path / "in.txt"
+    sink_file = tmp_path / "out.txt"
+    source_file.write_text("secured 1\nsecured 2\n")
+    worker = ConnectWorkerProcess(
+        tmp_path / "worker",
+        f"127.0.0.1:{sasl_port}",
+        worker={
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "SCRAM-SHA-256",
+            "sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule "
+            'required username="connect" password="connect-Pw-1";',
+        },
+        connectors={
+            "source": {
+                "connector.class": "FileStreamSource",
+                "file": str(source_file),
+                "topic": "secured",
+            },
+            "sink": {
+                "connector.class": "FileStreamSink",
+                "file": str(sink_file),
+                "topics": "secured",
+            },
+        },
+    )
+    try:
+        worker.start()
+        wait_until(
+            lambda: lines(sink_file) == ["secured 1", "secured 2"],
+            60,
+            "the lines through the SASL listener",
+        )
+        assert worker.stop() == 0, worker.output()
+    finally:
+        worker.close()
+        broker.close()
+
+
+def test_file_source_without_a_file_reads_stdin(broker: BrokerProcess, tmp_path: Path):
+    sink_file = tmp_path / "out.txt"
+    worker = ConnectWorkerProcess(
+        tmp_path / "worker",
+        broker.bootstrap,
+        connectors={
+            "stdin": {"connector.class": "FileStreamSource", "topic": "stdin-lines"},
+            "sink": {
+                "connector.class": "FileStreamSink",
+                "file": str(sink_file),
+                "topics": "stdin-lines",
+            },
+        },
+    ).start()
+    try:
+        assert worker.process is not None and worker.process.stdin is not None
+        worker.process.stdin.write("typed 1\ntyped 2\n")
+        worker.process.stdin.flush()
+        wait_until(lambda: lines(sink_file) == ["typed 1", "typed 2"], 60, "stdin's lines")
+        # Nothing is stored for stdin: it cannot be read again.
+        offsets = tmp_path / "worker" / "offsets.json"
+        assert not offsets.exists() or "stdin" not in offsets.read_text()
+    finally:
+        assert worker.stop() == 0, worker.output()

@@ -15,39 +15,13 @@ from typing import Any, TypeVar
 
 import click
 
+from pystream.client.config import settings_from_properties
 from pystream.config import read_properties_file
 from pystream.errors import InvalidConfigError
-from pystream.security.jaas import parse_jaas_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-
-# Kafka client property names -> the pystream client's keyword arguments.
-_CLIENT_KEYS = {
-    "client.id": ("client_id", str),
-    "request.timeout.ms": ("request_timeout_ms", int),
-    "retry.backoff.ms": ("retry_backoff_ms", int),
-    "reconnect.backoff.ms": ("reconnect_backoff_ms", int),
-    "reconnect.backoff.max.ms": ("reconnect_backoff_max_ms", int),
-    "socket.connection.setup.timeout.ms": ("socket_connection_setup_timeout_ms", int),
-    "metadata.max.age.ms": ("metadata_max_age_ms", int),
-    "security.protocol": ("security_protocol", str.upper),
-    "ssl.truststore.location": ("ssl_cafile", str),  # PEM trust store (Java clients)
-    "ssl.ca.location": ("ssl_cafile", str),  # librdkafka's name
-    "ssl.keystore.location": ("ssl_certfile", str),  # PEM: key and certificate chain
-    "ssl.certificate.location": ("ssl_certfile", str),
-    "ssl.key.location": ("ssl_keyfile", str),
-    "ssl.key.password": ("ssl_password", str),
-    # Kafka's default "https" checks the host name; an empty value turns the check off.
-    "ssl.endpoint.identification.algorithm": ("ssl_check_hostname", bool),
-    "sasl.mechanism": ("sasl_mechanism", str),
-    # librdkafka's names for the login (Kafka's tools use sasl.jaas.config, below).
-    "sasl.username": ("sasl_plain_username", str),
-    "sasl.password": ("sasl_plain_password", str),
-}
-# Settings pystream's client accepts and does not need (PEM is its only store format).
-_IGNORED_PREFIXES = ("sasl.", "ssl.")
 
 
 def connection_options(func: F) -> F:
@@ -85,29 +59,10 @@ def read_properties(path: str) -> dict[str, str]:
 
 def client_settings_from(props: dict[str, str], command_config: str) -> dict[str, Any]:
     """Client keyword arguments from Kafka client properties read from ``command_config``."""
-    settings: dict[str, Any] = {}
-    for key, value in props.items():
-        if key == "sasl.jaas.config":  # Kafka's tools: the login module's username/password
-            try:
-                options = parse_jaas_config(value, f"{command_config}: {key}").options
-            except InvalidConfigError as exc:
-                raise click.ClickException(str(exc)) from None
-            for option in ("username", "password"):
-                if option in options:
-                    settings[f"sasl_plain_{option}"] = options[option]
-            continue
-        if key not in _CLIENT_KEYS:
-            if key == "bootstrap.servers" or key.startswith(_IGNORED_PREFIXES):
-                continue
-            raise click.ClickException(f"{command_config}: unknown client setting {key!r}")
-        name, kind = _CLIENT_KEYS[key]
-        try:
-            settings[name] = kind(value)
-        except ValueError:
-            raise click.ClickException(
-                f"{command_config}: {key} must be an integer, got {value!r}"
-            ) from None
-    return settings
+    try:
+        return settings_from_properties(props, command_config)
+    except (ValueError, InvalidConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def admin_client(bootstrap_server: str, command_config: str | None) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 
 from pystream.security.client_security import (
@@ -12,9 +12,16 @@ from pystream.security.client_security import (
     ClientSecurity,
     SaslLogin,
 )
+from pystream.security.jaas import parse_jaas_config
 from pystream.security.ssl import client_context
 
-__all__ = ["ClientConfig", "parse_bootstrap_servers", "split_config"]
+__all__ = [
+    "CLIENT_PROPERTIES",
+    "ClientConfig",
+    "parse_bootstrap_servers",
+    "settings_from_properties",
+    "split_config",
+]
 
 
 def parse_bootstrap_servers(servers: str | Iterable[str]) -> list[tuple[str, int]]:
@@ -154,3 +161,62 @@ def split_config(kwargs: dict[str, object]) -> tuple[dict[str, object], dict[str
     common = {k: v for k, v in kwargs.items() if k in _COMMON}
     rest = {k: v for k, v in kwargs.items() if k not in _COMMON}
     return common, rest
+
+
+# Kafka client property names -> the pystream client's keyword arguments.
+CLIENT_PROPERTIES = {
+    "client.id": ("client_id", str),
+    "request.timeout.ms": ("request_timeout_ms", int),
+    "retry.backoff.ms": ("retry_backoff_ms", int),
+    "reconnect.backoff.ms": ("reconnect_backoff_ms", int),
+    "reconnect.backoff.max.ms": ("reconnect_backoff_max_ms", int),
+    "socket.connection.setup.timeout.ms": ("socket_connection_setup_timeout_ms", int),
+    "metadata.max.age.ms": ("metadata_max_age_ms", int),
+    "security.protocol": ("security_protocol", str.upper),
+    "ssl.truststore.location": ("ssl_cafile", str),  # PEM trust store (Java clients)
+    "ssl.ca.location": ("ssl_cafile", str),  # librdkafka's name
+    "ssl.keystore.location": ("ssl_certfile", str),  # PEM: key and certificate chain
+    "ssl.certificate.location": ("ssl_certfile", str),
+    "ssl.key.location": ("ssl_keyfile", str),
+    "ssl.key.password": ("ssl_password", str),
+    # Kafka's default "https" checks the host name; an empty value turns the check off.
+    "ssl.endpoint.identification.algorithm": ("ssl_check_hostname", bool),
+    "sasl.mechanism": ("sasl_mechanism", str),
+    # librdkafka's names for the login (Kafka's tools use sasl.jaas.config, below).
+    "sasl.username": ("sasl_plain_username", str),
+    "sasl.password": ("sasl_plain_password", str),
+}
+# Settings pystream's client accepts and does not need (PEM is its only store format).
+_IGNORED_PREFIXES = ("sasl.", "ssl.")
+
+
+def settings_from_properties(
+    props: dict[str, str], where: str, other: Callable[[str, str], tuple[str, object]] | None = None
+) -> dict[str, object]:
+    """Client keyword arguments from Kafka client properties read from ``where`` (a file
+    name, for messages): the connection and security settings above, and
+    ``sasl.jaas.config``'s username/password.  Any other key goes to ``other(key,
+    value)`` -> (keyword, value) (a producer's ``acks``…), or is a ValueError naming it.
+    """
+    settings: dict[str, object] = {}
+    for key, value in props.items():
+        if key == "sasl.jaas.config":  # Kafka's tools: the login module's username/password
+            options = parse_jaas_config(value, f"{where}: {key}").options
+            for option in ("username", "password"):
+                if option in options:
+                    settings[f"sasl_plain_{option}"] = options[option]
+            continue
+        if key not in CLIENT_PROPERTIES:
+            if key == "bootstrap.servers" or key.startswith(_IGNORED_PREFIXES):
+                continue
+            if other is None:
+                raise ValueError(f"{where}: unknown client setting {key!r}")
+            name, converted = other(key, value)
+            settings[name] = converted
+            continue
+        name, kind = CLIENT_PROPERTIES[key]
+        try:
+            settings[name] = kind(value)
+        except ValueError:
+            raise ValueError(f"{where}: {key} must be an integer, got {value!r}") from None
+    return settings

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ...client.config import settings_from_properties
+from ...errors import InvalidConfigError
 from ..api import NO_DEFAULT, ConfigDef, ConfigError, ConfigKey, ConfigType, Importance
 
 __all__ = [
@@ -22,12 +24,12 @@ log = logging.getLogger("pystream.connect")
 
 DEFAULT_LISTENER = "http://127.0.0.1:8083"
 
-# Kafka client property names whose values are not strings, for ``producer.*``/
-# ``consumer.*`` overrides: the rest are passed as strings under snake_case names.
+# Producer/consumer settings beyond the connection's (``acks``, ``linger.ms``…) pass to
+# pystream's client under snake_case names; these are numbers by their suffix.
 _INT_SUFFIXES = (".ms", ".bytes", ".records", ".size", ".memory", ".connection")
 _RENAMED = {"compression.type": "compression"}
-# Settings Java's clients need and pystream's client does without (PEM is its only
-# store format; serializers are the converters' job).
+# Settings Java's clients need and pystream's client does without (serializers are the
+# converters' job).
 _IGNORED_CLIENT_KEYS = {
     "key.serializer",
     "value.serializer",
@@ -43,27 +45,31 @@ def prefixed(props: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return {k[len(prefix) :]: v for k, v in props.items() if k.startswith(prefix)}
 
 
-def client_settings(props: Mapping[str, str]) -> dict[str, Any]:
-    """Kafka client properties (``acks``, ``linger.ms``, ``security.protocol``…) as
-    pystream client keyword arguments: dots become underscores, numbers and booleans
-    are converted."""
-    settings: dict[str, Any] = {}
-    for key, raw in props.items():
-        if key in _IGNORED_CLIENT_KEYS or key == "bootstrap.servers":
-            continue
-        name = _RENAMED.get(key, key).replace(".", "_").replace("-", "_")
-        value: Any = raw
-        if isinstance(raw, str):
-            text = raw.strip()
-            if text.lower() in ("true", "false"):
-                value = text.lower() == "true"
-            elif key.endswith(_INT_SUFFIXES) or text.lstrip("-").isdigit():
-                try:
-                    value = int(text)
-                except ValueError:
-                    raise ConfigError(f"{key} must be an integer, got {raw!r}") from None
-        settings[name] = value
-    return settings
+def _other_client_setting(key: str, raw: str) -> tuple[str, Any]:
+    name = _RENAMED.get(key, key).replace(".", "_").replace("-", "_")
+    value: Any = raw
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.lower() in ("true", "false"):
+            value = text.lower() == "true"
+        elif key.endswith(_INT_SUFFIXES) or text.lstrip("-").isdigit():
+            try:
+                value = int(text)
+            except ValueError:
+                raise ConfigError(f"{key} must be an integer, got {raw!r}") from None
+    return name, value
+
+
+def client_settings(props: Mapping[str, str], where: str = "worker config") -> dict[str, Any]:
+    """Kafka client properties as pystream client keyword arguments: the connection and
+    security settings as the command line tools read them (``security.protocol``,
+    ``ssl.truststore.location``, ``sasl.jaas.config``…), the rest with dots as
+    underscores and numbers and booleans converted (``linger.ms`` -> ``linger_ms``)."""
+    wanted = {k: v for k, v in props.items() if k not in _IGNORED_CLIENT_KEYS}
+    try:
+        return settings_from_properties(wanted, where, _other_client_setting)
+    except (ValueError, InvalidConfigError) as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _at_least(name: str, low: int) -> Any:
@@ -348,10 +354,12 @@ class WorkerConfig:
         return name, prefixed(self.props, f"{which}.converter.")
 
     def _client_base(self) -> dict[str, str]:
-        """Worker-level Kafka client settings (timeouts, client.id) every client shares.
-        TLS/SASL settings for the worker's clients are not mapped yet."""
+        """Worker-level Kafka client settings (security, timeouts, client.id) every
+        client shares, as Kafka's worker passes its top-level client settings on."""
         shared = (
             "security.protocol",
+            "ssl.",
+            "sasl.",
             "request.timeout.ms",
             "retry.backoff.ms",
             "reconnect.backoff.",

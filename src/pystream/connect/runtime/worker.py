@@ -270,9 +270,8 @@ class Worker:
         target: TargetState,
     ) -> WorkerTask:
         cls, parsed = parse_connector_config(connector_props)
-        task_class: type[Task] = WorkerConnector(
-            task_id.connector, cls, connector_props, self
-        ).connector.task_class()
+        running = self.connectors.get(task_id.connector)
+        task_class: type[Task] = (running.connector if running is not None else cls()).task_class()
         config = self.config
 
         def converter(which: str, is_key: bool) -> Any:
