@@ -268,7 +268,11 @@ def test_stores_read_and_write_kafkas_record_layout(broker: BrokerProcess):
         store.start()
     try:
         # Records as Kafka's KafkaConfigBackingStore writes them, by another client.
-        producer = KafkaProducer({"bootstrap.servers": broker.bootstrap})
+        # murmur2: the partitioner of Kafka's Java clients (and pystream's), so that a key
+        # lands in the partition Kafka's workers would write it to.
+        producer = KafkaProducer(
+            {"bootstrap.servers": broker.bootstrap, "partitioner": "murmur2_random"}
+        )
         records = [
             ("connector-x", {"properties": {"name": "x", "tasks.max": "2"}}),
             ("task-x-0", {"properties": {"file": "a"}}),
@@ -313,6 +317,17 @@ def test_stores_read_and_write_kafkas_record_layout(broker: BrokerProcess):
             "generation": 3,
         }
         assert raw["status-connector-x"]["trace"] == "boom"
+        # Another worker took the task in a newer generation: this one (a zombie that
+        # has not noticed) does not write over it.
+        newer = {"state": "RUNNING", "trace": None, "worker_id": "o:1", "generation": 4}
+        producer.produce("layout-status", json.dumps(newer).encode(), b"status-task-x-1")
+        assert producer.flush(10) == 0
+        statuses.log.read_to_end()
+        assert statuses.task(TaskId("x", 1)) == Status(State.RUNNING, "o:1")
+        statuses.put_task(TaskId("x", 1), Status(State.FAILED, "h:8083", "late"))
+        statuses.log.flush()
+        assert statuses.task(TaskId("x", 1)) == Status(State.RUNNING, "o:1")
+        assert raw_records(broker.bootstrap, "layout-status")["status-task-x-1"] == newer
 
         key = offset_key("x", {"filename": "a"})
         offsets.set({key: {"position": 42}})
@@ -326,7 +341,8 @@ def test_stores_read_and_write_kafkas_record_layout(broker: BrokerProcess):
         for store in others:
             store.start()
         try:
-            assert others[0].task(TaskId("x", 1)) == Status(State.RUNNING, "h:8083")
+            assert others[0].task(TaskId("x", 1)) == Status(State.RUNNING, "o:1")
+            assert others[0].connector("x") == Status(State.FAILED, "h:8083", "boom")
             assert others[1].get(key) == {"position": 42}
         finally:
             others[0].stop()

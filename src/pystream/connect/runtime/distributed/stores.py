@@ -195,8 +195,8 @@ class KafkaConfigBackingStore:
 
 class KafkaStatusBackingStore(StatusStore):
     """Statuses in ``status.storage.topic``: this worker's writes go to the topic (and
-    count at once here); everyone's are read back.  A write from an older group
-    generation by another worker does not replace a newer one (a zombie's)."""
+    count at once here); everyone's are read back.  A worker does not write over another
+    worker's status of a newer group generation (Kafka's rule against zombies)."""
 
     def __init__(self, config: WorkerConfig, client_id: str) -> None:
         super().__init__()
@@ -223,16 +223,27 @@ class KafkaStatusBackingStore(StatusStore):
         )
 
     def put_connector(self, name: str, status: Status) -> None:
-        super().put_connector(name, status)
-        self._write(STATUS_CONNECTOR_PREFIX + name, self._encode(status), status.worker_id)
+        if self._claim(STATUS_CONNECTOR_PREFIX + name, status):
+            super().put_connector(name, status)
+            self._write(STATUS_CONNECTOR_PREFIX + name, self._encode(status))
 
     def put_task(self, task: TaskId, status: Status) -> None:
-        super().put_task(task, status)
-        self._write(f"{STATUS_TASK_PREFIX}{task}", self._encode(status), status.worker_id)
+        if self._claim(f"{STATUS_TASK_PREFIX}{task}", status):
+            super().put_task(task, status)
+            self._write(f"{STATUS_TASK_PREFIX}{task}", self._encode(status))
 
-    def _write(self, key: str, value: bytes | None, worker_id: str = "") -> None:
+    def _claim(self, key: str, status: Status) -> bool:
+        """Kafka's ``canWriteSafely``: not over another worker's status of a newer
+        generation (this worker lost the connector or task and does not know yet)."""
         with self._lock:
-            self._generations[key] = (self.generation, worker_id)
+            known = self._generations.get(key)
+            if known is not None and known[1] != status.worker_id and known[0] > self.generation:
+                log.info("%s: not written, %s has it in a newer generation", key, known[1])
+                return False
+            self._generations[key] = (self.generation, status.worker_id)
+            return True
+
+    def _write(self, key: str, value: bytes | None) -> None:
         try:
             # Not waited for: statuses are advisory, and this is called from task threads.
             self.log.send(key, value, wait=False)
@@ -254,15 +265,14 @@ class KafkaStatusBackingStore(StatusStore):
         key, raw, _offset = record
         value = None if raw is None else json.loads(raw)
         status = None
-        if value is not None:
-            status = Status(State(value["state"]), value.get("worker_id") or "", value.get("trace"))
-            generation = int(value.get("generation", -1))
-            with self._lock:
-                known = self._generations.get(key)
-                if known is not None and known[0] > generation and known[1] != status.worker_id:
-                    return  # a stale write from an older generation
-                self._generations[key] = (generation, status.worker_id)
         with self._lock:
+            if value is None:
+                self._generations.pop(key, None)
+            else:
+                status = Status(
+                    State(value["state"]), value.get("worker_id") or "", value.get("trace")
+                )
+                self._generations[key] = (int(value.get("generation", -1)), status.worker_id)
             if key.startswith(STATUS_CONNECTOR_PREFIX):
                 name = key[len(STATUS_CONNECTOR_PREFIX) :]
                 if status is None:
