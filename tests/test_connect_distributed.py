@@ -407,6 +407,32 @@ def test_rest_calls_on_any_worker_reach_the_connector(broker: BrokerProcess, tmp
         )
         wait_each_line_once(broker.bootstrap, {"ops": path}, 20, "in the old topic")
 
+        # A connector setting its task configs do not carry (a transform) restarts the
+        # task too: changed while paused, the resumed task routes to the new topic.
+        assert httpx.put(f"{other.url}/connectors/ops/pause", timeout=30).status_code == 202
+        wait_until(lambda: states() == ("PAUSED", ["PAUSED"]), 30, "ops paused")
+        config.update(
+            {
+                "transforms": "route",
+                "transforms.route.type": "RegexRouter",
+                "transforms.route.regex": "dist-ops2",
+                "transforms.route.replacement": "dist-ops3",
+            }
+        )
+        response = httpx.put(f"{other.url}/connectors/ops/config", json=config, timeout=30)
+        assert response.status_code == 200, response.text
+        assert httpx.put(f"{other.url}/connectors/ops/resume", timeout=30).status_code == 202
+        wait_until(lambda: states() == ("RUNNING", ["RUNNING"]), 30, "ops resumed")
+        append(path, 30, 40)
+        wait_until(
+            lambda: (
+                topic_values(broker.bootstrap, "dist-ops3") == [f"ops {i}" for i in range(30, 40)]
+            ),
+            30,
+            "the new lines through the new transform",
+        )
+        assert topic_values(broker.bootstrap, "dist-ops2") == wanted
+
         assert httpx.delete(f"{other.url}/connectors/ops", timeout=30).status_code == 204
         for worker in workers:
             wait_until(

@@ -208,6 +208,13 @@ class DistributedHerder(StandaloneHerder):
             pass  # the worker is stopping: nothing more to start or stop
 
     def _handle_change(self, change: ConfigChange) -> None:
+        try:
+            self._apply_change(change)
+        except Exception:
+            # The herder thread goes on with the next change; the statuses say the rest.
+            log.exception("applying the config change %s failed", change)
+
+    def _apply_change(self, change: ConfigChange) -> None:
         kind, name = change
         snap = self.config_store.snapshot()
         member = self.member
@@ -221,8 +228,13 @@ class DistributedHerder(StandaloneHerder):
                 if name in self.owned_connectors:
                     self.worker.statuses.forget(name)
                 self.owned_connectors.discard(name)
-            elif name in self.owned_connectors:
-                self._restart_owned_connector(name)
+            else:
+                if name in self.owned_connectors:
+                    self._restart_owned_connector(name)
+                # Tasks take converters, transforms and client overrides from the
+                # connector's config: restart them even if their own configs stay.
+                for task in sorted(t for t in self.owned_tasks if t.connector == name):
+                    self._restart_task(task)
         elif kind == "target" and name in snap.connectors:
             self._apply_target(name, snap.targets.get(name, TargetState.STARTED))
 
@@ -341,7 +353,10 @@ class DistributedHerder(StandaloneHerder):
             pass  # the worker is stopping
 
     def _restart_task(self, task_id: TaskId) -> None:
-        if task_id in self.owned_tasks:
+        # Not after its connector's task configs shrank: a rebalance is coming.
+        if task_id in self.owned_tasks and task_id.task < len(
+            self._task_configs.get(task_id.connector, ())
+        ):
             super()._restart_task(task_id)
 
     def _revoke(self) -> None:
