@@ -24,6 +24,8 @@ from connect_process import ConnectWorkerProcess, running_broker
 from test_connect_standalone import topic_values as read_topic
 from waiting import wait_until
 
+from pystream.client import AdminClient, NewTopic
+from pystream.connect.api import ConfigError
 from pystream.connect.runtime.config import WorkerConfig
 from pystream.connect.runtime.distributed.protocol import (
     Assignment,
@@ -351,6 +353,16 @@ def test_stores_read_and_write_kafkas_record_layout(broker: BrokerProcess):
         configs.stop()
         statuses.stop()
         offsets.close()
+
+
+def test_config_topic_with_more_than_one_partition_is_refused(broker: BrokerProcess):
+    with AdminClient(broker.bootstrap) as admin:
+        admin.create_topics([NewTopic("two-part-configs", 2, 1, {"cleanup.policy": "compact"})])
+    config = WorkerConfig(
+        {"bootstrap.servers": broker.bootstrap, "config.storage.topic": "two-part-configs"}
+    )
+    with pytest.raises(ConfigError, match="two-part-configs has 2 partitions"):
+        KafkaConfigBackingStore(config, "two-part").start()
 
 
 def test_rest_calls_on_any_worker_reach_the_connector(broker: BrokerProcess, tmp_path: Path):

@@ -83,6 +83,11 @@ class KafkaBasedLog:
         )
         self._thread.start()
 
+    @property
+    def partition_count(self) -> int:
+        """How many partitions the topic has (known once started)."""
+        return len(self._parts)
+
     def _create_topic(self) -> None:
         config = self.config
         admin = AdminClient(config.bootstrap_servers, **config.admin_settings())

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...api import ConfigError
 from ..config import WorkerConfig
 from ..offsets import MemoryOffsetBackingStore
 from ..states import State, Status, StatusStore, TargetState, TaskId
@@ -102,6 +103,14 @@ class KafkaConfigBackingStore:
 
     def start(self) -> None:
         self.log.start()
+        count = self.log.partition_count
+        if count != 1:
+            self.log.stop()
+            raise ConfigError(
+                f"config.storage.topic={self.log.topic} has {count} partitions; the config "
+                "topic needs exactly one (its order is the order of changes): name another "
+                "topic or recreate this one with one partition"
+            )
 
     def stop(self) -> None:
         self.log.stop()
