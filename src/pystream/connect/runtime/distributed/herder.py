@@ -122,6 +122,7 @@ class DistributedHerder(StandaloneHerder):
         self, name: str, config: Mapping[str, str], allow_replace: bool
     ) -> tuple[bool, dict[str, Any]]:
         config = self._named_config(name, config)
+        self.config_store.read_to_end()  # "exists" as of now, not as of the last poll
         exists = name in self._configs
         if exists and not allow_replace:
             raise HerderError(409, f"Connector {name} already exists")
