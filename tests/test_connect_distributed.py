@@ -454,6 +454,41 @@ def test_rest_calls_on_any_worker_reach_the_connector(broker: BrokerProcess, tmp
             )
             gone = httpx.get(f"{worker.url}/connectors/ops/status", timeout=10)
             assert gone.status_code == 404
+
+        # A sink's two tasks on a two-partition topic run on both workers (one consumer
+        # group across them) and deliver every record once.
+        with AdminClient(broker.bootstrap) as admin:
+            admin.create_topics([NewTopic("dist-sink", 2, 1)])
+        out = tmp_path / "sink.out"
+        sink = {
+            "connector.class": "connect_dist_plugins.SplitFileSink",
+            "tasks.max": "2",
+            "topics": "dist-sink",
+            "file": str(out),
+        }
+        response = httpx.put(f"{other.url}/connectors/sink/config", json=sink, timeout=30)
+        assert response.status_code == 201, response.text
+        placed = wait_until(
+            lambda: len(running_on(other.url, "sink")) == 2 and running_on(other.url, "sink"),
+            60,
+            "both sink tasks running",
+        )
+        assert set(placed.values()) == {w.worker_id for w in workers}
+        producer = KafkaProducer({"bootstrap.servers": broker.bootstrap})
+        for i in range(200):
+            producer.produce("dist-sink", f"v{i}".encode(), partition=i % 2)
+        assert producer.flush(10) == 0
+
+        def delivered() -> list[str]:
+            found = []
+            for part in (0, 1):
+                path = tmp_path / f"sink.out.{part}"
+                if path.exists():
+                    found += [line.split()[2] for line in path.read_text().splitlines()]
+            return sorted(found)
+
+        everything = sorted(f"v{i}" for i in range(200))
+        wait_until(lambda: delivered() == everything, 30, "every record in the sink once")
     finally:
         for worker in workers:
             worker.close()
