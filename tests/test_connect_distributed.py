@@ -172,6 +172,18 @@ def test_workers_share_tasks_survive_a_kill_and_keep_configs(broker: BrokerProce
                 f"{name}'s offset committed",
             )
 
+        # Active topics (KIP-558) are in the status topic: any worker knows them.
+        for worker in workers:
+            for name in files:
+                wait_until(
+                    lambda w=worker, n=name: (
+                        httpx.get(f"{w.url}/connectors/{n}/topics").json()
+                        == {n: {"topics": [f"dist-{n}"]}}
+                    ),
+                    10,
+                    f"{name}'s active topic known to every worker",
+                )
+
         # SIGKILL the worker running beta's task: it moves to the survivor.
         victim = next(w for w in workers if w.worker_id == owners["beta"])
         survivor = next(w for w in workers if w is not victim)
@@ -329,7 +341,11 @@ def test_stores_read_and_write_kafkas_record_layout(broker: BrokerProcess):
         statuses.put_task(TaskId("x", 1), Status(State.FAILED, "h:8083", "late"))
         statuses.log.flush()
         assert statuses.task(TaskId("x", 1)) == Status(State.RUNNING, "o:1")
-        assert raw_records(broker.bootstrap, "layout-status")["status-task-x-1"] == newer
+        statuses.put_topic("x", "t1")
+        statuses.log.flush()
+        raw = raw_records(broker.bootstrap, "layout-status")
+        assert raw["status-task-x-1"] == newer
+        assert raw["status-topic-t1:connector-x"]["topic"]["name"] == "t1"
 
         key = offset_key("x", {"filename": "a"})
         offsets.set({key: {"position": 42}})
@@ -345,6 +361,7 @@ def test_stores_read_and_write_kafkas_record_layout(broker: BrokerProcess):
         try:
             assert others[0].task(TaskId("x", 1)) == Status(State.RUNNING, "o:1")
             assert others[0].connector("x") == Status(State.FAILED, "h:8083", "boom")
+            assert others[0].topics("x") == ["t1"]
             assert others[1].get(key) == {"position": 42}
         finally:
             others[0].stop()

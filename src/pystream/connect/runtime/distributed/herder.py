@@ -54,7 +54,7 @@ from .stores import (
     KafkaStatusBackingStore,
 )
 
-__all__ = ["DistributedHerder", "run_distributed"]
+__all__ = ["DistributedHerder", "DistributedWorker", "run_distributed"]
 
 log = logging.getLogger("pystream.connect.distributed")
 
@@ -62,6 +62,24 @@ FORWARD_TIMEOUT = 30.0
 RETRY_BACKOFF = 1.0
 # Kafka's answer while the owner of a connector or task is not known.
 REBALANCING = "Cannot complete request because of a conflicting operation (e.g. worker rebalance)"
+
+
+class DistributedWorker(Worker):
+    """A worker whose connectors' active topics are in the status topic, so that any
+    worker answers ``GET /connectors/{c}/topics`` for tasks anywhere."""
+
+    statuses: KafkaStatusBackingStore
+
+    def record_topic(self, connector: str, topic: str) -> None:
+        super().record_topic(connector, topic)
+        self.statuses.put_topic(connector, topic)
+
+    def connector_topics(self, connector: str) -> list[str]:
+        return self.statuses.topics(connector)
+
+    def reset_topics(self, connector: str) -> None:
+        super().reset_topics(connector)
+        self.statuses.reset_topics(connector)
 
 
 class DistributedHerder(StandaloneHerder):
@@ -228,6 +246,7 @@ class DistributedHerder(StandaloneHerder):
                 self._stop_local(name)
                 if name in self.owned_connectors:
                     self.worker.statuses.forget(name)
+                    self.worker.reset_topics(name)
                 self.owned_connectors.discard(name)
             else:
                 if name in self.owned_connectors:
@@ -488,7 +507,7 @@ async def run_distributed(
     config_store = KafkaConfigBackingStore(config, f"{client_id}-configs")
     statuses = KafkaStatusBackingStore(config, f"{client_id}-statuses")
     offsets = KafkaOffsetBackingStore(config, f"{client_id}-offsets")
-    worker = Worker(config, "", offsets, statuses)
+    worker = DistributedWorker(config, "", offsets, statuses)
     herder = DistributedHerder(worker, config_store, "")
     running: RunningProxy | None = None
     core: ClientCore | None = None

@@ -9,6 +9,8 @@ config topic (one partition, so that its order is the order of changes):
   ``target-state-<c>`` → ``{"state": "STARTED|PAUSED", "state.v2": "STARTED|PAUSED|STOPPED"}``;
 status topic: ``status-connector-<c>``, ``status-task-<c>-<n>`` →
   ``{"state", "trace", "worker_id", "generation"}`` (tombstone: forgotten);
+  ``status-topic-<topic>:connector-<c>`` → ``{"topic": {"name", "connector", "task",
+  "discoverTimestamp"}}``, a connector's active topics (KIP-558);
 offset topic: ``["<c>", {source partition}]`` → the offset JSON (null: deleted).
 """
 
@@ -21,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ....clock import now_ms
 from ...api import ConfigError
 from ..config import WorkerConfig
 from ..offsets import MemoryOffsetBackingStore
@@ -43,6 +46,8 @@ COMMIT_PREFIX = "commit-"
 TARGET_PREFIX = "target-state-"
 STATUS_CONNECTOR_PREFIX = "status-connector-"
 STATUS_TASK_PREFIX = "status-task-"
+STATUS_TOPIC_PREFIX = "status-topic-"
+TOPIC_SEPARATOR = ":connector-"
 
 
 def _json(value: Any) -> bytes:
@@ -212,6 +217,7 @@ class KafkaStatusBackingStore(StatusStore):
         topic, partitions, factor = storage_settings(config, "status", "connect-status", 5)
         self.generation = -1
         self._generations: dict[str, tuple[int, str]] = {}
+        self._active: dict[str, set[str]] = {}
         self.log = KafkaBasedLog(config, topic, partitions, factor, self._apply, client_id)
 
     def start(self) -> None:
@@ -220,6 +226,35 @@ class KafkaStatusBackingStore(StatusStore):
     def stop(self) -> None:
         self.log.flush()
         self.log.stop()
+
+    # -- active topics (KIP-558) --------------------------------------------------------
+
+    def put_topic(self, connector: str, topic: str) -> None:
+        """``connector`` used ``topic`` (written once; the worker does not say which of
+        its tasks, so ``task`` is -1)."""
+        with self._lock:
+            if topic in self._active.get(connector, ()):
+                return
+            self._active.setdefault(connector, set()).add(topic)
+        value = {
+            "topic": {
+                "name": topic,
+                "connector": connector,
+                "task": -1,
+                "discoverTimestamp": now_ms(),
+            }
+        }
+        self._write(f"{STATUS_TOPIC_PREFIX}{topic}{TOPIC_SEPARATOR}{connector}", _json(value))
+
+    def topics(self, connector: str) -> list[str]:
+        with self._lock:
+            return sorted(self._active.get(connector, ()))
+
+    def reset_topics(self, connector: str) -> None:
+        with self._lock:
+            topics = self._active.pop(connector, set())
+        for topic in sorted(topics):
+            self._write(f"{STATUS_TOPIC_PREFIX}{topic}{TOPIC_SEPARATOR}{connector}", None)
 
     def _encode(self, status: Status) -> bytes:
         return _json(
@@ -273,6 +308,14 @@ class KafkaStatusBackingStore(StatusStore):
     def _apply(self, record: LogRecord) -> None:
         key, raw, _offset = record
         value = None if raw is None else json.loads(raw)
+        if key.startswith(STATUS_TOPIC_PREFIX):
+            topic, _, connector = key[len(STATUS_TOPIC_PREFIX) :].rpartition(TOPIC_SEPARATOR)
+            with self._lock:
+                if value is None:
+                    self._active.get(connector, set()).discard(topic)
+                else:
+                    self._active.setdefault(connector, set()).add(topic)
+            return
         status = None
         with self._lock:
             if value is None:
