@@ -297,15 +297,7 @@ class StandaloneHerder(Herder):
     def put_connector_config(
         self, name: str, config: Mapping[str, str], allow_replace: bool
     ) -> tuple[bool, dict[str, Any]]:
-        config = {str(k): str(v) for k, v in config.items()}
-        if config.get("name", name) != name:
-            raise HerderError(
-                400,
-                f"Connector name configuration ({config['name']}) doesn't match "
-                f"connector name in the URL ({name})",
-            )
-        config["name"] = name
-        self._check_config(config)
+        config = self._named_config(name, config)
         with self._lock:
             exists = name in self._configs
             if exists and not allow_replace:
@@ -317,6 +309,19 @@ class StandaloneHerder(Herder):
             self._targets[name] = target
             self._start_connector(name)
         return not exists, self.connector_info(name)
+
+    def _named_config(self, name: str, config: Mapping[str, str]) -> dict[str, str]:
+        """``config`` as strings with ``name`` set, checked (HerderError 400 if bad)."""
+        config = {str(k): str(v) for k, v in config.items()}
+        if config.get("name", name) != name:
+            raise HerderError(
+                400,
+                f"Connector name configuration ({config['name']}) doesn't match "
+                f"connector name in the URL ({name})",
+            )
+        config["name"] = name
+        self._check_config(config)
+        return config
 
     def _check_config(self, config: dict[str, str]) -> None:
         try:

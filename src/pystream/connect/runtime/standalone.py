@@ -6,21 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import uvicorn
+from starlette.routing import BaseRoute
 
 from ...rest.server import ProxyServer, RunningProxy
 from ..api import ConfigError
 from .config import WorkerConfig
-from .herder import HerderError, StandaloneHerder
+from .herder import Herder, HerderError, StandaloneHerder
 from .offsets import FileOffsetBackingStore
 from .rest import create_app
 from .states import StatusStore
 from .worker import Worker
 
-__all__ = ["parse_listener", "run_standalone"]
+__all__ = ["parse_listener", "run_standalone", "serve_rest"]
 
 log = logging.getLogger("pystream.connect.standalone")
 
@@ -35,6 +36,36 @@ def parse_listener(listener: str) -> tuple[str, int]:
     except ValueError:
         raise ConfigError(f"listeners={listener}: the port is not a number") from None
     return parts.hostname or "0.0.0.0", port
+
+
+async def serve_rest(
+    herder: Herder, host: str, port: int, routes: Sequence[BaseRoute] = ()
+) -> RunningProxy:
+    """Start Kafka Connect's REST API for ``herder``, with ``routes`` added (SIGTERM/SIGINT
+    stop it); returns once it accepts requests, or raises ConfigError if it cannot listen."""
+    app = create_app(herder)
+    # After the public routes: a path they serve with other methods still reaches these.
+    app.router.routes.extend(routes)
+    server = ProxyServer(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            lifespan="off",
+            access_log=False,
+            proxy_headers=False,
+            log_config=None,
+        ),
+        handle_signals=True,
+    )
+    task = asyncio.create_task(server.serve(), name="connect-rest")
+    while not server.started and not task.done():
+        await asyncio.sleep(0.02)
+    running = RunningProxy(server, task, "http")
+    if running.url is None:
+        await task
+        raise ConfigError(f"listeners=http://{host}:{port}: cannot listen (see the log)")
+    return running
 
 
 async def run_standalone(
@@ -56,25 +87,9 @@ async def run_standalone(
     offsets = await asyncio.to_thread(FileOffsetBackingStore, path)
     worker = Worker(config, "", offsets, StatusStore())
     herder = StandaloneHerder(worker)
-    server = ProxyServer(
-        uvicorn.Config(
-            create_app(herder),
-            host=host,
-            port=port,
-            lifespan="off",
-            access_log=False,
-            proxy_headers=False,
-            log_config=None,
-        ),
-        handle_signals=True,
-    )
-    task = asyncio.create_task(server.serve(), name="connect-rest")
-    while not server.started and not task.done():
-        await asyncio.sleep(0.02)
-    running = RunningProxy(server, task, "http")
-    if running.url is None:
-        await task
-        raise ConfigError(f"listeners={config.listeners[0]}: cannot listen (see the log)")
+    running = await serve_rest(herder, host, port)
+    task = running.task
+    assert running.url is not None
     bound = running.url.split("://", 1)[1]
     worker.worker_id = herder.worker_id = bound
     try:
