@@ -87,3 +87,15 @@ def running_broker(
         yield process
     finally:
         process.close()
+
+
+def running_worker(
+    broker: BrokerProcess, directory: Path, worker: dict[str, str] | None = None
+) -> Iterator[ConnectWorkerProcess]:
+    """A standalone worker with no connectors for a module's tests (``yield from`` it in
+    a module fixture); it must stop cleanly (exit 0) at the end."""
+    process = ConnectWorkerProcess(directory, broker.bootstrap, worker=worker).start()
+    try:
+        yield process
+    finally:
+        assert process.stop() == 0, process.output()

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from broker_process import BrokerProcess
-from connect_process import ConnectWorkerProcess, running_broker
+from connect_process import ConnectWorkerProcess, running_broker, running_worker
 from waiting import wait_until
 
 from pystream.client import AdminClient, TopicPartition
@@ -29,13 +29,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
 def worker(
     broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ConnectWorkerProcess]:
-    process = ConnectWorkerProcess(
-        tmp_path_factory.mktemp("connect-rest") / "worker", broker.bootstrap
-    ).start()
-    try:
-        yield process
-    finally:
-        assert process.stop() == 0, process.output()
+    yield from running_worker(broker, tmp_path_factory.mktemp("connect-rest") / "worker")
 
 
 @pytest.fixture(scope="module")
