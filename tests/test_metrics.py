@@ -355,13 +355,18 @@ def test_isr_shrinks_and_expands_are_counted_by_the_leader(
             "the follower back in the ISR",
         )
         assert value(grown, f"{prefix}isrexpands_total") > expands
-        # One active controller among the three.
-        assert (
-            sum(
-                value(scrape(b), "kafka_controller_kafkacontroller_activecontrollercount")
-                for b in brokers
-            )
-            == 1
+        # One active controller among the three, once the restart's controller change has
+        # reached every broker (each reports its own view, so a move is briefly seen twice).
+        wait_until(
+            lambda: (
+                sum(
+                    value(scrape(b), "kafka_controller_kafkacontroller_activecontrollercount")
+                    for b in brokers
+                )
+                == 1
+            ),
+            30,
+            "exactly one broker to report itself the active controller",
         )
     finally:
         for b in brokers:
