@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 
 import httpx
-from connect_file import cpu_seconds, start
+from connect_file import cpu_seconds, start, start_broker
 
 
 def start_worker(
@@ -81,22 +81,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     with tempfile.TemporaryDirectory(prefix="connect-failover-") as tmp:
         work = Path(tmp)
-        broker, bootstrap = start(
-            [
-                sys.executable,
-                "-m",
-                "pystream",
-                "serve",
-                "--override",
-                f"log.dirs={work}/data",
-                "--override",
-                "listeners=PLAINTEXT://127.0.0.1:0",
-                "--override",
-                "group.initial.rebalance.delay.ms=0",
-            ],
-            r"clients: bootstrap\.servers=(\S+)",
-            work / "broker.log",
-        )
+        broker, bootstrap = start_broker(work)
         workers = [start_worker(work, i, bootstrap, args.session_timeout_ms) for i in (0, 1)]
         started = 2
         try:

@@ -129,6 +129,27 @@ def summary(values: list[float]) -> str:
     return f"median {statistics.median(values):,.0f} (range {min(values):,.0f}-{max(values):,.0f})"
 
 
+def start_broker(work: Path) -> tuple[subprocess.Popen[str], str]:
+    """``pystream serve`` on a free port with its log dir under ``work``: the process and
+    its bootstrap address (groups form at once)."""
+    return start(
+        [
+            sys.executable,
+            "-m",
+            "pystream",
+            "serve",
+            "--override",
+            f"log.dirs={work}/data",
+            "--override",
+            "listeners=PLAINTEXT://127.0.0.1:0",
+            "--override",
+            "group.initial.rebalance.delay.ms=0",
+        ],
+        r"clients: bootstrap\.servers=(\S+)",
+        work / "broker.log",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -143,22 +164,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     with tempfile.TemporaryDirectory(prefix="connect-bench-") as tmp:
         work = Path(tmp)
-        broker, bootstrap = start(
-            [
-                sys.executable,
-                "-m",
-                "pystream",
-                "serve",
-                "--override",
-                f"log.dirs={work}/data",
-                "--override",
-                "listeners=PLAINTEXT://127.0.0.1:0",
-                "--override",
-                "group.initial.rebalance.delay.ms=0",
-            ],
-            r"clients: bootstrap\.servers=(\S+)",
-            work / "broker.log",
-        )
+        broker, bootstrap = start_broker(work)
         worker_props = work / "worker.properties"
         worker_props.write_text(
             f"bootstrap.servers={bootstrap}\n"
