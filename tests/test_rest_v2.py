@@ -25,6 +25,7 @@ from cli_helpers import assert_one_line_error, run
 from confluent_kafka import Consumer as CKConsumer
 from confluent_kafka import Producer as CKProducer
 from rest_process import RestProxyProcess
+from test_rest_v2_records import SPELLINGS
 from tls_certs import CertificateAuthority
 from waiting import wait_until
 
@@ -214,6 +215,29 @@ def test_json_values_are_stored_exactly(broker: BrokerProcess, http: httpx.Clien
         '{"text":"d\u00e9j\u00e0 vu \u2603","n":[1.5,0.1,true,null]}'.encode(),
         b"18446744073709551616",
     ]
+
+
+def test_spellings_of_a_value_are_stored_as_its_compact_json(
+    broker: BrokerProcess, http: httpx.Client
+) -> None:
+    """A body as clients write it (spaces, escapes, other spellings of a number, a
+    repeated key): each value is stored as the compact JSON of what it parses to,
+    whether the proxy splits the body in Cython or parses it (``v2_records.pyx``)."""
+    topic = create_topic(broker, partitions=1)
+    values = [(b'{ "id" : 1 , "tags" : [ "x" , "y" ] }', b'{"id":1,"tags":["x","y"]}'), *SPELLINGS]
+    body = b'{"records": [' + b", ".join(b'{"value": ' + v + b"}" for v, _ in values) + b"]}"
+    response = http.post(f"/topics/{topic}", headers={"Content-Type": JSON_V2}, content=body)
+    assert response.status_code == 200, response.text
+    assert [o["error_code"] for o in response.json()["offsets"]] == [None] * len(values)
+    stored = [m.value() for m in read_with_confluent(broker, topic, len(values))]
+    assert stored == [compact for _, compact in values]
+    # A number beyond a double is refused, not stored as null.
+    response = http.post(
+        f"/topics/{topic}",
+        headers={"Content-Type": JSON_V2},
+        content=b'{"records":[{"value":1e400}]}',
+    )
+    assert_error(response, 400, 400)
 
 
 def test_many_records_in_one_request_keep_their_order(

@@ -31,8 +31,10 @@ from .consumers import ConsumerInstance, ConsumerRegistry
 from .errors import EXCEPTION_HANDLERS, PARTITION_NOT_FOUND, V2_JSON, RestError
 from .formats import (
     INT32_MAX,
+    EmbeddedFormat,
     V2Response,
     accepted_format,
+    body_json,
     compact_json,
     conversion_error,
     json_int,
@@ -40,11 +42,13 @@ from .formats import (
     json_object,
     json_str,
     produce_format,
+    read_body,
     read_json,
     require_v2_json,
 )
 from .openapi import openapi_document
 from .topics import partition_document
+from .v2_records import split_json_records
 from .v3 import V3_ROUTES
 from .v3_groups import GROUP_ROUTES
 from .v3_records import RECORDS_ROUTES
@@ -147,8 +151,14 @@ async def _produce(request: Request) -> dict[str, Any]:
     kafka = await kafka_clients(request)
     embedded = produce_format(request)
     partition = _partition_param(request) if "partition" in request.path_params else None
-    body = await read_json(request, _state(request).config.max_request_body_bytes)
-    return await kafka.produce.produce(request.path_params["topic"], body, embedded, partition)
+    body = await read_body(request, _state(request).config.max_request_body_bytes)
+    topic = request.path_params["topic"]
+    # Most JSON bodies are split in one Cython pass, their values' text kept as the
+    # stored bytes; the rest (and every error) take the parse-and-encode path.
+    records = split_json_records(body) if embedded is EmbeddedFormat.JSON else None
+    if records is not None:
+        return await kafka.produce.produce_records(topic, records, partition)
+    return await kafka.produce.produce(topic, body_json(body), embedded, partition)
 
 
 async def produce_to_topic(request: Request) -> Response:

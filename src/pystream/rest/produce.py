@@ -34,7 +34,18 @@ class ProduceService:
         """``{"key_schema_id", "value_schema_id", "offsets": [...]}`` for a v2 body
         ``{"records": [{"key", "value", "partition"}]}``; ``partition`` (the
         ``/partitions/{p}`` form) overrides the records' own."""
-        records = _parse_records(body, embedded, partition is None)
+        return await self.produce_records(
+            topic, _parse_records(body, embedded, partition is None), partition
+        )
+
+    async def produce_records(
+        self,
+        topic: str,
+        records: list[tuple[bytes | None, bytes | None, int | None]],
+        partition: int | None = None,
+    ) -> dict[str, Any]:
+        """The response document for records already parsed and validated: (key,
+        value, own partition) each, ``partition`` overriding their own."""
         count = len((await self._describe_or_create(topic)).partitions)
         if partition is not None:
             await self._topics.partition(topic, partition)  # 404 40402 if there is none

@@ -1,0 +1,3 @@
+def split_json_records(
+    body: bytes,
+) -> list[tuple[bytes | None, bytes | None, int | None]] | None: ...
