@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from authorizer_overhead import Broker, run_e2e
+from e2e import parse_count
 from prometheus_client.parser import text_string_to_metric_families
 
 from pystream.metrics import BrokerMetrics
@@ -98,6 +99,10 @@ def main() -> int:
     rates: dict[tuple[str, str], list[float]] = {
         (s, label): [] for s in scenarios for label in ("on", "off")
     }
+    # Broker CPU per record: what the counters cost shows here even when the machine's
+    # other load moves the throughput of both brokers by more than 3%.
+    cpu_per_record: dict[tuple[str, str], list[float]] = {key: [] for key in rates}
+    records = parse_count(ns.records)
     work = [0.0, 0.0, 0.0]  # requests, request partitions, CPU s of the metrics brokers
     with tempfile.TemporaryDirectory(prefix="metrics-bench-") as tmp:
         for i in range(ns.runs):
@@ -121,6 +126,10 @@ def main() -> int:
             cpu_before = cpu_seconds(brokers["on"].process.pid)  # type: ignore[union-attr]
             try:
                 for scenario in scenarios:
+                    cpu_start = {
+                        label: cpu_seconds(brokers[label].process.pid)  # type: ignore[union-attr]
+                        for label in labels
+                    }
                     got = run_e2e(
                         [brokers[label].bootstrap for label in labels],
                         ns.records,
@@ -129,10 +138,13 @@ def main() -> int:
                     )
                     for label in labels:
                         rates[scenario, label].append(got[brokers[label].bootstrap])
+                        used = cpu_seconds(brokers[label].process.pid) - cpu_start[label]  # type: ignore[union-attr]
+                        cpu_per_record[scenario, label].append(used / records * 1e6)
                     print(
                         f"run {i + 1} {scenario}: "
                         + ", ".join(
-                            f"{label} {rates[scenario, label][-1]:,.0f} rec/s"
+                            f"{label} {rates[scenario, label][-1]:,.0f} rec/s "
+                            f"{cpu_per_record[scenario, label][-1]:.3f} broker CPU us/rec"
                             for label in ("on", "off")
                         ),
                         flush=True,
@@ -155,6 +167,14 @@ def main() -> int:
                 f"(range {min(values):,.0f} .. {max(values):,.0f}) over {len(values)} runs"
             )
         print(f"{scenario} on/off: {median['on'] / median['off']:.3f}")
+        cpu = {label: statistics.median(cpu_per_record[scenario, label]) for label in ("on", "off")}
+        for label in ("on", "off"):
+            values = cpu_per_record[scenario, label]
+            print(
+                f"{scenario} metrics {label:>3}: median {cpu[label]:.3f} broker CPU us/record "
+                f"(range {min(values):.3f} .. {max(values):.3f})"
+            )
+        print(f"{scenario} broker CPU per record on/off: {cpu['on'] / cpu['off']:.3f}")
     if work[2] > 0:
         # Throughput figures on a shared machine swing by more than 3% by themselves; this
         # one does not: the CPU the counters took, as a share of the broker's CPU.

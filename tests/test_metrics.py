@@ -327,11 +327,20 @@ def test_isr_shrinks_and_expands_are_counted_by_the_leader(
 ) -> None:
     """A follower killed leaves the ISR (the leader shrinks it: under-replicated); restarted,
     it catches up and rejoins (the leader expands it)."""
-    from cluster_fixtures import by_id, create_topic, leaders, start_cluster
+    from cluster_fixtures import by_id, create_topic, leaders, metadata, start_cluster
 
     brokers = start_cluster(tmp_path, zk_connect, {"replica.lag.time.max.ms": "1000"})
     try:
         create_topic(brokers, "replicated", 1, 3)
+        # The active controller says so by its own election state; the others say 0.
+        active = "kafka_controller_kafkacontroller_activecontrollercount"
+        wait_until(
+            lambda: [value(scrape(b), active) for b in brokers].count(1) == 1,
+            30,
+            "one broker to report itself the active controller",
+        )
+        (reporting,) = [b for b in brokers if value(scrape(b), active) == 1]
+        assert by_id(brokers)[metadata(brokers[0]).controller_id] is reporting
         leader = by_id(brokers)[leaders(brokers[0], "replicated")[0]]
         follower = next(b for b in brokers if b is not leader)
         prefix = "kafka_server_replicamanager_"
@@ -355,8 +364,8 @@ def test_isr_shrinks_and_expands_are_counted_by_the_leader(
             "the follower back in the ISR",
         )
         assert value(grown, f"{prefix}isrexpands_total") > expands
-        # One active controller among the three, once the restart's controller change has
-        # reached every broker (each reports its own view, so a move is briefly seen twice).
+        # One active controller among the three (each broker reports its own election
+        # state; while a controller moves there may briefly be none).
         wait_until(
             lambda: (
                 sum(

@@ -50,7 +50,7 @@ def partition_families(services: BrokerServices) -> Iterable[Metric]:
         f"{prefix}offlinereplicacount", "Replicas hosted here whose partition has no leader.",
         offline,
     )  # fmt: skip
-    is_controller = services.controller_id == broker_id
+    is_controller = services.is_active_controller
     yield gauge(
         "kafka_controller_kafkacontroller_activecontrollercount",
         "1 on the active controller, 0 elsewhere.",

@@ -70,6 +70,16 @@ class BrokerServices:
         """The active controller (-1 while none is elected); a single node is its own."""
         return self.metadata.controller_id
 
+    @property
+    def is_active_controller(self) -> bool:
+        """Whether this broker is the elected controller now, by its own election state
+        (as Kafka's ``KafkaController.isActive``), not by the metadata's view of who is:
+        while the controller moves, only one broker says yes."""
+        if self.cluster is None:
+            return True  # a single node is its own controller
+        controller = self.cluster.controller
+        return controller is not None and controller.active
+
     def listener_for(self, listener_name: str) -> Listener:
         """The advertised listener named ``listener_name`` (the first one if none is)."""
         for listener in self.advertised_listeners:
