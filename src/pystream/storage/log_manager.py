@@ -164,6 +164,9 @@ class LogManager:
         self._clock = clock
         self._logs: dict[TopicPartition, Log] = {}
         self._dir_of: dict[TopicPartition, str] = {}
+        # Logs per dir, kept with _dir_of: a new log goes to the dir with the fewest, and
+        # counting them afresh for each new log made creating N partitions O(N²).
+        self._logs_in_dir: dict[str, int] = dict.fromkeys(self.log_dirs, 0)
         self._logs_to_delete: list[tuple[int, Log, str]] = []  # (due ms, log, renamed dir)
         self._closed = False
         # Guards _logs/_dir_of changes and the choice of a new log's dir: logs may be
@@ -259,6 +262,7 @@ class LogManager:
         log.roll_flush_requester = self._request_roll_flush
         self._logs[tp] = log
         self._dir_of[tp] = log_dir
+        self._logs_in_dir[log_dir] = self._logs_in_dir.get(log_dir, 0) + 1
 
     def log_dir_of(self, topic: str, partition: int) -> str | None:
         """The log dir holding the partition, or None."""
@@ -319,10 +323,8 @@ class LogManager:
             validate_topic_name(topic)
             if partition < 0:
                 raise InvalidPartitionsError(f"Partition {partition} of {topic} is negative")
-            counts = {d: 0 for d in self.log_dirs}
-            for d in self._dir_of.values():
-                counts[d] += 1
-            log_dir = min(self.log_dirs, key=lambda d: counts[d])  # ties: the first listed
+            counts = self._logs_in_dir
+            log_dir = min(self.log_dirs, key=lambda d: counts.get(d, 0))  # ties: the first listed
             path = os.path.join(log_dir, f"{topic}-{partition}")
             log = Log.open(path, self.config_for(topic), clock=self._clock)
             self._adopt(tp, log, log_dir)
@@ -363,12 +365,14 @@ class LogManager:
             if log is None:
                 raise UnknownTopicOrPartitionError(f"No log for {topic}-{partition} on this broker")
             log_dir = self._dir_of.pop(tp)
+            self._logs_in_dir[log_dir] -= 1
         renamed = os.path.join(log_dir, _delete_dir_name(topic, partition))
         try:
             os.rename(log.directory, renamed)
         except OSError as exc:
             with self._lock:  # still there: keep serving it
                 self._logs[tp], self._dir_of[tp] = log, log_dir
+                self._logs_in_dir[log_dir] += 1
             raise KafkaStorageError(f"Cannot rename {log.directory} for deletion: {exc}") from exc
         due = self._clock() + log.config.file_delete_delay_ms
         self._logs_to_delete.append((due, log, renamed))
