@@ -224,8 +224,38 @@ def test_step8_leader_epoch_cache_is_rebuilt_or_fitted(tmp_path, damage: str) ->
             f.write("0\n4\n1 0\n4 4\n6 8\n9 20\n")
     reopened = Log.open(directory, had_clean_shutdown=True)
     assert reopened.leader_epoch_cache.entries() == [(1, 0), (4, 4), (6, 8)]
+    if damage == "beyond the end":
+        # Fitted in memory only (a write per partition made large starts slow): every
+        # load drops the entries past the end again, and the next change writes the file.
+        reopened.close()
+        reopened = Log.open(directory, had_clean_shutdown=True)
+        assert reopened.leader_epoch_cache.entries() == [(1, 0), (4, 4), (6, 8)]
+        reopened.append(make_batch(1), leader_epoch=7)
+        with open(path) as f:
+            assert f.read() == "0\n4\n1 0\n4 4\n6 8\n7 10\n"
+        return
     with open(path) as f:
         assert f.read() == "0\n3\n1 0\n4 4\n6 8\n"
+
+
+def test_an_empty_partition_led_again_at_its_epoch_writes_no_checkpoint(tmp_path) -> None:
+    """An empty log's entry (epoch, 0) is past its end at load and assigned again when it
+    is led: the file holds that already, so a start with many partitions writes none."""
+    directory = str(tmp_path / "t-0")
+    log = Log.open(directory)
+    log.leader_epoch_cache.assign(3, 0)
+    log.close()
+    path = os.path.join(directory, LEADER_EPOCH_CHECKPOINT)
+    written = os.stat(path).st_ino  # atomic_write replaces the file: a new inode
+    reopened = Log.open(directory, had_clean_shutdown=True)
+    assert reopened.leader_epoch_cache.entries() == []
+    assert reopened.leader_epoch_cache.assign(3, 0)
+    assert reopened.leader_epoch_cache.entries() == [(3, 0)]
+    assert os.stat(path).st_ino == written
+    reopened.leader_epoch_cache.assign(4, 0)  # a real change is written
+    assert os.stat(path).st_ino != written
+    with open(path) as f:
+        assert f.read() == "0\n1\n4 0\n"
 
 
 # --- the issue's sweep: truncate the tail at every byte of the last two batches -------------

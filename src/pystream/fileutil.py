@@ -3,14 +3,47 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import fcntl
 import os
 from pathlib import Path
+from typing import Any
 
 from pystream.errors import KafkaStorageError
 
 # Suffix of a file being written by atomic_write; leftovers after a crash are garbage.
 TMP_SUFFIX = ".tmp"
+
+
+def sync_filesystems(directories: list[str]) -> None:
+    """Flush everything written to the file systems holding ``directories`` (``syncfs``,
+    one call per file system): many files written without their own fsync are made
+    durable at once, far faster than an fsync per file and its directory."""
+    seen: set[int] = set()
+    for directory in directories:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            device = os.fstat(fd).st_dev
+            if device in seen:
+                continue
+            seen.add(device)
+            if _LIBC is None or _LIBC.syncfs(fd) != 0:
+                os.sync()  # no syncfs (or it failed): every file system, still correct
+        finally:
+            os.close(fd)
+
+
+def _load_libc() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.syncfs.argtypes = [ctypes.c_int]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _load_libc()
 
 
 def fsync_directory(directory: str | os.PathLike[str]) -> None:

@@ -77,20 +77,25 @@ class TopicManager:
 
     # --- startup ----------------------------------------------------------------------------
     def host_all(self) -> None:
-        """Host every partition the metadata says this broker leads (at startup)."""
+        """Host every partition the metadata says this broker leads (at startup, before the
+        listeners open).  The leader epochs' checkpoints are synced once at the end: an
+        fsync per partition made a start with 10,000 partitions take half a minute."""
         for topic in self.metadata.topics().values():
-            self._host(topic)
+            self._host(topic, durable=False)
+        self.log_manager.sync_log_dirs()
 
-    def _host(self, topic: TopicMetadata) -> None:
+    def _host(self, topic: TopicMetadata, *, durable: bool = True) -> None:
         self.log_manager.update_config(topic.name, self.log_config_for(topic.configs))
         for index, state in sorted(topic.partitions.items()):
-            self._host_partition(topic.name, index, state)
+            self._host_partition(topic.name, index, state, durable=durable)
 
-    def _host_partition(self, name: str, index: int, state: PartitionState) -> None:
+    def _host_partition(
+        self, name: str, index: int, state: PartitionState, *, durable: bool = True
+    ) -> None:
         """Lead the partition if the metadata says so, else follow it if a replica is here."""
         broker_id = self.metadata.broker_id
         if state.leader == broker_id:
-            self.replica_manager.become_leader(name, index, state)
+            self.replica_manager.become_leader(name, index, state, durable=durable)
         elif broker_id in state.replicas:
             self.replica_manager.become_follower(name, index, state)
 
@@ -124,15 +129,17 @@ class TopicManager:
     def _create_logs(
         self, topic: TopicMetadata, partitions: list[tuple[str, int]], config: LogConfig
     ) -> None:
-        # (In a thread.)  The leader-epoch checkpoint is written here, not by the role change.
+        # (In a thread.)  The leader-epoch checkpoint is written here, not by the role change,
+        # and all of them are synced at once at the end (not an fsync per partition).
         logs = self.log_manager.create_logs(partitions, config)
         me = self.metadata.broker_id
         for (_, index), partition_log in zip(partitions, logs, strict=True):
             state = topic.partitions[index]
             if state.leader == me:
                 partition_log.leader_epoch_cache.assign(
-                    state.leader_epoch, partition_log.log_end_offset
+                    state.leader_epoch, partition_log.log_end_offset, durable=False
                 )
+        self.log_manager.sync_log_dirs()
 
     # --- changes ----------------------------------------------------------------------------
     async def create_topic(

@@ -55,13 +55,14 @@ class CheckpointFile(Generic[T]):
         self._format = format_entry
         self._parse = parse_entry
 
-    def write(self, entries: Iterable[T]) -> None:
-        """Replace the file with ``entries`` atomically (tmp + fsync + rename + dir fsync)."""
+    def write(self, entries: Iterable[T], *, durable: bool = True) -> None:
+        """Replace the file with ``entries`` atomically (tmp + fsync + rename + dir fsync;
+        without ``durable`` no fsync: the caller syncs the file system later)."""
         items = list(entries)
         lines = [str(VERSION), str(len(items)), *(self._format(e) for e in items)]
         data = ("\n".join(lines) + "\n").encode("utf-8")
         try:
-            atomic_write(self.path, data)
+            atomic_write(self.path, data, durable=durable)
         except OSError as exc:
             raise KafkaStorageError(
                 f"Cannot write checkpoint file {self.path}: {exc}; check the log directory's "

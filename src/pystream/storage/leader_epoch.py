@@ -43,8 +43,12 @@ class LeaderEpochCache:
             lambda e: f"{e[0]} {e[1]}",
             _parse_entry,
         )
+        # What the file holds (None: unknown), so that a change undone before it is
+        # written -- a load's truncation then the same epoch assigned again -- costs no write.
+        self._persisted: list[tuple[int, int]] | None = None
         if entries is None:
             entries = self._file.read()
+            self._persisted = list(entries)
             for (e1, o1), (e2, o2) in zip(entries, entries[1:], strict=False):
                 if not (e2 > e1 and o2 >= o1):
                     raise CorruptCheckpointError(
@@ -67,13 +71,15 @@ class LeaderEpochCache:
         """The newest epoch, or UNDEFINED_EPOCH (-1) when empty."""
         return self._entries[-1][0] if self._entries else UNDEFINED_EPOCH
 
-    def assign(self, epoch: int, start_offset: int) -> bool:
+    def assign(self, epoch: int, start_offset: int, *, durable: bool = True) -> bool:
         """Record that ``epoch`` starts at ``start_offset``; True if the cache changed.
 
         The latest epoch again at the same or a later offset is ignored (the
         common case: every append of the same leader).  Otherwise entries that
         the new one contradicts (same or higher epoch, or start offset at or
         past the new one) are dropped, as Kafka's LeaderEpochFileCache does.
+        Without ``durable`` the file is not fsynced: the caller syncs the file system
+        (``sync_filesystems``) before anything is appended at ``epoch``.
         """
         if epoch < 0 or start_offset < 0 or self._is_latest(epoch, start_offset):
             return False
@@ -85,7 +91,8 @@ class LeaderEpochCache:
             entries = [(e, o) for e, o in self._entries if e < epoch and o < start_offset]
             entries.append((epoch, start_offset))
             self._entries = entries
-            self.flush()
+            if entries != self._persisted:
+                self.flush(durable=durable)
         return True
 
     def _is_latest(self, epoch: int, start_offset: int) -> bool:
@@ -121,14 +128,19 @@ class LeaderEpochCache:
             return requested_epoch, end_offset
         return self._entries[higher - 1][0], end_offset
 
-    def truncate_from_end(self, end_offset: int) -> None:
-        """Drop entries starting at or after ``end_offset`` (the log was truncated there)."""
+    def truncate_from_end(self, end_offset: int, *, persist: bool = True) -> None:
+        """Drop entries starting at or after ``end_offset`` (the log was truncated there).
+
+        Without ``persist`` only in memory: loading a log does that, since every load
+        drops the entries past the log's end again (an empty partition's entry at 0 is
+        dropped by each load and assigned again as it is led: no write at all)."""
         kept = [(e, o) for e, o in self._entries if o < end_offset]
         if kept != self._entries:
             self._entries = kept
-            self.flush()
+            if persist:
+                self.flush()
 
-    def truncate_from_start(self, start_offset: int) -> None:
+    def truncate_from_start(self, start_offset: int, *, persist: bool = True) -> None:
         """Forget epochs wholly below ``start_offset`` (log start moved); the one covering it
         now starts there."""
         i = bisect.bisect_right(self._entries, start_offset, key=lambda e: e[1]) - 1
@@ -137,13 +149,16 @@ class LeaderEpochCache:
         kept = [(self._entries[i][0], start_offset), *self._entries[i + 1 :]]
         if kept != self._entries:
             self._entries = kept
-            self.flush()
+            if persist:  # see truncate_from_end
+                self.flush()
 
     def clear(self) -> None:
         """Drop every entry (the log was emptied)."""
         self._entries = []
         self.flush()
 
-    def flush(self) -> None:
-        """Write the entries to ``leader-epoch-checkpoint`` atomically."""
-        self._file.write(self._entries)
+    def flush(self, *, durable: bool = True) -> None:
+        """Write the entries to ``leader-epoch-checkpoint`` atomically (fsynced unless
+        not ``durable``)."""
+        self._file.write(self._entries, durable=durable)
+        self._persisted = list(self._entries)

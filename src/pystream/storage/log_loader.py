@@ -347,7 +347,9 @@ def _load_leader_epochs(
                 if epoch >= 0 and (not entries or epoch > entries[-1][0]):
                     entries.append((epoch, batch.base_offset))
         cache = LeaderEpochCache(directory, entries)
-        cache.flush()
-    cache.truncate_from_end(log_end_offset)
-    cache.truncate_from_start(log_start_offset)
+        cache.flush(durable=False)
+    # In memory only (a write per partition, two fsyncs each, made a start with 10,000
+    # partitions take a minute): each load fits the entries to the offsets again.
+    cache.truncate_from_end(log_end_offset, persist=False)
+    cache.truncate_from_start(log_start_offset, persist=False)
     return cache

@@ -52,7 +52,7 @@ from pystream.errors import (
     KafkaStorageError,
     UnknownTopicOrPartitionError,
 )
-from pystream.fileutil import fsync_directory
+from pystream.fileutil import fsync_directory, sync_filesystems
 from pystream.storage.checkpoints import (
     LOG_START_OFFSET_CHECKPOINT,
     RECOVERY_POINT_CHECKPOINT,
@@ -180,6 +180,7 @@ class LogManager:
         self._roll_flushes: dict[Log, asyncio.Future[int]] = {}  # the same, after a roll
         for log_dir in self.log_dirs:
             self._load_dir(log_dir)
+        self.sync_log_dirs()  # what loading wrote without an fsync each (leader epochs)
 
     # --- startup ---------------------------------------------------------------------------
 
@@ -231,6 +232,11 @@ class LogManager:
         if clean:
             os.remove(marker)  # from now on a crash must trigger recovery
             fsync_directory(log_dir)
+
+    def sync_log_dirs(self) -> None:
+        """Make durable every file written in the log dirs without its own fsync (one
+        ``syncfs`` per file system).  Blocking: call it from a thread, or at startup."""
+        sync_filesystems(self.log_dirs)
 
     # --- access ----------------------------------------------------------------------------
 

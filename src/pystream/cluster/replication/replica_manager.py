@@ -141,13 +141,16 @@ class ReplicaManager:
             return partition, True
         return partition, False
 
-    def become_leader(self, topic: str, index: int, state: PartitionState) -> Partition:
+    def become_leader(
+        self, topic: str, index: int, state: PartitionState, *, durable: bool = True
+    ) -> Partition:
         """Host ``topic-index`` as its leader (creating the log if needed).
 
         A new leader epoch starts at the log end offset (recorded in the leader-epoch
         cache, so OffsetForLeaderEpoch answers followers at once); every follower starts
         unknown, the ISR members counted as caught up now (they get a full
-        ``replica.lag.time.max.ms`` to fetch from the new leader).
+        ``replica.lag.time.max.ms`` to fetch from the new leader).  Without ``durable`` the
+        epoch's checkpoint is not fsynced: the caller syncs the log dirs before serving.
         """
         partition, new = self._hosted(topic, index, state)
         before = partition.state
@@ -160,7 +163,7 @@ class ReplicaManager:
             if self.fetcher is not None:
                 self.fetcher.remove_partition(topic, index)
             log = partition.log
-            log.leader_epoch_cache.assign(state.leader_epoch, log.log_end_offset)
+            log.leader_epoch_cache.assign(state.leader_epoch, log.log_end_offset, durable=durable)
             partition.leader_epoch_start_offset = log.log_end_offset
             now = self._clock()
             partition.followers = {
