@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -244,8 +245,8 @@ def test_clean_shutdown_writes_checkpoints_and_marker(tmp_path) -> None:
         reopened.get_or_create_log("t", 2)
 
 
-def _damage_last_batch(log_dir: str) -> None:
-    path = os.path.join(log_dir, "t-0", "00000000000000000000.log")
+def _damage_last_batch(log_dir: str, partition_dir: str = "t-0") -> None:
+    path = os.path.join(log_dir, partition_dir, "00000000000000000000.log")
     with open(path, "r+b") as f:
         f.seek(-1, os.SEEK_END)
         last = f.read(1)
@@ -271,6 +272,42 @@ def test_unclean_stop_recovers_from_the_checkpointed_recovery_point(tmp_path) ->
     # After a clean shutdown the files are trusted: the same damage is not looked for.
     _damage_last_batch(recovered.log_dirs[0])
     assert manager(tmp_path, 1).get_log("t", 0).log_end_offset == 6
+
+
+def test_recovery_threads_load_and_recover_every_log(tmp_path) -> None:
+    """num.recovery.threads.per.data.dir > 1: the logs of both dirs are loaded by a pool,
+    after a crash too (each damaged tail cut), with what one thread would give."""
+    lm, locked = crashable_manager(tmp_path, 2)
+    for partition in range(12):
+        log = lm.get_or_create_log("t", partition)
+        for _ in range(partition % 3 + 1):
+            log.append(make_batch(2), leader_epoch=0)
+        log.high_watermark = log.log_end_offset
+    lm.checkpoint_high_watermarks()
+    for log in lm.logs().values():
+        log.close()
+    locked.release()
+    for log_dir in lm.log_dirs:  # one log of each dir loses its last batch
+        _damage_last_batch(log_dir, min(n for n in os.listdir(log_dir) if n.startswith("t-")))
+    copy = tmp_path / "copy"
+    for i, log_dir in enumerate(lm.log_dirs):
+        shutil.copytree(log_dir, copy / f"data{i}")
+    one = manager(tmp_path, 2)  # one thread: the reference
+    expected = {tp: (log.log_end_offset, one.log_dir_of(*tp)) for tp, log in one.logs().items()}
+    one.shutdown()
+    pooled = manager(copy, 2, recovery_threads_per_dir=4)
+    got = {
+        tp: (log.log_end_offset, pooled.log_dir_of(*tp).replace(str(copy), str(tmp_path)))
+        for tp, log in pooled.logs().items()
+    }
+    assert len(expected) == 12
+    assert got == expected
+    assert sorted(end for end, _ in got.values()) != sorted(
+        2 * (p % 3 + 1) for p in range(12)
+    )  # the damage was found and cut
+    pooled.shutdown()
+    with pytest.raises(ValueError, match="recovery threads"):
+        manager(tmp_path, 2, recovery_threads_per_dir=0)
 
 
 def test_corrupt_checkpoint_only_costs_a_longer_recovery(tmp_path) -> None:

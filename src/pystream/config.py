@@ -1459,8 +1459,8 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         ConfigType.INT,
         1,
         AtLeast(1),
-        doc="Threads per log dir that recover logs at startup.",
-        honoured=False,
+        doc="Threads that load (and after a crash recover) the logs at startup, one log "
+        "dir after the other.",
     ),
     ConfigDef(
         "background.threads",

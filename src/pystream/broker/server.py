@@ -197,6 +197,7 @@ class Broker:
             cluster_id=metadata.cluster_id,
             topic_configs=topic_configs,
             locked_dirs=locked_dirs,
+            recovery_threads_per_dir=config.num_recovery_threads_per_data_dir,
         )
 
         def partition_exists(topic: str, index: int) -> bool:

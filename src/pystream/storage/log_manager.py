@@ -119,9 +119,12 @@ class LogManager:
         topic_configs: Mapping[str, LogConfig] | None = None,
         clock: Callable[[], int] = now_ms,
         locked_dirs: LockedLogDirs | None = None,
+        recovery_threads_per_dir: int = 1,
     ) -> None:
         """Lock every dir, check its ``meta.properties`` and load every log (recovering
-        after an unclean stop), then remove the clean-shutdown markers.
+        after an unclean stop; ``recovery_threads_per_dir`` logs at a time, Kafka's
+        ``num.recovery.threads.per.data.dir``; the dirs one after the other), then remove
+        the clean-shutdown markers.
 
         The locks (each dir's ``.lock``, as Kafka's) are held until :meth:`shutdown`:
         ``locked_dirs``, taken by the caller with ``lock_log_dirs(log_dirs)`` (the
@@ -134,11 +137,14 @@ class LogManager:
         another process or thread uses a dir, and InconsistentBrokerIdError /
         InconsistentClusterIdError if a dir belongs to another broker or cluster.
         """
+        if recovery_threads_per_dir < 1:
+            raise ValueError(f"recovery threads per dir must be >= 1: {recovery_threads_per_dir}")
         if locked_dirs is None:
             locked_dirs = lock_log_dirs(log_dirs)
         elif locked_dirs.paths != resolve_log_dirs(log_dirs):
             raise ValueError(f"locked_dirs {locked_dirs.paths} are not log.dirs {list(log_dirs)}")
         self._locked_dirs = locked_dirs
+        self._recovery_threads_per_dir = recovery_threads_per_dir
         try:
             self._open(log_dirs, default_config, broker_id, cluster_id, topic_configs, clock)
         except BaseException:
@@ -178,8 +184,16 @@ class LogManager:
         # Logs with a flush.messages flush out, and the future that completes with it.
         self._message_flushes: dict[Log, asyncio.Future[int]] = {}
         self._roll_flushes: dict[Log, asyncio.Future[int]] = {}  # the same, after a roll
-        for log_dir in self.log_dirs:
-            self._load_dir(log_dir)
+        threads = self._recovery_threads_per_dir
+        if threads == 1:
+            for log_dir in self.log_dirs:
+                self._load_dir(log_dir, None)
+        else:
+            # Opening a log is mostly file-system calls (they release the GIL) and, after a
+            # crash, reading segments: a pool keeps the disk busy while Python works.
+            with ThreadPoolExecutor(threads, thread_name_prefix="log-recovery") as pool:
+                for log_dir in self.log_dirs:
+                    self._load_dir(log_dir, pool)
         self.sync_log_dirs()  # what loading wrote without an fsync each (leader epochs)
 
     # --- startup ---------------------------------------------------------------------------
@@ -192,7 +206,7 @@ class LogManager:
             logger.warning("%s; using defaults for every log in %s", exc, log_dir)
             return {}
 
-    def _load_dir(self, log_dir: str) -> None:
+    def _load_dir(self, log_dir: str, pool: ThreadPoolExecutor | None) -> None:
         marker = os.path.join(log_dir, CLEAN_SHUTDOWN_FILE)
         clean = os.path.exists(marker)
         recovery_points = self._read_checkpoint(log_dir, RECOVERY_POINT_CHECKPOINT)
@@ -201,6 +215,7 @@ class LogManager:
         names = sorted(os.listdir(log_dir))
         if not clean and any(parse_topic_partition(name) for name in names):
             logger.info("No clean shutdown marker in %s: recovering its logs", log_dir)
+        to_open: list[tuple[TopicPartition, str]] = []
         for name in names:
             path = os.path.join(log_dir, name)
             if not os.path.isdir(path):
@@ -218,7 +233,11 @@ class LogManager:
                     f"Duplicate log directories for {name}: {self._logs[tp].directory} and "
                     f"{path}; remove the stale one"
                 )
-            log = Log.open(
+            to_open.append((tp, path))
+
+        def open_log(item: tuple[TopicPartition, str]) -> Log:
+            tp, path = item
+            return Log.open(
                 path,
                 self.config_for(tp[0]),
                 log_start_offset=start_offsets.get(tp, 0),
@@ -226,9 +245,23 @@ class LogManager:
                 had_clean_shutdown=clean,
                 clock=self._clock,
             )
+
+        if pool is None:
+            opened = [(tp, open_log((tp, path)), None) for tp, path in to_open]
+        else:
+            futures = [(tp, pool.submit(open_log, (tp, path))) for tp, path in to_open]
+            opened = [(tp, f.result() if f.exception() is None else None, f.exception())
+                      for tp, f in futures]  # fmt: skip
+        failure = None
+        for tp, log, error in opened:
+            if log is None:
+                failure = failure or error
+                continue
             if tp in high_watermarks:
                 log.high_watermark = high_watermarks[tp]
-            self._adopt(tp, log, log_dir)
+            self._adopt(tp, log, log_dir)  # the loaded ones are closed with the manager
+        if failure is not None:
+            raise failure
         if clean:
             os.remove(marker)  # from now on a crash must trigger recovery
             fsync_directory(log_dir)
