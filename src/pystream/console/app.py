@@ -399,7 +399,13 @@ async def group_lag_json(request: Request) -> Response:
             "total_lag": detail.total_lag,
             "state": detail.description.state,
             "partitions": [
-                {"topic": r.partition.topic, "partition": r.partition.partition, "lag": r.lag}
+                {
+                    "topic": r.partition.topic,
+                    "partition": r.partition.partition,
+                    "committed": r.committed,
+                    "end": r.end,
+                    "lag": r.lag,
+                }
                 for r in detail.lags
             ],
         }

@@ -5,16 +5,25 @@
   var POLL_MS = 2000;
   var COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2"];
 
-  function chart(elementId, labels, title) {
+  // labels: one per series; scales (optional): each series' y scale, the first scale's
+  // axis on the left and a second one's on the right (messages/s beside bytes/s).
+  function chart(elementId, labels, scales) {
     var element = document.getElementById(elementId);
     if (!element) return null;
+    scales = scales || labels.map(function () { return "y"; });
     var series = [{}].concat(labels.map(function (label, i) {
-      return {label: label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true};
+      return {label: label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true,
+              scale: scales[i]};
     }));
+    var axes = [{}];
+    scales.filter(function (s, i) { return scales.indexOf(s) === i; }).forEach(function (s, i) {
+      axes.push({scale: s, size: 70, side: i === 0 ? 3 : 1, label: s === "y" ? "" : s,
+                 grid: {show: i === 0}});
+    });
     var data = [[]].concat(labels.map(function () { return []; }));
     var plot = new uPlot({
-      width: Math.max(element.clientWidth, 300), height: 220, title: title || "",
-      series: series, scales: {x: {time: true}}, axes: [{}, {size: 70}],
+      width: Math.max(element.clientWidth, 300), height: 220,
+      series: series, scales: {x: {time: true}}, axes: axes,
     }, data, element);
     element.dataset.ready = "1";
     return plot;
@@ -26,7 +35,8 @@
   }
 
   function liveMetrics(ids) {
-    var throughput = chart(ids.throughput, ["messages in/s", "bytes in/s", "bytes out/s"]);
+    var throughput = chart(ids.throughput, ["messages in/s", "bytes in/s", "bytes out/s"],
+                           ["messages/s", "bytes/s", "bytes/s"]);
     var latency = null, latencyApis = [];
     function poll() {
       getJson("/api/metrics", function (m) {
@@ -71,8 +81,11 @@
         if (state) state.textContent = g.state;
         g.partitions.forEach(function (p) {
           var row = document.querySelector(
-            "#lags tr[data-partition='" + CSS.escape(p.topic + "/" + p.partition) + "'] .lag");
-          if (row) row.textContent = p.lag === null ? "\u2013" : String(p.lag);
+            "#lags tr[data-partition='" + CSS.escape(p.topic + "/" + p.partition) + "']");
+          if (!row) return;
+          ["committed", "end", "lag"].forEach(function (key) {
+            row.querySelector("." + key).textContent = p[key] === null ? "\u2013" : String(p[key]);
+          });
         });
         document.getElementById(elementId).dataset.points = String(t.length);
       });
