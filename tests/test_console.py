@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -35,6 +36,8 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 from waiting import wait_until
 
+from pystream.console.live_metrics import quantile
+
 pytestmark = pytest.mark.timeout(240)
 
 
@@ -52,7 +55,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
         {"console.enable": "true", "console.port": "0", "group.initial.rebalance.delay.ms": "0"},
     ).start()
     yield process
-    process.stop()
+    # The console stops first, then the broker: cleanly, without a traceback on the way.
+    assert process.stop() == 0
+    assert "Traceback" not in process.output(), process.output()
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +161,7 @@ def test_every_page_loads(
     """``pystream serve`` with console.enable serves it; each page shows what it is for."""
     topic = f"load-{uuid.uuid4().hex[:6]}"
     _create(admin, topic, 2)
-    group = f"g-{topic}"
+    group = f"team/{topic} g"  # a "/" and a space: the URLs must carry them
     _produce(broker.bootstrap, topic, [{"value": b"x", "partition": 0}])
     consumer = CKConsumer(
         {"bootstrap.servers": broker.bootstrap, "group.id": group, "auto.offset.reset": "earliest"}
@@ -184,8 +189,10 @@ def test_every_page_loads(
 
     groups = _open(browser, url + "/groups", shots, "groups")
     assert group in groups and "Empty" in groups
+    browser.find_element(By.LINK_TEXT, group).click()
+    wait_until(lambda: group in browser.find_element(By.TAG_NAME, "h1").text, 30, "its page")
 
-    detail = _open(browser, f"{url}/groups/{group}", shots, "group")
+    detail = _open(browser, f"{url}/groups/{quote(group, safe='')}", shots, "group")
     assert "Empty" in detail and topic in detail
 
     live = _open(browser, url + "/metrics", shots, "metrics")
@@ -480,3 +487,29 @@ def test_unreachable_cluster_then_recovery(browser: WebDriver, tmp_path: Path, s
     finally:
         assert console.stop() == 0
         other.close()
+
+
+def test_a_form_posted_from_another_site_is_refused(url: str, admin: CKAdmin) -> None:
+    """A page elsewhere cannot make the browser delete a topic through the console."""
+    topic = f"csrf-{uuid.uuid4().hex[:6]}"
+    _create(admin, topic)
+    response = httpx.post(
+        f"{url}/topics/{topic}/delete",
+        data={"confirm": topic},
+        headers={"Origin": "http://attacker.example"},
+        timeout=30,
+    )
+    assert response.status_code == 403
+    assert "Refused a form posted from another site" in response.text
+    assert topic in admin.list_topics(timeout=30).topics
+
+
+def test_latency_quantile_from_histogram_buckets() -> None:
+    """As Prometheus' histogram_quantile: linear within the bucket holding the rank."""
+    buckets = [(1.0, 50.0), (5.0, 90.0), (10.0, 100.0), (float("inf"), 100.0)]
+    assert quantile(0.5, buckets) == 1.0
+    assert quantile(0.7, buckets) == 3.0  # rank 70: halfway through (1, 5]
+    assert quantile(0.99, buckets) == 9.5
+    assert quantile(0.5, [(1.0, 0.0), (float("inf"), 0.0)]) is None  # no requests
+    # Beyond the last finite bound, that bound is all that is known.
+    assert quantile(0.99, [(1.0, 10.0), (float("inf"), 100.0)]) == 1.0

@@ -7,21 +7,21 @@ a 503 saying so; a Kafka error is shown with its name and message, never a trace
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 import jinja2
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
 
 from pystream.aio import NewPartitions
 from pystream.errors import KafkaError
@@ -69,21 +69,37 @@ class Console:
         env.filters["rate"] = _rate
         env.filters["config_source"] = lambda code: _CONFIG_SOURCES.get(code, "unknown")
         env.filters["urlpart"] = lambda value: quote(str(value), safe="")
-        self.templates = Jinja2Templates(env=env)
+        self.templates = env
 
-    def render(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
+    async def render(
+        self, request: Request, name: str, status: int = 200, **context: Any
+    ) -> Response:
+        """The page ``name`` (rendered in a thread: with console.enable this loop is the
+        broker's, and a page of 500 records is milliseconds of work)."""
         flash = request.cookies.get(_FLASH)
         context = {
             "bootstrap": self.config.bootstrap_servers,
             "version": __version__,
-            "flash": json.loads(unquote(flash)) if flash else None,
+            "flash": _read_flash(flash),
             "active": name.split(".")[0],
             **context,
         }
-        response = self.templates.TemplateResponse(request, name, context, status_code=status)
+        html = await asyncio.to_thread(self.templates.get_template(name).render, context)
+        response = HTMLResponse(html, status_code=status)
         if flash:
             response.delete_cookie(_FLASH)
         return response
+
+
+def _read_flash(cookie: str | None) -> dict[str, str] | None:
+    """The message a form left for this page (None: none, or a cookie not of ours)."""
+    if not cookie:
+        return None
+    try:
+        flash = json.loads(unquote(cookie))
+    except ValueError:
+        return None
+    return flash if isinstance(flash, dict) and {"kind", "text"} <= flash.keys() else None
 
 
 def _human_bytes(value: int | None) -> str:
@@ -130,21 +146,21 @@ def page(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except ClusterUnreachable as exc:
-            return console.render(request, "unreachable.html", 503, reason=exc.reason)
+            return await console.render(request, "unreachable.html", 503, reason=exc.reason)
         except KafkaError as exc:
             if is_unreachable(exc):
                 err = console.clients.unreachable(exc)
-                return console.render(request, "unreachable.html", 503, reason=err.reason)
+                return await console.render(request, "unreachable.html", 503, reason=err.reason)
             status = 404 if exc.error_code == 3 else 400  # UNKNOWN_TOPIC_OR_PARTITION
-            return console.render(request, "error.html", status, message=kafka_message(exc))
+            return await console.render(request, "error.html", status, message=kafka_message(exc))
         except ValueError as exc:
-            return console.render(request, "error.html", 400, message=str(exc))
+            return await console.render(request, "error.html", 400, message=str(exc))
         except (OSError, TimeoutError) as exc:
             err = console.clients.unreachable(exc)
-            return console.render(request, "unreachable.html", 503, reason=err.reason)
+            return await console.render(request, "unreachable.html", 503, reason=err.reason)
         except Exception:
             log.exception("console page %s failed", request.url.path)
-            return console.render(
+            return await console.render(
                 request,
                 "error.html",
                 500,
@@ -154,12 +170,30 @@ def page(handler: Handler) -> Handler:
     return wrapped
 
 
+def _same_origin(request: Request) -> bool:
+    """False for a form a browser posts from another site's page (its Origin names that
+    site): such a page must not delete topics or reset offsets through a console it can
+    reach (cross-site request forgery).  Tools that send no Origin are not browsers."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc == request.headers.get("host")
+
+
 def form_action(back: Callable[[Request], str]) -> Callable[[Handler], Handler]:
     """A POST handler: what it raises becomes a flash message on the page it came from
     (``back``); the cluster being unreachable is still the 503 page."""
 
     def decorate(handler: Handler) -> Handler:
         async def wrapped(request: Request) -> Response:
+            if not _same_origin(request):
+                return await _console(request).render(
+                    request,
+                    "error.html",
+                    403,
+                    message="Refused a form posted from another site "
+                    f"({request.headers.get('origin')}): use the console's own pages.",
+                )
             try:
                 return await handler(request)
             except KafkaError as exc:
@@ -181,7 +215,7 @@ def form_action(back: Callable[[Request], str]) -> Callable[[Handler], Handler]:
 async def overview(request: Request) -> Response:
     console = _console(request)
     admin = await console.clients.admin()
-    return console.render(request, "overview.html", view=await cluster_view.overview(admin))
+    return await console.render(request, "overview.html", view=await cluster_view.overview(admin))
 
 
 @page
@@ -189,7 +223,7 @@ async def topics(request: Request) -> Response:
     console = _console(request)
     admin = await console.clients.admin()
     rows = await cluster_view.topic_rows(admin, console.metrics)
-    return console.render(
+    return await console.render(
         request, "topics.html", rows=rows, scraped=bool(console.metrics.partition_sizes())
     )
 
@@ -222,7 +256,7 @@ async def topic(request: Request) -> Response:
     console = _console(request)
     admin = await console.clients.admin()
     detail = await cluster_view.topic_detail(admin, console.metrics, request.path_params["topic"])
-    return console.render(request, "topic.html", topic=detail)
+    return await console.render(request, "topic.html", topic=detail)
 
 
 @form_action(_topic_url)
@@ -304,7 +338,7 @@ async def browse(request: Request) -> Response:
             key_contains=request.query_params.get("key", ""),
             search_window=console.config.search_window,
         )
-    return console.render(
+    return await console.render(
         request,
         "messages.html",
         topic=name,
@@ -350,7 +384,7 @@ async def produce(request: Request) -> Response:
 async def group_list(request: Request) -> Response:
     console = _console(request)
     rows = await groups.group_rows(await console.clients.admin())
-    return console.render(request, "groups.html", rows=rows)
+    return await console.render(request, "groups.html", rows=rows)
 
 
 @page
@@ -358,7 +392,7 @@ async def group(request: Request) -> Response:
     console = _console(request)
     detail = await groups.group_detail(await console.clients.admin(), request.path_params["group"])
     topics = sorted({row.partition.topic for row in detail.lags})
-    return console.render(request, "group.html", group=detail, topics=topics)
+    return await console.render(request, "group.html", group=detail, topics=topics)
 
 
 def _group_url(request: Request) -> str:
@@ -418,7 +452,7 @@ async def group_lag_json(request: Request) -> Response:
 @page
 async def live(request: Request) -> Response:
     console = _console(request)
-    return console.render(request, "metrics.html", metrics=console.metrics)
+    return await console.render(request, "metrics.html", metrics=console.metrics)
 
 
 async def metrics_json(request: Request) -> Response:
@@ -451,11 +485,12 @@ def create_app(config: ConsoleConfig) -> Starlette:
             Route("/topics/{topic}/messages", browse),
             Route("/topics/{topic}/messages", produce, methods=["POST"]),
             Route("/groups", group_list),
-            Route("/groups/{group}", group),
-            Route("/groups/{group}/reset", reset_group, methods=["POST"]),
+            # Group ids may hold "/": the path converter keeps them whole.
+            Route("/groups/{group:path}/reset", reset_group, methods=["POST"]),
+            Route("/groups/{group:path}", group),
             Route("/metrics", live),
             Route("/api/metrics", metrics_json),
-            Route("/api/groups/{group}/lag", group_lag_json),
+            Route("/api/groups/{group:path}/lag", group_lag_json),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         lifespan=lifespan,

@@ -42,6 +42,7 @@ class ConsoleClients:
         self._admin: AdminClient | None = None
         self._producer: Producer | None = None
         self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def admin(self) -> AdminClient:
         async with self._lock:
@@ -78,11 +79,14 @@ class ConsoleClients:
         bootstraps afresh (the cluster may be back, on new connections)."""
         stale = [c for c in (self._admin, self._producer) if c is not None]
         self._admin = self._producer = None
-        for client in stale:
-            asyncio.get_running_loop().create_task(client.close())
+        for client in stale:  # closed in the background; held until then
+            task = asyncio.get_running_loop().create_task(client.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         return ClusterUnreachable(self.config.bootstrap_servers, str(exc) or type(exc).__name__)
 
     async def close(self) -> None:
+        await asyncio.gather(*self._closing, return_exceptions=True)
         for client in (self._producer, self._admin):
             if client is not None:
                 await client.close()

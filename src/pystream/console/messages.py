@@ -140,5 +140,6 @@ async def browse(
         records = [r for r in records if r.key is not None and needle in r.key]
     if newest_first:
         records.reverse()
-    page.records = [_shown(r, fmt) for r in records[:limit]]
+    # Pretty-printing JSON and hex is CPU work: off the loop (the broker's, in serve).
+    page.records = await asyncio.to_thread(lambda: [_shown(r, fmt) for r in records[:limit]])
     return page
