@@ -342,6 +342,12 @@ def test_browse_from_a_timestamp(
     assert "no record has a timestamp at or after the one given" in late
     bad = _open(browser, f"{url}/topics/{topic}/messages?timestamp=yesterday")
     assert "neither epoch milliseconds nor" in bad
+    assert "limit must be at least 1, got -5" in _open(
+        browser, f"{url}/topics/{topic}/messages?limit=-5"
+    )
+    assert "offset must be a whole number, got 'ten'" in _open(
+        browser, f"{url}/topics/{topic}/messages?offset=ten"
+    )
 
 
 def test_group_lag_drops_and_reset(

@@ -300,14 +300,10 @@ async def alter_config(request: Request) -> Response:
 # ---------------------------------------------------------------- messages
 
 
-def _int_param(request: Request, name: str, default: int | None) -> int | None:
+def _int_param(request: Request, name: str, default: int | None, minimum: int = 0) -> int | None:
+    """A query parameter's whole number (``default`` when absent)."""
     raw = request.query_params.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    return parse_count(raw, name, minimum) if raw else default
 
 
 @page
@@ -324,7 +320,8 @@ async def browse(request: Request) -> Response:
     if fmt not in messages.FORMATS:
         raise ValueError(f"format must be one of {', '.join(messages.FORMATS)}, got {fmt!r}")
     since = request.query_params.get("timestamp", "").strip()
-    limit = min(_int_param(request, "limit", console.config.browse_limit) or 1, 500)
+    # A page of at most 500 records: the browser reads and renders them all at once.
+    limit = min(_int_param(request, "limit", console.config.browse_limit, 1) or 1, 500)
     async with console.clients.consumer() as consumer:
         result = await messages.browse(
             admin,

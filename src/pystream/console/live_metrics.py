@@ -161,7 +161,9 @@ class LiveMetrics:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._http = httpx.AsyncClient(timeout=2.0)
+        # trust_env=False: the brokers' metrics are reached directly, never through an
+        # HTTP(S)_PROXY the environment names for the outside world.
+        self._http = httpx.AsyncClient(timeout=2.0, trust_env=False)
         self._task = asyncio.create_task(self._run(), name="console-metrics")
 
     async def stop(self) -> None:
