@@ -28,7 +28,7 @@ from pystream.errors import KafkaError
 from pystream.version import __version__
 
 from . import cluster_view, groups, messages
-from .clients import ClusterUnreachable, ConsoleClients, is_unreachable
+from .clients import ConsoleClients, is_unreachable
 from .config import ConsoleConfig
 from .forms import parse_count, parse_pairs, parse_timestamp, read_form
 from .live_metrics import LiveMetrics
@@ -145,20 +145,16 @@ def page(handler: Handler) -> Handler:
         console = _console(request)
         try:
             return await handler(request)
-        except ClusterUnreachable as exc:
-            return await console.render(request, "unreachable.html", 503, reason=exc.reason)
-        except KafkaError as exc:
+        except Exception as exc:
             if is_unreachable(exc):
-                err = console.clients.unreachable(exc)
-                return await console.render(request, "unreachable.html", 503, reason=err.reason)
-            status = 404 if exc.error_code == 3 else 400  # UNKNOWN_TOPIC_OR_PARTITION
-            return await console.render(request, "error.html", status, message=kafka_message(exc))
-        except ValueError as exc:
-            return await console.render(request, "error.html", 400, message=str(exc))
-        except (OSError, TimeoutError) as exc:
-            err = console.clients.unreachable(exc)
-            return await console.render(request, "unreachable.html", 503, reason=err.reason)
-        except Exception:
+                reason = console.clients.lost(exc)
+                return await console.render(request, "unreachable.html", 503, reason=reason)
+            if isinstance(exc, KafkaError):
+                status = 404 if exc.error_code == 3 else 400  # UNKNOWN_TOPIC_OR_PARTITION
+                message = kafka_message(exc)
+                return await console.render(request, "error.html", status, message=message)
+            if isinstance(exc, ValueError):  # bad input, said by what parsed it
+                return await console.render(request, "error.html", 400, message=str(exc))
             log.exception("console page %s failed", request.url.path)
             return await console.render(
                 request,
@@ -423,7 +419,7 @@ async def group_lag_json(request: Request) -> Response:
         )
     except Exception as exc:
         if is_unreachable(exc):
-            console.clients.unreachable(exc)
+            console.clients.lost(exc)
         return JSONResponse({"error": str(exc)}, status_code=503)
     return JSONResponse(
         {

@@ -5,7 +5,6 @@ page) while the cluster is down and recovers when it is back."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from pystream.aio import AdminClient, Consumer, Producer
@@ -13,18 +12,7 @@ from pystream.errors import NetworkException, RequestTimedOutError
 
 from .config import ConsoleConfig
 
-__all__ = ["ClusterUnreachable", "ConsoleClients", "is_unreachable"]
-
-log = logging.getLogger("pystream.console")
-
-
-class ClusterUnreachable(Exception):
-    """No broker of the cluster answered: every page says so (HTTP 503)."""
-
-    def __init__(self, bootstrap_servers: str, reason: str) -> None:
-        super().__init__(f"cannot reach the cluster at {bootstrap_servers}: {reason}")
-        self.bootstrap_servers = bootstrap_servers
-        self.reason = reason
+__all__ = ["ConsoleClients", "is_unreachable"]
 
 
 def is_unreachable(exc: BaseException) -> bool:
@@ -74,16 +62,16 @@ class ConsoleClients:
             raise
         return client
 
-    def unreachable(self, exc: BaseException) -> ClusterUnreachable:
-        """The page's error for ``exc``; the clients are dropped, so the next request
-        bootstraps afresh (the cluster may be back, on new connections)."""
+    def lost(self, exc: BaseException) -> str:
+        """The cluster could not be reached (``exc``): drop the clients, so that the next
+        request bootstraps afresh (the cluster may be back); the reason, for the page."""
         stale = [c for c in (self._admin, self._producer) if c is not None]
         self._admin = self._producer = None
         for client in stale:  # closed in the background; held until then
             task = asyncio.get_running_loop().create_task(client.close())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
-        return ClusterUnreachable(self.config.bootstrap_servers, str(exc) or type(exc).__name__)
+        return str(exc) or type(exc).__name__
 
     async def close(self) -> None:
         await asyncio.gather(*self._closing, return_exceptions=True)
