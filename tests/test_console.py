@@ -195,6 +195,13 @@ def test_every_page_loads(
     detail = _open(browser, f"{url}/groups/{quote(group, safe='')}", shots, "group")
     assert "Empty" in detail and topic in detail
 
+    for missing, error in (
+        ("/topics/no-such-topic", "UNKNOWN_TOPIC_OR_PARTITION"),
+        ("/groups/no-such-group", "GROUP_ID_NOT_FOUND"),
+    ):
+        response = httpx.get(url + missing, timeout=30)
+        assert response.status_code == 404 and error in response.text, missing
+
     live = _open(browser, url + "/metrics", shots, "metrics")
     assert "/metrics" in live and "Throughput" in live
     # The charts are drawn from the scrapes (two make the first rate).

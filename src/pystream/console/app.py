@@ -150,7 +150,8 @@ def page(handler: Handler) -> Handler:
                 reason = console.clients.lost(exc)
                 return await console.render(request, "unreachable.html", 503, reason=reason)
             if isinstance(exc, KafkaError):
-                status = 404 if exc.error_code == 3 else 400  # UNKNOWN_TOPIC_OR_PARTITION
+                # UNKNOWN_TOPIC_OR_PARTITION, GROUP_ID_NOT_FOUND: no such page.
+                status = 404 if exc.error_code in (3, 69) else 400
                 message = kafka_message(exc)
                 return await console.render(request, "error.html", status, message=message)
             if isinstance(exc, ValueError):  # bad input, said by what parsed it

@@ -65,8 +65,12 @@ async def group_rows(admin: AdminClient) -> list[GroupRow]:
 
 
 async def group_detail(admin: AdminClient, group_id: str) -> GroupDetail:
+    """One group's description and lags; GROUP_ID_NOT_FOUND for a group Kafka does not
+    know (it describes one as Dead, without members or offsets)."""
     description = (await admin.describe_groups([group_id]))[group_id]
     lags = await admin.list_consumer_group_lags(group_id, description)
+    if description.state == "Dead" and not lags:
+        raise error_for_code(69)(f"Consumer group {group_id!r} does not exist.")
     return GroupDetail(description, lags)
 
 
