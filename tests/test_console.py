@@ -526,3 +526,18 @@ def test_latency_quantile_from_histogram_buckets() -> None:
     assert quantile(0.5, [(1.0, 0.0), (float("inf"), 0.0)]) is None  # no requests
     # Beyond the last finite bound, that bound is all that is known.
     assert quantile(0.99, [(1.0, 10.0), (float("inf"), 100.0)]) == 1.0
+
+
+def test_serve_says_when_the_console_port_is_taken(tmp_path: Path) -> None:
+    """console.port in use: pystream serve stops (broker included) and says which port."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        broker = BrokerProcess(tmp_path, {"console.enable": "true", "console.port": str(port)})
+        with pytest.raises(RuntimeError) as failed:
+            broker.start()
+    assert f"the console did not start on 127.0.0.1:{port} (console.port in use?)" in str(
+        failed.value
+    )
+    assert broker.process is not None and broker.process.wait(30) == 1

@@ -84,7 +84,7 @@ class Console:
             "active": name.split(".")[0],
             **context,
         }
-        html = await asyncio.to_thread(self.templates.get_template(name).render, context)
+        html = await asyncio.to_thread(lambda: self.templates.get_template(name).render(context))
         response = HTMLResponse(html, status_code=status)
         if flash:
             response.delete_cookie(_FLASH)
@@ -460,7 +460,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        console.metrics.start()
+        await console.metrics.start()
         try:
             yield
         finally:

@@ -160,10 +160,11 @@ class LiveMetrics:
         self._http: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
         # trust_env=False: the brokers' metrics are reached directly, never through an
-        # HTTP(S)_PROXY the environment names for the outside world.
-        self._http = httpx.AsyncClient(timeout=2.0, trust_env=False)
+        # HTTP(S)_PROXY the environment names for the outside world.  Made in a thread:
+        # httpx loads the CA certificates for its TLS context (hundreds of ms).
+        self._http = await asyncio.to_thread(httpx.AsyncClient, timeout=2.0, trust_env=False)
         self._task = asyncio.create_task(self._run(), name="console-metrics")
 
     async def stop(self) -> None:

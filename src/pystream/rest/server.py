@@ -103,10 +103,20 @@ async def start_asgi_server(
         ),
         handle_signals,
     )
-    task = asyncio.create_task(server.serve(), name=name)
+    task = asyncio.create_task(_serve(server), name=name)
     while not server.started and not task.done():
         await asyncio.sleep(0.02)
     return RunningProxy(server, task, scheme)
+
+
+async def _serve(server: ProxyServer) -> None:
+    try:
+        await server.serve()
+    except SystemExit:
+        # uvicorn exits the process when it cannot listen (it logged why, e.g. the port
+        # in use): here that is a server that did not start (``url`` None), for the
+        # caller to report, and for pystream serve to stop the broker cleanly.
+        pass
 
 
 async def start_proxy(
