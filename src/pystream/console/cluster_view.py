@@ -3,6 +3,7 @@ partitions and configs; and the topic changes the forms make."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,9 +154,11 @@ async def topic_detail(admin: AdminClient, metrics: LiveMetrics, name: str) -> T
     tps = [TopicPartition(name, p.partition) for p in description.partitions]
     # A partition without a leader has no offsets to list.
     led = [tp for tp, p in zip(tps, description.partitions, strict=True) if p.leader >= 0]
-    earliest = await admin.list_offsets(dict.fromkeys(led, "earliest")) if led else {}
-    latest = await admin.list_offsets(dict.fromkeys(led, "latest")) if led else {}
-    configs = (await admin.describe_configs([("topic", name)]))[(2, name)]
+    earliest, latest, configs = await asyncio.gather(
+        admin.list_offsets(dict.fromkeys(led, "earliest")),
+        admin.list_offsets(dict.fromkeys(led, "latest")),
+        admin.describe_configs([("topic", name)]),
+    )
     sizes = metrics.partition_sizes()
     return TopicDetail(
         name=name,
@@ -174,7 +177,7 @@ async def topic_detail(admin: AdminClient, metrics: LiveMetrics, name: str) -> T
             )
             for tp, p in zip(tps, description.partitions, strict=True)
         ],
-        configs=sorted(configs.values(), key=lambda c: (c.is_default, c.name)),
+        configs=sorted(configs[(2, name)].values(), key=lambda c: (c.is_default, c.name)),
     )
 
 
