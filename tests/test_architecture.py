@@ -38,6 +38,7 @@ LAYER = {
     "broker": 7,
     "rest": 7.5,  # the REST proxy: over the client, below the CLI; never the broker
     "connect": 7.6,  # Connect workers: over the client (may reuse rest's serving); never the broker
+    "console": 7.7,  # the web console: over the client (reuses rest's serving); never the broker
     "cli": 8,
     "aio": 2,  # the asyncio client, re-exported
     "__init__": 9,
@@ -56,6 +57,7 @@ BELOW_THE_BROKER = (
     "_core",
     "rest",
     "connect",
+    "console",
 )
 
 

@@ -174,6 +174,18 @@ def test_group_admin(
         TP(name, 0): OffsetAndMetadata(1, ""),
         TP(name, 1): OffsetAndMetadata(2, "m"),
     }
+    # Lags and reset targets (what the console and kafka-consumer-groups show and commit).
+    ends = admin.list_offsets({TP(name, 0): "latest", TP(name, 1): "latest"})
+    lags = admin.list_consumer_group_lags(group)
+    assert [(r.partition, r.committed, r.end, r.lag, r.member) for r in lags] == [
+        (TP(name, 0), 1, ends[TP(name, 0)], max(0, ends[TP(name, 0)] - 1), None),
+        (TP(name, 1), 2, ends[TP(name, 1)], max(0, ends[TP(name, 1)] - 2), None),
+    ]
+    both = [TP(name, 0), TP(name, 1)]
+    assert admin.consumer_group_reset_targets(group, both, "to-latest") == ends
+    assert admin.consumer_group_reset_targets(group, both, "to-earliest") == dict.fromkeys(both, 0)
+    # Clamped to the log start.
+    assert admin.consumer_group_reset_targets(group, both[:1], "shift-by", -5) == {both[0]: 0}
     if 47 in apis:
         admin.delete_consumer_group_offsets(group, [TP(name, 1)])
         assert set(admin.list_consumer_group_offsets(group)) == {TP(name, 0)}

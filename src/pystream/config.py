@@ -1061,6 +1061,28 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         doc="The port of the in-broker REST proxy (with rest.enable); 0 picks a free one.",
     ),
     ConfigDef(
+        "console.enable",
+        ConfigType.BOOLEAN,
+        False,
+        doc="Serve the web console (as `pystream console`: overview, topics, messages, "
+        "consumer groups, live charts) in the broker process on console.host:console.port, "
+        "a client of the broker's first PLAINTEXT listener.",
+    ),
+    ConfigDef(
+        "console.host",
+        ConfigType.STRING,
+        "127.0.0.1",
+        doc="The address the in-broker web console listens on (with console.enable).",
+    ),
+    ConfigDef(
+        "console.port",
+        ConfigType.INT,
+        9021,
+        AtLeast(0),
+        doc="The port of the in-broker web console (with console.enable); 0 picks a free one "
+        "(printed at start).",
+    ),
+    ConfigDef(
         "rest.config.file",
         ConfigType.STRING,
         "",
@@ -1595,6 +1617,9 @@ class BrokerConfig:
     rest_host: str = "127.0.0.1"
     rest_port: int = 8082
     rest_config_file: str = ""
+    console_enable: bool = False
+    console_host: str = "127.0.0.1"
+    console_port: int = 9021
     metrics_enable: bool = True
     metrics_listener: str = "http://127.0.0.1:9644"
     sasl_enabled_mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")

@@ -42,6 +42,24 @@ def connection_options(func: F) -> F:
     return func
 
 
+def listen_options(default_port: int) -> Callable[[F], F]:
+    """Add ``--host`` and ``--port`` (0: a free one) to a command that serves HTTP."""
+
+    def decorate(func: F) -> F:
+        func = click.option(
+            "--port",
+            default=default_port,
+            show_default=True,
+            type=click.IntRange(0, 65535),
+            help="HTTP port (0: any free port).",
+        )(func)
+        return click.option(
+            "--host", default="127.0.0.1", show_default=True, help="Address to listen on."
+        )(func)
+
+    return decorate
+
+
 def client_settings(command_config: str | None) -> dict[str, Any]:
     """Client keyword arguments from a ``--command-config`` properties file."""
     if not command_config:

@@ -42,35 +42,20 @@ def list_(with_state: bool, bootstrap_server: str, command_config: str | None) -
 
 def _offset_rows(admin: Any, group_id: str, description: Any) -> list[tuple[Any, ...]]:
     """One row per partition the group committed or owns: offsets, lag and owner."""
-    owners: dict[Any, Any] = {}
-    for member in description.members:
-        for tp in member.assignment:
-            owners[tp] = member
-    committed = admin.list_consumer_group_offsets(group_id)
-    partitions = sorted(set(committed) | set(owners))
-    existing = set(admin.list_topics(internal=True))
-    live = [tp for tp in partitions if tp.topic in existing]  # a deleted topic has no end
-    ends = admin.list_offsets({tp: "latest" for tp in live}) if live else {}
-    rows = []
-    for tp in partitions:
-        current = committed[tp].offset if tp in committed else None
-        end = ends.get(tp)
-        lag = None if current is None or end is None else max(0, end - current)
-        member = owners.get(tp)
-        rows.append(
-            (
-                group_id,
-                tp.topic,
-                tp.partition,
-                current,
-                end,
-                lag,
-                member.member_id if member else None,
-                member.client_host if member else None,
-                member.client_id if member else None,
-            )
+    return [
+        (
+            group_id,
+            lag.partition.topic,
+            lag.partition.partition,
+            lag.committed,
+            lag.end,
+            lag.lag,
+            lag.member.member_id if lag.member else None,
+            lag.member.client_host if lag.member else None,
+            lag.member.client_id if lag.member else None,
         )
-    return rows
+        for lag in admin.list_consumer_group_lags(group_id, description)
+    ]
 
 
 @groups.command()
@@ -209,32 +194,6 @@ def _reset_partitions(
     return sorted(set(wanted))
 
 
-def _targets(
-    admin: Any, group_id: str, partitions: list[Any], how: tuple[str, Any]
-) -> dict[Any, int]:
-    """The new offset of each partition, clamped to [log start, log end]."""
-    kind, arg = how
-    earliest = admin.list_offsets({tp: "earliest" for tp in partitions})
-    latest = admin.list_offsets({tp: "latest" for tp in partitions})
-    if kind == "to-earliest":
-        wanted = dict(earliest)
-    elif kind == "to-latest":
-        wanted = dict(latest)
-    elif kind == "to-offset":
-        wanted = {tp: arg for tp in partitions}
-    elif kind == "to-datetime":
-        found = admin.list_offsets({tp: arg for tp in partitions})
-        wanted = {tp: found[tp] if found[tp] >= 0 else latest[tp] for tp in partitions}
-    else:  # shift-by / to-current
-        committed = admin.list_consumer_group_offsets(group_id, partitions)
-        shift = arg if kind == "shift-by" else 0
-        wanted = {
-            tp: (committed[tp].offset if tp in committed else latest[tp]) + shift
-            for tp in partitions
-        }
-    return {tp: min(max(wanted[tp], earliest[tp]), latest[tp]) for tp in partitions}
-
-
 @groups.command("reset-offsets")
 @click.argument("group", required=False)
 @click.option("--group", "group_opt", default=None, help="The group id.")
@@ -269,7 +228,7 @@ def reset_offsets(
         raise click.UsageError("name the group (GROUP or --group)")
     choices: list[tuple[str, Any]] = []
     if how:
-        choices.append((how, None))
+        choices.append((how, 0))
     if to_offset is not None:
         choices.append(("to-offset", to_offset))
     if to_datetime is not None:
@@ -293,7 +252,7 @@ def reset_offsets(
                 f"but the current state is {state}"
             )
         partitions = _reset_partitions(admin, group_id, topic_specs, all_topics)
-        targets = _targets(admin, group_id, partitions, choices[0]) if partitions else {}
+        targets = admin.consumer_group_reset_targets(group_id, partitions, *choices[0])
         if execute and targets:
             admin.alter_consumer_group_offsets(group_id, targets)
     if not execute:

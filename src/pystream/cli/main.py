@@ -14,6 +14,7 @@ from pystream.cli.cluster import cluster
 from pystream.cli.common import OneLineErrors
 from pystream.cli.configs import configs
 from pystream.cli.connect import connect
+from pystream.cli.console import console
 from pystream.cli.consume import consume
 from pystream.cli.groups import groups
 from pystream.cli.produce import produce
@@ -52,6 +53,7 @@ for _command in (
     acls,
     bench,
     rest,
+    console,
     connect,
 ):
     cli.add_command(_command)

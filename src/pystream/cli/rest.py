@@ -9,7 +9,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from pystream.cli.common import DEFAULT_BOOTSTRAP, client_settings_from, read_properties
+from pystream.cli.common import (
+    DEFAULT_BOOTSTRAP,
+    client_settings_from,
+    listen_options,
+    read_properties,
+)
 
 if TYPE_CHECKING:
     from pystream.rest import RestConfig
@@ -42,14 +47,7 @@ def rest_config(bootstrap_server: str, config_file: str | None) -> RestConfig:
     metavar="HOST:PORT[,...]",
     help="The Kafka cluster the proxy connects to.",
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port",
-    default=8082,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="HTTP port (0: any free port).",
-)
+@listen_options(8082)
 @click.option(
     "--config",
     "config_file",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import logging
 import signal
 import sys
@@ -68,9 +69,16 @@ async def run_broker(config: BrokerConfig) -> None:
     addresses = ", ".join(str(listener) for listener in broker.advertised_listeners)
     bootstrap = ",".join(f"{a.host}:{a.port}" for a in broker.advertised_listeners)
     proxy = await _start_rest_proxy(config, broker) if config.rest_enable else None
+    console = (
+        await _start_console(config, broker, metrics_server, proxy)
+        if config.console_enable
+        else None
+    )
     click.echo(f"pystream broker {config.broker_id} listening on {addresses}")
     if proxy is not None:
         click.echo(f"pystream rest proxy listening on {proxy.url}")
+    if console is not None:
+        click.echo(f"pystream console listening on {console.url}")
     if metrics_server is not None:
         click.echo(f"{METRICS_MARK}{metrics_server.url}/metrics")
     click.echo(f"clients: bootstrap.servers={bootstrap}")
@@ -79,6 +87,8 @@ async def run_broker(config: BrokerConfig) -> None:
         await stop.wait()
     finally:
         click.echo("shutting down")
+        if console is not None:
+            await console.stop()
         if proxy is not None:  # its consumer instances leave their groups while the broker is up
             await proxy.stop()
         await broker.stop()
@@ -126,15 +136,15 @@ async def _start_rest_proxy(config: BrokerConfig, broker: Any) -> Any:
     # The listener whose protocol the proxy's client speaks (client.security.protocol in
     # rest.config.file, with its credentials; PLAINTEXT without one).
     protocol = rest.client_settings.get("security_protocol", "PLAINTEXT").upper()
-    listeners = [a for a in broker.advertised_listeners if a.security_protocol == protocol]
-    if not listeners:
+    bootstrap = _client_listener(broker, protocol)
+    if bootstrap is None:
         await broker.stop()
         raise click.ClickException(
-            f"rest.enable needs a {protocol} listener for the proxy to connect to; add one "
-            f"to listeners, or set client.security.protocol and its credentials in "
+            f"rest.enable needs a {protocol} listener for the proxy to connect to; add one to "
+            f"listeners, or set client.security.protocol and its credentials in "
             f"rest.config.file"
         )
-    rest.bootstrap_servers = f"{listeners[0].host}:{listeners[0].port}"
+    rest.bootstrap_servers = bootstrap
     proxy = await start_proxy(rest, config.rest_host, config.rest_port, handle_signals=False)
     if proxy.url is None:
         await broker.stop()
@@ -143,6 +153,51 @@ async def _start_rest_proxy(config: BrokerConfig, broker: Any) -> Any:
             f"(rest.port in use?); the log above says why"
         )
     return proxy
+
+
+def _client_listener(broker: Any, protocol: str) -> str | None:
+    """HOST:PORT of the broker's first advertised listener speaking ``protocol``."""
+    listeners = [a for a in broker.advertised_listeners if a.security_protocol == protocol]
+    return f"{listeners[0].host}:{listeners[0].port}" if listeners else None
+
+
+async def _stop_all(*services: Any) -> None:
+    """Stop what started, in this order (the clients of the broker before it)."""
+    for service in services:
+        if service is not None:
+            await service.stop()
+
+
+async def _start_console(config: BrokerConfig, broker: Any, metrics_server: Any, proxy: Any) -> Any:
+    """``console.enable``: the web console in this process, a client of the broker's first
+    PLAINTEXT listener, charting this broker's own metrics endpoint."""
+    # Importing the console (Jinja2, httpx, Starlette ...) takes a few hundred ms: in a
+    # thread, not on the loop the broker already serves clients from.
+    await asyncio.to_thread(importlib.import_module, "pystream.console.server")
+    from pystream.console import ConsoleConfig
+    from pystream.console.server import start_console
+
+    bootstrap = _client_listener(broker, "PLAINTEXT")
+    if bootstrap is None:
+        await _stop_all(proxy, broker)
+        raise click.ClickException(
+            "console.enable needs a PLAINTEXT listener for the console to connect to; add one "
+            "to listeners"
+        )
+    urls = [f"{metrics_server.url}/metrics"] if metrics_server is not None else []
+    console = await start_console(
+        ConsoleConfig(bootstrap, metrics_urls=urls),
+        config.console_host,
+        config.console_port,
+        handle_signals=False,
+    )
+    if console.url is None:
+        await _stop_all(proxy, broker)
+        raise click.ClickException(
+            f"the console did not start on {config.console_host}:{config.console_port} "
+            f"(console.port in use?); the log above says why"
+        )
+    return console
 
 
 @click.command()

@@ -67,6 +67,7 @@ from .core import ClientCore
 from .errors import UnsupportedFeatureError
 from .types import (
     ConfigEntry,
+    ConsumerGroupLag,
     GroupDescription,
     GroupListing,
     MemberDescription,
@@ -847,6 +848,59 @@ class AdminClient:
             if p.error_code
         }
         _raise_errors("delete_consumer_group_offsets", errors)
+
+    async def list_consumer_group_lags(
+        self, group_id: str, description: GroupDescription | None = None
+    ) -> list[ConsumerGroupLag]:
+        """Per partition the group committed or owns: committed offset, log end offset, lag
+        and owner, sorted (as ``kafka-consumer-groups --describe``).  ``description``: the
+        group's, if the caller has it already."""
+        if description is None:
+            description = (await self.describe_groups([group_id]))[group_id]
+        owners = {tp: member for member in description.members for tp in member.assignment}
+        committed = await self.list_consumer_group_offsets(group_id)
+        partitions = sorted(set(committed) | set(owners))
+        existing = set(await self.list_topics(internal=True))
+        live = [tp for tp in partitions if tp.topic in existing]  # a deleted topic has no end
+        ends = await self.list_offsets({tp: "latest" for tp in live}) if live else {}
+        lags = []
+        for tp in partitions:
+            current = committed[tp].offset if tp in committed else None
+            end = ends.get(tp)
+            lag = None if current is None or end is None else max(0, end - current)
+            lags.append(ConsumerGroupLag(tp, current, end, lag, owners.get(tp)))
+        return lags
+
+    async def consumer_group_reset_targets(
+        self, group_id: str, partitions: Iterable[TopicPartition], how: str, arg: int = 0
+    ) -> dict[TopicPartition, int]:
+        """The offsets ``kafka-consumer-groups --reset-offsets`` would commit, clamped to
+        [log start, log end]: ``how`` is ``to-earliest``, ``to-latest``, ``to-offset``
+        (``arg``), ``to-datetime`` (``arg`` ms; the log end where no record is that new),
+        ``shift-by`` (``arg``) or ``to-current``."""
+        tps = list(partitions)
+        if not tps:
+            return {}
+        earliest = await self.list_offsets({tp: "earliest" for tp in tps})
+        latest = await self.list_offsets({tp: "latest" for tp in tps})
+        if how == "to-earliest":
+            wanted = dict(earliest)
+        elif how == "to-latest":
+            wanted = dict(latest)
+        elif how == "to-offset":
+            wanted = {tp: arg for tp in tps}
+        elif how == "to-datetime":
+            found = await self.list_offsets({tp: arg for tp in tps})
+            wanted = {tp: found[tp] if found[tp] >= 0 else latest[tp] for tp in tps}
+        elif how in ("shift-by", "to-current"):
+            committed = await self.list_consumer_group_offsets(group_id, tps)
+            shift = arg if how == "shift-by" else 0
+            wanted = {
+                tp: (committed[tp].offset if tp in committed else latest[tp]) + shift for tp in tps
+            }
+        else:
+            raise ValueError(f"unknown offset reset {how!r}")
+        return {tp: min(max(wanted[tp], earliest[tp]), latest[tp]) for tp in tps}
 
     # ------------------------------------------------------------------ records and offsets
 

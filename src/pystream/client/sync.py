@@ -446,6 +446,8 @@ for _name in (
     "list_consumer_group_offsets",
     "alter_consumer_group_offsets",
     "delete_consumer_group_offsets",
+    "list_consumer_group_lags",
+    "consumer_group_reset_targets",
     "delete_records",
     "list_offsets",
     "elect_leaders",

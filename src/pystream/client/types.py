@@ -10,6 +10,7 @@ from ._fast import ConsumerRecord
 __all__ = [
     "BatchMetadata",
     "ConfigEntry",
+    "ConsumerGroupLag",
     "ConsumerGroupMetadata",
     "ConsumerRecord",
     "GroupDescription",
@@ -155,3 +156,16 @@ class GroupDescription:
     protocol: str
     members: list[MemberDescription]
     coordinator: int = -1
+
+
+@dataclass(slots=True)
+class ConsumerGroupLag:
+    """One partition a group committed an offset for or has assigned: the committed offset
+    (None: nothing committed), the log end offset (None: the topic is gone), their
+    difference (None if either is unknown) and the member that owns it (None: unowned)."""
+
+    partition: TopicPartition
+    committed: int | None
+    end: int | None
+    lag: int | None
+    member: MemberDescription | None

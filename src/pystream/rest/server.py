@@ -18,7 +18,13 @@ import uvicorn
 from .app import create_app
 from .config import RestConfig
 
-__all__ = ["ProxyServer", "RunningProxy", "serve_proxy", "start_proxy"]
+__all__ = [
+    "ProxyServer",
+    "RunningProxy",
+    "serve_proxy",
+    "start_asgi_server",
+    "start_proxy",
+]
 
 
 class ProxyServer(uvicorn.Server):
@@ -69,29 +75,64 @@ class RunningProxy:
         await self.task
 
 
+async def start_asgi_server(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    handle_signals: bool,
+    name: str,
+    scheme: str = "http",
+    lifespan: str = "on",
+    **uvicorn_settings: Any,
+) -> RunningProxy:
+    """Serve ``app`` with uvicorn as every pystream HTTP service is served (the REST proxy,
+    Connect's REST API, the console); returns once the socket accepts requests (and the
+    app's lifespan started), or once starting failed (``url`` None; the reason is logged)."""
+    server = ProxyServer(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            lifespan=lifespan,
+            access_log=False,
+            # X-Forwarded-* rewriting is for proxies in front; it costs every request.
+            proxy_headers=False,
+            log_config=None,  # the caller's logging set-up stays
+            **uvicorn_settings,
+        ),
+        handle_signals,
+    )
+    task = asyncio.create_task(_serve(server), name=name)
+    while not server.started and not task.done():
+        await asyncio.sleep(0.02)
+    return RunningProxy(server, task, scheme)
+
+
+async def _serve(server: ProxyServer) -> None:
+    try:
+        await server.serve()
+    except SystemExit:
+        # uvicorn exits the process when it cannot listen (it logged why, e.g. the port
+        # in use): here that is a server that did not start (``url`` None), for the
+        # caller to report, and for pystream serve to stop the broker cleanly.
+        pass
+
+
 async def start_proxy(
     config: RestConfig, host: str, port: int, *, handle_signals: bool
 ) -> RunningProxy:
     """Start serving; returns once the socket accepts requests and the clients are
     connected, or once starting failed (``url`` None; the reason is logged)."""
-    server = ProxyServer(
-        uvicorn.Config(
-            create_app(config),
-            host=host,
-            port=port,
-            lifespan="on",
-            access_log=False,
-            # X-Forwarded-* rewriting is for proxies in front; it costs every request.
-            proxy_headers=False,
-            log_config=None,  # the caller's logging set-up stays
-            **_tls(config),
-        ),
-        handle_signals,
+    return await start_asgi_server(
+        create_app(config),
+        host,
+        port,
+        handle_signals=handle_signals,
+        name="rest-proxy",
+        scheme=config.scheme,
+        **_tls(config),
     )
-    task = asyncio.create_task(server.serve(), name="rest-proxy")
-    while not server.started and not task.done():
-        await asyncio.sleep(0.02)
-    return RunningProxy(server, task, config.scheme)
 
 
 def _tls(config: RestConfig) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pystream.client.types import GroupDescription, TopicPartition
+from pystream.client.types import GroupDescription
 
 from .clients import KafkaClients, kafka_clients
 from .errors import RestError
@@ -90,15 +90,12 @@ async def _lags(request: Request) -> tuple[str, str, list[dict[str, Any]]]:
     kafka = await kafka_clients(request)
     group = request.path_params["group"]
     description = await _describe(kafka, group)
-    committed = await kafka.admin.list_consumer_group_offsets(group)
-    ends = await kafka.admin.list_offsets({tp: "latest" for tp in committed}) if committed else {}
-    owners: dict[TopicPartition, Any] = {
-        tp: member for member in description.members for tp in member.assignment
-    }
     lags = []
-    for tp, offset in sorted(committed.items()):
-        member = owners.get(tp)
-        end = ends.get(tp, -1)
+    for row in await kafka.admin.list_consumer_group_lags(group, description):
+        if row.committed is None:  # assigned, nothing committed yet: no lag to report
+            continue
+        tp, member = row.partition, row.member
+        end = -1 if row.end is None else row.end
         url = _url(request, cluster_id, f"/{group}/lags/{tp.topic}/partitions/{tp.partition}")
         lags.append(
             {
@@ -112,9 +109,9 @@ async def _lags(request: Request) -> tuple[str, str, list[dict[str, Any]]]:
                 "consumer_group_id": group,
                 "topic_name": tp.topic,
                 "partition_id": tp.partition,
-                "current_offset": offset.offset,
+                "current_offset": row.committed,
                 "log_end_offset": end,
-                "lag": max(end - offset.offset, 0),
+                "lag": max(end - row.committed, 0),
                 "consumer_id": "" if member is None else member.member_id,
                 "instance_id": None if member is None else member.group_instance_id,
                 "client_id": "" if member is None else member.client_id,

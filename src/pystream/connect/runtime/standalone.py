@@ -9,10 +9,9 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
-import uvicorn
 from starlette.routing import BaseRoute
 
-from ...rest.server import ProxyServer, RunningProxy
+from ...rest.server import RunningProxy, start_asgi_server
 from ..api import ConfigError
 from .config import WorkerConfig
 from .herder import Herder, HerderError, StandaloneHerder
@@ -46,24 +45,11 @@ async def serve_rest(
     app = create_app(herder)
     # After the public routes: a path they serve with other methods still reaches these.
     app.router.routes.extend(routes)
-    server = ProxyServer(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            lifespan="off",
-            access_log=False,
-            proxy_headers=False,
-            log_config=None,
-        ),
-        handle_signals=True,
+    running = await start_asgi_server(
+        app, host, port, handle_signals=True, name="connect-rest", lifespan="off"
     )
-    task = asyncio.create_task(server.serve(), name="connect-rest")
-    while not server.started and not task.done():
-        await asyncio.sleep(0.02)
-    running = RunningProxy(server, task, "http")
     if running.url is None:
-        await task
+        await running.wait()
         raise ConfigError(f"listeners=http://{host}:{port}: cannot listen (see the log)")
     return running
 
