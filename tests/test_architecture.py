@@ -39,6 +39,7 @@ LAYER = {
     "rest": 7.5,  # the REST proxy: over the client, below the CLI; never the broker
     "connect": 7.6,  # Connect workers: over the client (may reuse rest's serving); never the broker
     "cli": 8,
+    "testing": 8,  # the pytest plugin: brokers for users' tests; reuses cli's local-cluster tools
     "aio": 2,  # the asyncio client, re-exported
     "__init__": 9,
     "__main__": 9,
