@@ -230,7 +230,10 @@ def test_cluster(kafka_cluster):
     assert all(len(p.replicas) == 2 for p in described.partitions)
     produce_confluent(cluster.bootstrap_servers, topic, [b"replicated"])
     assert consume_confluent(cluster.bootstrap_servers, topic, 1) == [b"replicated"]
-    assert "registered" in cluster.logs or "zookeeper" in cluster.logs
+    described = cluster.admin().describe_cluster()
+    assert [b.node_id for b in described["brokers"]] == [0, 1]
+    assert described["controller_id"] in (0, 1)
+    assert "=== broker 1" in cluster.logs
 
 
 def test_fails_on_purpose(kafka_broker, kafka_topic):
