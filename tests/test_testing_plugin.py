@@ -276,6 +276,11 @@ def test_kafka_bench(kafka_bench, client):
 
 def test_cluster_skipped_without_zookeeper(kafka_cluster):
     kafka_cluster(1)
+
+
+@pytest.mark.pystream(scope="function", config={"log.dirs": "/dev/null/not-a-dir"})
+def test_a_broker_that_cannot_start(kafka_broker):
+    pass
 """
 
 
@@ -283,16 +288,22 @@ def test_ini_options_kafka_bench_and_cluster_skip(
     pytester: pytest.Pytester, pystream_on_path: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ini options set the mode and config; kafka_bench's figures land in the benchmark
-    JSON; kafka_cluster skips, saying why, when ZooKeeper is missing."""
+    JSON; a broker that cannot start fails the test with its log; kafka_cluster skips,
+    saying why, when ZooKeeper is missing."""
     pytester.makeini("[pytest]\npystream_mode = process\npystream_config =\n    num.partitions=2\n")
     pytester.makepyfile(test_ini=INI_SUITE)
     monkeypatch.setenv("ZOOKEEPER_JAR", str(pytester.path / "no-such-zookeeper.jar"))
     result = pytester.runpytest(
         *plugin_args(), "-p", "no:cacheprovider", "-rs", "--benchmark-json=bench.json"
     )
-    result.assert_outcomes(passed=3, skipped=1)
+    result.assert_outcomes(passed=3, skipped=1, errors=1)
     result.stdout.fnmatch_lines(
-        ["*kafka_cluster needs Apache ZooKeeper (Debian package `zookeeper`)*"]
+        [
+            # The broker that could not start: the error says so, with its log.
+            "*pystream serve did not start (exited with 1; log *broker.log)*",
+            "*/dev/null/not-a-dir*",
+            "*kafka_cluster needs Apache ZooKeeper (Debian package `zookeeper`)*",
+        ]
     )
     benchmarks = json.loads((pytester.path / "bench.json").read_text())["benchmarks"]
     assert sorted(b["extra_info"]["client"] for b in benchmarks) == ["confluent", "pystream"]
