@@ -173,8 +173,9 @@ def test_pystream_client(kafka_broker, kafka_topic):
 def test_topic_from_the_marker(kafka_broker, kafka_topic):
     admin = kafka_broker.admin()
     assert len(admin.describe_topics([kafka_topic])[kafka_topic].partitions) == 4
-    configs = admin.describe_configs([("topic", kafka_topic)])
-    assert "compact" in repr(configs)
+    (entries,) = admin.describe_configs([("topic", kafka_topic)]).values()
+    assert entries["cleanup.policy"].value == "compact"
+    kafka_broker.delete_topic(kafka_topic)  # the fixture's teardown copes
 
 
 @pytest.mark.pystream(config={"num.partitions": 3}, scope="function")

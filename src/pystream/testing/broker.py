@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 MODES = ("thread", "process")
+DEFAULT_LISTENERS = "PLAINTEXT://127.0.0.1:0"  # a free loopback port, read back once bound
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Which in-thread broker a log record comes from: set on its loop, inherited by its tasks
 # and by asyncio.to_thread's workers, so several in-thread brokers keep separate logs.
@@ -232,7 +233,7 @@ class KafkaBroker(TopicAdmin):
         self.log_path = self.directory / "broker.log"
         self.properties: dict[str, str] = {
             "log.dirs": str(self.data_dir),
-            "listeners": "PLAINTEXT://127.0.0.1:0",
+            "listeners": DEFAULT_LISTENERS,
             # Never 9644: brokers of parallel sessions would fight over it.
             "metrics.listener": "http://127.0.0.1:0",
             **{key: str(value) for key, value in (config or {}).items()},
@@ -377,9 +378,9 @@ class KafkaBroker(TopicAdmin):
         self._loop, self._thread, self._broker = loop, thread, broker
         port = broker.bound_ports[broker.listeners[0].name]
         self.bootstrap_servers = f"127.0.0.1:{port}"
-        # Restarts come back on the same port (clients reconnect to it).
+        # Restarts come back on the same ports (clients reconnect to them).
         self.properties["listeners"] = ",".join(
-            f"{listener.name}://127.0.0.1:{broker.bound_ports[listener.name]}"
+            f"{listener.name}://{listener.host}:{broker.bound_ports[listener.name]}"
             for listener in broker.listeners
         )
         wait_for_metadata(self.bootstrap_servers, timeout=self.start_timeout)
@@ -455,7 +456,8 @@ class KafkaBroker(TopicAdmin):
                     + _tail(self._log_since_start(), 60)
                 )
             time.sleep(0.01)  # polling the child's log file
-        self.properties["listeners"] = f"PLAINTEXT://{self.bootstrap_servers}"
+        if self.properties["listeners"] == DEFAULT_LISTENERS:  # restarts keep the port
+            self.properties["listeners"] = f"PLAINTEXT://{self.bootstrap_servers}"
         wait_for_metadata(self.bootstrap_servers, timeout=max(1.0, deadline - time.monotonic()))
 
     def _log_since_start(self) -> str:
