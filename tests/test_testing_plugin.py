@@ -257,12 +257,21 @@ def test_a_suite_using_every_fixture(pytester: pytest.Pytester, pystream_on_path
     assert "pystream broker log" not in result.stdout.str().split("test_fails_on_purpose")[0]
 
 
+# pystream_scope = module: this module's broker is not test_ini's.
+INI_SECOND_MODULE = """
+def test_a_broker_per_module(kafka_broker):
+    with open("first-module-broker") as f:
+        assert f.read() != kafka_broker.bootstrap_servers
+"""
+
 INI_SUITE = """
 import pytest
 
 
 def test_ini_options(kafka_broker):
     assert kafka_broker.mode == "process"
+    with open("first-module-broker", "w") as f:
+        f.write(kafka_broker.bootstrap_servers)
     import pystream
     with pystream.Producer(kafka_broker.bootstrap_servers) as producer:
         producer.send("auto", b"x").result(20)
@@ -288,16 +297,19 @@ def test_a_broker_that_cannot_start(kafka_broker):
 def test_ini_options_kafka_bench_and_cluster_skip(
     pytester: pytest.Pytester, pystream_on_path: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """ini options set the mode and config; kafka_bench's figures land in the benchmark
+    """ini options set the mode, scope and config; kafka_bench's figures land in the benchmark
     JSON; a broker that cannot start fails the test with its log; kafka_cluster skips,
     saying why, when ZooKeeper is missing."""
-    pytester.makeini("[pytest]\npystream_mode = process\npystream_config =\n    num.partitions=2\n")
-    pytester.makepyfile(test_ini=INI_SUITE)
+    pytester.makeini(
+        "[pytest]\npystream_mode = process\npystream_scope = module\n"
+        "pystream_config =\n    num.partitions=2\n"
+    )
+    pytester.makepyfile(test_ini=INI_SUITE, test_ini_2=INI_SECOND_MODULE)
     monkeypatch.setenv("ZOOKEEPER_JAR", str(pytester.path / "no-such-zookeeper.jar"))
     result = pytester.runpytest(
         *plugin_args(), "-p", "no:cacheprovider", "-rs", "--benchmark-json=bench.json"
     )
-    result.assert_outcomes(passed=3, skipped=1, errors=1)
+    result.assert_outcomes(passed=4, skipped=1, errors=1)
     result.stdout.fnmatch_lines(
         [
             # The broker that could not start: the error says so, with its log.
