@@ -65,15 +65,16 @@ def measure(mode: str, bytecode_cache: bool) -> dict[str, float]:
         # PYTHONDONTWRITEBYTECODE environment measures the same and the tree stays clean).
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "pystream-bench-pycache")
-    out = subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-c", ONE_RUN, mode],
         capture_output=True,
         text=True,
         env=env,
-        check=True,
         timeout=120,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"a {mode} run failed (exit {done.returncode}):\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def main() -> None:
