@@ -342,3 +342,28 @@ def test_topics_and_configs_survive_a_restart(admin_broker: BrokerProcess) -> No
     configs = admin.describe_configs([resource])[resource].result(15)
     assert configs["cleanup.policy"].value == "compact"
     assert configs["cleanup.policy"].source == int(ConfigSource.TOPIC_CONFIG)
+
+
+# --- auto-creation --------------------------------------------------------------------------
+
+
+def test_auto_created_topic_is_hosted_even_if_its_requester_hangs_up(broker: BrokerProcess) -> None:
+    """librdkafka drops its bootstrap connection (Metadata in flight) once it learns the
+    broker ids; a topic that Metadata request auto-created must still get its logs, or
+    every Produce to it answers UNKNOWN_TOPIC_OR_PARTITION for good."""
+    from pystream.protocol.messages.metadata import MetadataRequest
+
+    names = [f"hung-up-{i}" for i in range(30)]
+    for name in names:  # each asks for its topic and closes without reading the answer
+        wire = broker.wire()
+        request = MetadataRequest(topics=[MetadataRequest.MetadataRequestTopic(name=name)])
+        wire.send(wire.frame(3, 9, request))
+        wire.close()
+    admin = ck_admin(broker)
+    created = wait_until(
+        lambda: sorted(t for t in admin.list_topics(timeout=10).topics if t in names),
+        timeout=30,
+        what="a topic auto-created",
+    )
+    for name in created:
+        produce(broker, name, 1, **{"message.timeout.ms": "15000"})

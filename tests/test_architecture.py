@@ -40,6 +40,7 @@ LAYER = {
     "connect": 7.6,  # Connect workers: over the client (may reuse rest's serving); never the broker
     "console": 7.7,  # the web console: over the client (reuses rest's serving); never the broker
     "cli": 8,
+    "testing": 8,  # the pytest plugin: brokers for users' tests; reuses cli's local-cluster tools
     "aio": 2,  # the asyncio client, re-exported
     "__init__": 9,
     "__main__": 9,

@@ -11,11 +11,14 @@ import ctypes
 import ctypes.util
 import os
 import signal
+import subprocess
 import sys
-from collections.abc import Callable
-from typing import Any
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
 
-__all__ = ["terminate_with_parent"]
+__all__ = ["start_pystream_serve", "terminate_with_parent"]
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -49,3 +52,32 @@ def terminate_with_parent() -> Callable[[], None] | None:
             os.kill(os.getpid(), signal.SIGTERM)
 
     return preexec
+
+
+def start_pystream_serve(
+    properties: Mapping[str, str],
+    log: IO[bytes],
+    cwd: Path,
+    *,
+    env: Mapping[str, str],
+    own_process_group: bool = False,
+) -> subprocess.Popen[bytes]:
+    """``pystream serve`` with one ``--override`` per property, its output in ``log``.
+
+    Started from the main thread, the child stops when this process dies (see
+    :func:`terminate_with_parent`); ``own_process_group`` keeps a terminal's Ctrl-C
+    from reaching it (its parent stops it, in order)."""
+    command = [sys.executable, "-m", "pystream", "serve"]
+    for key, value in properties.items():
+        command += ["--override", f"{key}={value}"]
+    main_thread = threading.current_thread() is threading.main_thread()
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(env),
+        cwd=cwd,
+        process_group=0 if own_process_group else None,
+        preexec_fn=terminate_with_parent() if main_thread else None,
+    )

@@ -20,7 +20,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pystream.cli.child_process import terminate_with_parent
+from pystream.cli.child_process import start_pystream_serve
 from pystream.cli.serve import METRICS_MARK
 from pystream.config import BrokerConfig, parse_overrides
 
@@ -207,19 +206,13 @@ class LocalCluster:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the ready line reaches the log at once
         for broker in self.brokers:
             broker.data_dir.mkdir(parents=True, exist_ok=True)
-            command = [sys.executable, "-m", "pystream", "serve"]
-            for key, value in self.broker_properties(broker).items():
-                command += ["--override", f"{key}={value}"]
             with open(broker.log_path, "wb") as log:  # this run's output only
-                broker.process = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
+                broker.process = start_pystream_serve(
+                    self.broker_properties(broker),
+                    log,
+                    broker.data_dir,
                     env=env,
-                    cwd=broker.data_dir,
-                    process_group=0,
-                    preexec_fn=terminate_with_parent(),
+                    own_process_group=True,
                 )
 
     def connect_zookeeper(self, timeout: float) -> Any:

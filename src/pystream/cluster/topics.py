@@ -45,6 +45,8 @@ class TopicManager:
         self.metadata = metadata
         self.replica_manager = replica_manager
         self.log_manager = replica_manager.log_manager
+        # Creations under way (held: a shielded task outlives the request that started it).
+        self._creations: set[asyncio.Task[TopicMetadata]] = set()
 
     # --- configs ----------------------------------------------------------------------------
     def log_config_for(self, overrides: dict[str, str]) -> LogConfig:
@@ -182,6 +184,31 @@ class TopicManager:
         self.log_config_for(configs)  # validate before anything is written
         if validate_only:
             return topic
+        # The metadata write and the logs are one piece of work that the request cannot cut
+        # in two: a client that hangs up mid-request (librdkafka drops its bootstrap
+        # connection, a Metadata in flight, once it learns the broker ids) cancels the
+        # request, and a topic written but never hosted would answer every Produce with
+        # UNKNOWN_TOPIC_OR_PARTITION for good.
+        creation = asyncio.ensure_future(
+            self._create_and_host(name, num_partitions, replication_factor, configs, assignments)
+        )
+        self._creations.add(creation)
+        creation.add_done_callback(self._creation_done)
+        return await asyncio.shield(creation)
+
+    def _creation_done(self, creation: asyncio.Task[TopicMetadata]) -> None:
+        self._creations.discard(creation)
+        if not creation.cancelled():
+            creation.exception()  # retrieved: its requester (if still there) raises it
+
+    async def _create_and_host(
+        self,
+        name: str,
+        num_partitions: int,
+        replication_factor: int,
+        configs: dict[str, str],
+        assignments: dict[int, list[int]] | None,
+    ) -> TopicMetadata:
         topic = await self.metadata.create_topic(
             name, num_partitions, replication_factor, configs, assignments
         )
