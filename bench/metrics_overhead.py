@@ -14,6 +14,7 @@ floor of two brokers on this machine).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -136,10 +137,16 @@ def main() -> int:
                         Path(tmp) / "r.json",
                         scenario,
                     )
+                    # The records each broker moved (a scenario may stop at its deadline).
+                    done = {
+                        r["broker"]: r["records"]
+                        for r in json.loads((Path(tmp) / "r.json").read_text())["results"]
+                    }
                     for label in labels:
                         rates[scenario, label].append(got[brokers[label].bootstrap])
                         used = cpu_seconds(brokers[label].process.pid) - cpu_start[label]  # type: ignore[union-attr]
-                        cpu_per_record[scenario, label].append(used / records * 1e6)
+                        moved = done[brokers[label].bootstrap] or records
+                        cpu_per_record[scenario, label].append(used / moved * 1e6)
                     print(
                         f"run {i + 1} {scenario}: "
                         + ", ".join(
