@@ -166,22 +166,19 @@ def main() -> int:
                 for broker in brokers.values():
                     broker.stop()
     for scenario in scenarios:
-        median = {label: statistics.median(rates[scenario, label]) for label in ("on", "off")}
-        for label in ("on", "off"):
-            values = rates[scenario, label]
-            print(
-                f"{scenario} metrics {label:>3}: median {median[label]:,.0f} rec/s "
-                f"(range {min(values):,.0f} .. {max(values):,.0f}) over {len(values)} runs"
-            )
-        print(f"{scenario} on/off: {median['on'] / median['off']:.3f}")
-        cpu = {label: statistics.median(cpu_per_record[scenario, label]) for label in ("on", "off")}
-        for label in ("on", "off"):
-            values = cpu_per_record[scenario, label]
-            print(
-                f"{scenario} metrics {label:>3}: median {cpu[label]:.3f} broker CPU us/record "
-                f"(range {min(values):.3f} .. {max(values):.3f})"
-            )
-        print(f"{scenario} broker CPU per record on/off: {cpu['on'] / cpu['off']:.3f}")
+        for what, figures, unit, digits in (
+            ("", rates, "rec/s", 0),
+            (" broker CPU per record", cpu_per_record, "broker CPU us/record", 3),
+        ):
+            median = {label: statistics.median(figures[scenario, label]) for label in ("on", "off")}
+            for label in ("on", "off"):
+                values = figures[scenario, label]
+                print(
+                    f"{scenario} metrics {label:>3}: median {median[label]:,.{digits}f} {unit} "
+                    f"(range {min(values):,.{digits}f} .. {max(values):,.{digits}f}) "
+                    f"over {len(values)} runs"
+                )
+            print(f"{scenario}{what} on/off: {median['on'] / median['off']:.3f}")
     if work[2] > 0:
         # Throughput figures on a shared machine swing by more than 3% by themselves; this
         # one does not: the CPU the counters took, as a share of the broker's CPU.
