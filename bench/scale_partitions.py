@@ -115,7 +115,10 @@ def consume_rate(bootstrap: str, assignment: list[TopicPartition], expected: int
             "bootstrap.servers": bootstrap,
             "group.id": f"scale-{time.time_ns()}",
             "enable.auto.commit": False,
+            # As e2e.py's consume scenario: 8 MiB per partition and fetch, so that one
+            # partition is not held back by the per-partition default (1 MiB).
             "fetch.max.bytes": 52428800,
+            "max.partition.fetch.bytes": 8388608,
             "queued.max.messages.kbytes": 262144,
         }
     )
