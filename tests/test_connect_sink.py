@@ -13,13 +13,13 @@ import httpx
 import pytest
 from broker_process import BrokerProcess
 from confluent_kafka import Producer as KafkaProducer
-from connect_process import ConnectWorkerProcess, running_broker
+from connect_process import ConnectWorkerProcess
 from waiting import wait_until
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    yield from running_broker(tmp_path_factory, "connect-sink")
+def broker(connect_broker: BrokerProcess) -> BrokerProcess:
+    return connect_broker  # the session's broker for Connect tests (conftest.py)
 
 
 @pytest.fixture(scope="module")

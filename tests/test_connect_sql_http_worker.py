@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -18,15 +17,15 @@ from broker_process import BrokerProcess
 from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import Producer as KafkaProducer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
-from connect_process import ConnectWorkerProcess, running_broker
+from connect_process import ConnectWorkerProcess
 from http_endpoint import Endpoint
 from postgres import PostgresServer, postgres, postgres_database  # noqa: F401 (fixtures)
 from waiting import wait_until
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    yield from running_broker(tmp_path_factory, "connect-sql")
+def broker(connect_broker: BrokerProcess) -> BrokerProcess:
+    return connect_broker  # the session's broker for Connect tests (conftest.py)
 
 
 SCHEMALESS_JSON = {
