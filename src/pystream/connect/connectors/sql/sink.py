@@ -381,12 +381,12 @@ class SqlSinkTask(SinkTask):
                     self._execute(conn, group)
                 conn.commit()
             except BaseException:
+                self._tables.clear()  # the DDL may have been rolled back with the rest
                 conn.rollback()
                 raise
         except (ConnectError, KeyboardInterrupt):
             raise
         except Exception as exc:
-            self._tables.clear()  # the DDL may have been rolled back with the rest
             if self.dialect.is_transient(exc):
                 close_quietly(self._conn)
                 self._conn = None
