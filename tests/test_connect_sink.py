@@ -117,6 +117,38 @@ def test_request_commit_commits_before_the_interval(
     http.delete(f"/connectors/{topic}")
 
 
+def test_put_is_called_after_every_poll_also_without_records(
+    http: httpx.Client, broker: BrokerProcess, tmp_path: Path
+):
+    """As Kafka's WorkerSinkTask: put() after every poll, with no records when there are
+    none, so a task that buffers writes what it holds once its topics go quiet."""
+    topic = f"quiet-{uuid.uuid4().hex[:6]}"
+    produce(broker.bootstrap, {topic: ["a", "b", "c"]})
+    out = tmp_path / "out.txt"
+    response = http.post(
+        "/connectors",
+        json={
+            "name": topic,
+            "config": {
+                "connector.class": "connect_plugins.RecordingSinkConnector",
+                "topics": topic,
+                "file": str(out),
+                "count.puts": "true",
+            },
+        },
+    )
+    assert response.status_code == 201, response.text
+    puts = Path(f"{out}.puts")
+
+    def counts() -> list[int]:
+        return [int(n) for n in puts.read_text().split()] if puts.exists() else []
+
+    # The three records, then empty puts while the topic is quiet.
+    wait_until(lambda: sum(counts()) == 3 and counts()[-2:] == [0, 0], 30, "empty puts")
+    assert out.read_text().count("\n") == 3
+    http.delete(f"/connectors/{topic}")
+
+
 def test_retriable_put_delivers_the_same_batch_again(
     http: httpx.Client, broker: BrokerProcess, tmp_path: Path
 ):
