@@ -252,6 +252,12 @@ def test_postgres_sink_loses_nothing_when_its_sessions_are_ended(
                 (postgres_database,),
             )
 
+    def produce_round(round_: int) -> None:
+        first = round_ * per_round
+        produce(broker, topic, [json.dumps({"id": o % keys, "n": o}).encode()
+                                for o in range(first, first + per_round)])  # fmt: skip
+
+    produce_round(0)  # the topic exists before the sink starts, as in the tests above
     worker = ConnectWorkerProcess(
         tmp_path / "worker",
         broker.bootstrap,
@@ -274,8 +280,8 @@ def test_postgres_sink_loses_nothing_when_its_sessions_are_ended(
     try:
         for round_ in range(rounds):
             first = round_ * per_round
-            produce(broker, topic, [json.dumps({"id": o % keys, "n": o}).encode()
-                                    for o in range(first, first + per_round)])  # fmt: skip
+            if round_:
+                produce_round(round_)
             # Some of this round is written, then the sessions end under the rest.
             wait_until(lambda: max(rows().values(), default=-1) >= first, 60,  # noqa: B023
                        f"round {round_}'s first rows")  # fmt: skip
