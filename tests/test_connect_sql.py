@@ -831,6 +831,11 @@ def test_a_table_dropped_under_the_writer_fails_the_task(pg: Database) -> None:
     assert writer_threads() == []
 
 
+def _process_state(pid: int) -> str:
+    """The state letter of process ``pid`` (``T``: stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
 def _pending_signals(pid: int) -> int:
     """The signals pending for process ``pid`` (a bit mask, bit n-1 for signal n)."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -850,6 +855,8 @@ def test_stop_cancels_a_write_stuck_on_a_stopped_server(pg: Database) -> None:
     backend = task._conn.info.backend_pid
     os.kill(backend, signal.SIGSTOP)
     try:
+        # Stopped for sure: a SIGINT sent before it stops would be handled, not pending.
+        wait_until(lambda: _process_state(backend) == "T", 30, "the backend to stop")
         task.put(rows[50:])  # in flight, and stuck
         stopper = threading.Thread(target=task.stop)
         stopper.start()
