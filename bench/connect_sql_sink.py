@@ -7,17 +7,18 @@ records (a struct key and a 5-field struct value, about 100 B of data; keys draw
 from ``--keys`` distinct ids, so about half the rows update an existing one) in
 ``put`` calls of ``--put-size`` (what a worker hands a task per poll), then
 ``flush``.  Records are built before the clock starts: the figure is the connector
-and the database (psycopg's pipelined ``executemany`` of ``INSERT … ON CONFLICT DO
-UPDATE``), not the worker or the converter.
+and the database (its writer thread: batches staged with ``COPY``, then ``INSERT …
+SELECT … ON CONFLICT DO UPDATE``), not the worker or the converter.
 
 With ``--through-worker`` the records go the whole way instead: a broker (``pystream
 serve``) and, per round, a standalone worker (``pystream connect standalone``) with
 JsonConverter (schemas on) and the sink connector; the records are produced to a topic
 first (untimed, with confluent-kafka) and the figure is records / (time from the
 first row in PostgreSQL to the last record's row), i.e. consuming, converting and
-upserting once the sink's group has formed; the time from the worker being up is
-printed too, and then the idle worker's CPU over ``--idle-seconds`` (utime+stime from
-``/proc``, as % of one core).
+upserting once the sink's group has formed (the last rows land without waiting for an
+offset commit: the worker calls ``put`` after every poll, as Kafka's does); the time
+from the worker being up is printed too, and then the idle worker's CPU over
+``--idle-seconds`` (utime+stime from ``/proc``, as % of one core).
 
 Prints each round and the median of ``--runs`` rounds with the range::
 

@@ -19,6 +19,15 @@ def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
         process.close()
 
 
+@pytest.fixture(scope="session")
+def connect_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """One broker for the session's Connect test modules (started on first use): their
+    topics, groups and connectors are named per test, so they share it."""
+    from connect_process import running_broker
+
+    yield from running_broker(tmp_path_factory, "connect")
+
+
 @pytest.fixture
 def broker_factory(tmp_path: Path) -> Iterator[object]:
     """Start brokers with overrides, e.g. ``broker_factory(**{"num.partitions": "3"})``."""

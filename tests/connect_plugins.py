@@ -111,6 +111,8 @@ class RecordingSinkTask(SinkTask):
         self.commit_each_put = props.get("commit.each.put") == "true"
         # put() fails this many times with a RetriableError (asking for a 100 ms pause).
         self.retriable_failures = int(props.get("retriable.failures", "0"))
+        # Every put() call's record count goes to <file>.puts, one line each.
+        self.count_puts = props.get("count.puts") == "true"
 
     def open(self, partitions: set[TopicPartition]) -> None:
         with open(self.path + ".open", "a") as handle:
@@ -120,6 +122,9 @@ class RecordingSinkTask(SinkTask):
             self.context.offset({tp: int(self.start_offset) for tp in partitions})
 
     def put(self, records: list[SinkRecord]) -> None:
+        if self.count_puts:
+            with open(self.path + ".puts", "a") as handle:
+                handle.write(f"{len(records)}\n")
         if records and self.retriable_failures > 0:
             self.retriable_failures -= 1
             self.context.timeout(100)

@@ -545,21 +545,25 @@ def test_the_plain_struct_fast_path_reads_what_the_general_path_reads(payload: s
         '{"type":"double","optional":true,"field":"amount"},'
         '{"type":"boolean","optional":false,"field":"ok"}],"optional":false}'
     )
-    first = (
-        '{"schema":' + schema + ',"payload":{"id":0,"name":"a","amount":1.0,"ok":true}}'
-    ).encode()
+    read_like_the_general_path(schema, '{"id":0,"name":"a","amount":1.0,"ok":true}', payload)
+
+
+def read_like_the_general_path(schema: str, first: str, payload: str) -> JsonConverter:
+    """Read a message with payload ``first``, then one with ``payload`` (same schema):
+    the second (a fast-path candidate) reads as a fresh converter reads it, value, types
+    and errors alike.  Returns the converter that read both."""
     message = ('{"schema":' + schema + ',"payload":' + payload + "}").encode()
 
     def read(converter: JsonConverter) -> object:
         try:
             return converter.to_connect_data("t", message)
-        except ConnectError as exc:
-            return ("error", str(exc))
+        except (ConnectError, OverflowError) as exc:
+            return ("error", type(exc).__name__, str(exc))
 
     warm, cold = JsonConverter(), JsonConverter()
     warm.configure({}, False)
     cold.configure({}, False)
-    warm.to_connect_data("t", first)  # primes the fast path
+    warm.to_connect_data("t", ('{"schema":' + schema + ',"payload":' + first + "}").encode())
     result = read(warm)
     assert result == read(cold)
     if not isinstance(result, tuple):
@@ -567,3 +571,39 @@ def test_the_plain_struct_fast_path_reads_what_the_general_path_reads(payload: s
             type(v)
             for v in read(cold).value.values()  # type: ignore[union-attr]
         ]
+    return warm
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"id":1,"at":1704067200123,"day":19723}',
+        '{"id":1,"at":-1,"day":0}',
+        '{"id":1,"at":null,"day":19723}',
+        '{"id":1,"at":1704067200123,"day":null}',
+        '{"id":1,"at":1.5,"day":1}',
+        '{"id":1,"at":true,"day":1}',
+        '{"id":1,"at":"2024-01-01","day":1}',
+        '{"id":1,"at":99999999999999999,"day":1}',
+        '{"id":1,"at":1,"day":999999999}',
+    ],
+)
+def test_timestamp_and_date_fields_take_the_fast_path_as_the_general_one(payload: str) -> None:
+    """Timestamp and Date fields (ints in JSON) in a struct of plain fields: the fast path
+    makes the values (or the error) the general path makes."""
+    schema = (
+        '{"type":"struct","fields":[{"type":"int64","optional":false,"field":"id"},'
+        '{"type":"int64","optional":true,"field":"at",'
+        '"name":"org.apache.kafka.connect.data.Timestamp","version":1},'
+        '{"type":"int32","optional":false,"field":"day",'
+        '"name":"org.apache.kafka.connect.data.Date","version":1}],"optional":false}'
+    )
+    first = '{"id":0,"at":0,"day":0}'
+    warm = read_like_the_general_path(schema, first, payload)
+    assert warm._last_envelope is not None and warm._last_envelope[2] is not None  # planned
+    envelope = ('{"schema":' + schema + ',"payload":' + first + "}").encode()
+    assert warm.to_connect_data("t", envelope).value == {
+        "id": 0,
+        "at": dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
+        "day": dt.date(1970, 1, 1),
+    }

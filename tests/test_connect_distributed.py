@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import KafkaException
 from confluent_kafka import Producer as KafkaProducer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
-from connect_process import ConnectWorkerProcess, running_broker
+from connect_process import ConnectWorkerProcess
 from test_connect_standalone import topic_values as read_topic
 from waiting import wait_until
 
@@ -48,8 +47,8 @@ SESSION_TIMEOUT_MS = 6000
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    yield from running_broker(tmp_path_factory, "connect-distributed")
+def broker(connect_broker: BrokerProcess) -> BrokerProcess:
+    return connect_broker  # the session's broker for Connect tests (conftest.py)
 
 
 class DistributedWorker(ConnectWorkerProcess):
@@ -483,10 +482,12 @@ def test_rest_calls_on_any_worker_reach_the_connector(broker: BrokerProcess, tmp
             "topics": "dist-sink",
             "file": str(out),
         }
-        response = httpx.put(f"{other.url}/connectors/sink/config", json=sink, timeout=30)
+        response = httpx.put(f"{other.url}/connectors/dist-sink/config", json=sink, timeout=30)
         assert response.status_code == 201, response.text
         placed = wait_until(
-            lambda: len(running_on(other.url, "sink")) == 2 and running_on(other.url, "sink"),
+            lambda: (
+                len(running_on(other.url, "dist-sink")) == 2 and running_on(other.url, "dist-sink")
+            ),
             60,
             "both sink tasks running",
         )

@@ -16,13 +16,13 @@ import pytest
 from broker_process import BrokerProcess
 from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import Producer as KafkaProducer
-from connect_process import ConnectWorkerProcess, running_broker, running_worker
+from connect_process import ConnectWorkerProcess, running_worker
 from waiting import wait_until
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    yield from running_broker(tmp_path_factory, "connect-errors")
+def broker(connect_broker: BrokerProcess) -> BrokerProcess:
+    return connect_broker  # the session's broker for Connect tests (conftest.py)
 
 
 @pytest.fixture(scope="module")

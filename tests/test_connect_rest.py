@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from broker_process import BrokerProcess
-from connect_process import ConnectWorkerProcess, running_broker, running_worker
+from connect_process import ConnectWorkerProcess, running_worker
 from waiting import wait_until
 
 from pystream.client import AdminClient, TopicPartition
@@ -21,8 +21,8 @@ SOURCE = "pystream.connect.connectors.file.FileStreamSourceConnector"
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    yield from running_broker(tmp_path_factory, "connect-rest")
+def broker(connect_broker: BrokerProcess) -> BrokerProcess:
+    return connect_broker  # the session's broker for Connect tests (conftest.py)
 
 
 @pytest.fixture(scope="module")

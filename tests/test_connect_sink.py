@@ -13,13 +13,13 @@ import httpx
 import pytest
 from broker_process import BrokerProcess
 from confluent_kafka import Producer as KafkaProducer
-from connect_process import ConnectWorkerProcess, running_broker
+from connect_process import ConnectWorkerProcess
 from waiting import wait_until
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    yield from running_broker(tmp_path_factory, "connect-sink")
+def broker(connect_broker: BrokerProcess) -> BrokerProcess:
+    return connect_broker  # the session's broker for Connect tests (conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,13 @@ def read(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def recording_sink(http: httpx.Client, name: str, out: Path, **settings: str) -> None:
+    """Create a ``RecordingSinkConnector`` named ``name`` writing to ``out``."""
+    config = {"connector.class": "connect_plugins.RecordingSinkConnector", "file": str(out)}
+    response = http.post("/connectors", json={"name": name, "config": {**config, **settings}})
+    assert response.status_code == 201, response.text
+
+
 def test_topics_regex_open_and_start_offset(
     http: httpx.Client, broker: BrokerProcess, tmp_path: Path
 ):
@@ -63,19 +70,7 @@ def test_topics_regex_open_and_start_offset(
     )
     out = tmp_path / "out.txt"
     name = f"{prefix}-sink"
-    response = http.post(
-        "/connectors",
-        json={
-            "name": name,
-            "config": {
-                "connector.class": "connect_plugins.RecordingSinkConnector",
-                "topics.regex": f"{prefix}-[ab]",
-                "file": str(out),
-                "start.offset": "1",
-            },
-        },
-    )
-    assert response.status_code == 201, response.text
+    recording_sink(http, name, out, **{"topics.regex": f"{prefix}-[ab]", "start.offset": "1"})
     # Offset 0 skipped through SinkTaskContext.offset; topic c does not match.
     expected = {f"{prefix}-{t} 0 {i} {t}{i}" for t in "ab" for i in (1, 2)}
     wait_until(lambda: len(read(out)) >= len(expected), 60, "records from offset 1 of a and b")
@@ -93,19 +88,7 @@ def test_request_commit_commits_before_the_interval(
 ):
     topic = f"commit-{uuid.uuid4().hex[:6]}"
     produce(broker.bootstrap, {topic: ["x", "y", "z"]})
-    response = http.post(
-        "/connectors",
-        json={
-            "name": topic,
-            "config": {
-                "connector.class": "connect_plugins.RecordingSinkConnector",
-                "topics": topic,
-                "file": str(tmp_path / "out.txt"),
-                "commit.each.put": "true",
-            },
-        },
-    )
-    assert response.status_code == 201, response.text
+    recording_sink(http, topic, tmp_path / "out.txt", topics=topic, **{"commit.each.put": "true"})
     expected = [
         {"partition": {"kafka_topic": topic, "kafka_partition": 0}, "offset": {"kafka_offset": 3}}
     ]
@@ -117,25 +100,33 @@ def test_request_commit_commits_before_the_interval(
     http.delete(f"/connectors/{topic}")
 
 
+def test_put_is_called_after_every_poll_also_without_records(
+    http: httpx.Client, broker: BrokerProcess, tmp_path: Path
+):
+    """As Kafka's WorkerSinkTask: put() after every poll, with no records when there are
+    none, so a task that buffers writes what it holds once its topics go quiet."""
+    topic = f"quiet-{uuid.uuid4().hex[:6]}"
+    produce(broker.bootstrap, {topic: ["a", "b", "c"]})
+    out = tmp_path / "out.txt"
+    recording_sink(http, topic, out, topics=topic, **{"count.puts": "true"})
+    puts = Path(f"{out}.puts")
+
+    def counts() -> list[int]:
+        return [int(n) for n in puts.read_text().split()] if puts.exists() else []
+
+    # The three records, then empty puts while the topic is quiet.
+    wait_until(lambda: sum(counts()) == 3 and counts()[-2:] == [0, 0], 30, "empty puts")
+    assert out.read_text().count("\n") == 3
+    http.delete(f"/connectors/{topic}")
+
+
 def test_retriable_put_delivers_the_same_batch_again(
     http: httpx.Client, broker: BrokerProcess, tmp_path: Path
 ):
     topic = f"again-{uuid.uuid4().hex[:6]}"
     produce(broker.bootstrap, {topic: ["p", "q", "r"]})
     out = tmp_path / "out.txt"
-    response = http.post(
-        "/connectors",
-        json={
-            "name": topic,
-            "config": {
-                "connector.class": "connect_plugins.RecordingSinkConnector",
-                "topics": topic,
-                "file": str(out),
-                "retriable.failures": "3",
-            },
-        },
-    )
-    assert response.status_code == 201, response.text
+    recording_sink(http, topic, out, topics=topic, **{"retriable.failures": "3"})
     # Three refusals later the records arrive, each once, in order; the task never failed.
     expected = [f"{topic} 0 {i} {v}" for i, v in enumerate("pqr")]
     wait_until(lambda: read(out) == expected, 60, "the records after the retries")

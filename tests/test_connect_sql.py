@@ -4,12 +4,18 @@ PostgreSQL server (``postgres.py``), driven through the task API."""
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+import os
+import re
+import signal
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from connect_contexts import (
     DictSourceTaskContext,
@@ -22,7 +28,13 @@ from connect_contexts import (
 from postgres import PostgresServer, postgres, postgres_database  # noqa: F401 (fixtures)
 from waiting import wait_until
 
-from pystream.connect.api import ConfigError, ConnectError, ExactlyOnceSupport, RetriableError
+from pystream.connect.api import (
+    ConfigError,
+    ConnectError,
+    ExactlyOnceSupport,
+    RetriableError,
+    SinkRecord,
+)
 from pystream.connect.connectors.sql import (
     JdbcSourceConnector,
     SqlSinkConnector,
@@ -680,3 +692,180 @@ def test_exactly_once_support_follows_the_mode() -> None:
     )
     for mode in ("bulk", "timestamp"):
         assert connector.exactly_once_support({"mode": mode}) is ExactlyOnceSupport.UNSUPPORTED
+
+
+# -- PostgreSQL: the background writer --------------------------------------------------
+
+WRITER_THREAD = "pystream-sql-sink-writer"
+
+
+def writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == WRITER_THREAD]
+
+
+def upsert_props(db: Database, table: str, batch_size: int, **more: str) -> dict[str, str]:
+    return {"connection.url": db.url, "topics": table, "insert.mode": "upsert",
+            "pk.mode": "record_key", "auto.create": "true", "batch.size": str(batch_size),
+            **more}  # fmt: skip
+
+
+@pytest.fixture
+def pg(postgres: PostgresServer, postgres_database: str) -> Database:  # noqa: F811
+    return postgres_db(postgres, postgres_database)
+
+
+def test_background_writes_land_exactly_in_record_order(pg: Database) -> None:
+    """Batches go to the database from the writer thread while the next ones are
+    converted: after flush the table holds each key's last write (deletes included),
+    and stop() ends the thread."""
+    table = pg.table()
+    task = sink_task(upsert_props(pg, table, 100, **{"delete.enabled": "true"}))
+    expected: dict[int, tuple[Any, ...]] = {}
+    records = []
+    for offset in range(1500):
+        key = (offset * 7) % 230
+        if offset % 97 == 0:
+            records.append(sink_record(table, offset, None, {"id": key}, None, KEY))
+            expected.pop(key, None)
+        else:
+            value = person(key, f"v{offset}", offset / 4)
+            records.append(sink_record(table, offset, value, {"id": key}, VALUE, KEY))
+            expected[key] = (key, f"v{offset}", offset / 4, key % 2 == 0,
+                             dt.datetime(2024, 1, 1) + dt.timedelta(seconds=key))  # fmt: skip
+    try:
+        for i in range(0, len(records), 37):  # puts of a poll's size, batches of 100
+            task.put(records[i : i + 37])
+        threads = writer_threads()
+        assert len(threads) == 1
+        task.flush({})
+        assert pg.query(f"SELECT id, name, score, active, at FROM {table} ORDER BY id") == [
+            expected[key] for key in sorted(expected)
+        ]
+    finally:
+        task.stop()
+    assert not threads[0].is_alive()
+    assert writer_threads() == []
+
+
+def test_columns_copy_cannot_send_in_binary_go_as_text(pg: Database) -> None:
+    """A table with types binary COPY does not take here (numeric, timestamptz, jsonb)
+    and values whose Python type does not match their column (text for an integer):
+    COPY sends text and PostgreSQL parses it, as before."""
+    table = pg.table()
+    pg.execute(
+        f"CREATE TABLE {table} (id BIGINT PRIMARY KEY, amount NUMERIC(10, 2), "
+        "seen TIMESTAMPTZ, tags JSONB, code VARCHAR(8), n INTEGER)"
+    )
+    task = sink_task({"connection.url": pg.url, "topics": table, "insert.mode": "upsert",
+                      "pk.mode": "record_value", "pk.fields": "id",
+                      "batch.size": "100"})  # fmt: skip
+    at = dt.datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    try:
+        task.put([sink_record(table, i, {"id": i, "amount": i + 0.25, "seen": at.isoformat(),
+                                          "tags": {"k": i}, "code": f"c{i}",
+                                          "n": str(i) if i % 2 else i})
+                  for i in range(120)])  # fmt: skip
+        task.flush({})
+        assert pg.query(f"SELECT count(*), sum(n), min(code) FROM {table}") == [
+            (120, sum(range(120)), "c0")
+        ]
+        assert pg.query(f"SELECT amount, seen, tags, n FROM {table} WHERE id = 7") == [
+            (decimal.Decimal("7.25"), at, {"k": 7}, 7)
+        ]
+    finally:
+        task.stop()
+
+
+def test_a_background_write_that_failed_retriably_is_written_again_first(
+    postgres: PostgresServer,  # noqa: F811
+    pg: Database,
+) -> None:
+    """The connection breaks under a batch in flight: the put that finds out raises
+    RetriableError (its own records handed back, the backoff asked for), and the failed
+    batch is written again before anything after it: the last write of each key wins."""
+    table = pg.table()
+    task = sink_task(upsert_props(pg, table, 50, **{"retry.backoff.ms": "250"}))
+
+    def batch(first: int, name: str) -> list[SinkRecord]:
+        return [sink_record(table, first + i, person(i, name), {"id": i}, VALUE, KEY)
+                for i in range(50)]  # fmt: skip
+
+    try:
+        task.put(batch(0, "a"))
+        task.flush({})
+        with psycopg.connect(postgres.dsn(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (task._conn.info.backend_pid,))
+        task.put(batch(50, "b"))  # handed to the writer, which fails on the broken link
+        with pytest.raises(RetriableError):
+            task.put(batch(100, "c"))
+        assert task.context.timeouts == [250]
+        assert pg.query(f"SELECT DISTINCT name FROM {table}") == [("a",)]  # nothing half-done
+        task.put(batch(100, "c"))  # the worker delivers the same records again
+        task.flush({})
+        assert pg.query(f"SELECT DISTINCT name FROM {table}") == [("c",)]
+        assert pg.query(f"SELECT count(*) FROM {table}") == [(50,)]
+    finally:
+        task.stop()
+    assert writer_threads() == []
+
+
+def test_a_table_dropped_under_the_writer_fails_the_task(pg: Database) -> None:
+    """A write that cannot succeed by retrying (the table is gone) is not retriable: the
+    next call raises it, and flush writes nothing more (offsets stay uncommitted)."""
+    table = pg.table()
+    task = sink_task(upsert_props(pg, table, 50, **{"auto.create": "false"}))
+    pg.execute(f"CREATE TABLE {table} (id BIGINT PRIMARY KEY, name TEXT, score DOUBLE "
+               "PRECISION, active BOOLEAN, at TIMESTAMP)")  # fmt: skip
+    try:
+        task.put([sink_record(table, i, person(i, "a"), {"id": i}, VALUE, KEY) for i in range(50)])
+        task.flush({})
+        pg.execute(f"ALTER TABLE {table} RENAME TO {table}_gone")
+        task.put([sink_record(table, i, person(i, "b"), {"id": i}, VALUE, KEY)
+                  for i in range(50, 100)])  # fmt: skip
+        with pytest.raises(ConnectError, match="writing to the database") as raised:
+            task.flush({})
+        assert not isinstance(raised.value, RetriableError)
+        assert pg.query(f"SELECT count(*), min(name) FROM {table}_gone") == [(50, "a")]
+    finally:
+        task.stop()
+    assert writer_threads() == []
+
+
+def _process_state(pid: int) -> str:
+    """The state letter of process ``pid`` (``T``: stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _pending_signals(pid: int) -> int:
+    """The signals pending for process ``pid`` (a bit mask, bit n-1 for signal n)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^ShdPnd:\s*([0-9a-f]+)", status, re.M).group(1), 16)  # type: ignore[union-attr]
+
+
+def test_stop_cancels_a_write_stuck_on_a_stopped_server(pg: Database) -> None:
+    """The task's PostgreSQL backend is frozen (SIGSTOP) under a write in flight: stop()
+    cancels the statement (PostgreSQL's cancel request reaches the backend as SIGINT) and
+    waits; once the backend runs again the write ends, whole or not at all, and so does
+    the writer thread."""
+    table = pg.table()
+    task = sink_task(upsert_props(pg, table, 50))
+    rows = [sink_record(table, i, person(i, "a"), {"id": i}, VALUE, KEY) for i in range(100)]
+    task.put(rows[:50])
+    task.flush({})
+    backend = task._conn.info.backend_pid
+    os.kill(backend, signal.SIGSTOP)
+    try:
+        # Stopped for sure: a SIGINT sent before it stops would be handled, not pending.
+        wait_until(lambda: _process_state(backend) == "T", 30, "the backend to stop")
+        task.put(rows[50:])  # in flight, and stuck
+        stopper = threading.Thread(target=task.stop)
+        stopper.start()
+        wait_until(lambda: _pending_signals(backend) & (1 << (signal.SIGINT - 1)), 30,
+                   "the cancel request to reach the frozen backend")  # fmt: skip
+        assert stopper.is_alive()  # the write cannot end while the backend is frozen
+    finally:
+        os.kill(backend, signal.SIGCONT)
+    stopper.join(30)
+    assert not stopper.is_alive()
+    assert writer_threads() == []
+    assert pg.query(f"SELECT count(*) FROM {table}")[0][0] in (50, 100)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -18,15 +17,15 @@ from broker_process import BrokerProcess
 from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import Producer as KafkaProducer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
-from connect_process import ConnectWorkerProcess, running_broker
+from connect_process import ConnectWorkerProcess
 from http_endpoint import Endpoint
 from postgres import PostgresServer, postgres, postgres_database  # noqa: F401 (fixtures)
 from waiting import wait_until
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    yield from running_broker(tmp_path_factory, "connect-sql")
+def broker(connect_broker: BrokerProcess) -> BrokerProcess:
+    return connect_broker  # the session's broker for Connect tests (conftest.py)
 
 
 SCHEMALESS_JSON = {
@@ -205,6 +204,95 @@ def test_records_the_postgres_sink_rejects_go_to_the_dead_letter_queue(
         assert [m.value() for m in dead] == [produced[1], produced[2]]
         headers = dict(dead[1].headers() or [])
         assert b"pk.fields" in headers["__connect.errors.exception.message"]
+    finally:
+        assert worker.stop() == 0, worker.output()
+
+
+def test_postgres_sink_loses_nothing_when_its_sessions_are_ended(
+    broker: BrokerProcess,
+    postgres: PostgresServer,  # noqa: F811
+    postgres_database: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """While a real worker upserts a growing topic, the sink's PostgreSQL sessions are
+    ended again and again (as a server restart or a failover would): the writes are
+    retried, the offset committed for the sink's group never covers a record whose write
+    is not in the table, and in the end every key holds its last value."""
+    topic, keys, rounds, per_round = "pg-sessions-ended", 150, 8, 300
+    dsn = postgres.dsn(postgres_database)
+
+    def rows() -> dict[int, int]:
+        with psycopg.connect(dsn) as conn:
+            if conn.execute("SELECT to_regclass('pg_ended')").fetchone()[0] is None:
+                return {}
+            return dict(conn.execute("SELECT id, n FROM pg_ended").fetchall())
+
+    def committed() -> int:
+        consumer = KafkaConsumer({"bootstrap.servers": broker.bootstrap,
+                                  "group.id": "connect-pg-ended-sink"})  # fmt: skip
+        try:
+            [tp] = consumer.committed([KafkaTopicPartition(topic, 0)], timeout=10)
+            return max(tp.offset, 0)
+        finally:
+            consumer.close()
+
+    def check_covered() -> int:
+        """The rows hold at least every write below the committed offset, key by key."""
+        upto = committed()
+        table = rows()
+        for offset in range(max(0, upto - keys), upto):  # the last write of each key
+            assert table.get(offset % keys, -1) >= offset, (offset, upto)
+        return upto
+
+    def end_sessions() -> None:
+        with psycopg.connect(postgres.dsn(), autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (postgres_database,),
+            )
+
+    def produce_round(round_: int) -> None:
+        first = round_ * per_round
+        produce(broker, topic, [json.dumps({"id": o % keys, "n": o}).encode()
+                                for o in range(first, first + per_round)])  # fmt: skip
+
+    produce_round(0)  # the topic exists before the sink starts, as in the tests above
+    worker = ConnectWorkerProcess(
+        tmp_path / "worker",
+        broker.bootstrap,
+        worker={**SCHEMALESS_JSON, "offset.flush.interval.ms": "200"},
+        connectors={
+            "pg-ended-sink": {
+                "connector.class": "JdbcSinkConnector",
+                "connection.url": postgres.url(postgres_database),
+                "topics": topic,
+                "table.name.format": "pg_ended",
+                "insert.mode": "upsert",
+                "pk.mode": "record_value",
+                "pk.fields": "id",
+                "auto.create": "true",
+                "batch.size": "50",
+                "retry.backoff.ms": "100",
+            },
+        },
+    ).start()
+    try:
+        for round_ in range(rounds):
+            first = round_ * per_round
+            if round_:
+                produce_round(round_)
+            # Some of this round is written, then the sessions end under the rest.
+            wait_until(lambda: max(rows().values(), default=-1) >= first, 60,  # noqa: B023
+                       f"round {round_}'s first rows")  # fmt: skip
+            end_sessions()
+            check_covered()
+        total = rounds * per_round
+        wait_until(lambda: check_covered() == total, 60, "every offset committed")
+        assert rows() == {k: total - keys + k for k in range(keys)}
+        # The breaks were seen: by a put (delivered again) or a flush (rewound).
+        out = worker.output()
+        assert "retriable error from put" in out or "rewinding to the last committed" in out
     finally:
         assert worker.stop() == 0, worker.output()
 

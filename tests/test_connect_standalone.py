@@ -5,7 +5,6 @@ committed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,13 @@ from broker_process import BrokerProcess, free_ports
 from cli_helpers import run
 from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
-from connect_process import ConnectWorkerProcess, running_broker
+from connect_process import ConnectWorkerProcess
 from waiting import wait_until
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    yield from running_broker(tmp_path_factory, "connect")
+def broker(connect_broker: BrokerProcess) -> BrokerProcess:
+    return connect_broker  # the session's broker for Connect tests (conftest.py)
 
 
 def topic_values(bootstrap: str, topic: str) -> list[str]:
@@ -53,12 +52,14 @@ def test_file_source_to_topic_to_file_sink_and_restart(broker: BrokerProcess, tm
         tmp_path / "worker",
         broker.bootstrap,
         connectors={
-            "source": {
+            # Named for this test: the sink's group (connect-<name>) is the broker's, which
+            # other Connect modules share.
+            "file-lines-source": {
                 "connector.class": "FileStreamSource",
                 "file": str(source_file),
                 "topic": "file-lines",
             },
-            "sink": {
+            "file-lines-sink": {
                 "connector.class": "FileStreamSink",
                 "file": str(sink_file),
                 "topics": "file-lines",
@@ -176,7 +177,7 @@ def test_file_source_without_a_file_reads_stdin(broker: BrokerProcess, tmp_path:
         broker.bootstrap,
         connectors={
             "stdin": {"connector.class": "FileStreamSource", "topic": "stdin-lines"},
-            "sink": {
+            "stdin-lines-sink": {
                 "connector.class": "FileStreamSink",
                 "file": str(sink_file),
                 "topics": "stdin-lines",

@@ -20,7 +20,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -723,8 +723,9 @@ def _logical_to_connect(schema: Schema, node: Any) -> Any:
 _LOGICAL_NAMES = frozenset((DECIMAL_NAME, DATE_NAME, TIME_NAME, TIMESTAMP_NAME))
 
 # A struct of plain fields read without the general converter: (field name, the one
-# Python type its JSON value must have, whether null is its value).
-_Plan = tuple[tuple[str, type, bool], ...]
+# Python type its JSON value must have, whether null is its value, and for Timestamp and
+# Date fields the function making the logical value from that int, else None).
+_Plan = tuple[tuple[str, type, bool, Callable[[int], Any] | None], ...]
 _PLAIN_TYPES: dict[str, type] = {
     "string": str,
     "boolean": bool,
@@ -735,19 +736,31 @@ _PLAIN_TYPES: dict[str, type] = {
     "float32": float,
     "float64": float,
 }
+# Logical types whose JSON is a plain int, as _logical_to_connect reads them.
+_PLAN_LOGICAL: dict[tuple[str, str], Callable[[int], Any]] = {
+    # (timedelta's positional milliseconds: quicker than the keyword, the same value)
+    (TIMESTAMP_NAME, "int64"): lambda ms: _EPOCH + dt.timedelta(0, 0, 0, ms),
+    (DATE_NAME, "int32"): lambda days: _EPOCH_DATE + dt.timedelta(days=days),
+}
 
 
 def _plan(schema: Schema | None) -> _Plan | None:
-    """The plan for a struct schema whose fields are all plain (no logical types, no
-    nested values, no defaults for null), else None."""
+    """The plan for a struct schema whose fields are all plain or Timestamp/Date (no
+    other logical types, no nested values, no defaults for null), else None."""
     if schema is None or schema.type != "struct" or schema.name in _LOGICAL_NAMES:
         return None
     plan = []
     for field in schema.fields:
         kind = _PLAIN_TYPES.get(field.schema.type)
-        if kind is None or field.schema.name in _LOGICAL_NAMES:
+        logical = None
+        if field.schema.name in _LOGICAL_NAMES:
+            logical = _PLAN_LOGICAL.get((field.schema.name, field.schema.type))
+            if logical is None:
+                return None
+        if kind is None:
             return None
-        plan.append((field.name, kind, field.schema.optional and field.schema.default is None))
+        nullable = field.schema.optional and field.schema.default is None
+        plan.append((field.name, kind, nullable, logical))
     return tuple(plan)
 
 
@@ -755,10 +768,15 @@ def _apply_plan(plan: _Plan, payload: dict[str, Any]) -> dict[str, Any] | None:
     """The struct value as ``_to_connect`` would make it, or None if any value is not
     exactly its field's plain JSON type (the caller then takes the general path)."""
     out = {}
-    for name, kind, nullable in plan:
+    for name, kind, nullable, logical in plan:
         value = payload.get(name)
         found = type(value)
         if found is kind:
+            if logical is not None:
+                try:
+                    value = logical(value)
+                except OverflowError:
+                    return None  # the general path says what is wrong
             out[name] = value
         elif value is None and nullable:
             out[name] = None

@@ -5,18 +5,25 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import queue
+import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 from ..api import ConfigDef, ConfigError, ConfigValue, SinkConnector, Task
 
 __all__ = [
+    "BackgroundWriter",
     "SharedConfigSinkConnector",
     "at_least",
     "json_default",
     "one_of",
     "validate_with",
 ]
+
+
+T = TypeVar("T")
 
 
 def one_of(key: str, choices: tuple[str, ...]) -> Callable[[Any], None]:
@@ -103,3 +110,42 @@ class SharedConfigSinkConnector(SinkConnector):
 
     def validate(self, props: Mapping[str, Any]) -> dict[str, ConfigValue]:
         return validate_with(self.config_def, props, self.check)
+
+
+class BackgroundWriter:
+    """One thread that runs a sink task's writes in order, so that the task converts the
+    next batch while the last one is written (the database's time and the conversion's
+    overlap).  The task decides how many writes are in flight (the SQL sink: one) by
+    waiting for a write's :class:`Future` before it submits the next.  A daemon thread:
+    a write stuck on an unresponsive server cannot keep the process alive."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, write: Callable[[], T]) -> Future[T]:
+        """Run ``write`` after the writes submitted before it; its result or error is the
+        future's."""
+        future: Future[T] = Future()
+        self._jobs.put((future, write))
+        return future
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, write = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(write())
+            except BaseException as exc:  # noqa: BLE001 (the submitter gets it)
+                future.set_exception(exc)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """End the thread once the submitted writes are done; False if it is still
+        running after ``timeout`` seconds (a write is stuck)."""
+        self._jobs.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()

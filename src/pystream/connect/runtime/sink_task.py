@@ -119,6 +119,9 @@ class SinkTaskRunner(WorkerTask):
         # Next offsets to consume, of records delivered to put (or skipped).
         self.current: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
+        # The first offset delivered per partition since it was assigned: where a rewind
+        # goes when this runner has committed nothing there yet.
+        self._first_delivered: dict[TopicPartition, int] = {}
         # The consumer records behind the batch being delivered, for the DLQ.
         self._originals: dict[int, Any] = {}
         self._started = False
@@ -157,8 +160,9 @@ class SinkTaskRunner(WorkerTask):
                 self._apply_seeks()
                 keep = {(tp.topic, tp.partition) for tp in self.assigned - sought}
                 records = [r for r in records if (r.topic, r.partition) in keep]
-            if records:
-                self._deliver(self._convert(records))
+            # After every poll, with no records too, as Kafka does: a task that buffers
+            # writes what it holds once the topics go quiet, not at the next commit.
+            self._deliver(self._convert(records) if records else [])
             now = time.monotonic()
             if now >= next_commit or self.commit_requested:
                 self.commit_offsets()
@@ -203,6 +207,7 @@ class SinkTaskRunner(WorkerTask):
             for tp in revoked:
                 self.current.pop(tp, None)
                 self._committed.pop(tp, None)
+                self._first_delivered.pop(tp, None)
                 self.task_paused.discard(tp)
         self.assigned = now
         if added:
@@ -255,8 +260,14 @@ class SinkTaskRunner(WorkerTask):
                 originals[id(record)] = raw
                 batch.append(record)
         # Next offsets per partition (a TopicPartition per record would cost more).
+        first_delivered = self._first_delivered
         for (topic, partition), offset in ends.items():
-            self.current[TopicPartition(topic, partition)] = offset
+            tp = TopicPartition(topic, partition)
+            if tp not in self.current:  # its first records since it was assigned
+                first_delivered[tp] = next(
+                    r.offset for r in records if r.partition == partition and r.topic == topic
+                )
+            self.current[tp] = offset
         return batch
 
     def _failed(self, raw: Any, exc: BaseException) -> FailedRecord:
@@ -337,14 +348,33 @@ class SinkTaskRunner(WorkerTask):
 
     # -- offsets ------------------------------------------------------------------------
 
-    def commit_offsets(self) -> None:
-        """``pre_commit`` (which flushes by default), then commit what it returned."""
+    def commit_offsets(self, closing: bool = False) -> None:
+        """``pre_commit`` (which flushes by default), then commit what it returned; after
+        a :class:`RetriableError` from it, rewind to the last committed offsets."""
         self.commit_requested = False
         if not self.current:
             return
         # A record reported to the DLQ is committed past only once the DLQ has it.
         self.errors.wait_for_dlq(self.flush_timeout)
-        offsets = self.task.pre_commit(dict(self.current))
+        try:
+            offsets = self.task.pre_commit(dict(self.current))
+        except RetriableError as exc:
+            if closing:
+                log.warning("%s: offset commit failed while closing: %s", self.id, exc)
+                return
+            # As Kafka: nothing is committed, and everything since the last commit is
+            # delivered again (a task drops what it did not write when flush fails).
+            # Other errors fail the task (Kafka rewinds on those too, which can loop).
+            log.error(
+                "%s: offset commit failed, rewinding to the last committed offsets: %s",
+                self.id,
+                exc,
+            )
+            for tp in self.assigned:
+                offset = self._committed.get(tp, self._first_delivered.get(tp))
+                if offset is not None:
+                    self.seeks[tp] = offset
+            return
         changed = {
             KafkaTopicPartition(tp.topic, tp.partition): offset
             for tp, offset in offsets.items()
@@ -365,12 +395,16 @@ class SinkTaskRunner(WorkerTask):
     def close(self) -> None:
         try:
             if self._started:
-                if not self.failed:
-                    self._sync_assignment()
-                    self.commit_offsets()
-                if self.assigned:
-                    self.task.close(set(self.assigned))
-                self.task.stop()
+                try:
+                    if not self.failed:
+                        self._sync_assignment()
+                        self.commit_offsets(closing=True)
+                    if self.assigned:
+                        self.task.close(set(self.assigned))
+                finally:
+                    # Even after a failed last flush: the task's threads and connections
+                    # end with it.
+                    self.task.stop()
         finally:
             self.consumer.close()
             if self.dlq_producer is not None:

@@ -210,6 +210,19 @@ class Dialect(abc.ABC):
         busy), as opposed to a bad statement or value."""
         return False
 
+    def cancel(self, conn: Any) -> None:
+        """Cancel the statement ``conn`` is running in another thread (it fails there and
+        is rolled back); quietly, as the connection may be broken or idle."""
+        if conn is None:
+            return
+        try:
+            self._cancel(conn)
+        except Exception:  # noqa: BLE001 (best effort: the caller is stopping)
+            log.debug("cancelling a statement failed", exc_info=True)
+
+    @abc.abstractmethod
+    def _cancel(self, conn: Any) -> None: ...
+
     def quote(self, name: str) -> str:
         """A quoted identifier: ``"a""b"``."""
         return '"' + name.replace('"', '""') + '"'
@@ -249,12 +262,14 @@ class Dialect(abc.ABC):
         conn: Any,
         table: str,
         columns: Sequence[str],
+        types: Sequence[str],
         keys: Sequence[str] | None,
         rows: Sequence[Sequence[Any]],
     ) -> bool:
         """Insert (or, with ``keys``, upsert) many rows at once, faster than one
         statement per row; False if this database has no such way (then the caller
-        uses ``executemany``).  Rows of an upsert have distinct keys."""
+        uses ``executemany``).  ``types`` are the columns' types as
+        :meth:`describe_table` gives them.  Rows of an upsert have distinct keys."""
         return False
 
     def delete_sql(self, table: str, keys: Sequence[str]) -> str:
@@ -359,6 +374,9 @@ class SqliteDialect(Dialect):
     def is_transient(error: BaseException) -> bool:
         return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
 
+    def _cancel(self, conn: Any) -> None:
+        conn.interrupt()
+
     def adapt(self, value: Any) -> Any:
         if isinstance(value, dt.datetime):
             # ISO text in UTC without the offset: what CURRENT_TIMESTAMP writes, so
@@ -446,6 +464,7 @@ class PostgresDialect(Dialect):
         conn: Any,
         table: str,
         columns: Sequence[str],
+        types: Sequence[str],
         keys: Sequence[str] | None,
         rows: Sequence[Sequence[Any]],
     ) -> bool:
@@ -458,7 +477,11 @@ class PostgresDialect(Dialect):
             f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS "
             f"SELECT {names} FROM {self.quote_table(table)} WITH NO DATA"
         )
-        with conn.cursor().copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
+        binary = _binary_copy_types(types, rows)
+        copy_sql = f"COPY {stage} ({names}) FROM STDIN"
+        with conn.cursor().copy(copy_sql + (" (FORMAT BINARY)" if binary else "")) as copy:
+            if binary:
+                copy.set_types(binary)
             for row in rows:
                 copy.write_row(row)
         insert = f"INSERT INTO {self.quote_table(table)} ({names}) SELECT {names} FROM {stage}"
@@ -476,6 +499,9 @@ class PostgresDialect(Dialect):
             names.append(info.name if info is not None else None)
         return names
 
+    def _cancel(self, conn: Any) -> None:
+        conn.cancel_safe(timeout=5)  # its own connection, so bounded if the server hangs
+
     @staticmethod
     def is_transient(error: BaseException) -> bool:
         import psycopg
@@ -486,8 +512,41 @@ class PostgresDialect(Dialect):
 
     def adapt(self, value: Any) -> Any:
         if isinstance(value, dt.datetime):
-            return value.astimezone(UTC).replace(tzinfo=None)  # TIMESTAMP columns hold UTC
+            # TIMESTAMP columns hold UTC (converters make UTC datetimes: skip the math).
+            if value.tzinfo is not UTC:
+                value = value.astimezone(UTC)
+            return value.replace(tzinfo=None)
         return value
+
+
+# Column types COPY may send in binary (less work on both sides than text: no number or
+# timestamp formatting and parsing), with the Python types psycopg's binary dumpers for
+# them take; anything else goes as text, which PostgreSQL parses into any type.
+_BINARY_COPY: dict[str, frozenset[type]] = {
+    "smallint": frozenset({int}),
+    "integer": frozenset({int}),
+    "bigint": frozenset({int}),
+    "real": frozenset({float, int}),
+    "double precision": frozenset({float, int}),
+    "text": frozenset({str}),
+    "character varying": frozenset({str}),
+    "boolean": frozenset({bool}),
+    "timestamp without time zone": frozenset({dt.datetime}),  # naive UTC (adapt)
+    "date": frozenset({dt.date}),
+}
+_NONE = type(None)
+
+
+def _binary_copy_types(types: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str] | None:
+    """The type names for a binary COPY of ``rows``, or None if a column's type or one
+    of its values does not suit one (then COPY sends text)."""
+    names = [re.sub(r"\(.*?\)", "", t).strip() for t in types]  # varchar(20): varchar
+    if not rows or not all(name in _BINARY_COPY for name in names):
+        return None
+    for name, values in zip(names, zip(*rows, strict=True), strict=True):
+        if not set(map(type, values)) - {_NONE} <= _BINARY_COPY[name]:
+            return None
+    return names
 
 
 def close_quietly(conn: Any, rollback: bool = False) -> None:

@@ -16,19 +16,31 @@ row with the same key (``INSERT … ON CONFLICT (key) DO UPDATE``, in both datab
 ``update`` only updates.  With ``delete.enabled`` (needs ``pk.mode=record_key``) a
 tombstone (null value) deletes the key's row.
 
-Rows are buffered and written ``batch.size`` at a time (``executemany``: psycopg
-pipelines the statements), each batch in a transaction of its own; ``flush`` writes
-the rest, so that the worker commits offsets only after everything before them is in
-the database.  A record that cannot be turned into a row goes to the errant record
-reporter (the dead letter queue) when there is one, and fails the task otherwise.
+Rows are written in batches, each in a transaction of its own, by a writer thread of
+the task's (:class:`BackgroundWriter`), so that the next records are converted while
+the database takes the last ones.  One batch at most is in flight: ``put`` hands its
+rows over when the writer is free (rows land after each ``put``, as with Confluent's
+sink), and otherwise keeps them until the writer is free, ``batch.size`` rows wait or
+a ``put`` brings no records (the worker calls it after every poll, as Kafka's does),
+then waits for the write in flight.  Under load batches grow towards ``batch.size``.
+``flush`` waits for the write in flight too, raises its error and writes the rest, so
+that the worker commits offsets only after everything before them is in the database.
+A batch whose write failed with a retriable error (the connection broke) is kept and
+written again before anything later; the records of the ``put`` that found the
+failure are handed back (:class:`RetriableError`: the worker delivers them again after
+``retry.backoff.ms``).
+A record that cannot be turned into a row goes to the errant record reporter (the dead
+letter queue) when there is one, and fails the task otherwise.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from concurrent.futures import Future
+from functools import partial
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 from ...api import (
     ConfigDef,
@@ -44,7 +56,7 @@ from ...api import (
     TopicPartition,
 )
 from ...data import Schema
-from ..common import SharedConfigSinkConnector, at_least, one_of
+from ..common import BackgroundWriter, SharedConfigSinkConnector, at_least, one_of
 from .dialects import (
     CONNECTION_KEYS,
     Column,
@@ -59,6 +71,9 @@ __all__ = ["SqlSinkConnector", "SqlSinkTask"]
 log = logging.getLogger(__name__)
 
 BULK_MIN_ROWS = 64  # below this, executemany's pipeline is as quick as staging with COPY
+# How long stop() waits for the writer thread once the write in flight is cancelled (a
+# server that does not answer at all leaves the daemon thread behind, with a warning).
+STOP_WAIT_S = 10.0
 KAFKA_PK = ("__connect_topic", "__connect_partition", "__connect_offset")
 KAFKA_PK_SCHEMAS = (Schema("string"), Schema("int32"), Schema("int64"))
 
@@ -94,6 +109,10 @@ SINK_CONFIG = ConfigDef(
         ConfigKey("batch.size", ConfigType.INT, 3000, Importance.MEDIUM,
                   "Rows written per statement batch and transaction.",
                   at_least("batch.size", 1), "Writes"),
+        ConfigKey("retry.backoff.ms", ConfigType.INT, 3000, Importance.MEDIUM,
+                  "After a retriable error (the database could not be reached), how long "
+                  "the worker waits before it delivers the records again.",
+                  at_least("retry.backoff.ms", 0), "Retries"),
     ]
 )  # fmt: skip
 
@@ -126,9 +145,9 @@ class SqlSinkConnector(SharedConfigSinkConnector):
         parse_sink_config(props)
 
 
-@dataclass(frozen=True)
-class _Op:
-    """One buffered write: an upsert/insert/update of ``row`` or a delete of ``key``."""
+class _Op(NamedTuple):
+    """One buffered write: an upsert/insert/update of ``row`` or a delete of ``key`` (a
+    tuple: one is made per record)."""
 
     table: str
     kind: str  # "write" or "delete"
@@ -149,7 +168,14 @@ class SqlSinkTask(SinkTask):
         self.insert_mode: str = self.config["insert.mode"]
         self.batch_size: int = self.config["batch.size"]
         self.whitelist = set(self.config["fields.whitelist"])
-        self._buffer: list[_Op] = []
+        self._buffer: list[_Op] = []  # converted, not handed to the writer yet
+        # The batch handed to the writer: in flight while ``_in_flight`` is set, else a
+        # batch whose write failed with a retriable error, to be written again first.
+        self._pending: list[_Op] = []
+        self._in_flight: Future[None] | None = None
+        self._writer: BackgroundWriter | None = None
+        # Only the thread writing uses these (the writer, or the task's own thread when
+        # nothing is in flight).
         self._tables: dict[str, dict[str, Column]] = {}  # described tables, by name
         self._shapes: dict[tuple[str, int, int], _Shape] = {}
         self._conn: Any = None
@@ -247,6 +273,9 @@ class SqlSinkTask(SinkTask):
     # -- SinkTask ----------------------------------------------------------------------
 
     def put(self, records: list[SinkRecord]) -> None:
+        if self._pending and self._in_flight is None:
+            # A batch whose write failed: written again before anything later.
+            self._submit()
         reporter = self.context.errant_record_reporter() if hasattr(self, "context") else None
         before = len(self._buffer)
         for record in records:
@@ -260,62 +289,114 @@ class SqlSinkTask(SinkTask):
                 continue
             if op is not None:
                 self._buffer.append(op)
-        if len(self._buffer) >= self.batch_size:
-            try:
-                self._write()
-            except RetriableError:
-                # The worker hands this batch to put() again: forget it, keep the rest.
-                del self._buffer[before:]
-                raise
+        if not self._buffer:
+            return
+        busy = self._in_flight is not None and not self._in_flight.done()
+        if busy and records and len(self._buffer) < self.batch_size:
+            # Written with the next records once the writer is free (a put without
+            # records, the topics quiet, waits for it and hands the rest over).
+            return
+        try:
+            self._settle()  # one batch in flight at most
+        except BaseException:
+            # The worker hands these records to put() again (retriable), or the task
+            # fails and restarts from the committed offsets: forget them, keep the rest.
+            del self._buffer[before:]
+            raise
+        self._pending, self._buffer = self._buffer, []
+        self._submit()
 
     def flush(self, current_offsets: Mapping[TopicPartition, int]) -> None:
         try:
-            self._write()
+            self._settle()
+            if self._pending or self._buffer:
+                # Nothing is in flight: write the rest in this thread, in order.
+                self._write(self._pending + self._buffer)
         except BaseException:
             # Offsets are not committed: the worker delivers everything since the last
             # commit again, so what is buffered is dropped rather than written twice.
+            self._pending = []
             self._buffer.clear()
             raise
+        self._pending = []
+        self._buffer.clear()
 
     def stop(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            in_flight = self._in_flight
+            if in_flight is not None and not in_flight.done():
+                # No flush came after it, so its offsets are not committed: abandon it
+                # (rolled back; the worker delivers the records again) rather than wait
+                # on a slow or unresponsive server.
+                self.dialect.cancel(self._conn)
+            if not writer.close(STOP_WAIT_S):
+                log.warning("SQL sink: a write did not end after it was cancelled")
+                return  # its thread owns the connection: it goes with the thread
+        self._in_flight = None
         conn, self._conn = self._conn, None
         close_quietly(conn, rollback=True)
 
     # -- writing -----------------------------------------------------------------------
+
+    def _submit(self) -> None:
+        """Hand ``_pending`` to the writer thread (nothing is in flight)."""
+        if self._writer is None:
+            self._writer = BackgroundWriter("pystream-sql-sink-writer")
+        self._in_flight = self._writer.submit(partial(self._write, self._pending))
+
+    def _settle(self) -> None:
+        """Wait for the write in flight and raise its error.  After a retriable error its
+        batch stays pending (written again before anything later, after the worker's
+        backoff); after any other the task fails and restarts from the committed
+        offsets, so the batch is dropped."""
+        future, self._in_flight = self._in_flight, None
+        if future is None:
+            return
+        try:
+            future.result()
+        except RetriableError:
+            if hasattr(self, "context"):
+                self.context.timeout(self.config["retry.backoff.ms"])
+            raise
+        except BaseException:
+            self._pending = []
+            raise
+        self._pending = []
 
     def _connection(self) -> Any:
         if self._conn is None:
             self._conn = self.dialect.connect()
         return self._conn
 
-    def _write(self) -> None:
-        """Write the whole buffer in one transaction, in record order, consecutive
-        operations of the same shape together in one ``executemany``."""
-        if not self._buffer:
+    def _write(self, ops: Sequence[_Op]) -> None:
+        """Write ``ops`` in one transaction, in record order, consecutive operations of
+        the same shape together in one ``executemany`` (or staged COPY)."""
+        if not ops:
             return
         try:
             conn = self._connection()
             try:
-                for group in _runs(self._buffer):
+                for group in _runs(ops):
                     self._execute(conn, group)
                 conn.commit()
             except BaseException:
+                self._tables.clear()  # the DDL may have been rolled back with the rest
                 conn.rollback()
                 raise
         except (ConnectError, KeyboardInterrupt):
             raise
         except Exception as exc:
-            self._tables.clear()  # the DDL may have been rolled back with the rest
             if self.dialect.is_transient(exc):
                 close_quietly(self._conn)
                 self._conn = None
                 raise RetriableError(f"writing to the database: {exc}") from exc
             raise ConnectError(f"writing to the database: {exc}") from exc
-        self._buffer.clear()
 
     def _execute(self, conn: Any, ops: Sequence[_Op]) -> None:
         first = ops[0]
-        self._ensure_table(conn, first)
+        if not self._ensure_table(conn, first):
+            return  # deletes from a table that is not there (yet): nothing to delete
         cursor = conn.cursor()
         if first.kind == "delete":
             cursor.executemany(
@@ -327,10 +408,12 @@ class SqlSinkTask(SinkTask):
             if self.insert_mode == "upsert":
                 # One statement may not touch a row twice: the last write of a key wins,
                 # as it would statement by statement.
-                positions = [first.columns.index(k) for k in first.keys]
-                rows = list({tuple(r[i] for i in positions): r for r in rows}.values())
+                key_of = itemgetter(*(first.columns.index(k) for k in first.keys))
+                rows = list({key_of(r): r for r in rows}.values())
             keys = first.keys if self.insert_mode == "upsert" else None
-            if self.dialect.bulk_write(conn, first.table, first.columns, keys, rows):
+            described = self._tables[first.table]
+            types = [described[c].type_name for c in first.columns]
+            if self.dialect.bulk_write(conn, first.table, first.columns, types, keys, rows):
                 return
         if self.insert_mode == "insert":
             sql = self.dialect.insert_sql(first.table, first.columns)
@@ -345,9 +428,10 @@ class SqlSinkTask(SinkTask):
             rows = [tuple(o.values[i] for i in positions + key_positions) for o in ops]
         cursor.executemany(sql, rows)
 
-    def _ensure_table(self, conn: Any, op: _Op) -> None:
+    def _ensure_table(self, conn: Any, op: _Op) -> bool:
         """The table exists with ``op``'s columns (``auto.create``/``auto.evolve``), or a
-        :class:`ConnectError` saying what is missing."""
+        :class:`ConnectError` saying what is missing; False for a delete from a table
+        ``auto.create`` has not made yet."""
         columns = self._tables.get(op.table)
         if columns is None:
             described = self.dialect.describe_table(conn, op.table)
@@ -357,14 +441,14 @@ class SqlSinkTask(SinkTask):
                         f"table {op.table!r} does not exist: create it, or set auto.create=true"
                     )
                 if op.kind == "delete":
-                    return  # nothing to delete from a table that is not there
+                    return False  # nothing to delete from a table that is not there
                 conn.execute(self.dialect.create_table_sql(op.table, op.schemas, op.keys))
                 log.info("SQL sink: created table %s", op.table)
                 described = self.dialect.describe_table(conn, op.table) or []
             columns = self._tables[op.table] = {c.name: c for c in described}
         missing = [(n, s) for n, s in op.schemas if n not in columns]
         if not missing:
-            return
+            return True
         if not self.config["auto.evolve"]:
             raise ConnectError(
                 f"table {op.table!r} has no column(s) {[n for n, _ in missing]}: add them, or "
@@ -374,7 +458,7 @@ class SqlSinkTask(SinkTask):
             conn.execute(self.dialect.add_column_sql(op.table, name, schema))
             log.info("SQL sink: added column %s to %s", name, op.table)
         self._tables.pop(op.table)
-        self._ensure_table(conn, op)
+        return self._ensure_table(conn, op)
 
 
 class _Shape:
