@@ -170,23 +170,34 @@ async def _stop_all(*services: Any) -> None:
 
 async def _start_console(config: BrokerConfig, broker: Any, metrics_server: Any, proxy: Any) -> Any:
     """``console.enable``: the web console in this process, a client of the broker's first
-    PLAINTEXT listener, charting this broker's own metrics endpoint."""
+    listener of ``console.config.file``'s security protocol (as ``pystream console
+    --command-config``; PLAINTEXT without one), charting this broker's own metrics endpoint."""
+    from pystream.cli.common import client_settings
+
     # Importing the console (Jinja2, httpx, Starlette ...) takes a few hundred ms: in a
     # thread, not on the loop the broker already serves clients from.
     await asyncio.to_thread(importlib.import_module, "pystream.console.server")
     from pystream.console import ConsoleConfig
     from pystream.console.server import start_console
 
-    bootstrap = _client_listener(broker, "PLAINTEXT")
+    try:
+        settings = client_settings(config.console_config_file or None)
+    except click.ClickException:
+        await _stop_all(proxy, broker)
+        raise
+    protocol = str(settings.get("security_protocol", "PLAINTEXT")).upper()
+    bootstrap = _client_listener(broker, protocol)
     if bootstrap is None:
         await _stop_all(proxy, broker)
         raise click.ClickException(
-            "console.enable needs a PLAINTEXT listener for the console to connect to; add one "
-            "to listeners"
+            f"console.enable needs a {protocol} listener for the console to connect to; add "
+            f"one to listeners, or set console.config.file to a client properties file with "
+            f"the security.protocol of a listener and its credentials (security.protocol, "
+            f"sasl.mechanism, sasl.jaas.config), as pystream console --command-config takes"
         )
     urls = [f"{metrics_server.url}/metrics"] if metrics_server is not None else []
     console = await start_console(
-        ConsoleConfig(bootstrap, metrics_urls=urls),
+        ConsoleConfig(bootstrap, client_settings=settings, metrics_urls=urls),
         config.console_host,
         config.console_port,
         handle_signals=False,
