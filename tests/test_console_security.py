@@ -56,6 +56,23 @@ def client_properties(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _secured_config(port: int) -> dict[str, str]:
+    """SASL_PLAINTEXT only (SCRAM), ACLs on, admin the super user and the brokers' login."""
+    return {
+        "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
+        "security.inter.broker.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-256",
+        "sasl.enabled.mechanisms": "SCRAM-SHA-256,SCRAM-SHA-512",
+        "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config": JAAS,
+        "authorizer.class.name": "pystream.security.AclAuthorizer",
+        "super.users": "User:admin",
+        "allow.everyone.if.no.acl.found": "false",
+        "auto.create.topics.enable": "false",
+        "console.enable": "true",
+        "console.port": "0",
+    }
+
+
 @pytest.fixture(scope="module")
 def secured(
     tmp_path_factory: pytest.TempPathFactory, client_properties: Path
@@ -65,20 +82,7 @@ def secured(
     (port,) = free_ports(1)
     process = BrokerProcess(
         tmp_path_factory.mktemp("console-security") / "broker",
-        {
-            "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
-            "security.inter.broker.protocol": "SASL_PLAINTEXT",
-            "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-256",
-            "sasl.enabled.mechanisms": "SCRAM-SHA-256,SCRAM-SHA-512",
-            "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config": JAAS,
-            "authorizer.class.name": "pystream.security.AclAuthorizer",
-            "super.users": "User:admin",
-            "allow.everyone.if.no.acl.found": "false",
-            "auto.create.topics.enable": "false",
-            "console.enable": "true",
-            "console.port": "0",
-            "console.config.file": str(client_properties),
-        },
+        {**_secured_config(port), "console.config.file": str(client_properties)},
     )
     # The bootstrap admin, before the first start (as kafka-storage format --add-scram).
     run(
@@ -265,3 +269,18 @@ def _alert(browser: WebDriver) -> Any:
         return browser.switch_to.alert
     except Exception:
         return None
+
+
+def test_serve_refuses_a_console_it_could_not_connect(tmp_path: Path) -> None:
+    """console.enable on a broker without a PLAINTEXT listener and no console.config.file:
+    pystream serve refuses before the broker starts, saying what to set."""
+    (port,) = free_ports(1)
+    broker = BrokerProcess(tmp_path, _secured_config(port))
+    with pytest.raises(RuntimeError) as failed:
+        broker.start()
+    assert (
+        "console.enable needs a PLAINTEXT listener for the console to connect to; add one to "
+        "listeners, or set console.config.file" in " ".join(str(failed.value).split())
+    ), failed.value
+    assert broker.process is not None and broker.process.wait(30) == 1
+    assert "listening on" not in broker.output()
