@@ -2,17 +2,19 @@
 (DescribeAcls / CreateAcls / DeleteAcls) and SCRAM credentials
 (Describe/AlterUserScramCredentials).
 
-Form fields are parsed by what ``pystream acls`` and ``pystream users`` use
-(:meth:`AclBinding.parse`, :func:`check_iterations`, the admin client's salting); bad
-input is raised as the Kafka error the broker would answer (INVALID_REQUEST), so the page
-says it as it would say the broker's."""
+Form fields are checked as ``pystream acls add`` and ``pystream users add`` check theirs
+(Kafka's names parsed by the ACL enums and :meth:`AclBinding.validate`, both through
+:meth:`AclBinding.parse`; :func:`check_iterations`; the admin client salts and iterates the
+password); bad input is raised as the Kafka error the broker's own check answers
+(INVALID_REQUEST), so the page words it as it words the broker's."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from pystream.errors import KafkaError, error_for_code
+from pystream.aio import AdminClient
+from pystream.errors import ErrorCode, KafkaError, error_for_code
 from pystream.security.acl import (
     AclBinding,
     AclBindingFilter,
@@ -27,18 +29,18 @@ from .forms import parse_count
 
 __all__ = [
     "CHOICES",
+    "DEFAULT_ITERATIONS",
     "AclListing",
     "add_acl",
     "binding_fields",
+    "binding_from_form",
     "delete_acl",
     "delete_user",
+    "describe_binding",
     "list_acls",
     "list_users",
     "upsert_user",
 ]
-
-SECURITY_DISABLED = 54
-INVALID_REQUEST = 42
 
 # What the add form offers: the values CreateAcls can store.
 CHOICES: dict[str, list[str]] = {
@@ -52,7 +54,7 @@ DEFAULT_ITERATIONS = MIN_ITERATIONS
 
 
 def _invalid(message: str) -> KafkaError:
-    return error_for_code(INVALID_REQUEST)(message)
+    return error_for_code(ErrorCode.INVALID_REQUEST)(message)
 
 
 @dataclass
@@ -79,7 +81,7 @@ def binding_fields(binding: AclBinding) -> dict[str, str]:
     }
 
 
-async def list_acls(admin: Any, query: Any) -> AclListing:
+async def list_acls(admin: AdminClient, query: Mapping[str, str]) -> AclListing:
     """Every binding DescribeAcls returns, narrowed by the page's ``principal``,
     ``resource_type`` and ``resource`` query parameters (DescribeAcls' own filter fields:
     exact principal, exact resource name of any pattern type)."""
@@ -99,7 +101,7 @@ async def list_acls(admin: Any, query: Any) -> AclListing:
     try:
         found = await admin.describe_acls(acl_filter)
     except KafkaError as exc:
-        if exc.error_code != SECURITY_DISABLED:
+        if exc.error_code != ErrorCode.SECURITY_DISABLED:
             raise
         return AclListing(None, principal, rtype, name)
     found.sort(
@@ -128,14 +130,14 @@ _PARSE_ORDER = (
 )
 
 
-async def add_acl(admin: Any, form: dict[str, str]) -> AclBinding:
+async def add_acl(admin: AdminClient, form: dict[str, str]) -> AclBinding:
     """CreateAcls of the form's one binding."""
     binding = binding_from_form(form)
     await admin.create_acls([binding])
     return binding
 
 
-async def delete_acl(admin: Any, form: dict[str, str]) -> AclBinding:
+async def delete_acl(admin: AdminClient, form: dict[str, str]) -> AclBinding:
     """DeleteAcls with exactly the form's binding as the filter (nothing else matches)."""
     b = binding_from_form(form)
     exact = AclBindingFilter(
@@ -164,13 +166,13 @@ def describe_binding(b: AclBinding) -> str:
 # ---------------------------------------------------------------- SCRAM users
 
 
-async def list_users(admin: Any) -> list[tuple[str, list[tuple[str, int]]]]:
+async def list_users(admin: AdminClient) -> list[tuple[str, list[tuple[str, int]]]]:
     """Each SCRAM user with its (mechanism, iterations), sorted; never a secret."""
     described = await admin.describe_user_scram_credentials(None)
     return [(user, sorted(described[user].items())) for user in sorted(described)]
 
 
-async def upsert_user(admin: Any, form: dict[str, str]) -> tuple[str, str, int]:
+async def upsert_user(admin: AdminClient, form: dict[str, str]) -> tuple[str, str, int]:
     """Create a user's credential for one mechanism, or change its password (salted and
     iterated by the admin client, as ``pystream users add`` does). The password is used
     once and never returned: (user, mechanism, iterations) are what the page may show."""
@@ -195,7 +197,7 @@ async def upsert_user(admin: Any, form: dict[str, str]) -> tuple[str, str, int]:
     return name, mechanism, iterations
 
 
-async def delete_user(admin: Any, form: dict[str, str]) -> tuple[str, str]:
+async def delete_user(admin: AdminClient, form: dict[str, str]) -> tuple[str, str]:
     """Delete a user's credential for one mechanism."""
     name = form.get("user", "").strip()
     mechanism = form.get("mechanism", "")
