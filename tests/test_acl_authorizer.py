@@ -210,6 +210,18 @@ def test_binding_validation_and_json_round_trip() -> None:
     assert ResourceType.parse("TransactionalId") is ResourceType.TRANSACTIONAL_ID
 
 
+def test_binding_parsed_from_kafka_names() -> None:
+    """What the console's add form sends: Kafka's names, any case, then validated."""
+    parsed = AclBinding.parse("topic", " orders ", "Prefixed", "User:alice", "*", "Write", "ALLOW")
+    assert parsed == AclBinding(TOPIC, "orders", PRE, ALICE, "*", W, ALLOW)
+    with pytest.raises(ValueError, match="unknown AclOperation 'Fly'; use one of ALL, READ"):
+        AclBinding.parse("Topic", "t", "Literal", ALICE, "*", "Fly", "Allow")
+    with pytest.raises(ValueError, match="principal '' must be <type>:<name>"):
+        AclBinding.parse("Topic", "t", "Literal", " ", "*", "Read", "Allow")
+    with pytest.raises(ValueError, match="LITERAL or PREFIXED"):
+        AclBinding.parse("Topic", "t", "Match", ALICE, "*", "Read", "Allow")
+
+
 def test_local_store_persists_acls_and_moves_the_version(tmp_path) -> None:
     from pystream.cluster.metadata.local_store import LocalMetadataStore
 

@@ -502,6 +502,18 @@ def test_unreachable_cluster_then_recovery(browser: WebDriver, tmp_path: Path, s
         other.close()
 
 
+def test_acls_page_without_an_authorizer_says_so(browser: WebDriver, url: str, shots: Path) -> None:
+    """No authorizer.class.name: DescribeAcls answers SECURITY_DISABLED, and the page says
+    what to set instead of showing an error; the users page works without one."""
+    response = httpx.get(f"{url}/acls", timeout=30)
+    assert response.status_code == 200, response.text
+    text = _open(browser, f"{url}/acls", shots, "acls-no-authorizer")
+    assert "This cluster has no authorizer: set authorizer.class.name=" in text
+    assert not browser.find_elements(By.ID, "acls")
+    assert not browser.find_elements(By.ID, "add-acl")
+    assert "No SCRAM users." in _open(browser, f"{url}/users", shots, "users-none")
+
+
 def test_a_form_posted_from_another_site_is_refused(url: str, admin: CKAdmin) -> None:
     """A page elsewhere cannot make the browser delete a topic through the console."""
     topic = f"csrf-{uuid.uuid4().hex[:6]}"

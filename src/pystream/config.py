@@ -1066,7 +1066,8 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         False,
         doc="Serve the web console (as `pystream console`: overview, topics, messages, "
         "consumer groups, live charts) in the broker process on console.host:console.port, "
-        "a client of the broker's first PLAINTEXT listener.",
+        "a client of the broker's first listener of console.config.file's security.protocol "
+        "(PLAINTEXT without one).",
     ),
     ConfigDef(
         "console.host",
@@ -1081,6 +1082,15 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         AtLeast(0),
         doc="The port of the in-broker web console (with console.enable); 0 picks a free one "
         "(printed at start).",
+    ),
+    ConfigDef(
+        "console.config.file",
+        ConfigType.STRING,
+        "",
+        doc="The in-broker web console's Kafka client settings (with console.enable): a client "
+        "properties file as `pystream console --command-config` reads (security.protocol, "
+        "sasl.mechanism, sasl.jaas.config, ssl.* ...). The console connects to the broker's "
+        "first listener of that security.protocol. Empty: PLAINTEXT, as User:ANONYMOUS.",
     ),
     ConfigDef(
         "rest.config.file",
@@ -1620,6 +1630,7 @@ class BrokerConfig:
     console_enable: bool = False
     console_host: str = "127.0.0.1"
     console_port: int = 9021
+    console_config_file: str = ""
     metrics_enable: bool = True
     metrics_listener: str = "http://127.0.0.1:9644"
     sasl_enabled_mechanisms: tuple[str, ...] = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")

@@ -49,6 +49,8 @@ async def run_broker(config: BrokerConfig) -> None:
         stop.set()
 
     broker = Broker(config, on_fatal=on_fatal)
+    # Checked before anything starts: a console that could not connect is refused at once.
+    console_settings = _console_client_settings(config, broker) if config.console_enable else {}
     # First: /readyz answers 503 while the logs load, and /healthz from the start.
     metrics_server = await _start_metrics_server(config, broker)
     try:
@@ -70,7 +72,7 @@ async def run_broker(config: BrokerConfig) -> None:
     bootstrap = ",".join(f"{a.host}:{a.port}" for a in broker.advertised_listeners)
     proxy = await _start_rest_proxy(config, broker) if config.rest_enable else None
     console = (
-        await _start_console(config, broker, metrics_server, proxy)
+        await _start_console(config, broker, metrics_server, proxy, console_settings)
         if config.console_enable
         else None
     )
@@ -168,25 +170,42 @@ async def _stop_all(*services: Any) -> None:
             await service.stop()
 
 
-async def _start_console(config: BrokerConfig, broker: Any, metrics_server: Any, proxy: Any) -> Any:
+def _console_client_settings(config: BrokerConfig, broker: Any) -> dict[str, Any]:
+    """The in-broker console's client settings, from ``console.config.file`` (as ``pystream
+    console --command-config`` reads it; empty: PLAINTEXT); a ClickException saying what
+    to set if the broker has no listener of their security protocol."""
+    from pystream.cli.common import client_settings
+
+    settings = client_settings(config.console_config_file or None)
+    protocol = str(settings.get("security_protocol", "PLAINTEXT")).upper()
+    if not any(a.security_protocol == protocol for a in broker.advertised_listeners):
+        raise click.ClickException(
+            f"console.enable needs a {protocol} listener for the console to connect to; add "
+            f"one to listeners, or set console.config.file to a client properties file with "
+            f"the security.protocol of a listener and its credentials (security.protocol, "
+            f"sasl.mechanism, sasl.jaas.config), as pystream console --command-config takes"
+        )
+    return settings
+
+
+async def _start_console(
+    config: BrokerConfig, broker: Any, metrics_server: Any, proxy: Any, settings: dict[str, Any]
+) -> Any:
     """``console.enable``: the web console in this process, a client of the broker's first
-    PLAINTEXT listener, charting this broker's own metrics endpoint."""
+    listener of ``settings``' security protocol (PLAINTEXT without one; see
+    :func:`_console_client_settings`), charting this broker's own metrics endpoint."""
     # Importing the console (Jinja2, httpx, Starlette ...) takes a few hundred ms: in a
     # thread, not on the loop the broker already serves clients from.
     await asyncio.to_thread(importlib.import_module, "pystream.console.server")
     from pystream.console import ConsoleConfig
     from pystream.console.server import start_console
 
-    bootstrap = _client_listener(broker, "PLAINTEXT")
-    if bootstrap is None:
-        await _stop_all(proxy, broker)
-        raise click.ClickException(
-            "console.enable needs a PLAINTEXT listener for the console to connect to; add one "
-            "to listeners"
-        )
+    protocol = str(settings.get("security_protocol", "PLAINTEXT")).upper()
+    bootstrap = _client_listener(broker, protocol)
+    assert bootstrap is not None  # checked before the broker started
     urls = [f"{metrics_server.url}/metrics"] if metrics_server is not None else []
     console = await start_console(
-        ConsoleConfig(bootstrap, metrics_urls=urls),
+        ConsoleConfig(bootstrap, client_settings=settings, metrics_urls=urls),
         config.console_host,
         config.console_port,
         handle_signals=False,

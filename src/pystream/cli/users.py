@@ -20,7 +20,12 @@ from typing import Any
 import click
 
 from pystream.cli.common import admin_client, connection_options
-from pystream.security.scram import MIN_ITERATIONS, SCRAM_MECHANISMS, new_credential
+from pystream.security.scram import (
+    MAX_ITERATIONS,
+    MIN_ITERATIONS,
+    SCRAM_MECHANISMS,
+    new_credential,
+)
 
 _MECHANISM = click.Choice(sorted(SCRAM_MECHANISMS))
 _LOG_DIRS_HELP = (
@@ -107,7 +112,9 @@ def users() -> None:
 @click.argument("name")
 @click.option("--password", required=True, help="The user's password (stored salted only).")
 @click.option("--mechanism", type=_MECHANISM, default="SCRAM-SHA-256", show_default=True)
-@click.option("--iterations", type=click.IntRange(MIN_ITERATIONS, 16384), default=MIN_ITERATIONS)
+@click.option(
+    "--iterations", type=click.IntRange(MIN_ITERATIONS, MAX_ITERATIONS), default=MIN_ITERATIONS
+)
 @click.option("--log-dirs", default=None, help=_LOG_DIRS_HELP)
 @click.option("--zookeeper", default=None, metavar="CONNECT", help=_ZOOKEEPER_HELP)
 @connection_options

@@ -1035,12 +1035,15 @@ class AdminClient:
         if mechanism_type(mechanism) == 0:
             raise ValueError(f"unknown SCRAM mechanism {mechanism!r}")
         salt = secrets.token_bytes(32)
+        # PBKDF2 over thousands of iterations: milliseconds of CPU, kept off the caller's loop
+        # (the console's is the broker's with console.enable).
+        salted = await asyncio.to_thread(salted_password, mechanism, password, salt, iterations)
         upsertion = AlterUserScramCredentialsRequest.ScramCredentialUpsertion(
             name=user,
             mechanism=mechanism_type(mechanism),
             iterations=iterations,
             salt=salt,
-            salted_password=salted_password(mechanism, password, salt, iterations),
+            salted_password=salted,
         )
         await self._alter_user_scram_credentials(
             AlterUserScramCredentialsRequest(deletions=[], upsertions=[upsertion])

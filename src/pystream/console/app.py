@@ -27,7 +27,7 @@ from pystream.aio import NewPartitions
 from pystream.errors import KafkaError
 from pystream.version import __version__
 
-from . import cluster_view, groups, messages
+from . import cluster_view, groups, messages, security_view
 from .clients import ConsoleClients, is_unreachable
 from .config import ConsoleConfig
 from .forms import parse_count, parse_pairs, parse_timestamp, read_form
@@ -69,6 +69,7 @@ class Console:
         env.filters["rate"] = _rate
         env.filters["config_source"] = lambda code: _CONFIG_SOURCES.get(code, "unknown")
         env.filters["urlpart"] = lambda value: quote(str(value), safe="")
+        env.filters["binding_fields"] = security_view.binding_fields
         self.templates = env
 
     async def render(
@@ -440,6 +441,66 @@ async def group_lag_json(request: Request) -> Response:
     )
 
 
+# ---------------------------------------------------------------- ACLs and users
+
+
+@page
+async def acl_list(request: Request) -> Response:
+    console = _console(request)
+    listing = await security_view.list_acls(await console.clients.admin(), request.query_params)
+    return await console.render(
+        request, "acls.html", listing=listing, choices=security_view.CHOICES
+    )
+
+
+@form_action(lambda request: "/acls")
+async def add_acl(request: Request) -> Response:
+    console = _console(request)
+    binding = await security_view.add_acl(await console.clients.admin(), await read_form(request))
+    return _redirect("/acls", "ok", f"Added ACL: {security_view.describe_binding(binding)}.")
+
+
+@form_action(lambda request: "/acls")
+async def delete_acl(request: Request) -> Response:
+    console = _console(request)
+    form = await read_form(request)
+    binding = await security_view.delete_acl(await console.clients.admin(), form)
+    return _redirect("/acls", "ok", f"Deleted ACL: {security_view.describe_binding(binding)}.")
+
+
+@page
+async def user_list(request: Request) -> Response:
+    console = _console(request)
+    rows = await security_view.list_users(await console.clients.admin())
+    return await console.render(
+        request,
+        "users.html",
+        rows=rows,
+        choices=security_view.CHOICES,
+        default_iterations=security_view.DEFAULT_ITERATIONS,
+    )
+
+
+@form_action(lambda request: "/users")
+async def upsert_user(request: Request) -> Response:
+    console = _console(request)
+    # The flash names the user and mechanism only: a password is never echoed back.
+    user, mechanism, iterations = await security_view.upsert_user(
+        await console.clients.admin(), await read_form(request)
+    )
+    text = f"Set the {mechanism} credential of user {user} ({iterations} iterations)."
+    return _redirect("/users", "ok", text)
+
+
+@form_action(lambda request: "/users")
+async def delete_user(request: Request) -> Response:
+    console = _console(request)
+    user, mechanism = await security_view.delete_user(
+        await console.clients.admin(), await read_form(request)
+    )
+    return _redirect("/users", "ok", f"Deleted the {mechanism} credential of user {user}.")
+
+
 # ---------------------------------------------------------------- live metrics
 
 
@@ -482,6 +543,12 @@ def create_app(config: ConsoleConfig) -> Starlette:
             # Group ids may hold "/": the path converter keeps them whole.
             Route("/groups/{group:path}/reset", reset_group, methods=["POST"]),
             Route("/groups/{group:path}", group),
+            Route("/acls", acl_list),
+            Route("/acls", add_acl, methods=["POST"]),
+            Route("/acls/delete", delete_acl, methods=["POST"]),
+            Route("/users", user_list),
+            Route("/users", upsert_user, methods=["POST"]),
+            Route("/users/delete", delete_user, methods=["POST"]),
             Route("/metrics", live),
             Route("/api/metrics", metrics_json),
             Route("/api/groups/{group:path}/lag", group_lag_json),

@@ -221,6 +221,31 @@ class AclBinding:
             raise ValueError("the host is empty; use '*' for any host")
 
     @classmethod
+    def parse(
+        cls,
+        resource_type: str,
+        resource_name: str,
+        pattern_type: str,
+        principal: str,
+        host: str,
+        operation: str,
+        permission_type: str,
+    ) -> AclBinding:
+        """A binding from text (names as ``kafka-acls`` takes them: ``Topic``, ``Prefixed``,
+        ``IdempotentWrite``, ``Allow`` ...), validated; ValueError saying what was wrong."""
+        binding = cls(
+            ResourceType.parse(resource_type),  # type: ignore[arg-type]
+            resource_name.strip(),
+            PatternType.parse(pattern_type),  # type: ignore[arg-type]
+            principal.strip(),
+            host.strip(),
+            AclOperation.parse(operation),  # type: ignore[arg-type]
+            AclPermissionType.parse(permission_type),  # type: ignore[arg-type]
+        )
+        binding.validate()
+        return binding
+
+    @classmethod
     def from_codes(
         cls,
         resource_type: int,

@@ -21,6 +21,7 @@ __all__ = [
     "MIN_ITERATIONS",
     "SCRAM_MECHANISMS",
     "ScramCredential",
+    "check_iterations",
     "new_credential",
 ]
 
@@ -105,6 +106,14 @@ class ScramCredential:
             ) from exc
 
 
+def check_iterations(iterations: int) -> None:
+    """ValueError unless ``iterations`` is in Kafka's range for SCRAM (4096..16384)."""
+    if not MIN_ITERATIONS <= iterations <= MAX_ITERATIONS:
+        raise ValueError(
+            f"iterations must be in {MIN_ITERATIONS}..{MAX_ITERATIONS}, got {iterations}"
+        )
+
+
 def new_credential(
     mechanism: str, password: str, iterations: int = MIN_ITERATIONS
 ) -> ScramCredential:
@@ -113,8 +122,7 @@ def new_credential(
         raise ValueError(
             f"unknown SCRAM mechanism {mechanism!r}: use one of {', '.join(SCRAM_MECHANISMS)}"
         )
-    if not MIN_ITERATIONS <= iterations <= MAX_ITERATIONS:
-        raise ValueError(f"iterations must be in {MIN_ITERATIONS}..{MAX_ITERATIONS}")
+    check_iterations(iterations)
     salt = secrets.token_bytes(32)
     return ScramCredential.from_salted_password(
         mechanism, salted_password(mechanism, password, salt, iterations), salt, iterations
