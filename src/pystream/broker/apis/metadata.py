@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pystream.broker.apis.cluster import cluster_authorized_operations
 from pystream.cluster.metadata.model import TopicMetadata
@@ -37,20 +37,47 @@ def _topic_response(topic: TopicMetadata) -> Topic:
         name=topic.name,
         topic_id=topic.topic_id,
         is_internal=topic.is_internal,
-        partitions=[
-            PartitionInfo(
-                # No leader (its replicas are down): LEADER_NOT_AVAILABLE, clients retry.
-                error_code=0 if state.leader >= 0 else LEADER_NOT_AVAILABLE,
-                partition_index=index,
-                leader_id=state.leader,
-                leader_epoch=state.leader_epoch,
-                replica_nodes=list(state.replicas),
-                isr_nodes=list(state.isr),
-                offline_replicas=[],
-            )
-            for index, state in sorted(topic.partitions.items())
-        ],
+        partitions=_partitions_response(topic),
     )
+
+
+# A topic's partition entries as last built, by topic id: (the partition states they were
+# built from, the entries).  States are replaced, never changed in place, so the same
+# state objects give the same entries; rebuilding 10,000 of them was most of a Metadata
+# request for every topic.  The entries are shared by responses and never modified.
+_partition_entries: dict[uuid.UUID, tuple[list[tuple[int, Any]], list[PartitionInfo]]] = {}
+
+
+def _partitions_response(topic: TopicMetadata) -> list[PartitionInfo]:
+    cached = _partition_entries.get(topic.topic_id)
+    partitions = topic.partitions
+    if cached is not None:
+        states, entries = cached
+        if len(states) == len(partitions) and all(
+            partitions.get(index) is state for index, state in states
+        ):
+            return entries
+    states = sorted(partitions.items())
+    entries = [
+        PartitionInfo(
+            # No leader (its replicas are down): LEADER_NOT_AVAILABLE, clients retry.
+            error_code=0 if state.leader >= 0 else LEADER_NOT_AVAILABLE,
+            partition_index=index,
+            leader_id=state.leader,
+            leader_epoch=state.leader_epoch,
+            replica_nodes=list(state.replicas),
+            isr_nodes=list(state.isr),
+            offline_replicas=[],
+        )
+        for index, state in states
+    ]
+    if len(_partition_entries) >= _MAX_CACHED_TOPICS:
+        _partition_entries.clear()  # deleted topics' entries go with the rest, now and then
+    _partition_entries[topic.topic_id] = (states, entries)
+    return entries
+
+
+_MAX_CACHED_TOPICS = 10_000
 
 
 def _error_topic(name: str | None, topic_id: uuid.UUID, exc: KafkaError) -> Topic:
