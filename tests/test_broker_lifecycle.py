@@ -186,4 +186,17 @@ def test_checkpoints_are_written_while_running(broker_factory) -> None:
         what=f"a high watermark checkpoint in {path}",
     )
     assert (broker.log_dir / "recovery-point-offset-checkpoint").exists()
+    # Unmoved offsets are not written again (each write replaces the file: a new inode),
+    # checked over ten checkpoint intervals; moved ones are.
+    written = path.stat().st_ino
+    until = time.monotonic() + 1.0
+    while time.monotonic() < until:
+        assert path.stat().st_ino == written, "an unchanged checkpoint was rewritten"
+        time.sleep(0.05)
+    _produce(broker.bootstrap, "checkpointed", [b"d", b"e"])
+    wait_until(
+        lambda: "checkpointed 0 5" in path.read_text(),
+        timeout=30,
+        what=f"the moved high watermark in {path}",
+    )
     assert broker.stop() == 0
