@@ -6,11 +6,19 @@ summary line: records/s, MB/s and latency percentiles in milliseconds;
 send() until the broker acknowledged; *consume* -- how long each poll() that
 returned records waited; *e2e* -- send() in this process until the consumer
 (in the same process) received the record.
+
+``produce`` and ``consume`` also take ``--processes N`` (N processes, each its
+share, one summary), ``--compare`` (the same workload through confluent-kafka
+right after, alternating which goes first, in a side-by-side table) and
+``--runs N`` (median and min-max of N runs).  Bench scripts call the same code
+through :func:`run_produce`, :func:`run_consume` and :func:`run_series`.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,40 +26,45 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
-import numpy as np
 
+from pystream.cli.bench_workload import (
+    CLIENT_NAMES,
+    MAX_SAMPLES,
+    BenchError,
+    ConsumeWorkload,
+    ProduceWorkload,
+    Throttle,
+    aggregate,
+    consume_share,
+    produce_share,
+    run_shares,
+    split_count,
+    summarize,
+)
 from pystream.cli.common import (
     admin_client,
     client_settings,
     connection_options,
     kafka_properties,
     make_client,
+    parse_properties,
+    read_properties,
 )
 
-_MAX_SAMPLES = 50_000
+__all__ = [
+    "BenchError",
+    "run_consume",
+    "run_produce",
+    "run_series",
+    "series_summary",
+    "summarize",
+]
+
+Progress = Callable[[int], None]
 
 
-def summarize(records: int, total_bytes: int, seconds: float, latencies_ms: list[float]) -> dict:
-    """Throughput and latency percentiles of one run."""
-    seconds = max(seconds, 1e-9)
-    out: dict[str, Any] = {
-        "records": records,
-        "seconds": round(seconds, 6),
-        "records_per_sec": round(records / seconds, 1),
-        "mb_per_sec": round(total_bytes / seconds / (1024 * 1024), 3),
-    }
-    if latencies_ms:
-        lat = np.asarray(latencies_ms, dtype=np.float64)
-        p50, p95, p99, p999 = np.percentile(lat, [50, 95, 99, 99.9])
-        out.update(
-            latency_avg_ms=round(float(lat.mean()), 3),
-            latency_p50_ms=round(float(p50), 3),
-            latency_p95_ms=round(float(p95), 3),
-            latency_p99_ms=round(float(p99), 3),
-            latency_p999_ms=round(float(p999), 3),
-            latency_max_ms=round(float(lat.max()), 3),
-        )
-    return out
+def _no_progress(_: int) -> None:
+    """A progress callback that does nothing."""
 
 
 def summary_line(verb: str, result: dict) -> str:
@@ -68,21 +81,6 @@ def summary_line(verb: str, result: dict) -> str:
             f"{result['latency_p99_ms']:.2f} ms 99th, {result['latency_p999_ms']:.2f} ms 99.9th."
         )
     return line
-
-
-class Throttle:
-    """Keeps a loop at ``rate`` iterations per second (no limit if ``rate`` <= 0)."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.start = time.perf_counter()
-
-    def wait(self, done: int) -> None:
-        if self.rate <= 0:
-            return
-        ahead = done / self.rate - (time.perf_counter() - self.start)
-        if ahead > 0:
-            time.sleep(ahead)
 
 
 @contextmanager
@@ -107,29 +105,306 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
 
 
 def ensure_topic(bootstrap: str, command_config: str | None, topic: str, partitions: int) -> None:
-    """Create ``topic`` if it does not exist (``partitions`` -1: the broker default)."""
-    from pystream.client import NewTopic
+    """Create ``topic`` if it does not exist (``partitions`` -1: the broker default); an
+    existing one must have ``partitions`` partitions if that is positive."""
+    with admin_client(bootstrap, command_config) as admin:
+        _topic_layout(admin, topic, partitions, create=True)
+
+
+# --------------------------------------------------------------------------- the API
+
+
+def _topic_layout(
+    admin: Any, topic: str, partitions: int, create: bool
+) -> dict[int, tuple[int, int]]:
+    """``{partition: (log_start_offset, high_watermark)}`` of ``topic``; created with
+    ``partitions`` (-1: the broker's ``num.partitions``) first if missing and ``create``.
+    An existing topic with another count than a positive ``partitions`` is an error."""
+    from pystream.client import NewTopic, TopicPartition
     from pystream.errors import TopicAlreadyExistsError
 
-    with admin_client(bootstrap, command_config) as admin:
-        if topic in admin.list_topics(internal=True):
-            return
+    if topic not in admin.list_topics(internal=True):
+        if not create:
+            raise BenchError(f"topic {topic!r} does not exist")
         try:
             admin.create_topics([NewTopic(topic, num_partitions=partitions)])
         except TopicAlreadyExistsError:
             pass
+    deadline = time.monotonic() + 10
+    while not (found := admin.describe_topics([topic])[topic].partitions):
+        if time.monotonic() > deadline:  # a cluster's metadata can lag a creation briefly
+            raise BenchError(f"topic {topic!r} has no partitions in the metadata")
+        time.sleep(0.1)
+    if partitions > 0 and len(found) != partitions:
+        raise BenchError(
+            f"topic {topic!r} exists with {len(found)} partitions, not --partitions "
+            f"{partitions}: omit --partitions to use its {len(found)}, or name a new topic"
+        )
+    tps = [TopicPartition(topic, p.partition) for p in found]
+    low = admin.list_offsets({tp: "earliest" for tp in tps})
+    high = admin.list_offsets({tp: "latest" for tp in tps})
+    return {tp.partition: (low[tp], high[tp]) for tp in sorted(tps)}
+
+
+def _settings(properties: dict[str, str], command_config: str | None, what: str) -> dict:
+    """Kafka client properties as pystream keyword arguments (``--command-config`` first)."""
+    items = tuple(f"{k}={v}" for k, v in properties.items())
+    return {**client_settings(command_config), **kafka_properties(items, what)}
+
+
+def _librdkafka(properties: dict[str, str], command_config: str | None) -> dict[str, str]:
+    """The same properties for librdkafka, which takes Kafka's names as they are."""
+    return {**(read_properties(command_config) if command_config else {}), **properties}
+
+
+def run_produce(
+    bootstrap: str,
+    topic: str,
+    records: int,
+    record_size: int = 100,
+    *,
+    client: str = "pystream",
+    api: str = "send",
+    partitions: int = -1,
+    processes: int = 1,
+    acks: str = "1",
+    keyed: bool = False,
+    throughput: float = -1,
+    timeout_s: float = 60.0,
+    properties: dict[str, str] | None = None,
+    command_config: str | None = None,
+    update: Progress = _no_progress,
+) -> dict[str, Any]:
+    """Produce ``records`` records of ``record_size`` bytes to ``topic`` and return the
+    summary (:func:`summarize`'s keys, plus the workload's and ``stored``: how much the
+    partitions' high watermarks grew, checked to be at least ``records`` unless acks=0).
+
+    ``client``: ``"pystream"`` or ``"confluent"``; ``api``: pystream's ``"send"`` or
+    ``"send_batch"``; ``partitions``: the topic is created with that many if missing
+    (-1: the broker's default), and an existing topic must have as many; records go to
+    the partitions in turn, a batch at a time, or by key with ``keyed``.  ``processes``:
+    each produces its share, started together.  ``properties``: Kafka producer
+    properties (``linger.ms``, ``batch.size``, ...) for either client.
+    """
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, not {processes}")
+    if client not in CLIENT_NAMES or api not in ("send", "send_batch"):
+        raise ValueError(
+            f"client {client!r}/api {api!r}: use {'/'.join(CLIENT_NAMES)}, send(_batch)"
+        )
+    props = dict(properties or {})
+    with admin_client(bootstrap, command_config) as admin:
+        layout = _topic_layout(admin, topic, partitions, create=True)
+        before = sum(high for _, high in layout.values())
+        workload = ProduceWorkload(
+            bootstrap,
+            topic,
+            records,
+            record_size,
+            partitions=len(layout),
+            acks=acks,
+            linger_ms=float(props.get("linger.ms", 5)),
+            batch_size=int(props.get("batch.size", 1_000_000)),
+            api=api,
+            keyed=keyed,
+            throughput=throughput / processes if throughput > 0 else -1,
+            timeout_s=timeout_s,
+            settings=_settings(props, command_config, "--producer-property"),
+            librdkafka=_librdkafka(props, command_config),
+        )
+        counts = split_count(records, processes)
+        args = [
+            (client, workload, n, sum(counts[:j]), j % len(layout), MAX_SAMPLES // processes)
+            for j, n in enumerate(counts)
+        ]
+        result = aggregate(run_shares(produce_share, args, update))
+        stored = _stored(admin, topic, layout, before, records if acks != "0" else 0)
+    if stored < records and acks != "0":
+        raise BenchError(
+            f"{CLIENT_NAMES[client]}: the high watermarks of {topic!r} grew by {stored}, "
+            f"not the {records} records produced"
+        )
+    result.update(
+        client=client,
+        api=api if client == "pystream" else "produce",
+        processes=processes,
+        partitions=len(layout),
+        record_size=record_size,
+        acks=acks,
+        stored=stored,
+    )
+    return result
+
+
+def _stored(
+    admin: Any, topic: str, layout: dict[int, tuple[int, int]], before: int, expected: int
+) -> int:
+    """How much the high watermarks grew, waiting up to 10 s for ``expected`` (with acks=1
+    in a cluster the high watermark follows the followers)."""
+    deadline = time.monotonic() + 10
+    while True:
+        now = _topic_layout(admin, topic, len(layout), create=False)
+        grown = sum(high for _, high in now.values()) - before
+        if grown >= expected or time.monotonic() > deadline:
+            return grown
+        time.sleep(0.1)
+
+
+def consume_ranges(
+    layout: dict[int, tuple[int, int]], records: int, topic: str
+) -> dict[int, tuple[int, int]]:
+    """Which offsets to read to get ``records`` records from the start of the partitions:
+    as even a share of each as their sizes allow."""
+    available = sum(high - low for low, high in layout.values())
+    if available < records:
+        raise BenchError(f"only {available} of {records} records are in topic {topic!r}")
+    ranges: dict[int, tuple[int, int]] = {}
+    left = records
+    by_size = sorted(layout.items(), key=lambda item: item[1][1] - item[1][0])
+    for k, (partition, (low, high)) in enumerate(by_size):
+        take = min(high - low, -(-left // (len(by_size) - k)))
+        if take:
+            ranges[partition] = (low, low + take)
+        left -= take
+    return dict(sorted(ranges.items()))
+
+
+def run_consume(
+    bootstrap: str,
+    topic: str,
+    records: int,
+    *,
+    client: str = "pystream",
+    processes: int = 1,
+    timeout_s: float = 30.0,
+    properties: dict[str, str] | None = None,
+    command_config: str | None = None,
+    update: Progress = _no_progress,
+) -> dict[str, Any]:
+    """Read ``records`` records from the start of ``topic``'s partitions (an even share
+    of each, see :func:`consume_ranges`) and return the summary.  ``processes``: each
+    is assigned its share of the partitions (so at most one per partition with records).
+    Raises :class:`BenchError` if the topic has fewer records, or none arrives for
+    ``timeout_s``."""
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, not {processes}")
+    if client not in CLIENT_NAMES:
+        raise ValueError(f"client {client!r}: use one of {', '.join(CLIENT_NAMES)}")
+    props = dict(properties or {})
+    with admin_client(bootstrap, command_config) as admin:
+        layout = _topic_layout(admin, topic, -1, create=False)
+    ranges = consume_ranges(layout, records, topic)
+    parts = list(ranges)
+    if processes > len(parts):
+        raise BenchError(
+            f"--processes {processes} needs as many partitions to read; {topic!r} has "
+            f"{len(parts)} with records (each process reads whole partitions)"
+        )
+    args = [
+        (
+            client,
+            ConsumeWorkload(
+                bootstrap,
+                topic,
+                {p: ranges[p] for p in parts[j::processes]},
+                timeout_s=timeout_s,
+                settings=_settings(props, command_config, "--consumer-property"),
+                librdkafka=_librdkafka(props, command_config),
+            ),
+        )
+        for j in range(processes)
+    ]
+    result = aggregate(run_shares(consume_share, args, update))
+    result.update(client=client, processes=processes, partitions=len(layout))
+    return result
+
+
+def run_series(
+    run: Callable[[str], dict[str, Any]], clients: list[str], runs: int
+) -> dict[str, list[dict[str, Any]]]:
+    """``run(client)`` ``runs`` times for each client, alternating which goes first
+    (so neither always meets a warmer broker); the summaries per client."""
+    series: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
+    for r in range(runs):
+        for client in clients if r % 2 == 0 else clients[::-1]:
+            series[client].append(run(client))
+    return series
+
+
+SERIES_KEYS = ("records_per_sec", "mb_per_sec", "latency_p50_ms", "latency_p99_ms")
+
+
+def series_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median, min and max over runs of records/s, MB/s, p50 and p99."""
+    out: dict[str, Any] = {"runs": results}
+    for stat, fn in (("median", statistics.median), ("min", min), ("max", max)):
+        out[stat] = {k: round(fn(r[k] for r in results), 3) for k in SERIES_KEYS if k in results[0]}
+    return out
+
+
+def _ratio(series: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """pystream's median over confluent-kafka's, per figure."""
+    mine, theirs = series["pystream"]["median"], series["confluent"]["median"]
+    return {k: round(mine[k] / theirs[k], 3) for k in mine if k in theirs and theirs[k]}
+
+
+def series_table(series: dict[str, dict[str, Any]]) -> list[str]:
+    """The side-by-side table: one row per client, then the ratio row with two."""
+
+    def spread(s: dict[str, Any], key: str, fmt: str) -> str:
+        med, lo, hi = (s[stat].get(key) for stat in ("median", "min", "max"))
+        if med is None:
+            return "-"
+        text = format(med, fmt)
+        return text if len(s["runs"]) == 1 else f"{text} ({format(lo, fmt)}-{format(hi, fmt)})"
+
+    head = ("client", "records/s", "MB/s", "p50 ms", "p99 ms")
+    rows = [
+        (
+            CLIENT_NAMES[client],
+            spread(s, "records_per_sec", ",.0f"),
+            spread(s, "mb_per_sec", ".1f"),
+            spread(s, "latency_p50_ms", ".2f"),
+            spread(s, "latency_p99_ms", ".2f"),
+        )
+        for client, s in series.items()
+    ]
+    if len(series) == 2:
+        ratio = _ratio(series)
+        rows.append(
+            (
+                "pystream/confluent",
+                *(f"{ratio[k]:.2f}x" if k in ratio else "-" for k in SERIES_KEYS),
+            )
+        )
+    widths = [max(len(row[i]) for row in (head, *rows)) for i in range(len(head))]
+    runs = len(next(iter(series.values()))["runs"])
+    lines = [f"median of {runs} run{'s' * (runs > 1)} (min-max)" if runs > 1 else ""]
+    for row in (head, *rows):
+        cells = [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join([row[0].ljust(widths[0]), *cells]))
+    return [line for line in lines if line]
+
+
+# --------------------------------------------------------------------------- the commands
 
 
 def bench_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options every bench command shares."""
     options = [
         click.option("--topic", required=True, help="Topic (created if missing)."),
-        click.option("--num-records", type=click.IntRange(min=1), required=True),
+        click.option("--num-records", "--records", type=click.IntRange(min=1), required=True),
         click.option("--record-size", type=click.IntRange(min=0), default=100, show_default=True),
         click.option(
             "--throughput", type=float, default=-1, help="Records/s cap (-1: unthrottled)."
         ),
-        click.option("--partitions", type=int, default=-1, help="Partitions if created."),
+        click.option(
+            "--partitions",
+            type=int,
+            default=-1,
+            help="Create the topic with this many if missing; an existing topic must "
+            "have as many (-1: the broker's num.partitions, or the topic's).",
+        ),
         click.option("--producer-property", "producer_props", multiple=True, metavar="K=V"),
         click.option("--consumer-property", "consumer_props", multiple=True, metavar="K=V"),
         click.option(
@@ -169,7 +444,7 @@ def _run_produce(
     latencies: list[float],
 ) -> float:
     """Send ``n`` records, sampling ack latency; returns the elapsed seconds."""
-    step = max(1, n // _MAX_SAMPLES)
+    step = max(1, n // MAX_SAMPLES)
     throttle = Throttle(rate)
     clock = time.perf_counter
     report_every = max(1, n // 200)
@@ -188,9 +463,116 @@ def _run_produce(
     return elapsed
 
 
+def series_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--processes``, ``--compare`` and ``--runs`` (produce and consume)."""
+    options = [
+        click.option(
+            "--processes",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Processes, each with its share of the records, in one summary.",
+        ),
+        click.option(
+            "--compare",
+            is_flag=True,
+            help="Also run the workload through confluent-kafka (librdkafka); side by side.",
+        ),
+        click.option(
+            "--runs",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Repeat, and report the median and min-max.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def require_confluent() -> None:
+    """Exit 2 with a clear message when confluent-kafka (a bench dependency) is missing."""
+    try:
+        importlib.import_module("confluent_kafka")
+    except ImportError:
+        error = click.ClickException(
+            "--compare needs the confluent-kafka package, which is not installed "
+            "(pip install confluent-kafka)"
+        )
+        error.exit_code = 2
+        raise error from None
+
+
+def run_command(
+    verb: str,
+    run: Callable[[str, Progress], dict[str, Any]],
+    total: int,
+    processes: int,
+    compare: bool,
+    runs: int,
+    as_json: bool,
+) -> None:
+    """One run (the perf-test summary line), or a series: a line per run, then the table."""
+    if compare:
+        require_confluent()
+
+    def one(client: str) -> dict[str, Any]:
+        label = f"{verb} ({CLIENT_NAMES[client]})"
+        with progress_bar(total, label) as update:
+            return run(client, update if processes == 1 else _no_progress)
+
+    try:
+        if not compare and runs == 1:
+            report(verb, one("pystream"), as_json)
+            return
+        series = run_series(
+            lambda client: _echo_run(verb, client, one(client)),
+            ["pystream", "confluent"] if compare else ["pystream"],
+            runs,
+        )
+    except BenchError as exc:
+        raise click.ClickException(str(exc)) from None
+    summaries = {client: series_summary(results) for client, results in series.items()}
+    for line in series_table(summaries):
+        click.echo(line)
+    if as_json:
+        document = {
+            "runs": runs,
+            "clients": summaries,
+            "ratio": _ratio(summaries) if compare else {},
+        }
+        click.echo(json.dumps(document, separators=(",", ":")))
+
+
+def _echo_run(verb: str, client: str, result: dict[str, Any]) -> dict[str, Any]:
+    click.echo(f"{CLIENT_NAMES[client]}: {summary_line(verb, result)}")
+    return result
+
+
+def _check_partitions(partitions: int) -> None:
+    if partitions == 0 or partitions < -1:
+        raise click.UsageError(f"--partitions must be positive (or -1), not {partitions}")
+
+
 @bench.command("produce")
 @bench_options
-@click.option("--acks", default="all", type=click.Choice(["all", "-1", "0", "1"]))
+@series_options
+@click.option(
+    "--acks",
+    default="1",
+    show_default=True,
+    type=click.Choice(["all", "-1", "0", "1"]),
+    help="As bench/e2e.py's producers (acks=1); both clients get the same.",
+)
+@click.option(
+    "--api",
+    type=click.Choice(["send", "send_batch"]),
+    default="send",
+    show_default=True,
+    help="pystream's producer call: send() per record, or send_batch() per batch of a numpy array.",
+)
+@click.option("--keyed", is_flag=True, help="An 8-byte key per record: partitions by murmur2.")
 def produce_bench(
     topic: str,
     num_records: int,
@@ -203,30 +585,48 @@ def produce_bench(
     as_json: bool,
     bootstrap_server: str,
     command_config: str | None,
+    processes: int,
+    compare: bool,
+    runs: int,
     acks: str,
+    api: str,
+    keyed: bool,
 ) -> None:
-    """Send records as fast as allowed; report throughput and ack latency."""
-    from pystream.client import Producer
+    """Send records as fast as allowed; report throughput and ack latency.
 
-    ensure_topic(bootstrap_server, command_config, topic, partitions)
-    payload = bytes(record_size)
-    settings = {
-        **client_settings(command_config),
-        "acks": acks,
-        **kafka_properties(producer_props, "--producer-property"),
-    }
-    latencies: list[float] = []
-    with make_client(Producer, bootstrap_server, **settings) as producer:
-        with progress_bar(num_records, "producing") as update:
-            elapsed = _run_produce(
-                producer, topic, lambda i: payload, num_records, throughput, update, latencies
-            )
-    result = summarize(num_records, num_records * record_size, elapsed, latencies)
-    report("sent", result, as_json)
+    Unkeyed records go to the partitions in turn, a batch (batch.size bytes) at a time.
+    Producer settings are bench/e2e.py's (acks=1, linger.ms=5, batch.size=1000000, no
+    compression, no idempotence) for pystream and confluent-kafka alike;
+    --producer-property changes them for both.
+    """
+    _check_partitions(partitions)
+    properties = parse_properties(producer_props, "--producer-property")
+
+    def run(client: str, update: Progress) -> dict[str, Any]:
+        return run_produce(
+            bootstrap_server,
+            topic,
+            num_records,
+            record_size,
+            client=client,
+            api=api,
+            partitions=partitions,
+            processes=processes,
+            acks=acks,
+            keyed=keyed,
+            throughput=throughput,
+            timeout_s=timeout_ms / 1000,
+            properties=properties,
+            command_config=command_config,
+            update=update,
+        )
+
+    run_command("sent", run, num_records, processes, compare, runs, as_json)
 
 
 @bench.command("consume")
 @bench_options
+@series_options
 def consume_bench(
     topic: str,
     num_records: int,
@@ -239,31 +639,31 @@ def consume_bench(
     as_json: bool,
     bootstrap_server: str,
     command_config: str | None,
+    processes: int,
+    compare: bool,
+    runs: int,
 ) -> None:
-    """Read --num-records records from the start of the topic; report throughput."""
-    from pystream.client import Consumer, TopicPartition
+    """Read --num-records records from the start of the topic; report throughput.
 
-    settings = {
-        **client_settings(command_config),
-        **kafka_properties(consumer_props, "--consumer-property"),
-    }
-    with make_client(Consumer, bootstrap_servers=bootstrap_server, **settings) as consumer:
-        parts = consumer.partitions_for(topic)
-        if not parts:
-            raise click.ClickException(f"topic {topic!r} does not exist")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        latencies: list[float] = []
-        with progress_bar(num_records, "consuming") as update:
-            count, size, elapsed = _consume(
-                consumer, num_records, timeout_ms, update, latencies, None
-            )
-    if count < num_records:
-        raise click.ClickException(
-            f"only {count} of {num_records} records arrived within {timeout_ms} ms of idle time"
+    The records are an even share of each partition (as far as each has them);
+    with --processes each process reads its share of the partitions.
+    """
+    properties = parse_properties(consumer_props, "--consumer-property")
+
+    def run(client: str, update: Progress) -> dict[str, Any]:
+        return run_consume(
+            bootstrap_server,
+            topic,
+            num_records,
+            client=client,
+            processes=processes,
+            timeout_s=timeout_ms / 1000,
+            properties=properties,
+            command_config=command_config,
+            update=update,
         )
-    report("consumed", summarize(count, size, elapsed, latencies), as_json)
+
+    run_command("consumed", run, num_records, processes, compare, runs, as_json)
 
 
 def _consume(

@@ -11,7 +11,8 @@ event loop (the :mod:`pystream.aio` classes).
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Generator
+import threading
+from collections.abc import Callable, Generator
 from typing import Any
 
 from ._accumulator import ProducerBatch, RecordFuture
@@ -39,6 +40,26 @@ class BatchSendFuture:
 
     def done(self) -> bool:
         return all(b.future.done() for b in self._batches)
+
+    def add_done_callback(self, fn: Callable[[BatchSendFuture], None]) -> None:
+        """Call ``fn(self)`` once every batch is acknowledged or failed (on the thread that
+        completes the last one: the client's loop, or this one if all are done)."""
+        left = len(self._batches)
+        if not left:
+            fn(self)
+            return
+        lock = threading.Lock()
+
+        def one_done(_: concurrent.futures.Future) -> None:
+            nonlocal left
+            with lock:
+                left -= 1
+                last = left == 0
+            if last:
+                fn(self)
+
+        for b in self._batches:
+            b.future.add_done_callback(one_done)
 
     def result(self, timeout: float | None = None) -> list[BatchMetadata]:
         """Wait for every batch; raises the first failure, or ``TimeoutError``."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -20,68 +19,36 @@ __all__ = ["CLIENTS", "KafkaBench"]
 Workload = Callable[[str, str, int, bytes, float], tuple[float, float]]
 
 
-def _confluent(
-    bootstrap: str, topic: str, records: int, payload: bytes, timeout: float
-) -> tuple[float, float]:
-    """confluent-kafka (librdkafka): seconds to produce (acknowledged), seconds to consume."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+def _workload(client: str) -> Workload:
+    """``pystream bench``'s produce and consume loops for ``client`` (pystream's with
+    ``send_batch``), acks=all to partition 0: (seconds to produce, seconds to consume)."""
 
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
-    start = time.perf_counter()
-    for _ in range(records):
-        while True:
-            try:
-                producer.produce(topic, payload)
-                break
-            except BufferError:  # its queue is full: let it send
-                producer.poll(0.01)
-    if producer.flush(timeout) != 0:
-        raise TimeoutError(f"confluent-kafka: records unacknowledged after {timeout:g}s")
-    produced = time.perf_counter()
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"{topic}-bench", "enable.auto.commit": False}
-    )
-    try:
-        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-        seen = 0
-        deadline = time.monotonic() + timeout
-        while seen < records and time.monotonic() < deadline:
-            for message in consumer.consume(10_000, 0.5):
-                if message.error() is None:
-                    seen += 1
-    finally:
-        consumer.close()
-    _check_count("confluent-kafka", seen, records)
-    return produced - start, time.perf_counter() - produced
+    def run(
+        bootstrap: str, topic: str, records: int, payload: bytes, timeout: float
+    ) -> tuple[float, float]:
+        from pystream.cli.bench_workload import (
+            ConsumeWorkload,
+            ProduceWorkload,
+            consume_share,
+            produce_share,
+        )
+
+        produce = ProduceWorkload(
+            bootstrap, topic, records, len(payload), acks="all", api="send_batch", timeout_s=timeout
+        )
+        produced = produce_share(client, produce, records, 0, 0, samples=0)
+        consume = ConsumeWorkload(bootstrap, topic, {0: (0, records)}, timeout_s=timeout)
+        consumed = consume_share(client, consume)
+        if consumed.records != records:
+            raise AssertionError(f"{client}: consumed {consumed.records} of {records} records")
+        return (produced.end_ns - produced.start_ns) / 1e9, (
+            consumed.end_ns - consumed.start_ns
+        ) / 1e9
+
+    return run
 
 
-def _pystream(
-    bootstrap: str, topic: str, records: int, payload: bytes, timeout: float
-) -> tuple[float, float]:
-    """pystream's own client: seconds to produce (acknowledged), seconds to consume."""
-    from pystream.client import Consumer, Producer
-
-    start = time.perf_counter()
-    with Producer(bootstrap, acks="all") as producer:
-        producer.send_batch(topic, [payload] * records, partition=0)
-        producer.flush(timeout)
-    produced = time.perf_counter()
-    with Consumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest") as consumer:
-        consumer.assign([(topic, 0)])
-        seen = 0
-        deadline = time.monotonic() + timeout
-        while seen < records and time.monotonic() < deadline:
-            seen += len(consumer.poll(timeout=0.5))
-    _check_count("pystream", seen, records)
-    return produced - start, time.perf_counter() - produced
-
-
-def _check_count(client: str, seen: int, records: int) -> None:
-    if seen != records:
-        raise AssertionError(f"{client}: consumed {seen} of the {records} records produced")
-
-
-CLIENTS: dict[str, Workload] = {"confluent": _confluent, "pystream": _pystream}
+CLIENTS: dict[str, Workload] = {client: _workload(client) for client in ("confluent", "pystream")}
 
 
 class KafkaBench:
