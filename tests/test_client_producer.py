@@ -17,6 +17,7 @@ from confluent_kafka import Producer as CKProducer
 from confluent_kafka import TopicPartition as CKTopicPartition
 
 import pystream
+from pystream.client import BatchSendFuture
 from pystream.client.partitioner import partition_for_key
 from pystream.errors import KafkaError, MessageTooLargeError, UnknownTopicOrPartitionError
 
@@ -320,3 +321,24 @@ def test_record_too_large_fails_at_send_and_broker_errors_reach_the_future(
             future.result(0)
         assert called == [future]
         assert small.result(15).offset >= 0
+
+
+def test_send_batch_done_callback_runs_once_every_batch_is_done(
+    cluster: BrokerProcess, topic: str
+) -> None:
+    calls: list[bool] = []
+    called = threading.Event()
+
+    def done(future: BatchSendFuture) -> None:
+        calls.append(future.done())
+        called.set()
+
+    with pystream.Producer(cluster.bootstrap, batch_size=64_000) as producer:
+        future = producer.send_batch(topic, [b"value-%06d" % i for i in range(20_000)])
+        future.add_done_callback(done)
+        batches = future.result(30)
+        assert called.wait(30)
+    assert len(batches) > 1 and calls == [True]  # once, after the last batch
+    late: list[object] = []
+    future.add_done_callback(late.append)  # already done: at once, on this thread
+    assert late == [future]

@@ -348,8 +348,12 @@ def _ratio(series: dict[str, dict[str, Any]]) -> dict[str, float]:
     return {k: round(mine[k] / theirs[k], 3) for k in mine if k in theirs and theirs[k]}
 
 
-def series_table(series: dict[str, dict[str, Any]]) -> list[str]:
-    """The side-by-side table: one row per client, then the ratio row with two."""
+SERIES_HEAD = ("client", "records/s", "MB/s", "p50 ms", "p99 ms")
+
+
+def series_rows(series: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Per client (of :func:`series_summary`s): its name and each figure's median
+    (min-max); with both clients, then the ratio of the medians."""
 
     def spread(s: dict[str, Any], key: str, fmt: str) -> str:
         med, lo, hi = (s[stat].get(key) for stat in ("median", "min", "max"))
@@ -358,32 +362,35 @@ def series_table(series: dict[str, dict[str, Any]]) -> list[str]:
         text = format(med, fmt)
         return text if len(s["runs"]) == 1 else f"{text} ({format(lo, fmt)}-{format(hi, fmt)})"
 
-    head = ("client", "records/s", "MB/s", "p50 ms", "p99 ms")
+    formats = dict(zip(SERIES_KEYS, (",.0f", ".1f", ".2f", ".2f"), strict=True))
     rows = [
-        (
-            CLIENT_NAMES[client],
-            spread(s, "records_per_sec", ",.0f"),
-            spread(s, "mb_per_sec", ".1f"),
-            spread(s, "latency_p50_ms", ".2f"),
-            spread(s, "latency_p99_ms", ".2f"),
-        )
+        (CLIENT_NAMES[client], *(spread(s, k, formats[k]) for k in SERIES_KEYS))
         for client, s in series.items()
     ]
     if len(series) == 2:
         ratio = _ratio(series)
-        rows.append(
-            (
-                "pystream/confluent",
-                *(f"{ratio[k]:.2f}x" if k in ratio else "-" for k in SERIES_KEYS),
-            )
-        )
+        cells = (f"{ratio[k]:.2f}x" if k in ratio else "-" for k in SERIES_KEYS)
+        rows.append(("pystream/confluent", *cells))
+    return rows
+
+
+def format_table(head: tuple[str, ...], rows: list[tuple[str, ...]], left: int = 1) -> list[str]:
+    """Aligned text columns: the first ``left`` to the left, the figures to the right."""
     widths = [max(len(row[i]) for row in (head, *rows)) for i in range(len(head))]
+    return [
+        "  ".join(
+            cell.ljust(width) if i < left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in (head, *rows)
+    ]
+
+
+def series_table(series: dict[str, dict[str, Any]]) -> list[str]:
+    """The side-by-side table of ``--compare``/``--runs``."""
     runs = len(next(iter(series.values()))["runs"])
-    lines = [f"median of {runs} run{'s' * (runs > 1)} (min-max)" if runs > 1 else ""]
-    for row in (head, *rows):
-        cells = [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
-        lines.append("  ".join([row[0].ljust(widths[0]), *cells]))
-    return [line for line in lines if line]
+    caption = [f"median of {runs} runs (min-max)"] if runs > 1 else []
+    return caption + format_table(SERIES_HEAD, series_rows(series))
 
 
 # --------------------------------------------------------------------------- the commands
@@ -412,7 +419,8 @@ def bench_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(min=1),
             default=30_000,
             show_default=True,
-            help="Give up when no record arrived for this long.",
+            help="Give up when no record arrived for this long (produce: when the last "
+            "acknowledgements take longer).",
         ),
         click.option("--json", "as_json", is_flag=True, help="End with one JSON object line."),
         connection_options,
