@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import operator
 import queue
 import time
 import uuid
@@ -410,15 +411,38 @@ def consume_share(
 
 
 class _Progress:
-    """Counts what was read of each partition's range; knows when all is read."""
+    """Counts what was read of each partition's range; knows when all is read.
+
+    Per-record Python work would cost either client a good part of its speed, so a
+    poll's records are counted by C-level ``map``s: a poll whose highest offset is below
+    every range's last is counted whole; only the others go record by record.
+    """
 
     def __init__(self, w: ConsumeWorkload) -> None:
         self.stops = {p: stop for p, (_, stop) in w.ranges.items()}
+        self.below = min(self.stops.values()) - 1  # offsets below this end no range
         self.records = self.bytes = 0
         self.timeout_s = w.timeout_s
         self.deadline = time.monotonic() + w.timeout_s
 
-    def take(self, partition: int, offset: int, size: int) -> bool:
+    def add(
+        self, batch: list[Any], partition_of: Any, offset_of: Any, size_of: Any, sizes: Any
+    ) -> list[int]:
+        """Count a poll's records (getters of their fields, ``sizes(batch)``: the sum of
+        their value sizes); the partitions it finished."""
+        if max(map(offset_of, batch)) < self.below:
+            self.records += len(batch)
+            self.bytes += sizes(batch)
+            return []
+        fields = zip(
+            map(partition_of, batch), map(offset_of, batch), map(size_of, batch), strict=True
+        )
+        finished = [p for p, offset, size in fields if self._take(p, offset, size)]
+        if finished and self.stops:
+            self.below = min(self.stops.values()) - 1
+        return finished
+
+    def _take(self, partition: int, offset: int, size: int) -> bool:
         """Count one record; True when it was its partition's last."""
         stop = self.stops.get(partition, -1)
         if offset >= stop:
@@ -443,6 +467,30 @@ class _Progress:
         return min(1.0, max(0.01, self.deadline - now))
 
 
+_PARTITION, _OFFSET = operator.attrgetter("partition"), operator.attrgetter("offset")
+_PARTITION_OF, _OFFSET_OF = operator.methodcaller("partition"), operator.methodcaller("offset")
+_ERROR = operator.methodcaller("error")  # confluent-kafka: None, or a (truthy) KafkaError
+
+
+_VALUE = operator.attrgetter("value")
+
+
+def _value_size(record: Any) -> int:
+    value = record.value
+    return 0 if value is None else len(value)
+
+
+def _value_sizes(records: list[Any]) -> int:
+    try:
+        return sum(map(len, map(_VALUE, records)))
+    except TypeError:  # a None value
+        return sum(map(_value_size, records))
+
+
+def _message_sizes(messages: list[Any]) -> int:
+    return sum(map(len, messages))
+
+
 def _pystream_consume(w: ConsumeWorkload, ready: Callable[[], None], update: Progress) -> Share:
     from pystream.client import Consumer, TopicPartition
 
@@ -455,21 +503,22 @@ def _pystream_consume(w: ConsumeWorkload, ready: Callable[[], None], update: Pro
     state = _Progress(w)
     clock = time.perf_counter
     with Consumer(bootstrap_servers=w.bootstrap, **settings) as consumer:
+        consumer.partitions_for(w.topic)  # metadata before the clock starts
         tps = {p: TopicPartition(w.topic, p) for p in w.ranges}
+        ready()
+        # The clock starts before the assignment, as confluent-kafka's: fetching starts there.
+        start = time.monotonic_ns()
         consumer.assign(list(tps.values()))
         for p, (first, _) in w.ranges.items():
             consumer.seek(tps[p], first)
-        ready()
-        start = time.monotonic_ns()
         timeout = 1.0
         while state.stops:
             before = clock()
             records = consumer.poll(timeout, max_records=CONSUME_BATCH)
             if records:
                 latencies.append((clock() - before) * 1000)
-                for r in records:
-                    if state.take(r.partition, r.offset, len(r.value or b"")):
-                        consumer.pause(tps[r.partition])
+                for p in state.add(records, _PARTITION, _OFFSET, _value_size, _value_sizes):
+                    consumer.pause(tps[p])
                 update(state.records)
             timeout = state.idle(bool(records), total)
         end = time.monotonic_ns()
@@ -510,11 +559,11 @@ def _confluent_consume(w: ConsumeWorkload, ready: Callable[[], None], update: Pr
             batch = consumer.consume(CONSUME_BATCH, timeout)
             if batch:
                 latencies.append((clock() - before) * 1000)
-                for m in batch:
-                    if m.error() is not None:
-                        raise BenchError(f"confluent-kafka consumer: {m.error().str()}")
-                    if state.take(m.partition(), m.offset(), len(m)):
-                        consumer.pause([TopicPartition(w.topic, m.partition())])
+                if any(map(_ERROR, batch)):
+                    error = next(m.error() for m in batch if m.error() is not None)
+                    raise BenchError(f"confluent-kafka consumer: {error.str()}")
+                for p in state.add(batch, _PARTITION_OF, _OFFSET_OF, len, _message_sizes):
+                    consumer.pause([TopicPartition(w.topic, p)])
                 update(state.records)
             timeout = state.idle(bool(batch), total)
         end = time.monotonic_ns()
