@@ -183,14 +183,16 @@ def run_produce(
     ``"send_batch"``; ``partitions``: the topic is created with that many if missing
     (-1: the broker's default), and an existing topic must have as many; records go to
     the partitions in turn, a batch at a time, or by key with ``keyed``.  ``processes``:
-    each produces its share, started together.  ``properties``: Kafka producer
-    properties (``linger.ms``, ``batch.size``, ...) for either client.
+    each produces its share, started together (spawned: the caller's main module must
+    be importable, i.e. behind ``if __name__ == "__main__"``).  ``properties``: Kafka
+    producer properties (``linger.ms``, ``batch.size``, ...) for either client.
     """
     if processes < 1:
         raise ValueError(f"processes must be at least 1, not {processes}")
     if client not in CLIENT_NAMES or api not in ("send", "send_batch"):
         raise ValueError(
-            f"client {client!r}/api {api!r}: use {'/'.join(CLIENT_NAMES)}, send(_batch)"
+            f"client must be one of {', '.join(CLIENT_NAMES)} and api send or send_batch, "
+            f"not {client!r} and {api!r}"
         )
     props = dict(properties or {})
     with admin_client(bootstrap, command_config) as admin:
