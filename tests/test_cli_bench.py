@@ -147,6 +147,10 @@ def test_bench_json_without_flag_is_absent(broker: BrokerProcess) -> None:
             ("bench", "consume", "--topic", "few", "--records", "5", "--processes", "2"),
             "--processes 2 needs as many partitions",
         ),
+        (
+            ("bench", "consume", "--topic", "few", "--records", "5", "--partitions", "2"),
+            "'few' exists with 1 partitions, not --partitions 2",
+        ),
     ],
 )
 def test_bench_errors_are_one_line(

@@ -277,6 +277,7 @@ def run_consume(
     records: int,
     *,
     client: str = "pystream",
+    partitions: int = -1,
     processes: int = 1,
     timeout_s: float = 30.0,
     properties: dict[str, str] | None = None,
@@ -286,6 +287,7 @@ def run_consume(
     """Read ``records`` records from the start of ``topic``'s partitions (an even share
     of each, see :func:`consume_ranges`) and return the summary.  ``processes``: each
     is assigned its share of the partitions (so at most one per partition with records).
+    ``partitions``, if positive, is how many the topic must have.
     Raises :class:`BenchError` if the topic has fewer records, or none arrives for
     ``timeout_s``."""
     if processes < 1:
@@ -294,7 +296,7 @@ def run_consume(
         raise ValueError(f"client {client!r}: use one of {', '.join(CLIENT_NAMES)}")
     props = dict(properties or {})
     with admin_client(bootstrap, command_config) as admin:
-        layout = _topic_layout(admin, topic, -1, create=False)
+        layout = _topic_layout(admin, topic, partitions, create=False)
     ranges = consume_ranges(layout, records, topic)
     parts = list(ranges)
     if processes > len(parts):
@@ -658,6 +660,7 @@ def consume_bench(
     The records are an even share of each partition (as far as each has them);
     with --processes each process reads its share of the partitions.
     """
+    _check_partitions(partitions)
     properties = parse_properties(consumer_props, "--consumer-property")
 
     def run(client: str, update: Progress) -> dict[str, Any]:
@@ -666,6 +669,7 @@ def consume_bench(
             topic,
             num_records,
             client=client,
+            partitions=partitions,
             processes=processes,
             timeout_s=timeout_ms / 1000,
             properties=properties,
