@@ -18,7 +18,7 @@ import operator
 import queue
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -187,7 +187,9 @@ class Throttle:
             time.sleep(ahead)
 
 
-def _slices(w: ProduceWorkload, count: int, first_partition: int, rate: float):
+def _slices(
+    w: ProduceWorkload, count: int, first_partition: int, rate: float
+) -> Iterator[tuple[int, int, int]]:
     """``(start, end, partition)`` runs of record indexes: each within one batch's worth
     (one partition), shorter when throttled so the throttle is checked often."""
     chunk = w.chunk
@@ -244,11 +246,10 @@ def _pystream_produce(
         sent = clock()
         future.add_done_callback(lambda _f: latencies.append((clock() - sent) * 1000))
 
-    throttle_rate = w.throughput
     with Producer(w.bootstrap, **settings) as producer:
         producer.partitions_for(w.topic)  # metadata before the clock starts
         ready()
-        throttle = Throttle(throttle_rate)
+        throttle = Throttle(w.throughput)
         start = time.monotonic_ns()
         if w.api == "send_batch":
             _send_batches(producer, w, count, first, first_partition, throttle, sample, update)
