@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import shutil
 import sys
 import tempfile
 import time
@@ -139,6 +140,7 @@ def main() -> int:
     finally:
         if broker is not None:
             broker.stop()
+            shutil.rmtree(broker.directory, ignore_errors=True)
     print_table(rows, opts, time.monotonic() - started)
     return 0
 
