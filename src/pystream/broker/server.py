@@ -25,6 +25,7 @@ from pystream.broker import apis, metrics_sources
 from pystream.broker.apis import api_versions
 from pystream.broker.apis import sasl as sasl_api
 from pystream.broker.context import RequestContext
+from pystream.broker.fetch_session import FetchSessionCache
 from pystream.broker.loop_monitor import LoopLagMonitor
 from pystream.broker.network import Chunk, KafkaConnection, TlsHandshake
 from pystream.broker.services import BrokerServices
@@ -301,6 +302,10 @@ class Broker:
             group_coordinator=group_coordinator,
             transaction_coordinator=transaction_coordinator,
             fetch_purgatory=self.fetch_purgatory,
+            fetch_sessions=FetchSessionCache(
+                config.max_incremental_fetch_session_cache_slots,
+                config.min_incremental_fetch_session_eviction_ms,
+            ),
             handlers=self.handlers,
             advertised_listeners=tuple(self.advertised_listeners),
             cluster=cluster,

@@ -5,8 +5,14 @@ then encoded.  If the plan has fewer than ``min_bytes`` and no error, the
 request waits in the fetch purgatory until an append to one of its partitions
 wakes it or ``max_wait_ms`` passes — no polling loop.
 
-Fetch sessions (KIP-227) are not kept: every response says session id 0,
-which clients read as "no session; keep sending full fetch requests".
+Fetch sessions (KIP-227, v7+): a full fetch with epoch 0 creates a session
+(``broker/fetch_session.py``) when a slot is free; an incremental fetch updates
+it with the partitions it carries and forgets the ones it names, reads every
+partition of the session and answers only those with something to say (the
+encoder picks them).  Kafka's contexts map onto the code below: Sessionless
+(epoch -1, or no slot: session id 0 in the response), Full (the plan from the
+request, then a session created from it), Incremental (the plan is the
+session's) and SessionError (a top-level error, no partitions).
 """
 
 from __future__ import annotations
@@ -16,8 +22,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pystream.broker.fetch_response import encode_fetch_response
+from pystream.broker.fetch_session import (
+    FINAL_EPOCH,
+    INITIAL_EPOCH,
+    INVALID_SESSION_ID,
+    FetchSession,
+    next_epoch,
+)
+from pystream.clock import now_ms
 from pystream.errors import (
     FetchSessionIdNotFoundError,
+    FetchSessionTopicIdError,
+    InvalidFetchSessionEpochError,
     KafkaError,
     TopicAuthorizationFailedError,
     UnknownTopicIdError,
@@ -54,6 +70,11 @@ class PartitionFetch:
     data: FetchDataInfo | None = None
     # read_committed: the aborted transactions in `data` (the client drops their records).
     aborted_transactions: list[FetchResponse.AbortedTransaction] | None = None
+    # In a fetch session: what the fetcher was last told (-1: nothing yet, or an error),
+    # so that an incremental response leaves out a partition with nothing new.
+    sent_high_watermark: int = -1
+    sent_last_stable_offset: int = -1
+    sent_log_start_offset: int = -1
 
     @property
     def size(self) -> int:
@@ -81,31 +102,45 @@ class FetchPlan:
     isolation_level: int = 0  # 1 = read_committed: below the last stable offset only
     # A follower's fetch (its broker id; -1 for consumers): reads up to the log end offset.
     replica_id: int = -1
+    # The fetch session answered (0: none); incremental: answer only what changed.
+    session_id: int = INVALID_SESSION_ID
+    incremental: bool = False
+    # The purgatory keys, when a session already has them.
+    watch_keys: list[tuple[str, int]] | None = None
+
+
+def _lookup_topic(
+    services: BrokerServices, version: int, name: str, topic_id: uuid.UUID
+) -> tuple[str, uuid.UUID, int]:
+    """(name, topic id, error code) of a topic a fetch names: by id from v13 on."""
+    store = services.metadata
+    if version >= 13:
+        meta = store.topic_by_id(topic_id)
+        if meta is None:
+            return "", topic_id, UnknownTopicIdError.error_code
+        return meta.name, topic_id, 0
+    meta = store.get_topic(name)
+    if meta is None:
+        return name, topic_id, UnknownTopicOrPartitionError.error_code
+    return name, meta.topic_id, 0
 
 
 def _resolve_topics(
     services: BrokerServices, request: FetchRequest, version: int
 ) -> list[TopicFetch]:
-    store = services.metadata
     topics = []
     for fetch_topic in request.topics:
-        if version >= 13:
-            meta = store.topic_by_id(fetch_topic.topic_id)
-            name = meta.name if meta is not None else ""
-        else:
-            name = fetch_topic.topic
-            meta = store.get_topic(name)
-        topic = TopicFetch(name, meta.topic_id if meta else fetch_topic.topic_id)
-        if meta is None:
-            error = UnknownTopicIdError if version >= 13 else UnknownTopicOrPartitionError
-            topic.error_code = error.error_code
+        name, topic_id, error_code = _lookup_topic(
+            services, version, "" if version >= 13 else fetch_topic.topic, fetch_topic.topic_id
+        )
+        topic = TopicFetch(name, topic_id, error_code=error_code)
         topic.partitions = [
             PartitionFetch(
                 p.partition,
                 p.fetch_offset,
                 p.partition_max_bytes,
                 p.current_leader_epoch,
-                error_code=topic.error_code,
+                error_code=error_code,
             )
             for p in fetch_topic.partitions
         ]
@@ -166,15 +201,34 @@ def read_plan(services: BrokerServices, plan: FetchPlan) -> None:
 
 
 def _partition_keys(plan: FetchPlan) -> list[tuple[str, int]]:
+    if plan.watch_keys is not None:
+        return plan.watch_keys
     return [(t.name, p.partition) for t in plan.topics for p in t.partitions]
 
 
+def must_respond(p: PartitionFetch) -> bool:
+    """Whether an incremental response includes ``p`` (Kafka's maybeUpdateResponseData):
+    records, an error, or offsets other than the ones last sent.  The encoder decides the
+    same in C; this is the reference."""
+    return bool(
+        p.error_code
+        or p.size
+        or p.high_watermark != p.sent_high_watermark
+        or p.log_start_offset != p.sent_log_start_offset
+        or p.last_stable_offset != p.sent_last_stable_offset
+    )
+
+
 def encode_reference(plan: FetchPlan, version: int, correlation_id: int) -> list[Chunk]:
-    """Encode with the generated codec, copying record bytes (the reference path)."""
+    """Encode with the generated codec, copying record bytes (the reference path).  It
+    leaves the plan as it is (the encoder records what a session was sent)."""
     topics = []
+    incremental = getattr(plan, "incremental", False)
     for topic in plan.topics:
         partitions = []
         for p in topic.partitions:
+            if incremental and not must_respond(p):
+                continue
             records = b""
             if p.data is not None and p.data.records is not None:
                 with p.data.view() as view:
@@ -190,12 +244,16 @@ def encode_reference(plan: FetchPlan, version: int, correlation_id: int) -> list
                     records=records,
                 )
             )
+        if incremental and not partitions:
+            continue
         topics.append(
             FetchResponse.FetchableTopicResponse(
                 topic=topic.name, topic_id=topic.topic_id, partitions=partitions
             )
         )
-    response = FetchResponse(error_code=plan.error_code, session_id=0, responses=topics)
+    response = FetchResponse(
+        error_code=plan.error_code, session_id=getattr(plan, "session_id", 0), responses=topics
+    )
     return [encode_response_frame(1, version, correlation_id, response)]
 
 
@@ -206,23 +264,32 @@ async def handle_fetch(request: FetchRequest, context: RequestContext) -> list[C
     max_bytes = min(request.max_bytes, services.config.fetch_max_bytes)
     replica_id = request.replica_state.replica_id if version >= 15 else request.replica_id
     plan = FetchPlan(
-        _resolve_topics(services, request, version),
+        [],
         max_bytes,
         isolation_level=request.isolation_level,
         replica_id=replica_id,
     )
+    create_session = False
+    if version < 7:
+        plan.topics = _resolve_topics(services, request, version)
+    elif request.session_epoch in (INITIAL_EPOCH, FINAL_EPOCH):
+        # A full fetch: it closes the session it names, and epoch 0 asks for a new one.
+        if request.session_id != INVALID_SESSION_ID:
+            services.fetch_sessions.remove(request.session_id)
+        plan.topics = _resolve_topics(services, request, version)
+        create_session = request.session_epoch == INITIAL_EPOCH
+    else:
+        _plan_incremental(services, request, version, plan)
     if services.authorizer is not None:
         _authorize(context, plan)
-    if version >= 7 and request.session_id != 0:
-        # We never hand out sessions, so any session id is one we do not know.
-        plan.error_code = FetchSessionIdNotFoundError.error_code
-        plan.topics = []
-    else:
+    if not plan.error_code:
         if replica_id >= 0:
             _record_follower_fetches(services, plan)
         read_plan(services, plan)
         if plan.total_bytes < request.min_bytes and not plan.has_error and request.max_wait_ms > 0:
             await _wait_for_data(services, plan, request.min_bytes, request.max_wait_ms)
+        if create_session:
+            _create_session(services, plan, version)
     _record_metrics(services, plan)
     # Record sets go out as file regions (sendfile) on plaintext, as views of the segments'
     # mmaps on TLS (encrypted straight from them); encode_reference is the oracle.
@@ -234,6 +301,85 @@ async def handle_fetch(request: FetchRequest, context: RequestContext) -> list[C
         connection.supports_sendfile,
         views=connection.sends_views,
     )
+
+
+def _plan_incremental(
+    services: BrokerServices, request: FetchRequest, version: int, plan: FetchPlan
+) -> None:
+    """Kafka's IncrementalFetchContext: update the session, and fetch all of it (or set
+    the session error the fetcher answers with a full fetch)."""
+    sessions = services.fetch_sessions
+    session = sessions.get(request.session_id)
+    if session is None:
+        plan.error_code = FetchSessionIdNotFoundError.error_code
+        return
+    if session.epoch != request.session_epoch:
+        plan.error_code = InvalidFetchSessionEpochError.error_code
+        return
+    if session.uses_topic_ids != (version >= 13):
+        # A session made with topic names cannot go on with ids, nor the other way round.
+        plan.error_code = FetchSessionTopicIdError.error_code
+        return
+    _update_session(session, request, version)
+    if not session.partitions:
+        sessions.remove(session.id)  # nothing left: a sessionless (empty) answer
+        return
+    sessions.touch(session, now_ms())
+    session.epoch = next_epoch(session.epoch)
+    for key, topic in session.topics.items():
+        # Re-resolved on every fetch: the topic may have been deleted (or created) since.
+        name, topic_id, error_code = _lookup_topic(
+            services, version, "" if version >= 13 else key, topic.topic_id
+        )
+        topic.name, topic.topic_id, topic.error_code = name, topic_id, error_code
+        if error_code:
+            for p in topic.partitions:
+                p.error_code = error_code
+    plan.topics = list(session.topics.values())
+    plan.session_id = session.id
+    plan.incremental = True
+    plan.watch_keys = session.watch_keys()
+
+
+def _update_session(session: FetchSession, request: FetchRequest, version: int) -> None:
+    """Kafka's FetchSession.update: the request's partitions are added or updated (fetch
+    offset, limits, leader epoch), then the forgotten ones removed."""
+    by_id = version >= 13
+    partitions = session.partitions
+    for fetch_topic in request.topics:
+        key = fetch_topic.topic_id if by_id else fetch_topic.topic
+        for fp in fetch_topic.partitions:
+            p = partitions.get((key, fp.partition))
+            if p is None:
+                # Named or identified only here; the per-fetch lookup fills in the rest.
+                topic = TopicFetch("" if by_id else key, key if by_id else ZERO_UUID)
+                p = PartitionFetch(
+                    fp.partition, fp.fetch_offset, fp.partition_max_bytes, fp.current_leader_epoch
+                )
+                session.add(key, topic, p)
+            else:
+                p.fetch_offset = fp.fetch_offset
+                p.max_bytes = fp.partition_max_bytes
+                p.current_leader_epoch = fp.current_leader_epoch
+    for forgotten in request.forgotten_topics_data:
+        session.forget(forgotten.topic_id if by_id else forgotten.topic, list(forgotten.partitions))
+
+
+def _create_session(services: BrokerServices, plan: FetchPlan, version: int) -> None:
+    """Kafka's FullFetchContext: a session of the plan's partitions, if a slot is free (the
+    encoder then records what each partition's answer said)."""
+    size = sum(len(t.partitions) for t in plan.topics)
+    session = services.fetch_sessions.maybe_create(
+        now_ms(), plan.replica_id >= 0, size, uses_topic_ids=version >= 13
+    )
+    if session is None:
+        return
+    for topic in plan.topics:
+        partitions = topic.partitions
+        key = topic.topic_id if version >= 13 else topic.name
+        for p in partitions:
+            session.add(key, topic, p)
+    plan.session_id = session.id
 
 
 def _record_metrics(services: BrokerServices, plan: FetchPlan) -> None:
