@@ -354,7 +354,7 @@ def test_fetch_plan_fields_are_the_ones_the_encoder_knows() -> None:
         "replica_id",  # read by read_plan only (followers read up to the log end)
         "session_id",
         "incremental",
-        "watch_keys",  # read by the fetch purgatory only
+        "watched",  # read by the fetch purgatory only
     ]
     assert [f.name for f in dataclasses.fields(TopicFetch)] == [
         "name",

@@ -60,8 +60,9 @@ class FetchSession:
     epoch: int
     topics: dict[TopicKey, TopicFetch] = field(default_factory=dict)
     partitions: dict[PartitionKey, PartitionFetch] = field(default_factory=dict)
-    # The purgatory keys of every partition, rebuilt only when partitions come or go.
-    _watch_keys: list[tuple[str, int]] | None = None
+    # (topic name, partition) -> partition: the purgatory's keys, rebuilt only when
+    # partitions come or go.
+    _watched: dict[tuple[str, int], PartitionFetch] | None = None
 
     @property
     def size(self) -> int:
@@ -79,7 +80,7 @@ class FetchSession:
             held.partitions = []
         held.partitions.append(partition)
         self.partitions[(key, partition.partition)] = partition
-        self._watch_keys = None
+        self._watched = None
 
     def forget(self, key: TopicKey, indexes: list[int]) -> None:
         """Drop these partitions of a topic (those the session does not hold are ignored)."""
@@ -92,15 +93,16 @@ class FetchSession:
         topic.partitions = [p for p in topic.partitions if p.partition not in gone]
         if not topic.partitions:
             del self.topics[key]
-        self._watch_keys = None
+        self._watched = None
 
-    def watch_keys(self) -> list[tuple[str, int]]:
-        """(topic name, partition) of every partition: what the fetch purgatory wakes on."""
-        if self._watch_keys is None:
-            self._watch_keys = [
-                (t.name, p.partition) for t in self.topics.values() for p in t.partitions
-            ]
-        return self._watch_keys
+    def watched(self, renamed: bool) -> dict[tuple[str, int], PartitionFetch]:
+        """Every partition by (topic name, partition): what the fetch purgatory wakes on.
+        ``renamed``: a topic's name changed since (deleted, or found by id): rebuild."""
+        if self._watched is None or renamed:
+            self._watched = {
+                (t.name, p.partition): p for t in self.topics.values() for p in t.partitions
+            }
+        return self._watched
 
 
 class FetchSessionCache:

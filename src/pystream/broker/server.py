@@ -573,7 +573,9 @@ class Broker:
         context = RequestContext(header, connection, self.services)
         started = time.perf_counter()
         response = await handler.func(request, context)
-        self.metrics.requests.record(api_key, (time.perf_counter() - started) * 1000.0)
+        self.metrics.requests.record(
+            api_key, (time.perf_counter() - started) * 1000.0, len(frame) + 4
+        )
         if response is None:
             return None
         if isinstance(response, list):  # a handler that encodes itself (Fetch: file regions)

@@ -141,6 +141,11 @@ class Fetcher:
         if closes:
             # Best effort: a broker that does not answer evicts the session in time anyway.
             await asyncio.wait(closes, timeout=self.core.config.request_timeout_ms / 1000)
+            for future in closes:
+                if future.done() and not future.cancelled():
+                    future.exception()  # retrieved: a failed close is not worth a warning
+                else:
+                    future.cancel()
 
     def wakeup(self) -> None:
         self._wakeup.set()

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from pystream.broker.context import RequestContext
     from pystream.broker.network import Chunk
     from pystream.broker.services import BrokerServices
+    from pystream.cluster.replication.replica_manager import ReplicaManager
 
 ZERO_UUID = uuid.UUID(int=0)
 READ_COMMITTED = 1  # FetchRequest.isolation_level
@@ -105,8 +106,8 @@ class FetchPlan:
     # The fetch session answered (0: none); incremental: answer only what changed.
     session_id: int = INVALID_SESSION_ID
     incremental: bool = False
-    # The purgatory keys, when a session already has them.
-    watch_keys: list[tuple[str, int]] | None = None
+    # (topic name, partition) -> partition: the purgatory's keys, when a session has them.
+    watched: dict[tuple[str, int], PartitionFetch] | None = None
 
 
 def _lookup_topic(
@@ -159,51 +160,115 @@ def read_plan(services: BrokerServices, plan: FetchPlan) -> None:
             has_error = True
             continue
         for p in topic.partitions:
-            p.data = None
-            p.error_code = 0
-            p.aborted_transactions = None
-            try:
-                partition = replicas.leader_partition(topic.name, p.partition)
-                partition.state.check_leader_epoch(
-                    p.current_leader_epoch, f"{topic.name}-{p.partition}"
-                )
-                log = partition.log
-                p.high_watermark = log.high_watermark
-                p.last_stable_offset = partition.last_stable_offset
-                p.log_start_offset = log.log_start_offset
-                limit = min(p.max_bytes, remaining)
-                # Kafka: the first partition with data may exceed the limits by one batch,
-                # so a batch larger than max_bytes can never block a consumer.
-                read_committed = plan.isolation_level == READ_COMMITTED
-                p.data = replicas.read(
-                    partition,
-                    p.fetch_offset,
-                    limit,
-                    up_to_high_watermark=plan.replica_id < 0,
-                    min_one_batch=total == 0,
-                    read_committed=read_committed,
-                )
-                if read_committed:
-                    p.aborted_transactions = [
-                        FetchResponse.AbortedTransaction(
-                            producer_id=txn.producer_id, first_offset=txn.first_offset
-                        )
-                        for txn in log.collect_aborted_transactions(p.fetch_offset, p.data)
-                    ]
-            except KafkaError as exc:
-                p.error_code = exc.error_code
+            if not _read_partition(replicas, plan, topic.name, p, remaining, total == 0):
                 has_error = True
                 continue
-            total += p.size
-            remaining = max(remaining - p.size, 0)
+            if p.data is not None:
+                size = p.data.size
+                total += size
+                remaining = max(remaining - size, 0)
     plan.total_bytes = total
     plan.has_error = has_error
 
 
-def _partition_keys(plan: FetchPlan) -> list[tuple[str, int]]:
-    if plan.watch_keys is not None:
-        return plan.watch_keys
-    return [(t.name, p.partition) for t in plan.topics for p in t.partitions]
+def _read_partition(
+    replicas: ReplicaManager,
+    plan: FetchPlan,
+    name: str,
+    p: PartitionFetch,
+    max_bytes: int,
+    min_one_batch: bool,
+) -> bool:
+    """Read one partition of the plan into ``p``; False if it answers with an error."""
+    p.data = None
+    p.error_code = 0
+    p.aborted_transactions = None
+    read_committed = plan.isolation_level == READ_COMMITTED
+    consumer = plan.replica_id < 0
+    try:
+        partition = replicas.leader_partition(name, p.partition)
+        state = partition.state
+        if p.current_leader_epoch >= 0 and p.current_leader_epoch != state.leader_epoch:
+            state.check_leader_epoch(p.current_leader_epoch, f"{name}-{p.partition}")
+        log = partition.log
+        p.high_watermark = high_watermark = log.high_watermark
+        p.last_stable_offset = partition.last_stable_offset
+        p.log_start_offset = log.log_start_offset
+        if (
+            not read_committed
+            and p.fetch_offset == (high_watermark if consumer else log.log_end_offset)
+            and p.fetch_offset >= p.log_start_offset
+        ):
+            # Caught up: nothing to read.  Most partitions of a big fetch session are
+            # idle, and this is all they cost.
+            return True
+        # Kafka: the first partition with data may exceed the limits by one batch, so a
+        # batch larger than max_bytes can never block a consumer.
+        p.data = replicas.read(
+            partition,
+            p.fetch_offset,
+            min(p.max_bytes, max_bytes),
+            up_to_high_watermark=consumer,
+            min_one_batch=min_one_batch,
+            read_committed=read_committed,
+        )
+        if read_committed:
+            p.aborted_transactions = [
+                FetchResponse.AbortedTransaction(
+                    producer_id=txn.producer_id, first_offset=txn.first_offset
+                )
+                for txn in log.collect_aborted_transactions(p.fetch_offset, p.data)
+            ]
+    except KafkaError as exc:
+        p.error_code = exc.error_code
+        return False
+    return True
+
+
+def _reread(services: BrokerServices, plan: FetchPlan, changed: set[tuple[str, int]]) -> None:
+    """Re-read only the ``changed`` partitions of a plan whose last read found nothing and no
+    error (a parked fetch with min_bytes <= 1): every other partition reads the same."""
+    watched = _watched(plan)
+    replicas = services.replica_manager
+    remaining = plan.max_bytes
+    total = 0
+    for key in changed:
+        p = watched.get(key)
+        if p is None:
+            continue
+        if not _read_partition(replicas, plan, key[0], p, remaining, total == 0):
+            plan.has_error = True
+        elif p.data is not None:
+            total += p.data.size
+            remaining = max(remaining - p.data.size, 0)
+    changed.clear()
+    plan.total_bytes = total
+
+
+def _has_news(services: BrokerServices, plan: FetchPlan, key: tuple[str, int]) -> bool:
+    """Whether the partition ``key`` (just changed) now has something for the plan: records
+    past its fetch offset, or an error.  Kafka's DelayedFetch.tryComplete, per partition."""
+    p = _watched(plan).get(key)
+    if p is None:
+        return False
+    try:
+        partition = services.replica_manager.leader_partition(*key)
+    except KafkaError:
+        return True  # answered with the error
+    if plan.replica_id >= 0:
+        end = partition.log.log_end_offset
+    elif plan.isolation_level == READ_COMMITTED:
+        end = partition.last_stable_offset
+    else:
+        end = partition.log.high_watermark
+    return end != p.fetch_offset
+
+
+def _watched(plan: FetchPlan) -> dict[tuple[str, int], PartitionFetch]:
+    """The plan's partitions by (topic name, partition): the purgatory's keys."""
+    if plan.watched is None:
+        plan.watched = {(t.name, p.partition): p for t in plan.topics for p in t.partitions}
+    return plan.watched
 
 
 def must_respond(p: PartitionFetch) -> bool:
@@ -326,11 +391,13 @@ def _plan_incremental(
         return
     sessions.touch(session, now_ms())
     session.epoch = next_epoch(session.epoch)
+    renamed = False
     for key, topic in session.topics.items():
         # Re-resolved on every fetch: the topic may have been deleted (or created) since.
         name, topic_id, error_code = _lookup_topic(
             services, version, "" if version >= 13 else key, topic.topic_id
         )
+        renamed |= name != topic.name
         topic.name, topic.topic_id, topic.error_code = name, topic_id, error_code
         if error_code:
             for p in topic.partitions:
@@ -338,7 +405,7 @@ def _plan_incremental(
     plan.topics = list(session.topics.values())
     plan.session_id = session.id
     plan.incremental = True
-    plan.watch_keys = session.watch_keys()
+    plan.watched = session.watched(renamed)
 
 
 def _update_session(session: FetchSession, request: FetchRequest, version: int) -> None:
@@ -429,11 +496,31 @@ def _record_follower_fetches(services: BrokerServices, plan: FetchPlan) -> None:
 async def _wait_for_data(
     services: BrokerServices, plan: FetchPlan, min_bytes: int, max_wait_ms: int
 ) -> None:
-    def try_complete() -> bool | None:
-        read_plan(services, plan)
+    entered = True
+    # Partitions changed since the plan's last read (their purgatory keys fired).
+    changed: set[tuple[str, int]] = set()
+
+    def try_complete(key: tuple[str, int] | None) -> bool | None:
+        nonlocal entered
+        if entered:
+            # The purgatory's check on entry: read_plan has just run, nothing changed since.
+            entered = False
+            return None
+        if key is None or min_bytes > 1:
+            read_plan(services, plan)
+        else:
+            # Kafka's DelayedFetch.tryComplete, for the one partition that changed: a big
+            # session is not re-read on every append to one of its partitions.
+            changed.add(key)
+            if not _has_news(services, plan, key):
+                return None
+            _reread(services, plan, changed)
         return True if plan.total_bytes >= min_bytes or plan.has_error else None
 
-    operation = DelayedOperation(try_complete, lambda: False, _partition_keys(plan))
+    operation = DelayedOperation(try_complete, lambda: False, _watched(plan), keyed=True)
     expired_without_data = not await services.fetch_purgatory.wait(operation, max_wait_ms)
     if expired_without_data:
-        read_plan(services, plan)  # whatever arrived, even below min_bytes
+        if min_bytes <= 1:
+            _reread(services, plan, changed)  # whatever changed, even without records
+        else:
+            read_plan(services, plan)  # whatever arrived, even below min_bytes
