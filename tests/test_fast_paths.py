@@ -355,6 +355,8 @@ def test_fetch_plan_fields_are_the_ones_the_encoder_knows() -> None:
         "session_id",
         "incremental",
         "watched",  # read by the fetch purgatory only
+        "pending",  # read by read_plan only
+        "reread",  # read by handle_fetch only
     ]
     assert [f.name for f in dataclasses.fields(TopicFetch)] == [
         "name",

@@ -29,6 +29,7 @@ from waiting import wait_until
 
 import pystream
 from pystream._core import records as core_records
+from pystream.protocol.messages.delete_records import DeleteRecordsRequest
 from pystream.protocol.messages.fetch import FetchRequest
 from pystream.protocol.messages.metadata import MetadataRequest
 from pystream.protocol.messages.produce import ProduceRequest
@@ -212,6 +213,41 @@ def test_an_incremental_session_answers_only_what_changed(wire: KafkaWire) -> No
     assert (closing.error_code, closing.session_id, list(answered(closing))) == (0, 0, [1])
     gone = fetch(wire, session, 8, {})
     assert (gone.error_code, gone.responses) == (FETCH_SESSION_ID_NOT_FOUND, [])
+
+
+def test_an_idle_partition_reports_a_moved_log_start_offset(wire: KafkaWire) -> None:
+    """Nothing wakes a session when DeleteRecords moves an idle partition's log start: the
+    session's periodic full read finds it, and only that partition is answered."""
+    end = produce(wire, 6, b"to-delete") + 1
+    offsets = {p: 0 for p in range(PARTITIONS)}
+    full = fetch(wire, 0, 0, offsets)
+    offsets = {p: a.high_watermark for p, a in answered(full).items()}
+    assert offsets[6] == end
+    session, epoch = full.session_id, 1
+    assert fetch(wire, session, epoch, offsets).responses == []  # everyone caught up
+    epoch += 1
+    request = DeleteRecordsRequest(
+        topics=[
+            DeleteRecordsRequest.DeleteRecordsTopic(
+                name=TOPIC,
+                partitions=[
+                    DeleteRecordsRequest.DeleteRecordsPartition(partition_index=6, offset=end)
+                ],
+            )
+        ],
+        timeout_ms=5000,
+    )
+    assert wire.request(21, 2, request).topics[0].partitions[0].error_code == 0
+
+    def log_start_news() -> dict[int, Any]:
+        nonlocal epoch
+        response = fetch(wire, session, epoch, {})
+        epoch += 1
+        assert response.error_code == 0
+        return answered(response)
+
+    news = wait_until(log_start_news, timeout=10, what="the new log start offset")
+    assert list(news) == [6] and news[6].log_start_offset == end and values(news[6]) == []
 
 
 def test_unknown_session_id_and_topic_id_mismatch(wire: KafkaWire) -> None:

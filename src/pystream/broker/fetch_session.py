@@ -63,6 +63,16 @@ class FetchSession:
     # (topic name, partition) -> partition: the purgatory's keys, rebuilt only when
     # partitions come or go.
     _watched: dict[tuple[str, int], PartitionFetch] | None = None
+    # Partitions changed since they were last read (appends, high watermark, leadership):
+    # set by the cache, from the replica manager's notifications.
+    changed: set[tuple[str, int]] = field(default_factory=set)
+    # Partitions that are not caught up or answered an error at their last read: read
+    # again at every fetch (the others read as before until they change).
+    pending: set[tuple[str, int]] = field(default_factory=set)
+    # When every partition was last read (now and then, for what nothing notifies: the
+    # log start offset moved by retention or DeleteRecords).
+    full_read_ms: int = 0
+    _indexed: tuple[tuple[str, int], ...] = ()
 
     @property
     def size(self) -> int:
@@ -95,14 +105,17 @@ class FetchSession:
             del self.topics[key]
         self._watched = None
 
-    def watched(self, renamed: bool) -> dict[tuple[str, int], PartitionFetch]:
-        """Every partition by (topic name, partition): what the fetch purgatory wakes on.
-        ``renamed``: a topic's name changed since (deleted, or found by id): rebuild."""
-        if self._watched is None or renamed:
+    def watched(self) -> dict[tuple[str, int], PartitionFetch]:
+        """Every partition by (topic name, partition): what the fetch purgatory wakes on."""
+        if self._watched is None:
             self._watched = {
                 (t.name, p.partition): p for t in self.topics.values() for p in t.partitions
             }
         return self._watched
+
+    def renamed(self) -> None:
+        """A topic's name changed (deleted, or found by id): rebuild the keys."""
+        self._watched = None
 
 
 class FetchSessionCache:
@@ -119,6 +132,8 @@ class FetchSessionCache:
         self.max_slots = max_slots
         self.eviction_ms = eviction_ms
         self._sessions: dict[int, FetchSession] = {}
+        # (topic name, partition) -> the sessions holding it: who to tell of a change.
+        self._by_key: dict[tuple[str, int], set[FetchSession]] = {}
         self.evictions = 0
 
     def __len__(self) -> int:
@@ -133,10 +148,41 @@ class FetchSessionCache:
         return self._sessions.get(session_id)
 
     def remove(self, session_id: int) -> FetchSession | None:
-        return self._sessions.pop(session_id, None)
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            self._unindex(session)
+        return session
 
     def touch(self, session: FetchSession, now_ms: int) -> None:
         session.last_used_ms = now_ms
+
+    def partition_changed(self, key: tuple[str, int]) -> None:
+        """The replica manager's notification: sessions holding ``key`` re-read it."""
+        sessions = self._by_key.get(key)
+        if sessions:
+            for session in sessions:
+                session.changed.add(key)
+
+    def index(self, session: FetchSession) -> dict[tuple[str, int], PartitionFetch]:
+        """The session's partitions by key (see :meth:`FetchSession.watched`); the cache's
+        index of who holds which partition follows them when they come or go."""
+        rebuilt = session._watched is None
+        watched = session.watched()
+        if rebuilt:
+            self._unindex(session)
+            session._indexed = tuple(watched)
+            for key in session._indexed:
+                self._by_key.setdefault(key, set()).add(session)
+        return watched
+
+    def _unindex(self, session: FetchSession) -> None:
+        for key in session._indexed:
+            holders = self._by_key.get(key)
+            if holders is not None:
+                holders.discard(session)
+                if not holders:
+                    del self._by_key[key]
+        session._indexed = ()
 
     def maybe_create(
         self, now_ms: int, privileged: bool, size: int, uses_topic_ids: bool
@@ -181,5 +227,6 @@ class FetchSessionCache:
 
     def _evict(self, session: FetchSession) -> bool:
         del self._sessions[session.id]
+        self._unindex(session)
         self.evictions += 1
         return True

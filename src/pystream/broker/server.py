@@ -126,6 +126,10 @@ class Broker:
         self.inter_broker_security = self._inter_broker_security()
         self.handlers: dict[int, HandlerSpec] = apis.registry()
         self.fetch_purgatory = Purgatory("fetch")
+        self.fetch_sessions = FetchSessionCache(
+            config.max_incremental_fetch_session_cache_slots,
+            config.min_incremental_fetch_session_eviction_ms,
+        )
         self._services: BrokerServices | None = None
         self._cluster: ClusterMode | None = None
         self.log_cleaner: LogCleaner | None = None
@@ -208,7 +212,7 @@ class Broker:
         replica_manager = ReplicaManager(
             self.broker_id,
             log_manager,
-            on_data_changed=self.fetch_purgatory.check_and_complete,
+            on_data_changed=self._partition_changed,
             partition_exists=partition_exists if zk_store is not None else None,
             replica_lag_time_max_ms=config.replica_lag_time_max_ms,
             metrics=self.metrics,
@@ -302,10 +306,7 @@ class Broker:
             group_coordinator=group_coordinator,
             transaction_coordinator=transaction_coordinator,
             fetch_purgatory=self.fetch_purgatory,
-            fetch_sessions=FetchSessionCache(
-                config.max_incremental_fetch_session_cache_slots,
-                config.min_incremental_fetch_session_eviction_ms,
-            ),
+            fetch_sessions=self.fetch_sessions,
             handlers=self.handlers,
             advertised_listeners=tuple(self.advertised_listeners),
             cluster=cluster,
@@ -529,6 +530,12 @@ class Broker:
                 log.exception("background job %s failed", name)
 
     # --- dispatch ---------------------------------------------------------------------------
+    def _partition_changed(self, key: tuple[str, int]) -> None:
+        """A partition's data, offsets or leadership changed: fetch sessions re-read it at
+        their next fetch, and parked fetches re-check it now."""
+        self.fetch_sessions.partition_changed(key)
+        self.fetch_purgatory.check_and_complete(key)
+
     async def handle_frame(
         self, frame: bytearray, connection: KafkaConnection
     ) -> Sequence[Chunk] | None:

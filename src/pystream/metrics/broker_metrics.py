@@ -150,6 +150,11 @@ class BrokerMetrics:
             if follower:
                 self.replication_bytes_out[topic] += size
 
+    def record_idle_fetches(self, topic: str, partitions: int) -> None:
+        """``partitions`` partitions of a fetch with no records and no error (a session's
+        idle partitions, counted at once)."""
+        self.total_fetch_requests[topic] += partitions
+
     # --- scraping ---------------------------------------------------------------------------
     def add_source(self, source: MetricSource) -> None:
         """Register a scrape-time source of metric families (gauges from memory)."""

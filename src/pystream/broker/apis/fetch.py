@@ -18,8 +18,9 @@ session's) and SessionError (a top-level error, no partitions).
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pystream.broker.fetch_response import encode_fetch_response
 from pystream.broker.fetch_session import (
@@ -54,6 +55,9 @@ if TYPE_CHECKING:
 
 ZERO_UUID = uuid.UUID(int=0)
 READ_COMMITTED = 1  # FetchRequest.isolation_level
+# A session reads all its partitions at least this often, not only those that changed or
+# are not caught up: nothing notifies a log start offset moved by retention.
+SESSION_FULL_READ_INTERVAL_MS = 1000
 
 
 @dataclass(slots=True)
@@ -108,6 +112,10 @@ class FetchPlan:
     incremental: bool = False
     # (topic name, partition) -> partition: the purgatory's keys, when a session has them.
     watched: dict[tuple[str, int], PartitionFetch] | None = None
+    # A session's partitions not caught up or in error (kept up to date by every read).
+    pending: set[tuple[str, int]] | None = None
+    # A session's partitions to read first (changed, pending, sent): None reads them all.
+    reread: set[tuple[str, int]] | None = None
 
 
 def _lookup_topic(
@@ -194,24 +202,24 @@ def _read_partition(
         p.high_watermark = high_watermark = log.high_watermark
         p.last_stable_offset = partition.last_stable_offset
         p.log_start_offset = log.log_start_offset
-        if (
+        # Caught up: nothing to read.  Most partitions of a big fetch session are idle,
+        # and this is all they cost.
+        caught_up = (
             not read_committed
             and p.fetch_offset == (high_watermark if consumer else log.log_end_offset)
             and p.fetch_offset >= p.log_start_offset
-        ):
-            # Caught up: nothing to read.  Most partitions of a big fetch session are
-            # idle, and this is all they cost.
-            return True
-        # Kafka: the first partition with data may exceed the limits by one batch, so a
-        # batch larger than max_bytes can never block a consumer.
-        p.data = replicas.read(
-            partition,
-            p.fetch_offset,
-            min(p.max_bytes, max_bytes),
-            up_to_high_watermark=consumer,
-            min_one_batch=min_one_batch,
-            read_committed=read_committed,
         )
+        if not caught_up:
+            # Kafka: the first partition with data may exceed the limits by one batch, so
+            # a batch larger than max_bytes can never block a consumer.
+            p.data = replicas.read(
+                partition,
+                p.fetch_offset,
+                min(p.max_bytes, max_bytes),
+                up_to_high_watermark=consumer,
+                min_one_batch=min_one_batch,
+                read_committed=read_committed,
+            )
         if read_committed:
             p.aborted_transactions = [
                 FetchResponse.AbortedTransaction(
@@ -221,8 +229,15 @@ def _read_partition(
             ]
     except KafkaError as exc:
         p.error_code = exc.error_code
-        return False
-    return True
+    pending = plan.pending
+    if pending is not None:
+        # In a session a partition is read again at the next fetch only if it is not
+        # caught up (or in error), or changes meanwhile.
+        if p.error_code or p.data is not None:
+            pending.add((name, p.partition))
+        else:
+            pending.discard((name, p.partition))
+    return p.error_code == 0
 
 
 def _reread(services: BrokerServices, plan: FetchPlan, changed: set[tuple[str, int]]) -> None:
@@ -234,7 +249,9 @@ def _reread(services: BrokerServices, plan: FetchPlan, changed: set[tuple[str, i
     total = 0
     for key in changed:
         p = watched.get(key)
-        if p is None:
+        if p is None:  # forgotten (or its topic renamed) since
+            if plan.pending is not None:
+                plan.pending.discard(key)
             continue
         if not _read_partition(replicas, plan, key[0], p, remaining, total == 0):
             plan.has_error = True
@@ -350,7 +367,10 @@ async def handle_fetch(request: FetchRequest, context: RequestContext) -> list[C
     if not plan.error_code:
         if replica_id >= 0:
             _record_follower_fetches(services, plan)
-        read_plan(services, plan)
+        if plan.reread is None or any(t.error_code for t in plan.topics):
+            read_plan(services, plan)
+        else:
+            _reread(services, plan, plan.reread)  # a session: what may have changed
         if plan.total_bytes < request.min_bytes and not plan.has_error and request.max_wait_ms > 0:
             await _wait_for_data(services, plan, request.min_bytes, request.max_wait_ms)
         if create_session:
@@ -385,7 +405,7 @@ def _plan_incremental(
         # A session made with topic names cannot go on with ids, nor the other way round.
         plan.error_code = FetchSessionTopicIdError.error_code
         return
-    _update_session(session, request, version)
+    sent = _update_session(session, request, version)
     if not session.partitions:
         sessions.remove(session.id)  # nothing left: a sessionless (empty) answer
         return
@@ -402,20 +422,42 @@ def _plan_incremental(
         if error_code:
             for p in topic.partitions:
                 p.error_code = error_code
+    if renamed:
+        session.renamed()
+        session.full_read_ms = -SESSION_FULL_READ_INTERVAL_MS  # keys moved: read them all
     plan.topics = list(session.topics.values())
     plan.session_id = session.id
     plan.incremental = True
-    plan.watched = session.watched(renamed)
+    plan.watched = sessions.index(session)
+    plan.pending = session.pending
+    now = now_ms()
+    if now - session.full_read_ms >= SESSION_FULL_READ_INTERVAL_MS or plan.isolation_level:
+        session.full_read_ms = now
+    else:
+        # Only what may have changed since the last read; the others answer as before
+        # (and an incremental response leaves them out).
+        reread = session.changed | session.pending
+        for key, index in sent:
+            topic = session.topics.get(key)
+            if topic is not None:
+                reread.add((topic.name, index))
+        plan.reread = reread
+    session.changed = set()  # changes from now on are for the next fetch
 
 
-def _update_session(session: FetchSession, request: FetchRequest, version: int) -> None:
+def _update_session(
+    session: FetchSession, request: FetchRequest, version: int
+) -> list[tuple[Any, int]]:
     """Kafka's FetchSession.update: the request's partitions are added or updated (fetch
-    offset, limits, leader epoch), then the forgotten ones removed."""
+    offset, limits, leader epoch), then the forgotten ones removed.  Returns the (topic
+    key, partition)s the request carried."""
     by_id = version >= 13
     partitions = session.partitions
+    sent = []
     for fetch_topic in request.topics:
         key = fetch_topic.topic_id if by_id else fetch_topic.topic
         for fp in fetch_topic.partitions:
+            sent.append((key, fp.partition))
             p = partitions.get((key, fp.partition))
             if p is None:
                 # Named or identified only here; the per-fetch lookup fills in the rest.
@@ -430,6 +472,7 @@ def _update_session(session: FetchSession, request: FetchRequest, version: int) 
                 p.current_leader_epoch = fp.current_leader_epoch
     for forgotten in request.forgotten_topics_data:
         session.forget(forgotten.topic_id if by_id else forgotten.topic, list(forgotten.partitions))
+    return sent
 
 
 def _create_session(services: BrokerServices, plan: FetchPlan, version: int) -> None:
@@ -446,13 +489,34 @@ def _create_session(services: BrokerServices, plan: FetchPlan, version: int) -> 
         key = topic.topic_id if version >= 13 else topic.name
         for p in partitions:
             session.add(key, topic, p)
+            if p.error_code or p.data is not None:
+                session.pending.add((topic.name, p.partition))  # not caught up
+    services.fetch_sessions.index(session)
+    session.full_read_ms = now_ms()
     plan.session_id = session.id
 
 
 def _record_metrics(services: BrokerServices, plan: FetchPlan) -> None:
     """Kafka's BrokerTopicMetrics of a fetch: once per partition, with its bytes out."""
-    record = services.metrics.record_fetch
+    metrics = services.metrics
+    record = metrics.record_fetch
     follower = plan.replica_id >= 0
+    if plan.pending is not None and plan.watched is not None:
+        # A session: only its pending partitions may have records or errors.
+        busy: Counter[str] = Counter()
+        failed_topics = {t.name for t in plan.topics if t.error_code}
+        for key in plan.pending:
+            p = plan.watched.get(key)
+            if p is not None and key[0] not in failed_topics:
+                busy[key[0]] += 1
+                record(key[0], p.size, follower=follower, failed=p.error_code != 0)
+        for topic in plan.topics:
+            if topic.error_code:
+                for _ in topic.partitions:
+                    record(topic.name, 0, follower=follower, failed=True)
+            else:
+                metrics.record_idle_fetches(topic.name, len(topic.partitions) - busy[topic.name])
+        return
     for topic in plan.topics:
         for p in topic.partitions:
             record(topic.name, p.size, follower=follower, failed=p.error_code != 0)
