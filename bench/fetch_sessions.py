@@ -19,7 +19,7 @@ Prints one table: the median of ``--runs`` runs and the spread (min-max) per row
 
     PYTHONPATH=src python bench/fetch_sessions.py [--runs 3] [--partitions 1000]
 
-At the defaults a run takes ~45 s (3 runs plus start-up: ~2.5 min).  The brokers, the
+At the defaults a run takes ~55 s (3 runs plus start-up: ~3 min).  The brokers, the
 consumers and the producer share the machine.
 """
 
