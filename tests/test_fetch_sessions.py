@@ -29,6 +29,7 @@ from waiting import wait_until
 
 import pystream
 from pystream._core import records as core_records
+from pystream.client.fetch_session import FetchSessionHandler, PartitionData
 from pystream.protocol.messages.delete_records import DeleteRecordsRequest
 from pystream.protocol.messages.fetch import FetchRequest
 from pystream.protocol.messages.metadata import MetadataRequest
@@ -411,3 +412,48 @@ def test_kafka_python_reads_many_partitions_through_a_session(broker: BrokerProc
         assert fetch_session_gauges(broker)[1] >= MANY_PARTITIONS  # its session holds them all
     finally:
         consumer.close()
+
+
+# --- the requesters' handler ---------------------------------------------------------------
+
+
+def test_the_session_handler_sends_changes_and_starts_over_after_session_errors() -> None:
+    class Response:
+        def __init__(self, error_code: int, session_id: int) -> None:
+            self.error_code, self.session_id = error_code, session_id
+
+    handler = FetchSessionHandler(node_id=1)
+    wanted = {("t", p): PartitionData(0, 5, 1024) for p in range(3)}
+    first = handler.build(dict(wanted), 12)
+    assert (first.session_id, first.session_epoch, first.sent_partitions) == (0, 0, 3)
+    assert handler.handle_response(first, Response(0, 42))
+    # Incremental: only the moved partition, and the dropped one forgotten.
+    wanted[("t", 1)] = PartitionData(7, 5, 1024)
+    del wanted[("t", 2)]
+    second = handler.build(dict(wanted), 12)
+    assert (second.session_id, second.session_epoch) == (42, 1)
+    assert [(t.topic, [p.partition for p in t.partitions]) for t in second.topics] == [("t", [1])]
+    assert [(f.topic, list(f.partitions)) for f in second.forgotten_topics_data] == [("t", [2])]
+    assert handler.handle_response(second, Response(0, 42))
+    assert handler.build(dict(wanted), 12).topics == []  # nothing changed: nothing sent
+    # A wrong epoch: a full fetch that closes the session (its id, epoch 0) and makes a new one.
+    assert not handler.handle_response(second, Response(INVALID_FETCH_SESSION_EPOCH, 0))
+    again = handler.build(dict(wanted), 12)
+    assert (again.session_id, again.session_epoch, again.sent_partitions) == (42, 0, 2)
+    assert handler.handle_response(again, Response(0, 43))
+    # An unknown session: a full fetch asking for a new one (id 0).
+    unknown = handler.build(dict(wanted), 12)
+    assert not handler.handle_response(unknown, Response(FETCH_SESSION_ID_NOT_FOUND, 0))
+    assert handler.build(dict(wanted), 12).session_id == 0
+    # Before Fetch v7 there are no sessions: always full, epoch -1.
+    assert FetchSessionHandler(2).build(dict(wanted), 6).session_epoch == -1
+    # Closing: the session's id with epoch -1, and no partitions.
+    closing = FetchSessionHandler(3)
+    assert closing.close_request() is None
+    closing.handle_response(closing.build(dict(wanted), 12), Response(0, 9))
+    close = closing.close_request()
+    assert close is not None and (close.session_id, close.session_epoch, close.topics) == (
+        9,
+        -1,
+        [],
+    )
