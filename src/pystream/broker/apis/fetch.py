@@ -7,9 +7,10 @@ wakes it or ``max_wait_ms`` passes — no polling loop.
 
 Fetch sessions (KIP-227, v7+): a full fetch with epoch 0 creates a session
 (``broker/fetch_session.py``) when a slot is free; an incremental fetch updates
-it with the partitions it carries and forgets the ones it names, reads every
-partition of the session and answers only those with something to say (the
-encoder picks them).  Kafka's contexts map onto the code below: Sessionless
+it with the partitions it carries and forgets the ones it names, reads again
+the partitions that may have changed (a parked fetch likewise re-reads only the
+partitions whose keys woke it) and answers only those with something to say
+(the encoder picks them).  Kafka's contexts map onto the code below: Sessionless
 (epoch -1, or no slot: session id 0 in the response), Full (the plan from the
 request, then a session created from it), Incremental (the plan is the
 session's) and SessionError (a top-level error, no partitions).
@@ -391,8 +392,11 @@ async def handle_fetch(request: FetchRequest, context: RequestContext) -> list[C
 def _plan_incremental(
     services: BrokerServices, request: FetchRequest, version: int, plan: FetchPlan
 ) -> None:
-    """Kafka's IncrementalFetchContext: update the session, and fetch all of it (or set
-    the session error the fetcher answers with a full fetch)."""
+    """Kafka's IncrementalFetchContext: update the session and make it the plan (or set the
+    session error the fetcher answers with a full fetch).  Unlike Kafka, which reads every
+    partition of the session, only those that may have changed are read again: those the
+    replica manager notified, those not caught up or in error, those the request carries
+    (and all of them once a second)."""
     sessions = services.fetch_sessions
     session = sessions.get(request.session_id)
     if session is None:
