@@ -190,6 +190,26 @@ class BrokerProcess:
             self.kill()
 
 
+def fetch_session_gauges(broker: BrokerProcess) -> tuple[float, float]:
+    """(incremental fetch sessions held, partitions in them), from the broker's /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(broker.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    prefix = "kafka_server_fetchsessioncache_"
+    return (
+        samples[f"{prefix}numincrementalfetchsessions"],
+        samples[f"{prefix}numincrementalfetchpartitionscached"],
+    )
+
+
 def process_state(pid: int) -> str:
     """The kernel's one-letter state of ``pid`` (R, S, T for stopped...)."""
     with open(f"/proc/{pid}/stat") as stat:

@@ -27,7 +27,13 @@ from protocol_samples import strategy
 from pystream._core.segment import FileRange
 from pystream.broker import fetch_response
 from pystream.broker.apis import produce as produce_handler  # noqa: F401  (registers the decoder)
-from pystream.broker.apis.fetch import FetchPlan, PartitionFetch, TopicFetch, encode_reference
+from pystream.broker.apis.fetch import (
+    FetchPlan,
+    PartitionFetch,
+    TopicFetch,
+    encode_reference,
+    must_respond,
+)
 from pystream.broker.fetch_response import encode_fetch_response
 from pystream.broker.network import Chunk, FileChunk
 from pystream.config import LogConfig
@@ -318,9 +324,22 @@ def fetch_plans(draw: st.DrawFn, fd: int, segment: _FakeSegment) -> FetchPlan:
             )
             for _ in range(draw(st.integers(0, 5) | st.just(130)))
         ]
+        for p in partitions:
+            # In a session: what was last sent, mostly the same as now (nothing to say).
+            if draw(st.booleans()):
+                p.sent_high_watermark = p.high_watermark
+                p.sent_last_stable_offset = p.last_stable_offset
+                p.sent_log_start_offset = p.log_start_offset
         topic_id = draw(st.uuids() | st.just(uuid.UUID(int=0)))
         topics.append(TopicFetch(name, topic_id, partitions, error_code=draw(_I16)))
-    return FetchPlan(topics, max_bytes=draw(_I32), error_code=draw(_I16))
+    session_id = draw(st.just(0) | _I32)
+    return FetchPlan(
+        topics,
+        max_bytes=draw(_I32),
+        error_code=draw(_I16),
+        session_id=session_id,
+        incremental=session_id != 0 and draw(st.booleans()),
+    )
 
 
 def test_fetch_plan_fields_are_the_ones_the_encoder_knows() -> None:
@@ -333,6 +352,11 @@ def test_fetch_plan_fields_are_the_ones_the_encoder_knows() -> None:
         "has_error",
         "isolation_level",  # read by read_plan only
         "replica_id",  # read by read_plan only (followers read up to the log end)
+        "session_id",
+        "incremental",
+        "watched",  # read by the fetch purgatory only
+        "pending",  # read by read_plan only
+        "reread",  # read by handle_fetch only
     ]
     assert [f.name for f in dataclasses.fields(TopicFetch)] == [
         "name",
@@ -351,6 +375,9 @@ def test_fetch_plan_fields_are_the_ones_the_encoder_knows() -> None:
         "log_start_offset",
         "data",
         "aborted_transactions",
+        "sent_high_watermark",
+        "sent_last_stable_offset",
+        "sent_log_start_offset",
     ]
 
 
@@ -372,18 +399,45 @@ def test_fetch_encoder_equals_reference(
 ) -> None:
     plan = data.draw(fetch_plans(*scratch))
     expected = b"".join(encode_reference(plan, version, correlation_id))
+    written = [
+        (t, p) for t in plan.topics for p in t.partitions if not plan.incremental or must_respond(p)
+    ]
+    wanted = [p.data for _, p in written if p.data is not None and 0 < p.data.size >= sendfile_min]
+    before = {
+        id(p): (p.sent_high_watermark, p.sent_log_start_offset)
+        for t in plan.topics
+        for p in t.partitions
+    }
+    orders = {id(t): list(t.partitions) for t in plan.topics}
+    busy = {id(p) for _, p in written if p.data is not None and p.data.size > 0}
     chunks = encode_fetch_response(
         plan, version, correlation_id, mode == "sendfile", sendfile_min, views=mode == "views"
     )
     assert _resolve(chunks) == expected
+    if plan.session_id:
+        # What each written partition's fetcher was told is remembered; its read is dropped.
+        written_ids = {id(p) for _, p in written}
+        for t in plan.topics:
+            for p in t.partitions:
+                if id(p) in written_ids:
+                    hw = -1 if p.error_code else p.high_watermark
+                    assert (p.sent_high_watermark, p.sent_log_start_offset) == (
+                        hw,
+                        p.log_start_offset,
+                    )
+                    assert p.data is None
+                else:
+                    assert (p.sent_high_watermark, p.sent_log_start_offset) == before[id(p)]
+    if plan.incremental:
+        # Partitions that sent records go to the end of their topic, in order.
+        for t in plan.topics:
+            old = orders[id(t)]
+            expected_order = [p for p in old if id(p) not in busy] + [
+                p for p in old if id(p) in busy
+            ]
+            assert [id(p) for p in t.partitions] == [id(p) for p in expected_order]
     file_chunks = [c for c in chunks if isinstance(c, FileChunk)]
     views = [c for c in chunks if isinstance(c, memoryview)]
-    wanted = [
-        p.data
-        for t in plan.topics
-        for p in t.partitions
-        if p.data is not None and p.data.size > 0 and p.data.size >= sendfile_min
-    ]
     if mode == "copy":
         assert len(chunks) == 1 and not file_chunks  # one buffer, records copied in
     elif mode == "sendfile":

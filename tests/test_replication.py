@@ -24,7 +24,7 @@ import pytest
 
 pytest.importorskip("kazoo", reason="kazoo is not installed (pip install kazoo)")
 
-from broker_process import BrokerProcess, paused  # noqa: E402
+from broker_process import BrokerProcess, fetch_session_gauges, paused  # noqa: E402
 from cluster_fixtures import (  # noqa: E402
     fetch,
     metadata,
@@ -476,6 +476,10 @@ def test_acks_all_records_are_readable_and_follower_logs_converge(
     # ... and are the same size wherever DescribeLogDirs asks.
     sizes = [partition_sizes(b, "orders") for b in replicated.brokers.values()]
     assert sizes[0] == sizes[1] == sizes[2] and len(sizes[0]) == 3
+    # The followers replicated through incremental fetch sessions (KIP-227): each broker
+    # leads a partition, so each holds a session per follower.
+    for broker in replicated.brokers.values():
+        assert fetch_session_gauges(broker)[0] >= 2
 
     # Followers stay in the ISR, both while records flow and while idle, for longer than
     # replica.lag.time.max.ms: an idle follower that fetches is caught up.

@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("kazoo", reason="kazoo is not installed (pip install kazoo)")
 
-from broker_process import paused  # noqa: E402
+from broker_process import fetch_session_gauges, paused  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 from replication_checker import (  # noqa: E402
     StoredRecord,
@@ -256,6 +256,9 @@ def test_double_failover_leaves_every_follower_log_a_prefix_of_the_leaders(
     assert len(survivors) < len(divergent), "the followers had every record: nothing diverged"
     assert log_batches(a_log) == logs[0]
     assert_delivered(deliveries, [r for r in consumed if r.key is not None], 400)
+    # After three leader changes the followers fetch from a through sessions again (a
+    # restarted leader knows no session: its followers started new ones).
+    assert fetch_session_gauges(replicated.brokers[a])[0] >= 2
 
 
 def test_ten_leader_kills_under_idempotent_load(

@@ -1180,6 +1180,22 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         doc="Upper bound of one Fetch response, whatever the client asks for.",
     ),
     ConfigDef(
+        "max.incremental.fetch.session.cache.slots",
+        ConfigType.INT,
+        1000,
+        AtLeast(0),
+        doc="Incremental fetch sessions (KIP-227) the broker keeps at most; 0 disables "
+        "sessions (every fetch is then a full one).",
+    ),
+    ConfigDef(
+        "min.incremental.fetch.session.eviction.ms",
+        ConfigType.INT,
+        120_000,
+        AtLeast(0),
+        doc="How long a fetch session is safe from eviction by a new session, once "
+        "created; a session unused for this long is evicted first.",
+    ),
+    ConfigDef(
         "log.retention.check.interval.ms",
         ConfigType.LONG,
         300_000,
@@ -1639,6 +1655,8 @@ class BrokerConfig:
     connections_max_reauth_ms: int = 0
     connection_failed_authentication_delay_ms: int = 100
     fetch_max_bytes: int = 57_671_680
+    max_incremental_fetch_session_cache_slots: int = 1000
+    min_incremental_fetch_session_eviction_ms: int = 120_000
     log_retention_check_interval_ms: int = 300_000
     log_flush_scheduler_interval_ms: int = INT64_MAX
     log_flush_offset_checkpoint_interval_ms: int = 60_000

@@ -25,16 +25,21 @@ class DelayedOperation(Generic[T]):
 
     ``try_complete`` returns ``None`` while the condition does not hold; on
     timeout ``on_expire`` computes the result (e.g. whatever data there is).
+    With ``keyed``, ``try_complete(key)`` is told which key woke it (None for the
+    check on entry), so an operation watching many keys can look at that one only.
     """
 
-    __slots__ = ("_try_complete", "_on_expire", "_future", "_timer", "keys")
+    __slots__ = ("_try_complete", "_on_expire", "_future", "_timer", "keys", "_keyed")
 
     def __init__(
         self,
-        try_complete: Callable[[], T | None],
+        try_complete: Callable[..., T | None],
         on_expire: Callable[[], T],
         keys: Iterable[Key],
+        *,
+        keyed: bool = False,
     ) -> None:
+        self._keyed = keyed
         self._try_complete = try_complete
         self._on_expire = on_expire
         self._future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -45,11 +50,12 @@ class DelayedOperation(Generic[T]):
     def is_completed(self) -> bool:
         return self._future.done()
 
-    def check(self) -> bool:
-        """Re-check the condition; complete if it holds.  True if completed now or before."""
+    def check(self, key: Key | None = None) -> bool:
+        """Re-check the condition (``key`` changed, if known); complete if it holds.  True if
+        completed now or before."""
         if self._future.done():
             return True
-        result = self._try_complete()
+        result = self._try_complete(key) if self._keyed else self._try_complete()
         if result is None:
             return False
         self._finish(result)
@@ -109,7 +115,7 @@ class Purgatory:
             return 0
         completed = 0
         for operation in list(operations):
-            if operation.check():
+            if operation.check(key):
                 completed += 1
         return completed
 

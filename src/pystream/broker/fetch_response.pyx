@@ -16,12 +16,21 @@ on to what it is given.
 
 The bytes are identical to the generated codec's (``fetch.encode_reference``),
 for every version the broker serves (4..16): the tests compare the two.
+
+In a fetch session (``plan.session_id``) the plan's partitions are the session's,
+kept between fetches: the encoder records in each partition what the fetcher is
+told (``sent_*``) and drops its read result (which holds the segment open).  An
+incremental plan (``plan.incremental``) is answered with only the partitions that
+have something to say, as Kafka's ``CachedPartition.maybeUpdateResponseData``
+decides: records, an error, or a high watermark, last stable offset or log start
+offset other than the one last sent.  The others cost a few C comparisons here.
 """
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
-from libc.stdint cimport int32_t, uint32_t
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.stdint cimport int32_t, int64_t, uint32_t
 
 from pystream._core.endian cimport store_be32
 from pystream._core.frame_writer cimport FrameWriter
@@ -157,6 +166,80 @@ cdef int _tag_section(_Frame out, object plan, int version) except -1:
     return 0
 
 
+
+cdef inline Py_ssize_t _records_size(object data):
+    if data is None:
+        return 0
+    records = data.records
+    return 0 if records is None else records[2]
+
+
+cdef bint _must_respond(object p):
+    """Kafka's maybeUpdateResponseData: does an incremental answer include ``p``?"""
+    if p.error_code != 0 or _records_size(p.data) > 0:
+        return True
+    return (
+        <int64_t>p.high_watermark != <int64_t>p.sent_high_watermark
+        or <int64_t>p.log_start_offset != <int64_t>p.sent_log_start_offset
+        or <int64_t>p.last_stable_offset != <int64_t>p.sent_last_stable_offset
+    )
+
+
+cdef int _sent(object p) except -1:
+    """Remember what the fetcher was told; an error clears it, so the partition is sent
+    again (with its offsets) once the error is gone."""
+    if p.error_code != 0:
+        p.sent_high_watermark = -1
+    else:
+        p.sent_high_watermark = p.high_watermark
+    p.sent_last_stable_offset = p.last_stable_offset
+    p.sent_log_start_offset = p.log_start_offset
+    return 0
+
+
+cdef unsigned char* _select(list topics, Py_ssize_t* n_selected_topics) except? NULL:
+    """One flag per partition of the plan (in order): 1 if the incremental answer has it."""
+    cdef Py_ssize_t t, i, n = 0, k = 0, count, n_parts
+    cdef unsigned char* flags
+    cdef list partitions
+    for t in range(PyList_GET_SIZE(topics)):
+        n += PyList_GET_SIZE((<object>PyList_GET_ITEM(topics, t)).partitions)
+    flags = <unsigned char*>PyMem_Malloc(n + 1)
+    if flags == NULL:
+        raise MemoryError()
+    n_selected_topics[0] = 0
+    for t in range(PyList_GET_SIZE(topics)):
+        partitions = (<object>PyList_GET_ITEM(topics, t)).partitions
+        n_parts = PyList_GET_SIZE(partitions)
+        count = 0
+        for i in range(n_parts):
+            flags[k + i] = _must_respond(<object>PyList_GET_ITEM(partitions, i))
+            count += flags[k + i]
+        if count:
+            n_selected_topics[0] += 1
+        k += n_parts
+    return flags
+
+
+cdef int _rotate(object topic, list partitions, unsigned char* flags) except -1:
+    """Partitions that sent records (flag 2) go to the end of the session's topic for the
+    next fetch (Kafka's rotation: a busy partition does not keep others out of a full
+    response).  This response keeps the order it was written in."""
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(partitions)
+    cdef list quiet = [], busy = []
+    for i in range(n):
+        (busy if flags[i] == 2 else quiet).append(<object>PyList_GET_ITEM(partitions, i))
+    topic.partitions = quiet + busy
+    return 0
+
+
+cdef Py_ssize_t _count(unsigned char* flags, Py_ssize_t start, Py_ssize_t n):
+    cdef Py_ssize_t i, c = 0
+    for i in range(start, start + n):
+        c += flags[i]
+    return c
+
+
 def encode_fetch_response(plan, int version, int32_t correlation_id, bint sendfile=False,
                           sendfile_min_bytes=None, bint views=False):
     """The response frame for ``plan`` as chunks: bytes, and FileChunks if ``sendfile``.
@@ -172,9 +255,12 @@ def encode_fetch_response(plan, int version, int32_t correlation_id, bint sendfi
     cdef Py_ssize_t sendfile_min = (
         SENDFILE_MIN_BYTES if sendfile_min_bytes is None else sendfile_min_bytes
     )
-    cdef Py_ssize_t t, i, n_topics, n_parts
+    cdef Py_ssize_t t, i, n_topics, n_parts, k = 0, n_written
     cdef list topics, partitions
     cdef bytes topic_id
+    cdef unsigned char* flags = NULL
+    cdef int32_t session_id = getattr(plan, "session_id", 0)
+    cdef bint in_session = session_id != 0
     if version < 4 or version > 17:
         raise ValueError(f"the fetch encoder serves v4..v17, not v{version}")
     out.chunks = []
@@ -189,44 +275,84 @@ def encode_fetch_response(plan, int version, int32_t correlation_id, bint sendfi
     out.put32(0)                 # throttle_time_ms
     if version >= 7:
         out.put16(plan.error_code)
-        out.put32(0)             # session_id: sessions are not kept
+        out.put32(session_id)
     topics = plan.topics
     n_topics = PyList_GET_SIZE(topics)
-    out.array_length(n_topics, flexible)
-
-    for t in range(n_topics):
-        topic = <object>PyList_GET_ITEM(topics, t)
-        if version >= 13:
-            topic_id = topic.topic_id.bytes
-            out.put_bytes(<const unsigned char*>PyBytes_AS_STRING(topic_id), 16)
-        else:
-            name = topic.name
-            if name is None:
-                raise TypeError("a fetch response topic needs a name")  # never written as null
-            out.string(name, flexible)
-        partitions = topic.partitions
-        n_parts = PyList_GET_SIZE(partitions)
-        out.reserve(TOPIC_OVERHEAD)
-        out.array_length(n_parts, flexible)
-        for i in range(n_parts):
-            p = <object>PyList_GET_ITEM(partitions, i)
-            out.reserve(PARTITION_MAX)
-            out.put32(p.partition)
-            out.put16(p.error_code)
-            out.put64(p.high_watermark)
-            out.put64(p.last_stable_offset)
-            if version >= 5:
-                out.put64(p.log_start_offset)
-            _aborted(out, p.aborted_transactions, flexible)
-            if version >= 11:
-                out.put32(-1)    # preferred_read_replica: none
-            _records(out, p.data, flexible, sendfile, sendfile_min, views)
-            if flexible:
-                out.reserve(1)
-                out.put8(0)      # partition: no tagged fields
-        if flexible:
-            out.reserve(1)
-            out.put8(0)          # topic: no tagged fields
+    if getattr(plan, "incremental", False):
+        flags = _select(topics, &n_written)
+    else:
+        n_written = n_topics
+    try:
+        out.array_length(n_written, flexible)
+        for t in range(n_topics):
+            topic = <object>PyList_GET_ITEM(topics, t)
+            n_parts = PyList_GET_SIZE(topic.partitions)
+            if flags != NULL:
+                n_written = _count(flags, k, n_parts)
+                if n_written == 0:
+                    k += n_parts
+                    continue
+            else:
+                n_written = n_parts
+            _topic(out, topic, version, flexible, sendfile, sendfile_min, views,
+                   flags, k, n_written, in_session)
+            k += n_parts
+    finally:
+        PyMem_Free(flags)
     if flexible:
         _tag_section(out, plan, version)
     return out.finish()
+
+
+cdef int _topic(_Frame out, object topic, int version, bint flexible, bint sendfile,
+                Py_ssize_t sendfile_min, bint views, unsigned char* flags, Py_ssize_t k,
+                Py_ssize_t n_written, bint in_session) except -1:
+    """One topic of the response: its ``n_written`` partitions (those flagged, if ``flags``)."""
+    cdef Py_ssize_t i, n_parts
+    cdef list partitions
+    cdef bytes topic_id
+    cdef bint busy = False
+    if version >= 13:
+        topic_id = topic.topic_id.bytes
+        out.put_bytes(<const unsigned char*>PyBytes_AS_STRING(topic_id), 16)
+    else:
+        name = topic.name
+        if name is None:
+            raise TypeError("a fetch response topic needs a name")  # never written as null
+        out.string(name, flexible)
+    partitions = topic.partitions
+    n_parts = PyList_GET_SIZE(partitions)
+    out.reserve(TOPIC_OVERHEAD)
+    out.array_length(n_written, flexible)
+    for i in range(n_parts):
+        if flags != NULL and not flags[k + i]:
+            continue
+        p = <object>PyList_GET_ITEM(partitions, i)
+        out.reserve(PARTITION_MAX)
+        out.put32(p.partition)
+        out.put16(p.error_code)
+        out.put64(p.high_watermark)
+        out.put64(p.last_stable_offset)
+        if version >= 5:
+            out.put64(p.log_start_offset)
+        _aborted(out, p.aborted_transactions, flexible)
+        if version >= 11:
+            out.put32(-1)    # preferred_read_replica: none
+        _records(out, p.data, flexible, sendfile, sendfile_min, views)
+        if flexible:
+            out.reserve(1)
+            out.put8(0)      # partition: no tagged fields
+        if in_session:
+            _sent(p)
+            if p.data is not None:
+                if flags != NULL and _records_size(p.data) > 0:
+                    flags[k + i] = 2
+                    busy = True
+                p.data = None  # kept in the session, it would hold the segment open
+                p.aborted_transactions = None
+    if flexible:
+        out.reserve(1)
+        out.put8(0)          # topic: no tagged fields
+    if busy:
+        _rotate(topic, partitions, flags + k)
+    return 0

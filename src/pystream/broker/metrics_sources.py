@@ -11,7 +11,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from pystream.broker.loop_monitor import LoopLagMonitor
 from pystream.broker.network import KafkaConnection
@@ -126,6 +131,21 @@ def runtime_families(
             (["Fetch"], len(services.fetch_purgatory)),
             (["Produce"], len(services.replica_manager.produce_purgatory)),
         ],
+    )
+    sessions = services.fetch_sessions
+    prefix = "kafka_server_fetchsessioncache_"
+    yield gauge(
+        f"{prefix}numincrementalfetchsessions", "Incremental fetch sessions held.", len(sessions)
+    )
+    yield gauge(
+        f"{prefix}numincrementalfetchpartitionscached",
+        "Partitions held by all incremental fetch sessions.",
+        sessions.total_partitions,
+    )
+    yield CounterMetricFamily(
+        f"{prefix}incrementalfetchsessionevictions",
+        "Fetch sessions evicted to make room for new ones.",
+        value=sessions.evictions,
     )
     monitor = loop_monitor()
     if monitor is None:

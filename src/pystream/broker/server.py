@@ -25,6 +25,7 @@ from pystream.broker import apis, metrics_sources
 from pystream.broker.apis import api_versions
 from pystream.broker.apis import sasl as sasl_api
 from pystream.broker.context import RequestContext
+from pystream.broker.fetch_session import FetchSessionCache
 from pystream.broker.loop_monitor import LoopLagMonitor
 from pystream.broker.network import Chunk, KafkaConnection, TlsHandshake
 from pystream.broker.services import BrokerServices
@@ -125,6 +126,10 @@ class Broker:
         self.inter_broker_security = self._inter_broker_security()
         self.handlers: dict[int, HandlerSpec] = apis.registry()
         self.fetch_purgatory = Purgatory("fetch")
+        self.fetch_sessions = FetchSessionCache(
+            config.max_incremental_fetch_session_cache_slots,
+            config.min_incremental_fetch_session_eviction_ms,
+        )
         self._services: BrokerServices | None = None
         self._cluster: ClusterMode | None = None
         self.log_cleaner: LogCleaner | None = None
@@ -207,7 +212,7 @@ class Broker:
         replica_manager = ReplicaManager(
             self.broker_id,
             log_manager,
-            on_data_changed=self.fetch_purgatory.check_and_complete,
+            on_data_changed=self._partition_changed,
             partition_exists=partition_exists if zk_store is not None else None,
             replica_lag_time_max_ms=config.replica_lag_time_max_ms,
             metrics=self.metrics,
@@ -301,6 +306,7 @@ class Broker:
             group_coordinator=group_coordinator,
             transaction_coordinator=transaction_coordinator,
             fetch_purgatory=self.fetch_purgatory,
+            fetch_sessions=self.fetch_sessions,
             handlers=self.handlers,
             advertised_listeners=tuple(self.advertised_listeners),
             cluster=cluster,
@@ -524,6 +530,12 @@ class Broker:
                 log.exception("background job %s failed", name)
 
     # --- dispatch ---------------------------------------------------------------------------
+    def _partition_changed(self, key: tuple[str, int]) -> None:
+        """A partition's data, offsets or leadership changed: fetch sessions re-read it at
+        their next fetch, and parked fetches re-check it now."""
+        self.fetch_sessions.partition_changed(key)
+        self.fetch_purgatory.check_and_complete(key)
+
     async def handle_frame(
         self, frame: bytearray, connection: KafkaConnection
     ) -> Sequence[Chunk] | None:
@@ -568,7 +580,9 @@ class Broker:
         context = RequestContext(header, connection, self.services)
         started = time.perf_counter()
         response = await handler.func(request, context)
-        self.metrics.requests.record(api_key, (time.perf_counter() - started) * 1000.0)
+        self.metrics.requests.record(
+            api_key, (time.perf_counter() - started) * 1000.0, len(frame) + 4
+        )
         if response is None:
             return None
         if isinstance(response, list):  # a handler that encodes itself (Fetch: file regions)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pystream.broker.fetch_session import FetchSessionCache
 from pystream.cluster.dynamic_config import DynamicBrokerConfig
 from pystream.cluster.metadata.store import BrokerEndpoint, MetadataStore
 from pystream.cluster.replication.replica_manager import ReplicaManager
@@ -49,6 +50,8 @@ class BrokerServices:
     group_coordinator: GroupCoordinator
     transaction_coordinator: TransactionCoordinator
     fetch_purgatory: Purgatory
+    # Incremental fetch sessions (KIP-227), max.incremental.fetch.session.cache.slots of them.
+    fetch_sessions: FetchSessionCache
     # Every API this broker serves, by key: what ApiVersions advertises.
     handlers: Mapping[int, HandlerSpec]
     advertised_listeners: tuple[Listener, ...]

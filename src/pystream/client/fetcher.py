@@ -9,6 +9,11 @@ application works through one response the next one is already on its way
 aborted transactions skipped) and queued; ``poll()`` takes records from the
 queue and advances positions.
 
+Each broker is fetched through an incremental fetch session (KIP-227,
+:class:`~pystream.client.fetch_session.FetchSessionHandler`): after the first
+full fetch, a request names only the partitions whose position changed and the
+response only the partitions with news; the sessions are closed on ``stop()``.
+
 Errors per partition: OFFSET_OUT_OF_RANGE resets the position
 (``auto_offset_reset``) or raises from ``poll()`` when the policy is
 ``none``; leadership errors refresh metadata and the partition is fetched
@@ -24,12 +29,12 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from pystream.errors import KafkaError, OffsetOutOfRangeError, error_for_code
-from pystream.protocol.messages.fetch import FetchRequest
 from pystream.protocol.messages.list_offsets import ListOffsetsRequest
 
 from ._fast import ConsumerRecord, decode_records
 from .core import ClientCore
 from .errors import KafkaConnectionError
+from .fetch_session import SESSION_ERRORS, FetchRequestData, FetchSessionHandler, PartitionData
 from .subscription import OffsetResetStrategy, PartitionState, SubscriptionState
 from .types import TopicPartition
 
@@ -99,6 +104,7 @@ class Fetcher:
         self._task: asyncio.Task[None] | None = None
         self._position_tasks: set[asyncio.Task[None]] = set()
         self._reset_failures = 0  # offset resets failed in a row (for the backoff)
+        self._sessions: dict[int, FetchSessionHandler] = {}  # by broker id
         core.metadata_listeners.append(self.wakeup)
         subscriptions.listeners.append(self.wakeup)
 
@@ -114,6 +120,32 @@ class Fetcher:
                 pass
         for task in list(self._position_tasks):
             task.cancel()
+        await self._close_sessions()
+
+    async def _close_sessions(self) -> None:
+        """Free the brokers' session slots: a fetch with epoch -1 and no partitions."""
+        closes = []
+        for node, handler in self._sessions.items():
+            close = handler.close_request()
+            conn = self.core.connected(node)
+            if close is None or conn is None:
+                continue
+            body = close.to_request(replica_id=-1, max_wait_ms=0, min_bytes=0, max_bytes=0)
+            try:
+                future = conn.send(1, body, conn.version(1), timeout=conn.request_timeout)
+            except KafkaError:
+                continue
+            if future is not None:
+                closes.append(future)
+        self._sessions.clear()
+        if closes:
+            # Best effort: a broker that does not answer evicts the session in time anyway.
+            await asyncio.wait(closes, timeout=self.core.config.request_timeout_ms / 1000)
+            for future in closes:
+                if future.done() and not future.cancelled():
+                    future.exception()  # retrieved: a failed close is not worth a warning
+                else:
+                    future.cancel()
 
     def wakeup(self) -> None:
         self._wakeup.set()
@@ -312,65 +344,66 @@ class Fetcher:
         self, conn: Any, node: int, parts: list[tuple[TopicPartition, PartitionState]]
     ) -> None:
         metadata = self.core.metadata
-        topics: dict[str, list[Any]] = defaultdict(list)
+        wanted: dict[tuple[str, int], PartitionData] = {}
         sent: dict[TopicPartition, tuple[int, int]] = {}
         for tp, st in parts:
             assert st.fetch_offset is not None
-            topics[tp.topic].append(
-                FetchRequest.FetchPartition(
-                    partition=tp.partition,
-                    current_leader_epoch=metadata.leader_epoch(tp),
-                    fetch_offset=st.fetch_offset,
-                    log_start_offset=-1,
-                    partition_max_bytes=self.partition_max_bytes * st.max_bytes_boost,
-                )
+            wanted[tp] = PartitionData(
+                st.fetch_offset,
+                metadata.leader_epoch(tp),
+                self.partition_max_bytes * st.max_bytes_boost,
             )
             sent[tp] = (st.fetch_offset, st.epoch)
-        body = FetchRequest(
-            replica_id=-1,
-            max_wait_ms=self.max_wait_ms,
-            min_bytes=self.min_bytes,
-            max_bytes=self.max_bytes,
-            isolation_level=self.isolation_level,
-            session_id=0,
-            session_epoch=-1,  # no fetch session: every request is a full fetch
-            topics=[
-                FetchRequest.FetchTopic(topic=name, partitions=ps) for name, ps in topics.items()
-            ],
-            forgotten_topics_data=[],
-            rack_id="",
-        )
+        session = self._sessions.get(node)
+        if session is None:
+            session = self._sessions[node] = FetchSessionHandler(node)
         try:
             version = conn.version(1)
+            request = session.build(wanted, version)
+            body = request.to_request(
+                replica_id=-1,
+                max_wait_ms=self.max_wait_ms,
+                min_bytes=self.min_bytes,
+                max_bytes=self.max_bytes,
+                isolation_level=self.isolation_level,
+            )
             future = conn.send(
                 1, body, version, timeout=conn.request_timeout + self.max_wait_ms / 1000
             )
         except KafkaError as exc:
+            session.handle_error()
             self._errors.append(exc)
             self.data_ready.set()
             return
         self._in_flight.add(node)
-        future.add_done_callback(lambda f: self._on_response(node, sent, f))
+        future.add_done_callback(lambda f: self._on_response(node, sent, request, f))
 
     def _on_response(
-        self, node: int, sent: dict[TopicPartition, tuple[int, int]], future: Any
+        self,
+        node: int,
+        sent: dict[TopicPartition, tuple[int, int]],
+        request: FetchRequestData,
+        future: Any,
     ) -> None:
         self._in_flight.discard(node)
         self.wakeup()
+        session = self._sessions.get(node)
         try:
             response = future.result()
-        except KafkaConnectionError as exc:
-            if not self.core.closed:
-                log.info("fetch from broker %d failed: %s", node, exc)
-                self.core.request_update()
-            return
         except Exception as exc:
+            if session is not None:
+                session.handle_error()
             if not self.core.closed:
-                log.warning("fetch from broker %d failed: %s", node, exc)
+                level = logging.INFO if isinstance(exc, KafkaConnectionError) else logging.WARNING
+                log.log(level, "fetch from broker %d failed: %s", node, exc)
                 self.core.request_update()
             return
-        if response.error_code:
-            log.warning("fetch from broker %d: error %d", node, response.error_code)
+        ok = response.error_code == 0
+        if session is not None:
+            ok = session.handle_response(request, response)  # a session error: full next
+        if not ok:
+            level = logging.INFO if response.error_code in SESSION_ERRORS else logging.WARNING
+            log.log(level, "fetch from broker %d: error %d", node, response.error_code)
             return
         got_data = False
         for topic in response.responses:

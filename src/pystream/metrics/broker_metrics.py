@@ -45,7 +45,7 @@ _TOPIC_COUNTERS = {
 class RequestMetrics:
     """Requests and their total time per API (Kafka's RequestMetrics), by api key."""
 
-    __slots__ = ("names", "counts", "buckets", "sums", "bounds")
+    __slots__ = ("names", "counts", "buckets", "sums", "bounds", "request_bytes")
 
     def __init__(
         self, names: Mapping[int, str], bounds_ms: tuple[float, ...] = LATENCY_BUCKETS_MS
@@ -56,9 +56,12 @@ class RequestMetrics:
         self.counts: dict[int, int] = defaultdict(int)
         self.sums: dict[int, float] = defaultdict(float)
         self.buckets: dict[int, list[int]] = {}
+        self.request_bytes: dict[int, int] = defaultdict(int)
 
-    def record(self, api_key: int, total_ms: float) -> None:
-        """One request of ``api_key`` answered after ``total_ms`` (on the hot path)."""
+    def record(self, api_key: int, total_ms: float, size: int = 0) -> None:
+        """One request of ``api_key`` (``size`` bytes, header included) answered after
+        ``total_ms`` (on the hot path)."""
+        self.request_bytes[api_key] += size
         buckets = self.buckets.get(api_key)
         if buckets is None:
             buckets = self.buckets[api_key] = [0] * (len(self.bounds) + 1)
@@ -78,13 +81,20 @@ class RequestMetrics:
             "and remote phases of Kafka's TotalTimeMs: purgatory waits included).",
             labels=["request"],
         )
+        request_bytes = CounterMetricFamily(
+            "kafka_network_requestmetrics_requestbytes",
+            "Bytes of requests received, per API (the sum of Kafka's RequestBytes).",
+            labels=["request"],
+        )
         bounds = [*self.bounds, float("inf")]
         for api_key in sorted(self.buckets):
             name = self.names.get(api_key, str(api_key))
             requests.add_metric([name], self.counts[api_key])
+            request_bytes.add_metric([name], self.request_bytes[api_key])
             counts = zip(bounds, self.buckets[api_key], strict=True)
             latency.add_metric([name], cumulative_buckets(counts), self.sums[api_key])
         yield requests
+        yield request_bytes
         yield latency
 
 
@@ -139,6 +149,11 @@ class BrokerMetrics:
             self.bytes_out[topic] += size
             if follower:
                 self.replication_bytes_out[topic] += size
+
+    def record_idle_fetches(self, topic: str, partitions: int) -> None:
+        """``partitions`` partitions of a fetch with no records and no error (a session's
+        idle partitions, counted at once)."""
+        self.total_fetch_requests[topic] += partitions
 
     # --- scraping ---------------------------------------------------------------------------
     def add_source(self, source: MetricSource) -> None:

@@ -18,6 +18,11 @@ The fetch offset doubles as the follower's acknowledgement: the leader learns
 the follower's log end offset from it, which moves the ISR and the high
 watermark.  Errors back a partition off for ``replica.fetch.backoff.ms``; the
 metadata watch (new leader, new epoch) re-adds it with fresh state.
+
+Fetches go through an incremental fetch session (KIP-227, the client's
+``FetchSessionHandler``): after the first, a fetch names only the partitions
+whose fetch offset moved, and the leader answers only partitions with records
+or a new high watermark.
 """
 
 from __future__ import annotations
@@ -29,9 +34,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pystream.client.fetch_session import SESSION_ERRORS, FetchSessionHandler, PartitionData
 from pystream.cluster.broker_channel import BrokerChannel, broker_endpoint
 from pystream.errors import ErrorCode, KafkaError, error_for_code
-from pystream.protocol.messages.fetch import FetchRequest
 from pystream.protocol.messages.offset_for_leader_epoch import OffsetForLeaderEpochRequest
 from pystream.security.client_security import PLAINTEXT, ClientSecurity
 from pystream.storage.log import Log
@@ -46,6 +51,7 @@ log = logging.getLogger(__name__)
 FETCH_VERSIONS = (12, 12)  # replica_id in the body, current_leader_epoch, topic names
 OFFSET_FOR_LEADER_EPOCH_VERSIONS = (4, 4)  # replica_id in the body
 LEADERSHIP_RETRY_S = 0.05
+SESSION_CLOSE_TIMEOUT_S = 1.0  # stopping does not wait longer for a leader that is gone
 # Errors that mean "the leadership moved": wait for the metadata watch to tell us where.
 _LEADERSHIP_ERRORS = frozenset(
     {
@@ -161,6 +167,7 @@ class ReplicaFetcher:
         )
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._session = FetchSessionHandler(source_broker_id)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(
@@ -172,6 +179,16 @@ class ReplicaFetcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        close = self._session.close_request()
+        if close is not None and self._channel.connected:
+            # Free the leader's session slot (followers' sessions are hard to evict).
+            body = close.to_request(
+                replica_id=self.broker_id, max_wait_ms=0, min_bytes=0, max_bytes=0
+            )
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self._channel.request(1, body, FETCH_VERSIONS), SESSION_CLOSE_TIMEOUT_S
+                )
         self._channel.close()
 
     def add(self, state: FetchState) -> None:
@@ -317,36 +334,35 @@ class ReplicaFetcher:
         if not ready:
             return False
         config = self.config
-        by_topic: dict[str, list[Any]] = {}
+        wanted: dict[tuple[str, int], PartitionData] = {}
         sent: dict[tuple[str, int], FetchState] = {}
         for state in ready:
-            by_topic.setdefault(state.topic, []).append(
-                FetchRequest.FetchPartition(
-                    partition=state.index,
-                    current_leader_epoch=state.leader_epoch,
-                    fetch_offset=state.fetch_offset,
-                    last_fetched_epoch=-1,
-                    log_start_offset=state.log.log_start_offset,
-                    partition_max_bytes=config.replica_fetch_max_bytes,
-                )
+            key = (state.topic, state.index)
+            wanted[key] = PartitionData(
+                state.fetch_offset,
+                state.leader_epoch,
+                config.replica_fetch_max_bytes,
+                state.log.log_start_offset,
             )
-            sent[(state.topic, state.index)] = state
+            sent[key] = state
         # A partition added meanwhile waits at most one long poll.
         wait_ms = config.replica_fetch_wait_max_ms if len(ready) == len(self.partitions) else 0
-        request = FetchRequest(
+        session = self._session
+        fetch = session.build(wanted, FETCH_VERSIONS[1])
+        request = fetch.to_request(
             replica_id=self.broker_id,
             max_wait_ms=wait_ms,
             min_bytes=config.replica_fetch_min_bytes,
             max_bytes=config.replica_fetch_response_max_bytes,
-            isolation_level=0,
-            session_id=0,
-            session_epoch=-1,
-            topics=[FetchRequest.FetchTopic(topic=t, partitions=ps) for t, ps in by_topic.items()],
-            forgotten_topics_data=[],
-            rack_id="",
         )
-        response = await self._channel.request(1, request, FETCH_VERSIONS)
-        if response.error_code:
+        try:
+            response = await self._channel.request(1, request, FETCH_VERSIONS)
+        except BaseException:
+            session.handle_error()
+            raise
+        if not session.handle_response(fetch, response):
+            if response.error_code in SESSION_ERRORS:
+                return True  # the next fetch, a full one, goes at once
             raise error_for_code(response.error_code)(
                 f"broker {self.source_broker_id} refused the replica fetch"
             )
