@@ -1507,8 +1507,12 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         ConfigType.INT,
         1,
         AtLeast(1),
-        doc="Fetcher threads per source broker; pystream runs one fetcher per leader.",
-        honoured=False,
+        doc=(
+            "Fetchers per source broker, each with its own connection; a partition goes to "
+            "fetcher abs(31 * topic.hashCode() + partition) % num.replica.fetchers, as in "
+            "Kafka (asyncio tasks on the broker's loop, not threads; a dynamic change takes "
+            "effect at the next start)."
+        ),
     ),
     ConfigDef(
         "unclean.leader.election.enable",

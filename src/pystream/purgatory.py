@@ -45,6 +45,10 @@ class DelayedOperation(Generic[T]):
     def is_completed(self) -> bool:
         return self._future.done()
 
+    def result(self) -> T:
+        """The result of a completed operation (``check()`` returned True)."""
+        return self._future.result()
+
     def check(self) -> bool:
         """Re-check the condition; complete if it holds.  True if completed now or before."""
         if self._future.done():
