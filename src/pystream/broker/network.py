@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple, Protocol
 
+from pystream._core.frame_writer import receive_buffer
 from pystream.errors import InvalidConfigError
 from pystream.protocol.framing import _hint as _traffic_hint
 from pystream.security.principal import ANONYMOUS, KafkaPrincipal
@@ -258,7 +259,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 start = body + size
                 continue
             if body + size > _SCRATCH_SIZE:
-                large = bytearray(size)
+                large = receive_buffer(size)  # the socket fills it: no zeroing
                 have = end - body
                 large[:have] = view[body:end]
                 self._large, self._large_view, self._large_filled = large, memoryview(large), have

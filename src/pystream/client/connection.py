@@ -24,6 +24,7 @@ import struct
 from collections import deque
 from typing import Any
 
+from pystream._core.frame_writer import receive_buffer
 from pystream.errors import RequestTimedOutError, SaslAuthenticationFailedError, error_for_code
 from pystream.protocol import ProtocolDecodeError, RequestHeader, Struct
 from pystream.protocol.headers import decode_response, encode_request_frame
@@ -373,7 +374,7 @@ class BrokerConnection(asyncio.BufferedProtocol):
                 continue
             if size + 4 > _SMALL:
                 # Too big for the shared buffer: give it its own, read into directly.
-                frame = bytearray(size)
+                frame = receive_buffer(size)  # the socket fills it: no zeroing
                 frame[:have] = view[start + 4 : end]
                 self._frame = frame
                 self._frame_view = memoryview(frame)
