@@ -1123,6 +1123,17 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         doc="Largest request frame the broker reads; larger ones close the connection.",
     ),
     ConfigDef(
+        "produce.pipeline.max.requests",
+        ConfigType.INT,
+        16,
+        AtLeast(1),
+        doc="pystream's own: Produce requests of one connection appended while earlier ones "
+        "still wait for their acks=all replication (answers stay in request order; any other "
+        "request waits for every earlier answer). 1 is Kafka's behaviour: one request of a "
+        "connection in process at a time, so an acks=all producer gets one batch replicated "
+        "per round trip to the followers.",
+    ),
+    ConfigDef(
         "sasl.enabled.mechanisms",
         ConfigType.LIST,
         ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"),
@@ -1627,6 +1638,7 @@ class BrokerConfig:
     allow_everyone_if_no_acl_found: bool = False
     delete_topic_enable: bool = True
     socket_request_max_bytes: int = 104_857_600
+    produce_pipeline_max_requests: int = 16
     rest_enable: bool = False
     rest_host: str = "127.0.0.1"
     rest_port: int = 8082

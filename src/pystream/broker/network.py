@@ -53,9 +53,6 @@ _SCRATCH_POOL: list[tuple[bytearray, memoryview]] = []
 _SCRATCH_POOL_MAX = 32
 # Held-back responses are written once they reach this size, queue or not.
 _COALESCE_MAX_BYTES = 256 * 1024
-# Deferred responses (Produce waiting for the ISR) a connection may have outstanding
-# before it stops handling its next requests (bounds the request frames held).
-_MAX_DEFERRED = 16
 _PRODUCE = b"\x00\x00"
 
 
@@ -108,11 +105,15 @@ class KafkaConnection(asyncio.BufferedProtocol):
         security_protocol: str = "PLAINTEXT",
         principal_mapper: SslPrincipalMapper | None = None,
         on_open: Callable[[KafkaConnection], None] | None = None,
+        max_deferred: int = 16,
     ) -> None:
         """``principal_mapper``: on a TLS listener, names the principal of a client
         certificate (mTLS).  ``on_open``/``on_close``: told when the connection opens (after
-        the TLS handshake) and closes; a connection whose handshake fails is told neither."""
+        the TLS handshake) and closes; a connection whose handshake fails is told neither.
+        ``max_deferred``: deferred responses outstanding before the next request waits
+        (``produce.pipeline.max.requests``; it bounds the request frames held)."""
         self._handler = handler
+        self._max_deferred = max_deferred
         #: The listener's security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL).
         self.security_protocol = security_protocol
         self._max_request_size = max_request_size
@@ -321,6 +322,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
                     await self._deferred_writer  # Kafka's order: earlier answers first
                 chunks = await self._handler(frame, self)
                 if type(chunks) is DeferredResponse:
+                    self._flush_pending()  # answers held back so far need not wait for it
                     await self._defer(chunks)
                     continue
                 if self._deferred_writer is not None:
@@ -342,12 +344,12 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     async def _defer(self, response: DeferredResponse) -> None:
         """Queue a deferred response behind the earlier ones; handling goes on unless
-        ``_MAX_DEFERRED`` are outstanding."""
+        ``max_deferred`` are outstanding."""
         loop = asyncio.get_running_loop()
         self._deferred.append(loop.create_task(response.awaitable))  # type: ignore[arg-type]
         if self._deferred_writer is None:
             self._deferred_writer = loop.create_task(self._write_deferred())
-        while len(self._deferred) >= _MAX_DEFERRED and not self._closed:
+        while len(self._deferred) >= self._max_deferred and not self._closed:
             self._deferred_room.clear()
             await self._deferred_room.wait()
 
@@ -360,11 +362,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 deferred.popleft()
                 self._deferred_room.set()
                 if chunks:
-                    # Hold small answers back while the next one is ready too, or more
-                    # requests wait to be handled: one send per burst.
-                    more = bool(self._frames) or bool(deferred and deferred[0].done())
-                    await self.write(chunks, more_coming=more)
-            if not self._frames:
+                    # Hold small answers back while the next one is ready too: one send
+                    # per burst.
+                    await self.write(chunks, more_coming=bool(deferred) and deferred[0].done())
+            if not self._closed:
                 self._flush_pending()
         except (asyncio.CancelledError, ConnectionClosed):
             pass

@@ -384,6 +384,7 @@ class Broker:
             principal_mapper=self._tls[listener.name][1] if listener.uses_tls else None,
             # Tracked once open: a failed TLS handshake never opens (nor closes) it.
             on_open=self._connection_opened,
+            max_deferred=self.config.produce_pipeline_max_requests,
         )
         if listener.uses_tls:
             return TlsHandshake(
