@@ -1,4 +1,4 @@
-"""Followers replicate from leaders: one fetcher per source broker, Fetch with replica_id.
+"""Followers replicate from leaders: fetchers per source broker, Fetch with replica_id.
 
 A partition followed here is added to a fetcher of its leader (Kafka's
 ReplicaFetcherManager / ReplicaFetcherThread, on asyncio): ``num.replica.fetchers``
@@ -155,10 +155,6 @@ class ReplicaFetcherManager:
             task = asyncio.get_running_loop().create_task(fetcher.stop())
             self._stopping.add(task)
             task.add_done_callback(self._stopping.discard)
-
-    def fetcher_count(self) -> int:
-        """Fetchers running (each with its own connection to its source broker)."""
-        return len(self._fetchers)
 
     def fetcher_states(self) -> dict[tuple[str, int], FetchState]:
         """Every followed partition's fetch state (for tests and DescribeLogDirs lag)."""
