@@ -1125,13 +1125,14 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
     ConfigDef(
         "produce.pipeline.max.requests",
         ConfigType.INT,
-        16,
+        4,
         AtLeast(1),
         doc="pystream's own: Produce requests of one connection appended while earlier ones "
         "still wait for their acks=all replication (answers stay in request order; any other "
         "request waits for every earlier answer). 1 is Kafka's behaviour: one request of a "
         "connection in process at a time, so an acks=all producer gets one batch replicated "
-        "per round trip to the followers.",
+        "per round trip to the followers. Deeper pipelines only let the followers fall "
+        "further behind (a few batches hide the round trip).",
     ),
     ConfigDef(
         "sasl.enabled.mechanisms",
@@ -1638,7 +1639,7 @@ class BrokerConfig:
     allow_everyone_if_no_acl_found: bool = False
     delete_topic_enable: bool = True
     socket_request_max_bytes: int = 104_857_600
-    produce_pipeline_max_requests: int = 16
+    produce_pipeline_max_requests: int = 4
     rest_enable: bool = False
     rest_host: str = "127.0.0.1"
     rest_port: int = 8082

@@ -105,7 +105,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         security_protocol: str = "PLAINTEXT",
         principal_mapper: SslPrincipalMapper | None = None,
         on_open: Callable[[KafkaConnection], None] | None = None,
-        max_deferred: int = 16,
+        max_deferred: int = 4,
     ) -> None:
         """``principal_mapper``: on a TLS listener, names the principal of a client
         certificate (mTLS).  ``on_open``/``on_close``: told when the connection opens (after
