@@ -2,7 +2,8 @@
 
 Run (it starts everything itself, on loopback, in a temporary directory)::
 
-    python bench/e2e_cluster.py [--records-100b 500k] [--records-1k 100k] [--failovers 5]
+    python bench/e2e_cluster.py [--records-100b 2m] [--records-1k 300k] [--failovers 5] \
+        [--repeat 3] [--broker-config num.replica.fetchers=2]
 
 In one run it measures, with confluent-kafka (librdkafka) as the client:
 
@@ -14,7 +15,9 @@ produce throughput  1 KiB and 100 B records to a one-partition topic, one Python
                     from the first ``produce()`` to the last delivery report
 follower lag        during every RF=3 produce run, sampled every ``--lag-interval-ms``:
                     leader log size minus each follower's (DescribeLogDirs), in bytes and
-                    in records (bytes / the leader's bytes per record at the end)
+                    in records (bytes / the leader's bytes per record at the end); p50,
+                    p99 and max of the samples
+RF=3/RF=1 ratio     each RF=3 row's records/s over the RF=1 row's of the same size and round
 failover time       SIGKILL of the partition's leader -> the first acks=all record produced
                     after the kill is acknowledged; ``--failovers`` times (the victim restarts
                     and rejoins the ISR in between), median and max
@@ -24,7 +27,9 @@ Producers use e2e.py's settings (linger.ms=5, 1 MB batches, no compression); ack
 in the row.  Failover time is dominated by the ZooKeeper session timeout (the
 brokers' ``zookeeper.session.timeout.ms``, printed with the results): a SIGKILLed
 broker is noticed only when its session expires.  Every wait has a deadline
-(``--timeout`` per measurement), so the run is bounded.  Exit status: 0 when every
+(``--timeout`` per measurement), so the run is bounded.  ``--repeat N`` runs the
+throughput rows N times on the same cluster and prints the median and range of each
+figure (the failovers run once, after).  Exit status: 0 when every
 measurement gave a figure, 1 when one failed, 2 for bad arguments.
 """
 
@@ -95,21 +100,43 @@ class ThroughputRow:
     catch_up: float  # last delivery report to the high watermark at the last record
     lag: LagSamples | None
     bytes_per_record: float
+    round: int = 0
 
-    def lag_text(self, percentile: float) -> str:
+    @property
+    def records_per_second(self) -> float:
+        return self.records / self.seconds
+
+    def lag_bytes(self, percentile: float) -> int | None:
+        """The ``percentile`` (0..1, nearest rank) of the lag samples, in bytes."""
         if self.lag is None or not self.lag.bytes_behind:
-            return "-"
+            return None
         ordered = sorted(self.lag.bytes_behind)
-        value = ordered[min(len(ordered) - 1, int(len(ordered) * percentile))]
-        return f"{value / self.bytes_per_record:,.0f} ({value / 1024:,.0f} KiB)"
+        return ordered[min(len(ordered) - 1, int(len(ordered) * percentile))]
+
+    def lag_records(self, percentile: float) -> float | None:
+        value = self.lag_bytes(percentile)
+        return None if value is None else value / self.bytes_per_record
+
+
+def spread(values: Sequence[float], fmt: str = ",.0f") -> str:
+    """``median (min-max)`` of one figure over the rounds (just the value for one round)."""
+    if not values:
+        return "-"
+    median = format(statistics.median(values), fmt)
+    if len(values) == 1:
+        return median
+    return f"{median} ({format(min(values), fmt)}-{format(max(values), fmt)})"
 
 
 # --- the cluster -----------------------------------------------------------------------------
 class Cluster:
     """ZooKeeper and three brokers in a temporary directory; ``close()`` stops them all."""
 
-    def __init__(self, directory: Path, java: str, jar: str) -> None:
+    def __init__(
+        self, directory: Path, java: str, jar: str, overrides: dict[str, str] | None = None
+    ) -> None:
         self.directory = directory
+        self.overrides = {**CLUSTER_OVERRIDES, **(overrides or {})}
         # The tests' ZooKeeper settings: short ticks allow their short session timeout.
         self.zookeeper = LocalZooKeeper(
             directory / "zookeeper", jar=jar, java=java, tick_ms=TICK_MS, force_sync=False
@@ -123,7 +150,7 @@ class Cluster:
         connect = f"{self.zookeeper.hosts}/pystream-bench"
         for broker_id in range(BROKERS):
             broker = cluster_broker(self.directory, connect, broker_id)
-            broker.overrides.update(CLUSTER_OVERRIDES)
+            broker.overrides.update(self.overrides)
             self.brokers[broker_id] = broker
             broker.start()
         # Every broker keeps its port across restarts: one admin client for the whole run.
@@ -158,6 +185,11 @@ class Cluster:
         )
         futures[name].result(timeout=deadline.remaining(1.0))
         self.wait_partition(name, deadline, lambda p: len(p.isrs) == replication_factor)
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a measured topic (its files go in the brokers' background)."""
+        assert self.admin is not None
+        self.admin.delete_topics([name], operation_timeout=15)[name].result(timeout=30)
 
     def partition(self, topic: str) -> Any | None:
         """Partition 0 of ``topic`` as the cluster's Metadata describes it (None: unknown)."""
@@ -236,6 +268,7 @@ class LagSampler(threading.Thread):
 def measure_throughput(
     cluster: Cluster, size: int, count: int, rf: int, acks: str, opts: argparse.Namespace
 ) -> ThroughputRow:
+    """One produce run of ``count`` records of ``size`` bytes to a fresh topic."""
     deadline = e2e.Deadline(opts.timeout)
     topic = f"bench-{size}b-rf{rf}-acks{acks}-{uuid.uuid4().hex[:6]}"
     cluster.create_topic(topic, rf, deadline)
@@ -265,6 +298,7 @@ def measure_throughput(
     with cluster.brokers[leader].wire() as wire:
         bytes_per_record = cluster.log_size(leader, topic, wire) / count
     seconds = (outcome.end_ns - outcome.start_ns) / 1e9
+    cluster.delete_topic(topic)  # rounds of 300 MB topics would fill the disk
     return ThroughputRow(size, rf, acks, count, seconds, catch_up / 1e9, lag, bytes_per_record)
 
 
@@ -316,6 +350,13 @@ def measure_failovers(cluster: Cluster, opts: argparse.Namespace) -> list[float]
 
 
 # --- the run ---------------------------------------------------------------------------------
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="e2e_cluster.py",
@@ -325,23 +366,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--records-100b",
         type=e2e.parse_count,
-        default=500_000,
+        default=2_000_000,
         metavar="N",
-        help="100 B records per throughput run (default 500k)",
+        help="100 B records per throughput run (default 2m)",
     )
     parser.add_argument(
         "--records-1k",
         type=e2e.parse_count,
-        default=100_000,
+        default=300_000,
         metavar="N",
-        help="1 KiB records per throughput run (default 100k)",
+        help="1 KiB records per throughput run (default 300k)",
     )
     parser.add_argument(
         "--failovers",
-        type=e2e.positive_int,
+        type=non_negative_int,
         default=5,
         metavar="N",
-        help="leader kills to time (default 5)",
+        help="leader kills to time (default 5; 0 skips the failover measurement)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=e2e.positive_int,
+        default=3,
+        metavar="N",
+        help="rounds of the throughput rows; median and range are printed (default 3)",
+    )
+    parser.add_argument(
+        "--broker-config",
+        type=e2e.parse_client_config,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a broker setting for all three brokers (repeatable), e.g. num.replica.fetchers=2",
     )
     parser.add_argument(
         "--lag-interval-ms",
@@ -363,9 +419,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def render(rows: Sequence[ThroughputRow], failovers: list[float]) -> list[Table]:
-    """The throughput table (with follower lag) and the failover table."""
+def size_label(size: int) -> str:
+    return "1 KiB" if size == 1024 else f"{size} B"
+
+
+def render(rows: Sequence[ThroughputRow], failovers: list[float], rounds: int) -> list[Table]:
+    """The throughput table (with follower lag), the RF=3/RF=1 ratios, the failovers.
+
+    With several rounds every figure is ``median (min-max)`` over the rounds.
+    """
     title = f"pystream cluster: {BROKERS} brokers on loopback, {os.cpu_count()} CPUs"
+    if rounds > 1:
+        title += f", {rounds} rounds: median (min-max)"
     throughput = Table(title=f"{title}: produce throughput, one partition")
     for column in (
         "record",
@@ -374,26 +439,45 @@ def render(rows: Sequence[ThroughputRow], failovers: list[float]) -> list[Table]
         "records",
         "records/s",
         "MB/s",
-        "HW catch-up",
+        "HW catch-up ms",
         "follower lag p50",
-        "follower lag max",
+        "lag p99 (records)",
+        "lag p99 (KiB)",
+        "lag max",
         "lag samples",
     ):
         throughput.add_column(column, justify="right")
+    groups: dict[tuple[int, int, str], list[ThroughputRow]] = {}
     for row in rows:
-        rate, mb = e2e.throughput(row.records, row.records * row.size, row.seconds)
+        groups.setdefault((row.size, row.replication_factor, row.acks), []).append(row)
+    for (size, rf, acks), group in groups.items():
+        lagged = [r for r in group if r.lag_bytes(0.5) is not None]
         throughput.add_row(
-            "1 KiB" if row.size == 1024 else f"{row.size} B",
-            str(row.replication_factor),
-            row.acks,
-            f"{row.records:,}",
-            f"{rate:,.0f}",
-            f"{mb:,.1f}",
-            f"{row.catch_up * 1000:,.0f} ms",
-            row.lag_text(0.5),
-            row.lag_text(1.0),
-            "-" if row.lag is None else f"{len(row.lag.bytes_behind)}",
+            size_label(size),
+            str(rf),
+            acks,
+            f"{group[0].records:,}",
+            spread([r.records_per_second for r in group]),
+            spread([r.records_per_second * size / e2e.MB for r in group], ",.1f"),
+            spread([r.catch_up * 1000 for r in group]),
+            spread([r.lag_records(0.5) or 0.0 for r in lagged]),
+            spread([r.lag_records(0.99) or 0.0 for r in lagged]),
+            spread([(r.lag_bytes(0.99) or 0) / 1024 for r in lagged]),
+            spread([r.lag_records(1.0) or 0.0 for r in lagged]),
+            "-" if not lagged else str(sum(len(r.lag.bytes_behind) for r in lagged if r.lag)),
         )
+    ratios = Table(title="RF=3 throughput / RF=1 throughput (same size, same round)")
+    for column in ("record", "RF=3 acks=1 / RF=1", "RF=3 acks=all / RF=1", "target"):
+        ratios.add_column(column, justify="right")
+    for size in dict.fromkeys(r.size for r in rows):
+        cells = []
+        for acks in ("1", "all"):
+            base = {r.round: r.records_per_second for r in groups.get((size, 1, "1"), [])}
+            other = groups.get((size, 3, acks), [])
+            # Paired by round: both rows of a round ran back to back on the same machine.
+            pairs = [o.records_per_second / base[o.round] for o in other if o.round in base]
+            cells.append(spread(pairs, ".0%"))
+        ratios.add_row(size_label(size), *cells, ">= 80% (acks=all)")
     failover = Table(
         title="failover: SIGKILL of the leader -> first acks=all record acknowledged",
         caption=f"brokers' zookeeper.session.timeout.ms={SESSION_TIMEOUT_MS}",
@@ -407,7 +491,7 @@ def render(rows: Sequence[ThroughputRow], failovers: list[float]) -> list[Table]
             f"{max(failovers):.2f} s",
             " ".join(f"{t:.2f}" for t in failovers),
         )
-    return [throughput, failover]
+    return [throughput, ratios, failover]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -422,23 +506,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ZooKeeperNotInstalledError as exc:
         log.print(f"e2e_cluster.py: error: {exc} (apt-get install zookeeper)")
         return 1
-    cluster = Cluster(directory, java, jar)
+    cluster = Cluster(directory, java, jar, dict(opts.broker_config))
     try:
         cluster.start()
-        log.print(f"cluster up: {cluster.bootstrap()} (data in {directory})")
-        for size, count in ((1024, opts.records_1k), (100, opts.records_100b)):
-            for rf, acks in RUNS:
-                try:
-                    rows.append(measure_throughput(cluster, size, count, rf, acks, opts))
-                    log.print(f"{size} B RF={rf} acks={acks}: {rows[-1].seconds:.2f} s")
-                except (e2e.BenchError, KafkaException) as exc:
-                    log.print(f"{size} B RF={rf} acks={acks}: failed: {exc}")
-                    status = 1
-        try:
-            failovers = measure_failovers(cluster, opts)
-        except (e2e.BenchError, KafkaException) as exc:
-            log.print(f"failover: failed: {exc}")
-            status = 1
+        pids = " ".join(f"{i}:{b.process.pid}" for i, b in cluster.brokers.items() if b.process)
+        log.print(f"cluster up: {cluster.bootstrap()} (data in {directory}; broker pids {pids})")
+        for round_ in range(opts.repeat):
+            for size, count in ((1024, opts.records_1k), (100, opts.records_100b)):
+                for rf, acks in RUNS:
+                    try:
+                        row = measure_throughput(cluster, size, count, rf, acks, opts)
+                        row.round = round_
+                        rows.append(row)
+                        log.print(f"{size} B RF={rf} acks={acks}: {rows[-1].seconds:.2f} s")
+                    except (e2e.BenchError, KafkaException) as exc:
+                        log.print(f"{size} B RF={rf} acks={acks}: failed: {exc}")
+                        status = 1
+        if opts.failovers:
+            try:
+                failovers = measure_failovers(cluster, opts)
+            except (e2e.BenchError, KafkaException) as exc:
+                log.print(f"failover: failed: {exc}")
+                status = 1
     except (RuntimeError, e2e.BenchError) as exc:  # the cluster did not start
         log.print(f"e2e_cluster.py: error: {exc}")
         status = 1
@@ -447,8 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not opts.keep:
             shutil.rmtree(directory, ignore_errors=True)
     out = Console()
-    out.width = e2e.wide_width(out) or out.width
-    for table in render(rows, failovers):
+    out.width = e2e.wide_width(out, 190) or out.width
+    for table in render(rows, failovers, opts.repeat):
         out.print(table)
     return status
 

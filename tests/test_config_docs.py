@@ -94,7 +94,7 @@ def test_accepted_only_keys_are_not_read_anywhere() -> None:
     accepted_only = [
         d for d in (*TOPIC_CONFIGS.values(), *BROKER_CONFIGS.values()) if not d.honoured
     ]
-    assert "num.replica.fetchers" in {d.name for d in accepted_only}
+    assert "background.threads" in {d.name for d in accepted_only}
     for definition in accepted_only:
         readers = _read_outside_config(definition.attribute)
         assert not readers, (

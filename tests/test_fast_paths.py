@@ -36,6 +36,7 @@ from pystream.broker.apis.fetch import (
 )
 from pystream.broker.fetch_response import encode_fetch_response
 from pystream.broker.network import Chunk, FileChunk
+from pystream.client._fast import decode_fetch_response
 from pystream.config import LogConfig
 from pystream.protocol import (
     ProtocolDecodeError,
@@ -45,6 +46,7 @@ from pystream.protocol import (
     encode_response_frame,
     fast_produce,
 )
+from pystream.protocol.headers import decode_response
 from pystream.protocol.messages.fetch import FetchResponse
 from pystream.protocol.messages.produce import ProduceRequest, ProduceResponse
 from pystream.storage.log import FetchDataInfo, Log
@@ -605,3 +607,68 @@ def test_sendfile_waits_for_a_full_socket(tmp_path) -> None:
         asyncio.run(main())
     finally:
         os.close(fd)
+
+
+# --- the replica fetcher's Fetch response decoder ----------------------------------------------
+def _fetch_response_frame(response: FetchResponse, version: int) -> bytes:
+    """The frame as a BrokerConnection hands it over: from the correlation id on."""
+    return bytes(encode_response_frame(1, version, 99, response))[4:]
+
+
+@SETTINGS
+@given(st.data(), st.sampled_from(FETCH_VERSIONS))
+def test_fast_fetch_response_decoder_equals_generated(data: st.DataObject, version: int) -> None:
+    response = data.draw(strategy(FetchResponse, FetchResponse, version))
+    batches = [bytes(make_batch(n, value_size=n, base_offset=n)) for n in (1, 30)]
+    for topic in response.responses:
+        for partition in topic.partitions:
+            # Records: none, whole batches, or whole batches and the start of another.
+            cut = data.draw(st.integers(0, len(batches[1]) - 1))
+            partition.records = data.draw(
+                st.sampled_from([None, b"", batches[0], batches[0] + batches[1][:cut]])
+            )
+    frame = _fetch_response_frame(response, version)
+    error_code, session_id, partitions = decode_fetch_response(frame, version)
+    expected = decode_response(frame, 1, version)[1]
+    assert error_code == expected.error_code
+    assert session_id == (expected.session_id if version >= 7 else 0)
+    flat = [(t, p) for t in expected.responses for p in t.partitions]
+    assert len(partitions) == len(flat)
+    for got, (topic, partition) in zip(partitions, flat, strict=True):
+        name = topic.topic_id.bytes if version >= 13 else topic.topic
+        records = bytes(partition.records or b"")
+        whole = len(batches[0]) if records.startswith(batches[0]) else 0
+        assert got[:6] == (
+            name,
+            partition.partition_index,
+            partition.error_code,
+            partition.high_watermark,
+            partition.last_stable_offset,
+            partition.log_start_offset,
+        )
+        assert (bytes(got[6]) if got[6] is not None else b"") == records[:whole]
+        assert got[7] == len(records) - whole  # the cut-off batch is left for the next fetch
+
+
+@pytest.mark.parametrize("version", [4, 11, 12, 16])
+def test_fast_fetch_response_decoder_refuses_truncated_frames(version: int) -> None:
+    response = FetchResponse(
+        responses=[
+            FetchResponse.FetchableTopicResponse(
+                topic="t",
+                topic_id=uuid.uuid4(),
+                partitions=[
+                    FetchResponse.PartitionData(
+                        partition_index=0, high_watermark=5, records=bytes(make_batch(2))
+                    )
+                ],
+            )
+        ]
+    )
+    frame = _fetch_response_frame(response, version)
+    assert decode_fetch_response(frame, version)[2][0][6] is not None
+    for end in range(len(frame)):
+        with pytest.raises(ProtocolDecodeError, match=f"Fetch v{version}"):
+            decode_fetch_response(frame[:end], version)
+    with pytest.raises(ProtocolDecodeError, match="after its end"):
+        decode_fetch_response(frame + b"\0", version)

@@ -1123,6 +1123,18 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         doc="Largest request frame the broker reads; larger ones close the connection.",
     ),
     ConfigDef(
+        "produce.pipeline.max.requests",
+        ConfigType.INT,
+        4,
+        AtLeast(1),
+        doc="pystream's own: Produce requests of one connection appended while earlier ones "
+        "still wait for their acks=all replication (answers stay in request order; any other "
+        "request waits for every earlier answer). 1 is Kafka's behaviour: one request of a "
+        "connection in process at a time, so an acks=all producer gets one batch replicated "
+        "per round trip to the followers. Deeper pipelines only let the followers fall "
+        "further behind (a few batches hide the round trip).",
+    ),
+    ConfigDef(
         "sasl.enabled.mechanisms",
         ConfigType.LIST,
         ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"),
@@ -1523,8 +1535,12 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         ConfigType.INT,
         1,
         AtLeast(1),
-        doc="Fetcher threads per source broker; pystream runs one fetcher per leader.",
-        honoured=False,
+        doc=(
+            "Fetchers per source broker, each with its own connection; a partition goes to "
+            "fetcher abs(31 * topic.hashCode() + partition) % num.replica.fetchers, as in "
+            "Kafka (asyncio tasks on the broker's loop, not threads; a dynamic change takes "
+            "effect at the next start)."
+        ),
     ),
     ConfigDef(
         "unclean.leader.election.enable",
@@ -1639,6 +1655,7 @@ class BrokerConfig:
     allow_everyone_if_no_acl_found: bool = False
     delete_topic_enable: bool = True
     socket_request_max_bytes: int = 104_857_600
+    produce_pipeline_max_requests: int = 4
     rest_enable: bool = False
     rest_host: str = "127.0.0.1"
     rest_port: int = 8082

@@ -50,6 +50,10 @@ class DelayedOperation(Generic[T]):
     def is_completed(self) -> bool:
         return self._future.done()
 
+    def result(self) -> T:
+        """The result of a completed operation (``check()`` returned True)."""
+        return self._future.result()
+
     def check(self, key: Key | None = None) -> bool:
         """Re-check the condition (``key`` changed, if known); complete if it holds.  True if
         completed now or before."""

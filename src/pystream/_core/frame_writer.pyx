@@ -1,8 +1,10 @@
 # cython: language_level=3
 """FrameWriter (see ``frame_writer.pxd``): a protocol frame appended to a bytearray.
 
-Only for other Cython modules (``cimport``); nothing here is called from Python.
+FrameWriter is only for other Cython modules (``cimport``).  From Python,
+:func:`receive_buffer` gives the buffer a large frame is received into.
 """
+from cpython.bytearray cimport PyByteArray_FromStringAndSize
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.string cimport memcpy
 
@@ -44,3 +46,12 @@ cdef class FrameWriter:
         """Cut the bytearray to what was written (drop the spare room)."""
         PyByteArray_Resize(self.buf, self.used)
         return 0
+
+
+def receive_buffer(Py_ssize_t size) -> bytearray:
+    """A bytearray of ``size`` bytes, left uninitialised: for a frame that the socket is
+    about to fill whole.  ``bytearray(size)`` would zero it first, a memset (and, for a
+    fresh allocation, page faults) per megabyte-sized Produce request or Fetch response."""
+    if size < 0:
+        raise ValueError(f"receive_buffer: negative size {size}")
+    return PyByteArray_FromStringAndSize(NULL, size)

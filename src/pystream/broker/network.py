@@ -7,6 +7,15 @@ stream into size-prefixed frames, refuses a frame larger than
 one at a time to the request handler — Kafka answers a connection's requests
 in order, so one in flight per connection keeps that trivially true.
 
+One exception, for throughput: a handler may answer with a
+:class:`DeferredResponse` once its in-order part is done (a Produce's appends)
+while the rest waits on other parties (``acks=all``: the followers' next
+fetches).  The following Produce requests of the connection are then appended
+meanwhile, and a writer sends the responses strictly in request order; any
+other request waits until every earlier response is written, as in Kafka.
+Without this an ``acks=all`` producer gets one batch replicated per round trip
+to the followers, however many requests it pipelines.
+
 A handler's response is a list of chunks: ``bytes``/``memoryview`` are written
 through the transport; a ``(fd, position, length)`` file range goes out with
 ``os.sendfile`` straight from the page cache once the transport's buffer is
@@ -24,6 +33,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple, Protocol
 
+from pystream._core.frame_writer import receive_buffer
 from pystream.errors import InvalidConfigError
 from pystream.protocol.framing import _hint as _traffic_hint
 from pystream.security.principal import ANONYMOUS, KafkaPrincipal
@@ -43,6 +53,7 @@ _SCRATCH_POOL: list[tuple[bytearray, memoryview]] = []
 _SCRATCH_POOL_MAX = 32
 # Held-back responses are written once they reach this size, queue or not.
 _COALESCE_MAX_BYTES = 256 * 1024
+_PRODUCE = b"\x00\x00"
 
 
 class FileChunk(NamedTuple):
@@ -66,10 +77,20 @@ class ConnectionClosed(Exception):
     """Raised inside a handler's write when the peer went away."""
 
 
+class DeferredResponse:
+    """A response still to come: the handler did its in-order work and ``awaitable``
+    gives the chunks later (see the module docstring).  Only Produce defers."""
+
+    __slots__ = ("awaitable",)
+
+    def __init__(self, awaitable: Awaitable[Sequence[Chunk] | None]) -> None:
+        self.awaitable = awaitable
+
+
 class RequestHandler(Protocol):
     def __call__(
         self, frame: bytearray, connection: KafkaConnection
-    ) -> Awaitable[Sequence[Chunk] | None]: ...
+    ) -> Awaitable[Sequence[Chunk] | DeferredResponse | None]: ...
 
 
 class KafkaConnection(asyncio.BufferedProtocol):
@@ -84,11 +105,15 @@ class KafkaConnection(asyncio.BufferedProtocol):
         security_protocol: str = "PLAINTEXT",
         principal_mapper: SslPrincipalMapper | None = None,
         on_open: Callable[[KafkaConnection], None] | None = None,
+        max_deferred: int = 4,
     ) -> None:
         """``principal_mapper``: on a TLS listener, names the principal of a client
         certificate (mTLS).  ``on_open``/``on_close``: told when the connection opens (after
-        the TLS handshake) and closes; a connection whose handshake fails is told neither."""
+        the TLS handshake) and closes; a connection whose handshake fails is told neither.
+        ``max_deferred``: deferred responses outstanding before the next request waits
+        (``produce.pipeline.max.requests``; it bounds the request frames held)."""
         self._handler = handler
+        self._max_deferred = max_deferred
         #: The listener's security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL).
         self.security_protocol = security_protocol
         self._max_request_size = max_request_size
@@ -111,6 +136,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._reading_paused = False
         self._closed = False
         self._worker: asyncio.Task[None] | None = None
+        # Deferred responses in request order, and the task writing them as they complete.
+        self._deferred: deque[asyncio.Task[Sequence[Chunk] | None]] = deque()
+        self._deferred_writer: asyncio.Task[None] | None = None
+        self._deferred_room = asyncio.Event()
         self.transport: asyncio.Transport | None = None
         self.peer: str = "?"
         # The peer's address alone: what ACL host entries name.
@@ -231,7 +260,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 start = body + size
                 continue
             if body + size > _SCRATCH_SIZE:
-                large = bytearray(size)
+                large = receive_buffer(size)  # the socket fills it: no zeroing
                 have = end - body
                 large[:have] = view[body:end]
                 self._large, self._large_view, self._large_filled = large, memoryview(large), have
@@ -270,6 +299,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._frame_ready.set()
         if self._worker is not None:
             self._worker.cancel()
+        for task in self._deferred:
+            task.cancel()
+        if self._deferred_writer is not None:
+            self._deferred_writer.cancel()
         if self._on_close is not None:
             self._on_close(self)
 
@@ -285,7 +318,15 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 if self._reading_paused and len(self._frames) < _MAX_QUEUED_FRAMES // 2:
                     self._reading_paused = False
                     self.transport.resume_reading()  # type: ignore[union-attr]
+                if self._deferred_writer is not None and not frame.startswith(_PRODUCE):
+                    await self._deferred_writer  # Kafka's order: earlier answers first
                 chunks = await self._handler(frame, self)
+                if type(chunks) is DeferredResponse:
+                    self._flush_pending()  # answers held back so far need not wait for it
+                    await self._defer(chunks)
+                    continue
+                if self._deferred_writer is not None:
+                    await self._deferred_writer
                 if chunks:
                     await self.write(chunks, more_coming=bool(self._frames))
                 elif not self._frames:
@@ -300,6 +341,43 @@ class KafkaConnection(asyncio.BufferedProtocol):
         except Exception as exc:  # a handler bug must cost one connection, not the broker
             log.exception("closing connection from %s after an internal error", self.peer)
             self.close(f"internal error: {exc!r}")
+
+    async def _defer(self, response: DeferredResponse) -> None:
+        """Queue a deferred response behind the earlier ones; handling goes on unless
+        ``max_deferred`` are outstanding."""
+        loop = asyncio.get_running_loop()
+        self._deferred.append(loop.create_task(response.awaitable))  # type: ignore[arg-type]
+        if self._deferred_writer is None:
+            self._deferred_writer = loop.create_task(self._write_deferred())
+        while len(self._deferred) >= self._max_deferred and not self._closed:
+            self._deferred_room.clear()
+            await self._deferred_room.wait()
+
+    async def _write_deferred(self) -> None:
+        """Write the deferred responses in request order as each completes."""
+        deferred = self._deferred
+        try:
+            while deferred and not self._closed:
+                chunks = await deferred[0]
+                deferred.popleft()
+                self._deferred_room.set()
+                if chunks:
+                    # Hold small answers back while the next one is ready too: one send
+                    # per burst.
+                    await self.write(chunks, more_coming=bool(deferred) and deferred[0].done())
+            if not self._closed:
+                self._flush_pending()
+        except (asyncio.CancelledError, ConnectionClosed):
+            pass
+        except Exception as exc:  # a handler bug must cost one connection, not the broker
+            log.exception("closing connection from %s after an internal error", self.peer)
+            self.close(f"internal error: {exc!r}")
+        finally:
+            self._deferred_writer = None
+            self._deferred_room.set()
+            if self._closed:
+                for task in deferred:
+                    task.cancel()
 
     async def write(self, chunks: Sequence[Chunk], more_coming: bool = False) -> None:
         """Write one response: the size prefix is the caller's (part of chunks).

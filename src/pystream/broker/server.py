@@ -27,7 +27,7 @@ from pystream.broker.apis import sasl as sasl_api
 from pystream.broker.context import RequestContext
 from pystream.broker.fetch_session import FetchSessionCache
 from pystream.broker.loop_monitor import LoopLagMonitor
-from pystream.broker.network import Chunk, KafkaConnection, TlsHandshake
+from pystream.broker.network import Chunk, DeferredResponse, KafkaConnection, TlsHandshake
 from pystream.broker.services import BrokerServices
 from pystream.clock import now_ms
 from pystream.cluster.broker_channel import BrokerChannels
@@ -390,6 +390,7 @@ class Broker:
             principal_mapper=self._tls[listener.name][1] if listener.uses_tls else None,
             # Tracked once open: a failed TLS handshake never opens (nor closes) it.
             on_open=self._connection_opened,
+            max_deferred=self.config.produce_pipeline_max_requests,
         )
         if listener.uses_tls:
             return TlsHandshake(
@@ -580,6 +581,10 @@ class Broker:
         context = RequestContext(header, connection, self.services)
         started = time.perf_counter()
         response = await handler.func(request, context)
+        if type(response) is DeferredResponse:  # Produce waiting for the ISR: encode later
+            return DeferredResponse(
+                self._finish_deferred(response, header, started, len(frame) + 4)
+            )
         self.metrics.requests.record(
             api_key, (time.perf_counter() - started) * 1000.0, len(frame) + 4
         )
@@ -594,6 +599,21 @@ class Broker:
             connection.close("SASL authentication failed")
             return None
         return encoded
+
+    async def _finish_deferred(
+        self, deferred: DeferredResponse, header: RequestHeader, started: float, size: int
+    ) -> Sequence[Chunk] | None:
+        """The encoded response of a handler that answered with a DeferredResponse."""
+        response = await deferred.awaitable
+        api_key = header.request_api_key
+        self.metrics.requests.record(api_key, (time.perf_counter() - started) * 1000.0, size)
+        if response is None:
+            return None
+        return [
+            encode_response_frame(
+                api_key, header.request_api_version, header.correlation_id, response
+            )
+        ]
 
     def _unsupported(
         self, header: RequestHeader, connection: KafkaConnection

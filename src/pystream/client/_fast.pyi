@@ -68,3 +68,12 @@ def decode_records(
     aborted: list[tuple[int, int]] | None = None,
     max_decompressed_size: int = 0,
 ) -> tuple[list[ConsumerRecord], int, int]: ...  # records, next offset, whole batches read
+
+# One Fetch partition: (topic name, or 16-byte topic id from v13, partition index, error
+# code, high watermark, last stable offset, log start offset, whole batches as a view of
+# the frame or None, bytes of a batch cut off after them).
+FetchPartitionData = tuple[str | bytes, int, int, int, int, int, memoryview | None, int]
+
+def decode_fetch_response(
+    data: Buffer, version: int
+) -> tuple[int, int, list[FetchPartitionData]]: ...  # (error code, session id, partitions)

@@ -13,16 +13,19 @@ Everything here is per-record work that would cost a Python bytecode loop:
 * :func:`build_fixed_batch` -- a RecordBatch v2 from rows of a contiguous
   buffer (a numpy array of fixed-size records), no Python object per record;
 * :func:`decode_records` -- one partition's fetched bytes to ConsumerRecords,
-  skipping control batches and (read_committed) aborted transactions.
+  skipping control batches and (read_committed) aborted transactions;
+* :func:`decode_fetch_response` -- a Fetch response's partition headers, each
+  partition's record batches a memoryview of the frame (the replica fetcher's path).
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.stdint cimport INT32_MAX, int16_t, int32_t, int64_t
+from libc.stdint cimport INT32_MAX, int16_t, int32_t, int64_t, uint32_t
 from libc.string cimport memcpy
 
-from pystream._core.endian cimport load_be16, load_be32
+from pystream._core.endian cimport load_be16, load_be32, load_be64
+from pystream._core.varint cimport read_uvarint32
 from pystream._core.records cimport (
     BATCH_OK, BATCH_OVERHEAD, LOG_OVERHEAD, RECORD_OK, BatchError, BatchInfo, RecordError,
     RecordInfo, check_batch_ex, decode_headers, now_ms, put_batch_header, put_record, read_record,
@@ -35,6 +38,7 @@ import numpy as np
 
 from pystream._core import compression as _compression
 from pystream.errors import CorruptMessageError
+from pystream.protocol.codec import ProtocolDecodeError
 
 # ---------------------------------------------------------------- murmur2
 
@@ -431,3 +435,180 @@ def take(list items, const int64_t[::1] index, Py_ssize_t start, Py_ssize_t stop
         item = <object>PyList_GET_ITEM(items, j)
         out[i - start] = item
     return out
+
+
+# ---------------------------------------------------------------- Fetch responses
+
+cdef struct _Cursor:
+    const unsigned char* p
+    Py_ssize_t pos
+    Py_ssize_t end
+    bint bad
+
+
+cdef inline bint _need(_Cursor* c, Py_ssize_t n) noexcept nogil:
+    if c.bad or n < 0 or c.end - c.pos < n:
+        c.bad = True
+        return False
+    return True
+
+
+cdef inline int16_t _i16(_Cursor* c) noexcept nogil:
+    if not _need(c, 2):
+        return 0
+    c.pos += 2
+    return <int16_t>load_be16(c.p + c.pos - 2)
+
+
+cdef inline int32_t _i32(_Cursor* c) noexcept nogil:
+    if not _need(c, 4):
+        return 0
+    c.pos += 4
+    return <int32_t>load_be32(c.p + c.pos - 4)
+
+
+cdef inline int64_t _i64(_Cursor* c) noexcept nogil:
+    if not _need(c, 8):
+        return 0
+    c.pos += 8
+    return <int64_t>load_be64(c.p + c.pos - 8)
+
+
+cdef inline Py_ssize_t _uvarint(_Cursor* c) noexcept nogil:
+    cdef uint32_t v = 0
+    if c.bad or read_uvarint32(c.p, c.end, &c.pos, &v) != 0:
+        c.bad = True
+        return 0
+    return <Py_ssize_t>v
+
+
+cdef inline Py_ssize_t _length(_Cursor* c, bint flexible) noexcept nogil:
+    """An array or bytes length; -1 is null."""
+    if flexible:
+        return _uvarint(c) - 1
+    return _i32(c)
+
+
+cdef inline void _skip_tagged(_Cursor* c) noexcept nogil:
+    cdef Py_ssize_t count = _uvarint(c)
+    cdef Py_ssize_t i, size
+    for i in range(count):
+        _uvarint(c)  # tag
+        size = _uvarint(c)
+        if _need(c, size):
+            c.pos += size
+
+
+cdef inline Py_ssize_t _whole_batches(const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    """Bytes of the complete record batches at the start of p[0:n] (a fetch may end with
+    the first part of a batch)."""
+    cdef Py_ssize_t pos = 0
+    cdef int32_t length
+    while n - pos >= LOG_OVERHEAD:
+        length = <int32_t>load_be32(p + pos + 8)
+        if length < 0 or n - pos - LOG_OVERHEAD < length:
+            break
+        pos += LOG_OVERHEAD + length
+    return pos
+
+
+def decode_fetch_response(data, int version):
+    """A Fetch response frame (v4-v17, from its correlation id on) in one pass in C.
+
+    Returns ``(error_code, session_id, partitions)``, each partition a tuple ``(topic,
+    partition_index, error_code, high_watermark, last_stable_offset, log_start_offset,
+    records, trailing)``: ``topic`` the name (v4-v12) or the 16-byte topic id (v13+),
+    ``records`` a memoryview of ``data`` holding only its whole record batches (None
+    when the response has none) and ``trailing`` the bytes of an incomplete batch
+    after them.  Aborted transactions and tagged fields are skipped (replica fetches
+    read uncommitted).  ProtocolDecodeError when the frame is short or malformed.
+    """
+    if version < 4 or version > 17:
+        raise ProtocolDecodeError(f"decode_fetch_response: unsupported Fetch version {version}")
+    cdef const unsigned char[::1] buf = data
+    cdef object view = memoryview(data)
+    cdef _Cursor c
+    c.p = &buf[0] if buf.shape[0] else <const unsigned char*>b""
+    c.pos = 0
+    c.end = buf.shape[0]
+    c.bad = False
+    cdef bint flexible = version >= 12
+    cdef int16_t error_code = 0
+    cdef int32_t session_id = 0
+    cdef Py_ssize_t topics, parts, i, j, k, n, start, whole, aborted
+    cdef int32_t partition_index
+    cdef int16_t partition_error
+    cdef int64_t high_watermark, last_stable_offset, log_start_offset
+    cdef object topic, records
+    cdef list out = []
+    _i32(&c)  # correlation id (the connection matched it)
+    if flexible:
+        _skip_tagged(&c)
+    _i32(&c)  # throttle_time_ms
+    if version >= 7:
+        error_code = _i16(&c)
+        session_id = _i32(&c)
+    topics = _length(&c, flexible)
+    for i in range(topics):
+        if c.bad:
+            break
+        if version >= 13:
+            if not _need(&c, 16):
+                break
+            topic = PyBytes_FromStringAndSize(<const char*>c.p + c.pos, 16)
+            c.pos += 16
+        else:
+            n = _uvarint(&c) - 1 if flexible else _i16(&c)  # a string: int16 length
+            if not _need(&c, n):
+                break
+            topic = PyUnicode_DecodeUTF8(<const char*>c.p + c.pos, n, NULL)
+            c.pos += n
+        parts = _length(&c, flexible)
+        for j in range(parts):
+            if c.bad:
+                break
+            partition_index = _i32(&c)
+            partition_error = _i16(&c)
+            high_watermark = _i64(&c)
+            last_stable_offset = _i64(&c)
+            log_start_offset = _i64(&c) if version >= 5 else -1
+            aborted = _length(&c, flexible)
+            for k in range(aborted):
+                _i64(&c)
+                _i64(&c)
+                if flexible:
+                    _skip_tagged(&c)
+            if version >= 11:
+                _i32(&c)  # preferred_read_replica
+            n = _length(&c, flexible)
+            records = None
+            whole = 0
+            if n > 0:
+                if not _need(&c, n):
+                    break
+                start = c.pos
+                whole = _whole_batches(c.p + start, n)
+                if whole:
+                    records = view[start:start + whole]
+                c.pos += n
+            elif n < -1:
+                c.bad = True
+                break
+            if flexible:
+                _skip_tagged(&c)
+            if c.bad:
+                break
+            out.append((topic, partition_index, partition_error, high_watermark,
+                        last_stable_offset, log_start_offset, records, max(n, 0) - whole))
+        if flexible:
+            _skip_tagged(&c)
+    if flexible and not c.bad:
+        _skip_tagged(&c)
+    if c.bad:
+        raise ProtocolDecodeError(
+            f"Fetch v{version} response of {c.end} bytes is truncated or malformed at "
+            f"byte {c.pos}")
+    if c.pos != c.end:
+        raise ProtocolDecodeError(
+            f"Fetch v{version} response has {c.end - c.pos} bytes after its end")
+    return error_code, session_id, out

@@ -24,6 +24,7 @@ import struct
 from collections import deque
 from typing import Any
 
+from pystream._core.frame_writer import receive_buffer
 from pystream.errors import RequestTimedOutError, SaslAuthenticationFailedError, error_for_code
 from pystream.protocol import ProtocolDecodeError, RequestHeader, Struct
 from pystream.protocol.headers import decode_response, encode_request_frame
@@ -51,16 +52,22 @@ _UNSUPPORTED_VERSION = 35
 
 
 class _InFlight:
-    __slots__ = ("correlation_id", "api_key", "version", "future", "timer")
+    __slots__ = ("correlation_id", "api_key", "version", "future", "timer", "raw")
 
     def __init__(
-        self, correlation_id: int, api_key: int, version: int, future: asyncio.Future[Any]
+        self,
+        correlation_id: int,
+        api_key: int,
+        version: int,
+        future: asyncio.Future[Any],
+        raw: bool = False,
     ) -> None:
         self.correlation_id = correlation_id
         self.api_key = api_key
         self.version = version
         self.future = future
         self.timer: asyncio.TimerHandle | None = None
+        self.raw = raw  # hand over the frame undecoded (a Cython decoder takes it)
 
 
 class BrokerConnection(asyncio.BufferedProtocol):
@@ -250,8 +257,13 @@ class BrokerConnection(asyncio.BufferedProtocol):
         *,
         expect_response: bool = True,
         timeout: float | None = None,
+        raw: bool = False,
     ) -> asyncio.Future[Any] | None:
-        """Write one request; return the future of its decoded response (None if none comes)."""
+        """Write one request; return the future of its decoded response (None if none comes).
+
+        With ``raw`` the future's result is the response frame itself (``bytes`` or
+        ``bytearray``, from the correlation id on), for a caller that decodes it in C.
+        """
         if self._error is not None:
             raise self._error
         self._correlation = correlation_id = (self._correlation + 1) & 0x7FFFFFFF
@@ -265,7 +277,7 @@ class BrokerConnection(asyncio.BufferedProtocol):
         future = None
         if expect_response:
             future = self.loop.create_future()
-            entry = _InFlight(correlation_id, api_key, version, future)
+            entry = _InFlight(correlation_id, api_key, version, future, raw)
             entry.timer = self.loop.call_later(
                 self.request_timeout if timeout is None else timeout, self._timed_out, entry
             )
@@ -362,7 +374,7 @@ class BrokerConnection(asyncio.BufferedProtocol):
                 continue
             if size + 4 > _SMALL:
                 # Too big for the shared buffer: give it its own, read into directly.
-                frame = bytearray(size)
+                frame = receive_buffer(size)  # the socket fills it: no zeroing
                 frame[:have] = view[start + 4 : end]
                 self._frame = frame
                 self._frame_view = memoryview(frame)
@@ -386,6 +398,9 @@ class BrokerConnection(asyncio.BufferedProtocol):
                 f"{entry.correlation_id}"
             )
         if entry.future.done():  # cancelled by its caller; the stream stays in sync
+            return
+        if entry.raw:
+            entry.future.set_result(payload)
             return
         try:
             response = _decode(payload, entry.api_key, entry.version)

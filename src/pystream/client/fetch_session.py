@@ -45,6 +45,13 @@ SESSION_ERRORS = frozenset({70, 71, 106})
 PartitionKey = tuple[str, int]
 
 
+class SessionOutcome(NamedTuple):
+    """The top level of a Fetch response, for a requester that decodes it itself."""
+
+    error_code: int
+    session_id: int
+
+
 class PartitionData(NamedTuple):
     """What a fetcher asks of one partition; a partition whose data changed is re-sent."""
 

@@ -138,6 +138,18 @@ class BrokerChannel:
         (the connection is dropped then; the next request reconnects);
         :class:`UnsupportedVersionError` when it speaks no version in ``versions``.
         """
+        return (await self._send(api_key, body, versions, raw=False))[1]
+
+    async def request_raw(
+        self, api_key: int, body: Struct, versions: tuple[int, int]
+    ) -> tuple[int, bytes | bytearray]:
+        """As :meth:`request`, but the response frame undecoded (from its correlation id
+        on), with the version it was sent at: for a caller that decodes it in C."""
+        return await self._send(api_key, body, versions, raw=True)
+
+    async def _send(
+        self, api_key: int, body: Struct, versions: tuple[int, int], *, raw: bool
+    ) -> tuple[int, Any]:
         connection = await self._connect()
         advertised = connection.api_versions.get(api_key)
         lo, hi = versions
@@ -146,8 +158,11 @@ class BrokerChannel:
                 f"broker {self.destination} does not support api key {api_key} "
                 f"versions {lo}-{hi} (it advertises {advertised})"
             )
+        version = min(hi, advertised[1])
         try:
-            return await connection.request(api_key, body, min(hi, advertised[1]))
+            future = connection.send(api_key, body, version, raw=raw)
+            assert future is not None
+            return version, await future
         except (KafkaConnectionError, RequestTimedOutError, OSError) as exc:
             connection.close()
             if self._connection is connection:

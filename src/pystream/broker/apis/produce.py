@@ -8,13 +8,17 @@ and the same bytes are written to the segment: no copy, no per-record work.
 ``min.insync.replicas`` (NOT_ENOUGH_REPLICAS, nothing appended), and answers only
 once every ISR member has the appended batches: the request waits in the
 replica manager's produce purgatory until the high watermark passes them or
-``timeout_ms`` expires (REQUEST_TIMED_OUT).
+``timeout_ms`` expires (REQUEST_TIMED_OUT).  That wait (and a ``flush.messages``
+fsync) is a :class:`DeferredResponse`: the connection appends its next Produce
+requests meanwhile and answers in order, so a pipelining producer keeps the
+followers busy instead of waiting one replication round trip per request.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pystream.broker.network import DeferredResponse
 from pystream.errors import (
     InvalidRecordError,
     InvalidRequiredAcksError,
@@ -38,7 +42,7 @@ BatchIndexAndErrorMessage = ProduceResponse.BatchIndexAndErrorMessage
 @api_handler(0, 3, 10)
 async def handle_produce(
     request: ProduceRequest, context: RequestContext
-) -> ProduceResponse | None:
+) -> ProduceResponse | DeferredResponse | None:
     services = context.services
     replicas = services.replica_manager
     acks = request.acks
@@ -116,16 +120,34 @@ async def handle_produce(
                     )
             partitions.append(response)
         responses.append(TopicResponse(name=topic_data.name, partition_responses=partitions))
-    if flushing:
-        await log_manager.wait_message_flushed(flushing)
-    if waiting:
-        results = await replicas.wait_for_replication(
-            [target for _, target in waiting], request.timeout_ms
-        )
-        for (response, _), error in zip(waiting, results, strict=True):
-            if error is not None:
-                response.error_code = error.error_code
-                response.error_message = str(error)
     if acks == 0:
+        if flushing:
+            await log_manager.wait_message_flushed(flushing)
         return None  # acks=0: the client reads no response
-    return ProduceResponse(responses=responses)
+    response = ProduceResponse(responses=responses)
+    targets = [target for _, target in waiting]
+    if not flushing:
+        # An ISR of one (a single node) has it already: answer now, no deferral.
+        results = replicas.replicated_now(targets) if waiting else []
+        if results is not None:
+            _set_errors(waiting, results)
+            return response
+
+    async def complete() -> ProduceResponse:
+        if flushing:
+            await log_manager.wait_message_flushed(flushing)
+        if waiting:
+            _set_errors(waiting, await replicas.wait_for_replication(targets, request.timeout_ms))
+        return response
+
+    return DeferredResponse(complete())
+
+
+def _set_errors(
+    waiting: list[tuple[PartitionResponse, tuple[str, int, int]]],
+    results: list[KafkaError | None],
+) -> None:
+    for (partition, _), error in zip(waiting, results, strict=True):
+        if error is not None:
+            partition.error_code = error.error_code
+            partition.error_message = str(error)

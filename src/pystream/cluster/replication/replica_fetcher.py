@@ -1,8 +1,10 @@
-"""Followers replicate from leaders: one fetcher per source broker, Fetch with replica_id.
+"""Followers replicate from leaders: fetchers per source broker, Fetch with replica_id.
 
-A partition followed here is added to the fetcher of its leader (Kafka's
-ReplicaFetcherManager / ReplicaFetcherThread, on asyncio).  Each fetcher keeps
-one connection to its leader and loops:
+A partition followed here is added to a fetcher of its leader (Kafka's
+ReplicaFetcherManager / ReplicaFetcherThread, on asyncio): ``num.replica.fetchers``
+fetchers per source broker, a partition going to fetcher
+``abs(31 * topic.hashCode() + partition) % num.replica.fetchers`` as in Kafka.
+Each fetcher keeps its own connection to its leader and loops:
 
 1. **Truncate** the partitions that just got a (new) leader: ask
    OffsetForLeaderEpoch for the end offset of this log's latest leader epoch
@@ -12,7 +14,10 @@ one connection to its leader and loops:
 2. **Fetch** every other partition from its log end offset, with the current
    leader epoch (a stale one is fenced by the leader), append the batches as
    they are (offsets and epochs already assigned), and take the leader's high
-   watermark (capped by the local log end).
+   watermark (capped by the local log end).  The response is decoded in C
+   (``client._fast.decode_fetch_response``): each partition's batches stay a
+   memoryview of the response frame down to the segment write, and a batch cut
+   off at the end of the response is left for the next fetch.
 
 The fetch offset doubles as the follower's acknowledgement: the leader learns
 the follower's log end offset from it, which moves the ISR and the high
@@ -34,7 +39,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pystream.client.fetch_session import SESSION_ERRORS, FetchSessionHandler, PartitionData
+from pystream.client._fast import decode_fetch_response
+from pystream.client.fetch_session import (
+    SESSION_ERRORS,
+    FetchSessionHandler,
+    PartitionData,
+    SessionOutcome,
+)
 from pystream.cluster.broker_channel import BrokerChannel, broker_endpoint
 from pystream.errors import ErrorCode, KafkaError, error_for_code
 from pystream.protocol.messages.offset_for_leader_epoch import OffsetForLeaderEpochRequest
@@ -81,8 +92,25 @@ class FetchState:
         return f"{self.topic}-{self.index}"
 
 
+def java_string_hash(text: str) -> int:
+    """Java's ``String.hashCode`` (32-bit, over UTF-16 code units)."""
+    h = 0
+    data = text.encode("utf-16-be")
+    for i in range(0, len(data), 2):
+        h = (31 * h + ((data[i] << 8) | data[i + 1])) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def fetcher_id(topic: str, index: int, num_fetchers: int) -> int:
+    """Kafka's ``AbstractFetcherManager.getFetcherId``: which of a source broker's
+    ``num.replica.fetchers`` fetchers replicates ``topic-index``."""
+    h = (31 * java_string_hash(topic) + index) & 0xFFFFFFFF
+    h = h - (1 << 32) if h >= 1 << 31 else h
+    return (0 if h == -(1 << 31) else abs(h)) % num_fetchers  # Kafka's Utils.abs
+
+
 class ReplicaFetcherManager:
-    """The fetchers of one broker, by source (leader) broker id."""
+    """The fetchers of one broker, by (source broker id, fetcher id)."""
 
     def __init__(
         self,
@@ -101,8 +129,8 @@ class ReplicaFetcherManager:
         self.broker_id = broker_id
         self.metadata = metadata
         self.replicas = replicas
-        self._fetchers: dict[int, ReplicaFetcher] = {}
-        self._leader_of: dict[tuple[str, int], int] = {}
+        self._fetchers: dict[tuple[int, int], ReplicaFetcher] = {}
+        self._fetcher_of: dict[tuple[str, int], tuple[int, int]] = {}
         self._stopping: set[asyncio.Task[None]] = set()
         self._listener_name = listener_name
 
@@ -117,23 +145,24 @@ class ReplicaFetcherManager:
         partition = self.replicas.partition(topic, index)
         if partition is None:
             return
-        fetcher = self._fetchers.get(leader)
+        key = (leader, fetcher_id(topic, index, self.config.num_replica_fetchers))
+        fetcher = self._fetchers.get(key)
         if fetcher is None:
-            fetcher = self._fetchers[leader] = ReplicaFetcher(self, leader)
+            fetcher = self._fetchers[key] = ReplicaFetcher(self, *key)
             fetcher.start()
         fetcher.add(
             FetchState(topic, index, partition.log, leader_epoch, partition.log.log_end_offset)
         )
-        self._leader_of[(topic, index)] = leader
+        self._fetcher_of[(topic, index)] = key
 
     def remove_partition(self, topic: str, index: int) -> None:
-        leader = self._leader_of.pop((topic, index), None)
-        fetcher = self._fetchers.get(leader) if leader is not None else None
-        if fetcher is None:
+        key = self._fetcher_of.pop((topic, index), None)
+        fetcher = self._fetchers.get(key) if key is not None else None
+        if fetcher is None or key is None:
             return
         fetcher.remove(topic, index)
         if not fetcher.partitions:  # e.g. its broker died: nothing left to fetch from it
-            del self._fetchers[leader]
+            del self._fetchers[key]
             task = asyncio.get_running_loop().create_task(fetcher.stop())
             self._stopping.add(task)
             task.add_done_callback(self._stopping.discard)
@@ -144,23 +173,28 @@ class ReplicaFetcherManager:
 
     async def shutdown(self) -> None:
         fetchers, self._fetchers = list(self._fetchers.values()), {}
-        self._leader_of.clear()
+        self._fetcher_of.clear()
         await asyncio.gather(*(f.stop() for f in fetchers), *self._stopping, return_exceptions=True)
 
 
 class ReplicaFetcher:
-    """Replicates every partition led by one source broker, over one connection."""
+    """Replicates its share of the partitions led by one source broker, over its own
+    connection."""
 
-    def __init__(self, manager: ReplicaFetcherManager, source_broker_id: int) -> None:
+    def __init__(
+        self, manager: ReplicaFetcherManager, source_broker_id: int, fetcher_id: int = 0
+    ) -> None:
         self.manager = manager
         self.broker_id = manager.broker_id
         self.config = manager.config
         self.source_broker_id = source_broker_id
+        self.fetcher_id = fetcher_id
         self.partitions: dict[tuple[str, int], FetchState] = {}
         self._channel = BrokerChannel(
             source_broker_id,
             manager.endpoint,
-            client_id=f"broker-{self.broker_id}-fetcher-{source_broker_id}",
+            # Kafka's ReplicaFetcherThread-<fetcherId>-<sourceBrokerId> client id, in spirit.
+            client_id=f"broker-{self.broker_id}-fetcher-{fetcher_id}-{source_broker_id}",
             request_timeout_ms=self.config.replica_socket_timeout_ms,
             connect_timeout_ms=self.config.replica_socket_timeout_ms,
             security=manager.security,
@@ -171,7 +205,7 @@ class ReplicaFetcher:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"replica-fetcher-{self.source_broker_id}"
+            self._run(), name=f"replica-fetcher-{self.fetcher_id}-{self.source_broker_id}"
         )
 
     async def stop(self) -> None:
@@ -356,39 +390,50 @@ class ReplicaFetcher:
             max_bytes=config.replica_fetch_response_max_bytes,
         )
         try:
-            response = await self._channel.request(1, request, FETCH_VERSIONS)
+            version, frame = await self._channel.request_raw(1, request, FETCH_VERSIONS)
+            error_code, session_id, partitions = decode_fetch_response(frame, version)
         except BaseException:
             session.handle_error()
             raise
-        if not session.handle_response(fetch, response):
-            if response.error_code in SESSION_ERRORS:
+        if not session.handle_response(fetch, SessionOutcome(error_code, session_id)):
+            if error_code in SESSION_ERRORS:
                 return True  # the next fetch, a full one, goes at once
-            raise error_for_code(response.error_code)(
+            raise error_for_code(error_code)(
                 f"broker {self.source_broker_id} refused the replica fetch"
             )
-        for topic in response.responses:
-            for data in topic.partitions:
-                entry = sent.get((topic.topic, data.partition_index))
-                if entry is None:
-                    continue
-                state = self._current(topic.topic, data.partition_index, entry)
-                if state is not None:
-                    self._process_partition(state, data)
+        for data in partitions:
+            entry = sent.get((data[0], data[1]))
+            if entry is None:
+                continue
+            state = self._current(data[0], data[1], entry)
+            if state is not None:
+                self._process_partition(state, *data[2:])
         return True
 
-    def _process_partition(self, state: FetchState, data: Any) -> None:
-        error = data.error_code
+    def _process_partition(
+        self,
+        state: FetchState,
+        error: int,
+        high_watermark: int,
+        last_stable_offset: int,
+        log_start_offset: int,
+        records: memoryview | None,
+        trailing: int,
+    ) -> None:
+        """One partition of a fetch response (``decode_fetch_response``'s fields):
+        ``records`` holds its whole batches, ``trailing`` counts the bytes of a batch cut
+        off after them (fetched again next time, from the new log end)."""
         log_ = state.log
         if error == ErrorCode.OFFSET_OUT_OF_RANGE:
-            if data.log_start_offset > state.fetch_offset:
+            if log_start_offset > state.fetch_offset:
                 # The leader deleted what we would fetch next: start over at its log start.
                 log.info(
                     "%s: offset %d is below the leader's log start %d; restarting there",
                     state.name,
                     state.fetch_offset,
-                    data.log_start_offset,
+                    log_start_offset,
                 )
-                log_.truncate_fully_and_start_at(data.log_start_offset)
+                log_.truncate_fully_and_start_at(log_start_offset)
                 state.fetch_offset = log_.log_end_offset
             else:
                 state.truncating = True  # we are ahead of the leader: find where we diverge
@@ -399,8 +444,7 @@ class ReplicaFetcher:
         if error:
             self._back_off(state, f"error {error}")
             return
-        records = data.records
-        if records:
+        if records is not None:
             try:
                 log_.append_as_follower(records)
             except KafkaError as exc:
@@ -408,9 +452,14 @@ class ReplicaFetcher:
                 state.truncating = True  # re-check where we agree with the leader
                 return
             state.fetch_offset = log_.log_end_offset
+        elif trailing:
+            # Not one whole batch (a leader sends its first batch whole, however large):
+            # nothing to append; ask again after the back-off rather than spin.
+            self._back_off(state, f"the response holds only {trailing} bytes of a batch")
+            return
         # The follower's HW: the leader's, as far as this log reaches (the setter caps it).
-        if data.high_watermark > log_.high_watermark:
-            log_.high_watermark = data.high_watermark
-        if data.log_start_offset > log_.log_start_offset:
+        if high_watermark > log_.high_watermark:
+            log_.high_watermark = high_watermark
+        if log_start_offset > log_.log_start_offset:
             with contextlib.suppress(KafkaError):
-                log_.delete_records_before(min(data.log_start_offset, log_.high_watermark))
+                log_.delete_records_before(min(log_start_offset, log_.high_watermark))

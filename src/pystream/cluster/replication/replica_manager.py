@@ -279,6 +279,20 @@ class ReplicaManager:
         ISR shrank below it, NOT_LEADER_OR_FOLLOWER when leadership moved meanwhile,
         REQUEST_TIMED_OUT when ``timeout_ms`` passed first.
         """
+        operation = self._replication_operation(targets, timeout_ms)
+        return await self.produce_purgatory.wait(operation, timeout_ms)
+
+    def replicated_now(
+        self, targets: Sequence[tuple[str, int, int]]
+    ) -> list[KafkaError | None] | None:
+        """:meth:`wait_for_replication`'s results if every target is settled already (a
+        single node, an ISR of one), else None: the caller need not wait at all."""
+        operation = self._replication_operation(targets, 0)
+        return operation.result() if operation.check() else None
+
+    def _replication_operation(
+        self, targets: Sequence[tuple[str, int, int]], timeout_ms: int
+    ) -> DelayedOperation[list[KafkaError | None]]:
         epochs = {}
         for topic, index, _ in targets:
             partition = self._partitions.get((topic, index))
@@ -320,8 +334,7 @@ class ReplicaManager:
                 )
             return results
 
-        operation = DelayedOperation(try_complete, on_expire, [(t, i) for t, i, _ in targets])
-        return await self.produce_purgatory.wait(operation, timeout_ms)
+        return DelayedOperation(try_complete, on_expire, [(t, i) for t, i, _ in targets])
 
     def _partition_changed(self, partition: Partition) -> None:
         tp = (partition.topic, partition.index)
