@@ -49,24 +49,24 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from broker_process import BrokerProcess  # noqa: E402
+from test_groups_scale import (  # noqa: E402
+    TOPIC,
+    commit_request,
+    frame,
+    join_and_sync,
+    prepare,
+)
 from test_groups_wire import (  # noqa: E402
     MEMBER_ID_REQUIRED,
     Wire,
     assignment,
     commit,
     join,
-    subscription,
     sync,
 )
 
-from pystream.protocol import decode_response, encode_request_frame  # noqa: E402
-from pystream.protocol.messages import RequestHeader  # noqa: E402
-from pystream.protocol.messages.consumer_protocol import ConsumerProtocolAssignment  # noqa: E402
-from pystream.protocol.messages.find_coordinator import FindCoordinatorRequest  # noqa: E402
-from pystream.protocol.messages.metadata import MetadataRequest  # noqa: E402
-from pystream.protocol.messages.offset_commit import OffsetCommitRequest  # noqa: E402
+from pystream.protocol import decode_response  # noqa: E402
 
-TOPIC = "scale"
 SESSION_TIMEOUT_MS = 600_000  # idle members stay members for the whole run
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -93,21 +93,6 @@ async def settle_rss(pid: int, seconds: float = 1.0) -> int:
     """RSS once the broker is idle again (log lines flushed, garbage collected)."""
     await asyncio.sleep(seconds)
     return rss_bytes(pid)
-
-
-# --- setup ------------------------------------------------------------------------------------
-
-
-async def prepare(bootstrap: str) -> None:
-    """Auto-create the topic (num.partitions) and ``__consumer_offsets``, untimed."""
-    async with Wire(bootstrap) as wire:
-        request = MetadataRequest(
-            topics=[MetadataRequest.MetadataRequestTopic(name=TOPIC)],
-            allow_auto_topic_creation=True,
-        )
-        response = await wire.call(request, 4)
-        assert response.topics[0].error_code == 0, response
-        assert (await wire.call(FindCoordinatorRequest(key="warm-up"), 3)).error_code == 0
 
 
 # --- (a) idle groups --------------------------------------------------------------------------
@@ -176,40 +161,14 @@ async def _storm_member(
     bootstrap: str, group: str, index: int, partitions: int, start_at: float
 ) -> tuple[float, float, int, list[int]]:
     """(first JoinGroup sent, SyncGroup answered, generation, assigned partitions)."""
-    kwargs: dict[str, Any] = {
-        "version": 7,
-        "session_timeout_ms": 30_000,
-        "rebalance_timeout_ms": 60_000,
-        "protocols": (("range", subscription(TOPIC)),),
-    }
     async with Wire(bootstrap, f"storm-{index}") as wire:
         # Connected beforehand (a consumer's FindCoordinator connection is open when it joins).
         delay = start_at - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         first = time.monotonic()
-        member = ""
-        while True:
-            joined = await join(wire, group, member, **kwargs)
-            if joined.error_code == MEMBER_ID_REQUIRED:
-                member = joined.member_id
-                continue
-            assert joined.error_code == 0, joined
-            plan = None
-            if joined.members:  # the leader assigns by range
-                ids = sorted(m.member_id for m in joined.members)
-                per = -(-partitions // len(ids))
-                plan = {
-                    m: assignment(TOPIC, list(range(i * per, min((i + 1) * per, partitions))))
-                    for i, m in enumerate(ids)
-                }
-            synced = await sync(wire, group, joined.generation_id, member, plan)
-            if synced.error_code == 0:
-                break
-        done = time.monotonic()
-        _, decoded = ConsumerProtocolAssignment.decode_versioned(synced.assignment)
-        assigned = [p for tp in decoded.assigned_partitions for p in tp.partitions]
-        return first, done, joined.generation_id, assigned
+        generation, _, assigned = await join_and_sync(wire, group, partitions, TOPIC)
+        return first, time.monotonic(), generation, assigned
 
 
 def _storm_process(
@@ -259,28 +218,7 @@ def join_storm(broker: BrokerProcess, group: str, members: int, processes: int) 
 
 def _commit_frames(group: str, count: int, partitions: list[int]) -> list[bytes]:
     """``count`` OffsetCommit v8 requests of ``group`` for ``partitions``, offsets growing."""
-    frames = []
-    for i in range(count):
-        request = OffsetCommitRequest(
-            group_id=group,
-            generation_id_or_member_epoch=-1,
-            topics=[
-                OffsetCommitRequest.OffsetCommitRequestTopic(
-                    name=TOPIC,
-                    partitions=[
-                        OffsetCommitRequest.OffsetCommitRequestPartition(
-                            partition_index=p, committed_offset=i
-                        )
-                        for p in partitions
-                    ],
-                )
-            ],
-        )
-        header = RequestHeader(
-            request_api_key=8, request_api_version=8, correlation_id=i, client_id="commit-storm"
-        )
-        frames.append(encode_request_frame(header, request))
-    return frames
+    return [frame(i, commit_request(group, partitions, i), 8) for i in range(count)]
 
 
 async def _commit_connection(
