@@ -17,6 +17,9 @@ with raw-protocol clients (pystream's codec, frames encoded before the clock sta
   ``group.initial.rebalance.delay.ms=0``: Kafka's default of 3000 holds the first
   rebalance of an empty group that long by design (``InitialDelayedJoin``), which would
   measure the delay, not the broker.  Checks every partition is assigned exactly once.
+  With ``--ck-members N``, also N confluent-kafka consumers (in ``--ck-procs`` processes,
+  one polling thread each) subscribing at once: until every one holds its partitions
+  (what an application sees, librdkafka's own timers included).
 * **commit storm** — ``--commit-conns`` connections (in ``--commit-procs`` processes),
   each writing ``--commits`` OffsetCommit v8 requests back to back (generation -1, the
   same partitions every time, the offset growing) and reading the answers as they come;
@@ -26,9 +29,10 @@ with raw-protocol clients (pystream's codec, frames encoded before the clock sta
   partitions per request.  Every answer is checked for error 0.
 
 Each run prints its figures; the summary table gives the median and spread (min..max)
-of ``--runs`` runs.  Defaults take ~1 minute a run on a 2-core machine::
+of ``--runs`` runs.  Defaults take ~30 s a run on a 2-core machine::
 
     PYTHONPATH=src python bench/groups_scale.py --runs 3
+    PYTHONPATH=src python bench/groups_scale.py --runs 3 --ck-members 100
 """
 
 from __future__ import annotations
@@ -213,6 +217,57 @@ def join_storm(broker: BrokerProcess, group: str, members: int, processes: int) 
     }
 
 
+def _ck_process(bootstrap: str, group: str, count: int, start_at: float) -> tuple[float, int]:
+    """``count`` confluent-kafka consumers polled by one thread: (when the last got its
+    partitions, how many partitions they hold); subscribed at ``start_at``."""
+    from confluent_kafka import Consumer
+
+    owned: list[set[int]] = [set() for _ in range(count)]
+    assigned_at = [0.0] * count
+    consumers = []
+    for i in range(count):
+
+        def on_assign(consumer: Any, partitions: Any, i: int = i) -> None:
+            owned[i] = {tp.partition for tp in partitions}
+            assigned_at[i] = time.monotonic()
+
+        def on_revoke(consumer: Any, partitions: Any, i: int = i) -> None:
+            owned[i] = set()
+
+        consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": group, "session.timeout.ms": 30_000}
+        )
+        consumers.append((consumer, on_assign, on_revoke))
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    for consumer, on_assign, on_revoke in consumers:
+        consumer.subscribe([TOPIC], on_assign=on_assign, on_revoke=on_revoke)
+    deadline = time.monotonic() + 120
+    # Done once each holds one partition: a later rebalance would revoke them first.
+    while not all(owned) and time.monotonic() < deadline:
+        for consumer, _, _ in consumers:
+            consumer.poll(0)
+        time.sleep(0.001)
+    last, held = max(assigned_at), sum(len(o) for o in owned)
+    for consumer, _, _ in consumers:
+        consumer.close()  # revokes: count first
+    return last, held
+
+
+def ck_join_storm(
+    broker: BrokerProcess, group: str, members: int, processes: int, partitions: int
+) -> float:
+    """confluent-kafka consumers subscribing at once: ms until every one holds a partition
+    (what an application sees: librdkafka's own timers included)."""
+    start_at = time.monotonic() + 3  # consumers created (and bootstrapped) by then
+    shares = [len(range(i, members, processes)) for i in range(processes)]
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        results = pool.starmap(
+            _ck_process, [(broker.bootstrap, group, n, start_at) for n in shares if n]
+        )
+    assert sum(n for _, n in results) == partitions, results  # each held once
+    return (max(t for t, _ in results) - start_at) * 1000
+
+
 # --- (c) commit storm -------------------------------------------------------------------------
 
 
@@ -316,12 +371,13 @@ def commit_storm(
 
 def one_run(args: argparse.Namespace, run: int) -> dict[str, float]:
     figures: dict[str, float] = {}
+    partitions = max(100, args.members)
     with tempfile.TemporaryDirectory(prefix="groups-scale-") as tmp:
         broker = BrokerProcess(
             Path(tmp) / "broker",
             {
                 "group.initial.rebalance.delay.ms": "0",
-                "num.partitions": str(max(100, args.members)),
+                "num.partitions": str(partitions),
                 "group.max.session.timeout.ms": str(SESSION_TIMEOUT_MS),
             },
         ).start()
@@ -332,6 +388,10 @@ def one_run(args: argparse.Namespace, run: int) -> dict[str, float]:
             storm = join_storm(broker, f"storm-{run}", args.members, args.join_procs)
             figures["join_stable_ms"] = storm["stable_ms"]
             figures["join_broker_cpu_ms"] = storm["broker_cpu_ms"]
+            if args.ck_members:
+                figures["ck_join_ms"] = ck_join_storm(
+                    broker, f"ck-storm-{run}", args.ck_members, args.ck_procs, partitions
+                )
             conns, procs, count = args.commit_conns, args.commit_procs, args.commits
             one_group = [f"commit-{run}"]  # the members of one group commit together
             own_groups = [f"commit-{run}-{c}" for c in range(conns)]  # a group each
@@ -357,6 +417,7 @@ ROWS = [
     ("member_groups_per_s", "groups joined+synced+committed per s (8 conns)", "{:,.0f}"),
     ("join_stable_ms", "{m} members join one group: first Join -> last Sync (ms)", "{:.0f}"),
     ("join_broker_cpu_ms", "  broker CPU in that window incl. connects (ms)", "{:.0f}"),
+    ("ck_join_ms", "{ck} confluent-kafka consumers subscribe: all assigned (ms)", "{:.0f}"),
     ("commits_per_s_1", "OffsetCommit pipelined, one group, 1 partition/req (req/s)", "{:,.0f}"),
     ("cpu_us_per_commit_1", "  broker CPU per request (us)", "{:.1f}"),
     (
@@ -379,6 +440,13 @@ def main() -> None:
     parser.add_argument("--group-partitions", type=int, default=4, help="offsets per idle group")
     parser.add_argument("--members", type=int, default=100, help="members of the join storm")
     parser.add_argument("--join-procs", type=int, default=2)
+    parser.add_argument(
+        "--ck-members",
+        type=int,
+        default=0,
+        help="confluent-kafka consumers to join (0: skip; <= --members)",
+    )
+    parser.add_argument("--ck-procs", type=int, default=4)
     parser.add_argument("--commit-conns", type=int, default=8)
     parser.add_argument("--commit-procs", type=int, default=2)
     parser.add_argument("--commits", type=int, default=5000, help="requests per connection")
@@ -399,8 +467,10 @@ def main() -> None:
     width = 64
     print(f"{'':{width}}  {'median':>10}  {'min .. max':>22}")
     for key, label, fmt in ROWS:
-        values = [r[key] for r in runs]
-        label = label.format(gp=args.group_partitions, m=args.members)
+        values = [r[key] for r in runs if key in r]
+        if not values:
+            continue
+        label = label.format(gp=args.group_partitions, m=args.members, ck=args.ck_members)
         spread = f"{fmt.format(min(values))} .. {fmt.format(max(values))}"
         print(f"{label:{width}}  {fmt.format(statistics.median(values)):>10}  {spread:>22}")
 
