@@ -217,22 +217,31 @@ def join_storm(broker: BrokerProcess, group: str, members: int, processes: int) 
     }
 
 
-def _ck_process(bootstrap: str, group: str, count: int, start_at: float) -> tuple[float, int]:
-    """``count`` confluent-kafka consumers polled by one thread: (when the last got its
-    partitions, how many partitions they hold); subscribed at ``start_at``."""
+# Partitions each confluent-kafka consumer holds, shared by the forked processes: one of
+# them alone cannot tell an intermediate generation (its consumers all assigned, others not
+# yet members) from the last one.
+_HELD: Any = None
+_DONE_BY: Any = None  # per process: 1 once it saw every consumer assigned
+
+
+def _ck_process(
+    bootstrap: str, group: str, indexes: list[int], partitions: int, start_at: float
+) -> float:
+    """Consumers ``indexes`` polled by one thread, subscribed at ``start_at``: when the last
+    of them got its partitions, once every consumer (of every process) holds some and
+    together they hold each partition."""
     from confluent_kafka import Consumer
 
-    owned: list[set[int]] = [set() for _ in range(count)]
-    assigned_at = [0.0] * count
+    assigned_at: dict[int, float] = {}
     consumers = []
-    for i in range(count):
+    for i in indexes:
 
-        def on_assign(consumer: Any, partitions: Any, i: int = i) -> None:
-            owned[i] = {tp.partition for tp in partitions}
+        def on_assign(consumer: Any, tps: Any, i: int = i) -> None:
+            _HELD[i] = len(tps)
             assigned_at[i] = time.monotonic()
 
-        def on_revoke(consumer: Any, partitions: Any, i: int = i) -> None:
-            owned[i] = set()
+        def on_revoke(consumer: Any, tps: Any, i: int = i) -> None:
+            _HELD[i] = 0
 
         consumer = Consumer(
             {"bootstrap.servers": bootstrap, "group.id": group, "session.timeout.ms": 30_000}
@@ -241,31 +250,44 @@ def _ck_process(bootstrap: str, group: str, count: int, start_at: float) -> tupl
     time.sleep(max(0.0, start_at - time.monotonic()))
     for consumer, on_assign, on_revoke in consumers:
         consumer.subscribe([TOPIC], on_assign=on_assign, on_revoke=on_revoke)
+    members = len(_HELD)
+    fair = {partitions // members, -(-partitions // members)}  # what range gives each
     deadline = time.monotonic() + 120
-    # Done once each holds one partition: a later rebalance would revoke them first.
-    while not all(owned) and time.monotonic() < deadline:
+    last = 0.0
+    # Until every process saw the final assignment: one that closed its consumers earlier
+    # would make the group rebalance again.
+    while sum(_DONE_BY) < len(_DONE_BY):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not every consumer was assigned in time: {list(_HELD)}")
+        held = list(_HELD)
+        if not last and set(held) <= fair and sum(held) == partitions:
+            last = max(assigned_at.values())
+            _DONE_BY[indexes[0] % len(_DONE_BY)] = 1
         for consumer, _, _ in consumers:
             consumer.poll(0)
         time.sleep(0.001)
-    last, held = max(assigned_at), sum(len(o) for o in owned)
     for consumer, _, _ in consumers:
-        consumer.close()  # revokes: count first
-    return last, held
+        consumer.close()
+    return last
 
 
 def ck_join_storm(
     broker: BrokerProcess, group: str, members: int, processes: int, partitions: int
 ) -> float:
-    """confluent-kafka consumers subscribing at once: ms until every one holds a partition
+    """confluent-kafka consumers subscribing at once: ms until every one holds partitions
     (what an application sees: librdkafka's own timers included)."""
+    global _HELD, _DONE_BY
+    context = multiprocessing.get_context("fork")
+    _HELD = context.Array("i", members, lock=False)
+    _DONE_BY = context.Array("i", min(processes, members), lock=False)
     start_at = time.monotonic() + 3  # consumers created (and bootstrapped) by then
-    shares = [len(range(i, members, processes)) for i in range(processes)]
-    with multiprocessing.get_context("fork").Pool(processes) as pool:
-        results = pool.starmap(
-            _ck_process, [(broker.bootstrap, group, n, start_at) for n in shares if n]
+    shares = [list(range(i, members, processes)) for i in range(processes)]
+    with context.Pool(processes) as pool:
+        ends = pool.starmap(
+            _ck_process,
+            [(broker.bootstrap, group, share, partitions, start_at) for share in shares if share],
         )
-    assert sum(n for _, n in results) == partitions, results  # each held once
-    return (max(t for t, _ in results) - start_at) * 1000
+    return (max(ends) - start_at) * 1000
 
 
 # --- (c) commit storm -------------------------------------------------------------------------
