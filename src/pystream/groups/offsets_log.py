@@ -94,16 +94,18 @@ class OffsetAndMetadata:
 
 def offset_commit_key(group: str, topic: str, partition: int) -> bytes:
     """``OffsetCommitKey`` v1: int16 version, string group, string topic, int32 partition."""
-    return _offset_key_prefix(group, topic) + _I32.pack(partition)
-
-
-@functools.lru_cache(maxsize=4096)
-def _offset_key_prefix(group: str, topic: str) -> bytes:
-    # A group commits the same topics over and over: encode their names once.
     g, t = group.encode("utf-8"), topic.encode("utf-8")
     if len(g) > 0x7FFF or len(t) > 0x7FFF:
         raise ValueError("group or topic name too long for a string field")
-    return b"".join((_KEY_HEADER.pack(OFFSET_KEY_VERSION, len(g)), g, _I16.pack(len(t)), t))
+    return b"".join(
+        (
+            _KEY_HEADER.pack(OFFSET_KEY_VERSION, len(g)),
+            g,
+            _I16.pack(len(t)),
+            t,
+            _I32.pack(partition),
+        )
+    )
 
 
 def offset_commit_value(offset: OffsetAndMetadata) -> bytes:
