@@ -189,6 +189,11 @@ class GroupCoordinator(CoordinatorBase):
         self.membership.on_group_unloaded(group)
 
     # --- the TxnOffsetStore side (pystream.txn.group_hooks) -----------------------------------
+    def append_pending_commits(self, partitions: Iterable[int]) -> None:
+        """Markers come next in these partitions: batched offset commits go first."""
+        for partition in partitions:
+            self._persistence.flush_commits(partition)
+
     def complete_transaction(
         self, producer_id: int, partitions: Iterable[int], committed: bool
     ) -> None:

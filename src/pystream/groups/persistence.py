@@ -49,6 +49,11 @@ OFFSETS_COMMIT_TIMEOUT_MS = 5000
 # Kafka's offsets.load.buffer.size: how much of a partition is read per step while loading.
 LOAD_BUFFER_BYTES = 5 * 1024 * 1024
 
+# A batch of offset commits is appended at once when it reaches this many bytes of keys and
+# values (well below the topic's max.message.bytes, 1 MiB by default), else at the end of
+# the event loop's iteration.
+MAX_COMMIT_BATCH_BYTES = 256 * 1024
+
 Records = list[tuple[bytes, bytes | None]]
 
 
@@ -108,6 +113,25 @@ class ReplayedPartition:
     stored: int  # groups with metadata or committed offsets (not only open transactions)
 
 
+class _CommitBatch:
+    """Offset commits for one ``__consumer_offsets`` partition, appended together."""
+
+    __slots__ = ("records", "size", "waiters")
+
+    def __init__(self) -> None:
+        self.records: Records = []
+        self.size = 0  # bytes of keys and values
+        # One future per commit (a request that goes away cancels only its own): each gets
+        # the batch's error code as a committer is told it.
+        self.waiters: list[asyncio.Future[int]] = []
+
+    def resolve(self, code: int) -> None:
+        code = store_offsets_error(code)
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(code)
+
+
 class GroupPersistence:
     """Writes the coordinator's records to ``__consumer_offsets`` and reads them back.
 
@@ -126,16 +150,25 @@ class GroupPersistence:
       deleted offsets) are appended without waiting, as Kafka's
       ``cleanupGroupMetadata`` does (acks=0): a lost tombstone is written again by
       the next cleanup, or the offset it removes comes back with a reload.
+
+    Plain offset commits (:meth:`store_offsets`) are batched: the commits of every
+    request handled in one iteration of the event loop (e.g. pipelined on several
+    connections) share one append and one wait for the ISR per partition, as Kafka's
+    coordinator runtime batches its writes.  Any other write to a partition appends
+    its waiting commits first, so the log keeps the order in which writes were made.
     """
 
     def __init__(self, replicas: ReplicaManager, partition_for: Callable[[str], int]) -> None:
         self.replicas = replicas
         self.partition_for = partition_for
+        # partition -> the offset commits waiting for the end of this loop iteration.
+        self._commit_batches: dict[int, _CommitBatch] = {}
+        self._replicating: set[asyncio.Future[int]] = set()  # their waits for the ISR
 
     # --- writes -----------------------------------------------------------------------------
     def _append(
         self,
-        group_id: str,
+        partition: int,
         records: Records,
         *,
         required_acks: int,
@@ -143,9 +176,10 @@ class GroupPersistence:
         producer_epoch: int = -1,
         transactional: bool = False,
     ) -> tuple[int, int]:
-        """Append records to the group's partition: (raw Kafka error code, the offset after
-        the appended batch).  Synchronous (the local log append is)."""
-        partition = self.partition_for(group_id)
+        """Append records to a partition: (raw Kafka error code, the offset after the
+        appended batch).  Synchronous (the local log append is)."""
+        if partition in self._commit_batches:
+            self.flush_commits(partition)  # batched commits were made first: they go first
         try:
             batch = build_records(
                 records,
@@ -175,7 +209,7 @@ class GroupPersistence:
     def append(self, group_id: str, records: Records) -> int:
         """Append cleanup records (tombstones) without waiting for the ISR; the raw Kafka
         error code (0: appended)."""
-        return self._append(group_id, records, required_acks=1)[0]
+        return self._append(self.partition_for(group_id), records, required_acks=1)[0]
 
     def store(
         self,
@@ -198,15 +232,16 @@ class GroupPersistence:
         ``min.insync.replicas``; NOT_ENOUGH_REPLICAS_AFTER_APPEND, REQUEST_TIMED_OUT or
         NOT_LEADER_OR_FOLLOWER when the records were appended here but may not survive.
         """
+        partition = self.partition_for(group_id)
         code, required_offset = self._append(
-            group_id,
+            partition,
             records,
             required_acks=-1,
             producer_id=producer_id,
             producer_epoch=producer_epoch,
             transactional=transactional,
         )
-        return self._replicated(self.partition_for(group_id), code, required_offset)
+        return self._replicated(partition, code, required_offset)
 
     async def _replicated(self, partition: int, code: int, required_offset: int) -> int:
         if code:
@@ -228,8 +263,51 @@ class GroupPersistence:
         return error.error_code
 
     def store_offsets(self, group_id: str, records: Records) -> Awaitable[int]:
-        """Store offset commits (:meth:`store`); the error as a committer is told it."""
-        return _mapped(self.store(group_id, records), store_offsets_error)
+        """Store offset commits as :meth:`store` does, batched with the other commits for
+        the partition made in this iteration of the event loop; what to await is the error
+        as a committer is told it.
+
+        Their place in the log is taken in this call: a later write to the partition,
+        of any kind, lands after them.
+        """
+        partition = self.partition_for(group_id)
+        loop = asyncio.get_running_loop()
+        batch = self._commit_batches.get(partition)
+        if batch is None:
+            batch = self._commit_batches[partition] = _CommitBatch()
+            loop.call_soon(self.flush_commits, partition, batch)
+        waiter: asyncio.Future[int] = loop.create_future()
+        batch.waiters.append(waiter)
+        batch.records.extend(records)
+        batch.size += sum(len(key) + len(value or b"") for key, value in records)
+        if batch.size >= MAX_COMMIT_BATCH_BYTES:
+            self.flush_commits(partition)
+        return waiter
+
+    def flush_commits(self, partition: int, batch: _CommitBatch | None = None) -> None:
+        """Append the partition's batched commits now (``batch``: only if it still waits)
+        and answer them once the ISR has them."""
+        waiting = self._commit_batches.get(partition)
+        if waiting is None or (batch is not None and waiting is not batch):
+            return  # appended already: it grew large, or another write came first
+        del self._commit_batches[partition]
+        code, required_offset = self._append(partition, waiting.records, required_acks=-1)
+        if code:
+            waiting.resolve(code)
+            return
+        epoch = self.replicas.leader_epoch(OFFSETS_TOPIC, partition)
+        done, error = self.replicas.replication_state(
+            OFFSETS_TOPIC, partition, required_offset, epoch
+        )
+        if done:  # no followers to wait for (or it cannot be told): answer now
+            waiting.resolve(error.error_code if error is not None else NONE)
+            return
+        replicated = asyncio.ensure_future(self._replicated(partition, code, required_offset))
+        self._replicating.add(replicated)
+        replicated.add_done_callback(self._replicating.discard)
+        replicated.add_done_callback(
+            lambda task: waiting.resolve(E.NOT_COORDINATOR if task.cancelled() else task.result())
+        )
 
     def store_transactional_offsets(
         self, group_id: str, records: Records, producer_id: int, producer_epoch: int

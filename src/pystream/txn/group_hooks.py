@@ -41,6 +41,12 @@ class TxnOffsetStore(Protocol):
         """Until every ``__consumer_offsets`` partition being loaded is loaded."""
         ...
 
+    def append_pending_commits(self, partitions: Iterable[int]) -> None:
+        """Markers are about to be appended to these ``__consumer_offsets`` partitions:
+        offset commits the coordinator holds back to batch them are appended first, so the
+        log has every write in the order it was made."""
+        ...
+
     def complete_transaction(
         self, producer_id: int, partitions: Iterable[int], committed: bool
     ) -> None:

@@ -82,6 +82,8 @@ def write_markers(
         return dict.fromkeys(partitions, code)
     results: dict[TopicPartition, int] = {}
     offsets_partitions = []
+    if group_offsets is not None:
+        group_offsets.append_pending_commits(p for t, p in partitions if t == OFFSETS_TOPIC)
     timestamp = now_ms()
     for topic, partition in partitions:
         marker = core_records.build_control_batch(

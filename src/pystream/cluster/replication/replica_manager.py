@@ -268,6 +268,37 @@ class ReplicaManager:
                 f"min.insync.replicas={min_isr}"
             )
 
+    def replication_state(
+        self, topic: str, index: int, required_offset: int, leader_epoch: int
+    ) -> tuple[bool, KafkaError | None]:
+        """Where an ``acks=all`` write up to ``required_offset`` stands now: (False, None)
+        while the ISR does not have it yet; (True, None) once it does (with at least
+        ``min.insync.replicas`` in the ISR); (True, error) when it cannot be told
+        (NOT_LEADER_OR_FOLLOWER: leadership moved since ``leader_epoch``;
+        NOT_ENOUGH_REPLICAS_AFTER_APPEND: the ISR shrank below the minimum)."""
+        partition = self._partitions.get((topic, index))
+        if (
+            partition is None
+            or partition.state.leader != self.broker_id
+            or partition.leader_epoch != leader_epoch
+        ):
+            return True, NotLeaderOrFollowerError(
+                f"{topic}-{index}: leadership moved while waiting for the ISR; the "
+                "records may or may not be committed"
+            )
+        if partition.log.high_watermark < required_offset:
+            return False, None
+        try:
+            self._check_min_isr(partition, NotEnoughReplicasAfterAppendError)
+        except KafkaError as exc:
+            return True, exc
+        return True, None
+
+    def leader_epoch(self, topic: str, index: int) -> int:
+        """The partition's leader epoch here (-1 if it is not hosted)."""
+        partition = self._partitions.get((topic, index))
+        return partition.leader_epoch if partition is not None else -1
+
     async def wait_for_replication(
         self, targets: Sequence[tuple[str, int, int]], timeout_ms: int
     ) -> list[KafkaError | None]:
@@ -280,6 +311,8 @@ class ReplicaManager:
         REQUEST_TIMED_OUT when ``timeout_ms`` passed first.
         """
         operation = self._replication_operation(targets, timeout_ms)
+        if operation.check():  # e.g. no followers: nothing to wait for
+            return operation.result()
         return await self.produce_purgatory.wait(operation, timeout_ms)
 
     def replicated_now(
@@ -293,34 +326,14 @@ class ReplicaManager:
     def _replication_operation(
         self, targets: Sequence[tuple[str, int, int]], timeout_ms: int
     ) -> DelayedOperation[list[KafkaError | None]]:
-        epochs = {}
-        for topic, index, _ in targets:
-            partition = self._partitions.get((topic, index))
-            epochs[(topic, index)] = partition.leader_epoch if partition is not None else -1
+        epochs = [self.leader_epoch(topic, index) for topic, index, _ in targets]
         results: list[KafkaError | None] = [None] * len(targets)
         pending = set(range(len(targets)))  # targets not settled yet
 
         def settle(i: int) -> bool:
             """Whether target ``i`` is settled now (its answer then in ``results[i]``)."""
-            topic, index, required_offset = targets[i]
-            partition = self._partitions.get((topic, index))
-            if (
-                partition is None
-                or partition.state.leader != self.broker_id
-                or partition.leader_epoch != epochs[(topic, index)]
-            ):
-                results[i] = NotLeaderOrFollowerError(
-                    f"{topic}-{index}: leadership moved while waiting for the ISR; the "
-                    "records may or may not be committed"
-                )
-                return True
-            if partition.log.high_watermark < required_offset:
-                return False
-            try:
-                self._check_min_isr(partition, NotEnoughReplicasAfterAppendError)
-            except KafkaError as exc:
-                results[i] = exc
-            return True
+            done, results[i] = self.replication_state(*targets[i], epochs[i])
+            return done
 
         def try_complete() -> list[KafkaError | None] | None:
             pending.difference_update([i for i in pending if settle(i)])
