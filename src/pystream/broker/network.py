@@ -43,6 +43,8 @@ _SCRATCH_POOL: list[tuple[bytearray, memoryview]] = []
 _SCRATCH_POOL_MAX = 32
 # Held-back responses are written once they reach this size, queue or not.
 _COALESCE_MAX_BYTES = 256 * 1024
+# A file region sent through the transport (no loop.sendfile) is read this much at a time.
+_COPY_PIECE = 1024 * 1024
 
 
 class FileChunk(NamedTuple):
@@ -128,6 +130,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.sasl: SaslSession | None = (
             SaslSession() if security_protocol in SASL_PROTOCOLS else None
         )
+        # The address the listener's connection limits counted this connection under
+        # (None once given back).
+        self.quota_host: str | None = None
 
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -385,6 +390,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
     async def _sendfile_when_writable(self, fd: int, position: int, count: int) -> int:
         """``loop.sendfile`` of a file region; returns the bytes sent (fewer at EOF)."""
         loop = asyncio.get_running_loop()
+        if not isinstance(loop, asyncio.BaseEventLoop):
+            # uvloop has no loop.sendfile: the rest goes through the transport, copied.
+            # Only a reader slower than the broker (a full socket buffer) gets here.
+            return await self._write_copied(fd, position, count)
         try:
             return await loop.sendfile(
                 self.transport,  # type: ignore[arg-type]
@@ -396,6 +405,24 @@ class KafkaConnection(asyncio.BufferedProtocol):
         except (OSError, RuntimeError) as exc:  # peer gone, transport closing
             self.close(f"sendfile failed: {exc}")
             raise ConnectionClosed from exc
+
+    async def _write_copied(self, fd: int, position: int, count: int) -> int:
+        """Write a file region through the transport, a piece at a time (backpressure
+        between pieces); returns the bytes written (fewer at EOF)."""
+        transport = self.transport
+        assert transport is not None
+        written = 0
+        while written < count:
+            piece = os.pread(fd, min(_COPY_PIECE, count - written), position + written)
+            if not piece:
+                break
+            transport.write(piece)
+            written += len(piece)
+            if not self._writable.is_set():
+                await self._writable.wait()
+            if self._closed:
+                raise ConnectionClosed
+        return written
 
     def close(self, reason: str | None = None) -> None:
         """Close this connection (only this one), logging why."""
@@ -424,9 +451,13 @@ class TlsHandshake(asyncio.Protocol):
         context: ssl.SSLContext,
         failures: HandshakeFailureLog,
         pending: set[asyncio.Task[None]],
+        on_failed: Callable[[KafkaConnection], None] | None = None,
     ) -> None:
-        """``pending``: the handshakes in progress (the broker cancels them on shutdown)."""
+        """``pending``: the handshakes in progress (the broker cancels them on shutdown);
+        ``on_failed``: told when the connection ends before the handshake handed it over
+        (the connection itself is then told nothing)."""
         self._connection = connection
+        self._on_failed = on_failed
         self._context = context
         self._failures = failures
         self._pending = pending
@@ -450,13 +481,16 @@ class TlsHandshake(asyncio.Protocol):
             )
         except asyncio.CancelledError:
             transport.abort()
+            self._failed()
             raise
         except Exception as exc:  # ssl.SSLError, a reset, the handshake timeout ...
             host = str(peername[0]) if peername else "?"
             self._failures.failed(self._connection.listener_name, peer, host, exc)
             transport.abort()
+            self._failed()
             return
         if self._lost or tls is None:
+            self._failed()
             return
         connection = self._connection
         tls.set_protocol(connection)
@@ -464,6 +498,10 @@ class TlsHandshake(asyncio.Protocol):
         for data in self._early:
             connection.feed(data)
         self._early.clear()
+
+    def _failed(self) -> None:
+        if self._on_failed is not None:
+            self._on_failed(self._connection)
 
     # Between the handshake's end and the hand-over (the TLS layer reads on at once).
     def data_received(self, data: bytes) -> None:

@@ -13,9 +13,9 @@ constructor.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +24,11 @@ from typing import TYPE_CHECKING, Any
 from pystream.broker import apis, metrics_sources
 from pystream.broker.apis import api_versions
 from pystream.broker.apis import sasl as sasl_api
+from pystream.broker.connection_quotas import (
+    ConnectionQuotas,
+    RefusedConnectionLog,
+    listening_sockets,
+)
 from pystream.broker.context import RequestContext
 from pystream.broker.loop_monitor import LoopLagMonitor
 from pystream.broker.network import Chunk, KafkaConnection, TlsHandshake
@@ -112,6 +117,7 @@ class Broker:
         # TLS handshakes in progress, and the rate-limited log of the failed ones.
         self._handshakes: set[asyncio.Task[None]] = set()
         self._handshake_failures = HandshakeFailureLog(log)
+        self._refused_log = RefusedConnectionLog(log)
         for listener in self.listeners:
             if listener.uses_tls:
                 settings = SslSettings.for_listener(config, listener.name)
@@ -129,7 +135,10 @@ class Broker:
         self._cluster: ClusterMode | None = None
         self.log_cleaner: LogCleaner | None = None
         self.loop_monitor: LoopLagMonitor | None = None
-        self._servers: list[asyncio.AbstractServer] = []
+        # Each listener's sockets and the task accepting on each (see _accept).
+        self._listen_sockets: list[socket.socket] = []
+        self._acceptors: list[asyncio.Task[None]] = []
+        self.connection_quotas = ConnectionQuotas()
         self._connections: set[KafkaConnection] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._checkpoint_writes: set[asyncio.Future[None]] = set()
@@ -269,18 +278,17 @@ class Broker:
         await group_coordinator.start()
         # Loads __transaction_state and finishes transactions it had decided.
         await transaction_coordinator.start()
+        self.connection_quotas = await ConnectionQuotas.from_config(
+            config, [listener.name for listener in self.listeners], inter_broker_listener
+        )
         loop = asyncio.get_running_loop()
         for listener in self.listeners:
             # TLS listeners run the handshake themselves (TlsHandshake): plain TCP here.
-            server = await loop.create_server(
-                lambda listener=listener: self._new_connection(listener),
-                host=listener.host or None,
-                port=listener.port,
-                reuse_address=True,
-                backlog=1024,
-            )
-            self._servers.append(server)
-            self.bound_ports[listener.name] = server.sockets[0].getsockname()[1]
+            sockets = await listening_sockets(listener.host or None, listener.port, backlog=1024)
+            for sock in sockets:
+                self._listen_sockets.append(sock)
+                self._acceptors.append(loop.create_task(self._accept(listener, sock)))
+            self.bound_ports[listener.name] = sockets[0].getsockname()[1]
         if any(a.port == 0 for a in self.advertised_listeners):
             # Listening on port 0 (tests): advertise the port the OS chose.
             self.advertised_listeners = [
@@ -374,7 +382,60 @@ class Broker:
         login = inter_broker_login(self.config, listener.name) if listener.uses_sasl else None
         return ClientSecurity(listener.security_protocol, ssl_context, login)
 
-    def _new_connection(self, listener: Listener) -> asyncio.Protocol:
+    async def _accept(self, listener: Listener, sock: socket.socket) -> None:
+        """Accept connections on one listening socket, within the connection limits.
+
+        Our own accept loop rather than ``loop.create_server``'s: at ``max.connections``
+        it stops accepting until a connection closes, as Kafka's acceptor does (asyncio's
+        and uvloop's servers cannot be paused), and a connection over its address's
+        ``max.connections.per.ip`` is closed before any transport or protocol exists."""
+        loop = asyncio.get_running_loop()
+        quotas = self.connection_quotas
+        name = listener.name
+        accepted = 0
+        while True:
+            if not quotas.slot_available(name):
+                log.info(
+                    "listener %s is at its connection limit (max.connections): not accepting "
+                    "until a connection closes",
+                    name,
+                )
+                await quotas.wait_for_slot(name)
+            try:
+                conn, address = await loop.sock_accept(sock)
+            except OSError as exc:  # EMFILE, ECONNABORTED ...: not the listener's end
+                log.warning("accepting on listener %s failed: %s", name, exc)
+                await asyncio.sleep(0.1)
+                continue
+            host = str(address[0])
+            if not quotas.acquire(name, host):
+                self._refused_log.refused(
+                    name, host, quotas.ip_limit(host), host in quotas.per_ip_overrides
+                )
+                conn.close()
+                continue
+            loop.create_task(self._serve_accepted(listener, conn, host))
+            accepted += 1
+            if accepted % 64 == 0:
+                # A backlog of accepts completes without yielding: let the rest run.
+                await asyncio.sleep(0)
+
+    async def _serve_accepted(self, listener: Listener, conn: socket.socket, host: str) -> None:
+        protocols: list[asyncio.BaseProtocol] = []
+
+        def factory() -> asyncio.BaseProtocol:
+            protocols.append(self._new_connection(listener, host))
+            return protocols[0]
+
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(factory, conn)
+        except Exception as exc:  # the peer left at once (reset): not worth a warning
+            log.debug("connection from %s on %s failed at once: %s", host, listener.name, exc)
+            if not protocols:  # no protocol will hear connection_lost: give the slot back
+                conn.close()
+                self.connection_quotas.release(listener.name, host)
+
+    def _new_connection(self, listener: Listener, host: str) -> asyncio.Protocol:
         connection = KafkaConnection(
             self.handle_frame,
             self.config.socket_request_max_bytes,
@@ -385,9 +446,14 @@ class Broker:
             # Tracked once open: a failed TLS handshake never opens (nor closes) it.
             on_open=self._connection_opened,
         )
+        connection.quota_host = host
         if listener.uses_tls:
             return TlsHandshake(
-                connection, self._tls[listener.name][0], self._handshake_failures, self._handshakes
+                connection,
+                self._tls[listener.name][0],
+                self._handshake_failures,
+                self._handshakes,
+                on_failed=self._release_slot,
             )
         return connection
 
@@ -399,6 +465,12 @@ class Broker:
         if connection in self._connections:
             self._connections.discard(connection)
             self.metrics.connections_closed[connection.listener_name] += 1
+        self._release_slot(connection)
+
+    def _release_slot(self, connection: KafkaConnection) -> None:
+        host, connection.quota_host = connection.quota_host, None  # released once
+        if host is not None:
+            self.connection_quotas.release(connection.listener_name, host)
 
     async def stop(self) -> None:
         """Clean shutdown: stop listening, close connections, flush and checkpoint the logs."""
@@ -415,15 +487,15 @@ class Broker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # A checkpoint being written from a thread finishes before shutdown writes its own.
         await asyncio.gather(*self._checkpoint_writes, return_exceptions=True)
-        for server in self._servers:
-            server.close()
+        for acceptor in self._acceptors:
+            acceptor.cancel()
+        await asyncio.gather(*self._acceptors, return_exceptions=True)
+        for sock in self._listen_sockets:
+            sock.close()
         for handshake in list(self._handshakes):
             handshake.cancel()
         for connection in list(self._connections):
             connection.close()
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 5)
         if services is not None:
             await services.transaction_coordinator.stop()
             await services.group_coordinator.stop()
