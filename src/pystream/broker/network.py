@@ -20,7 +20,6 @@ import logging
 import os
 import ssl
 import struct
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple, Protocol
 
@@ -75,7 +74,47 @@ class RequestHandler(Protocol):
 
 
 class KafkaConnection(asyncio.BufferedProtocol):
-    """One client connection: framing, ordered dispatch, backpressure."""
+    """One client connection: framing, ordered dispatch, backpressure.
+
+    An idle connection holds no buffer, task, event or future (the broker may hold
+    tens of thousands): the receive buffer is borrowed from a pool while bytes are
+    unparsed, the task that runs the handler exists while frames wait for it, and a
+    future exists only while a write waits for the transport to drain.
+    """
+
+    __slots__ = (
+        "_handler",
+        "security_protocol",
+        "_max_request_size",
+        "listener_name",
+        "_on_close",
+        "_on_open",
+        "_principal_mapper",
+        "_scratch",
+        "_scratch_view",
+        "_start",
+        "_end",
+        "_large",
+        "_large_view",
+        "_large_filled",
+        "_frames",
+        "_write_paused",
+        "_drained",
+        "_reading_paused",
+        "_closed",
+        "_worker",
+        "transport",
+        "peer",
+        "peer_host",
+        "supports_sendfile",
+        "sends_views",
+        "_pending",
+        "_pending_bytes",
+        "_state",
+        "principal",
+        "sasl",
+        "quota_host",
+    )
 
     def __init__(
         self,
@@ -106,10 +145,12 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._large: bytearray | None = None
         self._large_view: memoryview | None = None
         self._large_filled = 0
-        self._frames: deque[bytearray] = deque()
-        self._frame_ready = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
+        # Frames waiting for the handler (a list: an empty deque costs 600 bytes).
+        self._frames: list[bytearray] = []
+        # The transport asked us to stop writing (pause_writing) ...
+        self._write_paused = False
+        # ... and a write waits on this until it resumes (made only when one waits).
+        self._drained: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._closed = False
         self._worker: asyncio.Task[None] | None = None
@@ -122,8 +163,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         # Responses held back while more requests are queued (see write()).
         self._pending: list[bytes | bytearray | memoryview] = []
         self._pending_bytes = 0
-        # Per-connection state handlers may keep (SASL, client id, ...).
-        self.state: dict[str, object] = {}
+        self._state: dict[str, object] | None = None
         # Who the peer is: ANONYMOUS until TLS client auth or SASL says otherwise.
         self.principal: KafkaPrincipal = ANONYMOUS
         # SASL listeners: the connection's authentication state (None: no SASL needed).
@@ -134,10 +174,17 @@ class KafkaConnection(asyncio.BufferedProtocol):
         # (None once given back).
         self.quota_host: str | None = None
 
+    @property
+    def state(self) -> dict[str, object]:
+        """Per-connection state handlers may keep (made on first use)."""
+        if self._state is None:
+            self._state = {}
+        return self._state
+
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check.
+        self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.peer_host = str(peer[0]) if peer else "?"
@@ -167,7 +214,6 @@ class KafkaConnection(asyncio.BufferedProtocol):
                     self.listener_name,
                     principal,
                 )
-        self._worker = asyncio.get_running_loop().create_task(self._process_frames())
 
     def get_buffer(self, sizehint: int) -> memoryview:
         # The transport recv_into()s here: the scratch buffer, or the unfilled tail of a
@@ -195,7 +241,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
             if not self._cut_frames():
                 return
         if self._frames:
-            self._frame_ready.set()
+            if self._worker is None:
+                self._worker = asyncio.get_running_loop().create_task(self._process_frames())
             if len(self._frames) >= _MAX_QUEUED_FRAMES and not self._reading_paused:
                 self._reading_paused = True
                 self.transport.pause_reading()  # type: ignore[union-attr]
@@ -254,10 +301,24 @@ class KafkaConnection(asyncio.BufferedProtocol):
         return True
 
     def pause_writing(self) -> None:
-        self._writable.clear()
+        self._write_paused = True
 
     def resume_writing(self) -> None:
-        self._writable.set()
+        self._write_paused = False
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    async def _wait_writable(self) -> None:
+        """Return once the transport takes writes again; ConnectionClosed if it closed."""
+        if self._write_paused and not self._closed:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+        if self._closed:
+            raise ConnectionClosed
 
     def _return_scratch(self) -> None:
         if self._scratch is not None and len(_SCRATCH_POOL) < _SCRATCH_POOL_MAX:
@@ -271,8 +332,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._large_view.release()
             self._large = self._large_view = None
         self._closed = True
-        self._writable.set()
-        self._frame_ready.set()
+        self._wake_writer()
         if self._worker is not None:
             self._worker.cancel()
         if self._on_close is not None:
@@ -280,13 +340,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     # -- processing -------------------------------------------------------
     async def _process_frames(self) -> None:
+        """Answer the queued frames in order; ends when none is left (buffer_updated
+        starts it again with the next frame)."""
         try:
-            while not self._closed:
-                if not self._frames:
-                    self._frame_ready.clear()
-                    await self._frame_ready.wait()
-                    continue
-                frame = self._frames.popleft()
+            while self._frames and not self._closed:
+                frame = self._frames.pop(0)
                 if self._reading_paused and len(self._frames) < _MAX_QUEUED_FRAMES // 2:
                     self._reading_paused = False
                     self.transport.resume_reading()  # type: ignore[union-attr]
@@ -305,6 +363,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
         except Exception as exc:  # a handler bug must cost one connection, not the broker
             log.exception("closing connection from %s after an internal error", self.peer)
             self.close(f"internal error: {exc!r}")
+        finally:
+            self._worker = None
 
     async def write(self, chunks: Sequence[Chunk], more_coming: bool = False) -> None:
         """Write one response: the size prefix is the caller's (part of chunks).
@@ -339,10 +399,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 # (a held view makes a log truncation over it wait).
                 for view in views:
                     view.release()
-        if not self._writable.is_set():
-            await self._writable.wait()
-            if self._closed:
-                raise ConnectionClosed
+        if self._write_paused:
+            await self._wait_writable()
 
     def _flush_pending(self) -> None:
         if self._pending:
@@ -359,11 +417,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
         high, low = transport.get_write_buffer_limits()
         transport.set_write_buffer_limits(high=0, low=0)  # pause now, resume at empty
         try:
-            await self._writable.wait()
+            await self._wait_writable()
         finally:
             transport.set_write_buffer_limits(high=high, low=low)
-        if self._closed:
-            raise ConnectionClosed
 
     async def _sendfile(self, chunk: FileChunk) -> None:
         await self._drain_completely()
@@ -418,10 +474,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 break
             transport.write(piece)
             written += len(piece)
-            if not self._writable.is_set():
-                await self._writable.wait()
-            if self._closed:
-                raise ConnectionClosed
+            await self._wait_writable()
         return written
 
     def close(self, reason: str | None = None) -> None:
@@ -465,10 +518,11 @@ class TlsHandshake(asyncio.Protocol):
         self._lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         # start_tls reads the socket itself: nothing may reach this protocol before it.
         transport.pause_reading()
-        task = asyncio.get_running_loop().create_task(self._handshake(transport))
+        task = asyncio.get_running_loop().create_task(
+            self._handshake(transport)  # type: ignore[arg-type]
+        )
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
