@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import ssl
 import struct
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple, Protocol
@@ -27,7 +26,7 @@ from pystream.errors import InvalidConfigError
 from pystream.protocol.framing import _hint as _traffic_hint
 from pystream.security.principal import ANONYMOUS, KafkaPrincipal
 from pystream.security.sasl import SASL_PROTOCOLS, SaslSession
-from pystream.security.ssl import HandshakeFailureLog, SslPrincipalMapper, peer_principal
+from pystream.security.ssl import SslPrincipalMapper, peer_principal
 
 log = logging.getLogger(__name__)
 
@@ -246,17 +245,6 @@ class KafkaConnection(asyncio.BufferedProtocol):
             if len(self._frames) >= _MAX_QUEUED_FRAMES and not self._reading_paused:
                 self._reading_paused = True
                 self.transport.pause_reading()  # type: ignore[union-attr]
-
-    def feed(self, data: bytes) -> None:
-        """Bytes received before this protocol owned the transport (see
-        :class:`TlsHandshake`), taken as if the transport had written them here."""
-        view = memoryview(data)
-        while view and not self._closed:
-            buffer = self.get_buffer(len(view))
-            n = min(len(buffer), len(view))
-            buffer[:n] = view[:n]
-            self.buffer_updated(n)
-            view = view[n:]
 
     def _cut_frames(self) -> bool:
         """Move complete frames out of the scratch buffer; False if the connection closed.
@@ -486,86 +474,6 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._closed = True
         if self.transport is not None:
             self.transport.close()
-
-
-class TlsHandshake(asyncio.Protocol):
-    """A TLS listener's connection until its handshake is done.
-
-    asyncio's own TLS server (``create_server(ssl=...)``) drops a failed handshake silently
-    (it logs one only in debug mode), so TLS listeners accept plain TCP and this protocol
-    runs the handshake with ``loop.start_tls``: a failure is logged (``failures``, rate
-    limited per peer host) and the socket closed; on success the ``KafkaConnection``
-    takes the TLS transport over, with any bytes that arrived with the handshake's end.
-    """
-
-    def __init__(
-        self,
-        connection: KafkaConnection,
-        context: ssl.SSLContext,
-        failures: HandshakeFailureLog,
-        pending: set[asyncio.Task[None]],
-        on_failed: Callable[[KafkaConnection], None] | None = None,
-    ) -> None:
-        """``pending``: the handshakes in progress (the broker cancels them on shutdown);
-        ``on_failed``: told when the connection ends before the handshake handed it over
-        (the connection itself is then told nothing)."""
-        self._connection = connection
-        self._on_failed = on_failed
-        self._context = context
-        self._failures = failures
-        self._pending = pending
-        self._early: list[bytes] = []  # application data decrypted before the hand-over
-        self._lost = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # start_tls reads the socket itself: nothing may reach this protocol before it.
-        transport.pause_reading()
-        task = asyncio.get_running_loop().create_task(
-            self._handshake(transport)  # type: ignore[arg-type]
-        )
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _handshake(self, transport: asyncio.Transport) -> None:
-        peername = transport.get_extra_info("peername")
-        peer = f"{peername[0]}:{peername[1]}" if peername else "?"
-        try:
-            tls = await asyncio.get_running_loop().start_tls(
-                transport, self, self._context, server_side=True
-            )
-        except asyncio.CancelledError:
-            transport.abort()
-            self._failed()
-            raise
-        except Exception as exc:  # ssl.SSLError, a reset, the handshake timeout ...
-            host = str(peername[0]) if peername else "?"
-            self._failures.failed(self._connection.listener_name, peer, host, exc)
-            transport.abort()
-            self._failed()
-            return
-        if self._lost or tls is None:
-            self._failed()
-            return
-        connection = self._connection
-        tls.set_protocol(connection)
-        connection.connection_made(tls)
-        for data in self._early:
-            connection.feed(data)
-        self._early.clear()
-
-    def _failed(self) -> None:
-        if self._on_failed is not None:
-            self._on_failed(self._connection)
-
-    # Between the handshake's end and the hand-over (the TLS layer reads on at once).
-    def data_received(self, data: bytes) -> None:
-        self._early.append(data)
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
 
 
 def _tls_backlog_empty(transport: asyncio.BaseTransport) -> bool:

@@ -31,7 +31,7 @@ from pystream.broker.connection_quotas import (
 )
 from pystream.broker.context import RequestContext
 from pystream.broker.loop_monitor import LoopLagMonitor
-from pystream.broker.network import Chunk, KafkaConnection, TlsHandshake
+from pystream.broker.network import Chunk, KafkaConnection
 from pystream.broker.services import BrokerServices
 from pystream.clock import now_ms
 from pystream.cluster.broker_channel import BrokerChannels
@@ -283,7 +283,6 @@ class Broker:
         )
         loop = asyncio.get_running_loop()
         for listener in self.listeners:
-            # TLS listeners run the handshake themselves (TlsHandshake): plain TCP here.
             sockets = await listening_sockets(listener.host or None, listener.port, backlog=1024)
             for sock in sockets:
                 self._listen_sockets.append(sock)
@@ -414,28 +413,48 @@ class Broker:
                 )
                 conn.close()
                 continue
-            loop.create_task(self._serve_accepted(listener, conn, host))
+            loop.create_task(self._serve_accepted(listener, conn, address))
             accepted += 1
             if accepted % 64 == 0:
                 # A backlog of accepts completes without yielding: let the rest run.
                 await asyncio.sleep(0)
 
-    async def _serve_accepted(self, listener: Listener, conn: socket.socket, host: str) -> None:
-        protocols: list[asyncio.BaseProtocol] = []
-
-        def factory() -> asyncio.BaseProtocol:
-            protocols.append(self._new_connection(listener, host))
-            return protocols[0]
-
+    async def _serve_accepted(
+        self, listener: Listener, conn: socket.socket, address: tuple[Any, ...]
+    ) -> None:
+        """Hand an accepted socket to its ``KafkaConnection``, after the TLS handshake on
+        a TLS listener.  The handshake is awaited here, not in asyncio's server (which
+        drops a failed one silently, logging it only in debug mode): a failure is logged,
+        rate limited per peer host, and the connection's slot given back."""
+        host = str(address[0])
+        connection = self._new_connection(listener, host)
+        tls = self._tls[listener.name][0] if listener.uses_tls else None
+        task = asyncio.current_task()
+        if tls is not None and task is not None:
+            self._handshakes.add(task)  # the broker cancels handshakes on shutdown
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(factory, conn)
-        except Exception as exc:  # the peer left at once (reset): not worth a warning
-            log.debug("connection from %s on %s failed at once: %s", host, listener.name, exc)
-            if not protocols:  # no protocol will hear connection_lost: give the slot back
-                conn.close()
-                self.connection_quotas.release(listener.name, host)
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: connection, conn, ssl=tls
+            )
+        except BaseException as exc:
+            if connection.transport is not None:
+                return  # it opened: its connection_lost gives the slot back
+            conn.close()
+            self._release_slot(connection)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            if not isinstance(exc, Exception):
+                raise
+            if tls is not None:  # ssl.SSLError, a reset, the handshake timeout ...
+                peer = f"{host}:{address[1]}"
+                self._handshake_failures.failed(listener.name, peer, host, exc)
+            else:  # the peer left at once (reset): not worth a warning
+                log.debug("connection from %s on %s failed at once: %s", host, listener.name, exc)
+        finally:
+            if task is not None:
+                self._handshakes.discard(task)
 
-    def _new_connection(self, listener: Listener, host: str) -> asyncio.Protocol:
+    def _new_connection(self, listener: Listener, host: str) -> KafkaConnection:
         connection = KafkaConnection(
             self.handle_frame,
             self.config.socket_request_max_bytes,
@@ -447,14 +466,6 @@ class Broker:
             on_open=self._connection_opened,
         )
         connection.quota_host = host
-        if listener.uses_tls:
-            return TlsHandshake(
-                connection,
-                self._tls[listener.name][0],
-                self._handshake_failures,
-                self._handshakes,
-                on_failed=self._release_slot,
-            )
         return connection
 
     def _connection_opened(self, connection: KafkaConnection) -> None:
