@@ -62,6 +62,7 @@ from pystream.security.listeners import Listener, ListenerConfig
 from pystream.security.sasl import SASL_API_KEYS, SaslAuthenticator, SaslState
 from pystream.security.ssl import (
     HandshakeFailureLog,
+    PerHostLogLimit,
     SslPrincipalMapper,
     SslSettings,
     broker_client_context,
@@ -114,10 +115,11 @@ class Broker:
         # Each TLS listener's context and principal mapping (its listener.name.<name>.ssl.*
         # overrides over the broker's ssl.*), built and checked before anything starts.
         self._tls: dict[str, tuple[ssl.SSLContext, SslPrincipalMapper]] = {}
-        # TLS handshakes in progress, and the rate-limited log of the failed ones.
-        self._handshakes: set[asyncio.Task[None]] = set()
+        # The rate-limited log of failed TLS handshakes.
         self._handshake_failures = HandshakeFailureLog(log)
         self._refused_log = RefusedConnectionLog(log)
+        self._limit_log = PerHostLogLimit(log)  # keyed by listener name
+        self._handovers: set[asyncio.Task[None]] = set()
         for listener in self.listeners:
             if listener.uses_tls:
                 settings = SslSettings.for_listener(config, listener.name)
@@ -394,11 +396,12 @@ class Broker:
         accepted = 0
         while True:
             if not quotas.slot_available(name):
-                log.info(
-                    "listener %s is at its connection limit (max.connections): not accepting "
-                    "until a connection closes",
-                    name,
-                )
+                if self._limit_log.admit(name) is not None:  # once per 10 s per listener
+                    log.info(
+                        "listener %s is at its connection limit (max.connections): not "
+                        "accepting until a connection closes",
+                        name,
+                    )
                 await quotas.wait_for_slot(name)
             try:
                 conn, address = await loop.sock_accept(sock)
@@ -413,7 +416,11 @@ class Broker:
                 )
                 conn.close()
                 continue
-            loop.create_task(self._serve_accepted(listener, conn, address))
+            task = loop.create_task(self._serve_accepted(listener, conn, address))
+            # The loop holds tasks weakly: keep each until its connection is handed over
+            # (after a TLS handshake, which shutdown cancels).
+            self._handovers.add(task)
+            task.add_done_callback(self._handovers.discard)
             accepted += 1
             if accepted % 64 == 0:
                 # A backlog of accepts completes without yielding: let the rest run.
@@ -429,9 +436,6 @@ class Broker:
         host = str(address[0])
         connection = self._new_connection(listener, host)
         tls = self._tls[listener.name][0] if listener.uses_tls else None
-        task = asyncio.current_task()
-        if tls is not None and task is not None:
-            self._handshakes.add(task)  # the broker cancels handshakes on shutdown
         try:
             await asyncio.get_running_loop().connect_accepted_socket(
                 lambda: connection, conn, ssl=tls
@@ -450,9 +454,6 @@ class Broker:
                 self._handshake_failures.failed(listener.name, peer, host, exc)
             else:  # the peer left at once (reset): not worth a warning
                 log.debug("connection from %s on %s failed at once: %s", host, listener.name, exc)
-        finally:
-            if task is not None:
-                self._handshakes.discard(task)
 
     def _new_connection(self, listener: Listener, host: str) -> KafkaConnection:
         connection = KafkaConnection(
@@ -503,7 +504,7 @@ class Broker:
         await asyncio.gather(*self._acceptors, return_exceptions=True)
         for sock in self._listen_sockets:
             sock.close()
-        for handshake in list(self._handshakes):
+        for handshake in list(self._handovers):  # TLS handshakes in progress
             handshake.cancel()
         for connection in list(self._connections):
             connection.close()
