@@ -263,9 +263,11 @@ def collect(procs: list[Any], results: Any, timeout: float) -> list[dict[str, An
     return out
 
 
-def worker_sources(worker: int, per_worker: int = 8) -> list[str]:
-    """Distinct 127.0.0.x source addresses per worker (ephemeral ports are per address)."""
-    return [f"127.0.0.{10 + worker * per_worker + i}" for i in range(per_worker)]
+def worker_sources(worker: int, per_worker: int = 8, block: int = 0) -> list[str]:
+    """Distinct 127.<block>.0.x source addresses per worker (ephemeral ports are per
+    address).  Each scenario has its own block: the closed connections of one (in
+    TIME_WAIT on the generator's side) must not slow the next one's port choice."""
+    return [f"127.{block}.0.{10 + worker * per_worker + i}" for i in range(per_worker)]
 
 
 # --- broker side --------------------------------------------------------------------------
@@ -340,15 +342,21 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def storm(
-    broker: Broker, args: argparse.Namespace, port: int, frames: list[bytes], per_ip: bool = False
+    broker: Broker,
+    args: argparse.Namespace,
+    port: int,
+    frames: list[bytes],
+    block: int,
+    per_ip: bool = False,
 ) -> dict[str, Any]:
+    """One storm from ``--workers`` processes, from source addresses 127.<block>.0.x."""
     workers = args.workers
     rate = args.rate / workers
     params = [
         {
             "host": "127.0.0.1",
             "port": port,
-            "sources": [PER_IP_HOST] if per_ip else worker_sources(w),
+            "sources": [PER_IP_HOST] if per_ip else worker_sources(w, block=block),
             "frames": frames,
             "rate": rate,
             "seconds": args.seconds,
@@ -513,19 +521,19 @@ def run_once(args: argparse.Namespace, scenarios: Sequence[str]) -> dict[str, An
             out["idle"] = idle_and_latency(broker, args, frames, "latency" in scenarios)
         plain = [frames["api_versions"], frames["metadata"]]
         if "storm" in scenarios:
-            out["storm"] = storm(broker, args, broker.plain, plain)
+            out["storm"] = storm(broker, args, broker.plain, plain, block=1)
         if "storm-sasl" in scenarios:
             sasl = [frames["api_versions"], frames["sasl_handshake"], frames["sasl_authenticate"]]
             plain_proc = threading.Thread(
                 target=lambda: out.__setitem__(
-                    "storm-sasl-plain", storm(broker, args, broker.plain, plain)
+                    "storm-sasl-plain", storm(broker, args, broker.plain, plain, block=3)
                 )
             )
             plain_proc.start()
-            out["storm-sasl"] = storm(broker, args, broker.sasl, sasl)
+            out["storm-sasl"] = storm(broker, args, broker.sasl, sasl, block=2)
             plain_proc.join()
         if "storm-per-ip" in scenarios:
-            out["storm-per-ip"] = storm(broker, args, broker.plain, plain, per_ip=True)
+            out["storm-per-ip"] = storm(broker, args, broker.plain, plain, block=4, per_ip=True)
     finally:
         broker.stop()
     return out
