@@ -433,8 +433,9 @@ def start_idle(args: argparse.Namespace, port: int) -> tuple[Any, Any, Any, Any]
 
 
 def idle_and_latency(
-    broker: Broker, args: argparse.Namespace, frames: dict[str, bytes], with_latency: bool
+    broker: Broker, args: argparse.Namespace, with_latency: bool
 ) -> dict[str, Any]:
+    """The idle scenario (RSS, CPU), with e2e.py's latency before and during it."""
     result: dict[str, Any] = {}
     if with_latency:
         result["latency_without"] = latency_run(broker.plain)
@@ -518,7 +519,7 @@ def run_once(args: argparse.Namespace, scenarios: Sequence[str]) -> dict[str, An
     out: dict[str, Any] = {}
     try:
         if "idle" in scenarios or "latency" in scenarios:
-            out["idle"] = idle_and_latency(broker, args, frames, "latency" in scenarios)
+            out["idle"] = idle_and_latency(broker, args, "latency" in scenarios)
         plain = [frames["api_versions"], frames["metadata"]]
         if "storm" in scenarios:
             out["storm"] = storm(broker, args, broker.plain, plain, block=1)
