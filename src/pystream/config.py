@@ -39,6 +39,7 @@ _log = logging.getLogger(__name__)
 INT32_MAX = 2**31 - 1
 INT32_MIN = -(2**31)
 INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1  # Java's Integer.MAX_VALUE: Kafka's "no limit" for int configs
 INT64_MIN = -(2**63)
 DOUBLE_MAX = 1.7976931348623157e308  # Java's Double.MAX_VALUE: "no limit" for rates
 
@@ -183,6 +184,35 @@ class ThrottledReplicas(Matches):
 
     def __str__(self) -> str:
         return self.description
+
+
+def parse_connection_overrides(value: str) -> dict[str, int]:
+    """``max.connections.per.ip.overrides``: ``host:count,host:count`` -> {host: count}.
+
+    Raises InvalidConfigError saying which entry is wrong."""
+    out: dict[str, int] = {}
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        host, sep, count = entry.rpartition(":")
+        if not sep or not host or not _INT_RE.fullmatch(count.strip()) or int(count) < 0:
+            raise InvalidConfigError(
+                f"Invalid value {value!r} for configuration max.connections.per.ip.overrides: "
+                f"{entry!r} is not host:count with a count of at least 0 "
+                "(e.g. 127.0.0.1:100,broker.example.com:0)"
+            )
+        out[host.strip().strip("[]")] = int(count)
+    return out
+
+
+class ConnectionOverrides(Validator):
+    """``host:count`` pairs, comma-separated (Kafka's ``max.connections.per.ip.overrides``)."""
+
+    def __call__(self, name: str, value: Any) -> None:
+        parse_connection_overrides(value)
+
+    def __str__(self) -> str:
+        return "a comma-separated list of host:count (count at least 0)"
 
 
 # --- definitions ------------------------------------------------------------------------------
@@ -1185,6 +1215,43 @@ BROKER_CONFIGS: dict[str, ConfigDef] = _table(
         "slows password guessing without holding up anyone else.",
     ),
     ConfigDef(
+        "max.connections",
+        ConfigType.INT,
+        INT32_MAX,
+        AtLeast(0),
+        doc="The most connections the broker holds open at once, over all listeners; "
+        "listener.name.{listener}.max.connections limits one listener. At the limit the "
+        "listener stops accepting (new connections wait in the kernel's backlog) until one "
+        "closes. The inter-broker listener is exempt from the broker-wide limit (its own "
+        "listener limit still applies), so replication keeps working when clients fill it.",
+    ),
+    ConfigDef(
+        "max.connections.per.ip",
+        ConfigType.INT,
+        INT32_MAX,
+        AtLeast(0),
+        doc="The most connections one IP address may hold open at once; a connection over "
+        "it is closed as soon as it is accepted (and logged). 0 only together with "
+        "max.connections.per.ip.overrides (only the listed hosts may connect).",
+    ),
+    ConfigDef(
+        "max.connections.per.ip.overrides",
+        ConfigType.STRING,
+        "",
+        ConnectionOverrides(),
+        doc="Per-host exceptions to max.connections.per.ip: host:count,host:count (an IP "
+        "address or a host name, resolved when the broker starts), e.g. 127.0.0.1:200,"
+        "batch.example.com:0.",
+    ),
+    ConfigDef(
+        "event.loop",
+        ConfigType.STRING,
+        "asyncio",
+        OneOf(("asyncio", "uvloop")),
+        doc="The broker process's event loop (pystream serve): asyncio's own, or uvloop "
+        "(libuv, Linux and macOS; installed with pystream on Linux).",
+    ),
+    ConfigDef(
         "fetch.max.bytes",
         ConfigType.INT,
         57_671_680,
@@ -1671,6 +1738,10 @@ class BrokerConfig:
     sasl_jaas_config: str = ""
     connections_max_reauth_ms: int = 0
     connection_failed_authentication_delay_ms: int = 100
+    max_connections: int = INT32_MAX
+    max_connections_per_ip: int = INT32_MAX
+    max_connections_per_ip_overrides: str = ""
+    event_loop: str = "asyncio"
     fetch_max_bytes: int = 57_671_680
     max_incremental_fetch_session_cache_slots: int = 1000
     min_incremental_fetch_session_eviction_ms: int = 120_000
@@ -1746,7 +1817,8 @@ class BrokerConfig:
     listener_properties: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def for_listener(self, listener_name: str, key: str) -> Any:
-        """Broker key ``key`` (``ssl.*``, ``sasl.enabled.mechanisms``, ``sasl.jaas.config``)
+        """Broker key ``key`` (``ssl.*``, ``sasl.enabled.mechanisms``, ``sasl.jaas.config``,
+        ``max.connections``)
         for listener ``listener_name``: its ``listener.name.<name>.<key>`` override, else
         the broker-wide value."""
         override = f"listener.name.{listener_name.lower()}.{key}"
@@ -1795,6 +1867,13 @@ class BrokerConfig:
         values = parse_properties(BROKER_CONFIGS, known, "broker")
         if "log.dirs" in values and not values["log.dirs"]:
             raise InvalidConfigError("log.dirs is empty; give at least one directory")
+        if values.get("max.connections.per.ip") == 0 and not values.get(
+            "max.connections.per.ip.overrides"
+        ):
+            raise InvalidConfigError(
+                "max.connections.per.ip is 0 but max.connections.per.ip.overrides is empty: "
+                "no address could connect (list the hosts allowed in the overrides)"
+            )
         return cls(
             **{BROKER_CONFIGS[k].attribute: v for k, v in values.items()},
             log_config=LogConfig.from_broker_properties(merged, sources),
@@ -1862,7 +1941,7 @@ SENSITIVE_BROKER_CONFIGS = frozenset(
 # may also be per mechanism (listener.name.internal.scram-sha-256.sasl.jaas.config).
 _LISTENER_OVERRIDE = re.compile(
     r"listener\.name\.([^.]+)\."
-    r"(ssl\..+|sasl\.enabled\.mechanisms|(?:(?:plain|scram-sha-256|scram-sha-512)\.)?"
+    r"(ssl\..+|sasl\.enabled\.mechanisms|max\.connections|(?:(?:plain|scram-sha-256|scram-sha-512)\.)?"
     r"sasl\.jaas\.config)"
 )
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import ssl
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,7 +37,7 @@ from pystream.errors import InvalidConfigError
 from pystream.protocol.framing import _hint as _traffic_hint
 from pystream.security.principal import ANONYMOUS, KafkaPrincipal
 from pystream.security.sasl import SASL_PROTOCOLS, SaslSession
-from pystream.security.ssl import HandshakeFailureLog, SslPrincipalMapper, peer_principal
+from pystream.security.ssl import SslPrincipalMapper, peer_principal
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +53,8 @@ _SCRATCH_POOL_MAX = 32
 # Held-back responses are written once they reach this size, queue or not.
 _COALESCE_MAX_BYTES = 256 * 1024
 _PRODUCE = b"\x00\x00"
+# A file region sent through the transport (no loop.sendfile) is read this much at a time.
+_COPY_PIECE = 1024 * 1024
 
 
 class FileChunk(NamedTuple):
@@ -94,7 +95,51 @@ class RequestHandler(Protocol):
 
 
 class KafkaConnection(asyncio.BufferedProtocol):
-    """One client connection: framing, ordered dispatch, backpressure."""
+    """One client connection: framing, ordered dispatch, backpressure.
+
+    An idle connection holds no buffer, task, event or future (the broker may hold
+    tens of thousands): the receive buffer is borrowed from a pool while bytes are
+    unparsed, the task that runs the handler exists while frames wait for it, and a
+    future exists only while a write waits for the transport to drain.
+    """
+
+    __slots__ = (
+        "_handler",
+        "security_protocol",
+        "_max_request_size",
+        "listener_name",
+        "_on_close",
+        "_on_open",
+        "_principal_mapper",
+        "_scratch",
+        "_scratch_view",
+        "_start",
+        "_end",
+        "_large",
+        "_large_view",
+        "_large_filled",
+        "_frames",
+        "_write_paused",
+        "_drained",
+        "_reading_paused",
+        "_closed",
+        "_worker",
+        "transport",
+        "peer",
+        "peer_host",
+        "supports_sendfile",
+        "sends_views",
+        "_pending",
+        "_pending_bytes",
+        "_state",
+        "principal",
+        "sasl",
+        "quota_host",
+        "_max_deferred",
+        "_deferred",
+        "_deferred_writer",
+        "_deferred_room",
+    )
 
     def __init__(
         self,
@@ -129,17 +174,20 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._large: bytearray | None = None
         self._large_view: memoryview | None = None
         self._large_filled = 0
-        self._frames: deque[bytearray] = deque()
-        self._frame_ready = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
+        # Frames waiting for the handler (a list: an empty deque costs 600 bytes).
+        self._frames: list[bytearray] = []
+        # The transport asked us to stop writing (pause_writing) ...
+        self._write_paused = False
+        # ... and a write waits on this until it resumes (made only when one waits).
+        self._drained: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._closed = False
         self._worker: asyncio.Task[None] | None = None
-        # Deferred responses in request order, and the task writing them as they complete.
-        self._deferred: deque[asyncio.Task[Sequence[Chunk] | None]] = deque()
+        # Deferred responses in request order, and the task writing them as they complete
+        # (made on the first deferral: an idle connection holds none).
+        self._deferred: deque[asyncio.Task[Sequence[Chunk] | None]] | None = None
         self._deferred_writer: asyncio.Task[None] | None = None
-        self._deferred_room = asyncio.Event()
+        self._deferred_room: asyncio.Event | None = None
         self.transport: asyncio.Transport | None = None
         self.peer: str = "?"
         # The peer's address alone: what ACL host entries name.
@@ -149,19 +197,28 @@ class KafkaConnection(asyncio.BufferedProtocol):
         # Responses held back while more requests are queued (see write()).
         self._pending: list[bytes | bytearray | memoryview] = []
         self._pending_bytes = 0
-        # Per-connection state handlers may keep (SASL, client id, ...).
-        self.state: dict[str, object] = {}
+        self._state: dict[str, object] | None = None
         # Who the peer is: ANONYMOUS until TLS client auth or SASL says otherwise.
         self.principal: KafkaPrincipal = ANONYMOUS
         # SASL listeners: the connection's authentication state (None: no SASL needed).
         self.sasl: SaslSession | None = (
             SaslSession() if security_protocol in SASL_PROTOCOLS else None
         )
+        # The address the listener's connection limits counted this connection under
+        # (None once given back).
+        self.quota_host: str | None = None
+
+    @property
+    def state(self) -> dict[str, object]:
+        """Per-connection state handlers may keep (made on first use)."""
+        if self._state is None:
+            self._state = {}
+        return self._state
 
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check.
+        self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.peer_host = str(peer[0]) if peer else "?"
@@ -191,7 +248,6 @@ class KafkaConnection(asyncio.BufferedProtocol):
                     self.listener_name,
                     principal,
                 )
-        self._worker = asyncio.get_running_loop().create_task(self._process_frames())
 
     def get_buffer(self, sizehint: int) -> memoryview:
         # The transport recv_into()s here: the scratch buffer, or the unfilled tail of a
@@ -219,21 +275,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
             if not self._cut_frames():
                 return
         if self._frames:
-            self._frame_ready.set()
+            if self._worker is None:
+                self._worker = asyncio.get_running_loop().create_task(self._process_frames())
             if len(self._frames) >= _MAX_QUEUED_FRAMES and not self._reading_paused:
                 self._reading_paused = True
                 self.transport.pause_reading()  # type: ignore[union-attr]
-
-    def feed(self, data: bytes) -> None:
-        """Bytes received before this protocol owned the transport (see
-        :class:`TlsHandshake`), taken as if the transport had written them here."""
-        view = memoryview(data)
-        while view and not self._closed:
-            buffer = self.get_buffer(len(view))
-            n = min(len(buffer), len(view))
-            buffer[:n] = view[:n]
-            self.buffer_updated(n)
-            view = view[n:]
 
     def _cut_frames(self) -> bool:
         """Move complete frames out of the scratch buffer; False if the connection closed.
@@ -278,15 +324,37 @@ class KafkaConnection(asyncio.BufferedProtocol):
         return True
 
     def pause_writing(self) -> None:
-        self._writable.clear()
+        self._write_paused = True
 
     def resume_writing(self) -> None:
-        self._writable.set()
+        self._write_paused = False
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    async def _wait_writable(self) -> None:
+        """Return once the transport takes writes again; ConnectionClosed if it closed."""
+        if self._write_paused and not self._closed:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+        if self._closed:
+            raise ConnectionClosed
 
     def _return_scratch(self) -> None:
         if self._scratch is not None and len(_SCRATCH_POOL) < _SCRATCH_POOL_MAX:
             _SCRATCH_POOL.append((self._scratch, self._scratch_view))  # type: ignore[arg-type]
         self._scratch = self._scratch_view = None
+
+    def eof_received(self) -> bool | None:
+        # The peer closed.  The transport borrowed a receive buffer for the read that
+        # found the end: give it back now, not at connection_lost (called later), or a
+        # burst of closes (10,000 idle clients leaving) takes a fresh 256 KiB buffer each.
+        if self._start == self._end:
+            self._return_scratch()
+        return None  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._start == self._end:
@@ -295,11 +363,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self._large_view.release()
             self._large = self._large_view = None
         self._closed = True
-        self._writable.set()
-        self._frame_ready.set()
+        self._wake_writer()
         if self._worker is not None:
             self._worker.cancel()
-        for task in self._deferred:
+        for task in self._deferred or ():
             task.cancel()
         if self._deferred_writer is not None:
             self._deferred_writer.cancel()
@@ -308,13 +375,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     # -- processing -------------------------------------------------------
     async def _process_frames(self) -> None:
+        """Answer the queued frames in order; ends when none is left (buffer_updated
+        starts it again with the next frame)."""
         try:
-            while not self._closed:
-                if not self._frames:
-                    self._frame_ready.clear()
-                    await self._frame_ready.wait()
-                    continue
-                frame = self._frames.popleft()
+            while self._frames and not self._closed:
+                frame = self._frames.pop(0)
                 if self._reading_paused and len(self._frames) < _MAX_QUEUED_FRAMES // 2:
                     self._reading_paused = False
                     self.transport.resume_reading()  # type: ignore[union-attr]
@@ -341,26 +406,34 @@ class KafkaConnection(asyncio.BufferedProtocol):
         except Exception as exc:  # a handler bug must cost one connection, not the broker
             log.exception("closing connection from %s after an internal error", self.peer)
             self.close(f"internal error: {exc!r}")
+        finally:
+            self._worker = None
 
     async def _defer(self, response: DeferredResponse) -> None:
         """Queue a deferred response behind the earlier ones; handling goes on unless
         ``max_deferred`` are outstanding."""
         loop = asyncio.get_running_loop()
-        self._deferred.append(loop.create_task(response.awaitable))  # type: ignore[arg-type]
+        if self._deferred is None:
+            self._deferred = deque()
+            self._deferred_room = asyncio.Event()
+        deferred, room = self._deferred, self._deferred_room
+        assert room is not None
+        deferred.append(loop.create_task(response.awaitable))  # type: ignore[arg-type]
         if self._deferred_writer is None:
             self._deferred_writer = loop.create_task(self._write_deferred())
-        while len(self._deferred) >= self._max_deferred and not self._closed:
-            self._deferred_room.clear()
-            await self._deferred_room.wait()
+        while len(deferred) >= self._max_deferred and not self._closed:
+            room.clear()
+            await room.wait()
 
     async def _write_deferred(self) -> None:
         """Write the deferred responses in request order as each completes."""
-        deferred = self._deferred
+        deferred, room = self._deferred, self._deferred_room
+        assert deferred is not None and room is not None
         try:
             while deferred and not self._closed:
                 chunks = await deferred[0]
                 deferred.popleft()
-                self._deferred_room.set()
+                room.set()
                 if chunks:
                     # Hold small answers back while the next one is ready too: one send
                     # per burst.
@@ -374,7 +447,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self.close(f"internal error: {exc!r}")
         finally:
             self._deferred_writer = None
-            self._deferred_room.set()
+            room.set()
             if self._closed:
                 for task in deferred:
                     task.cancel()
@@ -412,10 +485,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 # (a held view makes a log truncation over it wait).
                 for view in views:
                     view.release()
-        if not self._writable.is_set():
-            await self._writable.wait()
-            if self._closed:
-                raise ConnectionClosed
+        if self._write_paused:
+            await self._wait_writable()
 
     def _flush_pending(self) -> None:
         if self._pending:
@@ -432,11 +503,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
         high, low = transport.get_write_buffer_limits()
         transport.set_write_buffer_limits(high=0, low=0)  # pause now, resume at empty
         try:
-            await self._writable.wait()
+            await self._wait_writable()
         finally:
             transport.set_write_buffer_limits(high=high, low=low)
-        if self._closed:
-            raise ConnectionClosed
 
     async def _sendfile(self, chunk: FileChunk) -> None:
         await self._drain_completely()
@@ -463,6 +532,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
     async def _sendfile_when_writable(self, fd: int, position: int, count: int) -> int:
         """``loop.sendfile`` of a file region; returns the bytes sent (fewer at EOF)."""
         loop = asyncio.get_running_loop()
+        if not isinstance(loop, asyncio.BaseEventLoop):
+            # uvloop has no loop.sendfile: the rest goes through the transport, copied.
+            # Only a reader slower than the broker (a full socket buffer) gets here.
+            return await self._write_copied(fd, position, count)
         try:
             return await loop.sendfile(
                 self.transport,  # type: ignore[arg-type]
@@ -475,6 +548,21 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self.close(f"sendfile failed: {exc}")
             raise ConnectionClosed from exc
 
+    async def _write_copied(self, fd: int, position: int, count: int) -> int:
+        """Write a file region through the transport, a piece at a time (backpressure
+        between pieces); returns the bytes written (fewer at EOF)."""
+        transport = self.transport
+        assert transport is not None
+        written = 0
+        while written < count:
+            piece = os.pread(fd, min(_COPY_PIECE, count - written), position + written)
+            if not piece:
+                break
+            transport.write(piece)
+            written += len(piece)
+            await self._wait_writable()
+        return written
+
     def close(self, reason: str | None = None) -> None:
         """Close this connection (only this one), logging why."""
         if self.transport is not None and not self._closed:
@@ -484,74 +572,6 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._closed = True
         if self.transport is not None:
             self.transport.close()
-
-
-class TlsHandshake(asyncio.Protocol):
-    """A TLS listener's connection until its handshake is done.
-
-    asyncio's own TLS server (``create_server(ssl=...)``) drops a failed handshake silently
-    (it logs one only in debug mode), so TLS listeners accept plain TCP and this protocol
-    runs the handshake with ``loop.start_tls``: a failure is logged (``failures``, rate
-    limited per peer host) and the socket closed; on success the ``KafkaConnection``
-    takes the TLS transport over, with any bytes that arrived with the handshake's end.
-    """
-
-    def __init__(
-        self,
-        connection: KafkaConnection,
-        context: ssl.SSLContext,
-        failures: HandshakeFailureLog,
-        pending: set[asyncio.Task[None]],
-    ) -> None:
-        """``pending``: the handshakes in progress (the broker cancels them on shutdown)."""
-        self._connection = connection
-        self._context = context
-        self._failures = failures
-        self._pending = pending
-        self._early: list[bytes] = []  # application data decrypted before the hand-over
-        self._lost = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        # start_tls reads the socket itself: nothing may reach this protocol before it.
-        transport.pause_reading()
-        task = asyncio.get_running_loop().create_task(self._handshake(transport))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _handshake(self, transport: asyncio.Transport) -> None:
-        peername = transport.get_extra_info("peername")
-        peer = f"{peername[0]}:{peername[1]}" if peername else "?"
-        try:
-            tls = await asyncio.get_running_loop().start_tls(
-                transport, self, self._context, server_side=True
-            )
-        except asyncio.CancelledError:
-            transport.abort()
-            raise
-        except Exception as exc:  # ssl.SSLError, a reset, the handshake timeout ...
-            host = str(peername[0]) if peername else "?"
-            self._failures.failed(self._connection.listener_name, peer, host, exc)
-            transport.abort()
-            return
-        if self._lost or tls is None:
-            return
-        connection = self._connection
-        tls.set_protocol(connection)
-        connection.connection_made(tls)
-        for data in self._early:
-            connection.feed(data)
-        self._early.clear()
-
-    # Between the handshake's end and the hand-over (the TLS layer reads on at once).
-    def data_received(self, data: bytes) -> None:
-        self._early.append(data)
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
 
 
 def _tls_backlog_empty(transport: asyncio.BaseTransport) -> bool:

@@ -13,9 +13,9 @@ constructor.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -24,10 +24,15 @@ from typing import TYPE_CHECKING, Any
 from pystream.broker import apis, metrics_sources
 from pystream.broker.apis import api_versions
 from pystream.broker.apis import sasl as sasl_api
+from pystream.broker.connection_quotas import (
+    ConnectionQuotas,
+    RefusedConnectionLog,
+    listening_sockets,
+)
 from pystream.broker.context import RequestContext
 from pystream.broker.fetch_session import FetchSessionCache
 from pystream.broker.loop_monitor import LoopLagMonitor
-from pystream.broker.network import Chunk, DeferredResponse, KafkaConnection, TlsHandshake
+from pystream.broker.network import Chunk, DeferredResponse, KafkaConnection
 from pystream.broker.services import BrokerServices
 from pystream.clock import now_ms
 from pystream.cluster.broker_channel import BrokerChannels
@@ -58,6 +63,7 @@ from pystream.security.listeners import Listener, ListenerConfig
 from pystream.security.sasl import SASL_API_KEYS, SaslAuthenticator, SaslState
 from pystream.security.ssl import (
     HandshakeFailureLog,
+    PerHostLogLimit,
     SslPrincipalMapper,
     SslSettings,
     broker_client_context,
@@ -110,9 +116,11 @@ class Broker:
         # Each TLS listener's context and principal mapping (its listener.name.<name>.ssl.*
         # overrides over the broker's ssl.*), built and checked before anything starts.
         self._tls: dict[str, tuple[ssl.SSLContext, SslPrincipalMapper]] = {}
-        # TLS handshakes in progress, and the rate-limited log of the failed ones.
-        self._handshakes: set[asyncio.Task[None]] = set()
+        # The rate-limited log of failed TLS handshakes.
         self._handshake_failures = HandshakeFailureLog(log)
+        self._refused_log = RefusedConnectionLog(log)
+        self._limit_log = PerHostLogLimit(log)  # keyed by listener name
+        self._handovers: set[asyncio.Task[None]] = set()
         for listener in self.listeners:
             if listener.uses_tls:
                 settings = SslSettings.for_listener(config, listener.name)
@@ -134,7 +142,10 @@ class Broker:
         self._cluster: ClusterMode | None = None
         self.log_cleaner: LogCleaner | None = None
         self.loop_monitor: LoopLagMonitor | None = None
-        self._servers: list[asyncio.AbstractServer] = []
+        # Each listener's sockets and the task accepting on each (see _accept).
+        self._listen_sockets: list[socket.socket] = []
+        self._acceptors: list[asyncio.Task[None]] = []
+        self.connection_quotas = ConnectionQuotas()
         self._connections: set[KafkaConnection] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._checkpoint_writes: set[asyncio.Future[None]] = set()
@@ -274,18 +285,16 @@ class Broker:
         await group_coordinator.start()
         # Loads __transaction_state and finishes transactions it had decided.
         await transaction_coordinator.start()
+        self.connection_quotas = await ConnectionQuotas.from_config(
+            config, [listener.name for listener in self.listeners], inter_broker_listener
+        )
         loop = asyncio.get_running_loop()
         for listener in self.listeners:
-            # TLS listeners run the handshake themselves (TlsHandshake): plain TCP here.
-            server = await loop.create_server(
-                lambda listener=listener: self._new_connection(listener),
-                host=listener.host or None,
-                port=listener.port,
-                reuse_address=True,
-                backlog=1024,
-            )
-            self._servers.append(server)
-            self.bound_ports[listener.name] = server.sockets[0].getsockname()[1]
+            sockets = await listening_sockets(listener.host or None, listener.port, backlog=1024)
+            for sock in sockets:
+                self._listen_sockets.append(sock)
+                self._acceptors.append(loop.create_task(self._accept(listener, sock)))
+            self.bound_ports[listener.name] = sockets[0].getsockname()[1]
         if any(a.port == 0 for a in self.advertised_listeners):
             # Listening on port 0 (tests): advertise the port the OS chose.
             self.advertised_listeners = [
@@ -380,7 +389,79 @@ class Broker:
         login = inter_broker_login(self.config, listener.name) if listener.uses_sasl else None
         return ClientSecurity(listener.security_protocol, ssl_context, login)
 
-    def _new_connection(self, listener: Listener) -> asyncio.Protocol:
+    async def _accept(self, listener: Listener, sock: socket.socket) -> None:
+        """Accept connections on one listening socket, within the connection limits.
+
+        Our own accept loop rather than ``loop.create_server``'s: at ``max.connections``
+        it stops accepting until a connection closes, as Kafka's acceptor does (asyncio's
+        and uvloop's servers cannot be paused), and a connection over its address's
+        ``max.connections.per.ip`` is closed before any transport or protocol exists."""
+        loop = asyncio.get_running_loop()
+        quotas = self.connection_quotas
+        name = listener.name
+        accepted = 0
+        while True:
+            if not quotas.slot_available(name):
+                if self._limit_log.admit(name) is not None:  # once per 10 s per listener
+                    log.info(
+                        "listener %s is at its connection limit (max.connections): not "
+                        "accepting until a connection closes",
+                        name,
+                    )
+                await quotas.wait_for_slot(name)
+            try:
+                conn, address = await loop.sock_accept(sock)
+            except OSError as exc:  # EMFILE, ECONNABORTED ...: not the listener's end
+                log.warning("accepting on listener %s failed: %s", name, exc)
+                await asyncio.sleep(0.1)
+                continue
+            host = str(address[0])
+            if not quotas.acquire(name, host):
+                self._refused_log.refused(
+                    name, host, quotas.ip_limit(host), host in quotas.per_ip_overrides
+                )
+                conn.close()
+                continue
+            task = loop.create_task(self._serve_accepted(listener, conn, address))
+            # The loop holds tasks weakly: keep each until its connection is handed over
+            # (after a TLS handshake, which shutdown cancels).
+            self._handovers.add(task)
+            task.add_done_callback(self._handovers.discard)
+            accepted += 1
+            if accepted % 64 == 0:
+                # A backlog of accepts completes without yielding: let the rest run.
+                await asyncio.sleep(0)
+
+    async def _serve_accepted(
+        self, listener: Listener, conn: socket.socket, address: tuple[Any, ...]
+    ) -> None:
+        """Hand an accepted socket to its ``KafkaConnection``, after the TLS handshake on
+        a TLS listener.  The handshake is awaited here, not in asyncio's server (which
+        drops a failed one silently, logging it only in debug mode): a failure is logged,
+        rate limited per peer host, and the connection's slot given back."""
+        host = str(address[0])
+        connection = self._new_connection(listener, host)
+        tls = self._tls[listener.name][0] if listener.uses_tls else None
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: connection, conn, ssl=tls
+            )
+        except BaseException as exc:
+            if connection.transport is not None:
+                return  # it opened: its connection_lost gives the slot back
+            conn.close()
+            self._release_slot(connection)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            if not isinstance(exc, Exception):
+                raise
+            if tls is not None:  # ssl.SSLError, a reset, the handshake timeout ...
+                peer = f"{host}:{address[1]}"
+                self._handshake_failures.failed(listener.name, peer, host, exc)
+            else:  # the peer left at once (reset): not worth a warning
+                log.debug("connection from %s on %s failed at once: %s", host, listener.name, exc)
+
+    def _new_connection(self, listener: Listener, host: str) -> KafkaConnection:
         connection = KafkaConnection(
             self.handle_frame,
             self.config.socket_request_max_bytes,
@@ -392,10 +473,7 @@ class Broker:
             on_open=self._connection_opened,
             max_deferred=self.config.produce_pipeline_max_requests,
         )
-        if listener.uses_tls:
-            return TlsHandshake(
-                connection, self._tls[listener.name][0], self._handshake_failures, self._handshakes
-            )
+        connection.quota_host = host
         return connection
 
     def _connection_opened(self, connection: KafkaConnection) -> None:
@@ -406,6 +484,12 @@ class Broker:
         if connection in self._connections:
             self._connections.discard(connection)
             self.metrics.connections_closed[connection.listener_name] += 1
+        self._release_slot(connection)
+
+    def _release_slot(self, connection: KafkaConnection) -> None:
+        host, connection.quota_host = connection.quota_host, None  # released once
+        if host is not None:
+            self.connection_quotas.release(connection.listener_name, host)
 
     async def stop(self) -> None:
         """Clean shutdown: stop listening, close connections, flush and checkpoint the logs."""
@@ -422,15 +506,15 @@ class Broker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         # A checkpoint being written from a thread finishes before shutdown writes its own.
         await asyncio.gather(*self._checkpoint_writes, return_exceptions=True)
-        for server in self._servers:
-            server.close()
-        for handshake in list(self._handshakes):
+        for acceptor in self._acceptors:
+            acceptor.cancel()
+        await asyncio.gather(*self._acceptors, return_exceptions=True)
+        for sock in self._listen_sockets:
+            sock.close()
+        for handshake in list(self._handovers):  # TLS handshakes in progress
             handshake.cancel()
         for connection in list(self._connections):
             connection.close()
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 5)
         if services is not None:
             await services.transaction_coordinator.stop()
             await services.group_coordinator.stop()

@@ -6,8 +6,10 @@ import asyncio
 import gc
 import importlib
 import logging
+import resource
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -243,8 +245,37 @@ def serve(config_file: str | None, overrides: tuple[str, ...], log_level: str) -
         config = load_config(config_file, overrides)
         for key in config.unknown_keys:
             log.warning("unknown config %r is ignored (check its spelling)", key)
-        asyncio.run(run_broker(config))
+        _raise_open_files_limit()
+        log.info("event loop: %s (event.loop)", config.event_loop)
+        with asyncio.Runner(loop_factory=event_loop_factory(config.event_loop)) as runner:
+            runner.run(run_broker(config))
     except (KafkaError, BrokerStartupError) as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:  # e.g. address already in use
         raise click.ClickException(f"{exc.strerror or exc}; is another broker running?") from exc
+
+
+def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The broker's event loop (``event.loop``): asyncio's, or uvloop's."""
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError as exc:
+            raise click.ClickException(
+                f"event.loop=uvloop but uvloop is not installed ({exc}): install it "
+                "(pip install uvloop; Linux and macOS only) or set event.loop=asyncio"
+            ) from exc
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def _raise_open_files_limit() -> None:
+    """Raise the soft open-files limit to the hard one: every connection is a descriptor
+    (as are segments and indexes), and the usual soft default (1,024) refuses accepts far
+    below what the broker can hold."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:  # e.g. an unlimited hard limit on macOS
+            log.debug("open-files limit stays at %d: %s", soft, exc)

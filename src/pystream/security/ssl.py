@@ -407,10 +407,10 @@ def handshake_failure_reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-class HandshakeFailureLog:
-    """Logs failed TLS handshakes, one line per failure, at most one line per peer host
-    every ``interval_s`` (a port scanner or a misconfigured client retrying in a loop
-    cannot flood the log): the next line says how many were left out meanwhile."""
+class PerHostLogLimit:
+    """At most one log line per peer host every ``interval_s`` (a port scanner or a
+    misconfigured client retrying in a loop cannot flood the log); the next line says
+    how many were left out meanwhile."""
 
     # Hosts remembered at most: a scan from many addresses cannot grow this without bound.
     MAX_HOSTS = 10_000
@@ -424,33 +424,30 @@ class HandshakeFailureLog:
         self._log = logger
         self._interval_s = interval_s
         self._clock = clock
-        # peer host -> (when its last line was logged, failures left out since).
+        # peer host -> (when its last line was logged, events left out since).
         self._hosts: dict[str, tuple[float, int]] = {}
 
-    def failed(self, listener_name: str, peer: str, peer_host: str, exc: BaseException) -> bool:
-        """Record one failed handshake; True if it was logged (False: left out)."""
+    def admit(self, peer_host: str) -> int | None:
+        """Record one event from ``peer_host``: None if its line is left out, else how
+        many were left out before it (to say so in the line)."""
         now = self._clock()
         last = self._hosts.get(peer_host)
         if last is not None and now - last[0] < self._interval_s:
             self._hosts[peer_host] = (last[0], last[1] + 1)
-            return False
+            return None
         if last is None and len(self._hosts) >= self.MAX_HOSTS:
             self._forget_quiet_hosts(now)
-        suppressed = last[1] if last is not None else 0
         self._hosts[peer_host] = (now, 0)
-        self._log.info(
-            "Failed TLS handshake on listener %s from %s: %s%s",
-            listener_name,
-            peer,
-            handshake_failure_reason(exc),
-            (
-                f" ({suppressed} more failed handshake(s) from {peer_host} not logged in "
-                f"the last {self._interval_s:g} s)"
-                if suppressed
-                else ""
-            ),
+        return last[1] if last is not None else 0
+
+    def left_out(self, suppressed: int, what: str, peer_host: str) -> str:
+        """The tail of a line after ``suppressed`` left-out events."""
+        if not suppressed:
+            return ""
+        return (
+            f" ({suppressed} more {what} from {peer_host} not logged in the last "
+            f"{self._interval_s:g} s)"
         )
-        return True
 
     def _forget_quiet_hosts(self, now: float) -> None:
         quiet = [h for h, (at, _) in self._hosts.items() if now - at >= self._interval_s]
@@ -458,3 +455,21 @@ class HandshakeFailureLog:
             del self._hosts[host]
         if len(self._hosts) >= self.MAX_HOSTS:
             self._hosts.clear()  # every host is noisy: start over rather than grow
+
+
+class HandshakeFailureLog(PerHostLogLimit):
+    """Logs failed TLS handshakes, one line per failure, rate limited per peer host."""
+
+    def failed(self, listener_name: str, peer: str, peer_host: str, exc: BaseException) -> bool:
+        """Record one failed handshake; True if it was logged (False: left out)."""
+        suppressed = self.admit(peer_host)
+        if suppressed is None:
+            return False
+        self._log.info(
+            "Failed TLS handshake on listener %s from %s: %s%s",
+            listener_name,
+            peer,
+            handshake_failure_reason(exc),
+            self.left_out(suppressed, "failed handshake(s)", peer_host),
+        )
+        return True
