@@ -79,6 +79,7 @@ async def run_broker(config: BrokerConfig) -> None:
         else None
     )
     click.echo(f"pystream broker {config.broker_id} listening on {addresses}")
+    log.info("event loop: %s (event.loop)", config.event_loop)
     if proxy is not None:
         click.echo(f"pystream rest proxy listening on {proxy.url}")
     if console is not None:
@@ -246,7 +247,6 @@ def serve(config_file: str | None, overrides: tuple[str, ...], log_level: str) -
         for key in config.unknown_keys:
             log.warning("unknown config %r is ignored (check its spelling)", key)
         _raise_open_files_limit()
-        log.info("event loop: %s (event.loop)", config.event_loop)
         with asyncio.Runner(loop_factory=event_loop_factory(config.event_loop)) as runner:
             runner.run(run_broker(config))
     except (KafkaError, BrokerStartupError) as exc:
