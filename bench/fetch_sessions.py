@@ -205,7 +205,7 @@ def main() -> None:
                 broker.stop()
     print(
         f"\nFetch sessions: {args.partitions} partitions, {args.hot} hot, one record per "
-        f"{args.interval_ms:g} ms; median (min-max) of {args.runs} runs; machine shared\n"
+        f"{args.interval_ms:g} ms; median (min-max) of {args.runs} runs\n"
     )
     metrics = ["request B/fetch", "CPU µs/fetch", "fetches/s", "records/s"]
     print(f"{'client':13} {'mode':12} " + " ".join(f"{m:>24}" for m in metrics))
