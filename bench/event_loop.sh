@@ -42,4 +42,5 @@ for round in $(seq 1 "$ROUNDS"); do
     sleep 0.1
   done
 done
+rm -rf "$OUT"/data-*
 echo "ports: 19301 base ${BASE:-(none)}, 19302 asyncio, 19303 uvloop; results in $OUT"
