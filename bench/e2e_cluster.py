@@ -101,6 +101,10 @@ class ThroughputRow:
     lag: LagSamples | None
     bytes_per_record: float
     round: int = 0
+    # Over the produce window: the brokers' CPU (all three, seconds) and how busy the
+    # whole machine was (busy CPU time / (wall time x CPUs)): is the row CPU-bound?
+    broker_cpu: float = 0.0
+    machine_busy: float = 0.0
 
     @property
     def records_per_second(self) -> float:
@@ -265,6 +269,25 @@ class LagSampler(threading.Thread):
 
 
 # --- measurements ----------------------------------------------------------------------------
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / ticks, sum(fields[:8]) / ticks
+
+
+def brokers_cpu(cluster: Cluster) -> float:
+    """User + system CPU seconds of every live broker process."""
+    total = 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    for broker in cluster.brokers.values():
+        if broker.process is not None and broker.process.poll() is None:
+            stat = Path(f"/proc/{broker.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(stat[11]) + int(stat[12])) / ticks
+    return total
+
+
 def measure_throughput(
     cluster: Cluster, size: int, count: int, rf: int, acks: str, opts: argparse.Namespace
 ) -> ThroughputRow:
@@ -281,12 +304,16 @@ def measure_throughput(
     if rf > 1:
         sampler = LagSampler(cluster, topic, leader, opts.lag_interval_ms / 1000)
         sampler.start()
+    cpu_before, (busy_before, total_before) = brokers_cpu(cluster), machine_cpu()
     try:
         outcome = e2e.timed_produce(
             producer, counter, topic, e2e.make_values(size), count, deadline, False
         )
     finally:
         lag = sampler.stop() if sampler is not None else None
+    busy_after, total_after = machine_cpu()
+    broker_cpu = brokers_cpu(cluster) - cpu_before
+    machine_busy = (busy_after - busy_before) / max(total_after - total_before, 1e-9)
     if outcome.problem():
         raise e2e.BenchError(outcome.problem())
     # With acks=1 the followers may still be copying: the high watermark follows them.
@@ -299,7 +326,18 @@ def measure_throughput(
         bytes_per_record = cluster.log_size(leader, topic, wire) / count
     seconds = (outcome.end_ns - outcome.start_ns) / 1e9
     cluster.delete_topic(topic)  # rounds of 300 MB topics would fill the disk
-    return ThroughputRow(size, rf, acks, count, seconds, catch_up / 1e9, lag, bytes_per_record)
+    return ThroughputRow(
+        size,
+        rf,
+        acks,
+        count,
+        seconds,
+        catch_up / 1e9,
+        lag,
+        bytes_per_record,
+        broker_cpu=broker_cpu,
+        machine_busy=machine_busy,
+    )
 
 
 def measure_failovers(cluster: Cluster, opts: argparse.Namespace) -> list[float]:
@@ -445,6 +483,8 @@ def render(rows: Sequence[ThroughputRow], failovers: list[float], rounds: int) -
         "lag p99 (KiB)",
         "lag max",
         "lag samples",
+        "brokers' CPU s",
+        "machine busy",
     ):
         throughput.add_column(column, justify="right")
     groups: dict[tuple[int, int, str], list[ThroughputRow]] = {}
@@ -465,6 +505,8 @@ def render(rows: Sequence[ThroughputRow], failovers: list[float], rounds: int) -
             spread([(r.lag_bytes(0.99) or 0) / 1024 for r in lagged]),
             spread([r.lag_records(1.0) or 0.0 for r in lagged]),
             "-" if not lagged else str(sum(len(r.lag.bytes_behind) for r in lagged if r.lag)),
+            spread([r.broker_cpu for r in group], ",.2f"),
+            spread([r.machine_busy * 100 for r in group], ".0f") + " %",
         )
     ratios = Table(title="RF=3 throughput / RF=1 throughput (same size, same round)")
     for column in ("record", "RF=3 acks=1 / RF=1", "RF=3 acks=all / RF=1", "target"):
